@@ -1,0 +1,17 @@
+//! Sluice's domain: ids, the job and task state machines, the durable retry policy, and the
+//! token-bucket and circuit-breaker maths. Pure: no I/O, no async runtime, no clock reads
+//! except through [`Clock`].
+
+pub mod breaker;
+pub mod bucket;
+pub mod clock;
+pub mod ids;
+pub mod retry;
+pub mod state;
+
+pub use breaker::{Breaker, BreakerConfig, BreakerState};
+pub use bucket::TokenBucket;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use ids::{JobId, LeaseToken, TaskId};
+pub use retry::{RetryDecision, RetryPolicy};
+pub use state::{IllegalTransition, JobEvent, JobState, TaskEvent, TaskState};
