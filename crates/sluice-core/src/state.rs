@@ -376,3 +376,39 @@ mod tests {
         }
     }
 }
+
+impl TaskEvent {
+    /// What a lease expiry means for a task that has spent `attempt` attempts of `max`:
+    /// the lost run counts as one, and the last one fails the task.
+    pub fn on_lease_expiry(attempt: i32, max_attempts: i32) -> TaskEvent {
+        if attempt.saturating_add(1) >= max_attempts {
+            TaskEvent::LeaseExpiredFinal
+        } else {
+            TaskEvent::LeaseExpired
+        }
+    }
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+
+    #[test]
+    fn lease_expiry_spends_an_attempt_and_the_last_one_fails() {
+        let cases = [
+            (0, 3, TaskEvent::LeaseExpired),
+            (1, 3, TaskEvent::LeaseExpired),
+            (2, 3, TaskEvent::LeaseExpiredFinal),
+            (5, 3, TaskEvent::LeaseExpiredFinal),
+            (0, 1, TaskEvent::LeaseExpiredFinal),
+            (i32::MAX, i32::MAX, TaskEvent::LeaseExpiredFinal),
+        ];
+        for (attempt, max, want) in cases {
+            assert_eq!(
+                TaskEvent::on_lease_expiry(attempt, max),
+                want,
+                "{attempt}/{max}"
+            );
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! All of Sluice's SQL. The [`Store`] trait is the one seam between Sluice and its database;
+//! [`PgStore`] is the production backend (many processes on many machines), [`SqliteStore`]
+//! the embedded default (one process). Both pass the same conformance suite
+//! (`tests/it/conformance.rs`).
+//!
+//! Every write of a running task is guarded by its lease token (fencing): a worker that lost
+//! its lease — rescued after expiry, cancelled — has its late writes rejected, never applied.
+
+mod error;
+mod model;
+mod pg;
+mod sqlite;
+
+pub use error::{Result, StoreError};
+pub use model::*;
+pub use pg::PgStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use sluice_core::{JobId, TaskId};
+use std::sync::Arc;
+
+/// Everything Sluice asks of its database. Methods are named entity-then-verb and take a
+/// `…Params` struct; none reads the clock (callers pass `now`).
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Which backend this is (`postgres` or `sqlite`).
+    fn backend(&self) -> &'static str;
+
+    /// Applies pending migrations (idempotent; safe to run from many processes at once).
+    async fn migrate(&self) -> Result<()>;
+
+    /// Inserts a job and its tasks in one transaction (tasks in chunks of one round trip each).
+    /// With an idempotency key already used by the owner: the same spec returns the existing
+    /// job (`created: false`), another spec is a [`StoreError::Conflict`].
+    async fn job_insert(&self, p: JobInsertParams) -> Result<JobInserted>;
+
+    async fn job_get(&self, id: JobId) -> Result<Job>;
+
+    /// Cancels a job and every task of it that is not finished; running tasks lose their lease
+    /// (their workers' late writes are rejected). Cancelling a finished job is a conflict.
+    async fn job_cancel(&self, p: JobCancelParams) -> Result<Job>;
+
+    /// Claims up to `limit` runnable tasks (pending, `run_after` passed) in release order,
+    /// each with a fresh lease token. Concurrent claimers never get the same task.
+    async fn task_claim(&self, p: TaskClaimParams) -> Result<Vec<ClaimedTask>>;
+
+    /// Extends the leases still held; returns the leases that were lost (cancelled, rescued or
+    /// claimed by another worker), whose work should stop.
+    async fn task_heartbeat(&self, p: TaskHeartbeatParams) -> Result<Vec<Lease>>;
+
+    /// Records the outcomes of finished leases in one transaction, updating job counters and
+    /// finishing jobs whose last task this was. Writes with a stale lease are rejected.
+    async fn task_finish(&self, p: TaskFinishParams) -> Result<FinishReport>;
+
+    /// Returns tasks whose lease expired to pending (one attempt spent), or fails them when no
+    /// attempts are left. Guarded by state and token, so a racing completion wins or loses
+    /// cleanly.
+    async fn task_rescue_expired(&self, p: TaskRescueParams) -> Result<Vec<RescuedTask>>;
+
+    async fn task_get(&self, id: TaskId) -> Result<Task>;
+
+    /// The tasks of a job, by id (operator and test use; not a hot path).
+    async fn task_list(&self, p: TaskListParams) -> Result<Vec<Task>>;
+
+    /// The journal, oldest first.
+    async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>>;
+}
+
+/// Opens the store a URL names: `postgres://…`/`postgresql://…` or `sqlite://PATH`
+/// (`sqlite::memory:` for a throwaway one), and applies migrations.
+pub async fn connect(url: &str, opts: ConnectOptions) -> Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> =
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Arc::new(PgStore::connect(url, opts).await?)
+        } else if url.starts_with("sqlite:") {
+            Arc::new(SqliteStore::connect(url).await?)
+        } else {
+            return Err(StoreError::Invalid(format!(
+                "unsupported database url {:?}: expected postgres://… or sqlite://…",
+                redact_url(url)
+            )));
+        };
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// The URL with any password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_url_hides_passwords_only() {
+        let cases = [
+            (
+                "postgres://u:secret@h:5432/db",
+                "postgres://u:***@h:5432/db",
+            ),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("sqlite://./x.db", "sqlite://./x.db"),
+            ("postgres://u:p@ss:w@h/db", "postgres://u:***@h/db"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(super::redact_url(url), want);
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Rows and parameters of the [`crate::Store`] methods.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sluice_core::state::JobCounts;
+use sluice_core::{JobId, JobState, LeaseToken, TaskEvent, TaskId, TaskState};
+use std::time::Duration;
+
+/// Tasks per round trip when inserting a job's tasks.
+pub const TASK_INSERT_CHUNK: usize = 5_000;
+
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Pool size (Postgres). SQLite always uses one connection: it has one writer anyway.
+    pub max_connections: u32,
+    /// Postgres schema to create (if missing) and use; `None`: the server's default.
+    pub schema: Option<String>,
+    /// Application name shown in `pg_stat_activity`.
+    pub application_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub owner: String,
+    pub idempotency_key: Option<String>,
+    pub spec: serde_json::Value,
+    pub sql: Option<String>,
+    pub state: JobState,
+    pub priority: i16,
+    pub counts: JobCounts,
+    pub rows_found: i64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewTask {
+    pub lake: String,
+    pub scope: String,
+    pub est_calls: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobInsertParams {
+    pub owner: String,
+    pub idempotency_key: Option<String>,
+    pub spec: serde_json::Value,
+    pub sql: Option<String>,
+    pub priority: i16,
+    pub max_attempts: i32,
+    pub tasks: Vec<NewTask>,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobInserted {
+    pub job: Job,
+    /// False when the idempotency key returned an existing job.
+    pub created: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobCancelParams {
+    pub id: JobId,
+    pub by: String,
+    pub reason: Option<String>,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: TaskId,
+    pub job_id: JobId,
+    pub lake: String,
+    pub scope: String,
+    pub state: TaskState,
+    pub priority: i16,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub run_after: DateTime<Utc>,
+    pub lease_owner: Option<String>,
+    pub lease_token: LeaseToken,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub est_calls: i32,
+    pub rows_found: Option<i64>,
+    pub result_uri: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The right to write one running task: only a claim hands one out, and the store rejects
+/// it once the task was rescued, cancelled or claimed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Lease {
+    pub task_id: TaskId,
+    pub token: LeaseToken,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskClaimParams {
+    pub worker: String,
+    pub limit: u32,
+    pub lease: Duration,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedTask {
+    pub lease: Lease,
+    pub job_id: JobId,
+    pub lake: String,
+    pub scope: String,
+    /// Attempts already spent before this claim.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+impl ClaimedTask {
+    pub fn id(&self) -> TaskId {
+        self.lease.task_id
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskHeartbeatParams {
+    pub leases: Vec<Lease>,
+    pub lease: Duration,
+    pub now: DateTime<Utc>,
+}
+
+/// How a claimed task ended this time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TaskOutcome {
+    Succeeded {
+        rows: i64,
+        result_uri: Option<String>,
+    },
+    /// Permanent failure, or a retryable one with no attempts left.
+    Failed { error: String },
+    /// Task-caused, retryable: back to pending after `run_after`, one attempt spent.
+    Retry {
+        run_after: DateTime<Utc>,
+        error: String,
+    },
+    /// Not the task's fault (provider, pause, shutdown): back to pending, no attempt spent.
+    Defer {
+        run_after: DateTime<Utc>,
+        reason: String,
+    },
+}
+
+impl TaskOutcome {
+    pub fn event(&self) -> TaskEvent {
+        match self {
+            TaskOutcome::Succeeded { .. } => TaskEvent::Complete,
+            TaskOutcome::Failed { .. } => TaskEvent::Fail,
+            TaskOutcome::Retry { .. } => TaskEvent::Retry,
+            TaskOutcome::Defer { .. } => TaskEvent::Defer,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskFinish {
+    pub lease: Lease,
+    pub outcome: TaskOutcome,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskFinishParams {
+    pub finishes: Vec<TaskFinish>,
+    pub now: DateTime<Utc>,
+}
+
+/// Which finishes were recorded and which were rejected (stale lease).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FinishReport {
+    pub applied: Vec<TaskId>,
+    pub rejected: Vec<TaskId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskRescueParams {
+    pub limit: u32,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RescuedTask {
+    pub id: TaskId,
+    pub job_id: JobId,
+    pub state: TaskState,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskListParams {
+    pub job_id: JobId,
+    pub limit: u32,
+    pub after: Option<TaskId>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventListParams {
+    pub job_id: Option<JobId>,
+    pub after_id: Option<i64>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub job_id: Option<JobId>,
+    pub task_id: Option<TaskId>,
+    pub scope: Option<String>,
+    pub kind: String,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// Checks shared by both backends before a job is written.
+pub(crate) fn validate_job(p: &JobInsertParams) -> crate::Result<()> {
+    use crate::StoreError::Invalid;
+    if p.owner.trim().is_empty() {
+        return Err(Invalid("owner must not be empty".into()));
+    }
+    if p.max_attempts < 1 {
+        return Err(Invalid(format!(
+            "max_attempts must be at least 1, got {}",
+            p.max_attempts
+        )));
+    }
+    if let Some(k) = &p.idempotency_key {
+        if k.is_empty() || k.len() > 255 {
+            return Err(Invalid("idempotency key must be 1 to 255 bytes".into()));
+        }
+    }
+    if let Some(t) = p
+        .tasks
+        .iter()
+        .find(|t| t.lake.is_empty() || t.scope.is_empty())
+    {
+        return Err(Invalid(format!("task with empty lake or scope: {t:?}")));
+    }
+    Ok(())
+}
+
+/// Per-job counter deltas of a batch of task transitions, applied in job-id order so that
+/// concurrent transactions lock job rows in the same order.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct JobDelta {
+    pub done: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub rows: i64,
+}
+
+impl JobDelta {
+    pub fn add(&mut self, state: TaskState, rows: Option<i64>) {
+        match state {
+            TaskState::Succeeded => {
+                self.done += 1;
+                self.rows += rows.unwrap_or(0);
+            }
+            TaskState::Failed => self.failed += 1,
+            TaskState::Cancelled => self.cancelled += 1,
+            TaskState::Pending | TaskState::Running => {}
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.done == 0 && self.failed == 0 && self.cancelled == 0
+    }
+}
+
+/// What the job row becomes after a delta: new counts and, if the job just finished, its
+/// new state (decided by the core state machine, not by SQL).
+pub(crate) fn job_after(
+    state: JobState,
+    counts: JobCounts,
+    d: &JobDelta,
+) -> crate::Result<(JobCounts, Option<JobState>)> {
+    let counts = JobCounts {
+        total: counts.total,
+        done: counts.done + d.done,
+        failed: counts.failed + d.failed,
+        cancelled: counts.cancelled + d.cancelled,
+    };
+    if state.is_terminal() {
+        return Ok((counts, None));
+    }
+    match counts.outcome() {
+        Some(o) => Ok((counts, Some(state.apply(sluice_core::JobEvent::Finish(o))?))),
+        None => Ok((counts, None)),
+    }
+}
+
+pub(crate) fn job_kind(state: JobState) -> &'static str {
+    match state {
+        JobState::Queued => "job.submitted",
+        JobState::Running => "job.started",
+        JobState::Succeeded => "job.succeeded",
+        JobState::Partial => "job.partial",
+        JobState::Failed => "job.failed",
+        JobState::Cancelled => "job.cancelled",
+    }
+}
+
+pub(crate) fn outcome_columns(
+    o: &TaskOutcome,
+) -> (
+    TaskState,
+    Option<DateTime<Utc>>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+) {
+    // (state, run_after, rows, result_uri, error)
+    let state = TaskState::Running
+        .apply(o.event())
+        .unwrap_or(TaskState::Running);
+    match o {
+        TaskOutcome::Succeeded { rows, result_uri } => {
+            (state, None, Some(*rows), result_uri.clone(), None)
+        }
+        TaskOutcome::Failed { error } => (state, None, None, None, Some(error.clone())),
+        TaskOutcome::Retry { run_after, error } => {
+            (state, Some(*run_after), None, None, Some(error.clone()))
+        }
+        TaskOutcome::Defer { run_after, reason } => {
+            (state, Some(*run_after), None, None, Some(reason.clone()))
+        }
+    }
+}

@@ -1,0 +1,677 @@
+//! The Postgres backend: many scheduler, worker and API processes on many machines share it.
+//! Claims use `FOR UPDATE SKIP LOCKED`; each hot-path call is one statement (data-modifying
+//! CTEs write the journal in the same round trip); job rows are locked in id order.
+
+use crate::Store;
+use crate::error::{Result, StoreError, from_sqlx};
+use crate::model::*;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sluice_core::state::JobCounts;
+use sluice_core::{JobEvent, JobId, JobState, LeaseToken, TaskEvent, TaskId, TaskState};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Executor, PgConnection, Postgres, Row, Transaction};
+use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// Times a transaction that lost a race (deadlock, serialization failure) is run again.
+const RACE_RETRIES: usize = 5;
+
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+fn is_schema_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, opts: ConnectOptions) -> Result<Self> {
+        let mut o = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Invalid(format!("bad postgres url: {e}")))?;
+        o = o.application_name(opts.application_name.as_deref().unwrap_or("sluice"));
+        if let Some(schema) = &opts.schema {
+            if !is_schema_name(schema) {
+                return Err(StoreError::Invalid(format!(
+                    "schema name {schema:?} must match [a-z_][a-z0-9_]{{0,62}}"
+                )));
+            }
+            let mut c = PgConnection::connect_with(&o).await.map_err(from_sqlx)?;
+            c.execute(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
+            )))
+            .await
+            .map_err(from_sqlx)?;
+            c.close().await.map_err(from_sqlx)?;
+            o = o.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(if opts.max_connections == 0 {
+                10
+            } else {
+                opts.max_connections
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(o)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(PgStore { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// Runs `$body` (an expression using a fresh transaction `$tx`) again when it lost a race.
+macro_rules! retry_races {
+    ($self:ident, |$tx:ident| $body:expr) => {{
+        let mut tries = 0;
+        loop {
+            let mut $tx = $self.pool.begin().await.map_err(from_sqlx)?;
+            let r = $body;
+            let r = match r {
+                Ok(v) => $tx.commit().await.map_err(from_sqlx).map(|_| v),
+                Err(e) => Err(e),
+            };
+            match r {
+                Err(StoreError::Unavailable(e)) if tries < RACE_RETRIES && is_race(&e) => {
+                    tries += 1;
+                    tracing::debug!(error = %e, tries, "transaction lost a race, running it again");
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+fn is_race(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40001" | "40P01")),
+        _ => false,
+    }
+}
+
+fn state<T>(s: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+    parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown state {s:?}")))
+}
+
+macro_rules! job_cols {
+    () => {
+        "id, owner, idempotency_key, spec, sql, state, priority, lakes_total, \
+    lakes_done, lakes_failed, lakes_cancelled, rows_found, created_at, started_at, finished_at, error"
+    };
+}
+
+fn job_from_row(r: &PgRow) -> Result<Job> {
+    let s: String = r.try_get("state").map_err(from_sqlx)?;
+    Ok(Job {
+        id: JobId(r.try_get("id").map_err(from_sqlx)?),
+        owner: r.try_get("owner").map_err(from_sqlx)?,
+        idempotency_key: r.try_get("idempotency_key").map_err(from_sqlx)?,
+        spec: r.try_get("spec").map_err(from_sqlx)?,
+        sql: r.try_get("sql").map_err(from_sqlx)?,
+        state: state(&s, JobState::parse)?,
+        priority: r.try_get("priority").map_err(from_sqlx)?,
+        counts: JobCounts {
+            total: r.try_get("lakes_total").map_err(from_sqlx)?,
+            done: r.try_get("lakes_done").map_err(from_sqlx)?,
+            failed: r.try_get("lakes_failed").map_err(from_sqlx)?,
+            cancelled: r.try_get("lakes_cancelled").map_err(from_sqlx)?,
+        },
+        rows_found: r.try_get("rows_found").map_err(from_sqlx)?,
+        created_at: r.try_get("created_at").map_err(from_sqlx)?,
+        started_at: r.try_get("started_at").map_err(from_sqlx)?,
+        finished_at: r.try_get("finished_at").map_err(from_sqlx)?,
+        error: r.try_get("error").map_err(from_sqlx)?,
+    })
+}
+
+macro_rules! task_cols {
+    () => {
+        "id, job_id, lake, scope, state, priority, attempt, max_attempts, run_after, \
+    lease_owner, lease_token, lease_expires_at, est_calls, rows_found, result_uri, last_error, \
+    created_at, updated_at"
+    };
+}
+
+fn task_from_row(r: &PgRow) -> Result<Task> {
+    let s: String = r.try_get("state").map_err(from_sqlx)?;
+    Ok(Task {
+        id: TaskId(r.try_get("id").map_err(from_sqlx)?),
+        job_id: JobId(r.try_get("job_id").map_err(from_sqlx)?),
+        lake: r.try_get("lake").map_err(from_sqlx)?,
+        scope: r.try_get("scope").map_err(from_sqlx)?,
+        state: state(&s, TaskState::parse)?,
+        priority: r.try_get("priority").map_err(from_sqlx)?,
+        attempt: r.try_get("attempt").map_err(from_sqlx)?,
+        max_attempts: r.try_get("max_attempts").map_err(from_sqlx)?,
+        run_after: r.try_get("run_after").map_err(from_sqlx)?,
+        lease_owner: r.try_get("lease_owner").map_err(from_sqlx)?,
+        lease_token: LeaseToken(r.try_get("lease_token").map_err(from_sqlx)?),
+        lease_expires_at: r.try_get("lease_expires_at").map_err(from_sqlx)?,
+        est_calls: r.try_get("est_calls").map_err(from_sqlx)?,
+        rows_found: r.try_get("rows_found").map_err(from_sqlx)?,
+        result_uri: r.try_get("result_uri").map_err(from_sqlx)?,
+        last_error: r.try_get("last_error").map_err(from_sqlx)?,
+        created_at: r.try_get("created_at").map_err(from_sqlx)?,
+        updated_at: r.try_get("updated_at").map_err(from_sqlx)?,
+    })
+}
+
+fn chrono_lease(now: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>> {
+    chrono::Duration::from_std(lease)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .ok_or_else(|| StoreError::Invalid(format!("lease duration {lease:?} out of range")))
+}
+
+/// Applies counter deltas to jobs in id order (the lock order every transaction follows) and
+/// finishes the jobs whose last open task this was.
+async fn jobs_apply(
+    tx: &mut Transaction<'static, Postgres>,
+    deltas: &BTreeMap<i64, JobDelta>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for (&job_id, d) in deltas.iter().filter(|(_, d)| !d.is_empty()) {
+        let r = sqlx::query(
+            "SELECT state, lakes_total, lakes_done, lakes_failed, lakes_cancelled FROM jobs \
+             WHERE id = $1 FOR UPDATE",
+        )
+        .bind(job_id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(from_sqlx)?;
+        let s: String = r.try_get("state").map_err(from_sqlx)?;
+        let before = state(&s, JobState::parse)?;
+        let counts = JobCounts {
+            total: r.try_get("lakes_total").map_err(from_sqlx)?,
+            done: r.try_get("lakes_done").map_err(from_sqlx)?,
+            failed: r.try_get("lakes_failed").map_err(from_sqlx)?,
+            cancelled: r.try_get("lakes_cancelled").map_err(from_sqlx)?,
+        };
+        let (counts, next) = job_after(before, counts, d)?;
+        let after = next.unwrap_or(before);
+        sqlx::query(
+            "WITH j AS (UPDATE jobs SET lakes_done = $2, lakes_failed = $3, lakes_cancelled = $4, \
+                 rows_found = rows_found + $5, state = $6, \
+                 finished_at = CASE WHEN $7 THEN $8 ELSE finished_at END \
+               WHERE id = $1 RETURNING id, rows_found) \
+             INSERT INTO events (at, job_id, kind, detail) \
+             SELECT $8, id, $9, jsonb_build_object('done', $2, 'failed', $3, 'cancelled', $4, \
+                 'rows', rows_found) FROM j WHERE $7",
+        )
+        .bind(job_id)
+        .bind(counts.done)
+        .bind(counts.failed)
+        .bind(counts.cancelled)
+        .bind(d.rows)
+        .bind(after.as_str())
+        .bind(next.is_some())
+        .bind(now)
+        .bind(job_kind(after))
+        .execute(&mut **tx)
+        .await
+        .map_err(from_sqlx)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn job_insert(&self, p: JobInsertParams) -> Result<JobInserted> {
+        validate_job(&p)?;
+        retry_races!(self, |tx| {
+            async {
+                let id: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO jobs (owner, idempotency_key, spec, sql, priority, lakes_total, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id",
+                )
+                .bind(&p.owner)
+                .bind(&p.idempotency_key)
+                .bind(&p.spec)
+                .bind(&p.sql)
+                .bind(p.priority)
+                .bind(p.tasks.len() as i64)
+                .bind(p.now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                let Some(id) = id else {
+                    let existing = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE owner = $1 AND idempotency_key = $2"))
+                    .bind(&p.owner)
+                    .bind(&p.idempotency_key)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+                    let job = job_from_row(&existing)?;
+                    if job.spec != p.spec || job.sql != p.sql || job.counts.total != p.tasks.len() as i64 {
+                        return Err(StoreError::Conflict(format!(
+                            "idempotency key already used by job {} with a different request",
+                            job.id
+                        )));
+                    }
+                    return Ok(JobInserted { job, created: false });
+                };
+                for chunk in p.tasks.chunks(TASK_INSERT_CHUNK) {
+                    let lakes: Vec<&str> = chunk.iter().map(|t| t.lake.as_str()).collect();
+                    let scopes: Vec<&str> = chunk.iter().map(|t| t.scope.as_str()).collect();
+                    let est: Vec<i32> = chunk.iter().map(|t| t.est_calls).collect();
+                    sqlx::query(
+                        "INSERT INTO tasks (job_id, lake, scope, est_calls, priority, max_attempts, \
+                             run_after, created_at, updated_at) \
+                         SELECT $1, u.lake, u.scope, u.est, $5, $6, $7, $7, $7 \
+                         FROM unnest($2::text[], $3::text[], $4::int[]) AS u(lake, scope, est)",
+                    )
+                    .bind(id)
+                    .bind(&lakes)
+                    .bind(&scopes)
+                    .bind(&est)
+                    .bind(p.priority)
+                    .bind(p.max_attempts)
+                    .bind(p.now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+                }
+                sqlx::query(
+                    "INSERT INTO events (at, job_id, kind, detail) VALUES ($1, $2, 'job.submitted', \
+                     jsonb_build_object('owner', $3::text, 'tasks', $4::bigint, 'priority', $5::int))",
+                )
+                .bind(p.now)
+                .bind(id)
+                .bind(&p.owner)
+                .bind(p.tasks.len() as i64)
+                .bind(i32::from(p.priority))
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                if p.tasks.is_empty() {
+                    // Nothing to run: the job is finished as soon as it exists.
+                    let next = JobState::Queued.apply(JobEvent::Finish(sluice_core::state::JobOutcome::Succeeded))?;
+                    sqlx::query("UPDATE jobs SET state = $2, finished_at = $3 WHERE id = $1")
+                        .bind(id)
+                        .bind(next.as_str())
+                        .bind(p.now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(from_sqlx)?;
+                }
+                let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE id = $1"))
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+                Ok(JobInserted { job: job_from_row(&row)?, created: true })
+            }
+            .await
+        })
+    }
+
+    async fn job_get(&self, id: JobId) -> Result<Job> {
+        let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE id = $1"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?
+            .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+        job_from_row(&row)
+    }
+
+    async fn job_cancel(&self, p: JobCancelParams) -> Result<Job> {
+        retry_races!(self, |tx| {
+            async {
+                let s: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+                    .bind(p.id.0)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+                let s = s.ok_or_else(|| StoreError::NotFound(format!("job {}", p.id)))?;
+                let before = state(&s, JobState::parse)?;
+                let next = before.apply(JobEvent::Cancel).map_err(|_| {
+                    StoreError::Conflict(format!("job {} is already {before}", p.id))
+                })?;
+                // Tasks first, then the job row: the lock order of every other transaction.
+                let cancelled: i64 = sqlx::query_scalar(
+                    "WITH t AS (UPDATE tasks SET state = 'cancelled', lease_owner = NULL, \
+                         lease_expires_at = NULL, updated_at = $2 \
+                       WHERE job_id = $1 AND state IN ('pending', 'running') RETURNING id, scope), \
+                     ev AS (INSERT INTO events (at, job_id, task_id, scope, kind) \
+                       SELECT $2, $1, id, scope, 'task.cancelled' FROM t) \
+                     SELECT count(*) FROM t",
+                )
+                .bind(p.id.0)
+                .bind(p.now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                let row = sqlx::query(concat!("WITH j AS (UPDATE jobs SET state = $2, lakes_cancelled = lakes_cancelled + $3, \
+                         finished_at = $4, error = $5 \
+                       WHERE id = $1 AND state IN ('queued', 'running') RETURNING ", job_cols!(), "), \
+                     ev AS (INSERT INTO events (at, job_id, kind, detail) \
+                       SELECT $4, id, 'job.cancelled', jsonb_build_object('by', $6::text, \
+                           'reason', $7::text, 'tasks_cancelled', $3) FROM j) \
+                     SELECT ", job_cols!(), " FROM j"))
+                .bind(p.id.0)
+                .bind(next.as_str())
+                .bind(cancelled)
+                .bind(p.now)
+                .bind(format!("cancelled by {}{}", p.by, p.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()))
+                .bind(&p.by)
+                .bind(&p.reason)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(from_sqlx)?
+                .ok_or_else(|| StoreError::Conflict(format!("job {} finished meanwhile", p.id)))?;
+                job_from_row(&row)
+            }
+            .await
+        })
+    }
+
+    async fn task_claim(&self, p: TaskClaimParams) -> Result<Vec<ClaimedTask>> {
+        if p.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let expires = chrono_lease(p.now, p.lease)?;
+        let rows = sqlx::query(
+            "WITH c AS ( \
+                SELECT id FROM tasks WHERE state = 'pending' AND run_after <= $1 \
+                ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             t AS ( \
+                UPDATE tasks SET state = 'running', lease_owner = $3, \
+                    lease_token = tasks.lease_token + 1, lease_expires_at = $4, updated_at = $1 \
+                FROM c WHERE tasks.id = c.id \
+                RETURNING tasks.id, tasks.job_id, tasks.lake, tasks.scope, tasks.attempt, \
+                    tasks.max_attempts, tasks.lease_token, tasks.priority), \
+             ev AS ( \
+                INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
+                SELECT $1, job_id, id, scope, 'task.claimed', \
+                    jsonb_build_object('worker', $3::text, 'token', lease_token, 'attempt', attempt) \
+                FROM t), \
+             js AS ( \
+                UPDATE jobs SET state = 'running', started_at = $1 \
+                WHERE id IN (SELECT DISTINCT job_id FROM t) AND state = 'queued' RETURNING id), \
+             jev AS ( \
+                INSERT INTO events (at, job_id, kind) SELECT $1, id, 'job.started' FROM js) \
+             SELECT id, job_id, lake, scope, attempt, max_attempts, lease_token FROM t \
+             ORDER BY priority DESC, id",
+        )
+        .bind(p.now)
+        .bind(i64::from(p.limit))
+        .bind(&p.worker)
+        .bind(expires)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter()
+            .map(|r| {
+                Ok(ClaimedTask {
+                    lease: Lease {
+                        task_id: TaskId(r.try_get("id").map_err(from_sqlx)?),
+                        token: LeaseToken(r.try_get("lease_token").map_err(from_sqlx)?),
+                    },
+                    job_id: JobId(r.try_get("job_id").map_err(from_sqlx)?),
+                    lake: r.try_get("lake").map_err(from_sqlx)?,
+                    scope: r.try_get("scope").map_err(from_sqlx)?,
+                    attempt: r.try_get("attempt").map_err(from_sqlx)?,
+                    max_attempts: r.try_get("max_attempts").map_err(from_sqlx)?,
+                    lease_expires_at: expires,
+                })
+            })
+            .collect()
+    }
+
+    async fn task_heartbeat(&self, p: TaskHeartbeatParams) -> Result<Vec<Lease>> {
+        if p.leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let expires = chrono_lease(p.now, p.lease)?;
+        let ids: Vec<i64> = p.leases.iter().map(|l| l.task_id.0).collect();
+        let tokens: Vec<i64> = p.leases.iter().map(|l| l.token.0).collect();
+        let kept: Vec<i64> = sqlx::query_scalar(
+            "UPDATE tasks SET lease_expires_at = $3 \
+             FROM unnest($1::bigint[], $2::bigint[]) AS u(id, token) \
+             WHERE tasks.id = u.id AND tasks.lease_token = u.token AND tasks.state = 'running' \
+             RETURNING tasks.id",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(expires)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        let kept: HashSet<i64> = kept.into_iter().collect();
+        Ok(p.leases
+            .into_iter()
+            .filter(|l| !kept.contains(&l.task_id.0))
+            .collect())
+    }
+
+    async fn task_finish(&self, p: TaskFinishParams) -> Result<FinishReport> {
+        if p.finishes.is_empty() {
+            return Ok(FinishReport::default());
+        }
+        let n = p.finishes.len();
+        let (mut ids, mut tokens, mut states, mut spent, mut run_after) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut rows, mut uris, mut errors, mut kinds) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for f in &p.finishes {
+            let (st, ra, r, uri, err) = outcome_columns(&f.outcome);
+            ids.push(f.lease.task_id.0);
+            tokens.push(f.lease.token.0);
+            states.push(st.as_str());
+            spent.push(i32::from(f.outcome.event().spends_attempt()));
+            run_after.push(ra);
+            rows.push(r);
+            uris.push(uri);
+            errors.push(err);
+            kinds.push(f.outcome.event().journal_kind());
+        }
+        retry_races!(self, |tx| {
+            async {
+                let applied = sqlx::query(
+                    "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], \
+                         $5::timestamptz[], $6::bigint[], $7::text[], $8::text[], $9::text[]) \
+                         AS u(id, token, state, spent, run_after, rows_found, result_uri, error, kind)), \
+                     t AS (UPDATE tasks SET state = u.state, attempt = tasks.attempt + u.spent, \
+                         run_after = coalesce(u.run_after, tasks.run_after), \
+                         rows_found = u.rows_found, result_uri = u.result_uri, \
+                         last_error = coalesce(u.error, tasks.last_error), \
+                         lease_owner = NULL, lease_expires_at = NULL, updated_at = $10 \
+                       FROM u WHERE tasks.id = u.id AND tasks.lease_token = u.token \
+                         AND tasks.state = 'running' \
+                       RETURNING tasks.id, tasks.job_id, tasks.scope, tasks.state, tasks.rows_found, \
+                         tasks.attempt, u.kind, u.error), \
+                     ev AS (INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
+                       SELECT $10, job_id, id, scope, kind, jsonb_strip_nulls(jsonb_build_object( \
+                         'attempt', attempt, 'rows', rows_found, 'error', error)) FROM t) \
+                     SELECT id, job_id, state, rows_found FROM t",
+                )
+                .bind(&ids)
+                .bind(&tokens)
+                .bind(&states)
+                .bind(&spent)
+                .bind(&run_after)
+                .bind(&rows)
+                .bind(&uris)
+                .bind(&errors)
+                .bind(&kinds)
+                .bind(p.now)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                let mut deltas: BTreeMap<i64, JobDelta> = BTreeMap::new();
+                let mut done = HashSet::with_capacity(applied.len());
+                for r in &applied {
+                    let id: i64 = r.try_get("id").map_err(from_sqlx)?;
+                    let s: String = r.try_get("state").map_err(from_sqlx)?;
+                    deltas
+                        .entry(r.try_get("job_id").map_err(from_sqlx)?)
+                        .or_default()
+                        .add(state(&s, TaskState::parse)?, r.try_get("rows_found").map_err(from_sqlx)?);
+                    done.insert(id);
+                }
+                jobs_apply(&mut tx, &deltas, p.now).await?;
+                let (applied, rejected) = p.finishes.iter().map(|f| f.lease.task_id).partition(|id| done.contains(&id.0));
+                Ok(FinishReport { applied, rejected })
+            }
+            .await
+        })
+    }
+
+    async fn task_rescue_expired(&self, p: TaskRescueParams) -> Result<Vec<RescuedTask>> {
+        retry_races!(self, |tx| {
+            async {
+                let cands = sqlx::query(
+                    "SELECT id, lease_token, attempt, max_attempts FROM tasks \
+                     WHERE state = 'running' AND lease_expires_at < $1 \
+                     ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+                )
+                .bind(p.now)
+                .bind(i64::from(p.limit))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                if cands.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let (mut ids, mut tokens, mut states, mut kinds) = (vec![], vec![], vec![], vec![]);
+                for r in &cands {
+                    let attempt: i32 = r.try_get("attempt").map_err(from_sqlx)?;
+                    let max: i32 = r.try_get("max_attempts").map_err(from_sqlx)?;
+                    let ev = TaskEvent::on_lease_expiry(attempt, max);
+                    ids.push(r.try_get::<i64, _>("id").map_err(from_sqlx)?);
+                    tokens.push(r.try_get::<i64, _>("lease_token").map_err(from_sqlx)?);
+                    states.push(TaskState::Running.apply(ev)?.as_str());
+                    kinds.push(ev.journal_kind());
+                }
+                let rows = sqlx::query(
+                    "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) \
+                         AS u(id, token, state, kind)), \
+                     t AS (UPDATE tasks SET state = u.state, attempt = tasks.attempt + 1, \
+                         last_error = 'lease expired: worker ' || coalesce(tasks.lease_owner, '?') \
+                             || ' stopped heartbeating', \
+                         lease_owner = NULL, lease_expires_at = NULL, updated_at = $5 \
+                       FROM u WHERE tasks.id = u.id AND tasks.lease_token = u.token \
+                         AND tasks.state = 'running' \
+                       RETURNING tasks.id, tasks.job_id, tasks.scope, tasks.state, tasks.attempt, \
+                         u.token, u.kind), \
+                     ev AS (INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
+                       SELECT $5, job_id, id, scope, kind, \
+                         jsonb_build_object('attempt', attempt, 'stale_token', token) FROM t) \
+                     SELECT id, job_id, state FROM t",
+                )
+                .bind(&ids)
+                .bind(&tokens)
+                .bind(&states)
+                .bind(&kinds)
+                .bind(p.now)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                let mut deltas: BTreeMap<i64, JobDelta> = BTreeMap::new();
+                let mut out = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let s: String = r.try_get("state").map_err(from_sqlx)?;
+                    let st = state(&s, TaskState::parse)?;
+                    let job_id: i64 = r.try_get("job_id").map_err(from_sqlx)?;
+                    deltas.entry(job_id).or_default().add(st, None);
+                    out.push(RescuedTask { id: TaskId(r.try_get("id").map_err(from_sqlx)?), job_id: JobId(job_id), state: st });
+                }
+                jobs_apply(&mut tx, &deltas, p.now).await?;
+                Ok(out)
+            }
+            .await
+        })
+    }
+
+    async fn task_get(&self, id: TaskId) -> Result<Task> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            task_cols!(),
+            " FROM tasks WHERE id = $1"
+        ))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(from_sqlx)?
+        .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
+        task_from_row(&row)
+    }
+
+    async fn task_list(&self, p: TaskListParams) -> Result<Vec<Task>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            task_cols!(),
+            " FROM tasks WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(p.job_id.0)
+        .bind(p.after.map_or(0, |t| t.0))
+        .bind(i64::from(p.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT id, at, job_id, task_id, scope, kind, detail FROM events \
+             WHERE ($1::bigint IS NULL OR job_id = $1) AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(p.job_id.map(|j| j.0))
+        .bind(p.after_id.unwrap_or(0))
+        .bind(i64::from(p.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    id: r.try_get("id").map_err(from_sqlx)?,
+                    at: r.try_get("at").map_err(from_sqlx)?,
+                    job_id: r
+                        .try_get::<Option<i64>, _>("job_id")
+                        .map_err(from_sqlx)?
+                        .map(JobId),
+                    task_id: r
+                        .try_get::<Option<i64>, _>("task_id")
+                        .map_err(from_sqlx)?
+                        .map(TaskId),
+                    scope: r.try_get("scope").map_err(from_sqlx)?,
+                    kind: r.try_get("kind").map_err(from_sqlx)?,
+                    detail: r.try_get("detail").map_err(from_sqlx)?,
+                })
+            })
+            .collect()
+    }
+}

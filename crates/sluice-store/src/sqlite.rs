@@ -1,0 +1,682 @@
+//! The SQLite backend: the embedded default for one process on one machine (`sluice demo`,
+//! a laptop). One connection, so every transaction is serialized; WAL with full sync so a
+//! committed write survives a crash. Timestamps are stored as microseconds since the epoch.
+
+use crate::Store;
+use crate::error::{Result, StoreError, from_sqlx};
+use crate::model::*;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sluice_core::state::JobCounts;
+use sluice_core::{JobEvent, JobId, JobState, LeaseToken, TaskEvent, TaskId, TaskState};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn us(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_us(v: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(v)
+        .ok_or_else(|| StoreError::Corrupt(format!("bad timestamp {v}")))
+}
+
+fn from_us_opt(v: Option<i64>) -> Result<Option<DateTime<Utc>>> {
+    v.map(from_us).transpose()
+}
+
+fn state<T>(s: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+    parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown state {s:?}")))
+}
+
+fn json(s: Option<String>) -> Result<Option<serde_json::Value>> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("bad json: {e}"))))
+        .transpose()
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let o = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Invalid(format!("bad sqlite url: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            // An in-memory database lives as long as its one connection: never recycle it.
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(o)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(from_sqlx)
+    }
+}
+
+macro_rules! job_cols {
+    () => {
+        "id, owner, idempotency_key, spec, sql, state, priority, lakes_total, \
+    lakes_done, lakes_failed, lakes_cancelled, rows_found, created_at, started_at, finished_at, error"
+    };
+}
+
+fn job_from_row(r: &SqliteRow) -> Result<Job> {
+    let s: String = r.try_get("state").map_err(from_sqlx)?;
+    let spec: String = r.try_get("spec").map_err(from_sqlx)?;
+    Ok(Job {
+        id: JobId(r.try_get("id").map_err(from_sqlx)?),
+        owner: r.try_get("owner").map_err(from_sqlx)?,
+        idempotency_key: r.try_get("idempotency_key").map_err(from_sqlx)?,
+        spec: json(Some(spec))?.unwrap_or_default(),
+        sql: r.try_get("sql").map_err(from_sqlx)?,
+        state: state(&s, JobState::parse)?,
+        priority: r.try_get("priority").map_err(from_sqlx)?,
+        counts: JobCounts {
+            total: r.try_get("lakes_total").map_err(from_sqlx)?,
+            done: r.try_get("lakes_done").map_err(from_sqlx)?,
+            failed: r.try_get("lakes_failed").map_err(from_sqlx)?,
+            cancelled: r.try_get("lakes_cancelled").map_err(from_sqlx)?,
+        },
+        rows_found: r.try_get("rows_found").map_err(from_sqlx)?,
+        created_at: from_us(r.try_get("created_at").map_err(from_sqlx)?)?,
+        started_at: from_us_opt(r.try_get("started_at").map_err(from_sqlx)?)?,
+        finished_at: from_us_opt(r.try_get("finished_at").map_err(from_sqlx)?)?,
+        error: r.try_get("error").map_err(from_sqlx)?,
+    })
+}
+
+macro_rules! task_cols {
+    () => {
+        "id, job_id, lake, scope, state, priority, attempt, max_attempts, run_after, \
+    lease_owner, lease_token, lease_expires_at, est_calls, rows_found, result_uri, last_error, \
+    created_at, updated_at"
+    };
+}
+
+fn task_from_row(r: &SqliteRow) -> Result<Task> {
+    let s: String = r.try_get("state").map_err(from_sqlx)?;
+    Ok(Task {
+        id: TaskId(r.try_get("id").map_err(from_sqlx)?),
+        job_id: JobId(r.try_get("job_id").map_err(from_sqlx)?),
+        lake: r.try_get("lake").map_err(from_sqlx)?,
+        scope: r.try_get("scope").map_err(from_sqlx)?,
+        state: state(&s, TaskState::parse)?,
+        priority: r.try_get("priority").map_err(from_sqlx)?,
+        attempt: r.try_get("attempt").map_err(from_sqlx)?,
+        max_attempts: r.try_get("max_attempts").map_err(from_sqlx)?,
+        run_after: from_us(r.try_get("run_after").map_err(from_sqlx)?)?,
+        lease_owner: r.try_get("lease_owner").map_err(from_sqlx)?,
+        lease_token: LeaseToken(r.try_get("lease_token").map_err(from_sqlx)?),
+        lease_expires_at: from_us_opt(r.try_get("lease_expires_at").map_err(from_sqlx)?)?,
+        est_calls: r.try_get("est_calls").map_err(from_sqlx)?,
+        rows_found: r.try_get("rows_found").map_err(from_sqlx)?,
+        result_uri: r.try_get("result_uri").map_err(from_sqlx)?,
+        last_error: r.try_get("last_error").map_err(from_sqlx)?,
+        created_at: from_us(r.try_get("created_at").map_err(from_sqlx)?)?,
+        updated_at: from_us(r.try_get("updated_at").map_err(from_sqlx)?)?,
+    })
+}
+
+fn lease_end(now: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>> {
+    chrono::Duration::from_std(lease)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .ok_or_else(|| StoreError::Invalid(format!("lease duration {lease:?} out of range")))
+}
+
+async fn event_insert(
+    tx: &mut Transaction<'static, Sqlite>,
+    at: DateTime<Utc>,
+    job_id: Option<i64>,
+    task: Option<(i64, &str)>,
+    kind: &str,
+    detail: Option<serde_json::Value>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO events (at, job_id, task_id, scope, kind, detail) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(us(at))
+    .bind(job_id)
+    .bind(task.map(|t| t.0))
+    .bind(task.map(|t| t.1))
+    .bind(kind)
+    .bind(detail.map(|d| d.to_string()))
+    .execute(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(())
+}
+
+async fn jobs_apply(
+    tx: &mut Transaction<'static, Sqlite>,
+    deltas: &BTreeMap<i64, JobDelta>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for (&job_id, d) in deltas.iter().filter(|(_, d)| !d.is_empty()) {
+        let r = sqlx::query(
+            "SELECT state, lakes_total, lakes_done, lakes_failed, lakes_cancelled FROM jobs WHERE id = ?",
+        )
+        .bind(job_id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(from_sqlx)?;
+        let s: String = r.try_get("state").map_err(from_sqlx)?;
+        let before = state(&s, JobState::parse)?;
+        let counts = JobCounts {
+            total: r.try_get("lakes_total").map_err(from_sqlx)?,
+            done: r.try_get("lakes_done").map_err(from_sqlx)?,
+            failed: r.try_get("lakes_failed").map_err(from_sqlx)?,
+            cancelled: r.try_get("lakes_cancelled").map_err(from_sqlx)?,
+        };
+        let (counts, next) = job_after(before, counts, d)?;
+        let after = next.unwrap_or(before);
+        let rows: i64 = sqlx::query_scalar(
+            "UPDATE jobs SET lakes_done = ?, lakes_failed = ?, lakes_cancelled = ?, \
+                 rows_found = rows_found + ?, state = ?, \
+                 finished_at = CASE WHEN ? THEN ? ELSE finished_at END \
+             WHERE id = ? RETURNING rows_found",
+        )
+        .bind(counts.done)
+        .bind(counts.failed)
+        .bind(counts.cancelled)
+        .bind(d.rows)
+        .bind(after.as_str())
+        .bind(next.is_some())
+        .bind(us(now))
+        .bind(job_id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(from_sqlx)?;
+        if next.is_some() {
+            let detail = serde_json::json!({
+                "done": counts.done, "failed": counts.failed, "cancelled": counts.cancelled, "rows": rows,
+            });
+            event_insert(tx, now, Some(job_id), None, job_kind(after), Some(detail)).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn job_fetch(tx: &mut Transaction<'static, Sqlite>, id: i64) -> Result<Job> {
+    let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(from_sqlx)?
+        .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+    job_from_row(&row)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn job_insert(&self, p: JobInsertParams) -> Result<JobInserted> {
+        validate_job(&p)?;
+        let mut tx = self.begin().await?;
+        let spec = p.spec.to_string();
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO jobs (owner, idempotency_key, spec, sql, priority, lakes_total, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id",
+        )
+        .bind(&p.owner)
+        .bind(&p.idempotency_key)
+        .bind(&spec)
+        .bind(&p.sql)
+        .bind(p.priority)
+        .bind(p.tasks.len() as i64)
+        .bind(us(p.now))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let Some(id) = id else {
+            let existing = sqlx::query(concat!(
+                "SELECT ",
+                job_cols!(),
+                " FROM jobs WHERE owner = ? AND idempotency_key = ?"
+            ))
+            .bind(&p.owner)
+            .bind(&p.idempotency_key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+            let job = job_from_row(&existing)?;
+            if job.spec != p.spec || job.sql != p.sql || job.counts.total != p.tasks.len() as i64 {
+                return Err(StoreError::Conflict(format!(
+                    "idempotency key already used by job {} with a different request",
+                    job.id
+                )));
+            }
+            return Ok(JobInserted {
+                job,
+                created: false,
+            });
+        };
+        for chunk in p.tasks.chunks(TASK_INSERT_CHUNK) {
+            // One statement per chunk: the tasks travel as one JSON array.
+            let arr =
+                serde_json::to_string(chunk).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO tasks (job_id, lake, scope, est_calls, priority, max_attempts, run_after, \
+                     created_at, updated_at) \
+                 SELECT ?, json_extract(value, '$.lake'), json_extract(value, '$.scope'), \
+                     json_extract(value, '$.est_calls'), ?, ?, ?, ?, ? \
+                 FROM json_each(?) ORDER BY key",
+            )
+            .bind(id)
+            .bind(p.priority)
+            .bind(p.max_attempts)
+            .bind(us(p.now))
+            .bind(us(p.now))
+            .bind(us(p.now))
+            .bind(arr)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        }
+        let detail =
+            serde_json::json!({"owner": p.owner, "tasks": p.tasks.len(), "priority": p.priority});
+        event_insert(
+            &mut tx,
+            p.now,
+            Some(id),
+            None,
+            "job.submitted",
+            Some(detail),
+        )
+        .await?;
+        if p.tasks.is_empty() {
+            let next = JobState::Queued
+                .apply(JobEvent::Finish(sluice_core::state::JobOutcome::Succeeded))?;
+            sqlx::query("UPDATE jobs SET state = ?, finished_at = ? WHERE id = ?")
+                .bind(next.as_str())
+                .bind(us(p.now))
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+        }
+        let job = job_fetch(&mut tx, id).await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(JobInserted { job, created: true })
+    }
+
+    async fn job_get(&self, id: JobId) -> Result<Job> {
+        let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE id = ?"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?
+            .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+        job_from_row(&row)
+    }
+
+    async fn job_cancel(&self, p: JobCancelParams) -> Result<Job> {
+        let mut tx = self.begin().await?;
+        let job = job_fetch(&mut tx, p.id.0).await?;
+        let next = job
+            .state
+            .apply(JobEvent::Cancel)
+            .map_err(|_| StoreError::Conflict(format!("job {} is already {}", p.id, job.state)))?;
+        let cancelled = sqlx::query(
+            "UPDATE tasks SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, updated_at = ? \
+             WHERE job_id = ? AND state IN ('pending', 'running') RETURNING id, scope",
+        )
+        .bind(us(p.now))
+        .bind(p.id.0)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        for r in &cancelled {
+            let id: i64 = r.try_get("id").map_err(from_sqlx)?;
+            let scope: String = r.try_get("scope").map_err(from_sqlx)?;
+            event_insert(
+                &mut tx,
+                p.now,
+                Some(p.id.0),
+                Some((id, &scope)),
+                "task.cancelled",
+                None,
+            )
+            .await?;
+        }
+        let error = format!(
+            "cancelled by {}{}",
+            p.by,
+            p.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+        sqlx::query(
+            "UPDATE jobs SET state = ?, lakes_cancelled = lakes_cancelled + ?, finished_at = ?, error = ? WHERE id = ?",
+        )
+        .bind(next.as_str())
+        .bind(cancelled.len() as i64)
+        .bind(us(p.now))
+        .bind(error)
+        .bind(p.id.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let detail =
+            serde_json::json!({"by": p.by, "reason": p.reason, "tasks_cancelled": cancelled.len()});
+        event_insert(
+            &mut tx,
+            p.now,
+            Some(p.id.0),
+            None,
+            "job.cancelled",
+            Some(detail),
+        )
+        .await?;
+        let job = job_fetch(&mut tx, p.id.0).await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(job)
+    }
+
+    async fn task_claim(&self, p: TaskClaimParams) -> Result<Vec<ClaimedTask>> {
+        if p.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let expires = lease_end(p.now, p.lease)?;
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE tasks SET state = 'running', lease_owner = ?, lease_token = lease_token + 1, \
+                 lease_expires_at = ?, updated_at = ? \
+             WHERE id IN (SELECT id FROM tasks WHERE state = 'pending' AND run_after <= ? \
+                 ORDER BY priority DESC, id LIMIT ?) \
+             RETURNING id, job_id, lake, scope, attempt, max_attempts, lease_token, priority",
+        )
+        .bind(&p.worker)
+        .bind(us(expires))
+        .bind(us(p.now))
+        .bind(us(p.now))
+        .bind(i64::from(p.limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut jobs = std::collections::BTreeSet::new();
+        let mut order = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let t = ClaimedTask {
+                lease: Lease {
+                    task_id: TaskId(r.try_get("id").map_err(from_sqlx)?),
+                    token: LeaseToken(r.try_get("lease_token").map_err(from_sqlx)?),
+                },
+                job_id: JobId(r.try_get("job_id").map_err(from_sqlx)?),
+                lake: r.try_get("lake").map_err(from_sqlx)?,
+                scope: r.try_get("scope").map_err(from_sqlx)?,
+                attempt: r.try_get("attempt").map_err(from_sqlx)?,
+                max_attempts: r.try_get("max_attempts").map_err(from_sqlx)?,
+                lease_expires_at: expires,
+            };
+            let detail = serde_json::json!({"worker": p.worker, "token": t.lease.token.0, "attempt": t.attempt});
+            event_insert(
+                &mut tx,
+                p.now,
+                Some(t.job_id.0),
+                Some((t.id().0, &t.scope)),
+                "task.claimed",
+                Some(detail),
+            )
+            .await?;
+            jobs.insert(t.job_id.0);
+            order.push(-i64::from(
+                r.try_get::<i16, _>("priority").map_err(from_sqlx)?,
+            ));
+            out.push(t);
+        }
+        for job_id in jobs {
+            let started = sqlx::query("UPDATE jobs SET state = 'running', started_at = ? WHERE id = ? AND state = 'queued'")
+                .bind(us(p.now))
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            if started.rows_affected() > 0 {
+                event_insert(&mut tx, p.now, Some(job_id), None, "job.started", None).await?;
+            }
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        // RETURNING has no defined order: hand tasks out in release order.
+        let mut keyed: Vec<_> = order.into_iter().zip(out).collect();
+        keyed.sort_by_key(|(prio, t)| (*prio, t.id()));
+        Ok(keyed.into_iter().map(|(_, t)| t).collect())
+    }
+
+    async fn task_heartbeat(&self, p: TaskHeartbeatParams) -> Result<Vec<Lease>> {
+        if p.leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let expires = us(lease_end(p.now, p.lease)?);
+        let mut tx = self.begin().await?;
+        let mut lost = Vec::new();
+        for l in p.leases {
+            let r = sqlx::query(
+                "UPDATE tasks SET lease_expires_at = ? WHERE id = ? AND lease_token = ? AND state = 'running'",
+            )
+            .bind(expires)
+            .bind(l.task_id.0)
+            .bind(l.token.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+            if r.rows_affected() == 0 {
+                lost.push(l);
+            }
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(lost)
+    }
+
+    async fn task_finish(&self, p: TaskFinishParams) -> Result<FinishReport> {
+        if p.finishes.is_empty() {
+            return Ok(FinishReport::default());
+        }
+        let mut tx = self.begin().await?;
+        let mut report = FinishReport::default();
+        let mut deltas: BTreeMap<i64, JobDelta> = BTreeMap::new();
+        for f in &p.finishes {
+            let (st, run_after, rows, uri, err) = outcome_columns(&f.outcome);
+            let ev = f.outcome.event();
+            let row = sqlx::query(
+                "UPDATE tasks SET state = ?, attempt = attempt + ?, run_after = coalesce(?, run_after), \
+                     rows_found = ?, result_uri = ?, last_error = coalesce(?, last_error), \
+                     lease_owner = NULL, lease_expires_at = NULL, updated_at = ? \
+                 WHERE id = ? AND lease_token = ? AND state = 'running' \
+                 RETURNING job_id, scope, attempt",
+            )
+            .bind(st.as_str())
+            .bind(i32::from(ev.spends_attempt()))
+            .bind(run_after.map(us))
+            .bind(rows)
+            .bind(&uri)
+            .bind(&err)
+            .bind(us(p.now))
+            .bind(f.lease.task_id.0)
+            .bind(f.lease.token.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+            let Some(row) = row else {
+                report.rejected.push(f.lease.task_id);
+                continue;
+            };
+            let job_id: i64 = row.try_get("job_id").map_err(from_sqlx)?;
+            let scope: String = row.try_get("scope").map_err(from_sqlx)?;
+            let attempt: i32 = row.try_get("attempt").map_err(from_sqlx)?;
+            let mut detail = serde_json::json!({"attempt": attempt});
+            if let Some(r) = rows {
+                detail["rows"] = r.into();
+            }
+            if let Some(e) = &err {
+                detail["error"] = e.clone().into();
+            }
+            event_insert(
+                &mut tx,
+                p.now,
+                Some(job_id),
+                Some((f.lease.task_id.0, &scope)),
+                ev.journal_kind(),
+                Some(detail),
+            )
+            .await?;
+            deltas.entry(job_id).or_default().add(st, rows);
+            report.applied.push(f.lease.task_id);
+        }
+        jobs_apply(&mut tx, &deltas, p.now).await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(report)
+    }
+
+    async fn task_rescue_expired(&self, p: TaskRescueParams) -> Result<Vec<RescuedTask>> {
+        let mut tx = self.begin().await?;
+        let cands = sqlx::query(
+            "SELECT id, job_id, scope, lease_token, lease_owner, attempt, max_attempts FROM tasks \
+             WHERE state = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?",
+        )
+        .bind(us(p.now))
+        .bind(i64::from(p.limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let mut out = Vec::with_capacity(cands.len());
+        let mut deltas: BTreeMap<i64, JobDelta> = BTreeMap::new();
+        for r in &cands {
+            let id: i64 = r.try_get("id").map_err(from_sqlx)?;
+            let job_id: i64 = r.try_get("job_id").map_err(from_sqlx)?;
+            let scope: String = r.try_get("scope").map_err(from_sqlx)?;
+            let token: i64 = r.try_get("lease_token").map_err(from_sqlx)?;
+            let owner: Option<String> = r.try_get("lease_owner").map_err(from_sqlx)?;
+            let attempt: i32 = r.try_get("attempt").map_err(from_sqlx)?;
+            let ev =
+                TaskEvent::on_lease_expiry(attempt, r.try_get("max_attempts").map_err(from_sqlx)?);
+            let st = TaskState::Running.apply(ev)?;
+            let done = sqlx::query(
+                "UPDATE tasks SET state = ?, attempt = attempt + 1, last_error = ?, lease_owner = NULL, \
+                     lease_expires_at = NULL, updated_at = ? \
+                 WHERE id = ? AND lease_token = ? AND state = 'running'",
+            )
+            .bind(st.as_str())
+            .bind(format!("lease expired: worker {} stopped heartbeating", owner.as_deref().unwrap_or("?")))
+            .bind(us(p.now))
+            .bind(id)
+            .bind(token)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+            if done.rows_affected() == 0 {
+                continue;
+            }
+            let detail = serde_json::json!({"attempt": attempt + 1, "stale_token": token});
+            event_insert(
+                &mut tx,
+                p.now,
+                Some(job_id),
+                Some((id, &scope)),
+                ev.journal_kind(),
+                Some(detail),
+            )
+            .await?;
+            deltas.entry(job_id).or_default().add(st, None);
+            out.push(RescuedTask {
+                id: TaskId(id),
+                job_id: JobId(job_id),
+                state: st,
+            });
+        }
+        jobs_apply(&mut tx, &deltas, p.now).await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(out)
+    }
+
+    async fn task_get(&self, id: TaskId) -> Result<Task> {
+        let row = sqlx::query(concat!("SELECT ", task_cols!(), " FROM tasks WHERE id = ?"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(from_sqlx)?
+            .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
+        task_from_row(&row)
+    }
+
+    async fn task_list(&self, p: TaskListParams) -> Result<Vec<Task>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            task_cols!(),
+            " FROM tasks WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(p.job_id.0)
+        .bind(p.after.map_or(0, |t| t.0))
+        .bind(i64::from(p.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT id, at, job_id, task_id, scope, kind, detail FROM events \
+             WHERE (? IS NULL OR job_id = ?) AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(p.job_id.map(|j| j.0))
+        .bind(p.job_id.map(|j| j.0))
+        .bind(p.after_id.unwrap_or(0))
+        .bind(i64::from(p.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Event {
+                    id: r.try_get("id").map_err(from_sqlx)?,
+                    at: from_us(r.try_get("at").map_err(from_sqlx)?)?,
+                    job_id: r
+                        .try_get::<Option<i64>, _>("job_id")
+                        .map_err(from_sqlx)?
+                        .map(JobId),
+                    task_id: r
+                        .try_get::<Option<i64>, _>("task_id")
+                        .map_err(from_sqlx)?
+                        .map(TaskId),
+                    scope: r.try_get("scope").map_err(from_sqlx)?,
+                    kind: r.try_get("kind").map_err(from_sqlx)?,
+                    detail: json(r.try_get("detail").map_err(from_sqlx)?)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,718 @@
+//! The conformance suite: every test runs against Postgres and SQLite.
+
+use crate::support::{at, job, t0};
+use sluice_core::{JobId, JobState, LeaseToken, TaskId, TaskState};
+use sluice_store::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+type S = Arc<dyn Store>;
+
+macro_rules! conformance {
+    ($($name:ident),+ $(,)?) => {
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(crate::support::pg().await).await })+
+        }
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(crate::support::sqlite().await).await })+
+        }
+    };
+}
+
+conformance!(
+    job_insert_writes_job_tasks_and_journal,
+    idempotency_key_returns_same_job_or_conflicts,
+    job_without_tasks_succeeds_at_once,
+    malformed_job_input_is_rejected_and_nothing_written,
+    claim_respects_order_limit_and_run_after,
+    complete_counts_rows_and_finishes_job,
+    stale_lease_writes_are_rejected,
+    retry_spends_attempt_defer_does_not,
+    failures_give_partial_or_failed_jobs,
+    heartbeat_extends_and_reports_lost_leases,
+    rescue_expired_leases_spends_attempts_then_fails,
+    cancel_stops_pending_and_running_tasks,
+    bulk_insert_crosses_chunks,
+    missing_rows_are_not_found,
+    every_state_change_is_journaled,
+);
+
+fn lease() -> Duration {
+    Duration::from_secs(30)
+}
+
+async fn claim(s: &S, worker: &str, limit: u32, now: i64) -> Vec<ClaimedTask> {
+    s.task_claim(TaskClaimParams {
+        worker: worker.into(),
+        limit,
+        lease: lease(),
+        now: at(now),
+    })
+    .await
+    .unwrap()
+}
+
+async fn finish(s: &S, l: Lease, outcome: TaskOutcome, now: i64) -> FinishReport {
+    s.task_finish(TaskFinishParams {
+        finishes: vec![TaskFinish { lease: l, outcome }],
+        now: at(now),
+    })
+    .await
+    .unwrap()
+}
+
+fn ok(rows: i64) -> TaskOutcome {
+    TaskOutcome::Succeeded {
+        rows,
+        result_uri: Some(format!("mem://r/{rows}")),
+    }
+}
+
+async fn kinds(s: &S, job: JobId) -> Vec<String> {
+    let ev = s
+        .event_list(EventListParams {
+            job_id: Some(job),
+            after_id: None,
+            limit: 10_000,
+        })
+        .await
+        .unwrap();
+    ev.into_iter().map(|e| e.kind).collect()
+}
+
+fn count(kinds: &[String], kind: &str) -> usize {
+    kinds.iter().filter(|k| *k == kind).count()
+}
+
+async fn job_insert_writes_job_tasks_and_journal(s: S) {
+    let mut p = job("alice", 3);
+    p.sql = Some("select 1".into());
+    p.priority = 2;
+    let j = s.job_insert(p).await.unwrap();
+    assert!(j.created);
+    assert_eq!(j.job.state, JobState::Queued);
+    assert_eq!(j.job.counts.total, 3);
+    assert_eq!(j.job.sql.as_deref(), Some("select 1"));
+    assert_eq!(j.job.created_at, t0());
+    assert_eq!(s.job_get(j.job.id).await.unwrap(), j.job);
+    let tasks = s
+        .task_list(TaskListParams {
+            job_id: j.job.id,
+            limit: 100,
+            after: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 3);
+    for (i, t) in tasks.iter().enumerate() {
+        assert_eq!(t.state, TaskState::Pending);
+        assert_eq!(t.lake, format!("lake-{i:05}"));
+        assert_eq!(
+            (t.priority, t.max_attempts, t.attempt, t.est_calls),
+            (2, 3, 0, 4)
+        );
+        assert_eq!(t.lease_token, LeaseToken(0));
+    }
+    // Paginated by id.
+    let page = s
+        .task_list(TaskListParams {
+            job_id: j.job.id,
+            limit: 2,
+            after: Some(tasks[0].id),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![tasks[1].id, tasks[2].id]
+    );
+    assert_eq!(kinds(&s, j.job.id).await, vec!["job.submitted"]);
+}
+
+async fn idempotency_key_returns_same_job_or_conflicts(s: S) {
+    let mut p = job("alice", 2);
+    p.idempotency_key = Some("k1".into());
+    let first = s.job_insert(p.clone()).await.unwrap();
+    let again = s.job_insert(p.clone()).await.unwrap();
+    assert!(first.created && !again.created);
+    assert_eq!(first.job.id, again.job.id);
+    let tasks = s
+        .task_list(TaskListParams {
+            job_id: first.job.id,
+            limit: 100,
+            after: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 2, "a replay must not add tasks");
+
+    let mut other = p.clone();
+    other.spec = serde_json::json!({"kind": "noop", "x": 1});
+    let err = s.job_insert(other).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+
+    let mut bob = p.clone();
+    bob.owner = "bob".into();
+    let b = s.job_insert(bob).await.unwrap();
+    assert!(b.created, "keys are per owner");
+    assert_ne!(b.job.id, first.job.id);
+}
+
+async fn job_without_tasks_succeeds_at_once(s: S) {
+    let j = s.job_insert(job("alice", 0)).await.unwrap().job;
+    assert_eq!(j.state, JobState::Succeeded);
+    assert_eq!(j.finished_at, Some(t0()));
+    assert!(claim(&s, "w", 10, 0).await.is_empty());
+}
+
+async fn malformed_job_input_is_rejected_and_nothing_written(s: S) {
+    let cases: Vec<(&str, Box<dyn Fn(&mut JobInsertParams)>)> = vec![
+        ("empty owner", Box::new(|p| p.owner = " ".into())),
+        ("zero attempts", Box::new(|p| p.max_attempts = 0)),
+        ("negative attempts", Box::new(|p| p.max_attempts = -4)),
+        (
+            "empty key",
+            Box::new(|p| p.idempotency_key = Some(String::new())),
+        ),
+        (
+            "huge key",
+            Box::new(|p| p.idempotency_key = Some("k".repeat(300))),
+        ),
+        ("empty lake", Box::new(|p| p.tasks[1].lake = String::new())),
+        (
+            "empty scope",
+            Box::new(|p| p.tasks[0].scope = String::new()),
+        ),
+    ];
+    for (name, mutate) in cases {
+        let mut p = job("alice", 2);
+        mutate(&mut p);
+        let err = s.job_insert(p).await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{name}: {err:?}");
+    }
+    // Hostile strings are data, not SQL.
+    let mut p = job("alice'); DROP TABLE jobs; --", 1);
+    p.tasks[0].lake = "x' OR '1'='1".into();
+    p.idempotency_key = Some("\u{0}ignored?".replace('\u{0}', "z"));
+    let j = s.job_insert(p).await.unwrap().job;
+    assert_eq!(j.owner, "alice'); DROP TABLE jobs; --");
+    let t = claim(&s, "w", 10, 0).await;
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].lake, "x' OR '1'='1");
+}
+
+async fn claim_respects_order_limit_and_run_after(s: S) {
+    let low = s.job_insert(job("alice", 3)).await.unwrap().job;
+    let mut hi = job("bob", 2);
+    hi.priority = 5;
+    let hi = s.job_insert(hi).await.unwrap().job;
+
+    let first = claim(&s, "w1", 3, 1).await;
+    assert_eq!(first.len(), 3);
+    // Priority first, then release (insertion) order.
+    assert_eq!(
+        first.iter().map(|t| t.job_id).collect::<Vec<_>>(),
+        vec![hi.id, hi.id, low.id]
+    );
+    assert!(
+        first
+            .windows(2)
+            .all(|w| w[0].job_id != w[1].job_id || w[0].id() < w[1].id())
+    );
+    for t in &first {
+        assert_eq!(t.lease.token, LeaseToken(1));
+        assert_eq!(t.lease_expires_at, at(31));
+        let row = s.task_get(t.id()).await.unwrap();
+        assert_eq!(row.state, TaskState::Running);
+        assert_eq!(row.lease_owner.as_deref(), Some("w1"));
+    }
+    assert_eq!(s.job_get(hi.id).await.unwrap().state, JobState::Running);
+    assert_eq!(s.job_get(hi.id).await.unwrap().started_at, Some(at(1)));
+
+    let rest = claim(&s, "w2", 10, 2).await;
+    assert_eq!(rest.len(), 2);
+    assert!(claim(&s, "w3", 10, 3).await.is_empty());
+    assert!(claim(&s, "w3", 0, 3).await.is_empty());
+
+    // A task deferred into the future is not claimable before its time.
+    let t = &rest[0];
+    let later = TaskOutcome::Defer {
+        run_after: at(100),
+        reason: "throttled".into(),
+    };
+    assert_eq!(finish(&s, t.lease, later, 4).await.applied, vec![t.id()]);
+    assert!(claim(&s, "w3", 10, 99).await.is_empty());
+    let again = claim(&s, "w3", 10, 100).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].lease.token,
+        LeaseToken(2),
+        "each claim gets a new token"
+    );
+}
+
+async fn complete_counts_rows_and_finishes_job(s: S) {
+    let j = s.job_insert(job("alice", 2)).await.unwrap().job;
+    let t = claim(&s, "w", 10, 1).await;
+    let r = finish(&s, t[0].lease, ok(7), 2).await;
+    assert_eq!(
+        r,
+        FinishReport {
+            applied: vec![t[0].id()],
+            rejected: vec![]
+        }
+    );
+    let mid = s.job_get(j.id).await.unwrap();
+    assert_eq!(
+        (mid.state, mid.counts.done, mid.rows_found, mid.finished_at),
+        (JobState::Running, 1, 7, None)
+    );
+    let row = s.task_get(t[0].id()).await.unwrap();
+    assert_eq!(row.state, TaskState::Succeeded);
+    assert_eq!(row.rows_found, Some(7));
+    assert_eq!(row.result_uri.as_deref(), Some("mem://r/7"));
+    assert_eq!(row.lease_owner, None);
+
+    // Both finishes of a batch in one call.
+    let r = s
+        .task_finish(TaskFinishParams {
+            finishes: vec![TaskFinish {
+                lease: t[1].lease,
+                outcome: ok(5),
+            }],
+            now: at(3),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.applied, vec![t[1].id()]);
+    let end = s.job_get(j.id).await.unwrap();
+    assert_eq!(
+        (end.state, end.counts.done, end.rows_found, end.finished_at),
+        (JobState::Succeeded, 2, 12, Some(at(3)))
+    );
+    let k = kinds(&s, j.id).await;
+    assert_eq!(count(&k, "job.succeeded"), 1);
+}
+
+async fn stale_lease_writes_are_rejected(s: S) {
+    s.job_insert(job("alice", 1)).await.unwrap();
+    let t = claim(&s, "zombie", 1, 0).await.remove(0);
+    // The same lease cannot be used twice.
+    assert_eq!(
+        finish(
+            &s,
+            t.lease,
+            TaskOutcome::Defer {
+                run_after: at(0),
+                reason: "x".into()
+            },
+            1
+        )
+        .await
+        .applied
+        .len(),
+        1
+    );
+    assert_eq!(finish(&s, t.lease, ok(1), 1).await.rejected, vec![t.id()]);
+    // Reclaimed by another worker: the old token is rejected, the new one accepted.
+    let t2 = claim(&s, "alive", 1, 2).await.remove(0);
+    assert_eq!(t2.id(), t.id());
+    assert!(t2.lease.token > t.lease.token);
+    let forged = Lease {
+        task_id: t.id(),
+        token: LeaseToken(t.lease.token.0 + 99),
+    };
+    assert_eq!(finish(&s, forged, ok(1), 3).await.rejected, vec![t.id()]);
+    assert_eq!(finish(&s, t.lease, ok(1), 3).await.rejected, vec![t.id()]);
+    let row = s.task_get(t.id()).await.unwrap();
+    assert_eq!(
+        (row.state, row.lease_owner.as_deref()),
+        (TaskState::Running, Some("alive"))
+    );
+    assert_eq!(finish(&s, t2.lease, ok(2), 4).await.applied, vec![t.id()]);
+    assert_eq!(s.task_get(t.id()).await.unwrap().rows_found, Some(2));
+    // A mixed batch: applied and rejected reported separately.
+    let missing = Lease {
+        task_id: TaskId(987_654),
+        token: LeaseToken(1),
+    };
+    let r = s
+        .task_finish(TaskFinishParams {
+            finishes: vec![
+                TaskFinish {
+                    lease: t2.lease,
+                    outcome: ok(9),
+                },
+                TaskFinish {
+                    lease: missing,
+                    outcome: ok(9),
+                },
+            ],
+            now: at(5),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.applied, vec![]);
+    assert_eq!(r.rejected, vec![t.id(), TaskId(987_654)]);
+    assert_eq!(
+        s.task_get(t.id()).await.unwrap().rows_found,
+        Some(2),
+        "result recorded once"
+    );
+}
+
+async fn retry_spends_attempt_defer_does_not(s: S) {
+    s.job_insert(job("alice", 1)).await.unwrap();
+    let t = claim(&s, "w", 1, 0).await.remove(0);
+    finish(
+        &s,
+        t.lease,
+        TaskOutcome::Defer {
+            run_after: at(10),
+            reason: "provider throttled".into(),
+        },
+        1,
+    )
+    .await;
+    let row = s.task_get(t.id()).await.unwrap();
+    assert_eq!(
+        (row.state, row.attempt, row.run_after),
+        (TaskState::Pending, 0, at(10))
+    );
+    assert_eq!(row.last_error.as_deref(), Some("provider throttled"));
+
+    let t = claim(&s, "w", 1, 10).await.remove(0);
+    assert_eq!(t.attempt, 0);
+    finish(
+        &s,
+        t.lease,
+        TaskOutcome::Retry {
+            run_after: at(20),
+            error: "disk hiccup".into(),
+        },
+        11,
+    )
+    .await;
+    let row = s.task_get(t.id()).await.unwrap();
+    assert_eq!(
+        (row.state, row.attempt, row.run_after),
+        (TaskState::Pending, 1, at(20))
+    );
+    let t = claim(&s, "w", 1, 20).await.remove(0);
+    assert_eq!(t.attempt, 1);
+    assert_eq!(t.max_attempts, 3);
+}
+
+async fn failures_give_partial_or_failed_jobs(s: S) {
+    let partial = s.job_insert(job("alice", 2)).await.unwrap().job;
+    let failed = s.job_insert(job("bob", 1)).await.unwrap().job;
+    let ts = claim(&s, "w", 10, 0).await;
+    let by_job: HashMap<JobId, Vec<&ClaimedTask>> = ts.iter().fold(HashMap::new(), |mut m, t| {
+        m.entry(t.job_id).or_default().push(t);
+        m
+    });
+    let boom = || TaskOutcome::Failed {
+        error: "unknown column".into(),
+    };
+    finish(&s, by_job[&partial.id][0].lease, ok(1), 1).await;
+    finish(&s, by_job[&partial.id][1].lease, boom(), 1).await;
+    finish(&s, by_job[&failed.id][0].lease, boom(), 1).await;
+    let p = s.job_get(partial.id).await.unwrap();
+    assert_eq!(
+        (p.state, p.counts.done, p.counts.failed),
+        (JobState::Partial, 1, 1)
+    );
+    let f = s.job_get(failed.id).await.unwrap();
+    assert_eq!((f.state, f.counts.failed), (JobState::Failed, 1));
+    let row = s.task_get(by_job[&failed.id][0].id()).await.unwrap();
+    assert_eq!((row.state, row.attempt), (TaskState::Failed, 1));
+    assert_eq!(row.last_error.as_deref(), Some("unknown column"));
+}
+
+async fn heartbeat_extends_and_reports_lost_leases(s: S) {
+    let j = s.job_insert(job("alice", 2)).await.unwrap().job;
+    let ts = claim(&s, "w", 2, 0).await;
+    let leases: Vec<Lease> = ts.iter().map(|t| t.lease).collect();
+    let lost = s
+        .task_heartbeat(TaskHeartbeatParams {
+            leases: leases.clone(),
+            lease: lease(),
+            now: at(20),
+        })
+        .await
+        .unwrap();
+    assert!(lost.is_empty());
+    assert_eq!(
+        s.task_get(ts[0].id()).await.unwrap().lease_expires_at,
+        Some(at(50))
+    );
+    // Not expired at 40 thanks to the heartbeat.
+    let rescued = s
+        .task_rescue_expired(TaskRescueParams {
+            limit: 10,
+            now: at(40),
+        })
+        .await
+        .unwrap();
+    assert!(rescued.is_empty());
+    // Cancelled: both leases are lost.
+    s.job_cancel(JobCancelParams {
+        id: j.id,
+        by: "op".into(),
+        reason: None,
+        now: at(41),
+    })
+    .await
+    .unwrap();
+    let lost = s
+        .task_heartbeat(TaskHeartbeatParams {
+            leases: leases.clone(),
+            lease: lease(),
+            now: at(42),
+        })
+        .await
+        .unwrap();
+    assert_eq!(lost, leases);
+    assert!(
+        s.task_heartbeat(TaskHeartbeatParams {
+            leases: vec![],
+            lease: lease(),
+            now: at(42)
+        })
+        .await
+        .unwrap()
+        .is_empty()
+    );
+}
+
+async fn rescue_expired_leases_spends_attempts_then_fails(s: S) {
+    let mut p = job("alice", 2);
+    p.max_attempts = 2;
+    let j = s.job_insert(p).await.unwrap().job;
+    let ts = claim(&s, "dead", 1, 0).await;
+    let live = claim(&s, "live", 1, 20).await;
+    // At 31 only the first lease (expires 30) has expired; the second (50) is untouched.
+    let r = s
+        .task_rescue_expired(TaskRescueParams {
+            limit: 10,
+            now: at(31),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        vec![RescuedTask {
+            id: ts[0].id(),
+            job_id: j.id,
+            state: TaskState::Pending
+        }]
+    );
+    let row = s.task_get(ts[0].id()).await.unwrap();
+    assert_eq!(
+        (row.state, row.attempt, row.lease_owner),
+        (TaskState::Pending, 1, None)
+    );
+    assert!(row.last_error.unwrap_or_default().contains("dead"));
+    assert_eq!(
+        s.task_get(live[0].id()).await.unwrap().state,
+        TaskState::Running
+    );
+    // The dead worker's late completion is rejected.
+    assert_eq!(
+        finish(&s, ts[0].lease, ok(1), 32).await.rejected,
+        vec![ts[0].id()]
+    );
+    // Second expiry: no attempts left, the task fails.
+    let again = claim(&s, "dead2", 1, 33).await;
+    assert_eq!(again[0].id(), ts[0].id());
+    let r = s
+        .task_rescue_expired(TaskRescueParams {
+            limit: 10,
+            now: at(64),
+        })
+        .await
+        .unwrap();
+    assert!(r.contains(&RescuedTask {
+        id: ts[0].id(),
+        job_id: j.id,
+        state: TaskState::Failed
+    }));
+    // The live one (expired at 50 without heartbeat) was rescued too.
+    assert_eq!(r.len(), 2);
+    let job = s.job_get(j.id).await.unwrap();
+    assert_eq!((job.counts.failed, job.state), (1, JobState::Running));
+    let k = kinds(&s, j.id).await;
+    assert_eq!(count(&k, "task.rescued"), 2);
+    assert_eq!(count(&k, "task.rescued_failed"), 1);
+}
+
+async fn cancel_stops_pending_and_running_tasks(s: S) {
+    let j = s.job_insert(job("alice", 3)).await.unwrap().job;
+    let running = claim(&s, "w", 1, 0).await.remove(0);
+    let c = s
+        .job_cancel(JobCancelParams {
+            id: j.id,
+            by: "alice".into(),
+            reason: Some("wrong ip".into()),
+            now: at(1),
+        })
+        .await
+        .unwrap();
+    assert_eq!(c.state, JobState::Cancelled);
+    assert_eq!(c.counts.cancelled, 3);
+    assert_eq!(c.finished_at, Some(at(1)));
+    assert_eq!(c.error.as_deref(), Some("cancelled by alice: wrong ip"));
+    let tasks = s
+        .task_list(TaskListParams {
+            job_id: j.id,
+            limit: 10,
+            after: None,
+        })
+        .await
+        .unwrap();
+    assert!(tasks.iter().all(|t| t.state == TaskState::Cancelled));
+    assert_eq!(
+        finish(&s, running.lease, ok(1), 2).await.rejected,
+        vec![running.id()]
+    );
+    assert!(claim(&s, "w", 10, 2).await.is_empty());
+    let err = s
+        .job_cancel(JobCancelParams {
+            id: j.id,
+            by: "x".into(),
+            reason: None,
+            now: at(3),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let err = s
+        .job_cancel(JobCancelParams {
+            id: JobId(424_242),
+            by: "x".into(),
+            reason: None,
+            now: at(3),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(
+        s.job_get(j.id).await.unwrap().counts.cancelled,
+        3,
+        "failed cancel changed nothing"
+    );
+}
+
+async fn bulk_insert_crosses_chunks(s: S) {
+    let n = TASK_INSERT_CHUNK * 2 + 17;
+    let j = s.job_insert(job("alice", n)).await.unwrap().job;
+    assert_eq!(j.counts.total, n as i64);
+    let mut seen = 0;
+    let mut last: Option<TaskId> = None;
+    loop {
+        let got = claim(&s, "w", 4_000, 1).await;
+        if got.is_empty() {
+            break;
+        }
+        for t in &got {
+            assert!(last.is_none_or(|l| t.id() > l), "claimed in id order");
+            last = Some(t.id());
+        }
+        seen += got.len();
+    }
+    assert_eq!(seen, n);
+}
+
+async fn missing_rows_are_not_found(s: S) {
+    assert!(matches!(
+        s.job_get(JobId(5)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.task_get(TaskId(5)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let none = s
+        .task_list(TaskListParams {
+            job_id: JobId(5),
+            limit: 10,
+            after: None,
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+async fn every_state_change_is_journaled(s: S) {
+    let j = s.job_insert(job("alice", 1)).await.unwrap().job;
+    let t = claim(&s, "w", 1, 0).await.remove(0);
+    finish(
+        &s,
+        t.lease,
+        TaskOutcome::Retry {
+            run_after: at(1),
+            error: "e".into(),
+        },
+        1,
+    )
+    .await;
+    let t = claim(&s, "w", 1, 1).await.remove(0);
+    finish(
+        &s,
+        t.lease,
+        TaskOutcome::Defer {
+            run_after: at(2),
+            reason: "r".into(),
+        },
+        2,
+    )
+    .await;
+    let t = claim(&s, "w", 1, 2).await.remove(0);
+    finish(&s, t.lease, ok(3), 3).await;
+    let mut k = kinds(&s, j.id).await;
+    // job.started is written by the same statement as the first claim, in either order.
+    let started = k.iter().position(|k| k == "job.started").unwrap();
+    assert!((1..=2).contains(&started), "{k:?}");
+    k.remove(started);
+    assert_eq!(
+        k,
+        vec![
+            "job.submitted",
+            "task.claimed",
+            "task.retried",
+            "task.claimed",
+            "task.deferred",
+            "task.claimed",
+            "task.succeeded",
+            "job.succeeded",
+        ]
+    );
+    let ev = s
+        .event_list(EventListParams {
+            job_id: Some(j.id),
+            after_id: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let claimed: Vec<_> = ev.iter().filter(|e| e.kind == "task.claimed").collect();
+    assert_eq!(claimed[2].task_id, Some(t.id()));
+    assert_eq!(claimed[2].scope.as_deref(), Some("aws:0"));
+    assert_eq!(
+        claimed[2].detail.as_ref().and_then(|d| d["token"].as_i64()),
+        Some(3)
+    );
+    assert_eq!(claimed[2].at, at(2));
+    // Pagination by id.
+    let after = s
+        .event_list(EventListParams {
+            job_id: Some(j.id),
+            after_id: Some(ev[6].id),
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].kind, "task.succeeded");
+}

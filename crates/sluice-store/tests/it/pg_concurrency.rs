@@ -1,0 +1,184 @@
+//! Postgres under contention: many claimers, racing submitters.
+
+use crate::support::{at, job, pg};
+use sluice_core::{JobState, TaskId};
+use sluice_store::*;
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_claimers_complete_ten_thousand_tasks_exactly_once() {
+    let s = pg().await;
+    let n = 10_000;
+    // Two jobs so that completions of one batch touch several job rows (lock ordering).
+    let a = s.job_insert(job("alice", n / 2)).await.unwrap().job;
+    let b = s.job_insert(job("bob", n / 2)).await.unwrap().job;
+    let mut handles = Vec::new();
+    for w in 0..8 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let mut i = 0;
+            loop {
+                i += 1;
+                let got = s
+                    .task_claim(TaskClaimParams {
+                        worker: format!("w{w}"),
+                        limit: 1 + (w * 7 + i) % 60,
+                        lease: Duration::from_secs(300),
+                        now: at(1),
+                    })
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    break;
+                }
+                let finishes = got
+                    .iter()
+                    .map(|t| TaskFinish {
+                        lease: t.lease,
+                        outcome: TaskOutcome::Succeeded {
+                            rows: 1,
+                            result_uri: None,
+                        },
+                    })
+                    .collect();
+                let r = s
+                    .task_finish(TaskFinishParams {
+                        finishes,
+                        now: at(2),
+                    })
+                    .await
+                    .unwrap();
+                assert!(
+                    r.rejected.is_empty(),
+                    "worker {w} lost a lease it held: {:?}",
+                    r.rejected
+                );
+                mine.extend(r.applied);
+            }
+            mine
+        }));
+    }
+    let mut all: Vec<TaskId> = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    let unique: HashSet<TaskId> = all.iter().copied().collect();
+    assert_eq!(all.len(), n, "completions recorded");
+    assert_eq!(unique.len(), n, "every task completed exactly once");
+    for j in [a.id, b.id] {
+        let j = s.job_get(j).await.unwrap();
+        assert_eq!(
+            (j.state, j.counts.done, j.rows_found),
+            (JobState::Succeeded, (n / 2) as i64, (n / 2) as i64)
+        );
+    }
+    let events = s
+        .event_list(EventListParams {
+            job_id: Some(a.id),
+            after_id: None,
+            limit: 100_000,
+        })
+        .await
+        .unwrap();
+    let done = events.iter().filter(|e| e.kind == "task.succeeded").count();
+    assert_eq!(done, n / 2);
+    assert_eq!(
+        events.iter().filter(|e| e.kind == "job.succeeded").count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_submits_with_one_idempotency_key_make_one_job() {
+    let s = pg().await;
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            let mut p = job("alice", 50);
+            p.idempotency_key = Some("same".into());
+            s.job_insert(p).await.unwrap()
+        }));
+    }
+    let mut ids = HashSet::new();
+    let mut created = 0;
+    for h in handles {
+        let r = h.await.unwrap();
+        ids.insert(r.job.id);
+        created += usize::from(r.created);
+    }
+    assert_eq!((ids.len(), created), (1, 1));
+    let id = *ids.iter().next().unwrap();
+    let tasks = s
+        .task_list(TaskListParams {
+            job_id: id,
+            limit: 1000,
+            after: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_racing_with_completions_leaves_consistent_counts() {
+    let s = pg().await;
+    let j = s.job_insert(job("alice", 2_000)).await.unwrap().job;
+    let claimed = s
+        .task_claim(TaskClaimParams {
+            worker: "w".into(),
+            limit: 2_000,
+            lease: Duration::from_secs(60),
+            now: at(1),
+        })
+        .await
+        .unwrap();
+    let finisher = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut applied = 0;
+            for chunk in claimed.chunks(25) {
+                let finishes = chunk
+                    .iter()
+                    .map(|t| TaskFinish {
+                        lease: t.lease,
+                        outcome: TaskOutcome::Succeeded {
+                            rows: 1,
+                            result_uri: None,
+                        },
+                    })
+                    .collect();
+                applied += s
+                    .task_finish(TaskFinishParams {
+                        finishes,
+                        now: at(2),
+                    })
+                    .await
+                    .unwrap()
+                    .applied
+                    .len();
+            }
+            applied as i64
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cancel = s
+        .job_cancel(JobCancelParams {
+            id: j.id,
+            by: "op".into(),
+            reason: None,
+            now: at(3),
+        })
+        .await;
+    let applied = finisher.await.unwrap();
+    let j = s.job_get(j.id).await.unwrap();
+    assert_eq!(j.counts.done, applied);
+    assert_eq!(j.counts.done + j.counts.cancelled, 2_000, "{j:?}");
+    match cancel {
+        Ok(_) => assert_eq!(j.state, JobState::Cancelled),
+        Err(StoreError::Conflict(_)) => assert_eq!(j.state, JobState::Succeeded),
+        Err(e) => panic!("{e:?}"),
+    }
+}
