@@ -10,6 +10,8 @@ mod error;
 mod model;
 mod pg;
 mod sqlite;
+#[doc(hidden)]
+pub mod testing;
 
 pub use error::{Result, StoreError};
 pub use model::*;

@@ -17,6 +17,8 @@ pub struct ConnectOptions {
     pub schema: Option<String>,
     /// Application name shown in `pg_stat_activity`.
     pub application_name: Option<String>,
+    /// How long to wait for a connection before giving up (default 10 s).
+    pub connect_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,10 +237,10 @@ pub(crate) fn validate_job(p: &JobInsertParams) -> crate::Result<()> {
             p.max_attempts
         )));
     }
-    if let Some(k) = &p.idempotency_key {
-        if k.is_empty() || k.len() > 255 {
-            return Err(Invalid("idempotency key must be 1 to 255 bytes".into()));
-        }
+    if let Some(k) = &p.idempotency_key
+        && (k.is_empty() || k.len() > 255)
+    {
+        return Err(Invalid("idempotency key must be 1 to 255 bytes".into()));
     }
     if let Some(t) = p
         .tasks
@@ -311,29 +313,38 @@ pub(crate) fn job_kind(state: JobState) -> &'static str {
     }
 }
 
-pub(crate) fn outcome_columns(
-    o: &TaskOutcome,
-) -> (
-    TaskState,
-    Option<DateTime<Utc>>,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-) {
-    // (state, run_after, rows, result_uri, error)
+/// The task columns an outcome writes.
+pub(crate) struct OutcomeColumns {
+    pub state: TaskState,
+    pub run_after: Option<DateTime<Utc>>,
+    pub rows: Option<i64>,
+    pub result_uri: Option<String>,
+    pub error: Option<String>,
+}
+
+pub(crate) fn outcome_columns(o: &TaskOutcome) -> OutcomeColumns {
+    // Every outcome is a legal move from running (see TaskState::apply); the fallback is
+    // unreachable and would be rejected by the store's state guard anyway.
     let state = TaskState::Running
         .apply(o.event())
         .unwrap_or(TaskState::Running);
+    let c = |run_after, rows, result_uri, error| OutcomeColumns {
+        state,
+        run_after,
+        rows,
+        result_uri,
+        error,
+    };
     match o {
         TaskOutcome::Succeeded { rows, result_uri } => {
-            (state, None, Some(*rows), result_uri.clone(), None)
+            c(None, Some(*rows), result_uri.clone(), None)
         }
-        TaskOutcome::Failed { error } => (state, None, None, None, Some(error.clone())),
+        TaskOutcome::Failed { error } => c(None, None, None, Some(error.clone())),
         TaskOutcome::Retry { run_after, error } => {
-            (state, Some(*run_after), None, None, Some(error.clone()))
+            c(Some(*run_after), None, None, Some(error.clone()))
         }
         TaskOutcome::Defer { run_after, reason } => {
-            (state, Some(*run_after), None, None, Some(reason.clone()))
+            c(Some(*run_after), None, None, Some(reason.clone()))
         }
     }
 }

@@ -59,7 +59,7 @@ impl PgStore {
             } else {
                 opts.max_connections
             })
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(opts.connect_timeout.unwrap_or(Duration::from_secs(10)))
             .connect_with(o)
             .await
             .map_err(from_sqlx)?;
@@ -485,7 +485,13 @@ impl Store for PgStore {
             Vec::with_capacity(n),
         );
         for f in &p.finishes {
-            let (st, ra, r, uri, err) = outcome_columns(&f.outcome);
+            let OutcomeColumns {
+                state: st,
+                run_after: ra,
+                rows: r,
+                result_uri: uri,
+                error: err,
+            } = outcome_columns(&f.outcome);
             ids.push(f.lease.task_id.0);
             tokens.push(f.lease.token.0);
             states.push(st.as_str());

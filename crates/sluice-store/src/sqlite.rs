@@ -509,7 +509,13 @@ impl Store for SqliteStore {
         let mut report = FinishReport::default();
         let mut deltas: BTreeMap<i64, JobDelta> = BTreeMap::new();
         for f in &p.finishes {
-            let (st, run_after, rows, uri, err) = outcome_columns(&f.outcome);
+            let OutcomeColumns {
+                state: st,
+                run_after,
+                rows,
+                result_uri: uri,
+                error: err,
+            } = outcome_columns(&f.outcome);
             let ev = f.outcome.event();
             let row = sqlx::query(
                 "UPDATE tasks SET state = ?, attempt = attempt + ?, run_after = coalesce(?, run_after), \

@@ -167,7 +167,8 @@ async fn job_without_tasks_succeeds_at_once(s: S) {
 }
 
 async fn malformed_job_input_is_rejected_and_nothing_written(s: S) {
-    let cases: Vec<(&str, Box<dyn Fn(&mut JobInsertParams)>)> = vec![
+    type Mutate = Box<dyn Fn(&mut JobInsertParams)>;
+    let cases: Vec<(&str, Mutate)> = vec![
         ("empty owner", Box::new(|p| p.owner = " ".into())),
         ("zero attempts", Box::new(|p| p.max_attempts = 0)),
         ("negative attempts", Box::new(|p| p.max_attempts = -4)),

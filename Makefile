@@ -1,0 +1,44 @@
+# Sluice: a thin menu over cargo. `make help` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/sluice-target
+export SLUICE_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: demo
+demo: ## Run the embedded demo (SQLite, nothing to install)
+	$(CARGO) run -q -p sluice-cli --bin sluice -- demo
+
+.PHONY: build
+build: ## Build every crate (debug)
+	$(CARGO) build --workspace
+
+.PHONY: test
+test: ## Run all tests (needs PostgreSQL at SLUICE_TEST_DATABASE_URL)
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+.PHONY: lint
+lint: ## cargo fmt --check, clippy with warnings as errors, dependency invariants
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	bash .ci/deps-check.sh
+
+.PHONY: bench-queue
+bench-queue: ## Queue throughput on Postgres vs the peers (release build; see docs/benchmarks.md)
+	bash benches/queue.sh
+
+.PHONY: bench
+bench: bench-queue ## Every benchmark
+
+.PHONY: bench-smoke
+bench-smoke: ## The queue benchmark with a tiny load, no peers (keeps it alive in CI)
+	$(CARGO) run -q -p sluice-benches --bin queue-bench -- --tasks 2000 --workers 2
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all

@@ -1,0 +1,312 @@
+//! `sluice`: one binary for every role. Errors are printed as one line; exit codes: 0 success,
+//! 1 failure (including a demo whose jobs did not all succeed), 2 bad usage.
+
+mod demo;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use sluice_core::{JobId, SystemClock};
+use sluice_scheduler::{Rescuer, RescuerConfig};
+use sluice_store::{ConnectOptions, Store};
+use sluice_worker::{BuiltinRunner, Worker, WorkerConfig};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Durable, budget-aware job scheduler for hunts across many data lakes"
+)]
+struct Cli {
+    /// Database: postgres://USER@HOST:PORT/DB or sqlite://PATH (embedded, one process).
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_DATABASE_URL",
+        default_value = "sqlite://sluice.db"
+    )]
+    database_url: String,
+
+    /// How long to wait for the database before giving up.
+    #[arg(long, global = true, env = "SLUICE_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+
+    /// Output of commands that print results.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply database migrations (also done at every start-up).
+    Migrate,
+    /// Claim and run tasks until SIGTERM/SIGINT, then hand back what is unfinished.
+    Worker(WorkerArgs),
+    /// Show a job's state and progress.
+    Status {
+        /// Job id.
+        job: JobId,
+    },
+    /// The embedded demo: SQLite, no server to install; runs a bulk and an urgent job end to end.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct WorkerArgs {
+    /// Tasks run at once.
+    #[arg(long, env = "SLUICE_WORKER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    concurrency: u32,
+    /// Most tasks taken per claim.
+    #[arg(long, env = "SLUICE_WORKER_CLAIM_BATCH", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    claim_batch: u32,
+    /// Lease length: a task whose worker stops heartbeating is rescued this long after.
+    #[arg(long, env = "SLUICE_WORKER_LEASE", default_value = "30s", value_parser = parse_duration)]
+    lease: Duration,
+    /// How long running tasks may take to finish after SIGTERM before they are handed back.
+    #[arg(long, env = "SLUICE_WORKER_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+    /// Wait between claims when nothing is runnable.
+    #[arg(long, env = "SLUICE_WORKER_IDLE_POLL", default_value = "500ms", value_parser = parse_duration)]
+    idle_poll: Duration,
+    /// Also run the lease rescuer in this process (safe in many processes at once).
+    #[arg(long, env = "SLUICE_WORKER_RESCUER", default_value_t = true, action = clap::ArgAction::Set)]
+    rescuer: bool,
+    /// Worker id shown as lease owner (default: host-pid-random).
+    #[arg(long, env = "SLUICE_WORKER_ID")]
+    id: Option<String>,
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h` (a bare number is seconds).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 30s, 5m or 1h"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        u if u.starts_with('.') => {
+            return Err(format!(
+                "{s:?} is not a duration: use whole numbers, e.g. 1500ms for 1.5s"
+            ));
+        }
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use ms, s, m or h")),
+    };
+    if d > Duration::from_secs(7 * 24 * 3600) {
+        return Err(format!("{s:?} is longer than a week"));
+    }
+    Ok(d)
+}
+
+fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => b.compact().init(),
+        LogFormat::Json => b.json().flatten_event(true).init(),
+    }
+}
+
+pub(crate) async fn open_store(url: &str, connect_timeout: Duration) -> Result<Arc<dyn Store>> {
+    let opts = ConnectOptions {
+        max_connections: 16,
+        application_name: Some("sluice".into()),
+        connect_timeout: Some(connect_timeout),
+        ..Default::default()
+    };
+    sluice_store::connect(url, opts)
+        .await
+        .with_context(|| format!("opening database {}", sluice_store::redact_url(url)))
+}
+
+/// Cancels the token at the first SIGTERM or SIGINT; a second one exits at once.
+fn on_signals(token: CancellationToken) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::spawn(async move {
+        for n in 0.. {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if n == 0 {
+                tracing::info!(
+                    "shutdown requested: finishing in-flight tasks (signal again to exit now)"
+                );
+                token.cancel();
+            } else {
+                tracing::warn!(
+                    "second signal: exiting now; unfinished leases are rescued after they expire"
+                );
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Migrate => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            println!("migrations applied ({})", store.backend());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker(args) => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            let stop = CancellationToken::new();
+            on_signals(stop.clone())?;
+            let clock = Arc::new(SystemClock);
+            let mut cfg =
+                WorkerConfig::new(args.id.unwrap_or_else(sluice_worker::default_worker_id));
+            cfg.concurrency = args.concurrency as usize;
+            cfg.claim_batch = args.claim_batch;
+            cfg.lease = args.lease.max(Duration::from_millis(100));
+            cfg.heartbeat_every = cfg.lease / 3;
+            cfg.shutdown_grace = args.shutdown_grace;
+            cfg.idle_poll = args.idle_poll;
+            let rescuer = args.rescuer.then(|| {
+                let every =
+                    (cfg.lease / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                let r = Rescuer::new(
+                    store.clone(),
+                    clock.clone(),
+                    RescuerConfig {
+                        every,
+                        ..Default::default()
+                    },
+                );
+                tokio::spawn(r.run(stop.clone()))
+            });
+            let worker = Worker::new(
+                store.clone(),
+                Arc::new(BuiltinRunner::new(store)),
+                clock,
+                cfg,
+            );
+            let stats = worker.run(stop.clone()).await;
+            if let Some(r) = rescuer {
+                stop.cancel();
+                let _ = r.await;
+            }
+            if cli.output == Output::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"claimed": stats.claimed, "recorded": stats.recorded,
+                        "rejected": stats.rejected, "handed_back": stats.handed_back})
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { job } => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            let j = store.job_get(job).await?;
+            match cli.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&j)?),
+                Output::Text => {
+                    println!("job {} ({}) {}", j.id, j.owner, j.state);
+                    println!(
+                        "lakes {}/{} done, {} failed, {} cancelled; rows found {}",
+                        j.counts.done,
+                        j.counts.total,
+                        j.counts.failed,
+                        j.counts.cancelled,
+                        j.rows_found
+                    );
+                    if let Some(e) = &j.error {
+                        println!("error: {e}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            demo::run(args, cli.output == Output::Json, cli.connect_timeout).await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_or_explain() {
+        let ok = [
+            ("250ms", Duration::from_millis(250)),
+            ("30s", Duration::from_secs(30)),
+            ("30", Duration::from_secs(30)),
+            ("5m", Duration::from_secs(300)),
+            ("1h", Duration::from_secs(3600)),
+        ];
+        for (s, want) in ok {
+            assert_eq!(parse_duration(s), Ok(want), "{s}");
+        }
+        for bad in [
+            "",
+            "s",
+            "-5s",
+            "1.5s",
+            "3d",
+            "99999999999999999999s",
+            "200h",
+            "5 s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! The `sluice` binary, run as a user runs it: worker crashes (SIGKILL) and graceful shutdown
+//! (SIGTERM) against a real PostgreSQL, bad input, and the embedded demo.
+
+// Test code: a failed expectation should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use sluice_core::{JobId, JobState, TaskState};
+use sluice_store::{
+    EventListParams, Job, JobInsertParams, Lease, NewTask, PgStore, Store, Task, TaskFinish,
+    TaskFinishParams, TaskListParams, TaskOutcome,
+};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn sluice() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.env_remove("SLUICE_DATABASE_URL")
+        .env("RUST_LOG", "info,sqlx=warn");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    sluice()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running sluice")
+}
+
+fn spawn_worker(url: &str, extra: &[&str]) -> Child {
+    sluice()
+        .args(["worker", "--database-url", url, "--idle-poll", "50ms"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning sluice worker")
+}
+
+fn signal(child: &Child, sig: i32) {
+    let pid = i32::try_from(child.id()).expect("pid fits");
+    // SAFETY: kill(2) on a pid we spawned and have not reaped yet.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sluice did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn submit(store: &PgStore, lakes: usize, spec: serde_json::Value) -> Job {
+    store
+        .job_insert(JobInsertParams {
+            owner: "alice".into(),
+            idempotency_key: None,
+            spec,
+            sql: None,
+            priority: 0,
+            max_attempts: 3,
+            tasks: (0..lakes)
+                .map(|i| NewTask {
+                    lake: format!("lake-{i}"),
+                    scope: "aws:1".into(),
+                    est_calls: 1,
+                })
+                .collect(),
+            now: chrono::Utc::now(),
+        })
+        .await
+        .expect("submit")
+        .job
+}
+
+async fn tasks(store: &PgStore, job: JobId) -> Vec<Task> {
+    store
+        .task_list(TaskListParams {
+            job_id: job,
+            limit: 1000,
+            after: None,
+        })
+        .await
+        .expect("task_list")
+}
+
+/// Polls until `cond` holds for the job's tasks.
+async fn until_tasks(
+    store: &PgStore,
+    job: JobId,
+    within: Duration,
+    what: &str,
+    cond: impl Fn(&[Task]) -> bool,
+) -> Vec<Task> {
+    let deadline = Instant::now() + within;
+    loop {
+        let t = tasks(store, job).await;
+        if cond(&t) {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {t:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn kinds(store: &PgStore, job: JobId) -> Vec<String> {
+    let ev = store
+        .event_list(EventListParams {
+            job_id: Some(job),
+            after_id: None,
+            limit: 10_000,
+        })
+        .await
+        .expect("events");
+    ev.into_iter().map(|e| e.kind).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_tasks_are_rescued_and_its_late_completion_rejected() {
+    let (store, url) = sluice_store::testing::pg_store().await;
+    let job = submit(&store, 6, serde_json::json!({"kind": "sleep", "ms": 1500})).await;
+
+    let mut victim = spawn_worker(
+        &url,
+        &[
+            "--id",
+            "victim",
+            "--concurrency",
+            "6",
+            "--lease",
+            "1s",
+            "--rescuer",
+            "false",
+        ],
+    );
+    let held = until_tasks(
+        &store,
+        job.id,
+        Duration::from_secs(20),
+        "victim to claim all",
+        |t| {
+            t.iter().all(|t| {
+                t.state == TaskState::Running && t.lease_owner.as_deref() == Some("victim")
+            })
+        },
+    )
+    .await;
+    signal(&victim, libc::SIGKILL);
+    let st = wait_exit(&mut victim, Duration::from_secs(5));
+    assert!(!st.success(), "SIGKILL is not a clean exit");
+    let stale: Vec<Lease> = held
+        .iter()
+        .map(|t| Lease {
+            task_id: t.id,
+            token: t.lease_token,
+        })
+        .collect();
+    // Nothing moved: the dead worker's tasks are still leased to it.
+    assert!(
+        tasks(&store, job.id)
+            .await
+            .iter()
+            .all(|t| t.state == TaskState::Running)
+    );
+
+    let mut rescuer = spawn_worker(
+        &url,
+        &["--id", "rescuer", "--concurrency", "6", "--lease", "1s"],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let j = store.job_get(job.id).await.expect("job");
+        if j.state.is_terminal() {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "job not finished: {j:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((done.state, done.counts.done), (JobState::Succeeded, 6));
+    for t in tasks(&store, job.id).await {
+        assert_eq!(t.state, TaskState::Succeeded);
+        assert_eq!(t.attempt, 1, "the lost run spent one attempt");
+        assert!(t.lease_token.0 >= 2, "claimed again with a new token");
+    }
+    let k = kinds(&store, job.id).await;
+    assert_eq!(
+        k.iter().filter(|k| *k == "task.rescued").count(),
+        6,
+        "{k:?}"
+    );
+
+    // The dead worker's late completion, with its stale tokens, is rejected; nothing doubles.
+    let finishes = stale
+        .iter()
+        .map(|l| TaskFinish {
+            lease: *l,
+            outcome: TaskOutcome::Succeeded {
+                rows: 999,
+                result_uri: None,
+            },
+        })
+        .collect();
+    let r = store
+        .task_finish(TaskFinishParams {
+            finishes,
+            now: chrono::Utc::now(),
+        })
+        .await
+        .expect("finish");
+    assert!(r.applied.is_empty());
+    assert_eq!(r.rejected.len(), 6);
+    let after = store.job_get(job.id).await.expect("job");
+    assert_eq!((after.counts.done, after.rows_found), (6, 6));
+
+    signal(&rescuer, libc::SIGTERM);
+    assert!(wait_exit(&mut rescuer, Duration::from_secs(10)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_back_long_tasks_without_spending_attempts() {
+    let (store, url) = sluice_store::testing::pg_store().await;
+    let job = submit(
+        &store,
+        4,
+        serde_json::json!({"kind": "sleep", "ms": 60_000}),
+    )
+    .await;
+    let mut w = spawn_worker(
+        &url,
+        &[
+            "--id",
+            "w",
+            "--concurrency",
+            "4",
+            "--shutdown-grace",
+            "300ms",
+        ],
+    );
+    until_tasks(
+        &store,
+        job.id,
+        Duration::from_secs(20),
+        "all running",
+        |t| t.iter().all(|t| t.state == TaskState::Running),
+    )
+    .await;
+    signal(&w, libc::SIGTERM);
+    let st = wait_exit(&mut w, Duration::from_secs(10));
+    assert!(st.success(), "graceful exit: {st:?}");
+    for t in tasks(&store, job.id).await {
+        assert_eq!(
+            (t.state, t.attempt, t.lease_owner.as_deref()),
+            (TaskState::Pending, 0, None),
+            "{t:?}"
+        );
+    }
+    let k = kinds(&store, job.id).await;
+    assert_eq!(
+        k.iter().filter(|k| *k == "task.deferred").count(),
+        4,
+        "{k:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_short_tasks_finish_within_grace() {
+    let (store, url) = sluice_store::testing::pg_store().await;
+    let job = submit(&store, 3, serde_json::json!({"kind": "sleep", "ms": 700})).await;
+    let mut w = spawn_worker(
+        &url,
+        &["--id", "w", "--concurrency", "3", "--shutdown-grace", "20s"],
+    );
+    until_tasks(
+        &store,
+        job.id,
+        Duration::from_secs(20),
+        "all running",
+        |t| t.iter().all(|t| t.state == TaskState::Running),
+    )
+    .await;
+    signal(&w, libc::SIGTERM);
+    assert!(wait_exit(&mut w, Duration::from_secs(15)).success());
+    let j = store.job_get(job.id).await.expect("job");
+    assert_eq!((j.state, j.counts.done), (JobState::Succeeded, 3));
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_exit_code() {
+    let dir = std::env::temp_dir().join(format!("sluice-cli-{}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let db = format!("sqlite://{}/x.db", dir.display());
+    // (args, exit code, text stderr must contain)
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["worker", "--concurrency", "0"], 2, "--concurrency"),
+        (&["worker", "--lease", "3d"], 2, "unknown unit"),
+        (&["worker", "--lease", "-1s"], 2, "unexpected argument"),
+        (&["worker", "--lease=1.5s"], 2, "not a duration"),
+        (&["worker", "--rescuer", "maybe"], 2, "--rescuer"),
+        (&["status", "not-a-number"], 2, "invalid value"),
+        (&["bogus"], 2, "unrecognized subcommand"),
+        (
+            &["migrate", "--database-url", "mysql://root@localhost/x"],
+            1,
+            "unsupported database url",
+        ),
+        (
+            &[
+                "migrate",
+                "--connect-timeout",
+                "1s",
+                "--database-url",
+                "postgres://u:hunter2@127.0.0.1:1/x",
+            ],
+            1,
+            "opening database postgres://u:***@127.0.0.1:1/x",
+        ),
+        (
+            &["status", "42", "--database-url", &db],
+            1,
+            "not found: job 42",
+        ),
+    ];
+    for (args, code, needle) in cases {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+        assert!(!err.contains("hunter2"), "password leaked: {err}");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+    let out = run(&["migrate", "--database-url", &db]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn demo_runs_end_to_end_on_the_embedded_store() {
+    let dir = std::env::temp_dir().join(format!("sluice-demo-{}", rand::random::<u32>()));
+    let d = dir.display().to_string();
+    for _ in 0..2 {
+        // Twice: a second run starts from a fresh database.
+        let out = run(&[
+            "demo",
+            "--data-dir",
+            &d,
+            "--lakes",
+            "120",
+            "--output",
+            "json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["bulk"]["counts"]["done"], 120);
+        assert_eq!(v["urgent"]["state"], "succeeded");
+        assert_eq!(
+            v["journal"]["task.retried"], 3,
+            "one planted failure per urgent lake"
+        );
+        assert_eq!(v["journal"]["task.succeeded"], 123);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,438 @@
+//! The worker: claim → heartbeat → run → finish, with fencing tokens.
+//!
+//! Three loops share one in-flight table: the *claimer* takes batches of tasks while slots are
+//! free and spawns each run; the *finisher* records outcomes in batches (one store round trip
+//! for many tasks); the *heartbeater* extends the leases of everything in flight and stops the
+//! runs whose lease was lost. A lease stays in the table until its outcome is recorded, so it
+//! keeps being extended while the database is briefly unreachable.
+//!
+//! Shutdown (SIGTERM): stop claiming, let runs finish until the grace deadline, then cancel the
+//! rest and hand them back as *deferred* (no attempt spent); flush every outcome; exit with
+//! nothing of ours left `running`.
+
+mod runner;
+
+pub use runner::{BuiltinRunner, RunError, RunOutput, Runner};
+
+use backon::BackoffBuilder;
+use chrono::{DateTime, Utc};
+use sluice_core::{Clock, RetryDecision, RetryPolicy};
+use sluice_store::{
+    ClaimedTask, Lease, Store, TaskClaimParams, TaskFinish, TaskFinishParams, TaskHeartbeatParams,
+    TaskOutcome,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Shown as the lease owner and in the journal.
+    pub id: String,
+    /// Tasks run at once.
+    pub concurrency: usize,
+    /// Most tasks taken by one claim.
+    pub claim_batch: u32,
+    pub lease: Duration,
+    pub heartbeat_every: Duration,
+    /// Wait before claiming again when nothing was runnable.
+    pub idle_poll: Duration,
+    /// Most outcomes recorded by one store call.
+    pub finish_batch: usize,
+    /// On shutdown, how long running tasks may take before they are handed back.
+    pub shutdown_grace: Duration,
+    /// Backoff for task-caused retries; `max_attempts` comes from each task.
+    pub retry: RetryPolicy,
+}
+
+impl WorkerConfig {
+    pub fn new(id: impl Into<String>) -> Self {
+        WorkerConfig {
+            id: id.into(),
+            concurrency: 16,
+            claim_batch: 64,
+            lease: Duration::from_secs(30),
+            heartbeat_every: Duration::from_secs(10),
+            idle_poll: Duration::from_millis(500),
+            finish_batch: 512,
+            shutdown_grace: Duration::from_secs(20),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// A default worker id: host, pid and a random suffix, unique across restarts.
+pub fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+/// What a worker did, returned when it stops.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub claimed: u64,
+    pub recorded: u64,
+    /// Outcomes the store refused: the lease had been lost (rescued, cancelled).
+    pub rejected: u64,
+    /// Tasks handed back on shutdown.
+    pub handed_back: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Leases in flight (running or waiting to be recorded) and how to stop their run.
+    inflight: Mutex<HashMap<Lease, CancellationToken>>,
+    stats: Mutex<WorkerStats>,
+}
+
+impl Shared {
+    fn leases(&self) -> Vec<Lease> {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+pub struct Worker {
+    store: Arc<dyn Store>,
+    runner: Arc<dyn Runner>,
+    clock: Arc<dyn Clock>,
+    cfg: WorkerConfig,
+}
+
+impl Worker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        runner: Arc<dyn Runner>,
+        clock: Arc<dyn Clock>,
+        cfg: WorkerConfig,
+    ) -> Self {
+        Worker {
+            store,
+            runner,
+            clock,
+            cfg,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains as described in the module docs.
+    pub async fn run(self, shutdown: CancellationToken) -> WorkerStats {
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = mpsc::unbounded_channel::<TaskFinish>();
+        // Cancelled when the grace period is over: in-flight runs are then handed back.
+        let hard_stop = CancellationToken::new();
+        let finisher = tokio::spawn(finish_loop(
+            self.store.clone(),
+            self.clock.clone(),
+            shared.clone(),
+            rx,
+            self.cfg.finish_batch,
+        ));
+        let beats = CancellationToken::new();
+        let heartbeater = tokio::spawn(heartbeat_loop(
+            self.store.clone(),
+            self.clock.clone(),
+            shared.clone(),
+            self.cfg.lease,
+            self.cfg.heartbeat_every,
+            beats.clone(),
+        ));
+        info!(worker = %self.cfg.id, concurrency = self.cfg.concurrency, "worker started");
+        let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        let mut runs = tokio::task::JoinSet::new();
+        let mut backoff = store_backoff();
+        'claim: loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break 'claim,
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'claim },
+            };
+            let mut permits = vec![first];
+            while permits.len() < self.cfg.claim_batch.max(1) as usize {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let claimed = self
+                .store
+                .task_claim(TaskClaimParams {
+                    worker: self.cfg.id.clone(),
+                    limit: permits.len() as u32,
+                    lease: self.cfg.lease,
+                    now: self.clock.now(),
+                })
+                .await;
+            let claimed = match claimed {
+                Ok(c) => {
+                    backoff = store_backoff();
+                    c
+                }
+                Err(e) => {
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(5));
+                    warn!(error = %e, retry_in = ?wait, "claim failed");
+                    drop(permits);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break 'claim,
+                        _ = tokio::time::sleep(wait) => continue 'claim,
+                    }
+                }
+            };
+            let idle = claimed.is_empty();
+            shared
+                .stats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .claimed += claimed.len() as u64;
+            for task in claimed {
+                let Some(permit) = permits.pop() else {
+                    // More tasks than asked for would be a store bug; hand it back untouched.
+                    let _ = tx.send(TaskFinish {
+                        lease: task.lease,
+                        outcome: defer_now(&self.clock, "worker over capacity"),
+                    });
+                    continue;
+                };
+                let cancel = hard_stop.child_token();
+                shared
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(task.lease, cancel.clone());
+                let (runner, clock, retry, tx) = (
+                    self.runner.clone(),
+                    self.clock.clone(),
+                    self.cfg.retry,
+                    tx.clone(),
+                );
+                runs.spawn(async move {
+                    let result = runner.run(&task, cancel).await;
+                    drop(permit);
+                    let outcome = outcome_of(&task, result, clock.now(), retry, rand::random());
+                    let _ = tx.send(TaskFinish {
+                        lease: task.lease,
+                        outcome,
+                    });
+                });
+            }
+            drop(permits);
+            // Reap finished runs so the set does not grow.
+            while runs.try_join_next().is_some() {}
+            if idle {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'claim,
+                    _ = tokio::time::sleep(self.cfg.idle_poll) => {}
+                }
+            }
+        }
+        let running = runs.len();
+        info!(worker = %self.cfg.id, running, grace = ?self.cfg.shutdown_grace, "worker stopping: no new claims");
+        let drained = tokio::time::timeout(self.cfg.shutdown_grace, async {
+            while runs.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            let left = runs.len();
+            info!(worker = %self.cfg.id, tasks = left, "grace period over: handing back running tasks");
+            shared
+                .stats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .handed_back += left as u64;
+            hard_stop.cancel();
+            while runs.join_next().await.is_some() {}
+        }
+        drop(tx);
+        // The finisher ends once every outcome is recorded (the channel is closed and empty).
+        if let Err(e) = finisher.await {
+            warn!(error = %e, "finisher ended abnormally");
+        }
+        beats.cancel();
+        let _ = heartbeater.await;
+        let stats = *shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+        info!(worker = %self.cfg.id, ?stats, "worker stopped");
+        stats
+    }
+}
+
+fn store_backoff() -> backon::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+        .build()
+}
+
+fn defer_now(clock: &Arc<dyn Clock>, reason: &str) -> TaskOutcome {
+    TaskOutcome::Defer {
+        run_after: clock.now(),
+        reason: reason.to_string(),
+    }
+}
+
+fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(now)
+}
+
+/// What a run's result means for the task. `unit`: a random draw for the retry jitter.
+pub fn outcome_of(
+    task: &ClaimedTask,
+    result: Result<RunOutput, RunError>,
+    now: DateTime<Utc>,
+    retry: RetryPolicy,
+    unit: f64,
+) -> TaskOutcome {
+    match result {
+        Ok(out) => TaskOutcome::Succeeded {
+            rows: out.rows,
+            result_uri: out.result_uri,
+        },
+        Err(RunError::Permanent(error)) => TaskOutcome::Failed { error },
+        Err(RunError::Transient(error)) => {
+            let spent = u32::try_from(task.attempt.saturating_add(1)).unwrap_or(u32::MAX);
+            let policy = RetryPolicy {
+                max_attempts: u32::try_from(task.max_attempts).unwrap_or(1),
+                ..retry
+            };
+            match policy.decide(spent, unit) {
+                RetryDecision::RetryAfter(d) => TaskOutcome::Retry {
+                    run_after: after(now, d),
+                    error,
+                },
+                RetryDecision::GiveUp => TaskOutcome::Failed {
+                    error: format!("gave up after {spent} attempts: {error}"),
+                },
+            }
+        }
+        Err(RunError::Deferred {
+            reason,
+            retry_after,
+        }) => TaskOutcome::Defer {
+            run_after: after(now, retry_after),
+            reason,
+        },
+        Err(RunError::Cancelled) => TaskOutcome::Defer {
+            run_after: now,
+            reason: "handed back: run cancelled".into(),
+        },
+    }
+}
+
+async fn finish_loop(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<TaskFinish>,
+    batch: usize,
+) {
+    let mut buf: Vec<TaskFinish> = Vec::with_capacity(batch);
+    loop {
+        if buf.is_empty() {
+            match rx.recv().await {
+                Some(f) => buf.push(f),
+                None => return,
+            }
+        }
+        while buf.len() < batch {
+            match rx.try_recv() {
+                Ok(f) => buf.push(f),
+                Err(_) => break,
+            }
+        }
+        let mut backoff = store_backoff();
+        loop {
+            let r = store
+                .task_finish(TaskFinishParams {
+                    finishes: buf.clone(),
+                    now: clock.now(),
+                })
+                .await;
+            match r {
+                Ok(report) => {
+                    if !report.rejected.is_empty() {
+                        warn!(tasks = ?report.rejected, "outcomes rejected: lease lost (rescued or cancelled)");
+                    }
+                    let mut inflight = shared.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                    for f in &buf {
+                        inflight.remove(&f.lease);
+                    }
+                    drop(inflight);
+                    let mut s = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+                    s.recorded += report.applied.len() as u64;
+                    s.rejected += report.rejected.len() as u64;
+                    break;
+                }
+                Err(e) => {
+                    // Keep the outcomes and try again: they are kept alive by the heartbeater
+                    // meanwhile; if the lease runs out first the store rejects them cleanly.
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(5));
+                    warn!(error = %e, tasks = buf.len(), retry_in = ?wait, "recording outcomes failed");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        buf.clear();
+    }
+}
+
+async fn heartbeat_loop(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    shared: Arc<Shared>,
+    lease: Duration,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let leases = shared.leases();
+        if leases.is_empty() {
+            continue;
+        }
+        match store
+            .task_heartbeat(TaskHeartbeatParams {
+                leases,
+                lease,
+                now: clock.now(),
+            })
+            .await
+        {
+            Ok(lost) => {
+                if lost.is_empty() {
+                    continue;
+                }
+                warn!(tasks = lost.len(), "leases lost: stopping their runs");
+                let inflight = shared.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                for l in &lost {
+                    if let Some(c) = inflight.get(l) {
+                        debug!(task_id = %l.task_id, "lease lost");
+                        c.cancel();
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! What a task does. The hunt engine plugs in here in a later issue; until then the built-in
+//! kinds are `noop` and `sleep`, enough to run the queue end to end.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use sluice_core::JobId;
+use sluice_store::{ClaimedTask, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunOutput {
+    pub rows: i64,
+    pub result_uri: Option<String>,
+}
+
+/// Why a run did not succeed; decides whether an attempt is spent.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RunError {
+    /// The task can never succeed (bad spec, unknown column): fail it, no retry.
+    #[error("permanent: {0}")]
+    Permanent(String),
+    /// The task's own failure that may pass: retry with backoff, one attempt spent.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Not the task's fault (provider throttled or frozen, breaker open): run it later,
+    /// no attempt spent.
+    #[error("deferred: {reason}")]
+    Deferred {
+        reason: String,
+        retry_after: Duration,
+    },
+    /// The run was stopped (shutdown, lease lost): hand it back, no attempt spent.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+#[async_trait]
+pub trait Runner: Send + Sync + std::fmt::Debug + 'static {
+    /// Runs one claimed task; must return promptly with [`RunError::Cancelled`] once `cancel`
+    /// fires.
+    async fn run(
+        &self,
+        task: &ClaimedTask,
+        cancel: CancellationToken,
+    ) -> Result<RunOutput, RunError>;
+}
+
+/// The built-in task kinds, chosen by the job spec's `kind`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BuiltinSpec {
+    /// Does nothing: measures the queue itself.
+    Noop,
+    /// Sleeps, then succeeds; `fail_first` makes the first N attempts fail transiently.
+    Sleep {
+        ms: u64,
+        #[serde(default)]
+        fail_first: i32,
+    },
+}
+
+/// Runs the built-in kinds; job specs are read once per job and cached.
+#[derive(Debug)]
+pub struct BuiltinRunner {
+    store: Arc<dyn Store>,
+    specs: Mutex<HashMap<JobId, Result<BuiltinSpec, String>>>,
+}
+
+const SPEC_CACHE_MAX: usize = 10_000;
+
+impl BuiltinRunner {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        BuiltinRunner {
+            store,
+            specs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn spec(&self, job: JobId) -> Result<BuiltinSpec, RunError> {
+        if let Some(s) = self
+            .specs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&job)
+        {
+            return s.clone().map_err(RunError::Permanent);
+        }
+        let parsed = match self.store.job_get(job).await {
+            Ok(j) => serde_json::from_value::<BuiltinSpec>(j.spec)
+                .map_err(|e| format!("job {job}: not a task kind this worker runs: {e}")),
+            Err(e @ StoreError::NotFound(_)) => Err(e.to_string()),
+            Err(e) => {
+                return Err(RunError::Deferred {
+                    reason: format!("reading job spec: {e}"),
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+        };
+        let mut specs = self.specs.lock().unwrap_or_else(|p| p.into_inner());
+        if specs.len() >= SPEC_CACHE_MAX {
+            specs.clear();
+        }
+        specs.insert(job, parsed.clone());
+        parsed.map_err(RunError::Permanent)
+    }
+}
+
+#[async_trait]
+impl Runner for BuiltinRunner {
+    async fn run(
+        &self,
+        task: &ClaimedTask,
+        cancel: CancellationToken,
+    ) -> Result<RunOutput, RunError> {
+        match self.spec(task.job_id).await? {
+            BuiltinSpec::Noop => Ok(RunOutput::default()),
+            BuiltinSpec::Sleep { ms, fail_first } => {
+                tokio::select! {
+                    _ = cancel.cancelled() => return Err(RunError::Cancelled),
+                    _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                }
+                if task.attempt < fail_first {
+                    return Err(RunError::Transient(format!(
+                        "planted failure on attempt {}",
+                        task.attempt + 1
+                    )));
+                }
+                Ok(RunOutput {
+                    rows: 1,
+                    result_uri: None,
+                })
+            }
+        }
+    }
+}
