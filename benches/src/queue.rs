@@ -3,12 +3,21 @@
 //! and report tasks/s until the database shows the job finished. Prints one JSON line.
 
 use anyhow::{Context, Result};
+use async_trait::async_trait;
 use clap::Parser;
+use sluice_core::{JobId, TaskId};
 use sluice_core::{JobState, SystemClock};
+use sluice_store::{
+    ClaimedTask, Event, EventListParams, FinishReport, Job, JobCancelParams, JobInserted, Lease,
+    RescuedTask, Task, TaskClaimParams, TaskFinishParams, TaskHeartbeatParams, TaskListParams,
+    TaskRescueParams,
+};
 use sluice_store::{ConnectOptions, JobInsertParams, NewTask, PgStore, Store};
 use sluice_worker::{BuiltinRunner, Worker, WorkerConfig};
 use sqlx::{Connection, Executor};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -18,16 +27,16 @@ struct Args {
     #[arg(long, default_value_t = 100_000)]
     tasks: usize,
     /// Worker loops (each with its own claimer, finisher and heartbeater) in this process.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 2)]
     workers: usize,
     /// Slots per worker.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 4000)]
     concurrency: usize,
     /// Most tasks per claim.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 2000)]
     claim_batch: u32,
     /// Most outcomes per finish call.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 4000)]
     finish_batch: usize,
     /// Lakes (tasks) per job: several jobs make completions touch several job rows.
     #[arg(long, default_value_t = 100_000)]
@@ -53,7 +62,11 @@ async fn main() -> Result<()> {
     let sync: String = sqlx::query_scalar("SHOW synchronous_commit")
         .fetch_one(store.pool())
         .await?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let timed = Arc::new(Timed {
+        inner: Arc::new(store),
+        calls: Mutex::default(),
+    });
+    let store: Arc<dyn Store> = timed.clone();
 
     let t = Instant::now();
     let mut jobs = Vec::new();
@@ -87,6 +100,11 @@ async fn main() -> Result<()> {
     let stop = CancellationToken::new();
     let clock = Arc::new(SystemClock);
     let runner = Arc::new(BuiltinRunner::new(store.clone()));
+    timed
+        .calls
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
     let t = Instant::now();
     let mut handles = Vec::new();
     for w in 0..args.workers.max(1) {
@@ -108,7 +126,7 @@ async fn main() -> Result<()> {
                 break;
             }
             anyhow::ensure!(Instant::now() < deadline, "burn-down did not finish: {j:?}");
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
     let process_secs = t.elapsed().as_secs_f64();
@@ -129,12 +147,103 @@ async fn main() -> Result<()> {
             "synchronous_commit": sync,
             "bulk": {"secs": round(enqueue_secs), "per_sec": (args.tasks as f64 / enqueue_secs).round()},
             "process": {"secs": round(process_secs), "per_sec_db": (args.tasks as f64 / process_secs).round(), "claimed": claimed},
+            "store_calls": timed.report(),
         })
     );
     let mut c = sqlx::PgConnection::connect(&url).await?;
     c.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
         .await?;
     Ok(())
+}
+
+/// A store that times every call, to show where a burn-down spends its time.
+#[derive(Debug)]
+struct Timed {
+    inner: Arc<dyn Store>,
+    /// method -> (calls, items, total time)
+    calls: Mutex<BTreeMap<&'static str, (u64, u64, Duration)>>,
+}
+
+impl Timed {
+    fn note(&self, method: &'static str, items: usize, since: Instant) {
+        let mut c = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let e = c.entry(method).or_default();
+        e.0 += 1;
+        e.1 += items as u64;
+        e.2 += since.elapsed();
+    }
+
+    fn report(&self) -> serde_json::Value {
+        let c = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        c.iter()
+            .map(|(m, (n, items, d))| {
+                let v = serde_json::json!({
+                    "calls": n, "items": items, "total_secs": round(d.as_secs_f64()),
+                    "mean_ms": round(d.as_secs_f64() * 1000.0 / (*n).max(1) as f64),
+                });
+                (m.to_string(), v)
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+}
+
+#[async_trait]
+impl Store for Timed {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn migrate(&self) -> sluice_store::Result<()> {
+        self.inner.migrate().await
+    }
+    async fn job_insert(&self, p: JobInsertParams) -> sluice_store::Result<JobInserted> {
+        let (t, n) = (Instant::now(), p.tasks.len());
+        let r = self.inner.job_insert(p).await;
+        self.note("job_insert", n, t);
+        r
+    }
+    async fn job_get(&self, id: JobId) -> sluice_store::Result<Job> {
+        let t = Instant::now();
+        let r = self.inner.job_get(id).await;
+        self.note("job_get", 1, t);
+        r
+    }
+    async fn job_cancel(&self, p: JobCancelParams) -> sluice_store::Result<Job> {
+        self.inner.job_cancel(p).await
+    }
+    async fn task_claim(&self, p: TaskClaimParams) -> sluice_store::Result<Vec<ClaimedTask>> {
+        let t = Instant::now();
+        let r = self.inner.task_claim(p).await;
+        self.note("task_claim", r.as_ref().map_or(0, Vec::len), t);
+        r
+    }
+    async fn task_heartbeat(&self, p: TaskHeartbeatParams) -> sluice_store::Result<Vec<Lease>> {
+        let (t, n) = (Instant::now(), p.leases.len());
+        let r = self.inner.task_heartbeat(p).await;
+        self.note("task_heartbeat", n, t);
+        r
+    }
+    async fn task_finish(&self, p: TaskFinishParams) -> sluice_store::Result<FinishReport> {
+        let (t, n) = (Instant::now(), p.finishes.len());
+        let r = self.inner.task_finish(p).await;
+        self.note("task_finish", n, t);
+        r
+    }
+    async fn task_rescue_expired(
+        &self,
+        p: TaskRescueParams,
+    ) -> sluice_store::Result<Vec<RescuedTask>> {
+        self.inner.task_rescue_expired(p).await
+    }
+    async fn task_get(&self, id: TaskId) -> sluice_store::Result<Task> {
+        self.inner.task_get(id).await
+    }
+    async fn task_list(&self, p: TaskListParams) -> sluice_store::Result<Vec<Task>> {
+        self.inner.task_list(p).await
+    }
+    async fn event_list(&self, p: EventListParams) -> sluice_store::Result<Vec<Event>> {
+        self.inner.event_list(p).await
+    }
 }
 
 fn round(x: f64) -> f64 {

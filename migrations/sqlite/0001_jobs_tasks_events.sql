@@ -49,7 +49,7 @@ CREATE TABLE tasks (
 
 CREATE INDEX tasks_claimable ON tasks (priority DESC, id) WHERE state = 'pending';
 CREATE INDEX tasks_leases ON tasks (lease_expires_at) WHERE state = 'running';
-CREATE INDEX tasks_job ON tasks (job_id);
+CREATE INDEX tasks_job ON tasks (job_id);  -- SQLite has no BRIN: one plain index
 
 CREATE TABLE events (
     id       INTEGER PRIMARY KEY,

@@ -36,6 +36,7 @@ conformance!(
     bulk_insert_crosses_chunks,
     missing_rows_are_not_found,
     every_state_change_is_journaled,
+    global_journal_pages_through_every_job,
 );
 
 fn lease() -> Duration {
@@ -716,4 +717,33 @@ async fn every_state_change_is_journaled(s: S) {
         .unwrap();
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].kind, "task.succeeded");
+}
+
+async fn global_journal_pages_through_every_job(s: S) {
+    let a = s.job_insert(job("alice", 2)).await.unwrap().job;
+    let b = s.job_insert(job("bob", 1)).await.unwrap().job;
+    for t in claim(&s, "w", 10, 1).await {
+        finish(&s, t.lease, ok(1), 2).await;
+    }
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .event_list(EventListParams {
+                job_id: None,
+                after_id: after,
+                limit: 2,
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        assert!(page.len() <= 2);
+        after = Some(last.id);
+        all.extend(page);
+    }
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ordered by id");
+    let per = |j: JobId| all.iter().filter(|e| e.job_id == Some(j)).count();
+    // submitted, started, succeeded + per task claimed and succeeded
+    assert_eq!((per(a.id), per(b.id)), (3 + 2 * 2, 3 + 2));
+    assert_eq!(all.len(), per(a.id) + per(b.id));
 }
