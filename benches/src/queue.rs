@@ -9,8 +9,8 @@ use sluice_core::{JobId, TaskId};
 use sluice_core::{JobState, SystemClock};
 use sluice_store::{
     ClaimedTask, Event, EventListParams, FinishReport, Job, JobCancelParams, JobInserted, Lease,
-    RescuedTask, Task, TaskClaimParams, TaskFinishParams, TaskHeartbeatParams, TaskListParams,
-    TaskRescueParams,
+    RescuedTask, Task, TaskClaimParams, TaskFinishParams, TaskHandBackParams, TaskHeartbeatParams,
+    TaskListParams, TaskRescueParams,
 };
 use sluice_store::{ConnectOptions, JobInsertParams, NewTask, PgStore, Store};
 use sluice_worker::{BuiltinRunner, Worker, WorkerConfig};
@@ -228,6 +228,9 @@ impl Store for Timed {
         let r = self.inner.task_finish(p).await;
         self.note("task_finish", n, t);
         r
+    }
+    async fn task_hand_back(&self, p: TaskHandBackParams) -> sluice_store::Result<Vec<TaskId>> {
+        self.inner.task_hand_back(p).await
     }
     async fn task_rescue_expired(
         &self,

@@ -55,6 +55,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// finishing jobs whose last task this was. Writes with a stale lease are rejected.
     async fn task_finish(&self, p: TaskFinishParams) -> Result<FinishReport>;
 
+    /// Defers every task leased to a worker except the leases it still knows about (no
+    /// attempt spent); returns the tasks handed back. A worker calls it after a claim whose
+    /// reply it never got, instead of leaving those tasks until their lease expires.
+    async fn task_hand_back(&self, p: TaskHandBackParams) -> Result<Vec<TaskId>>;
+
     /// Returns tasks whose lease expired to pending (one attempt spent), or fails them when no
     /// attempts are left. Guarded by state and token, so a racing completion wins or loses
     /// cleanly.

@@ -187,6 +187,16 @@ pub struct FinishReport {
     pub rejected: Vec<TaskId>,
 }
 
+/// Hands back (defers, no attempt spent) every task leased to `worker` except `keep`: for a
+/// worker that cannot know which tasks a claim gave it because the claim's reply was lost.
+#[derive(Debug, Clone)]
+pub struct TaskHandBackParams {
+    pub worker: String,
+    pub keep: Vec<Lease>,
+    pub reason: String,
+    pub now: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone)]
 pub struct TaskRescueParams {
     pub limit: u32,

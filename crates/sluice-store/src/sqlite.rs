@@ -567,6 +567,57 @@ impl Store for SqliteStore {
         Ok(report)
     }
 
+    async fn task_hand_back(&self, p: TaskHandBackParams) -> Result<Vec<TaskId>> {
+        let keep: std::collections::HashSet<i64> = p.keep.iter().map(|l| l.task_id.0).collect();
+        let ev = TaskEvent::Defer;
+        let state = TaskState::Running.apply(ev)?;
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id, job_id, scope, lease_token FROM tasks WHERE lease_owner = ? AND state = 'running' ORDER BY id",
+        )
+        .bind(&p.worker)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let id: i64 = r.try_get("id").map_err(from_sqlx)?;
+            if keep.contains(&id) {
+                continue;
+            }
+            let job_id: i64 = r.try_get("job_id").map_err(from_sqlx)?;
+            let scope: String = r.try_get("scope").map_err(from_sqlx)?;
+            let token: i64 = r.try_get("lease_token").map_err(from_sqlx)?;
+            sqlx::query(
+                "UPDATE tasks SET state = ?, run_after = ?, last_error = ?, lease_owner = NULL, \
+                     lease_expires_at = NULL, updated_at = ? WHERE id = ? AND lease_token = ? AND state = 'running'",
+            )
+            .bind(state.as_str())
+            .bind(us(p.now))
+            .bind(&p.reason)
+            .bind(us(p.now))
+            .bind(id)
+            .bind(token)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+            let detail =
+                serde_json::json!({"reason": p.reason, "worker": p.worker, "token": token});
+            event_insert(
+                &mut tx,
+                p.now,
+                Some(job_id),
+                Some((id, &scope)),
+                ev.journal_kind(),
+                Some(detail),
+            )
+            .await?;
+            out.push(TaskId(id));
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(out)
+    }
+
     async fn task_rescue_expired(&self, p: TaskRescueParams) -> Result<Vec<RescuedTask>> {
         let mut tx = self.begin().await?;
         let cands = sqlx::query(

@@ -71,3 +71,141 @@ pub async fn pg_store() -> (PgStore, String) {
         .unwrap_or_else(|e| panic!("migrating: {e}"));
     (store, format!("{url}?options[search_path]={schema}"))
 }
+
+/// A private PostgreSQL cluster for tests that stop and start the server (the shared one must
+/// stay up for the other tests). `initdb` in a temporary folder, listening on `port` on
+/// 127.0.0.1 only; run as the `postgres` user when the tests run as root (initdb refuses root).
+#[derive(Debug)]
+pub struct TempCluster {
+    bin: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    pub port: u16,
+}
+
+impl TempCluster {
+    /// Creates and starts a cluster; panics with the reason if that is not possible here.
+    pub fn start() -> TempCluster {
+        let bin = ["/usr/lib/postgresql"]
+            .iter()
+            .filter_map(|root| std::fs::read_dir(root).ok())
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .unwrap_or_else(|| panic!("no PostgreSQL server binaries under /usr/lib/postgresql"));
+        let port = 20_000 + (rand::random::<u16>() % 20_000);
+        let dir = std::env::temp_dir().join(format!("sluice-pg-{port}-{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let c = TempCluster { bin, dir, port };
+        c.chown();
+        c.run(
+            "initdb",
+            &[
+                "-D",
+                &c.data(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        c.up();
+        c
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn is_root() -> bool {
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false)
+    }
+
+    fn chown(&self) {
+        if Self::is_root() {
+            let st = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres", &self.dir.display().to_string()])
+                .status();
+            assert!(
+                st.is_ok_and(|s| s.success()),
+                "chown {} to postgres",
+                self.dir.display()
+            );
+        }
+    }
+
+    fn command(&self, tool: &str) -> std::process::Command {
+        let exe = self.bin.join(tool);
+        if Self::is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            std::process::Command::new(exe)
+        }
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        match self.command(tool).args(args).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => panic!(
+                "{tool} {args:?} failed: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => panic!("running {tool}: {e}"),
+        }
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn up(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server the way a crash or failover would look to clients: connections cut.
+    pub fn down(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

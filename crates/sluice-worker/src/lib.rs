@@ -18,8 +18,8 @@ use backon::BackoffBuilder;
 use chrono::{DateTime, Utc};
 use sluice_core::{Clock, RetryDecision, RetryPolicy};
 use sluice_store::{
-    ClaimedTask, Lease, Store, TaskClaimParams, TaskFinish, TaskFinishParams, TaskHeartbeatParams,
-    TaskOutcome,
+    ClaimedTask, Lease, Store, TaskClaimParams, TaskFinish, TaskFinishParams, TaskHandBackParams,
+    TaskHeartbeatParams, TaskOutcome,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,6 +44,9 @@ pub struct WorkerConfig {
     pub finish_batch: usize,
     /// On shutdown, how long running tasks may take before they are handed back.
     pub shutdown_grace: Duration,
+    /// On shutdown, how long to keep trying to record outcomes (the database may be down);
+    /// what is still unrecorded then is rescued when its lease expires.
+    pub flush_timeout: Duration,
     /// Backoff for task-caused retries; `max_attempts` comes from each task.
     pub retry: RetryPolicy,
 }
@@ -59,6 +62,7 @@ impl WorkerConfig {
             idle_poll: Duration::from_millis(500),
             finish_batch: 512,
             shutdown_grace: Duration::from_secs(20),
+            flush_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
         }
     }
@@ -157,11 +161,29 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
         let mut runs = tokio::task::JoinSet::new();
         let mut backoff = store_backoff();
+        // Set when a claim failed: it may have committed with its reply lost, leaving tasks
+        // leased to us that we never heard of. They are handed back before the next claim.
+        let mut uncertain = false;
         'claim: loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break 'claim,
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'claim },
             };
+            if uncertain {
+                match self
+                    .hand_back(&shared, "claim reply lost: handed back")
+                    .await
+                {
+                    Ok(()) => uncertain = false,
+                    Err(wait) => {
+                        drop(first);
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break 'claim,
+                            _ = tokio::time::sleep(wait) => continue 'claim,
+                        }
+                    }
+                }
+            }
             let mut permits = vec![first];
             while permits.len() < self.cfg.claim_batch.max(1) as usize {
                 match slots.clone().try_acquire_owned() {
@@ -184,6 +206,7 @@ impl Worker {
                     c
                 }
                 Err(e) => {
+                    uncertain = true;
                     let wait = backoff.next().unwrap_or(Duration::from_secs(5));
                     warn!(error = %e, retry_in = ?wait, "claim failed");
                     drop(permits);
@@ -259,14 +282,55 @@ impl Worker {
         }
         drop(tx);
         // The finisher ends once every outcome is recorded (the channel is closed and empty).
-        if let Err(e) = finisher.await {
-            warn!(error = %e, "finisher ended abnormally");
+        let abort = finisher.abort_handle();
+        match tokio::time::timeout(self.cfg.flush_timeout, finisher).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "finisher ended abnormally"),
+            Err(_) => {
+                abort.abort();
+                let left = shared.leases().len();
+                tracing::error!(
+                    worker = %self.cfg.id,
+                    tasks = left,
+                    "could not record every outcome before the flush timeout: these tasks are rescued when their leases expire"
+                );
+            }
         }
         beats.cancel();
         let _ = heartbeater.await;
+        // Nothing of ours may stay running: hand back whatever a lost claim reply leased to us.
+        if let Err(wait) = self.hand_back(&shared, "worker stopped: handed back").await {
+            debug!(?wait, "final hand-back failed; leases expire instead");
+        }
         let stats = *shared.stats.lock().unwrap_or_else(|p| p.into_inner());
         info!(worker = %self.cfg.id, ?stats, "worker stopped");
         stats
+    }
+}
+
+impl Worker {
+    /// Hands back every task leased to this worker that it is not tracking. On error returns
+    /// how long to wait before trying again.
+    async fn hand_back(&self, shared: &Shared, reason: &str) -> Result<(), Duration> {
+        let keep = shared.leases();
+        let p = TaskHandBackParams {
+            worker: self.cfg.id.clone(),
+            keep,
+            reason: reason.into(),
+            now: self.clock.now(),
+        };
+        match self.store.task_hand_back(p).await {
+            Ok(back) => {
+                if !back.is_empty() {
+                    info!(worker = %self.cfg.id, tasks = back.len(), reason, "handed back tasks this worker was not running");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                warn!(error = %e, "hand-back failed");
+                Err(Duration::from_millis(500))
+            }
+        }
     }
 }
 

@@ -37,6 +37,7 @@ conformance!(
     missing_rows_are_not_found,
     every_state_change_is_journaled,
     global_journal_pages_through_every_job,
+    hand_back_defers_unknown_leases_of_one_worker,
 );
 
 fn lease() -> Duration {
@@ -746,4 +747,57 @@ async fn global_journal_pages_through_every_job(s: S) {
     // submitted, started, succeeded + per task claimed and succeeded
     assert_eq!((per(a.id), per(b.id)), (3 + 2 * 2, 3 + 2));
     assert_eq!(all.len(), per(a.id) + per(b.id));
+}
+
+async fn hand_back_defers_unknown_leases_of_one_worker(s: S) {
+    let j = s.job_insert(job("alice", 5)).await.unwrap().job;
+    let mine = claim(&s, "w1", 3, 0).await;
+    let other = claim(&s, "w2", 2, 0).await;
+    // w1 knows only its first lease: the claim that gave it the other two "lost its reply".
+    let back = s
+        .task_hand_back(TaskHandBackParams {
+            worker: "w1".into(),
+            keep: vec![mine[0].lease],
+            reason: "claim reply lost".into(),
+            now: at(1),
+        })
+        .await
+        .unwrap();
+    assert_eq!(back, vec![mine[1].id(), mine[2].id()]);
+    for t in &mine[1..] {
+        let row = s.task_get(t.id()).await.unwrap();
+        assert_eq!(
+            (row.state, row.attempt, row.lease_owner),
+            (TaskState::Pending, 0, None)
+        );
+        assert_eq!(row.last_error.as_deref(), Some("claim reply lost"));
+    }
+    assert_eq!(
+        s.task_get(mine[0].id()).await.unwrap().state,
+        TaskState::Running
+    );
+    for t in &other {
+        assert_eq!(
+            s.task_get(t.id()).await.unwrap().state,
+            TaskState::Running,
+            "another worker's lease"
+        );
+    }
+    // Handed-back tasks are claimable again at once, and their old leases are dead.
+    assert_eq!(claim(&s, "w3", 10, 1).await.len(), 2);
+    assert_eq!(
+        finish(&s, mine[1].lease, ok(1), 2).await.rejected,
+        vec![mine[1].id()]
+    );
+    assert_eq!(count(&kinds(&s, j.id).await, "task.deferred"), 2);
+    let none = s
+        .task_hand_back(TaskHandBackParams {
+            worker: "nobody".into(),
+            keep: vec![],
+            reason: "x".into(),
+            now: at(3),
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
 }

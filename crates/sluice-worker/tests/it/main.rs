@@ -1,0 +1,325 @@
+//! The worker loop against real stores: retries and failures as the policy says, cancellation
+//! reaching running tasks through the heartbeat, and a PostgreSQL restart in the middle of a
+//! burn-down losing and doubling nothing.
+
+// Test code: a failed expectation should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use sluice_core::{JobId, JobState, SystemClock, TaskState};
+use sluice_store::{
+    ConnectOptions, EventListParams, Job, JobCancelParams, JobInsertParams, NewTask, PgStore,
+    SqliteStore, Store, TaskListParams,
+};
+use sluice_worker::{BuiltinRunner, Worker, WorkerConfig, WorkerStats};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+async fn sqlite() -> Arc<dyn Store> {
+    let s = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    s.migrate().await.unwrap();
+    Arc::new(s)
+}
+
+async fn submit(
+    store: &Arc<dyn Store>,
+    lakes: usize,
+    max_attempts: i32,
+    spec: serde_json::Value,
+) -> Job {
+    store
+        .job_insert(JobInsertParams {
+            owner: "alice".into(),
+            idempotency_key: None,
+            spec,
+            sql: None,
+            priority: 0,
+            max_attempts,
+            tasks: (0..lakes)
+                .map(|i| NewTask {
+                    lake: format!("lake-{i}"),
+                    scope: "aws:1".into(),
+                    est_calls: 1,
+                })
+                .collect(),
+            now: chrono::Utc::now(),
+        })
+        .await
+        .unwrap()
+        .job
+}
+
+fn config() -> WorkerConfig {
+    let mut c = WorkerConfig::new("test-worker");
+    c.concurrency = 8;
+    c.idle_poll = Duration::from_millis(10);
+    c.retry.base = Duration::from_millis(20);
+    c.retry.cap = Duration::from_millis(50);
+    c
+}
+
+fn start(
+    store: &Arc<dyn Store>,
+    cfg: WorkerConfig,
+) -> (CancellationToken, tokio::task::JoinHandle<WorkerStats>) {
+    let stop = CancellationToken::new();
+    let w = Worker::new(
+        store.clone(),
+        Arc::new(BuiltinRunner::new(store.clone())),
+        Arc::new(SystemClock),
+        cfg,
+    );
+    (stop.clone(), tokio::spawn(w.run(stop)))
+}
+
+/// Waits for the job to end, tolerating store errors (the database may be down meanwhile).
+async fn finished(store: &Arc<dyn Store>, job: JobId, within: Duration) -> Job {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(j) = store.job_get(job).await
+            && j.state.is_terminal()
+        {
+            return j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} did not finish within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn outcomes_follow_the_retry_policy() {
+    // (spec, max_attempts, job state, task state, attempts spent, error contains)
+    let cases = [
+        (
+            serde_json::json!({"kind": "sleep", "ms": 1, "fail_first": 2}),
+            3,
+            JobState::Succeeded,
+            TaskState::Succeeded,
+            2,
+            "",
+        ),
+        (
+            serde_json::json!({"kind": "sleep", "ms": 1, "fail_first": 9}),
+            2,
+            JobState::Failed,
+            TaskState::Failed,
+            2,
+            "gave up after 2 attempts",
+        ),
+        (
+            serde_json::json!({"kind": "sql", "sql": "select 1"}),
+            5,
+            JobState::Failed,
+            TaskState::Failed,
+            1,
+            "not a task kind",
+        ),
+        (
+            serde_json::json!({"kind": "sleep", "ms": "ten"}),
+            5,
+            JobState::Failed,
+            TaskState::Failed,
+            1,
+            "not a task kind",
+        ),
+        (
+            serde_json::json!({"kind": "noop"}),
+            1,
+            JobState::Succeeded,
+            TaskState::Succeeded,
+            0,
+            "",
+        ),
+    ];
+    for (spec, max, job_state, task_state, spent, err) in cases {
+        let store = sqlite().await;
+        let job = submit(&store, 3, max, spec.clone()).await;
+        let (stop, w) = start(&store, config());
+        let j = finished(&store, job.id, Duration::from_secs(20)).await;
+        stop.cancel();
+        w.await.unwrap();
+        assert_eq!(j.state, job_state, "{spec}");
+        for t in store
+            .task_list(TaskListParams {
+                job_id: job.id,
+                limit: 10,
+                after: None,
+            })
+            .await
+            .unwrap()
+        {
+            assert_eq!((t.state, t.attempt), (task_state, spent), "{spec}: {t:?}");
+            assert!(
+                t.last_error.clone().unwrap_or_default().contains(err),
+                "{spec}: {:?}",
+                t.last_error
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn cancelling_a_job_stops_its_running_tasks_via_the_heartbeat() {
+    let store = sqlite().await;
+    let job = submit(
+        &store,
+        4,
+        3,
+        serde_json::json!({"kind": "sleep", "ms": 600_000}),
+    )
+    .await;
+    let mut cfg = config();
+    cfg.lease = Duration::from_secs(2);
+    cfg.heartbeat_every = Duration::from_millis(50);
+    cfg.shutdown_grace = Duration::from_millis(100);
+    let (stop, w) = start(&store, cfg);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store
+        .task_list(TaskListParams {
+            job_id: job.id,
+            limit: 10,
+            after: None,
+        })
+        .await
+        .unwrap()
+        .iter()
+        .any(|t| t.state != TaskState::Running)
+    {
+        assert!(Instant::now() < deadline, "tasks never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store
+        .job_cancel(JobCancelParams {
+            id: job.id,
+            by: "alice".into(),
+            reason: None,
+            now: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    // The next heartbeat finds the leases gone and stops the runs; their hand-back is refused.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let stats = w.await.unwrap();
+    assert_eq!(stats.rejected, 4, "{stats:?}");
+    assert_eq!(
+        stats.handed_back, 0,
+        "runs were still going at shutdown: {stats:?}"
+    );
+    let j = store.job_get(job.id).await.unwrap();
+    assert_eq!((j.state, j.counts.cancelled), (JobState::Cancelled, 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restart_mid_burn_down_loses_and_doubles_nothing() {
+    tracing_subscriber_init();
+    let cluster = sluice_store::testing::TempCluster::start();
+    let opts = ConnectOptions {
+        max_connections: 6,
+        connect_timeout: Some(Duration::from_secs(2)),
+        ..Default::default()
+    };
+    let pg = PgStore::connect(&cluster.url(), opts).await.unwrap();
+    pg.migrate().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(pg);
+    let n = 1_500;
+    let job = submit(&store, n, 3, serde_json::json!({"kind": "sleep", "ms": 10})).await;
+    let mut cfg = config();
+    cfg.concurrency = 20;
+    let (stop, w) = start(&store, cfg);
+
+    // Let a quarter finish, then pull the server out from under the worker.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.job_get(job.id).await.unwrap().counts.done < (n / 4) as i64 {
+        assert!(Instant::now() < deadline, "burn-down did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster.down();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !w.is_finished(),
+        "the worker must ride out the outage, not exit"
+    );
+    cluster.up();
+
+    let j = tokio::time::timeout(
+        Duration::from_secs(60),
+        finished(&store, job.id, Duration::from_secs(60)),
+    )
+    .await;
+    let Ok(j) = j else {
+        panic!(
+            "job did not finish after the restart; server sessions:\n{}",
+            sessions(&cluster.url()).await
+        );
+    };
+    stop.cancel();
+    w.await.unwrap();
+    assert_eq!(
+        (j.state, j.counts.done, j.rows_found),
+        (JobState::Succeeded, n as i64, n as i64)
+    );
+    let mut succeeded = 0;
+    let mut after = None;
+    loop {
+        let page = store
+            .event_list(EventListParams {
+                job_id: Some(job.id),
+                after_id: after,
+                limit: 1000,
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        succeeded += page.iter().filter(|e| e.kind == "task.succeeded").count();
+    }
+    assert_eq!(succeeded, n, "each task's result recorded exactly once");
+    let mut after = None;
+    loop {
+        let page = store.task_list(TaskListParams { job_id: job.id, limit: 1000, after }).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for t in &page {
+            assert_eq!((t.state, t.attempt), (TaskState::Succeeded, 0), "the outage spent no attempt: {t:?}");
+        }
+    }
+}
+
+/// Logs to the test's captured output (shown when a test fails).
+fn tracing_subscriber_init() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("info,sqlx=warn")
+        .try_init();
+}
+
+/// What the server's sessions are doing (for a failure message).
+async fn sessions(url: &str) -> String {
+    use sqlx::{Connection, Row};
+    let Ok(mut c) = sqlx::PgConnection::connect(url).await else {
+        return "(cannot connect)".into();
+    };
+    let rows = sqlx::query(
+        "SELECT pid, state, coalesce(wait_event_type, '') || ':' || coalesce(wait_event, '') AS wait, \
+         left(query, 120) AS query FROM pg_stat_activity WHERE backend_type = 'client backend'",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap_or_default();
+    rows.iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r.get::<i32, _>("pid"),
+                r.get::<Option<String>, _>("state").unwrap_or_default(),
+                r.get::<String, _>("wait"),
+                r.get::<Option<String>, _>("query").unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
