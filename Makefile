@@ -23,10 +23,11 @@ test: ## Run all tests (needs PostgreSQL at SLUICE_TEST_DATABASE_URL)
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 .PHONY: lint
-lint: ## cargo fmt --check, clippy with warnings as errors, dependency invariants
+lint: ## cargo fmt --check, clippy with warnings as errors, dependency invariants, cargo deny
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	bash .ci/deps-check.sh
+	$(CARGO) deny --log-level error check bans licenses sources
 
 .PHONY: bench-queue
 bench-queue: ## Queue throughput on Postgres vs the peers (release build; see docs/benchmarks.md)
