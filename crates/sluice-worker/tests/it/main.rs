@@ -280,11 +280,22 @@ async fn postgres_restart_mid_burn_down_loses_and_doubles_nothing() {
     assert_eq!(succeeded, n, "each task's result recorded exactly once");
     let mut after = None;
     loop {
-        let page = store.task_list(TaskListParams { job_id: job.id, limit: 1000, after }).await.unwrap();
+        let page = store
+            .task_list(TaskListParams {
+                job_id: job.id,
+                limit: 1000,
+                after,
+            })
+            .await
+            .unwrap();
         let Some(last) = page.last() else { break };
         after = Some(last.id);
         for t in &page {
-            assert_eq!((t.state, t.attempt), (TaskState::Succeeded, 0), "the outage spent no attempt: {t:?}");
+            assert_eq!(
+                (t.state, t.attempt),
+                (TaskState::Succeeded, 0),
+                "the outage spent no attempt: {t:?}"
+            );
         }
     }
 }
