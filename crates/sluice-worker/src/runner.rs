@@ -62,11 +62,14 @@ pub enum BuiltinSpec {
     },
 }
 
-/// Runs the built-in kinds; job specs are read once per job and cached.
+type SpecCell = Arc<tokio::sync::OnceCell<Result<BuiltinSpec, String>>>;
+
+/// Runs the built-in kinds; job specs are read once per job and cached. Concurrent runs of a
+/// job whose spec is not cached yet wait for one read instead of each making their own.
 #[derive(Debug)]
 pub struct BuiltinRunner {
     store: Arc<dyn Store>,
-    specs: Mutex<HashMap<JobId, Result<BuiltinSpec, String>>>,
+    specs: Mutex<HashMap<JobId, SpecCell>>,
 }
 
 const SPEC_CACHE_MAX: usize = 10_000;
@@ -80,31 +83,28 @@ impl BuiltinRunner {
     }
 
     async fn spec(&self, job: JobId) -> Result<BuiltinSpec, RunError> {
-        if let Some(s) = self
-            .specs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&job)
-        {
-            return s.clone().map_err(RunError::Permanent);
-        }
-        let parsed = match self.store.job_get(job).await {
-            Ok(j) => serde_json::from_value::<BuiltinSpec>(j.spec)
-                .map_err(|e| format!("job {job}: not a task kind this worker runs: {e}")),
-            Err(e @ StoreError::NotFound(_)) => Err(e.to_string()),
-            Err(e) => {
-                return Err(RunError::Deferred {
-                    reason: format!("reading job spec: {e}"),
-                    retry_after: Duration::from_secs(1),
-                });
+        let cell = {
+            let mut specs = self.specs.lock().unwrap_or_else(|p| p.into_inner());
+            if specs.len() >= SPEC_CACHE_MAX && !specs.contains_key(&job) {
+                specs.clear();
             }
+            specs.entry(job).or_default().clone()
         };
-        let mut specs = self.specs.lock().unwrap_or_else(|p| p.into_inner());
-        if specs.len() >= SPEC_CACHE_MAX {
-            specs.clear();
-        }
-        specs.insert(job, parsed.clone());
-        parsed.map_err(RunError::Permanent)
+        let parsed = cell
+            .get_or_try_init(|| async {
+                match self.store.job_get(job).await {
+                    Ok(j) => Ok(serde_json::from_value::<BuiltinSpec>(j.spec)
+                        .map_err(|e| format!("job {job}: not a task kind this worker runs: {e}"))),
+                    Err(e @ StoreError::NotFound(_)) => Ok(Err(e.to_string())),
+                    // Not cached: the next run of this job reads it again.
+                    Err(e) => Err(RunError::Deferred {
+                        reason: format!("reading job spec: {e}"),
+                        retry_after: Duration::from_secs(1),
+                    }),
+                }
+            })
+            .await?;
+        parsed.clone().map_err(RunError::Permanent)
     }
 }
 
