@@ -244,6 +244,21 @@ impl Store for Timed {
     async fn task_list(&self, p: TaskListParams) -> sluice_store::Result<Vec<Task>> {
         self.inner.task_list(p).await
     }
+    async fn lake_insert(
+        &self,
+        p: sluice_store::LakeInsertParams,
+    ) -> sluice_store::Result<sluice_store::Lake> {
+        self.inner.lake_insert(p).await
+    }
+    async fn lake_list(&self) -> sluice_store::Result<Vec<sluice_store::Lake>> {
+        self.inner.lake_list().await
+    }
+    async fn lake_get(&self, name: &str) -> sluice_store::Result<sluice_store::Lake> {
+        self.inner.lake_get(name).await
+    }
+    async fn lake_remove(&self, name: &str) -> sluice_store::Result<()> {
+        self.inner.lake_remove(name).await
+    }
     async fn event_list(&self, p: EventListParams) -> sluice_store::Result<Vec<Event>> {
         self.inner.event_list(p).await
     }

@@ -50,6 +50,9 @@ pub(crate) fn from_sqlx(e: sqlx::Error) -> StoreError {
         E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Tls(_) => {
             StoreError::Unavailable(e)
         }
+        E::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(format!("already exists: {}", db.message()))
+        }
         E::Database(db) => {
             let code = db.code();
             let code = code.as_deref().unwrap_or("");

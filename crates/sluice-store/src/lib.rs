@@ -70,6 +70,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The tasks of a job, by id (operator and test use; not a hot path).
     async fn task_list(&self, p: TaskListParams) -> Result<Vec<Task>>;
 
+    /// Registers a lake; a name already taken is a [`StoreError::Conflict`].
+    async fn lake_insert(&self, p: LakeInsertParams) -> Result<Lake>;
+
+    /// Every registered lake, by name.
+    async fn lake_list(&self) -> Result<Vec<Lake>>;
+
+    async fn lake_get(&self, name: &str) -> Result<Lake>;
+
+    /// Unregisters a lake (tasks already created for it keep their lake name).
+    async fn lake_remove(&self, name: &str) -> Result<()>;
+
     /// The journal, oldest first.
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>>;
 }

@@ -358,3 +358,49 @@ pub(crate) fn outcome_columns(o: &TaskOutcome) -> OutcomeColumns {
         }
     }
 }
+
+/// A registered data source. `schema` is the engine's serialized Arrow schema: the store keeps
+/// it opaque.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lake {
+    pub id: i64,
+    pub name: String,
+    pub url: String,
+    pub scope: String,
+    pub partition_cols: Vec<String>,
+    pub schema: serde_json::Value,
+    pub tags: std::collections::BTreeMap<String, String>,
+    pub options: std::collections::BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LakeInsertParams {
+    pub name: String,
+    pub url: String,
+    pub scope: String,
+    pub partition_cols: Vec<String>,
+    pub schema: serde_json::Value,
+    pub tags: std::collections::BTreeMap<String, String>,
+    pub options: std::collections::BTreeMap<String, String>,
+    pub now: DateTime<Utc>,
+}
+
+pub(crate) fn validate_lake(p: &LakeInsertParams) -> crate::Result<()> {
+    use crate::StoreError::Invalid;
+    let name_ok = !p.name.is_empty()
+        && p.name.len() <= 128
+        && p.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        return Err(Invalid(format!(
+            "lake name {:?} must be 1 to 128 characters of letters, digits, '-', '_' or '.'",
+            p.name
+        )));
+    }
+    if p.url.is_empty() || p.scope.is_empty() {
+        return Err(Invalid("lake url and scope must not be empty".into()));
+    }
+    Ok(())
+}

@@ -225,6 +225,24 @@ async fn jobs_apply(
     Ok(())
 }
 
+fn lake_from_row(r: &PgRow) -> Result<Lake> {
+    let j = |col: &str| -> Result<serde_json::Value> { r.try_get(col).map_err(from_sqlx) };
+    let de = |v: serde_json::Value, col: &str| {
+        serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("lakes.{col}: {e}")))
+    };
+    Ok(Lake {
+        id: r.try_get("id").map_err(from_sqlx)?,
+        name: r.try_get("name").map_err(from_sqlx)?,
+        url: r.try_get("url").map_err(from_sqlx)?,
+        scope: r.try_get("scope").map_err(from_sqlx)?,
+        partition_cols: de(j("partition_cols")?, "partition_cols")?,
+        schema: j("schema")?,
+        tags: de(j("tags")?, "tags")?,
+        options: de(j("options")?, "options")?,
+        created_at: r.try_get("created_at").map_err(from_sqlx)?,
+    })
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
@@ -673,6 +691,64 @@ impl Store for PgStore {
         .await
         .map_err(from_sqlx)?;
         rows.iter().map(task_from_row).collect()
+    }
+
+    async fn lake_insert(&self, p: LakeInsertParams) -> Result<Lake> {
+        validate_lake(&p)?;
+        let row = sqlx::query(
+            "INSERT INTO lakes (name, url, scope, partition_cols, schema, tags, options, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             RETURNING id, name, url, scope, partition_cols, schema, tags, options, created_at",
+        )
+        .bind(&p.name)
+        .bind(&p.url)
+        .bind(&p.scope)
+        .bind(serde_json::json!(p.partition_cols))
+        .bind(&p.schema)
+        .bind(serde_json::json!(p.tags))
+        .bind(serde_json::json!(p.options))
+        .bind(p.now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match from_sqlx(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("lake {:?} already exists", p.name)),
+            other => other,
+        })?;
+        lake_from_row(&row)
+    }
+
+    async fn lake_list(&self) -> Result<Vec<Lake>> {
+        let rows = sqlx::query(
+            "SELECT id, name, url, scope, partition_cols, schema, tags, options, created_at FROM lakes ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter().map(lake_from_row).collect()
+    }
+
+    async fn lake_get(&self, name: &str) -> Result<Lake> {
+        let row = sqlx::query(
+            "SELECT id, name, url, scope, partition_cols, schema, tags, options, created_at FROM lakes WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(from_sqlx)?
+        .ok_or_else(|| StoreError::NotFound(format!("lake {name:?}")))?;
+        lake_from_row(&row)
+    }
+
+    async fn lake_remove(&self, name: &str) -> Result<()> {
+        let r = sqlx::query("DELETE FROM lakes WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("lake {name:?}")));
+        }
+        Ok(())
     }
 
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>> {

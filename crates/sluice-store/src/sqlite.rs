@@ -230,6 +230,24 @@ async fn job_fetch(tx: &mut Transaction<'static, Sqlite>, id: i64) -> Result<Job
     job_from_row(&row)
 }
 
+fn lake_from_row(r: &SqliteRow) -> Result<Lake> {
+    fn de<T: serde::de::DeserializeOwned>(r: &SqliteRow, col: &str) -> Result<T> {
+        let s: String = r.try_get(col).map_err(from_sqlx)?;
+        serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("lakes.{col}: {e}")))
+    }
+    Ok(Lake {
+        id: r.try_get("id").map_err(from_sqlx)?,
+        name: r.try_get("name").map_err(from_sqlx)?,
+        url: r.try_get("url").map_err(from_sqlx)?,
+        scope: r.try_get("scope").map_err(from_sqlx)?,
+        partition_cols: de(r, "partition_cols")?,
+        schema: de(r, "schema")?,
+        tags: de(r, "tags")?,
+        options: de(r, "options")?,
+        created_at: from_us(r.try_get("created_at").map_err(from_sqlx)?)?,
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -702,6 +720,64 @@ impl Store for SqliteStore {
         .await
         .map_err(from_sqlx)?;
         rows.iter().map(task_from_row).collect()
+    }
+
+    async fn lake_insert(&self, p: LakeInsertParams) -> Result<Lake> {
+        validate_lake(&p)?;
+        let row = sqlx::query(
+            "INSERT INTO lakes (name, url, scope, partition_cols, schema, tags, options, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             RETURNING id, name, url, scope, partition_cols, schema, tags, options, created_at",
+        )
+        .bind(&p.name)
+        .bind(&p.url)
+        .bind(&p.scope)
+        .bind(serde_json::json!(p.partition_cols).to_string())
+        .bind(p.schema.to_string())
+        .bind(serde_json::json!(p.tags).to_string())
+        .bind(serde_json::json!(p.options).to_string())
+        .bind(us(p.now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| match from_sqlx(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("lake {:?} already exists", p.name)),
+            other => other,
+        })?;
+        lake_from_row(&row)
+    }
+
+    async fn lake_list(&self) -> Result<Vec<Lake>> {
+        let rows = sqlx::query(
+            "SELECT id, name, url, scope, partition_cols, schema, tags, options, created_at FROM lakes ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter().map(lake_from_row).collect()
+    }
+
+    async fn lake_get(&self, name: &str) -> Result<Lake> {
+        let row = sqlx::query(
+            "SELECT id, name, url, scope, partition_cols, schema, tags, options, created_at FROM lakes WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(from_sqlx)?
+        .ok_or_else(|| StoreError::NotFound(format!("lake {name:?}")))?;
+        lake_from_row(&row)
+    }
+
+    async fn lake_remove(&self, name: &str) -> Result<()> {
+        let r = sqlx::query("DELETE FROM lakes WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("lake {name:?}")));
+        }
+        Ok(())
     }
 
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>> {

@@ -38,6 +38,7 @@ conformance!(
     every_state_change_is_journaled,
     global_journal_pages_through_every_job,
     hand_back_defers_unknown_leases_of_one_worker,
+    lake_registry_round_trips_and_rejects_bad_names,
 );
 
 fn lease() -> Duration {
@@ -800,4 +801,51 @@ async fn hand_back_defers_unknown_leases_of_one_worker(s: S) {
         .await
         .unwrap();
     assert!(none.is_empty());
+}
+
+async fn lake_registry_round_trips_and_rejects_bad_names(s: S) {
+    let p = |name: &str| LakeInsertParams {
+        name: name.into(),
+        url: format!("file:///data/{name}/"),
+        scope: "aws:1".into(),
+        partition_cols: vec!["dt".into()],
+        schema: serde_json::json!({"fields": [{"name": "ts"}]}),
+        tags: [("tenant".to_string(), "acme".to_string())].into(),
+        options: Default::default(),
+        now: t0(),
+    };
+    let b = s.lake_insert(p("lake-b")).await.unwrap();
+    let a = s.lake_insert(p("lake-a")).await.unwrap();
+    assert_eq!(s.lake_get("lake-b").await.unwrap(), b);
+    assert_eq!(b.partition_cols, vec!["dt"]);
+    assert_eq!(b.tags["tenant"], "acme");
+    assert_eq!(b.created_at, t0());
+    let names: Vec<String> = s
+        .lake_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(names, vec![a.name.clone(), b.name.clone()]);
+    assert!(matches!(
+        s.lake_insert(p("lake-a")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    for bad in ["", "a b", "../etc", "x;drop", &"n".repeat(200)] {
+        assert!(
+            matches!(s.lake_insert(p(bad)).await, Err(StoreError::Invalid(_))),
+            "{bad:?}"
+        );
+    }
+    s.lake_remove("lake-a").await.unwrap();
+    assert!(matches!(
+        s.lake_get("lake-a").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.lake_remove("lake-a").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(s.lake_list().await.unwrap().len(), 1);
 }

@@ -1,0 +1,448 @@
+//! Runs one task: a sandboxed DataFusion session over one lake, on a CPU runtime separate from
+//! the caller's, with the worker-wide caches shared by every task.
+//!
+//! The sandbox: DDL, DML (`COPY … TO` included) and statements (`SET`) are off; URL tables are
+//! off; the session's object-store registry holds only the task's lake (read-only, see
+//! [`crate::lakestore`]); memory is capped per task and spilling to disk is disabled; a timeout
+//! and a cancellation token stop a run.
+
+use crate::EngineError;
+use crate::hunt::CompiledHunt;
+use crate::lakestore::{LAKE_URL_BASE, LakeStore};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::cache::cache_manager::{CacheManager, CacheManagerConfig};
+use datafusion::execution::disk_manager::{DiskManager, DiskManagerMode};
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
+use object_store::ObjectStore;
+use object_store::buffered::BufWriter;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+/// Where the results of tasks are written, as DataFusion sees it.
+const RESULTS_URL_BASE: &str = "sluice-results://results";
+/// The column added to every result row: which lake it came from.
+pub const LAKE_COLUMN: &str = "_lake";
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Threads of the CPU runtime that runs query plans.
+    pub cpu_threads: usize,
+    /// Memory one task's plan may use.
+    pub memory_limit: usize,
+    /// Time one task may run.
+    pub timeout: Duration,
+    pub target_partitions: usize,
+    /// The results store: a local folder.
+    pub results_dir: PathBuf,
+}
+
+impl EngineConfig {
+    pub fn new(results_dir: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            cpu_threads: 2,
+            memory_limit: 512 << 20,
+            timeout: Duration::from_secs(600),
+            target_partitions: 2,
+            results_dir: results_dir.into(),
+        }
+    }
+}
+
+/// What the engine needs to know of a lake (the store keeps the rest).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LakeRef {
+    pub id: i64,
+    pub name: String,
+    pub url: String,
+    pub partition_cols: Vec<String>,
+    pub schema: SchemaRef,
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskRun {
+    pub job_id: i64,
+    pub task_id: i64,
+    /// The claim's lease token: results are keyed by it, so only the committed claim's object
+    /// is ever read.
+    pub token: i64,
+    pub lake: LakeRef,
+    pub hunt: CompiledHunt,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskOutput {
+    pub rows: i64,
+    pub result_uri: Option<String>,
+}
+
+/// The session's object-store registry: the task's lake and nothing else.
+#[derive(Debug)]
+struct OnlyThese(Vec<(Url, Arc<dyn ObjectStore>)>);
+
+impl ObjectStoreRegistry for OnlyThese {
+    fn register_store(&self, _: &Url, _: Arc<dyn ObjectStore>) -> Option<Arc<dyn ObjectStore>> {
+        // Registering is refused silently: nothing a query does may add a store.
+        None
+    }
+
+    fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        let key = |u: &Url| {
+            (
+                u.scheme().to_string(),
+                u.host_str().unwrap_or("").to_string(),
+            )
+        };
+        self.0
+            .iter()
+            .find(|(u, _)| key(u) == key(url))
+            .map(|(_, s)| s.clone())
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Plan(format!(
+                    "access to {url} is not allowed: a hunt reads its lake only"
+                ))
+            })
+    }
+}
+
+/// One per worker process.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    cpu: Option<tokio::runtime::Runtime>,
+    cache: Arc<CacheManager>,
+    results: Arc<dyn ObjectStore>,
+    local: Arc<dyn ObjectStore>,
+    memory: Mutex<HashMap<String, Arc<InMemory>>>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks; this may run inside an async context.
+        if let Some(rt) = self.cpu.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+pub(crate) fn sql_options() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Result<Engine, EngineError> {
+        std::fs::create_dir_all(&cfg.results_dir)
+            .map_err(|e| EngineError::Io(format!("{}: {e}", cfg.results_dir.display())))?;
+        let results = LocalFileSystem::new_with_prefix(&cfg.results_dir)?;
+        let cpu = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.cpu_threads.max(1))
+            .thread_name("sluice-cpu")
+            .enable_all()
+            .build()
+            .map_err(|e| EngineError::Io(format!("cpu runtime: {e}")))?;
+        let cache = CacheManager::try_new(&CacheManagerConfig::default())?;
+        Ok(Engine {
+            cfg,
+            cpu: Some(cpu),
+            cache,
+            results: Arc::new(results),
+            local: Arc::new(LocalFileSystem::new()),
+            memory: Mutex::default(),
+        })
+    }
+
+    /// A named in-memory object store (`memory://NAME/…` lakes), created on first use.
+    pub fn memory_store(&self, name: &str) -> Arc<InMemory> {
+        let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(name.to_string())
+            .or_insert_with(|| Arc::new(InMemory::new()))
+            .clone()
+    }
+
+    /// The read-only, namespaced view of a lake.
+    pub fn lake_store(&self, lake: &LakeRef) -> Result<LakeStore, EngineError> {
+        let url = Url::parse(&lake.url)
+            .map_err(|e| EngineError::User(format!("lake url {:?}: {e}", lake.url)))?;
+        let (inner, root): (Arc<dyn ObjectStore>, Path) = match url.scheme() {
+            "file" => {
+                let p = url
+                    .to_file_path()
+                    .map_err(|_| EngineError::User(format!("bad file url {:?}", lake.url)))?;
+                (self.local.clone(), Path::from_absolute_path(&p)?)
+            }
+            "memory" => (
+                self.memory_store(url.host_str().unwrap_or("")),
+                Path::from_url_path(url.path())?,
+            ),
+            "s3" => (
+                crate::s3::store(&url, &lake.options)?,
+                Path::from_url_path(url.path())?,
+            ),
+            other => {
+                return Err(EngineError::User(format!(
+                    "unsupported lake url scheme {other:?}: use file, s3 or memory"
+                )));
+            }
+        };
+        Ok(LakeStore::new(inner, root, &format!("lake-{}", lake.id)))
+    }
+
+    fn session(
+        &self,
+        stores: Vec<(Url, Arc<dyn ObjectStore>)>,
+        options: &BTreeMap<String, String>,
+    ) -> Result<SessionContext, EngineError> {
+        let mut config =
+            SessionConfig::new().with_target_partitions(self.cfg.target_partitions.max(1));
+        {
+            let o = config.options_mut();
+            o.execution.parquet.pushdown_filters = true;
+            o.execution.parquet.reorder_filters = true;
+            o.execution.parquet.schema_force_view_types = false;
+            o.sql_parser.map_string_types_to_utf8view = false;
+        }
+        for (k, v) in options {
+            config.options_mut().set(k, v)?;
+        }
+        let runtime = Arc::new(RuntimeEnv {
+            memory_pool: Arc::new(GreedyMemoryPool::new(self.cfg.memory_limit)),
+            disk_manager: Arc::new(
+                DiskManager::builder()
+                    .with_mode(DiskManagerMode::Disabled)
+                    .build()?,
+            ),
+            cache_manager: self.cache.clone(),
+            object_store_registry: Arc::new(OnlyThese(stores)),
+        });
+        Ok(SessionContext::new_with_config_rt(config, runtime))
+    }
+
+    /// Registers the lake as table `events` in a fresh sandboxed session.
+    async fn lake_session(
+        &self,
+        lake: &LakeRef,
+        options: &BTreeMap<String, String>,
+    ) -> Result<SessionContext, EngineError> {
+        let store = self.lake_store(lake)?;
+        let table_url = store.table_url();
+        let base = Url::parse(LAKE_URL_BASE).map_err(|e| EngineError::Io(e.to_string()))?;
+        let ctx = self.session(vec![(base, Arc::new(store))], options)?;
+        let table = lake_table(&ctx, &table_url, lake)?;
+        ctx.register_table("events", table)?;
+        Ok(ctx)
+    }
+
+    /// Reads the schema of a lake from one file footer, and its hive partition columns from
+    /// the first file's path (`dt=…/`).
+    pub async fn discover(&self, lake: &LakeRef) -> Result<(SchemaRef, Vec<String>), EngineError> {
+        let store = self.lake_store(lake)?;
+        let first = {
+            let mut list = store.list(None);
+            loop {
+                match list.next().await {
+                    Some(Ok(m)) if m.location.as_ref().ends_with(".parquet") => break m,
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => {
+                        return Err(EngineError::User(format!(
+                            "no .parquet files under {}",
+                            lake.url
+                        )));
+                    }
+                }
+            }
+        };
+        let partition_cols: Vec<String> = first
+            .location
+            .parts()
+            .skip(1)
+            .filter_map(|p| p.as_ref().split_once('=').map(|(k, _)| k.to_string()))
+            .collect();
+        let table_url = store.table_url();
+        let base = Url::parse(LAKE_URL_BASE).map_err(|e| EngineError::Io(e.to_string()))?;
+        let ctx = self.session(vec![(base, Arc::new(store))], &BTreeMap::new())?;
+        let url = ListingTableUrl::parse(&table_url)?;
+        let opts =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let schema = opts.infer_schema(&ctx.state(), &url).await?;
+        // The file schema must not repeat a partition column.
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .filter(|f| !partition_cols.contains(f.name()))
+            .map(|f| f.as_ref().clone())
+            .collect();
+        Ok((Arc::new(Schema::new(fields)), partition_cols))
+    }
+
+    /// Runs one task to completion, writing its matches to the results store.
+    pub async fn run(
+        &self,
+        t: TaskRun,
+        cancel: CancellationToken,
+    ) -> Result<TaskOutput, EngineError> {
+        let cpu = self
+            .cpu
+            .as_ref()
+            .ok_or_else(|| EngineError::Io("engine shut down".into()))?;
+        let ctx = self.lake_session(&t.lake, &t.hunt.options).await?;
+        let results = self.results.clone();
+        let key = format!("jobs/{}/{}-{}.parquet", t.job_id, t.task_id, t.token);
+        let lake_name = t.lake.name.clone();
+        let sql = t.hunt.sql.clone();
+        let work = cpu
+            .spawn(async move { execute_to_parquet(ctx, &sql, &lake_name, results, &key).await });
+        let abort = work.abort_handle();
+        let timeout = self.cfg.timeout;
+        tokio::select! {
+            r = work => r.map_err(|e| EngineError::Transient(format!("task panicked or was aborted: {e}")))?,
+            _ = cancel.cancelled() => {
+                abort.abort();
+                Err(EngineError::Cancelled)
+            }
+            _ = tokio::time::sleep(timeout) => {
+                abort.abort();
+                Err(EngineError::Limit(format!("task ran longer than its limit of {timeout:?}")))
+            }
+        }
+    }
+
+    /// Rows of committed task results (`keys` in task order), `offset`/`limit` paginated.
+    pub async fn results(
+        &self,
+        keys: &[String],
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<RecordBatch>, EngineError> {
+        if keys.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let base = Url::parse(RESULTS_URL_BASE).map_err(|e| EngineError::Io(e.to_string()))?;
+        let ctx = self.session(vec![(base, self.results.clone())], &BTreeMap::new())?;
+        let urls = keys
+            .iter()
+            .map(|k| ListingTableUrl::parse(format!("{RESULTS_URL_BASE}/{k}")))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let opts =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(opts)
+            .infer_schema(&ctx.state())
+            .await?;
+        ctx.register_table("results", Arc::new(ListingTable::try_new(config)?))?;
+        // One partition keeps the file order, so pages are stable while new results arrive.
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .execution
+            .target_partitions = 1;
+        let df = ctx
+            .sql(&format!(
+                "SELECT * FROM results LIMIT {limit} OFFSET {offset}"
+            ))
+            .await?;
+        let cpu = self
+            .cpu
+            .as_ref()
+            .ok_or_else(|| EngineError::Io("engine shut down".into()))?;
+        cpu.spawn(async move { df.collect().await })
+            .await
+            .map_err(|e| EngineError::Transient(format!("results read panicked: {e}")))?
+            .map_err(EngineError::from)
+    }
+}
+
+fn lake_table(
+    ctx: &SessionContext,
+    table_url: &str,
+    lake: &LakeRef,
+) -> Result<Arc<ListingTable>, EngineError> {
+    let url = ListingTableUrl::parse(table_url)?;
+    let opts = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(
+            lake.partition_cols
+                .iter()
+                .map(|c| (c.clone(), DataType::Utf8))
+                .collect(),
+        );
+    let _ = ctx;
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(opts)
+        .with_schema(lake.schema.clone());
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+async fn execute_to_parquet(
+    ctx: SessionContext,
+    sql: &str,
+    lake: &str,
+    results: Arc<dyn ObjectStore>,
+    key: &str,
+) -> Result<TaskOutput, EngineError> {
+    let df = ctx.sql_with_options(sql, sql_options()).await?;
+    let mut stream = df.execute_stream().await?;
+    let query_schema = stream.schema();
+    let mut fields = vec![Field::new(LAKE_COLUMN, DataType::Utf8, false)];
+    fields.extend(query_schema.fields().iter().map(|f| f.as_ref().clone()));
+    let schema = Arc::new(Schema::new(fields));
+    let mut writer: Option<AsyncArrowWriter<BufWriter>> = None;
+    let mut rows = 0i64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        rows += batch.num_rows() as i64;
+        let lake_col: ArrayRef = Arc::new(StringArray::from(vec![lake; batch.num_rows()]));
+        let mut cols = vec![lake_col];
+        cols.extend(batch.columns().iter().cloned());
+        let out = RecordBatch::try_new(schema.clone(), cols)?;
+        if writer.is_none() {
+            let props = WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                .build();
+            let obj = BufWriter::new(results.clone(), Path::from(key));
+            writer = Some(AsyncArrowWriter::try_new(obj, schema.clone(), Some(props))?);
+        }
+        if let Some(w) = writer.as_mut() {
+            w.write(&out).await?;
+        }
+    }
+    match writer {
+        Some(w) => {
+            w.close().await?;
+            Ok(TaskOutput {
+                rows,
+                result_uri: Some(key.to_string()),
+            })
+        }
+        None => Ok(TaskOutput {
+            rows: 0,
+            result_uri: None,
+        }),
+    }
+}

@@ -1,0 +1,185 @@
+//! Engine errors as meanings, and the one place foreign errors are classified: whether a
+//! failure is the user's (permanent), the provider's (throttled, frozen: defer, never spend an
+//! attempt), a missing object, or transient.
+
+use datafusion::error::DataFusionError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The query or spec is wrong: bad SQL, unknown column, forbidden statement. Permanent.
+    #[error("{0}")]
+    User(String),
+    /// A lake or object that does not exist. Permanent for this task.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The provider asked us to slow down (429, 503 SlowDown, Throttling).
+    #[error("provider throttled: {0}")]
+    Throttled(String),
+    /// The provider refused the account (403 AccountProblem and kin).
+    #[error("provider account frozen: {0}")]
+    Frozen(String),
+    /// The task's memory or time limit was hit.
+    #[error("limit exceeded: {0}")]
+    Limit(String),
+    /// Worth trying again later (network, I/O).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Local I/O outside a query (generator, results folder).
+    #[error("i/o: {0}")]
+    Io(String),
+    /// The run was cancelled (job cancelled, lease lost, shutdown).
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Error codes with which providers refuse a whole account (DESIGN.md section 5).
+const FROZEN_MARKERS: [&str; 4] = [
+    "AccountProblem",
+    "AllAccessDisabled",
+    "AccountIsDisabled",
+    "accountDisabled",
+];
+const THROTTLE_MARKERS: [&str; 6] = [
+    "SlowDown",
+    "Throttl",
+    "TooManyRequests",
+    "429",
+    "503",
+    "RequestLimitExceeded",
+];
+
+fn classify_object_store(e: &object_store::Error) -> EngineError {
+    let text = e.to_string();
+    if FROZEN_MARKERS.iter().any(|m| text.contains(m)) {
+        return EngineError::Frozen(text);
+    }
+    match e {
+        object_store::Error::NotFound { .. } => EngineError::NotFound(text),
+        _ if THROTTLE_MARKERS.iter().any(|m| text.contains(m)) => EngineError::Throttled(text),
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => {
+            EngineError::User(format!("access denied: {text}"))
+        }
+        object_store::Error::InvalidPath { .. } | object_store::Error::NotSupported { .. } => {
+            EngineError::User(text)
+        }
+        _ => EngineError::Transient(text),
+    }
+}
+
+impl From<DataFusionError> for EngineError {
+    fn from(e: DataFusionError) -> Self {
+        // The root cause decides; the message keeps DataFusion's whole context.
+        let message = e.to_string();
+        let root = e.find_root();
+        match root {
+            DataFusionError::ObjectStore(os) => classify_object_store(os),
+            DataFusionError::External(inner) => {
+                if let Some(os) = inner.downcast_ref::<object_store::Error>() {
+                    classify_object_store(os)
+                } else if let Some(pq) =
+                    inner.downcast_ref::<datafusion::parquet::errors::ParquetError>()
+                {
+                    EngineError::User(format!("unreadable data: {pq}"))
+                } else {
+                    EngineError::Transient(message)
+                }
+            }
+            DataFusionError::ResourcesExhausted(m) => EngineError::Limit(m.clone()),
+            DataFusionError::IoError(_) => EngineError::Transient(message),
+            DataFusionError::ParquetError(pq) => {
+                EngineError::User(format!("unreadable data: {pq}"))
+            }
+            _ => EngineError::User(message),
+        }
+    }
+}
+
+impl From<datafusion::parquet::errors::ParquetError> for EngineError {
+    fn from(e: datafusion::parquet::errors::ParquetError) -> Self {
+        EngineError::Io(format!("parquet: {e}"))
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for EngineError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        EngineError::User(format!("arrow: {e}"))
+    }
+}
+
+impl From<object_store::path::Error> for EngineError {
+    fn from(e: object_store::path::Error) -> Self {
+        EngineError::User(format!("bad lake path: {e}"))
+    }
+}
+
+impl From<object_store::Error> for EngineError {
+    fn from(e: object_store::Error) -> Self {
+        classify_object_store(&e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_answers_are_classified() {
+        let generic = |s: &str| object_store::Error::Generic {
+            store: "S3",
+            source: s.to_string().into(),
+        };
+        let cases: Vec<(object_store::Error, fn(&EngineError) -> bool)> = vec![
+            (
+                generic("Error performing GET: 503 Service Unavailable <Code>SlowDown</Code>"),
+                |e| matches!(e, EngineError::Throttled(_)),
+            ),
+            (generic("429 Too Many Requests"), |e| {
+                matches!(e, EngineError::Throttled(_))
+            }),
+            (
+                object_store::Error::PermissionDenied {
+                    path: "x".into(),
+                    source: "403 <Code>AccountProblem</Code>".into(),
+                },
+                |e| matches!(e, EngineError::Frozen(_)),
+            ),
+            (generic("403 AllAccessDisabled"), |e| {
+                matches!(e, EngineError::Frozen(_))
+            }),
+            (
+                object_store::Error::NotFound {
+                    path: "x".into(),
+                    source: "404".into(),
+                },
+                |e| matches!(e, EngineError::NotFound(_)),
+            ),
+            (
+                object_store::Error::PermissionDenied {
+                    path: "x".into(),
+                    source: "403 AccessDenied".into(),
+                },
+                |e| matches!(e, EngineError::User(_)),
+            ),
+            (generic("connection reset by peer"), |e| {
+                matches!(e, EngineError::Transient(_))
+            }),
+        ];
+        for (err, want) in cases {
+            let text = err.to_string();
+            let via_df = EngineError::from(DataFusionError::ObjectStore(Box::new(err)));
+            assert!(want(&via_df), "{text} -> {via_df:?}");
+        }
+        let plan = EngineError::from(DataFusionError::Plan("no field named x".into()));
+        assert!(matches!(plan, EngineError::User(_)));
+        let mem = EngineError::from(DataFusionError::ResourcesExhausted("pool".into()));
+        assert!(matches!(mem, EngineError::Limit(_)));
+        let ctx = DataFusionError::Context(
+            "scanning lake".into(),
+            Box::new(DataFusionError::ObjectStore(Box::new(generic(
+                "503 SlowDown",
+            )))),
+        );
+        assert!(matches!(EngineError::from(ctx), EngineError::Throttled(_)));
+    }
+}

@@ -1,0 +1,464 @@
+//! What a researcher asks: an IOC list or SQL over the logical table `events`, and which lakes
+//! to ask. IOC hunts compile to SQL that keeps Parquet pruning working (statistics and bloom
+//! filters): DataFusion ignores `IN` lists longer than `max_in_list_size` (default 20) for
+//! pruning, so the compiled hunt raises that limit to cover its own lists.
+
+use crate::EngineError;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Most IOC values one hunt may carry (all lists together).
+pub const MAX_IOCS: usize = 10_000;
+
+/// A hunt as submitted (JSON, or built from CLI flags). Unknown fields are rejected, so a typo
+/// (`ipz`) is an error rather than a hunt for nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HuntSpec {
+    /// SQL over the table `events` (one SELECT).
+    Sql {
+        sql: String,
+        #[serde(default)]
+        lakes: LakeSelector,
+    },
+    /// Indicators of compromise, matched against the telemetry columns.
+    Ioc {
+        #[serde(default)]
+        ips: Vec<String>,
+        #[serde(default)]
+        hashes: Vec<String>,
+        #[serde(default)]
+        domains: Vec<String>,
+        /// Inclusive start of the time range (`ts >= since`).
+        #[serde(default)]
+        since: Option<DateTime<Utc>>,
+        /// Exclusive end of the time range (`ts < until`).
+        #[serde(default)]
+        until: Option<DateTime<Utc>>,
+        #[serde(default)]
+        lakes: LakeSelector,
+    },
+}
+
+impl HuntSpec {
+    pub fn lakes(&self) -> &LakeSelector {
+        match self {
+            HuntSpec::Sql { lakes, .. } | HuntSpec::Ioc { lakes, .. } => lakes,
+        }
+    }
+
+    /// The SQL (and session settings) a task runs.
+    pub fn compile(&self, partition_cols: &[String]) -> Result<CompiledHunt, EngineError> {
+        match self {
+            HuntSpec::Sql { sql, .. } => Ok(CompiledHunt {
+                sql: sql.clone(),
+                options: BTreeMap::new(),
+            }),
+            HuntSpec::Ioc {
+                ips,
+                hashes,
+                domains,
+                since,
+                until,
+                ..
+            } => IocSpec {
+                ips: ips.clone(),
+                hashes: hashes.clone(),
+                domains: domains.clone(),
+                since: *since,
+                until: *until,
+            }
+            .compile(partition_cols),
+        }
+    }
+}
+
+/// The IOC part of a hunt.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IocSpec {
+    pub ips: Vec<String>,
+    pub hashes: Vec<String>,
+    pub domains: Vec<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Which lakes a hunt runs on: names, globs (`*`, `?`) and tags (all must match). Empty: every
+/// lake.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeSelector {
+    #[serde(default)]
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub globs: Vec<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl LakeSelector {
+    pub fn is_all(&self) -> bool {
+        self.names.is_empty() && self.globs.is_empty() && self.tags.is_empty()
+    }
+
+    /// Whether a lake is selected: by name or glob (if any are given) and by every tag.
+    pub fn matches(&self, name: &str, tags: &BTreeMap<String, String>) -> bool {
+        let by_name = (self.names.is_empty() && self.globs.is_empty())
+            || self.names.iter().any(|n| n == name)
+            || self.globs.iter().any(|g| glob_match(g, name));
+        by_name && self.tags.iter().all(|(k, v)| tags.get(k) == Some(v))
+    }
+}
+
+/// `*` matches any run of characters, `?` one character; everything else literally.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// SQL plus the session settings it needs (e.g. a raised IN-list pruning limit).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompiledHunt {
+    pub sql: String,
+    pub options: BTreeMap<String, String>,
+}
+
+fn bad(field: &str, i: usize, value: &str, why: &str) -> EngineError {
+    EngineError::User(format!("{field}[{i}] {value:?}: {why}"))
+}
+
+fn norm_ips(v: &[String]) -> Result<Vec<String>, EngineError> {
+    let mut out = Vec::with_capacity(v.len());
+    for (i, s) in v.iter().enumerate() {
+        let ip: IpAddr = s
+            .trim()
+            .parse()
+            .map_err(|_| bad("ips", i, s, "not an IPv4 or IPv6 address"))?;
+        out.push(ip.to_string());
+    }
+    Ok(dedup(out))
+}
+
+fn norm_hashes(v: &[String]) -> Result<Vec<String>, EngineError> {
+    let mut out = Vec::with_capacity(v.len());
+    for (i, s) in v.iter().enumerate() {
+        let h = s.trim().to_ascii_lowercase();
+        if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(bad(
+                "hashes",
+                i,
+                s,
+                "expected a SHA-256 hash (64 hex digits)",
+            ));
+        }
+        out.push(h);
+    }
+    Ok(dedup(out))
+}
+
+fn norm_domains(v: &[String]) -> Result<Vec<String>, EngineError> {
+    let mut out = Vec::with_capacity(v.len());
+    for (i, s) in v.iter().enumerate() {
+        let d = s.trim().trim_end_matches('.').to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if d.len() > 253 || !d.contains('.') || !d.split('.').all(label_ok) {
+            return Err(bad(
+                "domains",
+                i,
+                s,
+                "not a domain name (letters, digits, '-' and dots)",
+            ));
+        }
+        out.push(d);
+    }
+    Ok(dedup(out))
+}
+
+fn dedup(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Values are validated (IPs, hex, domain labels) before they get here, so they hold no quote;
+/// escaping anyway keeps this safe if a new kind is added carelessly.
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn in_list(col: &str, values: &[String]) -> String {
+    let items: Vec<String> = values.iter().map(|v| lit(v)).collect();
+    format!("{col} IN ({})", items.join(", "))
+}
+
+impl IocSpec {
+    /// Validates, normalises and compiles the IOC spec. Errors name the offending entry.
+    pub fn compile(&self, partition_cols: &[String]) -> Result<CompiledHunt, EngineError> {
+        let ips = norm_ips(&self.ips)?;
+        let hashes = norm_hashes(&self.hashes)?;
+        let domains = norm_domains(&self.domains)?;
+        let total = ips.len() + hashes.len() + domains.len();
+        if total == 0 {
+            return Err(EngineError::User(
+                "an IOC hunt needs at least one ip, hash or domain".into(),
+            ));
+        }
+        if total > MAX_IOCS {
+            return Err(EngineError::User(format!(
+                "{total} IOCs in one hunt; at most {MAX_IOCS}"
+            )));
+        }
+        if let (Some(s), Some(u)) = (self.since, self.until)
+            && s >= u
+        {
+            return Err(EngineError::User(format!(
+                "since ({s}) must be before until ({u})"
+            )));
+        }
+        let mut any = Vec::new();
+        if !ips.is_empty() {
+            any.push(in_list("src_ip", &ips));
+            any.push(in_list("dst_ip", &ips));
+        }
+        if !hashes.is_empty() {
+            any.push(in_list("file_sha256", &hashes));
+        }
+        if !domains.is_empty() {
+            any.push(in_list("domain", &domains));
+        }
+        let mut conds = vec![format!("({})", any.join("\n   OR "))];
+        let has_dt = partition_cols.iter().any(|c| c == "dt");
+        if let Some(s) = self.since {
+            conds.push(format!("ts >= TIMESTAMP {}", lit(&s.to_rfc3339())));
+            if has_dt {
+                // Prunes whole day folders before any file is opened.
+                conds.push(format!("dt >= {}", lit(&s.format("%Y-%m-%d").to_string())));
+            }
+        }
+        if let Some(u) = self.until {
+            conds.push(format!("ts < TIMESTAMP {}", lit(&u.to_rfc3339())));
+            if has_dt {
+                conds.push(format!("dt <= {}", lit(&u.format("%Y-%m-%d").to_string())));
+            }
+        }
+        let longest = ips.len().max(hashes.len()).max(domains.len());
+        let mut options = BTreeMap::new();
+        options.insert(
+            "datafusion.execution.parquet.max_in_list_size".to_string(),
+            longest.max(20).to_string(),
+        );
+        Ok(CompiledHunt {
+            sql: format!("SELECT * FROM events\nWHERE {}", conds.join("\n  AND ")),
+            options,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        let cases = [
+            ("lake-*", "lake-00001", true),
+            ("lake-*", "lak-1", false),
+            ("*-eu-?", "acme-eu-1", true),
+            ("*-eu-?", "acme-eu-12", false),
+            ("*", "", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("exact", "exact", true),
+        ];
+        for (p, t, want) in cases {
+            assert_eq!(glob_match(p, t), want, "{p} ~ {t}");
+        }
+    }
+
+    #[test]
+    fn selector_combines_names_globs_and_tags() {
+        let tags: BTreeMap<String, String> = [("tenant".into(), "acme".into())].into();
+        let none = BTreeMap::new();
+        let s = LakeSelector {
+            names: vec!["a".into()],
+            globs: vec!["b-*".into()],
+            tags: tags.clone(),
+        };
+        assert!(s.matches("a", &tags));
+        assert!(s.matches("b-1", &tags));
+        assert!(!s.matches("a", &none));
+        assert!(!s.matches("c", &tags));
+        assert!(LakeSelector::default().matches("anything", &none));
+        let only_tags = LakeSelector {
+            tags,
+            ..Default::default()
+        };
+        assert!(only_tags.matches("x", &[("tenant".into(), "acme".into())].into()));
+    }
+
+    #[test]
+    fn ioc_specs_compile_or_explain() {
+        let ok = IocSpec {
+            ips: vec![
+                "203.0.113.10".into(),
+                " 2001:DB8::1 ".into(),
+                "203.0.113.10".into(),
+            ],
+            hashes: vec!["A".repeat(64)],
+            domains: vec!["C2.Evil.Test.".into()],
+            since: "2026-11-20T00:00:00Z".parse().ok(),
+            until: "2026-11-22T00:00:00Z".parse().ok(),
+        };
+        let c = ok.compile(&["dt".into()]).unwrap();
+        assert!(
+            c.sql.contains("src_ip IN ('2001:db8::1', '203.0.113.10')"),
+            "{}",
+            c.sql
+        );
+        assert!(c.sql.contains("dst_ip IN ('2001:db8::1', '203.0.113.10')"));
+        assert!(
+            c.sql
+                .contains(&format!("file_sha256 IN ('{}')", "a".repeat(64)))
+        );
+        assert!(c.sql.contains("domain IN ('c2.evil.test')"));
+        assert!(c.sql.contains("dt >= '2026-11-20'") && c.sql.contains("dt <= '2026-11-22'"));
+        assert_eq!(
+            c.options["datafusion.execution.parquet.max_in_list_size"],
+            "20"
+        );
+        let no_dt = ok.compile(&[]).unwrap();
+        assert!(!no_dt.sql.contains("dt >="));
+
+        let many = IocSpec {
+            ips: (0..300)
+                .map(|i| format!("10.0.{}.{}", i / 250, i % 250))
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(
+            many.compile(&[]).unwrap().options["datafusion.execution.parquet.max_in_list_size"],
+            "300"
+        );
+
+        let bad: Vec<(IocSpec, &str)> = vec![
+            (IocSpec::default(), "at least one"),
+            (
+                IocSpec {
+                    ips: vec!["1.2.3".into()],
+                    ..Default::default()
+                },
+                "ips[0]",
+            ),
+            (
+                IocSpec {
+                    ips: vec!["1.1.1.1' OR '1'='1".into()],
+                    ..Default::default()
+                },
+                "ips[0]",
+            ),
+            (
+                IocSpec {
+                    hashes: vec!["abc".into()],
+                    ..Default::default()
+                },
+                "hashes[0]",
+            ),
+            (
+                IocSpec {
+                    hashes: vec!["g".repeat(64)],
+                    ..Default::default()
+                },
+                "SHA-256",
+            ),
+            (
+                IocSpec {
+                    domains: vec!["evil.test".into(), "no_underscore.test".into()],
+                    ..Default::default()
+                },
+                "domains[1]",
+            ),
+            (
+                IocSpec {
+                    domains: vec!["localhost".into()],
+                    ..Default::default()
+                },
+                "domains[0]",
+            ),
+            (
+                IocSpec {
+                    domains: vec!["x.test'; DROP TABLE t; --".into()],
+                    ..Default::default()
+                },
+                "domains[0]",
+            ),
+            (
+                IocSpec {
+                    ips: vec!["1.1.1.1".into()],
+                    since: "2026-11-22T00:00:00Z".parse().ok(),
+                    until: "2026-11-20T00:00:00Z".parse().ok(),
+                    ..Default::default()
+                },
+                "before until",
+            ),
+            (
+                IocSpec {
+                    ips: (0..10_001)
+                        .map(|i| format!("10.{}.{}.1", i / 256, i % 256))
+                        .collect(),
+                    ..Default::default()
+                },
+                "at most",
+            ),
+        ];
+        for (spec, needle) in bad {
+            let e = spec.compile(&[]).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn hunt_spec_json_is_strict() {
+        let ok: HuntSpec = serde_json::from_str(
+            r#"{"kind":"ioc","ips":["1.1.1.1"],"lakes":{"globs":["lake-*"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.lakes().globs, vec!["lake-*"]);
+        assert!(ok.compile(&[]).unwrap().sql.contains("'1.1.1.1'"));
+        let sql: HuntSpec = serde_json::from_str(r#"{"kind":"sql","sql":"select 1"}"#).unwrap();
+        assert!(sql.lakes().is_all());
+        for bad in [
+            r#"{"kind":"ioc","ipz":["1.1.1.1"]}"#,
+            r#"{"kind":"shell","cmd":"rm"}"#,
+            r#"{"kind":"sql"}"#,
+            r#"{"kind":"ioc","ips":"1.1.1.1"}"#,
+            r#"{"kind":"ioc","ips":[],"lakes":{"nmes":[]}}"#,
+        ] {
+            assert!(serde_json::from_str::<HuntSpec>(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Runs one hunt task: DataFusion over object_store in a read-only sandbox, the hunt → SQL
+//! compiler, SQL validation with line and column, synthetic lakes, and result writing. Knows
+//! nothing of jobs or databases.
+
+mod engine;
+mod error;
+pub mod generate;
+pub mod hunt;
+pub mod lakestore;
+mod s3;
+pub mod validate;
+
+pub use engine::{Engine, EngineConfig, LAKE_COLUMN, LakeRef, TaskOutput, TaskRun};
+pub use error::EngineError;
+pub use hunt::{CompiledHunt, HuntSpec, LakeSelector};
+
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use std::sync::Arc;
+
+/// The stored form of a lake schema (the store keeps it as opaque JSON).
+pub fn schema_to_json(schema: &Schema) -> serde_json::Value {
+    serde_json::to_value(schema).unwrap_or(serde_json::Value::Null)
+}
+
+pub fn schema_from_json(v: &serde_json::Value) -> Result<SchemaRef, EngineError> {
+    serde_json::from_value::<Schema>(v.clone())
+        .map(Arc::new)
+        .map_err(|e| EngineError::User(format!("stored lake schema is unreadable: {e}")))
+}

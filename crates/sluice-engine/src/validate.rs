@@ -1,0 +1,389 @@
+//! Validation at submit time, before any task exists or any provider call is made: the hunt is
+//! compiled, parsed and planned against the selected lakes' schema. Errors carry line, column
+//! and a hint (the nearest column name for an unknown column).
+
+use crate::engine::sql_options;
+use crate::hunt::{CompiledHunt, HuntSpec};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Longest SQL accepted (bytes); a hunt is a query, not a program.
+pub const MAX_SQL_BYTES: usize = 256 * 1024;
+
+/// One problem with a hunt. `line`/`column` start at 1; 0 when the problem has no position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SqlError {
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line > 0 {
+            write!(f, "line {}, column {}: ", self.line, self.column)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+fn plain(message: impl Into<String>) -> SqlError {
+    SqlError {
+        line: 0,
+        column: 0,
+        message: message.into(),
+        hint: None,
+    }
+}
+
+/// `Line: 3, Column: 14` as sqlparser writes positions into its messages.
+fn position_in(msg: &str) -> (u64, u64) {
+    let num_after = |key: &str| {
+        msg.find(key).and_then(|i| {
+            let rest = &msg[i + key.len()..];
+            let digits: String = rest
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            digits.parse().ok()
+        })
+    };
+    (
+        num_after("Line:").unwrap_or(0),
+        num_after("Column:").unwrap_or(0),
+    )
+}
+
+/// Line and column just past the end of the text.
+fn end_of(sql: &str) -> (u64, u64) {
+    let line = sql.lines().count().max(1) as u64;
+    let last = sql.lines().last().unwrap_or("");
+    (line, last.chars().count() as u64 + 1)
+}
+
+/// The first unbalanced bracket outside string literals and comments: `(line, column, opened)`
+/// where `opened` is true for a `(` never closed, false for a `)` closing nothing.
+fn bracket_problem(sql: &str) -> Option<(u64, u64, bool)> {
+    let mut open: Vec<(u64, u64)> = Vec::new();
+    let (mut line, mut col) = (1u64, 0u64);
+    let mut chars = sql.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        col += 1;
+        if c == '\n' {
+            line += 1;
+            col = 0;
+            continue;
+        }
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '\'' | '"' => quote = Some(c),
+                '-' if chars.peek() == Some(&'-') => {
+                    // A line comment: skip to the end of the line.
+                    for n in chars.by_ref() {
+                        if n == '\n' {
+                            line += 1;
+                            col = 0;
+                            break;
+                        }
+                    }
+                }
+                '(' => open.push((line, col)),
+                ')' if open.pop().is_none() => return Some((line, col, false)),
+                _ => {}
+            },
+        }
+    }
+    open.first().map(|&(l, c)| (l, c, true))
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The column closest to `name`, if any is close enough to be a likely typo.
+pub fn nearest_column<'a>(
+    name: &str,
+    columns: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let name = name.to_ascii_lowercase();
+    columns
+        .into_iter()
+        .map(|c| (levenshtein(&name, &c.to_ascii_lowercase()), c))
+        .filter(|(d, c)| *d <= (c.len() / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// The unknown column named in a DataFusion "No field named …" message.
+fn unknown_column(msg: &str) -> Option<String> {
+    let i = msg.find("No field named ")?;
+    let rest = &msg[i + "No field named ".len()..];
+    let name: String = rest
+        .trim_start_matches(['"', '`'])
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+        .collect();
+    let name = name.trim_end_matches('.');
+    let name = name.rsplit('.').next().unwrap_or(name).to_string();
+    (!name.is_empty()).then_some(name)
+}
+
+/// The full table schema: file columns plus partition columns (strings).
+pub fn table_schema(file_schema: &Schema, partition_cols: &[String]) -> SchemaRef {
+    let mut fields: Vec<Field> = file_schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.extend(
+        partition_cols
+            .iter()
+            .map(|c| Field::new(c, DataType::Utf8, false)),
+    );
+    Arc::new(Schema::new(fields))
+}
+
+/// Compiles and checks a hunt against the schema of the lakes it selects. Returns the SQL a
+/// task will run, or every problem found.
+pub async fn validate(
+    spec: &HuntSpec,
+    file_schema: &Schema,
+    partition_cols: &[String],
+) -> Result<CompiledHunt, Vec<SqlError>> {
+    let compiled = spec
+        .compile(partition_cols)
+        .map_err(|e| vec![plain(e.to_string())])?;
+    check_sql(&compiled, &table_schema(file_schema, partition_cols)).await?;
+    Ok(compiled)
+}
+
+async fn check_sql(hunt: &CompiledHunt, schema: &SchemaRef) -> Result<(), Vec<SqlError>> {
+    let sql = &hunt.sql;
+    if sql.trim().is_empty() {
+        return Err(vec![plain("the query is empty")]);
+    }
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(vec![plain(format!(
+            "the query is {} bytes; at most {MAX_SQL_BYTES}",
+            sql.len()
+        ))]);
+    }
+    let statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(|e| {
+        let msg = e.to_string();
+        let (mut line, mut column) = position_in(&msg);
+        if line == 0 && msg.contains("found: EOF") {
+            (line, column) = end_of(sql);
+        }
+        let hint = match bracket_problem(sql) {
+            Some((l, c, true)) => Some(format!(
+                "the bracket opened at line {l}, column {c} is never closed"
+            )),
+            Some((l, c, false)) => Some(format!(
+                "the bracket at line {l}, column {c} closes nothing"
+            )),
+            None => None,
+        };
+        vec![SqlError {
+            line,
+            column,
+            message: msg,
+            hint,
+        }]
+    })?;
+    if statements.len() != 1 {
+        return Err(vec![plain(format!(
+            "expected exactly one SELECT statement, found {}",
+            statements.len()
+        ))]);
+    }
+    let Some(statement) = statements.into_iter().next() else {
+        return Err(vec![plain("the query is empty")]);
+    };
+    if !matches!(&statement, Statement::Statement(s) if matches!(s.as_ref(), datafusion::sql::sqlparser::ast::Statement::Query(_)))
+    {
+        return Err(vec![plain(
+            "only SELECT queries are allowed: hunts read, they never write, create or change settings",
+        )]);
+    }
+    let mut config = SessionConfig::new();
+    config.options_mut().sql_parser.collect_spans = true;
+    config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+    for (k, v) in &hunt.options {
+        config
+            .options_mut()
+            .set(k, v)
+            .map_err(|e| vec![plain(e.to_string())])?;
+    }
+    let ctx = SessionContext::new_with_config(config);
+    let empty =
+        MemTable::try_new(schema.clone(), vec![vec![]]).map_err(|e| vec![plain(e.to_string())])?;
+    ctx.register_table("events", Arc::new(empty))
+        .map_err(|e| vec![plain(e.to_string())])?;
+    let plan = ctx.state().statement_to_plan(statement).await;
+    let plan = plan.and_then(|p| sql_options().verify_plan(&p).map(|_| p));
+    if let Err(e) = plan {
+        let message = e.strip_backtrace();
+        let (mut line, mut column) = position_in(&message);
+        if let Some(span) = e.diagnostic().and_then(|d| d.span) {
+            (line, column) = (span.start.line, span.start.column);
+        }
+        let hint = unknown_column(&message).and_then(|c| {
+            nearest_column(&c, schema.fields().iter().map(|f| f.name().as_str()))
+                .map(|n| format!("did you mean {n}?"))
+        });
+        let hint = hint.or_else(|| {
+            e.diagnostic()
+                .and_then(|d| d.helps.first().map(|h| h.message.clone()))
+        });
+        return Err(vec![SqlError {
+            line,
+            column,
+            message,
+            hint,
+        }]);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::telemetry_schema;
+
+    async fn check(sql: &str) -> Result<CompiledHunt, Vec<SqlError>> {
+        let spec = HuntSpec::Sql {
+            sql: sql.into(),
+            lakes: Default::default(),
+        };
+        validate(&spec, &telemetry_schema(), &["dt".to_string()]).await
+    }
+
+    #[tokio::test]
+    async fn good_queries_pass() {
+        for sql in [
+            "SELECT * FROM events WHERE src_ip = '1.2.3.4'",
+            "select host, count(*) as n\nfrom events\nwhere dt >= '2026-11-20'\ngroup by host\norder by n desc\nlimit 10",
+            "SELECT src_ip FROM events WHERE ts > now() - INTERVAL '1 day' AND dst_port IN (22, 3389)",
+        ] {
+            check(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn user_errors_have_position_and_hint() {
+        // (sql, line, column, message contains, hint contains)
+        let cases: &[(&str, u64, u64, &str, Option<&str>)] = &[
+            (
+                "SELECT *\nFROM events\nWHERE src_ipp = '1.2.3.4'",
+                3,
+                7,
+                "src_ipp",
+                Some("src_ip"),
+            ),
+            (
+                "SELECT dst_prot FROM events",
+                1,
+                8,
+                "dst_prot",
+                Some("dst_port"),
+            ),
+            (
+                "SELECT * FROM events\nWHERE (src_ip = '1' OR dst_ip = '2'",
+                2,
+                36,
+                "Expected",
+                Some("line 2, column 7 is never closed"),
+            ),
+            (
+                "SELECT * FROM events\nWHERE src_ip = '(' OR dst_ip = '2')",
+                2,
+                35,
+                "",
+                Some("line 2, column 35 closes nothing"),
+            ),
+            ("SELECT * FROM evnts", 1, 15, "evnts", None),
+            (
+                "SELECT * FROM events WHERE dst_port = 'ssh' + 1",
+                0,
+                0,
+                "",
+                None,
+            ),
+            ("SELEC * FROM events", 1, 1, "SELEC", None),
+        ];
+        for &(sql, line, column, msg, hint) in cases {
+            let errs = check(sql).await.expect_err(sql);
+            let e = &errs[0];
+            if line > 0 {
+                assert_eq!(e.line, line, "{sql}: {e:?}");
+            }
+            if column > 0 {
+                assert_eq!(e.column, column, "{sql}: {e:?}");
+            }
+            assert!(e.message.contains(msg), "{sql}: {e:?}");
+            if let Some(h) = hint {
+                assert!(e.hint.as_deref().unwrap_or("").contains(h), "{sql}: {e:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn hostile_statements_are_rejected() {
+        for sql in [
+            "COPY (SELECT * FROM events) TO '/tmp/x'",
+            "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc'",
+            "SET datafusion.runtime.memory_limit = '100G'",
+            "SELECT * FROM '/etc/passwd'",
+            "SELECT 1; SELECT 2",
+            "INSERT INTO events VALUES (1)",
+            "DROP TABLE events",
+            "CREATE TABLE t AS SELECT * FROM events",
+            "",
+            "   ",
+            "EXPLAIN SELECT * FROM events",
+        ] {
+            let errs = check(sql).await.expect_err(sql);
+            assert!(!errs.is_empty(), "{sql}");
+        }
+        let huge = format!(
+            "SELECT * FROM events WHERE src_ip IN ({})",
+            vec!["'1.1.1.1'"; 40_000].join(",")
+        );
+        let errs = check(&huge).await.expect_err("huge");
+        assert!(errs[0].message.contains("at most"), "{errs:?}");
+    }
+
+    #[test]
+    fn nearest_column_is_a_close_typo_only() {
+        let cols = ["src_ip", "dst_ip", "domain", "file_sha256", "user"];
+        assert_eq!(nearest_column("src_ipp", cols), Some("src_ip"));
+        assert_eq!(nearest_column("DOMIAN", cols), Some("domain"));
+        assert_eq!(nearest_column("completely_else", cols), None);
+    }
+}
