@@ -245,8 +245,11 @@ async fn check_sql(hunt: &CompiledHunt, schema: &SchemaRef) -> Result<(), Vec<Sq
         MemTable::try_new(schema.clone(), vec![vec![]]).map_err(|e| vec![plain(e.to_string())])?;
     ctx.register_table("events", Arc::new(empty))
         .map_err(|e| vec![plain(e.to_string())])?;
-    let plan = ctx.state().statement_to_plan(statement).await;
+    let state = ctx.state();
+    let plan = state.statement_to_plan(statement).await;
     let plan = plan.and_then(|p| sql_options().verify_plan(&p).map(|_| p));
+    // The analyzer (type coercion, function signatures) catches type mismatches.
+    let plan = plan.and_then(|p| state.optimize(&p));
     if let Err(e) = plan {
         let message = e.strip_backtrace();
         let (mut line, mut column) = position_in(&message);
