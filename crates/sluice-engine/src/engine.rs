@@ -7,6 +7,7 @@
 //! and a cancellation token stop a run.
 
 use crate::EngineError;
+use crate::counting::{CountingStore, Counts};
 use crate::hunt::CompiledHunt;
 use crate::lakestore::{LAKE_URL_BASE, LakeStore};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
@@ -133,6 +134,8 @@ pub struct Engine {
     results: Arc<dyn ObjectStore>,
     local: Arc<dyn ObjectStore>,
     memory: Mutex<HashMap<String, Arc<InMemory>>>,
+    /// When set, every lake's store is wrapped to count its calls (tests, benchmarks).
+    counts: Option<Arc<Counts>>,
 }
 
 impl Drop for Engine {
@@ -170,7 +173,14 @@ impl Engine {
             results: Arc::new(results),
             local: Arc::new(LocalFileSystem::new()),
             memory: Mutex::default(),
+            counts: None,
         })
+    }
+
+    /// Counts every object-store call made to lakes into `counts`.
+    pub fn with_call_counts(mut self, counts: Arc<Counts>) -> Self {
+        self.counts = Some(counts);
+        self
     }
 
     /// A named in-memory object store (`memory://NAME/…` lakes), created on first use.
@@ -205,6 +215,10 @@ impl Engine {
                     "unsupported lake url scheme {other:?}: use file, s3 or memory"
                 )));
             }
+        };
+        let inner: Arc<dyn ObjectStore> = match &self.counts {
+            Some(c) => Arc::new(CountingStore::new(inner, c.clone())),
+            None => inner,
         };
         Ok(LakeStore::new(inner, root, &format!("lake-{}", lake.id)))
     }
@@ -284,8 +298,7 @@ impl Engine {
         let base = Url::parse(LAKE_URL_BASE).map_err(|e| EngineError::Io(e.to_string()))?;
         let ctx = self.session(vec![(base, Arc::new(store))], &BTreeMap::new())?;
         let url = ListingTableUrl::parse(&table_url)?;
-        let opts =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let opts = ListingOptions::new(parquet_format(&ctx)).with_file_extension(".parquet");
         let schema = opts.infer_schema(&ctx.state(), &url).await?;
         // The file schema must not repeat a partition column.
         let fields: Vec<Field> = schema
@@ -345,8 +358,7 @@ impl Engine {
             .iter()
             .map(|k| ListingTableUrl::parse(format!("{RESULTS_URL_BASE}/{k}")))
             .collect::<datafusion::error::Result<Vec<_>>>()?;
-        let opts =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let opts = ListingOptions::new(parquet_format(&ctx)).with_file_extension(".parquet");
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(opts)
             .infer_schema(&ctx.state())
@@ -375,13 +387,20 @@ impl Engine {
     }
 }
 
+/// The Parquet format with the session's Parquet settings. `ParquetFormat::default()` carries
+/// its own defaults and would silently ignore the session's (bloom filters, filter pushdown,
+/// the IN-list pruning limit).
+fn parquet_format(ctx: &SessionContext) -> Arc<ParquetFormat> {
+    Arc::new(ParquetFormat::default().with_options(ctx.state().table_options().parquet.clone()))
+}
+
 fn lake_table(
     ctx: &SessionContext,
     table_url: &str,
     lake: &LakeRef,
 ) -> Result<Arc<ListingTable>, EngineError> {
     let url = ListingTableUrl::parse(table_url)?;
-    let opts = ListingOptions::new(Arc::new(ParquetFormat::default()))
+    let opts = ListingOptions::new(parquet_format(&ctx))
         .with_file_extension(".parquet")
         .with_table_partition_cols(
             lake.partition_cols
@@ -389,7 +408,6 @@ fn lake_table(
                 .map(|c| (c.clone(), DataType::Utf8))
                 .collect(),
         );
-    let _ = ctx;
     let config = ListingTableConfig::new(url)
         .with_listing_options(opts)
         .with_schema(lake.schema.clone());

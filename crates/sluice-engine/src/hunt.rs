@@ -240,32 +240,50 @@ impl IocSpec {
                 "since ({s}) must be before until ({u})"
             )));
         }
-        let mut any = Vec::new();
+        let mut branches: Vec<(&str, &[String])> = Vec::new();
         if !ips.is_empty() {
-            any.push(in_list("src_ip", &ips));
-            any.push(in_list("dst_ip", &ips));
+            branches.push(("src_ip", &ips));
+            branches.push(("dst_ip", &ips));
         }
         if !hashes.is_empty() {
-            any.push(in_list("file_sha256", &hashes));
+            branches.push(("file_sha256", &hashes));
         }
         if !domains.is_empty() {
-            any.push(in_list("domain", &domains));
+            branches.push(("domain", &domains));
         }
-        let mut conds = vec![format!("({})", any.join("\n   OR "))];
+        let mut range = Vec::new();
         let has_dt = partition_cols.iter().any(|c| c == "dt");
         if let Some(s) = self.since {
-            conds.push(format!("ts >= TIMESTAMP {}", lit(&s.to_rfc3339())));
+            range.push(format!("ts >= TIMESTAMP {}", lit(&s.to_rfc3339())));
             if has_dt {
                 // Prunes whole day folders before any file is opened.
-                conds.push(format!("dt >= {}", lit(&s.format("%Y-%m-%d").to_string())));
+                range.push(format!("dt >= {}", lit(&s.format("%Y-%m-%d").to_string())));
             }
         }
         if let Some(u) = self.until {
-            conds.push(format!("ts < TIMESTAMP {}", lit(&u.to_rfc3339())));
+            range.push(format!("ts < TIMESTAMP {}", lit(&u.to_rfc3339())));
             if has_dt {
-                conds.push(format!("dt <= {}", lit(&u.format("%Y-%m-%d").to_string())));
+                range.push(format!("dt <= {}", lit(&u.format("%Y-%m-%d").to_string())));
             }
         }
+        // One branch per column, because DataFusion uses bloom filters only for predicates
+        // that pin a single column (`col IN (…)`); `src_ip IN (…) OR dst_ip IN (…)` would
+        // read every row group. Each later branch excludes rows an earlier one returned
+        // (NULL-safe), so a row matching on two columns comes back once.
+        let selects: Vec<String> = branches
+            .iter()
+            .enumerate()
+            .map(|(k, (col, values))| {
+                let mut conds = vec![in_list(col, values)];
+                conds.extend(
+                    branches[..k]
+                        .iter()
+                        .map(|(c, v)| format!("({}) IS NOT TRUE", in_list(c, v))),
+                );
+                conds.extend(range.iter().cloned());
+                format!("SELECT * FROM events\nWHERE {}", conds.join("\n  AND "))
+            })
+            .collect();
         let longest = ips.len().max(hashes.len()).max(domains.len());
         let mut options = BTreeMap::new();
         options.insert(
@@ -273,7 +291,7 @@ impl IocSpec {
             longest.max(20).to_string(),
         );
         Ok(CompiledHunt {
-            sql: format!("SELECT * FROM events\nWHERE {}", conds.join("\n  AND ")),
+            sql: selects.join("\nUNION ALL\n"),
             options,
         })
     }

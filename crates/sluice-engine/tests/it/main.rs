@@ -1,0 +1,354 @@
+//! The engine on generated lakes: needles found exactly, the sandbox holds at run time, limits
+//! and cancellation stop runs, caches make a repeat hunt free, bloom filters save reads.
+
+// Test code: a failed expectation should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use datafusion::arrow::array::{Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use sluice_engine::counting::Counts;
+use sluice_engine::generate::{GenerateParams, Manifest, generate};
+use sluice_engine::{CompiledHunt, Engine, EngineConfig, EngineError, HuntSpec, LakeRef, TaskRun};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    manifest: Manifest,
+    lakes: Vec<LakeRef>,
+}
+
+/// Six generated lakes (3 days, small row groups so pruning has something to skip). Each test
+/// runs in its own process (nextest), so each generates its own copy.
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = GenerateParams::new(dir.path().join("lakes"), 6, 24_000, 7);
+    p.row_group_rows = 2_000;
+    let manifest = generate(&p).unwrap();
+    let engine = Engine::new(EngineConfig::new(dir.path().join("scratch"))).unwrap();
+    let mut lakes = Vec::new();
+    for (i, l) in manifest.lakes.iter().enumerate() {
+        let mut lake = LakeRef {
+            id: i as i64 + 1,
+            name: l.name.clone(),
+            url: format!("file://{}/", l.path.display()),
+            partition_cols: vec![],
+            schema: sluice_engine::generate::telemetry_schema(),
+            options: BTreeMap::new(),
+        };
+        let (schema, parts) = engine.discover(&lake).await.unwrap();
+        lake.schema = schema;
+        lake.partition_cols = parts;
+        lakes.push(lake);
+    }
+    Fixture {
+        _dir: dir,
+        manifest,
+        lakes,
+    }
+}
+
+fn engine(dir: &std::path::Path) -> Engine {
+    let mut cfg = EngineConfig::new(dir);
+    cfg.timeout = Duration::from_secs(60);
+    Engine::new(cfg).unwrap()
+}
+
+fn run(lake: &LakeRef, hunt: CompiledHunt, task: i64) -> TaskRun {
+    TaskRun {
+        job_id: 1,
+        task_id: task,
+        token: 1,
+        lake: lake.clone(),
+        hunt,
+    }
+}
+
+/// A column as strings, whatever its string encoding (partition columns come back as
+/// dictionaries).
+fn column(b: &RecordBatch, col: &str) -> Vec<String> {
+    let a = b
+        .column_by_name(col)
+        .unwrap_or_else(|| panic!("no column {col}"));
+    let a = cast(a, &DataType::Utf8).unwrap();
+    let a = a.as_any().downcast_ref::<StringArray>().unwrap();
+    (0..a.len()).map(|i| a.value(i).to_string()).collect()
+}
+
+fn strings(batches: &[RecordBatch], col: &str) -> Vec<String> {
+    batches.iter().flat_map(|b| column(b, col)).collect()
+}
+
+fn ioc_all(m: &Manifest) -> HuntSpec {
+    HuntSpec::Ioc {
+        ips: m.ips(),
+        hashes: m.hashes(),
+        domains: m.domains(),
+        since: None,
+        until: None,
+        lakes: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ioc_hunt_finds_exactly_the_planted_needles() {
+    let f = &fixture().await;
+    assert!(!f.manifest.needles.is_empty());
+    assert_eq!(f.lakes[0].partition_cols, vec!["dt"]);
+    let out = tempfile::tempdir().unwrap();
+    let e = engine(out.path());
+    let hunt = ioc_all(&f.manifest)
+        .compile(&f.lakes[0].partition_cols)
+        .unwrap();
+    let mut keys = Vec::new();
+    let mut total = 0;
+    for (i, lake) in f.lakes.iter().enumerate() {
+        let o = e
+            .run(
+                run(lake, hunt.clone(), i as i64 + 1),
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        let planted = f
+            .manifest
+            .needles
+            .iter()
+            .filter(|n| n.lake == lake.name)
+            .count() as i64;
+        assert_eq!(o.rows, planted, "{}", lake.name);
+        assert_eq!(o.result_uri.is_some(), planted > 0);
+        total += o.rows;
+        keys.extend(o.result_uri);
+    }
+    assert_eq!(total as usize, f.manifest.needles.len());
+    let rows = e.results(&keys, 0, 1000).await.unwrap();
+    // Every row is a planted needle: (lake, dt, the needle's value in its column).
+    let mut got = BTreeSet::new();
+    for b in &rows {
+        let cols: Vec<Vec<String>> = ["_lake", "dt", "src_ip", "dst_ip", "domain", "file_sha256"]
+            .iter()
+            .map(|c| column(b, c))
+            .collect();
+        for i in 0..b.num_rows() {
+            got.insert((
+                cols[0][i].clone(),
+                cols[1][i].clone(),
+                cols[2][i].clone(),
+                cols[3][i].clone(),
+                cols[4][i].clone(),
+                cols[5][i].clone(),
+            ));
+        }
+    }
+    assert_eq!(got.len(), f.manifest.needles.len());
+    for n in &f.manifest.needles {
+        let hit = got.iter().any(|(lake, dt, src, dst, dom, sha)| {
+            lake == &n.lake
+                && dt == &n.dt
+                && match n.column.as_str() {
+                    "src_ip" => src == &n.value,
+                    "dst_ip" => dst == &n.value,
+                    "domain" => dom == &n.value,
+                    _ => sha == &n.value,
+                }
+        });
+        assert!(hit, "needle not found: {n:?}");
+    }
+    // Pagination over the same results.
+    let page1 = e.results(&keys, 0, 2).await.unwrap();
+    let page2 = e.results(&keys, 2, 1000).await.unwrap();
+    let n1: usize = page1.iter().map(|b| b.num_rows()).sum();
+    let n2: usize = page2.iter().map(|b| b.num_rows()).sum();
+    assert_eq!((n1, n1 + n2), (2.min(total as usize), total as usize));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_hunts_run_and_group() {
+    let f = &fixture().await;
+    let out = tempfile::tempdir().unwrap();
+    let e = engine(out.path());
+    let hunt = CompiledHunt {
+        sql: "SELECT dt, count(*) AS n FROM events GROUP BY dt ORDER BY dt".into(),
+        options: BTreeMap::new(),
+    };
+    let o = e
+        .run(run(&f.lakes[0], hunt, 1), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(o.rows, 3, "one row per day partition");
+    let rows = e.results(&[o.result_uri.unwrap()], 0, 10).await.unwrap();
+    assert_eq!(
+        strings(&rows, "dt"),
+        vec!["2026-11-20", "2026-11-21", "2026-11-22"]
+    );
+    assert_eq!(strings(&rows, "_lake"), vec![f.lakes[0].name.clone(); 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_holds_at_run_time() {
+    let f = &fixture().await;
+    let out = tempfile::tempdir().unwrap();
+    let e = engine(out.path());
+    for sql in [
+        "COPY (SELECT * FROM events) TO '/tmp/sluice-escape.csv'",
+        "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/'",
+        "SET datafusion.runtime.memory_limit = '100G'",
+        "SELECT * FROM '/etc/passwd'",
+        "SELECT * FROM 'file:///etc/passwd'",
+        "SELECT 1; SELECT 2",
+        "INSERT INTO events SELECT * FROM events",
+        "CREATE VIEW v AS SELECT 1",
+        "DROP TABLE events",
+    ] {
+        let hunt = CompiledHunt {
+            sql: sql.into(),
+            options: BTreeMap::new(),
+        };
+        let err = e
+            .run(run(&f.lakes[0], hunt, 1), CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EngineError::User(_)), "{sql}: {err:?}");
+    }
+    assert!(!std::path::Path::new("/tmp/sluice-escape.csv").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_cancellation_stop_runs() {
+    let f = &fixture().await;
+    let out = tempfile::tempdir().unwrap();
+    let heavy = CompiledHunt {
+        sql: "SELECT a.src_ip, count(*) FROM events a JOIN events b ON a.host = b.host GROUP BY a.src_ip".into(),
+        options: BTreeMap::new(),
+    };
+    let mut cfg = EngineConfig::new(out.path());
+    cfg.memory_limit = 2 << 20;
+    let small = Engine::new(cfg).unwrap();
+    let err = small
+        .run(run(&f.lakes[0], heavy.clone(), 1), CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Limit(_)), "memory: {err:?}");
+
+    let mut cfg = EngineConfig::new(out.path());
+    cfg.timeout = Duration::from_millis(200);
+    let slow = Engine::new(cfg).unwrap();
+    let err = slow
+        .run(run(&f.lakes[0], heavy.clone(), 2), CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::Limit(ref m) if m.contains("longer")),
+        "timeout: {err:?}"
+    );
+
+    let e = engine(out.path());
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.cancel();
+    });
+    let err = e.run(run(&f.lakes[0], heavy, 3), cancel).await.unwrap_err();
+    assert_eq!(err, EngineError::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeat_hunt_makes_no_list_and_no_footer_read() {
+    let f = &fixture().await;
+    let out = tempfile::tempdir().unwrap();
+    let counts = Arc::new(Counts::default());
+    let e = engine(out.path()).with_call_counts(counts.clone());
+    let lake = f
+        .lakes
+        .iter()
+        .find(|l| !f.manifest.needles.iter().any(|n| n.lake == l.name))
+        .unwrap_or(&f.lakes[0]);
+    let hunt = ioc_all(&f.manifest).compile(&lake.partition_cols).unwrap();
+    let before = counts.snapshot();
+    e.run(run(lake, hunt.clone(), 1), CancellationToken::new())
+        .await
+        .unwrap();
+    let first = counts.snapshot().since(&before);
+    assert!(
+        first.list >= 1 && first.calls() > first.list,
+        "the first hunt lists and reads footers: {first:?}"
+    );
+    let before = counts.snapshot();
+    e.run(run(lake, hunt, 2), CancellationToken::new())
+        .await
+        .unwrap();
+    let second = counts.snapshot().since(&before);
+    assert_eq!(second.list, 0, "repeat hunt listed again: {second:?}");
+    assert_eq!(second.head, 0, "{second:?}");
+    if !f.manifest.needles.iter().any(|n| n.lake == lake.name) {
+        // Nothing to find and everything pruned by cached statistics and bloom filters.
+        assert_eq!(
+            second.calls(),
+            0,
+            "repeat hunt on a needle-free lake touched the store: {second:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bloom_filters_save_reads_for_absent_values() {
+    // One lake with one large file: with small files the footer prefetch (512 KiB) reads them
+    // whole and no pruning shows in the bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = GenerateParams::new(dir.path().join("big"), 1, 300_000, 11);
+    p.days = 1;
+    p.row_group_rows = 10_000;
+    let m = generate(&p).unwrap();
+    let e0 = engine(dir.path());
+    let mut lake = LakeRef {
+        id: 1,
+        name: m.lakes[0].name.clone(),
+        url: format!("file://{}/", m.lakes[0].path.display()),
+        partition_cols: vec![],
+        schema: sluice_engine::generate::telemetry_schema(),
+        options: BTreeMap::new(),
+    };
+    (lake.schema, lake.partition_cols) = e0.discover(&lake).await.unwrap();
+    // 10.128.0.0 is inside every row group's min/max range but never generated: only a bloom
+    // filter can rule it out.
+    let spec = HuntSpec::Ioc {
+        ips: vec!["10.128.0.0".into()],
+        hashes: vec![],
+        domains: vec![],
+        since: None,
+        until: None,
+        lakes: Default::default(),
+    };
+    let mut bytes = Vec::new();
+    for bloom in ["true", "false"] {
+        let counts = Arc::new(Counts::default());
+        let e = engine(dir.path()).with_call_counts(counts.clone());
+        let mut hunt = spec.compile(&lake.partition_cols).unwrap();
+        hunt.options.insert(
+            "datafusion.execution.parquet.bloom_filter_on_read".into(),
+            bloom.into(),
+        );
+        hunt.options.insert(
+            "datafusion.execution.parquet.enable_page_index".into(),
+            "false".into(),
+        );
+        let o = e
+            .run(run(&lake, hunt, 1), CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(o.rows, 0);
+        bytes.push(counts.snapshot().bytes);
+    }
+    assert!(
+        bytes[0] * 2 < bytes[1],
+        "bloom filters on: {} bytes, off: {} bytes",
+        bytes[0],
+        bytes[1]
+    );
+}
