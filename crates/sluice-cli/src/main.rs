@@ -1,14 +1,16 @@
 //! `sluice`: one binary for every role. Errors are printed as one line; exit codes: 0 success,
 //! 1 failure (including a demo whose jobs did not all succeed), 2 bad usage.
 
+mod commands;
 mod demo;
+mod hunts;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice_core::{JobId, SystemClock};
 use sluice_scheduler::{Rescuer, RescuerConfig};
 use sluice_store::{ConnectOptions, Store};
-use sluice_worker::{BuiltinRunner, Worker, WorkerConfig};
+use sluice_worker::{Worker, WorkerConfig};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +31,15 @@ struct Cli {
         default_value = "sqlite://sluice.db"
     )]
     database_url: String,
+
+    /// Folder where task results (Parquet) are written and read.
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_RESULTS_DIR",
+        default_value = "sluice-results"
+    )]
+    results_dir: std::path::PathBuf,
 
     /// How long to wait for the database before giving up.
     #[arg(long, global = true, env = "SLUICE_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -68,6 +79,39 @@ enum Command {
     Status {
         /// Job id.
         job: JobId,
+    },
+    /// Register, list, remove or generate lakes.
+    #[command(subcommand)]
+    Lakes(commands::LakesCmd),
+    /// Submit a hunt (SQL or IOCs): validated first, then one task per selected lake.
+    Submit {
+        #[command(flatten)]
+        hunt: commands::HuntArgs,
+        /// Who the job belongs to.
+        #[arg(long, env = "SLUICE_OWNER", default_value = "cli")]
+        owner: String,
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i16).range(-100..=100))]
+        priority: i16,
+        /// Same key and same hunt: the same job is returned instead of a second one.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=100))]
+        max_attempts: i32,
+    },
+    /// Check a hunt without submitting it: errors with line and column, lakes, cost.
+    Validate {
+        #[command(flatten)]
+        hunt: commands::HuntArgs,
+    },
+    /// A job's results so far (partial while it runs).
+    Results {
+        job: JobId,
+        #[arg(long, value_enum, default_value_t = commands::ResultFormat::Table)]
+        format: commands::ResultFormat,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
     },
     /// The embedded demo: SQLite, no server to install; runs a bulk and an urgent job end to end.
     Demo(demo::DemoArgs),
@@ -209,12 +253,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 );
                 tokio::spawn(r.run(stop.clone()))
             });
-            let worker = Worker::new(
-                store.clone(),
-                Arc::new(BuiltinRunner::new(store)),
-                clock,
-                cfg,
-            );
+            let engine = commands::engine(&cli.results_dir)?;
+            let runner = Arc::new(hunts::HuntRunner::new(store.clone(), engine));
+            let worker = Worker::new(store.clone(), runner, clock, cfg);
             let stats = worker.run(stop.clone()).await;
             if let Some(r) = rescuer {
                 stop.cancel();
@@ -253,6 +294,49 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Demo(args) => {
             demo::run(args, cli.output == Output::Json, cli.connect_timeout).await
+        }
+        Command::Lakes(cmd) => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            commands::lakes(
+                store.as_ref(),
+                &cli.results_dir,
+                cmd,
+                cli.output == Output::Json,
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Submit {
+            hunt,
+            owner,
+            priority,
+            idempotency_key,
+            max_attempts,
+        } => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            let opts = commands::SubmitOpts {
+                owner,
+                priority,
+                idempotency_key,
+                max_attempts,
+            };
+            commands::submit(store.as_ref(), &hunt, opts, cli.output == Output::Json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { hunt } => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            commands::validate(store.as_ref(), &hunt, cli.output == Output::Json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Results {
+            job,
+            format,
+            limit,
+            offset,
+        } => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            commands::results(store.as_ref(), &cli.results_dir, job, format, offset, limit).await?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

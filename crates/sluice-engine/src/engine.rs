@@ -322,7 +322,8 @@ impl Engine {
             .ok_or_else(|| EngineError::Io("engine shut down".into()))?;
         let ctx = self.lake_session(&t.lake, &t.hunt.options).await?;
         let results = self.results.clone();
-        let key = format!("jobs/{}/{}-{}.parquet", t.job_id, t.task_id, t.token);
+        // Zero-padded so that keys sort in task order (result pages follow it).
+        let key = format!("jobs/{}/{:019}-{}.parquet", t.job_id, t.task_id, t.token);
         let lake_name = t.lake.name.clone();
         let sql = t.hunt.sql.clone();
         let work = cpu
@@ -337,7 +338,7 @@ impl Engine {
             }
             _ = tokio::time::sleep(timeout) => {
                 abort.abort();
-                Err(EngineError::Limit(format!("task ran longer than its limit of {timeout:?}")))
+                Err(EngineError::Timeout(format!("task ran longer than its limit of {timeout:?}")))
             }
         }
     }
@@ -400,7 +401,7 @@ fn lake_table(
     lake: &LakeRef,
 ) -> Result<Arc<ListingTable>, EngineError> {
     let url = ListingTableUrl::parse(table_url)?;
-    let opts = ListingOptions::new(parquet_format(&ctx))
+    let opts = ListingOptions::new(parquet_format(ctx))
         .with_file_extension(".parquet")
         .with_table_partition_cols(
             lake.partition_cols

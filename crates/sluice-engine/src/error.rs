@@ -18,9 +18,12 @@ pub enum EngineError {
     /// The provider refused the account (403 AccountProblem and kin).
     #[error("provider account frozen: {0}")]
     Frozen(String),
-    /// The task's memory or time limit was hit.
+    /// The task's memory limit was hit: the same query will hit it again.
     #[error("limit exceeded: {0}")]
     Limit(String),
+    /// The task ran longer than its time limit (maybe a slow provider: worth retrying).
+    #[error("timed out: {0}")]
+    Timeout(String),
     /// Worth trying again later (network, I/O).
     #[error("transient: {0}")]
     Transient(String),
@@ -129,7 +132,8 @@ mod tests {
             store: "S3",
             source: s.to_string().into(),
         };
-        let cases: Vec<(object_store::Error, fn(&EngineError) -> bool)> = vec![
+        type Check = fn(&EngineError) -> bool;
+        let cases: Vec<(object_store::Error, Check)> = vec![
             (
                 generic("Error performing GET: 503 Service Unavailable <Code>SlowDown</Code>"),
                 |e| matches!(e, EngineError::Throttled(_)),

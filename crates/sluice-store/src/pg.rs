@@ -226,19 +226,19 @@ async fn jobs_apply(
 }
 
 fn lake_from_row(r: &PgRow) -> Result<Lake> {
-    let j = |col: &str| -> Result<serde_json::Value> { r.try_get(col).map_err(from_sqlx) };
-    let de = |v: serde_json::Value, col: &str| {
+    fn de<T: serde::de::DeserializeOwned>(r: &PgRow, col: &str) -> Result<T> {
+        let v: serde_json::Value = r.try_get(col).map_err(from_sqlx)?;
         serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("lakes.{col}: {e}")))
-    };
+    }
     Ok(Lake {
         id: r.try_get("id").map_err(from_sqlx)?,
         name: r.try_get("name").map_err(from_sqlx)?,
         url: r.try_get("url").map_err(from_sqlx)?,
         scope: r.try_get("scope").map_err(from_sqlx)?,
-        partition_cols: de(j("partition_cols")?, "partition_cols")?,
-        schema: j("schema")?,
-        tags: de(j("tags")?, "tags")?,
-        options: de(j("options")?, "options")?,
+        partition_cols: de(r, "partition_cols")?,
+        schema: r.try_get("schema").map_err(from_sqlx)?,
+        tags: de(r, "tags")?,
+        options: de(r, "options")?,
         created_at: r.try_get("created_at").map_err(from_sqlx)?,
     })
 }

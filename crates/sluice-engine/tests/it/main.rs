@@ -134,16 +134,11 @@ async fn ioc_hunt_finds_exactly_the_planted_needles() {
             .iter()
             .map(|c| column(b, c))
             .collect();
-        for i in 0..b.num_rows() {
-            got.insert((
-                cols[0][i].clone(),
-                cols[1][i].clone(),
-                cols[2][i].clone(),
-                cols[3][i].clone(),
-                cols[4][i].clone(),
-                cols[5][i].clone(),
-            ));
-        }
+        let row = |i: usize| cols.iter().map(|c| c[i].clone()).collect::<Vec<_>>();
+        got.extend((0..b.num_rows()).map(|i| {
+            let r = row(i);
+            (r[0].clone(), r[1].clone(), r[2].clone(), r[3].clone(), r[4].clone(), r[5].clone())
+        }));
     }
     assert_eq!(got.len(), f.manifest.needles.len());
     for n in &f.manifest.needles {

@@ -1,0 +1,486 @@
+//! The researcher and lake verbs: `lakes`, `submit`, `validate`, `results`. Until the HTTP API
+//! lands they talk to the database directly.
+
+use crate::hunts::{self, PlanError, Submission};
+use anyhow::{Context, Result, bail};
+use sluice_core::JobId;
+use sluice_engine::generate::{GenerateParams, generate};
+use sluice_engine::{Engine, EngineConfig, HuntSpec, LakeSelector};
+use sluice_store::{LakeInsertParams, Store, StoreError};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LakesCmd {
+    /// Register a lake: reads one Parquet footer to learn its schema and partitions.
+    Add {
+        name: String,
+        /// file:///abs/path/, s3://bucket/prefix/ or memory://name/
+        #[arg(long)]
+        url: String,
+        /// Provider scope its calls are charged to, e.g. aws:123456789012.
+        #[arg(long)]
+        scope: String,
+        #[arg(long = "tag", value_parser = key_value)]
+        tags: Vec<(String, String)>,
+        /// Object-store options (endpoint, region, allow_http); never secrets.
+        #[arg(long = "option", value_parser = key_value)]
+        options: Vec<(String, String)>,
+    },
+    /// List registered lakes.
+    List,
+    /// Unregister a lake (its files are not touched).
+    Remove { name: String },
+    /// Write synthetic security-telemetry lakes with planted needles (and a manifest).
+    Generate {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        count: u32,
+        #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+        rows: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=366))]
+        days: u32,
+        /// Also register the lakes, spread over this many provider scopes.
+        #[arg(long)]
+        register: bool,
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        accounts: u32,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HuntArgs {
+    /// SQL over the table `events`, from a file or `-` for standard input.
+    #[arg(long, conflicts_with_all = ["ioc_ip", "ioc_hash", "ioc_domain"])]
+    sql: Option<PathBuf>,
+    /// IP address to hunt for (repeatable).
+    #[arg(long = "ioc-ip")]
+    ioc_ip: Vec<String>,
+    /// SHA-256 file hash to hunt for (repeatable).
+    #[arg(long = "ioc-hash")]
+    ioc_hash: Vec<String>,
+    /// Domain to hunt for (repeatable).
+    #[arg(long = "ioc-domain")]
+    ioc_domain: Vec<String>,
+    /// Only events at or after this time (RFC 3339).
+    #[arg(long)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only events before this time (RFC 3339).
+    #[arg(long)]
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Lakes to hunt: comma-separated names and globs (`lake-0*`); default all.
+    #[arg(long)]
+    lakes: Option<String>,
+    /// Only lakes with this tag (repeatable; all must match).
+    #[arg(long = "lake-tag", value_parser = key_value)]
+    lake_tags: Vec<(String, String)>,
+}
+
+impl HuntArgs {
+    pub fn spec(&self) -> Result<HuntSpec> {
+        let mut lakes = LakeSelector {
+            tags: self.lake_tags.iter().cloned().collect(),
+            ..Default::default()
+        };
+        for part in self
+            .lakes
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            if part.contains(['*', '?']) {
+                lakes.globs.push(part.to_string());
+            } else {
+                lakes.names.push(part.to_string());
+            }
+        }
+        if let Some(path) = &self.sql {
+            let sql = if path.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                    .context("reading SQL from standard input")?;
+                s
+            } else {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+            };
+            if self.since.is_some() || self.until.is_some() {
+                bail!("--since/--until apply to IOC hunts; put the time range in the SQL");
+            }
+            return Ok(HuntSpec::Sql { sql, lakes });
+        }
+        if self.ioc_ip.is_empty() && self.ioc_hash.is_empty() && self.ioc_domain.is_empty() {
+            bail!(
+                "nothing to hunt: give --sql FILE or at least one --ioc-ip, --ioc-hash or --ioc-domain"
+            );
+        }
+        Ok(HuntSpec::Ioc {
+            ips: self.ioc_ip.clone(),
+            hashes: self.ioc_hash.clone(),
+            domains: self.ioc_domain.clone(),
+            since: self.since,
+            until: self.until,
+            lakes,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResultFormat {
+    Table,
+    Json,
+    Csv,
+    Parquet,
+}
+
+pub fn engine(results_dir: &std::path::Path) -> Result<Arc<Engine>> {
+    let e = Engine::new(EngineConfig::new(results_dir)).context("starting the query engine")?;
+    Ok(Arc::new(e))
+}
+
+pub async fn lakes(
+    store: &dyn Store,
+    results_dir: &std::path::Path,
+    cmd: LakesCmd,
+    json: bool,
+) -> Result<()> {
+    match cmd {
+        LakesCmd::Add {
+            name,
+            url,
+            scope,
+            tags,
+            options,
+        } => {
+            let lake = register(
+                store,
+                results_dir,
+                &name,
+                &url,
+                &scope,
+                tags.into_iter().collect(),
+                options.into_iter().collect(),
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&lake)?);
+            } else {
+                println!(
+                    "lake {} registered: {} ({} columns, partitions {:?})",
+                    lake.name,
+                    lake.url,
+                    lake_columns(&lake),
+                    lake.partition_cols
+                );
+            }
+        }
+        LakesCmd::List => {
+            let lakes = store.lake_list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&lakes)?);
+            } else {
+                for l in &lakes {
+                    let tags: Vec<String> =
+                        l.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    println!(
+                        "{:<24} {:<20} {} {}",
+                        l.name,
+                        l.scope,
+                        l.url,
+                        tags.join(",")
+                    );
+                }
+                println!("{} lakes", lakes.len());
+            }
+        }
+        LakesCmd::Remove { name } => {
+            store.lake_remove(&name).await?;
+            println!("lake {name} removed");
+        }
+        LakesCmd::Generate {
+            dir,
+            count,
+            rows,
+            seed,
+            days,
+            register: reg,
+            accounts,
+        } => {
+            let mut p = GenerateParams::new(&dir, count as usize, rows as usize, seed);
+            p.days = days;
+            let m = tokio::task::spawn_blocking(move || generate(&p))
+                .await
+                .context("generator")??;
+            if reg {
+                for (i, l) in m.lakes.iter().enumerate() {
+                    let abs = std::fs::canonicalize(&l.path)
+                        .with_context(|| format!("{}", l.path.display()))?;
+                    let scope = format!(
+                        "aws:{}",
+                        100_000_000_000u64 + (i as u64 % u64::from(accounts))
+                    );
+                    register(
+                        store,
+                        results_dir,
+                        &l.name,
+                        &format!("file://{}/", abs.display()),
+                        &scope,
+                        BTreeMap::new(),
+                        BTreeMap::new(),
+                    )
+                    .await?;
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                let bytes: u64 = m.lakes.iter().map(|l| l.bytes).sum();
+                println!(
+                    "{} lakes written to {} ({:.1} MB){}",
+                    m.lakes.len(),
+                    dir.display(),
+                    bytes as f64 / 1e6,
+                    if reg { ", registered" } else { "" }
+                );
+                println!(
+                    "planted needles (manifest: {}):",
+                    dir.join("manifest.json").display()
+                );
+                for n in &m.needles {
+                    println!(
+                        "  {:<66} {:<12} {} dt={} row {}",
+                        n.value, n.column, n.lake, n.dt, n.row
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn lake_columns(l: &sluice_store::Lake) -> usize {
+    l.schema
+        .get("fields")
+        .and_then(|f| f.as_array())
+        .map_or(0, Vec::len)
+}
+
+async fn register(
+    store: &dyn Store,
+    results_dir: &std::path::Path,
+    name: &str,
+    url: &str,
+    scope: &str,
+    tags: BTreeMap<String, String>,
+    options: BTreeMap<String, String>,
+) -> Result<sluice_store::Lake> {
+    if let Ok(existing) = store.lake_get(name).await {
+        bail!(
+            "lake {name} already exists ({}): remove it first",
+            existing.url
+        );
+    }
+    let probe = sluice_engine::LakeRef {
+        id: 0,
+        name: name.to_string(),
+        url: url.to_string(),
+        partition_cols: vec![],
+        schema: sluice_engine::generate::telemetry_schema(),
+        options: options.clone(),
+    };
+    let e = engine(results_dir)?;
+    let (schema, partition_cols) = e
+        .discover(&probe)
+        .await
+        .with_context(|| format!("reading lake {name} at {url}"))?;
+    let lake = store
+        .lake_insert(LakeInsertParams {
+            name: name.to_string(),
+            url: url.to_string(),
+            scope: scope.to_string(),
+            partition_cols,
+            schema: sluice_engine::schema_to_json(&schema),
+            tags,
+            options,
+            now: chrono::Utc::now(),
+        })
+        .await?;
+    Ok(lake)
+}
+
+pub struct SubmitOpts {
+    pub owner: String,
+    pub priority: i16,
+    pub idempotency_key: Option<String>,
+    pub max_attempts: i32,
+}
+
+/// Prints the plan's problems and returns the error to exit with.
+fn rejected(e: PlanError, json: bool) -> anyhow::Error {
+    if let PlanError::Invalid(errors) = &e {
+        if json {
+            println!("{}", serde_json::json!({"valid": false, "errors": errors}));
+        } else {
+            for err in errors {
+                eprintln!("  {err}");
+            }
+        }
+        return anyhow::anyhow!(
+            "the hunt is invalid ({} problem{})",
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" }
+        );
+    }
+    anyhow::Error::new(e)
+}
+
+pub async fn validate(store: &dyn Store, args: &HuntArgs, json: bool) -> Result<()> {
+    let spec = args.spec()?;
+    let plan = hunts::plan(store, &spec)
+        .await
+        .map_err(|e| rejected(e, json))?;
+    let names: Vec<&str> = plan.lakes.iter().map(|l| l.name.as_str()).collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"valid": true, "sql": plan.compiled.sql, "lakes": names, "tasks": names.len(), "est_provider_calls": plan.est_calls})
+        );
+    } else {
+        println!(
+            "valid: {} lakes, {} tasks, about {} provider calls",
+            names.len(),
+            names.len(),
+            plan.est_calls
+        );
+        println!("{}", plan.compiled.sql);
+    }
+    Ok(())
+}
+
+pub async fn submit(
+    store: &dyn Store,
+    args: &HuntArgs,
+    opts: SubmitOpts,
+    json: bool,
+) -> Result<()> {
+    let spec = args.spec()?;
+    let plan = hunts::plan(store, &spec)
+        .await
+        .map_err(|e| rejected(e, json))?;
+    let sub = Submission {
+        owner: opts.owner,
+        idempotency_key: opts.idempotency_key,
+        priority: opts.priority,
+        max_attempts: opts.max_attempts,
+    };
+    let inserted = store
+        .job_insert(hunts::job_params(&spec, &plan, &sub)?)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => anyhow::anyhow!("{m}"),
+            other => anyhow::Error::new(other),
+        })?;
+    let j = inserted.job;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"job": j.id, "created": inserted.created, "tasks": j.counts.total, "est_provider_calls": plan.est_calls})
+        );
+    } else {
+        let verb = if inserted.created {
+            "submitted"
+        } else {
+            "already submitted (same idempotency key)"
+        };
+        println!(
+            "job {} {verb}: {} lakes, about {} provider calls",
+            j.id, j.counts.total, plan.est_calls
+        );
+    }
+    Ok(())
+}
+
+pub async fn results(
+    store: &dyn Store,
+    results_dir: &std::path::Path,
+    job: JobId,
+    format: ResultFormat,
+    offset: usize,
+    limit: usize,
+) -> Result<()> {
+    let j = store.job_get(job).await?;
+    let keys = hunts::result_keys(store, job).await?;
+    let e = engine(results_dir)?;
+    let batches = e.results(&keys, offset, limit).await?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let mut out = std::io::stdout().lock();
+    match format {
+        ResultFormat::Table => {
+            if rows > 0 {
+                writeln!(
+                    out,
+                    "{}",
+                    datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
+                )?;
+            }
+            let partial = if j.state.is_terminal() {
+                String::new()
+            } else {
+                format!(" (job {}: partial results)", j.state)
+            };
+            writeln!(
+                out,
+                "{rows} rows from {} lakes with matches{partial}",
+                keys.len()
+            )?;
+        }
+        ResultFormat::Json => {
+            let mut w = datafusion::arrow::json::ArrayWriter::new(&mut out);
+            let refs: Vec<&datafusion::arrow::record_batch::RecordBatch> = batches.iter().collect();
+            w.write_batches(&refs)?;
+            w.finish()?;
+            drop(w);
+            if rows == 0 {
+                write!(out, "[]")?;
+            }
+            writeln!(out)?;
+        }
+        ResultFormat::Csv => {
+            let mut w = datafusion::arrow::csv::Writer::new(&mut out);
+            for b in &batches {
+                w.write(b)?;
+            }
+        }
+        ResultFormat::Parquet => {
+            use std::io::IsTerminal;
+            if std::io::stdout().is_terminal() {
+                bail!("refusing to write Parquet to a terminal: redirect to a file");
+            }
+            let Some(first) = batches.first() else {
+                return Ok(());
+            };
+            let mut buf = Vec::new();
+            let mut w =
+                datafusion::parquet::arrow::ArrowWriter::try_new(&mut buf, first.schema(), None)?;
+            for b in &batches {
+                w.write(b)?;
+            }
+            w.close()?;
+            out.write_all(&buf)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! Hunts end to end, where the store and the engine meet: planning a submission (select lakes,
+//! validate, one task per lake), running a task (the worker's runner), reading results.
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use sluice_core::JobId;
+use sluice_engine::validate::{SqlError, validate};
+use sluice_engine::{CompiledHunt, Engine, EngineError, HuntSpec, LakeRef, TaskRun};
+use sluice_store::{
+    ClaimedTask, JobInsertParams, Lake, NewTask, Store, StoreError, TaskListParams,
+};
+use sluice_worker::{BuiltinRunner, RunError, RunOutput, Runner};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Provider calls a task is expected to make before caches warm up: one LIST, one footer per
+/// file (3 daily files in the generated layout) and a few reads. Refined by the provider guard.
+const EST_CALLS_PER_LAKE: i32 = 8;
+
+pub fn lake_ref(l: &Lake) -> Result<LakeRef, EngineError> {
+    Ok(LakeRef {
+        id: l.id,
+        name: l.name.clone(),
+        url: l.url.clone(),
+        partition_cols: l.partition_cols.clone(),
+        schema: sluice_engine::schema_from_json(&l.schema)?,
+        options: l.options.clone(),
+    })
+}
+
+/// A hunt checked and ready to become a job.
+#[derive(Debug)]
+pub struct Plan {
+    pub compiled: CompiledHunt,
+    pub lakes: Vec<Lake>,
+    pub est_calls: i64,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<SqlError>),
+    #[error("no registered lake matches the selector")]
+    NoLakes,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Selects the lakes, validates the hunt against their schema, estimates the cost. Nothing is
+/// written and no lake is read.
+pub async fn plan(store: &dyn Store, spec: &HuntSpec) -> Result<Plan, PlanError> {
+    let lakes: Vec<Lake> = store
+        .lake_list()
+        .await?
+        .into_iter()
+        .filter(|l| spec.lakes().matches(&l.name, &l.tags))
+        .collect();
+    let Some(first) = lakes.first() else {
+        return Err(PlanError::NoLakes);
+    };
+    // Every selected lake must have the schema the hunt is checked against.
+    if let Some(other) = lakes
+        .iter()
+        .find(|l| l.schema != first.schema || l.partition_cols != first.partition_cols)
+    {
+        return Err(PlanError::Invalid(vec![SqlError {
+            line: 0,
+            column: 0,
+            message: format!(
+                "lakes {} and {} have different schemas: select one kind of lake per hunt",
+                first.name, other.name
+            ),
+            hint: None,
+        }]));
+    }
+    let schema = sluice_engine::schema_from_json(&first.schema)
+        .map_err(|e| PlanError::Invalid(vec![plain(e)]))?;
+    let compiled = validate(spec, &schema, &first.partition_cols)
+        .await
+        .map_err(PlanError::Invalid)?;
+    let est_calls = lakes.len() as i64 * i64::from(EST_CALLS_PER_LAKE);
+    Ok(Plan {
+        compiled,
+        lakes,
+        est_calls,
+    })
+}
+
+fn plain(e: EngineError) -> SqlError {
+    SqlError {
+        line: 0,
+        column: 0,
+        message: e.to_string(),
+        hint: None,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub owner: String,
+    pub idempotency_key: Option<String>,
+    pub priority: i16,
+    pub max_attempts: i32,
+}
+
+pub fn job_params(spec: &HuntSpec, plan: &Plan, sub: &Submission) -> Result<JobInsertParams> {
+    Ok(JobInsertParams {
+        owner: sub.owner.clone(),
+        idempotency_key: sub.idempotency_key.clone(),
+        spec: serde_json::to_value(spec).context("encoding the hunt")?,
+        sql: Some(plan.compiled.sql.clone()),
+        priority: sub.priority,
+        max_attempts: sub.max_attempts,
+        tasks: plan
+            .lakes
+            .iter()
+            .map(|l| NewTask {
+                lake: l.name.clone(),
+                scope: l.scope.clone(),
+                est_calls: EST_CALLS_PER_LAKE,
+            })
+            .collect(),
+        now: chrono::Utc::now(),
+    })
+}
+
+/// The keys of a job's committed results, in task order.
+pub async fn result_keys(store: &dyn Store, job: JobId) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .task_list(TaskListParams {
+                job_id: job,
+                limit: 5_000,
+                after,
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        keys.extend(
+            page.into_iter()
+                .filter(|t| t.state == sluice_core::TaskState::Succeeded)
+                .filter_map(|t| t.result_uri),
+        );
+    }
+    Ok(keys)
+}
+
+/// The worker's runner: hunts run on the engine, the built-in kinds (noop, sleep) on
+/// [`BuiltinRunner`]. Job specs and lakes are read once and cached.
+#[derive(Debug)]
+pub struct HuntRunner {
+    store: Arc<dyn Store>,
+    engine: Arc<Engine>,
+    builtin: BuiltinRunner,
+    jobs: Mutex<HashMap<JobId, Option<Arc<HuntSpec>>>>,
+    lakes: Mutex<HashMap<String, Arc<LakeRef>>>,
+}
+
+impl HuntRunner {
+    pub fn new(store: Arc<dyn Store>, engine: Arc<Engine>) -> Self {
+        HuntRunner {
+            builtin: BuiltinRunner::new(store.clone()),
+            store,
+            engine,
+            jobs: Mutex::default(),
+            lakes: Mutex::default(),
+        }
+    }
+
+    async fn spec(&self, job: JobId) -> Result<Option<Arc<HuntSpec>>, RunError> {
+        if let Some(s) = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&job)
+        {
+            return Ok(s.clone());
+        }
+        let j = self.store.job_get(job).await.map_err(store_err)?;
+        let spec = serde_json::from_value::<HuntSpec>(j.spec)
+            .ok()
+            .map(Arc::new);
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if jobs.len() > 10_000 {
+            jobs.clear();
+        }
+        jobs.insert(job, spec.clone());
+        Ok(spec)
+    }
+
+    async fn lake(&self, name: &str) -> Result<Arc<LakeRef>, RunError> {
+        if let Some(l) = self
+            .lakes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(l.clone());
+        }
+        let lake = self.store.lake_get(name).await.map_err(store_err)?;
+        let r = Arc::new(lake_ref(&lake).map_err(|e| RunError::Permanent(e.to_string()))?);
+        self.lakes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), r.clone());
+        Ok(r)
+    }
+}
+
+fn store_err(e: StoreError) -> RunError {
+    match e {
+        StoreError::NotFound(m) => RunError::Permanent(format!("not found: {m}")),
+        other => RunError::Deferred {
+            reason: format!("database: {other}"),
+            retry_after: Duration::from_secs(1),
+        },
+    }
+}
+
+/// What an engine failure means for the task's attempts.
+pub fn run_error(e: EngineError) -> RunError {
+    match e {
+        EngineError::User(m) | EngineError::Limit(m) => RunError::Permanent(m),
+        EngineError::NotFound(m) => RunError::Permanent(format!("not found: {m}")),
+        EngineError::Throttled(m) => RunError::Deferred {
+            reason: format!("provider throttled: {m}"),
+            retry_after: Duration::from_secs(30),
+        },
+        EngineError::Frozen(m) => RunError::Deferred {
+            reason: format!("provider account frozen: {m}"),
+            retry_after: Duration::from_secs(300),
+        },
+        EngineError::Timeout(m) | EngineError::Transient(m) | EngineError::Io(m) => {
+            RunError::Transient(m)
+        }
+        EngineError::Cancelled => RunError::Cancelled,
+    }
+}
+
+#[async_trait]
+impl Runner for HuntRunner {
+    async fn run(
+        &self,
+        task: &ClaimedTask,
+        cancel: CancellationToken,
+    ) -> Result<RunOutput, RunError> {
+        let Some(spec) = self.spec(task.job_id).await? else {
+            return self.builtin.run(task, cancel).await;
+        };
+        let lake = self.lake(&task.lake).await?;
+        let hunt = spec
+            .compile(&lake.partition_cols)
+            .map_err(|e| RunError::Permanent(e.to_string()))?;
+        let run = TaskRun {
+            job_id: task.job_id.0,
+            task_id: task.id().0,
+            token: task.lease.token.0,
+            lake: lake.as_ref().clone(),
+            hunt,
+        };
+        let out = self.engine.run(run, cancel).await.map_err(run_error)?;
+        Ok(RunOutput {
+            rows: out.rows,
+            result_uri: out.result_uri,
+        })
+    }
+}
