@@ -238,7 +238,7 @@ async fn limits_and_cancellation_stop_runs() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, EngineError::Limit(ref m) if m.contains("longer")),
+        matches!(err, EngineError::Timeout(ref m) if m.contains("longer")),
         "timeout: {err:?}"
     );
 
