@@ -157,6 +157,7 @@ pub async fn lakes(
     cmd: LakesCmd,
     json: bool,
 ) -> Result<()> {
+    let engine = engine(results_dir)?;
     match cmd {
         LakesCmd::Add {
             name,
@@ -167,7 +168,7 @@ pub async fn lakes(
         } => {
             let lake = register(
                 store,
-                results_dir,
+                &engine,
                 &name,
                 &url,
                 &scope,
@@ -234,7 +235,7 @@ pub async fn lakes(
                     );
                     register(
                         store,
-                        results_dir,
+                        &engine,
                         &l.name,
                         &format!("file://{}/", abs.display()),
                         &scope,
@@ -280,7 +281,7 @@ fn lake_columns(l: &sluice_store::Lake) -> usize {
 
 async fn register(
     store: &dyn Store,
-    results_dir: &std::path::Path,
+    engine: &Engine,
     name: &str,
     url: &str,
     scope: &str,
@@ -301,8 +302,7 @@ async fn register(
         schema: sluice_engine::generate::telemetry_schema(),
         options: options.clone(),
     };
-    let e = engine(results_dir)?;
-    let (schema, partition_cols) = e
+    let (schema, partition_cols) = engine
         .discover(&probe)
         .await
         .with_context(|| format!("reading lake {name} at {url}"))?;

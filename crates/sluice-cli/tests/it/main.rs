@@ -382,3 +382,155 @@ fn demo_runs_end_to_end_on_the_embedded_store() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs `sluice` with a database and results folder, failing the test on a non-zero exit.
+fn sluice_ok(db: &str, results: &std::path::Path, args: &[&str]) -> String {
+    let out = sluice()
+        .args([
+            "--database-url",
+            db,
+            "--results-dir",
+            &results.display().to_string(),
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running sluice");
+    assert!(
+        out.status.success(),
+        "sluice {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Generate 200 lakes → register → submit an IOC hunt for every planted needle → a worker
+/// process runs the tasks → status shows every lake done → results are exactly the needles.
+fn hunt_finds_exactly_the_needles(db: &str) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let results = dir.path().join("results");
+    let lakes = dir.path().join("lakes");
+    let manifest: serde_json::Value = serde_json::from_str(&sluice_ok(
+        db,
+        &results,
+        &[
+            "--output",
+            "json",
+            "lakes",
+            "generate",
+            "--dir",
+            &lakes.display().to_string(),
+            "--count",
+            "200",
+            "--rows",
+            "900",
+            "--seed",
+            "42",
+            "--register",
+        ],
+    ))
+    .expect("manifest json");
+    let needles = manifest["needles"].as_array().expect("needles");
+    assert!(!needles.is_empty());
+    let mut args = vec![
+        "--output".to_string(),
+        "json".to_string(),
+        "submit".to_string(),
+        "--lakes".to_string(),
+        "lake-*".to_string(),
+    ];
+    for n in needles {
+        let flag = match n["kind"].as_str() {
+            Some("ip") => "--ioc-ip",
+            Some("hash") => "--ioc-hash",
+            _ => "--ioc-domain",
+        };
+        args.push(flag.into());
+        args.push(n["value"].as_str().expect("value").into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let submitted: serde_json::Value =
+        serde_json::from_str(&sluice_ok(db, &results, &args)).expect("submit json");
+    assert_eq!(submitted["tasks"], 200);
+    let job = submitted["job"].as_i64().expect("job id").to_string();
+
+    let mut worker = sluice()
+        .args([
+            "--database-url",
+            db,
+            "--results-dir",
+            &results.display().to_string(),
+        ])
+        .args(["worker", "--idle-poll", "50ms", "--concurrency", "8"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("worker");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        let s: serde_json::Value = serde_json::from_str(&sluice_ok(
+            db,
+            &results,
+            &["--output", "json", "status", &job],
+        ))
+        .expect("status json");
+        if s["state"] != "queued" && s["state"] != "running" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "job not finished: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    signal(&worker, libc::SIGTERM);
+    assert!(wait_exit(&mut worker, Duration::from_secs(20)).success());
+    assert_eq!(status["state"], "succeeded", "{status}");
+    assert_eq!(status["counts"]["done"], 200);
+    assert_eq!(status["rows_found"].as_u64(), Some(needles.len() as u64));
+
+    let rows: serde_json::Value = serde_json::from_str(&sluice_ok(
+        db,
+        &results,
+        &["results", &job, "--format", "json", "--limit", "1000"],
+    ))
+    .expect("results json");
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), needles.len());
+    let mut want: Vec<(String, String)> = needles
+        .iter()
+        .map(|n| {
+            (
+                n["lake"].as_str().unwrap_or("").to_string(),
+                n["value"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let mut got: Vec<(String, String)> = rows
+        .iter()
+        .flat_map(|r| {
+            let lake = r["_lake"].as_str().unwrap_or("").to_string();
+            ["src_ip", "dst_ip", "domain", "file_sha256"]
+                .iter()
+                .filter_map(|c| r[*c].as_str())
+                .filter(|v| needles.iter().any(|n| n["value"] == *v))
+                .map(|v| (lake.clone(), v.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "results are exactly the planted needles");
+}
+
+#[test]
+fn hunt_end_to_end_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tmp");
+    hunt_finds_exactly_the_needles(&format!("sqlite://{}/sluice.db", dir.path().display()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hunt_end_to_end_on_postgres() {
+    let (_store, url) = sluice_store::testing::pg_store().await;
+    tokio::task::spawn_blocking(move || hunt_finds_exactly_the_needles(&url))
+        .await
+        .expect("e2e");
+}

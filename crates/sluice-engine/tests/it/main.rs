@@ -137,7 +137,14 @@ async fn ioc_hunt_finds_exactly_the_planted_needles() {
         let row = |i: usize| cols.iter().map(|c| c[i].clone()).collect::<Vec<_>>();
         got.extend((0..b.num_rows()).map(|i| {
             let r = row(i);
-            (r[0].clone(), r[1].clone(), r[2].clone(), r[3].clone(), r[4].clone(), r[5].clone())
+            (
+                r[0].clone(),
+                r[1].clone(),
+                r[2].clone(),
+                r[3].clone(),
+                r[4].clone(),
+                r[5].clone(),
+            )
         }));
     }
     assert_eq!(got.len(), f.manifest.needles.len());
