@@ -1,13 +1,20 @@
-//! `sluice demo`: the whole queue on the embedded store, no server to install. A 300-lake bulk
-//! job and a small urgent job (submitted after it, higher priority, one planted transient
-//! failure) run through the real worker, rescuer and store; the journal shows every decision.
+//! `sluice demo`: a needle hunt end to end on the embedded store, nothing to install. It
+//! generates a few hundred security-telemetry lakes with planted needles, registers them,
+//! submits an IOC hunt for the needles across every lake plus a small urgent SQL hunt, runs
+//! them through the real worker, engine and rescuer, and prints what was found and where.
 
-use anyhow::{Context, Result};
+use crate::hunts::{self, HuntRunner, Submission};
+use anyhow::{Context, Result, bail};
+use datafusion::arrow::array::{Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
 use sluice_core::{JobState, SystemClock};
+use sluice_engine::generate::{GenerateParams, Manifest, generate};
+use sluice_engine::{HuntSpec, LakeSelector};
 use sluice_scheduler::{Rescuer, RescuerConfig};
-use sluice_store::{EventListParams, JobInsertParams, NewTask};
-use sluice_worker::{BuiltinRunner, Worker, WorkerConfig};
-use std::collections::BTreeMap;
+use sluice_store::{EventListParams, Job, LakeInsertParams, Store};
+use sluice_worker::{Worker, WorkerConfig};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,93 +23,157 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// Folder for the demo's database (recreated at every run).
+    /// Folder for the demo's database, lakes and results (the database is recreated each run).
     #[arg(long, default_value = ".sluice")]
     data_dir: PathBuf,
-    /// Lakes in the bulk job.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// Lakes to generate.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     lakes: u32,
-    /// Give up if the jobs have not finished by then.
-    #[arg(long, default_value = "120s", value_parser = crate::parse_duration)]
+    /// Rows per lake.
+    #[arg(long, default_value_t = 3_000, value_parser = clap::value_parser!(u32).range(3..=10_000_000))]
+    rows: u32,
+    /// Give up if the hunts have not finished by then.
+    #[arg(long, default_value = "300s", value_parser = crate::parse_duration)]
     timeout: Duration,
 }
 
-const SCOPES: [&str; 3] = ["aws:111111111111", "aws:222222222222", "aws:333333333333"];
+const ACCOUNTS: u64 = 3;
 
-fn tasks(n: u32, prefix: &str) -> Vec<NewTask> {
-    (0..n)
-        .map(|i| NewTask {
-            lake: format!("{prefix}-{i:04}"),
-            scope: SCOPES[i as usize % SCOPES.len()].to_string(),
-            est_calls: 4,
-        })
-        .collect()
-}
-
-pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Result<ExitCode> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let db = args.data_dir.join("demo.db");
+fn remove_db(db: &std::path::Path) -> Result<()> {
     for suffix in ["", "-wal", "-shm"] {
         let p = PathBuf::from(format!("{}{suffix}", db.display()));
         if p.exists() {
             std::fs::remove_file(&p).with_context(|| format!("removing old {}", p.display()))?;
         }
     }
-    let url = format!("sqlite://{}", db.display());
-    let store = crate::open_store(&url, connect_timeout).await?;
-    let clock = Arc::new(SystemClock);
-    let now = chrono::Utc::now();
+    Ok(())
+}
 
-    let bulk = store
-        .job_insert(JobInsertParams {
-            owner: "bulk-researcher".into(),
-            idempotency_key: Some("demo-bulk".into()),
-            spec: serde_json::json!({"kind": "sleep", "ms": 25}),
-            sql: None,
-            priority: 0,
+/// Reuses generated lakes when the manifest matches the asked size; generates them otherwise.
+async fn lakes(dir: PathBuf, count: u32, rows: u32) -> Result<Manifest> {
+    let path = dir.join("manifest.json");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(m) = serde_json::from_str::<Manifest>(&text)
+        && m.lakes.len() == count as usize
+        && m.lakes
+            .iter()
+            .all(|l| l.rows == (rows as usize / 3).max(1) * 3 && l.path.exists())
+    {
+        return Ok(m);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing old {}", dir.display()))?;
+    }
+    let p = GenerateParams::new(&dir, count as usize, rows as usize, 2026);
+    tokio::task::spawn_blocking(move || generate(&p))
+        .await
+        .context("generator")?
+        .context("generating lakes")
+}
+
+pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Result<ExitCode> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let db = data_dir.join("demo.db");
+    remove_db(&db)?;
+    let store = crate::open_store(&format!("sqlite://{}", db.display()), connect_timeout).await?;
+    let results_dir = data_dir.join("results");
+    if results_dir.exists() {
+        std::fs::remove_dir_all(&results_dir)?;
+    }
+    let engine = crate::commands::engine(&results_dir)?;
+    let say = |s: String| {
+        if !json {
+            println!("{s}");
+        }
+    };
+
+    let t = Instant::now();
+    let manifest = lakes(data_dir.join("lakes"), args.lakes, args.rows).await?;
+    let bytes: u64 = manifest.lakes.iter().map(|l| l.bytes).sum();
+    say(format!(
+        "sluice demo: {} lakes of security telemetry ({:.1} MB of Parquet, {} planted needles) in {}",
+        manifest.lakes.len(),
+        bytes as f64 / 1e6,
+        manifest.needles.len(),
+        data_dir.join("lakes").display()
+    ));
+    for (i, l) in manifest.lakes.iter().enumerate() {
+        let lake = sluice_engine::LakeRef {
+            id: 0,
+            name: l.name.clone(),
+            url: format!("file://{}/", l.path.display()),
+            partition_cols: vec![],
+            schema: sluice_engine::generate::telemetry_schema(),
+            options: BTreeMap::new(),
+        };
+        let (schema, partition_cols) = engine.discover(&lake).await?;
+        store
+            .lake_insert(LakeInsertParams {
+                name: l.name.clone(),
+                url: lake.url,
+                scope: format!("aws:{}", 100_000_000_000 + i as u64 % ACCOUNTS),
+                partition_cols,
+                schema: sluice_engine::schema_to_json(&schema),
+                tags: [("tenant".to_string(), format!("tenant-{}", i % 10))].into(),
+                options: BTreeMap::new(),
+                now: chrono::Utc::now(),
+            })
+            .await?;
+    }
+    say(format!(
+        "registered {} lakes across {ACCOUNTS} provider accounts ({:.1}s)",
+        manifest.lakes.len(),
+        t.elapsed().as_secs_f64()
+    ));
+
+    // The bulk sweep: every needle, every lake. Then an urgent hunt behind it.
+    let sweep = HuntSpec::Ioc {
+        ips: manifest.ips(),
+        hashes: manifest.hashes(),
+        domains: manifest.domains(),
+        since: None,
+        until: None,
+        lakes: LakeSelector::default(),
+    };
+    let urgent = HuntSpec::Sql {
+        sql: "SELECT host, count(*) AS connections, sum(bytes) AS bytes\nFROM events\nWHERE dst_port = 3389\nGROUP BY host\nORDER BY connections DESC\nLIMIT 3".into(),
+        lakes: LakeSelector { tags: [("tenant".to_string(), "tenant-0".to_string())].into(), ..Default::default() },
+    };
+    let mut jobs = Vec::new();
+    for (spec, owner, priority) in [
+        (&sweep, "bulk-researcher", 0i16),
+        (&urgent, "urgent-researcher", 10),
+    ] {
+        let plan = hunts::plan(store.as_ref(), spec)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sub = Submission {
+            owner: owner.into(),
+            idempotency_key: None,
+            priority,
             max_attempts: 3,
-            tasks: tasks(args.lakes, "lake"),
-            now,
-        })
-        .await?
-        .job;
-    let urgent = store
-        .job_insert(JobInsertParams {
-            owner: "urgent-researcher".into(),
-            idempotency_key: Some("demo-urgent".into()),
-            spec: serde_json::json!({"kind": "sleep", "ms": 20, "fail_first": 1}),
-            sql: None,
-            priority: 10,
-            max_attempts: 3,
-            tasks: tasks(3, "incident-lake"),
-            now,
-        })
-        .await?
-        .job;
-    if !json {
-        println!("sluice demo: embedded store at {}", db.display());
-        println!(
-            "submitted job {} (bulk, {} lakes) and job {} (urgent, 3 lakes, priority 10)",
-            bulk.id, args.lakes, urgent.id
-        );
+        };
+        let j = store
+            .job_insert(hunts::job_params(spec, &plan, &sub)?)
+            .await?
+            .job;
+        say(format!(
+            "submitted job {} for {owner}: {} lakes, priority {priority}",
+            j.id, j.counts.total
+        ));
+        jobs.push(j);
     }
 
     let stop = CancellationToken::new();
+    let clock = Arc::new(SystemClock);
     let mut cfg = WorkerConfig::new("demo-worker");
-    cfg.concurrency = 32;
+    cfg.concurrency = 8;
     cfg.idle_poll = Duration::from_millis(50);
-    cfg.lease = Duration::from_secs(10);
-    cfg.heartbeat_every = Duration::from_secs(3);
-    cfg.retry.base = Duration::from_millis(100);
-    cfg.retry.cap = Duration::from_millis(500);
-    let worker = Worker::new(
-        store.clone(),
-        Arc::new(BuiltinRunner::new(store.clone())),
-        clock.clone(),
-        cfg,
-    );
-    let worker = tokio::spawn(worker.run(stop.clone()));
+    let runner = Arc::new(HuntRunner::new(store.clone(), engine.clone()));
+    let worker =
+        tokio::spawn(Worker::new(store.clone(), runner, clock.clone(), cfg).run(stop.clone()));
     let rescuer = Rescuer::new(
         store.clone(),
         clock,
@@ -114,37 +185,138 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
     let rescuer = tokio::spawn(rescuer.run(stop.clone()));
 
     let started = Instant::now();
-    let mut urgent_done_at = None;
-    let (b, u) = loop {
-        let b = store.job_get(bulk.id).await?;
-        let u = store.job_get(urgent.id).await?;
-        if u.state.is_terminal() && urgent_done_at.is_none() {
-            urgent_done_at = Some(started.elapsed());
+    let mut done_at: BTreeMap<i64, f64> = BTreeMap::new();
+    let finished: Vec<Job> = loop {
+        let mut now = Vec::new();
+        for j in &jobs {
+            now.push(store.job_get(j.id).await?);
         }
-        if !json {
-            println!(
-                "  bulk {:>9} {:>4}/{:<4}  urgent {:>9} {}/{}",
-                b.state.as_str(),
-                b.counts.done,
-                b.counts.total,
-                u.state.as_str(),
-                u.counts.done,
-                u.counts.total
-            );
+        for j in &now {
+            if j.state.is_terminal() {
+                done_at
+                    .entry(j.id.0)
+                    .or_insert(started.elapsed().as_secs_f64());
+            }
         }
-        if b.state.is_terminal() && u.state.is_terminal() {
-            break (b, u);
+        let line: Vec<String> = now
+            .iter()
+            .map(|j| {
+                format!(
+                    "job {} {:>9} {:>4}/{:<4} rows {}",
+                    j.id,
+                    j.state.as_str(),
+                    j.counts.done,
+                    j.counts.total,
+                    j.rows_found
+                )
+            })
+            .collect();
+        say(format!("  {}", line.join("   ")));
+        if now.iter().all(|j| j.state.is_terminal()) {
+            break now;
         }
         if started.elapsed() > args.timeout {
             stop.cancel();
-            anyhow::bail!("demo did not finish within {:?}", args.timeout);
+            bail!("the demo's hunts did not finish within {:?}", args.timeout);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     };
     stop.cancel();
-    let stats = worker.await.context("worker task")?;
+    worker.await.context("worker")?;
     let _ = rescuer.await;
 
+    // What the sweep found, against what was planted.
+    let keys = hunts::result_keys(store.as_ref(), finished[0].id).await?;
+    let batches = engine.results(&keys, 0, 10_000).await?;
+    let mut found: BTreeSet<(String, String, String)> = BTreeSet::new();
+    for b in &batches {
+        let col = |c: &str| -> Result<Vec<String>> {
+            let a = cast(
+                b.column_by_name(c).context("result column")?,
+                &DataType::Utf8,
+            )?;
+            let a = a
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .context("strings")?
+                .clone();
+            Ok((0..a.len()).map(|i| a.value(i).to_string()).collect())
+        };
+        let (lakes, dts) = (col("_lake")?, col("dt")?);
+        for c in ["src_ip", "dst_ip", "domain", "file_sha256"] {
+            for (i, v) in col(c)?.into_iter().enumerate() {
+                if manifest.needles.iter().any(|n| n.value == v) {
+                    found.insert((lakes[i].clone(), dts[i].clone(), format!("{c}={v}")));
+                }
+            }
+        }
+    }
+    let planted: BTreeSet<(String, String, String)> = manifest
+        .needles
+        .iter()
+        .map(|n| {
+            (
+                n.lake.clone(),
+                n.dt.clone(),
+                format!("{}={}", n.column, n.value),
+            )
+        })
+        .collect();
+    let exact = found == planted && finished[0].rows_found as usize == planted.len();
+    let ok = exact && finished.iter().all(|j| j.state == JobState::Succeeded);
+    let journal = journal(store.as_ref()).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": ok, "exact": exact, "sweep": finished[0], "urgent": finished[1],
+                "needles_planted": planted.len(), "needles_found": found.len(),
+                "seconds": done_at, "journal": journal,
+            })
+        );
+    } else {
+        println!(
+            "\nthe sweep (job {}) found {} rows; planted needles: {}",
+            finished[0].id,
+            finished[0].rows_found,
+            planted.len()
+        );
+        for (lake, dt, what) in &found {
+            println!("  {lake}  dt={dt}  {what}");
+        }
+        println!(
+            "{}",
+            if exact {
+                "every planted needle was found, and nothing else"
+            } else {
+                "MISMATCH between planted and found needles"
+            }
+        );
+        println!(
+            "the urgent hunt (job {}, priority 10) finished after {:.1}s, the sweep after {:.1}s",
+            finished[1].id,
+            done_at.get(&finished[1].id.0).copied().unwrap_or_default(),
+            done_at.get(&finished[0].id.0).copied().unwrap_or_default()
+        );
+        println!("journal (every decision, for `sluice explain`):");
+        for (k, n) in &journal {
+            println!("  {k:<16} {n}");
+        }
+        println!(
+            "try: sluice --database-url sqlite://{} --results-dir {} results {}",
+            db.display(),
+            results_dir.display(),
+            finished[0].id
+        );
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn journal(store: &dyn Store) -> Result<BTreeMap<String, usize>> {
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     let mut after = None;
     loop {
@@ -161,36 +333,5 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
             *kinds.entry(e.kind.clone()).or_default() += 1;
         }
     }
-    let ok = b.state == JobState::Succeeded && u.state == JobState::Succeeded;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "ok": ok, "bulk": b, "urgent": u,
-                "urgent_seconds": urgent_done_at.map(|d| d.as_secs_f64()),
-                "total_seconds": started.elapsed().as_secs_f64(),
-                "journal": kinds, "worker": {"claimed": stats.claimed, "recorded": stats.recorded},
-            })
-        );
-    } else {
-        println!(
-            "bulk job {}: {} ({} lakes) in {:.1}s; urgent job {}: {} in {:.1}s despite one planted failure per lake",
-            b.id,
-            b.state,
-            b.counts.done,
-            started.elapsed().as_secs_f64(),
-            u.id,
-            u.state,
-            urgent_done_at.unwrap_or_default().as_secs_f64()
-        );
-        println!("journal (sluice explain reads this):");
-        for (k, n) in &kinds {
-            println!("  {k:<16} {n}");
-        }
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(kinds)
 }
