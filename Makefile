@@ -33,8 +33,12 @@ lint: ## cargo fmt --check, clippy with warnings as errors, dependency invariant
 bench-queue: ## Queue throughput on Postgres vs the peers (release build; see docs/benchmarks.md)
 	bash benches/queue.sh
 
+.PHONY: bench-scan
+bench-scan: ## Needle hunt over >= 2 GB of Parquet: Sluice's engine vs DuckDB, bloom on/off
+	bash benches/scan.sh
+
 .PHONY: bench
-bench: bench-queue ## Every benchmark
+bench: bench-queue bench-scan ## Every benchmark
 
 .PHONY: bench-smoke
 bench-smoke: ## The queue benchmark with a tiny load, no peers (keeps it alive in CI)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# make bench-scan: a needle hunt over generated lakes (>= 2 GB of Parquet), Sluice's per-lake
+# engine against DuckDB (PyPI duckdb) on the same files in the same run, and the object-store
+# calls and bytes read per lake with bloom filters on and off.
+#   env: LAKES (default 8), ROWS per lake (default 3000000), SCAN_DIR (default target/scan-lakes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
+lakes=${LAKES:-8}
+rows=${ROWS:-3000000}
+dir=${SCAN_DIR:-$CARGO_TARGET_DIR/scan-lakes}
+venv=${SLUICE_BENCH_VENV:-$HOME/.cache/sluice-bench-venv}
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -c 'import duckdb' 2>/dev/null || "$venv/bin/pip" install -q duckdb
+
+cargo build -q --release -p sluice-benches --bin scan-bench
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+"$CARGO_TARGET_DIR/release/scan-bench" --dir "$dir" --lakes "$lakes" --rows "$rows" | tee -a "$out"
+"$venv/bin/python" benches/scan_duckdb.py "$dir/manifest.json" 2 | tee -a "$out"
+"$CARGO_TARGET_DIR/release/scan-bench" --dir "$dir" --lakes "$lakes" --rows "$rows" | tee -a "$out"
+
+python3 - "$out" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+s = {}
+for r in rows:
+    if r["system"] == "sluice":
+        s.setdefault(r["run"], []).append(r)
+d = {(r["mode"], r["run"]): r for r in rows if r["system"] == "duckdb"}
+gb = rows[0]["bytes_on_disk"] / 1e9
+print(f"\n{rows[0]['lakes']} lakes, {gb:.2f} GB of Parquet")
+best = lambda run: min(x["secs"] for x in s[run])
+for run in ("cold", "warm", "no_bloom"):
+    x = s[run][0]
+    print(f"  sluice {run:<9} {best(run):7.3f}s  rows {x['rows_found']}  per lake: {x['per_lake']['calls']:.0f} calls, "
+          f"{x['per_lake']['list']:.0f} LIST, {x['per_lake']['bytes_read'] / 1e6:.2f} MB read")
+for (mode, run), x in sorted(d.items()):
+    print(f"  duckdb {mode:<9} {run:<6} {x['secs']:7.3f}s  rows {x['rows_found']}")
+dl = d[("per_lake", "repeat")]["secs"]
+print(f"  ratio duckdb/sluice, per lake, repeat hunt: {dl / best('warm'):.2f}x  (>1: sluice faster)")
+print(f"  ratio duckdb/sluice, per lake, first hunt:  {d[('per_lake', 'first')]['secs'] / best('cold'):.2f}x")
+PY

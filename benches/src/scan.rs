@@ -1,0 +1,142 @@
+//! Needle-hunt scan benchmark: Sluice's per-lake engine against DuckDB on the same generated
+//! Parquet files, in the same run, plus object-store calls and bytes read per lake with bloom
+//! filters on and off. Prints JSON lines; `benches/scan.sh` adds DuckDB and the summary.
+//!
+//! The hunt is the demo's: every planted IP, hash and domain, over every lake, one task per
+//! lake as Sluice runs it (a fresh sandboxed session per lake, caches shared by the worker).
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use sluice_engine::counting::Counts;
+use sluice_engine::generate::{GenerateParams, Manifest, generate};
+use sluice_engine::{Engine, EngineConfig, HuntSpec, LakeRef, LakeSelector, TaskRun};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Where the lakes are (generated there if the manifest is missing or differs).
+    #[arg(long, default_value = "target/scan-lakes")]
+    dir: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    lakes: usize,
+    /// Rows per lake (3 daily files each).
+    #[arg(long, default_value_t = 3_000_000)]
+    rows: usize,
+    #[arg(long, default_value_t = 128 * 1024)]
+    row_group_rows: usize,
+    /// Lakes hunted at once (worker slots).
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
+}
+
+fn manifest(args: &Args) -> Result<Manifest> {
+    if let Ok(text) = std::fs::read_to_string(args.dir.join("manifest.json"))
+        && let Ok(m) = serde_json::from_str::<Manifest>(&text)
+        && m.lakes.len() == args.lakes
+        && m.lakes.iter().all(|l| l.rows == args.rows / 3 * 3)
+    {
+        return Ok(m);
+    }
+    let mut p = GenerateParams::new(&args.dir, args.lakes, args.rows, 2026);
+    p.row_group_rows = args.row_group_rows;
+    let t = Instant::now();
+    let m = generate(&p)?;
+    eprintln!("generated {} lakes in {:.1}s", m.lakes.len(), t.elapsed().as_secs_f64());
+    Ok(m)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let m = manifest(&args)?;
+    let bytes: u64 = m.lakes.iter().map(|l| l.bytes).sum();
+    let spec = HuntSpec::Ioc {
+        ips: m.ips(),
+        hashes: m.hashes(),
+        domains: m.domains(),
+        since: None,
+        until: None,
+        lakes: LakeSelector::default(),
+    };
+    let scratch = tempfile_dir()?;
+    let mut lakes = Vec::new();
+    let probe_engine = Engine::new(EngineConfig::new(&scratch))?;
+    for (i, l) in m.lakes.iter().enumerate() {
+        let abs = std::fs::canonicalize(&l.path)?;
+        let mut lake = LakeRef {
+            id: i as i64 + 1,
+            name: l.name.clone(),
+            url: format!("file://{}/", abs.display()),
+            partition_cols: vec![],
+            schema: sluice_engine::generate::telemetry_schema(),
+            options: BTreeMap::new(),
+        };
+        (lake.schema, lake.partition_cols) = probe_engine.discover(&lake).await?;
+        lakes.push(lake);
+    }
+    drop(probe_engine);
+    // Cold (first hunt: LIST and footers), warm (repeat on the same worker), and bloom off.
+    for (label, bloom, repeat) in [("cold", true, false), ("warm", true, true), ("no_bloom", false, false)] {
+        let counts = Arc::new(Counts::default());
+        let engine = Arc::new(Engine::new(EngineConfig::new(&scratch))?.with_call_counts(counts.clone()));
+        let mut hunt = spec.compile(&lakes[0].partition_cols)?;
+        hunt.options.insert("datafusion.execution.parquet.bloom_filter_on_read".into(), bloom.to_string());
+        let passes = if repeat { 2 } else { 1 };
+        let mut secs = 0.0;
+        let mut rows = 0;
+        for pass in 0..passes {
+            let before = counts.snapshot();
+            let t = Instant::now();
+            rows = run_all(&engine, &lakes, &hunt, args.concurrency).await?;
+            if pass + 1 == passes {
+                secs = t.elapsed().as_secs_f64();
+                let c = counts.snapshot().since(&before);
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "system": "sluice", "run": label, "lakes": lakes.len(), "bytes_on_disk": bytes,
+                        "rows_found": rows, "needles": m.needles.len(), "secs": (secs * 1000.0).round() / 1000.0,
+                        "per_lake": {
+                            "calls": c.calls() as f64 / lakes.len() as f64,
+                            "list": c.list as f64 / lakes.len() as f64,
+                            "bytes_read": c.bytes as f64 / lakes.len() as f64,
+                        },
+                    })
+                );
+            }
+        }
+        let _ = (secs, rows);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+async fn run_all(engine: &Arc<Engine>, lakes: &[LakeRef], hunt: &sluice_engine::CompiledHunt, concurrency: usize) -> Result<i64> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, lake) in lakes.iter().enumerate() {
+        let permit = sem.clone().acquire_owned().await?;
+        let (engine, lake, hunt) = (engine.clone(), lake.clone(), hunt.clone());
+        tasks.spawn(async move {
+            let run = TaskRun { job_id: 1, task_id: i as i64 + 1, token: 1, lake, hunt };
+            let r = engine.run(run, CancellationToken::new()).await;
+            drop(permit);
+            r
+        });
+    }
+    let mut rows = 0;
+    while let Some(r) = tasks.join_next().await {
+        rows += r.context("task")??.rows;
+    }
+    Ok(rows)
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("sluice-scan-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
