@@ -2,12 +2,12 @@
 # make bench-scan: a needle hunt over generated lakes (>= 2 GB of Parquet), Sluice's per-lake
 # engine against DuckDB (PyPI duckdb) on the same files in the same run, and the object-store
 # calls and bytes read per lake with bloom filters on and off.
-#   env: LAKES (default 8), ROWS per lake (default 3000000), SCAN_DIR (default target/scan-lakes)
+#   env: LAKES (default 8), ROWS per lake (default 4000000), SCAN_DIR (default target/scan-lakes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
 lakes=${LAKES:-8}
-rows=${ROWS:-3000000}
+rows=${ROWS:-4000000}
 dir=${SCAN_DIR:-$CARGO_TARGET_DIR/scan-lakes}
 venv=${SLUICE_BENCH_VENV:-$HOME/.cache/sluice-bench-venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
@@ -34,7 +34,7 @@ best = lambda run: min(x["secs"] for x in s[run])
 for run in ("cold", "warm", "no_bloom"):
     x = s[run][0]
     print(f"  sluice {run:<9} {best(run):7.3f}s  rows {x['rows_found']}  per lake: {x['per_lake']['calls']:.0f} calls, "
-          f"{x['per_lake']['list']:.0f} LIST, {x['per_lake']['bytes_read'] / 1e6:.2f} MB read")
+          f"{x['per_lake']['list']:.0f} LIST, {x['per_lake']['footer_reads']:.0f} footer reads, {x['per_lake']['bytes_read'] / 1e6:.2f} MB read")
 for (mode, run), x in sorted(d.items()):
     print(f"  duckdb {mode:<9} {run:<6} {x['secs']:7.3f}s  rows {x['rows_found']}")
 dl = d[("per_lake", "repeat")]["secs"]

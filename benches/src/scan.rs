@@ -24,7 +24,7 @@ struct Args {
     #[arg(long, default_value_t = 8)]
     lakes: usize,
     /// Rows per lake (3 daily files each).
-    #[arg(long, default_value_t = 3_000_000)]
+    #[arg(long, default_value_t = 4_000_000)]
     rows: usize,
     #[arg(long, default_value_t = 128 * 1024)]
     row_group_rows: usize,
@@ -45,7 +45,11 @@ fn manifest(args: &Args) -> Result<Manifest> {
     p.row_group_rows = args.row_group_rows;
     let t = Instant::now();
     let m = generate(&p)?;
-    eprintln!("generated {} lakes in {:.1}s", m.lakes.len(), t.elapsed().as_secs_f64());
+    eprintln!(
+        "generated {} lakes in {:.1}s",
+        m.lakes.len(),
+        t.elapsed().as_secs_f64()
+    );
     Ok(m)
 }
 
@@ -80,11 +84,19 @@ async fn main() -> Result<()> {
     }
     drop(probe_engine);
     // Cold (first hunt: LIST and footers), warm (repeat on the same worker), and bloom off.
-    for (label, bloom, repeat) in [("cold", true, false), ("warm", true, true), ("no_bloom", false, false)] {
+    for (label, bloom, repeat) in [
+        ("cold", true, false),
+        ("warm", true, true),
+        ("no_bloom", false, false),
+    ] {
         let counts = Arc::new(Counts::default());
-        let engine = Arc::new(Engine::new(EngineConfig::new(&scratch))?.with_call_counts(counts.clone()));
+        let engine =
+            Arc::new(Engine::new(EngineConfig::new(&scratch))?.with_call_counts(counts.clone()));
         let mut hunt = spec.compile(&lakes[0].partition_cols)?;
-        hunt.options.insert("datafusion.execution.parquet.bloom_filter_on_read".into(), bloom.to_string());
+        hunt.options.insert(
+            "datafusion.execution.parquet.bloom_filter_on_read".into(),
+            bloom.to_string(),
+        );
         let passes = if repeat { 2 } else { 1 };
         let mut secs = 0.0;
         let mut rows = 0;
@@ -103,6 +115,7 @@ async fn main() -> Result<()> {
                         "per_lake": {
                             "calls": c.calls() as f64 / lakes.len() as f64,
                             "list": c.list as f64 / lakes.len() as f64,
+                            "footer_reads": c.footer as f64 / lakes.len() as f64,
                             "bytes_read": c.bytes as f64 / lakes.len() as f64,
                         },
                     })
@@ -115,14 +128,25 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-async fn run_all(engine: &Arc<Engine>, lakes: &[LakeRef], hunt: &sluice_engine::CompiledHunt, concurrency: usize) -> Result<i64> {
+async fn run_all(
+    engine: &Arc<Engine>,
+    lakes: &[LakeRef],
+    hunt: &sluice_engine::CompiledHunt,
+    concurrency: usize,
+) -> Result<i64> {
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, lake) in lakes.iter().enumerate() {
         let permit = sem.clone().acquire_owned().await?;
         let (engine, lake, hunt) = (engine.clone(), lake.clone(), hunt.clone());
         tasks.spawn(async move {
-            let run = TaskRun { job_id: 1, task_id: i as i64 + 1, token: 1, lake, hunt };
+            let run = TaskRun {
+                job_id: 1,
+                task_id: i as i64 + 1,
+                token: 1,
+                lake,
+                hunt,
+            };
             let r = engine.run(run, CancellationToken::new()).await;
             drop(permit);
             r

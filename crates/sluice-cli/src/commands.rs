@@ -451,11 +451,9 @@ pub async fn results(
             let mut w = datafusion::arrow::json::ArrayWriter::new(&mut out);
             let refs: Vec<&datafusion::arrow::record_batch::RecordBatch> = batches.iter().collect();
             w.write_batches(&refs)?;
+            // An empty writer writes `[]` itself on finish.
             w.finish()?;
             drop(w);
-            if rows == 0 {
-                write!(out, "[]")?;
-            }
             writeln!(out)?;
         }
         ResultFormat::Csv => {

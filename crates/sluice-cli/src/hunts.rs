@@ -150,6 +150,9 @@ pub async fn result_keys(store: &dyn Store, job: JobId) -> Result<Vec<String>> {
     Ok(keys)
 }
 
+/// A job's hunt (None for a built-in kind), filled by the first run that needs it.
+type SpecCell = Arc<tokio::sync::OnceCell<Option<Arc<HuntSpec>>>>;
+
 /// The worker's runner: hunts run on the engine, the built-in kinds (noop, sleep) on
 /// [`BuiltinRunner`]. Job specs and lakes are read once and cached.
 #[derive(Debug)]
@@ -157,7 +160,9 @@ pub struct HuntRunner {
     store: Arc<dyn Store>,
     engine: Arc<Engine>,
     builtin: BuiltinRunner,
-    jobs: Mutex<HashMap<JobId, Option<Arc<HuntSpec>>>>,
+    /// Per job: its hunt (None for a built-in kind), read once even when many of its tasks
+    /// start at the same moment.
+    jobs: Mutex<HashMap<JobId, SpecCell>>,
     lakes: Mutex<HashMap<String, Arc<LakeRef>>>,
 }
 
@@ -173,24 +178,24 @@ impl HuntRunner {
     }
 
     async fn spec(&self, job: JobId) -> Result<Option<Arc<HuntSpec>>, RunError> {
-        if let Some(s) = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&job)
-        {
-            return Ok(s.clone());
-        }
-        let j = self.store.job_get(job).await.map_err(store_err)?;
-        let spec = serde_json::from_value::<HuntSpec>(j.spec)
-            .ok()
-            .map(Arc::new);
-        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        if jobs.len() > 10_000 {
-            jobs.clear();
-        }
-        jobs.insert(job, spec.clone());
-        Ok(spec)
+        let cell = {
+            let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            if jobs.len() > 10_000 && !jobs.contains_key(&job) {
+                jobs.clear();
+            }
+            jobs.entry(job).or_default().clone()
+        };
+        let spec = cell
+            .get_or_try_init(|| async {
+                let j = self.store.job_get(job).await.map_err(store_err)?;
+                Ok::<_, RunError>(
+                    serde_json::from_value::<HuntSpec>(j.spec)
+                        .ok()
+                        .map(Arc::new),
+                )
+            })
+            .await?;
+        Ok(spec.clone())
     }
 
     async fn lake(&self, name: &str) -> Result<Arc<LakeRef>, RunError> {

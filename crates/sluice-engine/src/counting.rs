@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Counts {
     pub list: AtomicU64,
     pub get: AtomicU64,
+    /// Reads that reach the end of a Parquet object: footer reads.
+    pub footer: AtomicU64,
     pub head: AtomicU64,
     pub get_ranges: AtomicU64,
     pub bytes: AtomicU64,
@@ -29,6 +31,7 @@ pub struct Counts {
 pub struct CountSnapshot {
     pub list: u64,
     pub get: u64,
+    pub footer: u64,
     pub head: u64,
     pub get_ranges: u64,
     pub bytes: u64,
@@ -39,6 +42,7 @@ impl Counts {
         CountSnapshot {
             list: self.list.load(Ordering::Relaxed),
             get: self.get.load(Ordering::Relaxed),
+            footer: self.footer.load(Ordering::Relaxed),
             head: self.head.load(Ordering::Relaxed),
             get_ranges: self.get_ranges.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
@@ -51,6 +55,7 @@ impl CountSnapshot {
         CountSnapshot {
             list: self.list - before.list,
             get: self.get - before.get,
+            footer: self.footer - before.footer,
             head: self.head - before.head,
             get_ranges: self.get_ranges - before.get_ranges,
             bytes: self.bytes - before.bytes,
@@ -111,6 +116,9 @@ impl ObjectStore for CountingStore {
         self.counts
             .bytes
             .fetch_add(r.range.end - r.range.start, Ordering::Relaxed);
+        if r.range.end == r.meta.size && r.range.end > r.range.start {
+            self.counts.footer.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(r)
     }
 
@@ -124,6 +132,13 @@ impl ObjectStore for CountingStore {
         self.counts
             .bytes
             .fetch_add(r.iter().map(|b| b.len() as u64).sum(), Ordering::Relaxed);
+        // A Parquet file ends with its footer length and the magic `PAR1`: a range that ends
+        // with the magic is a footer read (the object's size is not known here).
+        let footers = r
+            .iter()
+            .filter(|b| b.len() > 8 && b.ends_with(b"PAR1"))
+            .count() as u64;
+        self.counts.footer.fetch_add(footers, Ordering::Relaxed);
         Ok(r)
     }
 

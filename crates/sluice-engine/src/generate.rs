@@ -1,8 +1,8 @@
 //! Synthetic security-telemetry lakes with planted needles, for tests, the demo and
 //! benchmarks. Deterministic for a seed. Each lake is a folder of hive-partitioned Parquet
 //! (`dt=YYYY-MM-DD/part-0.parquet`), rows sorted by `ts`, bloom filters on the IOC columns.
-//! Background values come from ranges needles never use (private IPs, `*.example.com`), so a
-//! hunt for the manifest's needles must return exactly the planted rows.
+//! Needles look like background values but never equal one, so a hunt for the manifest's
+//! needles must return exactly the planted rows.
 
 use crate::EngineError;
 use chrono::{Duration, NaiveDate, TimeZone, Utc};
@@ -164,17 +164,27 @@ pub fn generate(p: &GenerateParams) -> Result<Manifest, EngineError> {
     let mut rng = StdRng::seed_from_u64(p.seed);
     let io = |e: std::io::Error, what: &Path| EngineError::Io(format!("{}: {e}", what.display()));
     std::fs::create_dir_all(&p.dir).map_err(|e| io(e, &p.dir))?;
-    // Needles: documentation address ranges (RFC 5737) and `.test` domains, never background.
+    // Needles look like background values (same ranges, same shapes), so that only exact
+    // lookups — bloom filters — can rule row groups out, as with real indicators. They still
+    // never collide with background: IPs end in .0 (background never does), domains use
+    // numbers background never reaches, hashes are fresh random 64-hex strings.
     let n_needles = 3.min(p.count.max(1));
     let needle_values: Vec<(NeedleKind, String)> = (0..n_needles)
         .flat_map(|i| {
+            let ip = format!(
+                "10.{}.{}.0",
+                rng.random_range(200..=255),
+                rng.random_range(0..=255)
+            );
+            let domain = format!(
+                "{}.{}.example.com",
+                WORDS[rng.random_range(0..WORDS.len())],
+                1000 + i
+            );
             [
-                (NeedleKind::Ip, format!("203.0.113.{}", 10 + i)),
-                (
-                    NeedleKind::Hash,
-                    format!("{:0>64}", format!("badc0ffee{i}")),
-                ),
-                (NeedleKind::Domain, format!("c2-{i}.evil.test")),
+                (NeedleKind::Ip, ip),
+                (NeedleKind::Hash, hex64(&mut rng)),
+                (NeedleKind::Domain, domain),
             ]
         })
         .collect();

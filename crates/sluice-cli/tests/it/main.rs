@@ -453,6 +453,14 @@ fn hunt_finds_exactly_the_needles(db: &str) {
         serde_json::from_str(&sluice_ok(db, &results, &args)).expect("submit json");
     assert_eq!(submitted["tasks"], 200);
     let job = submitted["job"].as_i64().expect("job id").to_string();
+    // Before any worker ran: no results yet, and the table view says they are partial.
+    let early = sluice_ok(db, &results, &["results", &job, "--format", "json"]);
+    assert_eq!(early.trim(), "[]");
+    let early = sluice_ok(db, &results, &["results", &job]);
+    assert!(
+        early.contains("0 rows") && early.contains("partial"),
+        "{early}"
+    );
 
     let mut worker = sluice()
         .args([

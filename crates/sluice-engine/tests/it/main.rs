@@ -286,16 +286,22 @@ async fn repeat_hunt_makes_no_list_and_no_footer_read() {
         .await
         .unwrap();
     let second = counts.snapshot().since(&before);
+    assert!(
+        first.footer >= 3,
+        "the first hunt reads each file's footer: {first:?}"
+    );
     assert_eq!(second.list, 0, "repeat hunt listed again: {second:?}");
+    assert_eq!(
+        second.footer, 0,
+        "repeat hunt read a footer again: {second:?}"
+    );
     assert_eq!(second.head, 0, "{second:?}");
-    if !f.manifest.needles.iter().any(|n| n.lake == lake.name) {
-        // Nothing to find and everything pruned by cached statistics and bloom filters.
-        assert_eq!(
-            second.calls(),
-            0,
-            "repeat hunt on a needle-free lake touched the store: {second:?}"
-        );
-    }
+    // What is left are bloom-filter reads (DataFusion does not cache those) and the pages of
+    // row groups they could not rule out.
+    assert!(
+        second.bytes < first.bytes,
+        "first {first:?}, repeat {second:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
