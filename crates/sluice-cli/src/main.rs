@@ -140,6 +140,15 @@ struct WorkerArgs {
     /// Worker id shown as lease owner (default: host-pid-random).
     #[arg(long, env = "SLUICE_WORKER_ID")]
     id: Option<String>,
+    /// Longest a hunt task may run before it is stopped (and retried later).
+    #[arg(long, env = "SLUICE_TASK_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    task_timeout: Duration,
+    /// Memory one hunt task may use, in MiB; a task over it fails (no retry).
+    #[arg(long, env = "SLUICE_TASK_MEMORY_MIB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    task_memory_mib: u64,
+    /// Threads that run query plans (a runtime separate from the one that talks to the database).
+    #[arg(long, env = "SLUICE_CPU_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    cpu_threads: u32,
 }
 
 /// Parses `250ms`, `30s`, `5m`, `1h` (a bare number is seconds).
@@ -253,7 +262,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 );
                 tokio::spawn(r.run(stop.clone()))
             });
-            let engine = commands::engine(&cli.results_dir)?;
+            let mut ecfg = sluice_engine::EngineConfig::new(&cli.results_dir);
+            ecfg.timeout = args.task_timeout;
+            ecfg.memory_limit = usize::try_from(args.task_memory_mib << 20).unwrap_or(usize::MAX);
+            ecfg.cpu_threads = args.cpu_threads as usize;
+            let engine =
+                Arc::new(sluice_engine::Engine::new(ecfg).context("starting the query engine")?);
             let runner = Arc::new(hunts::HuntRunner::new(store.clone(), engine));
             let worker = Worker::new(store.clone(), runner, clock, cfg);
             let stats = worker.run(stop.clone()).await;
