@@ -137,6 +137,9 @@ struct WorkerArgs {
     /// Also run the lease rescuer in this process (safe in many processes at once).
     #[arg(long, env = "SLUICE_WORKER_RESCUER", default_value_t = true, action = clap::ArgAction::Set)]
     rescuer: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464).
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Worker id shown as lease owner (default: host-pid-random).
     #[arg(long, env = "SLUICE_WORKER_ID")]
     id: Option<String>,
@@ -175,6 +178,34 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is longer than a week"));
     }
     Ok(d)
+}
+
+/// Serves `/metrics` (Prometheus text format) until `stop` is cancelled.
+async fn serve_metrics(addr: std::net::SocketAddr, stop: CancellationToken) -> Result<()> {
+    use axum::http::header::CONTENT_TYPE;
+    sluice_worker::metrics::init();
+    sluice_engine::metrics::init();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            (
+                [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                sluice_worker::metrics::render(),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding metrics listener {addr}"))?;
+    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving metrics at /metrics");
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(())
 }
 
 fn init_logs(format: LogFormat) {
@@ -240,6 +271,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;
             let stop = CancellationToken::new();
             on_signals(stop.clone())?;
+            // Metrics stay up while the worker drains, and stop when it has.
+            let metrics_stop = CancellationToken::new();
+            if let Some(addr) = args.metrics_listen {
+                serve_metrics(addr, metrics_stop.clone()).await?;
+            }
             let clock = Arc::new(SystemClock);
             let mut cfg =
                 WorkerConfig::new(args.id.unwrap_or_else(sluice_worker::default_worker_id));
@@ -271,6 +307,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let runner = Arc::new(hunts::HuntRunner::new(store.clone(), engine));
             let worker = Worker::new(store.clone(), runner, clock, cfg);
             let stats = worker.run(stop.clone()).await;
+            metrics_stop.cancel();
             if let Some(r) = rescuer {
                 stop.cancel();
                 let _ = r.await;

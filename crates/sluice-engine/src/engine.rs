@@ -165,6 +165,7 @@ impl Engine {
             .enable_all()
             .build()
             .map_err(|e| EngineError::Io(format!("cpu runtime: {e}")))?;
+        crate::metrics::init();
         let cache = CacheManager::try_new(&CacheManagerConfig::default())?;
         Ok(Engine {
             cfg,
@@ -451,6 +452,7 @@ async fn execute_to_parquet(
             w.write(&out).await?;
         }
     }
+    crate::metrics::ROWS_MATCHED.inc_by(rows as u64);
     match writer {
         Some(w) => {
             w.close().await?;

@@ -97,10 +97,13 @@ impl ObjectStore for LakeStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let op = if options.head { "head" } else { "get" };
+        crate::metrics::LAKE_CALLS.with_label_values(&[op]).inc();
         let mut r = self
             .inner
             .get_opts(&self.to_inner(location)?, options)
             .await?;
+        crate::metrics::BYTES_SCANNED.inc_by(r.range.end - r.range.start);
         r.meta = Self::meta_out(&self.ns, &self.root, r.meta);
         Ok(r)
     }
@@ -110,9 +113,15 @@ impl ObjectStore for LakeStore {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> Result<Vec<bytes::Bytes>> {
-        self.inner
+        crate::metrics::LAKE_CALLS
+            .with_label_values(&["get_ranges"])
+            .inc();
+        let r = self
+            .inner
             .get_ranges(&self.to_inner(location)?, ranges)
-            .await
+            .await?;
+        crate::metrics::BYTES_SCANNED.inc_by(r.iter().map(|b| b.len() as u64).sum());
+        Ok(r)
     }
 
     fn delete_stream(
@@ -130,6 +139,9 @@ impl ObjectStore for LakeStore {
             Ok(p) => p,
             Err(e) => return futures::stream::once(async { Err(e) }).boxed(),
         };
+        crate::metrics::LAKE_CALLS
+            .with_label_values(&["list"])
+            .inc();
         let (ns, root) = (self.ns.clone(), self.root.clone());
         self.inner
             .list(Some(&inner_prefix))

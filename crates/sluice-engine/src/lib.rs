@@ -8,6 +8,7 @@ mod error;
 pub mod generate;
 pub mod hunt;
 pub mod lakestore;
+pub mod metrics;
 mod s3;
 pub mod validate;
 

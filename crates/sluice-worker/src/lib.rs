@@ -10,6 +10,7 @@
 //! rest and hand them back as *deferred* (no attempt spent); flush every outcome; exit with
 //! nothing of ours left `running`.
 
+pub mod metrics;
 mod runner;
 
 pub use runner::{BuiltinRunner, RunError, RunOutput, Runner};
@@ -158,7 +159,9 @@ impl Worker {
             beats.clone(),
         ));
         info!(worker = %self.cfg.id, concurrency = self.cfg.concurrency, "worker started");
+        metrics::init();
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        metrics::SLOTS.add(self.cfg.concurrency.max(1) as i64);
         let mut runs = tokio::task::JoinSet::new();
         let mut backoff = store_backoff();
         // Set when a claim failed: it may have committed with its reply lost, leaving tasks
@@ -191,6 +194,7 @@ impl Worker {
                     Err(_) => break,
                 }
             }
+            let timer = metrics::CLAIM_SECONDS.start_timer();
             let claimed = self
                 .store
                 .task_claim(TaskClaimParams {
@@ -200,12 +204,15 @@ impl Worker {
                     now: self.clock.now(),
                 })
                 .await;
+            timer.observe_duration();
             let claimed = match claimed {
                 Ok(c) => {
                     backoff = store_backoff();
+                    metrics::CLAIMED.inc_by(c.len() as u64);
                     c
                 }
                 Err(e) => {
+                    metrics::STORE_ERRORS.with_label_values(&["claim"]).inc();
                     uncertain = true;
                     let wait = backoff.next().unwrap_or(Duration::from_secs(5));
                     warn!(error = %e, retry_in = ?wait, "claim failed");
@@ -243,10 +250,16 @@ impl Worker {
                     self.cfg.retry,
                     tx.clone(),
                 );
+                metrics::SLOTS_BUSY.inc();
                 runs.spawn(async move {
+                    let started = std::time::Instant::now();
                     let result = runner.run(&task, cancel).await;
                     drop(permit);
+                    metrics::SLOTS_BUSY.dec();
                     let outcome = outcome_of(&task, result, clock.now(), retry, rand::random());
+                    metrics::TASK_SECONDS
+                        .with_label_values(&[metrics::outcome_label(&outcome)])
+                        .observe(started.elapsed().as_secs_f64());
                     let _ = tx.send(TaskFinish {
                         lease: task.lease,
                         outcome,
@@ -277,6 +290,7 @@ impl Worker {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .handed_back += left as u64;
+            metrics::HANDED_BACK.inc_by(left as u64);
             hard_stop.cancel();
             while runs.join_next().await.is_some() {}
         }
@@ -303,6 +317,7 @@ impl Worker {
             debug!(?wait, "final hand-back failed; leases expire instead");
         }
         let stats = *shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+        metrics::SLOTS.sub(self.cfg.concurrency.max(1) as i64);
         info!(worker = %self.cfg.id, ?stats, "worker stopped");
         stats
     }
@@ -321,12 +336,16 @@ impl Worker {
         };
         match self.store.task_hand_back(p).await {
             Ok(back) => {
+                metrics::HANDED_BACK.inc_by(back.len() as u64);
                 if !back.is_empty() {
                     info!(worker = %self.cfg.id, tasks = back.len(), reason, "handed back tasks this worker was not running");
                 }
                 Ok(())
             }
             Err(e) => {
+                metrics::STORE_ERRORS
+                    .with_label_values(&["hand_back"])
+                    .inc();
                 warn!(error = %e, "hand-back failed");
                 Err(Duration::from_millis(500))
             }
@@ -432,6 +451,13 @@ async fn finish_loop(
                 .await;
             match r {
                 Ok(report) => {
+                    let applied: std::collections::HashSet<_> = report.applied.iter().collect();
+                    for f in buf.iter().filter(|f| applied.contains(&f.lease.task_id)) {
+                        metrics::OUTCOMES
+                            .with_label_values(&[metrics::outcome_label(&f.outcome)])
+                            .inc();
+                    }
+                    metrics::REJECTED.inc_by(report.rejected.len() as u64);
                     if !report.rejected.is_empty() {
                         warn!(tasks = ?report.rejected, "outcomes rejected: lease lost (rescued or cancelled)");
                     }
@@ -446,6 +472,7 @@ async fn finish_loop(
                     break;
                 }
                 Err(e) => {
+                    metrics::STORE_ERRORS.with_label_values(&["finish"]).inc();
                     // Keep the outcomes and try again: they are kept alive by the heartbeater
                     // meanwhile; if the lease runs out first the store rejects them cleanly.
                     let wait = backoff.next().unwrap_or(Duration::from_secs(5));
@@ -487,6 +514,7 @@ async fn heartbeat_loop(
                 if lost.is_empty() {
                     continue;
                 }
+                metrics::LEASES_LOST.inc_by(lost.len() as u64);
                 warn!(tasks = lost.len(), "leases lost: stopping their runs");
                 let inflight = shared.inflight.lock().unwrap_or_else(|p| p.into_inner());
                 for l in &lost {
@@ -496,7 +524,12 @@ async fn heartbeat_loop(
                     }
                 }
             }
-            Err(e) => warn!(error = %e, "heartbeat failed"),
+            Err(e) => {
+                metrics::STORE_ERRORS
+                    .with_label_values(&["heartbeat"])
+                    .inc();
+                warn!(error = %e, "heartbeat failed");
+            }
         }
     }
 }

@@ -605,3 +605,86 @@ async fn hunt_end_to_end_on_postgres() {
         .await
         .expect("e2e");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_metrics_are_served_and_pass_promtool() {
+    let (store, url) = sluice_store::testing::pg_store().await;
+    let job = submit(&store, 5, serde_json::json!({"kind": "noop"})).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut w = spawn_worker(&url, &["--metrics-listen", &addr]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !store
+        .job_get(job.id)
+        .await
+        .expect("job")
+        .state
+        .is_terminal()
+    {
+        assert!(Instant::now() < deadline, "job did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The outcome is recorded before the counter moves on; give the finisher a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let resp = http_get(&addr, "/metrics");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("http response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    for line in [
+        "sluice_worker_tasks_claimed_total 5",
+        "sluice_worker_task_outcomes_total{outcome=\"succeeded\"} 5",
+        "sluice_worker_outcomes_rejected_total 0",
+        "sluice_worker_slots 16",
+        "sluice_engine_rows_matched_total 0",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing {line:?} in:\n{body}"
+        );
+    }
+    assert!(body.contains("# HELP sluice_worker_task_duration_seconds"));
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is needed: .ci/run installs it");
+    {
+        use std::io::Write;
+        promtool
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(body.as_bytes())
+            .expect("write metrics");
+    }
+    let out = promtool.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(http_get(&addr, "/nope").starts_with("HTTP/1.1 404"));
+    signal(&w, libc::SIGTERM);
+    assert!(wait_exit(&mut w, Duration::from_secs(10)).success());
+}

@@ -1,0 +1,146 @@
+//! The worker's metrics (Prometheus, default registry), declared beside the code that updates
+//! them. Names: `sluice_worker_<name>_<unit>`.
+
+use prometheus::core::Collector;
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+};
+use std::sync::LazyLock;
+
+/// Registers a metric in the default registry. Every definition below is static with a valid,
+/// unique name, and each is built once per process (LazyLock), so neither construction nor
+/// registration can fail.
+#[allow(clippy::expect_used)]
+pub(crate) fn reg<M: Collector + Clone + 'static>(m: prometheus::Result<M>) -> M {
+    let m = m.expect("static metric definition is valid");
+    prometheus::default_registry()
+        .register(Box::new(m.clone()))
+        .expect("metric names are unique");
+    m
+}
+
+const TASK_BUCKETS: &[f64] = &[
+    0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0,
+];
+const CALL_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+pub static CLAIMED: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "sluice_worker_tasks_claimed_total",
+        "Tasks claimed by this process's workers.",
+    ))
+});
+
+pub static OUTCOMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "sluice_worker_task_outcomes_total",
+            "Task outcomes recorded, by outcome (succeeded, failed, retried, deferred).",
+        ),
+        &["outcome"],
+    ))
+});
+
+pub static REJECTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "sluice_worker_outcomes_rejected_total",
+        "Outcomes the store refused because the lease was lost (rescued, cancelled).",
+    ))
+});
+
+pub static LEASES_LOST: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "sluice_worker_leases_lost_total",
+        "Leases a heartbeat found lost; their runs were stopped.",
+    ))
+});
+
+pub static HANDED_BACK: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "sluice_worker_tasks_handed_back_total",
+        "Tasks handed back without spending an attempt (shutdown, lost claim reply).",
+    ))
+});
+
+pub static STORE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "sluice_worker_store_errors_total",
+            "Failed store calls, by operation (claim, finish, heartbeat, hand_back).",
+        ),
+        &["op"],
+    ))
+});
+
+pub static TASK_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    reg(HistogramVec::new(
+        HistogramOpts::new(
+            "sluice_worker_task_duration_seconds",
+            "Run time of a task, by outcome.",
+        )
+        .buckets(TASK_BUCKETS.to_vec()),
+        &["outcome"],
+    ))
+});
+
+pub static CLAIM_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    reg(Histogram::with_opts(
+        HistogramOpts::new(
+            "sluice_worker_claim_duration_seconds",
+            "Time of one claim call to the store.",
+        )
+        .buckets(CALL_BUCKETS.to_vec()),
+    ))
+});
+
+pub static SLOTS_BUSY: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "sluice_worker_slots_busy",
+        "Task slots running a task now.",
+    ))
+});
+
+pub static SLOTS: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "sluice_worker_slots",
+        "Task slots of the workers in this process.",
+    ))
+});
+
+/// Creates every metric and label set, so each has a series from the first scrape on.
+pub fn init() {
+    LazyLock::force(&CLAIMED);
+    LazyLock::force(&REJECTED);
+    LazyLock::force(&LEASES_LOST);
+    LazyLock::force(&HANDED_BACK);
+    LazyLock::force(&CLAIM_SECONDS);
+    LazyLock::force(&SLOTS_BUSY);
+    LazyLock::force(&SLOTS);
+    for o in ["succeeded", "failed", "retried", "deferred"] {
+        OUTCOMES.with_label_values(&[o]);
+        TASK_SECONDS.with_label_values(&[o]);
+    }
+    for op in ["claim", "finish", "heartbeat", "hand_back"] {
+        STORE_ERRORS.with_label_values(&[op]);
+    }
+}
+
+/// The label of an outcome.
+pub fn outcome_label(o: &sluice_store::TaskOutcome) -> &'static str {
+    match o {
+        sluice_store::TaskOutcome::Succeeded { .. } => "succeeded",
+        sluice_store::TaskOutcome::Failed { .. } => "failed",
+        sluice_store::TaskOutcome::Retry { .. } => "retried",
+        sluice_store::TaskOutcome::Defer { .. } => "deferred",
+    }
+}
+
+/// The default registry in the Prometheus text format.
+pub fn render() -> String {
+    let mut buf = String::new();
+    let families = prometheus::gather();
+    if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&families, &mut buf) {
+        tracing::warn!(error = %e, "rendering metrics failed");
+    }
+    buf
+}
