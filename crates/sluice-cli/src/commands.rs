@@ -482,3 +482,99 @@ pub async fn results(
     }
     Ok(())
 }
+
+/// The timeline of a job from the journal: job events in order, task events grouped by kind
+/// (count, first and last time, distinct errors), or every event with `all`.
+pub async fn explain(store: &dyn Store, job: JobId, all: bool, json: bool) -> Result<()> {
+    let j = store.job_get(job).await?;
+    let mut events = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .event_list(sluice_store::EventListParams {
+                job_id: Some(job),
+                after_id: after,
+                limit: 5_000,
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        events.extend(page);
+    }
+    if json {
+        println!("{}", serde_json::json!({"job": j, "events": events}));
+        return Ok(());
+    }
+    println!(
+        "job {} ({}) {}: lakes {}/{} done, {} failed, {} cancelled; rows {}",
+        j.id,
+        j.owner,
+        j.state,
+        j.counts.done,
+        j.counts.total,
+        j.counts.failed,
+        j.counts.cancelled,
+        j.rows_found
+    );
+    if let Some(e) = &j.error {
+        println!("error: {e}");
+    }
+    let detail =
+        |d: &Option<serde_json::Value>| d.as_ref().map(|v| v.to_string()).unwrap_or_default();
+    if all {
+        for e in &events {
+            let task = e.task_id.map(|t| format!(" task {t}")).unwrap_or_default();
+            println!(
+                "{} {:<20}{task} {}",
+                e.at.to_rfc3339(),
+                e.kind,
+                detail(&e.detail)
+            );
+        }
+        return Ok(());
+    }
+    struct Group {
+        n: usize,
+        first: chrono::DateTime<chrono::Utc>,
+        last: chrono::DateTime<chrono::Utc>,
+        why: Vec<String>,
+    }
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+    for e in &events {
+        if e.task_id.is_none() {
+            println!("{} {:<20} {}", e.at.to_rfc3339(), e.kind, detail(&e.detail));
+            continue;
+        }
+        let g = groups.entry(e.kind.clone()).or_insert(Group {
+            n: 0,
+            first: e.at,
+            last: e.at,
+            why: Vec::new(),
+        });
+        g.n += 1;
+        g.last = e.at;
+        let reason = e
+            .detail
+            .as_ref()
+            .and_then(|d| d.get("error").or_else(|| d.get("reason")))
+            .and_then(|v| v.as_str());
+        if let Some(r) = reason
+            && g.why.len() < 3
+            && !g.why.iter().any(|w| w == r)
+        {
+            g.why.push(r.to_string());
+        }
+    }
+    for (kind, g) in &groups {
+        println!(
+            "{kind:<20} ×{:<6} {} … {}",
+            g.n,
+            g.first.to_rfc3339(),
+            g.last.to_rfc3339()
+        );
+        for w in &g.why {
+            println!("{:<28}{w}", "");
+        }
+    }
+    Ok(())
+}

@@ -80,6 +80,13 @@ enum Command {
         /// Job id.
         job: JobId,
     },
+    /// A job's timeline from the journal: what happened to it and why.
+    Explain {
+        job: JobId,
+        /// Every event, not grouped.
+        #[arg(long)]
+        all: bool,
+    },
     /// Register, list, remove or generate lakes.
     #[command(subcommand)]
     Lakes(commands::LakesCmd),
@@ -345,6 +352,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Demo(args) => {
             demo::run(args, cli.output == Output::Json, cli.connect_timeout).await
+        }
+        Command::Explain { job, all } => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            commands::explain(store.as_ref(), job, all, cli.output == Output::Json).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Lakes(cmd) => {
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;

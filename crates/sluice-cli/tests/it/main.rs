@@ -558,6 +558,19 @@ fn hunt_finds_exactly_the_needles(db: &str) {
     assert_eq!(status["counts"]["done"], 200);
     assert_eq!(status["rows_found"].as_u64(), Some(needles.len() as u64));
 
+    let explained = sluice_ok(db, &results, &["explain", &job]);
+    for needle in [
+        "job.submitted",
+        "job.started",
+        "job.succeeded",
+        "task.succeeded       ×200",
+        "task.claimed",
+    ] {
+        assert!(
+            explained.contains(needle),
+            "explain lacks {needle:?}:\n{explained}"
+        );
+    }
     let rows: serde_json::Value = serde_json::from_str(&sluice_ok(
         db,
         &results,
