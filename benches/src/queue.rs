@@ -238,6 +238,9 @@ impl Store for Timed {
     ) -> sluice_store::Result<Vec<RescuedTask>> {
         self.inner.task_rescue_expired(p).await
     }
+    async fn task_wait(&self, timeout: Duration) {
+        self.inner.task_wait(timeout).await
+    }
     async fn task_get(&self, id: TaskId) -> sluice_store::Result<Task> {
         self.inner.task_get(id).await
     }

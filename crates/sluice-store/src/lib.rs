@@ -65,6 +65,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// cleanly.
     async fn task_rescue_expired(&self, p: TaskRescueParams) -> Result<Vec<RescuedTask>>;
 
+    /// Waits until new tasks may be claimable (a job was submitted, on any process for
+    /// Postgres) or `timeout` passes. A hint, not a guarantee: callers poll anyway.
+    async fn task_wait(&self, timeout: std::time::Duration);
+
     async fn task_get(&self, id: TaskId) -> Result<Task>;
 
     /// The tasks of a job, by id (operator and test use; not a hot path).

@@ -20,9 +20,15 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/post
 /// Times a transaction that lost a race (deadlock, serialization failure) is run again.
 const RACE_RETRIES: usize = 5;
 
+/// The channel a job submission notifies; idle workers listen on it.
+const TASKS_CHANNEL: &str = "sluice_tasks";
+
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Woken by NOTIFYs on [`TASKS_CHANNEL`]; the listener starts with the first waiter.
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    listening: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn is_schema_name(s: &str) -> bool {
@@ -63,11 +69,47 @@ impl PgStore {
             .connect_with(o)
             .await
             .map_err(from_sqlx)?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            wake: std::sync::Arc::default(),
+            listening: std::sync::Arc::default(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Starts (once) the background listener that turns NOTIFYs into wake-ups. It reconnects
+    /// by itself; while it is down, waiters simply time out and poll.
+    fn ensure_listener(&self) {
+        use std::sync::atomic::Ordering;
+        if self.listening.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (pool, wake) = (self.pool.clone(), self.wake.clone());
+        tokio::spawn(async move {
+            loop {
+                let listened: std::result::Result<(), sqlx::Error> = async {
+                    let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                    l.listen(TASKS_CHANNEL).await?;
+                    loop {
+                        // `None` means the connection dropped and is being re-established;
+                        // waking the waiters then makes them poll, covering what was missed.
+                        l.try_recv().await?;
+                        wake.notify_waiters();
+                    }
+                }
+                .await;
+                if let Err(e) = listened {
+                    tracing::debug!(error = %e, "task listener lost its connection; retrying");
+                }
+                if pool.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
     }
 }
 
@@ -322,6 +364,12 @@ impl Store for PgStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
+                // Delivered at commit: idle workers on every machine wake up and claim.
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(TASKS_CHANNEL)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
                 if p.tasks.is_empty() {
                     // Nothing to run: the job is finished as soon as it exists.
                     let next = JobState::Queued.apply(JobEvent::Finish(sluice_core::state::JobOutcome::Succeeded))?;
@@ -662,6 +710,11 @@ impl Store for PgStore {
             }
             .await
         })
+    }
+
+    async fn task_wait(&self, timeout: Duration) {
+        self.ensure_listener();
+        let _ = tokio::time::timeout(timeout, self.wake.notified()).await;
     }
 
     async fn task_get(&self, id: TaskId) -> Result<Task> {

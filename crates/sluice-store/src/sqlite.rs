@@ -23,6 +23,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqli
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One process: a submission wakes idle workers directly.
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 fn us(t: DateTime<Utc>) -> i64 {
@@ -65,7 +67,10 @@ impl SqliteStore {
             .connect_with(o)
             .await
             .map_err(from_sqlx)?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            wake: std::sync::Arc::default(),
+        })
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
@@ -346,6 +351,7 @@ impl Store for SqliteStore {
         }
         let job = job_fetch(&mut tx, id).await?;
         tx.commit().await.map_err(from_sqlx)?;
+        self.wake.notify_waiters();
         Ok(JobInserted { job, created: true })
     }
 
@@ -695,6 +701,10 @@ impl Store for SqliteStore {
         jobs_apply(&mut tx, &deltas, p.now).await?;
         tx.commit().await.map_err(from_sqlx)?;
         Ok(out)
+    }
+
+    async fn task_wait(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.wake.notified()).await;
     }
 
     async fn task_get(&self, id: TaskId) -> Result<Task> {

@@ -270,9 +270,10 @@ impl Worker {
             // Reap finished runs so the set does not grow.
             while runs.try_join_next().is_some() {}
             if idle {
+                // Woken early when a job is submitted; the poll is the safety net.
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'claim,
-                    _ = tokio::time::sleep(self.cfg.idle_poll) => {}
+                    _ = self.store.task_wait(self.cfg.idle_poll) => {}
                 }
             }
         }

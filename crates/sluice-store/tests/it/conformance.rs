@@ -39,6 +39,7 @@ conformance!(
     global_journal_pages_through_every_job,
     hand_back_defers_unknown_leases_of_one_worker,
     lake_registry_round_trips_and_rejects_bad_names,
+    task_wait_wakes_when_a_job_is_submitted,
 );
 
 fn lease() -> Duration {
@@ -848,4 +849,29 @@ async fn lake_registry_round_trips_and_rejects_bad_names(s: S) {
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(s.lake_list().await.unwrap().len(), 1);
+}
+
+async fn task_wait_wakes_when_a_job_is_submitted(s: S) {
+    // A short wait starts the listener (Postgres) and shows the timeout works.
+    let t = std::time::Instant::now();
+    s.task_wait(Duration::from_millis(300)).await;
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "returned early without a submission"
+    );
+    let waiter = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            s.task_wait(Duration::from_secs(60)).await;
+            t.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.job_insert(job("alice", 1)).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("woken well before the 60 s timeout")
+        .unwrap();
+    assert!(waited < Duration::from_secs(20), "{waited:?}");
 }

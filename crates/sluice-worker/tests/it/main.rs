@@ -334,3 +334,20 @@ async fn sessions(url: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_wakes_on_submit_not_on_its_poll() {
+    let (pg, _) = sluice_store::testing::pg_store().await;
+    let store: Arc<dyn Store> = Arc::new(pg);
+    let mut cfg = config();
+    cfg.idle_poll = Duration::from_secs(60);
+    let (stop, w) = start(&store, cfg);
+    // Let it claim nothing and go idle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let job = submit(&store, 3, 3, serde_json::json!({"kind": "noop"})).await;
+    // Well under the 60 s poll: only the NOTIFY can have woken it.
+    let j = finished(&store, job.id, Duration::from_secs(20)).await;
+    assert_eq!(j.state, JobState::Succeeded);
+    stop.cancel();
+    w.await.unwrap();
+}
