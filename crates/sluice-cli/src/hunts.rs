@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 /// file (3 daily files in the generated layout) and a few reads. Refined by the provider guard.
 const EST_CALLS_PER_LAKE: i32 = 8;
 
+/// How long a worker trusts its copy of a lake's registration.
+const LAKE_TTL: Duration = Duration::from_secs(60);
+
 pub fn lake_ref(l: &Lake) -> Result<LakeRef, EngineError> {
     Ok(LakeRef {
         id: l.id,
@@ -163,7 +166,9 @@ pub struct HuntRunner {
     /// Per job: its hunt (None for a built-in kind), read once even when many of its tasks
     /// start at the same moment.
     jobs: Mutex<HashMap<JobId, SpecCell>>,
-    lakes: Mutex<HashMap<String, Arc<LakeRef>>>,
+    /// Lakes by name, with when they were read: re-read after [`LAKE_TTL`] so a lake removed
+    /// and registered again is picked up without a restart.
+    lakes: Mutex<HashMap<String, (std::time::Instant, Arc<LakeRef>)>>,
 }
 
 impl HuntRunner {
@@ -199,11 +204,12 @@ impl HuntRunner {
     }
 
     async fn lake(&self, name: &str) -> Result<Arc<LakeRef>, RunError> {
-        if let Some(l) = self
+        if let Some((at, l)) = self
             .lakes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
+            && at.elapsed() < LAKE_TTL
         {
             return Ok(l.clone());
         }
@@ -212,7 +218,7 @@ impl HuntRunner {
         self.lakes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), r.clone());
+            .insert(name.to_string(), (std::time::Instant::now(), r.clone()));
         Ok(r)
     }
 }
