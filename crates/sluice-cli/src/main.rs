@@ -156,6 +156,10 @@ struct WorkerArgs {
     /// Memory one hunt task may use, in MiB; a task over it fails (no retry).
     #[arg(long, env = "SLUICE_TASK_MEMORY_MIB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     task_memory_mib: u64,
+    /// How long a lake's file listing is reused before it is listed again (new files show up
+    /// after this).
+    #[arg(long, env = "SLUICE_LAKE_LIST_TTL", default_value = "5m", value_parser = parse_duration)]
+    lake_list_ttl: Duration,
     /// Threads that run query plans (a runtime separate from the one that talks to the database).
     #[arg(long, env = "SLUICE_CPU_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
     cpu_threads: u32,
@@ -309,6 +313,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ecfg.timeout = args.task_timeout;
             ecfg.memory_limit = usize::try_from(args.task_memory_mib << 20).unwrap_or(usize::MAX);
             ecfg.cpu_threads = args.cpu_threads as usize;
+            ecfg.list_ttl = args.lake_list_ttl;
             let engine =
                 Arc::new(sluice_engine::Engine::new(ecfg).context("starting the query engine")?);
             let runner = Arc::new(hunts::HuntRunner::new(store.clone(), engine));

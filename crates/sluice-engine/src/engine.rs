@@ -54,6 +54,9 @@ pub struct EngineConfig {
     pub target_partitions: usize,
     /// The results store: a local folder.
     pub results_dir: PathBuf,
+    /// How long a lake's file listing is reused. Lakes grow (a new day's partition); within
+    /// this time a worker does not see new files, after it one LIST per lake picks them up.
+    pub list_ttl: Duration,
 }
 
 impl EngineConfig {
@@ -64,6 +67,7 @@ impl EngineConfig {
             timeout: Duration::from_secs(600),
             target_partitions: 2,
             results_dir: results_dir.into(),
+            list_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -166,7 +170,11 @@ impl Engine {
             .build()
             .map_err(|e| EngineError::Io(format!("cpu runtime: {e}")))?;
         crate::metrics::init();
-        let cache = CacheManager::try_new(&CacheManagerConfig::default())?;
+        // DataFusion's default list-files TTL is infinite: a long-lived worker would never see
+        // a lake's new files.
+        let cache = CacheManager::try_new(
+            &CacheManagerConfig::default().with_list_files_cache_ttl(Some(cfg.list_ttl)),
+        )?;
         Ok(Engine {
             cfg,
             cpu: Some(cpu),

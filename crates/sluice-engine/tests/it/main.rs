@@ -360,3 +360,49 @@ async fn bloom_filters_save_reads_for_absent_values() {
         bytes[1]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_files_show_up_after_the_listing_ttl_not_before() {
+    let f = &fixture().await;
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = EngineConfig::new(out.path());
+    cfg.list_ttl = Duration::from_secs(2);
+    let e = Engine::new(cfg).unwrap();
+    let lake = &f.lakes[2];
+    let days = CompiledHunt {
+        sql: "SELECT DISTINCT dt FROM events".into(),
+        options: BTreeMap::new(),
+    };
+    assert_eq!(
+        e.run(run(lake, days.clone(), 1), CancellationToken::new())
+            .await
+            .unwrap()
+            .rows,
+        3
+    );
+    // A new day lands in the lake.
+    let dir = std::path::PathBuf::from(lake.url.trim_start_matches("file://"));
+    std::fs::create_dir_all(dir.join("dt=2026-11-23")).unwrap();
+    std::fs::copy(
+        dir.join("dt=2026-11-22/part-0.parquet"),
+        dir.join("dt=2026-11-23/part-0.parquet"),
+    )
+    .unwrap();
+    // Within the TTL the cached listing is used: no LIST, the new file is not seen yet.
+    assert_eq!(
+        e.run(run(lake, days.clone(), 2), CancellationToken::new())
+            .await
+            .unwrap()
+            .rows,
+        3
+    );
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_eq!(
+        e.run(run(lake, days, 3), CancellationToken::new())
+            .await
+            .unwrap()
+            .rows,
+        4,
+        "the new day is hunted after the TTL"
+    );
+}
