@@ -331,15 +331,17 @@ impl Store for PgStore {
                     }
                     return Ok(JobInserted { job, created: false });
                 };
-                for chunk in p.tasks.chunks(TASK_INSERT_CHUNK) {
+                for (c, chunk) in p.tasks.chunks(TASK_INSERT_CHUNK).enumerate() {
+                    let first_seq = (c * TASK_INSERT_CHUNK) as i32;
                     let lakes: Vec<&str> = chunk.iter().map(|t| t.lake.as_str()).collect();
                     let scopes: Vec<&str> = chunk.iter().map(|t| t.scope.as_str()).collect();
                     let est: Vec<i32> = chunk.iter().map(|t| t.est_calls).collect();
                     sqlx::query(
                         "INSERT INTO tasks (job_id, lake, scope, est_calls, priority, max_attempts, \
-                             run_after, created_at, updated_at) \
-                         SELECT $1, u.lake, u.scope, u.est, $5, $6, $7, $7, $7 \
-                         FROM unnest($2::text[], $3::text[], $4::int[]) AS u(lake, scope, est)",
+                             run_after, created_at, updated_at, seq) \
+                         SELECT $1, u.lake, u.scope, u.est, $5, $6, $7, $7, $7, $8 + u.n::int - 1 \
+                         FROM unnest($2::text[], $3::text[], $4::int[]) \
+                             WITH ORDINALITY AS u(lake, scope, est, n) ORDER BY u.n",
                     )
                     .bind(id)
                     .bind(&lakes)
@@ -348,6 +350,7 @@ impl Store for PgStore {
                     .bind(p.priority)
                     .bind(p.max_attempts)
                     .bind(p.now)
+                    .bind(first_seq)
                     .execute(&mut *tx)
                     .await
                     .map_err(from_sqlx)?;
@@ -461,13 +464,13 @@ impl Store for PgStore {
         let rows = sqlx::query(
             "WITH c AS ( \
                 SELECT id FROM tasks WHERE state = 'pending' AND run_after <= $1 \
-                ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                ORDER BY priority DESC, seq, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
              t AS ( \
                 UPDATE tasks SET state = 'running', lease_owner = $3, \
                     lease_token = tasks.lease_token + 1, lease_expires_at = $4, updated_at = $1 \
                 FROM c WHERE tasks.id = c.id \
                 RETURNING tasks.id, tasks.job_id, tasks.lake, tasks.scope, tasks.attempt, \
-                    tasks.max_attempts, tasks.lease_token, tasks.priority), \
+                    tasks.max_attempts, tasks.lease_token, tasks.priority, tasks.seq), \
              ev AS ( \
                 INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
                 SELECT $1, job_id, id, scope, 'task.claimed', \
@@ -479,7 +482,7 @@ impl Store for PgStore {
              jev AS ( \
                 INSERT INTO events (at, job_id, kind) SELECT $1, id, 'job.started' FROM js) \
              SELECT id, job_id, lake, scope, attempt, max_attempts, lease_token FROM t \
-             ORDER BY priority DESC, id",
+             ORDER BY priority DESC, seq, id",
         )
         .bind(p.now)
         .bind(i64::from(p.limit))

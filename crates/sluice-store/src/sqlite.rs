@@ -305,15 +305,16 @@ impl Store for SqliteStore {
                 created: false,
             });
         };
-        for chunk in p.tasks.chunks(TASK_INSERT_CHUNK) {
+        for (c, chunk) in p.tasks.chunks(TASK_INSERT_CHUNK).enumerate() {
+            let first_seq = (c * TASK_INSERT_CHUNK) as i64;
             // One statement per chunk: the tasks travel as one JSON array.
             let arr =
                 serde_json::to_string(chunk).map_err(|e| StoreError::Invalid(e.to_string()))?;
             sqlx::query(
                 "INSERT INTO tasks (job_id, lake, scope, est_calls, priority, max_attempts, run_after, \
-                     created_at, updated_at) \
+                     created_at, updated_at, seq) \
                  SELECT ?, json_extract(value, '$.lake'), json_extract(value, '$.scope'), \
-                     json_extract(value, '$.est_calls'), ?, ?, ?, ?, ? \
+                     json_extract(value, '$.est_calls'), ?, ?, ?, ?, ?, ? + key \
                  FROM json_each(?) ORDER BY key",
             )
             .bind(id)
@@ -322,6 +323,7 @@ impl Store for SqliteStore {
             .bind(us(p.now))
             .bind(us(p.now))
             .bind(us(p.now))
+            .bind(first_seq)
             .bind(arr)
             .execute(&mut *tx)
             .await
@@ -439,8 +441,8 @@ impl Store for SqliteStore {
             "UPDATE tasks SET state = 'running', lease_owner = ?, lease_token = lease_token + 1, \
                  lease_expires_at = ?, updated_at = ? \
              WHERE id IN (SELECT id FROM tasks WHERE state = 'pending' AND run_after <= ? \
-                 ORDER BY priority DESC, id LIMIT ?) \
-             RETURNING id, job_id, lake, scope, attempt, max_attempts, lease_token, priority",
+                 ORDER BY priority DESC, seq, id LIMIT ?) \
+             RETURNING id, job_id, lake, scope, attempt, max_attempts, lease_token, priority, seq",
         )
         .bind(&p.worker)
         .bind(us(expires))
@@ -477,8 +479,9 @@ impl Store for SqliteStore {
             )
             .await?;
             jobs.insert(t.job_id.0);
-            order.push(-i64::from(
-                r.try_get::<i16, _>("priority").map_err(from_sqlx)?,
+            order.push((
+                -i64::from(r.try_get::<i16, _>("priority").map_err(from_sqlx)?),
+                r.try_get::<i64, _>("seq").map_err(from_sqlx)?,
             ));
             out.push(t);
         }
@@ -496,7 +499,7 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(from_sqlx)?;
         // RETURNING has no defined order: hand tasks out in release order.
         let mut keyed: Vec<_> = order.into_iter().zip(out).collect();
-        keyed.sort_by_key(|(prio, t)| (*prio, t.id()));
+        keyed.sort_by_key(|(key, t)| (*key, t.id()));
         Ok(keyed.into_iter().map(|(_, t)| t).collect())
     }
 

@@ -40,6 +40,7 @@ conformance!(
     hand_back_defers_unknown_leases_of_one_worker,
     lake_registry_round_trips_and_rejects_bad_names,
     task_wait_wakes_when_a_job_is_submitted,
+    claims_interleave_jobs_of_equal_priority,
 );
 
 fn lease() -> Duration {
@@ -874,4 +875,29 @@ async fn task_wait_wakes_when_a_job_is_submitted(s: S) {
         .expect("woken well before the 60 s timeout")
         .unwrap();
     assert!(waited < Duration::from_secs(20), "{waited:?}");
+}
+
+async fn claims_interleave_jobs_of_equal_priority(s: S) {
+    // A bulk job first, a small one behind it: the small one's tasks are claimed next to the
+    // bulk job's, not after all of them.
+    let bulk = s.job_insert(job("bulk", 5)).await.unwrap().job;
+    let small = s.job_insert(job("small", 2)).await.unwrap().job;
+    let one_by_one: Vec<JobId> = {
+        let mut v = Vec::new();
+        for i in 0..7 {
+            v.extend(claim(&s, "w", 1, i).await.iter().map(|t| t.job_id));
+        }
+        v
+    };
+    let (b, m) = (bulk.id, small.id);
+    assert_eq!(one_by_one, vec![b, m, b, m, b, b, b]);
+    // The same order within one batch claim.
+    let bulk2 = s.job_insert(job("bulk", 3)).await.unwrap().job;
+    let small2 = s.job_insert(job("small", 1)).await.unwrap().job;
+    let batch: Vec<JobId> = claim(&s, "w", 10, 10)
+        .await
+        .iter()
+        .map(|t| t.job_id)
+        .collect();
+    assert_eq!(batch, vec![bulk2.id, small2.id, bulk2.id, bulk2.id]);
 }
