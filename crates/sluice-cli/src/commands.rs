@@ -279,7 +279,8 @@ fn lake_columns(l: &sluice_store::Lake) -> usize {
         .map_or(0, Vec::len)
 }
 
-async fn register(
+/// Reads a lake's schema and partitions from one footer and registers it.
+pub(crate) async fn register(
     store: &dyn Store,
     engine: &Engine,
     name: &str,

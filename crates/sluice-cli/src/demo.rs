@@ -12,7 +12,7 @@ use sluice_core::{JobState, SystemClock};
 use sluice_engine::generate::{GenerateParams, Manifest, generate};
 use sluice_engine::{HuntSpec, LakeSelector};
 use sluice_scheduler::{Rescuer, RescuerConfig};
-use sluice_store::{EventListParams, Job, LakeInsertParams, Store};
+use sluice_store::{EventListParams, Job, Store};
 use sluice_worker::{Worker, WorkerConfig};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -100,27 +100,19 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
         data_dir.join("lakes").display()
     ));
     for (i, l) in manifest.lakes.iter().enumerate() {
-        let lake = sluice_engine::LakeRef {
-            id: 0,
-            name: l.name.clone(),
-            url: format!("file://{}/", l.path.display()),
-            partition_cols: vec![],
-            schema: sluice_engine::generate::telemetry_schema(),
-            options: BTreeMap::new(),
-        };
-        let (schema, partition_cols) = engine.discover(&lake).await?;
-        store
-            .lake_insert(LakeInsertParams {
-                name: l.name.clone(),
-                url: lake.url,
-                scope: format!("aws:{}", 100_000_000_000 + i as u64 % ACCOUNTS),
-                partition_cols,
-                schema: sluice_engine::schema_to_json(&schema),
-                tags: [("tenant".to_string(), format!("tenant-{}", i % 10))].into(),
-                options: BTreeMap::new(),
-                now: chrono::Utc::now(),
-            })
-            .await?;
+        let url = format!("file://{}/", l.path.display());
+        let scope = format!("aws:{}", 100_000_000_000 + i as u64 % ACCOUNTS);
+        let tags = [("tenant".to_string(), format!("tenant-{}", i % 10))].into();
+        crate::commands::register(
+            store.as_ref(),
+            &engine,
+            &l.name,
+            &url,
+            &scope,
+            tags,
+            BTreeMap::new(),
+        )
+        .await?;
     }
     say(format!(
         "registered {} lakes across {ACCOUNTS} provider accounts ({:.1}s)",
