@@ -41,8 +41,9 @@ bench-scan: ## Needle hunt over >= 2 GB of Parquet: Sluice's engine vs DuckDB, b
 bench: bench-queue bench-scan ## Every benchmark
 
 .PHONY: bench-smoke
-bench-smoke: ## The queue benchmark with a tiny load, no peers (keeps it alive in CI)
+bench-smoke: ## Both benchmarks with a tiny load, no peers, no DuckDB (keeps them alive in CI)
 	$(CARGO) run -q -p sluice-benches --bin queue-bench -- --tasks 2000 --workers 2
+	$(CARGO) run -q -p sluice-benches --bin scan-bench -- --dir $(CARGO_TARGET_DIR)/scan-smoke --lakes 2 --rows 3000 --row-group-rows 500
 
 .PHONY: fmt
 fmt: ## Format the code

@@ -104,6 +104,12 @@ async fn main() -> Result<()> {
             let before = counts.snapshot();
             let t = Instant::now();
             rows = run_all(&engine, &lakes, &hunt, args.concurrency).await?;
+            // A fast wrong answer is worth nothing: every needle, and only needles.
+            anyhow::ensure!(
+                rows as usize == m.needles.len(),
+                "{label}: found {rows} rows, planted {}",
+                m.needles.len()
+            );
             if pass + 1 == passes {
                 secs = t.elapsed().as_secs_f64();
                 let c = counts.snapshot().since(&before);
