@@ -262,6 +262,18 @@ impl Store for Timed {
     async fn lake_remove(&self, name: &str) -> sluice_store::Result<()> {
         self.inner.lake_remove(name).await
     }
+    async fn budget_set(
+        &self,
+        p: sluice_store::BudgetSetParams,
+    ) -> sluice_store::Result<sluice_store::Budget> {
+        self.inner.budget_set(p).await
+    }
+    async fn budget_list(&self) -> sluice_store::Result<Vec<sluice_store::Budget>> {
+        self.inner.budget_list().await
+    }
+    async fn budget_take(&self, p: sluice_store::BudgetTakeParams) -> sluice_store::Result<u32> {
+        self.inner.budget_take(p).await
+    }
     async fn event_list(&self, p: EventListParams) -> sluice_store::Result<Vec<Event>> {
         self.inner.event_list(p).await
     }

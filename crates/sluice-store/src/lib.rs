@@ -85,6 +85,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Unregisters a lake (tasks already created for it keep their lake name).
     async fn lake_remove(&self, name: &str) -> Result<()>;
 
+    /// Creates or changes a scope's budget (rate calls/s, burst). A new budget starts full; a
+    /// changed one keeps its tokens, clamped to the new burst.
+    async fn budget_set(&self, p: BudgetSetParams) -> Result<Budget>;
+
+    /// Every budget, by scope.
+    async fn budget_list(&self) -> Result<Vec<Budget>>;
+
+    /// Leases up to `n` call tokens for `scope`, charged to the scope and every ancestor that
+    /// has a budget (scopes without one are unlimited). Tokens taken are never returned, so over
+    /// any window of T seconds at most `burst + rate × T` are granted per bucket, across all
+    /// processes. Not yet called on the provider path: the metered transport (provider-guard
+    /// issue) will be its caller.
+    async fn budget_take(&self, p: BudgetTakeParams) -> Result<u32>;
+
     /// The journal, oldest first.
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>>;
 }

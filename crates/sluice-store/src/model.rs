@@ -404,3 +404,92 @@ pub(crate) fn validate_lake(p: &LakeInsertParams) -> crate::Result<()> {
     }
     Ok(())
 }
+
+/// The root scope: the provider-wide budget.
+pub const ROOT_SCOPE: &str = "*";
+
+/// One scope's token bucket as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub scope: String,
+    /// `None` only for the root scope.
+    pub parent: Option<String>,
+    pub rate: f64,
+    pub burst: f64,
+    pub tokens: f64,
+    pub refilled_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BudgetSetParams {
+    pub scope: String,
+    /// The parent scope; `None` means the root (`*`), which must exist first. Ignored for `*`.
+    pub parent: Option<String>,
+    pub rate: f64,
+    pub burst: f64,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BudgetTakeParams {
+    pub scope: String,
+    /// Tokens wanted (a leased batch).
+    pub n: u32,
+    pub now: DateTime<Utc>,
+}
+
+pub(crate) fn validate_budget(p: &BudgetSetParams) -> crate::Result<()> {
+    use crate::StoreError::Invalid;
+    if p.scope.is_empty() || p.scope.len() > 200 {
+        return Err(Invalid("scope must be 1 to 200 characters".into()));
+    }
+    for (name, v) in [("rate", p.rate), ("burst", p.burst)] {
+        if !v.is_finite() || v < 0.0 {
+            return Err(Invalid(format!(
+                "{name} must be a finite number >= 0, got {v}"
+            )));
+        }
+    }
+    if p.parent.as_deref() == Some(p.scope.as_str()) {
+        return Err(Invalid(format!(
+            "scope {:?} cannot be its own parent",
+            p.scope
+        )));
+    }
+    Ok(())
+}
+
+/// Takes up to `n` tokens from a chain of buckets (a scope and its ancestors, all refilled to
+/// `now`): the grant is the smallest whole number of tokens every bucket has, and it is taken
+/// from every bucket. Returns the grant and the buckets after the take.
+pub(crate) fn take_from_chain(chain: &[Budget], n: u32, now: DateTime<Utc>) -> (u32, Vec<Budget>) {
+    let mut buckets: Vec<sluice_core::TokenBucket> = chain
+        .iter()
+        .map(|b| {
+            let mut t =
+                sluice_core::TokenBucket::from_parts(b.rate, b.burst, b.tokens, b.refilled_at);
+            t.refill(now);
+            t
+        })
+        .collect();
+    let grant = buckets
+        .iter()
+        .map(|t| t.tokens().floor().max(0.0) as u64)
+        .min()
+        .unwrap_or(u64::from(n))
+        .min(u64::from(n)) as u32;
+    for t in &mut buckets {
+        let got = t.take_up_to(grant, now);
+        debug_assert_eq!(got, grant);
+    }
+    let after = chain
+        .iter()
+        .zip(buckets)
+        .map(|(b, t)| Budget {
+            tokens: t.tokens(),
+            refilled_at: t.refilled_at(),
+            ..b.clone()
+        })
+        .collect();
+    (grant, after)
+}

@@ -285,6 +285,41 @@ fn lake_from_row(r: &PgRow) -> Result<Lake> {
     })
 }
 
+fn budget_from_row(r: &PgRow) -> Result<Budget> {
+    Ok(Budget {
+        scope: r.try_get("scope").map_err(from_sqlx)?,
+        parent: r.try_get("parent").map_err(from_sqlx)?,
+        rate: r.try_get("rate").map_err(from_sqlx)?,
+        burst: r.try_get("burst").map_err(from_sqlx)?,
+        tokens: r.try_get("tokens").map_err(from_sqlx)?,
+        refilled_at: r.try_get("refilled_at").map_err(from_sqlx)?,
+    })
+}
+
+/// The scopes charged for a call of `scope`: itself if it has a budget, then its ancestors up
+/// to the root (a scope without a budget is charged to the root alone).
+async fn budget_chain(tx: &mut Transaction<'static, Postgres>, scope: &str) -> Result<Vec<String>> {
+    let start: Option<String> = sqlx::query_scalar("SELECT scope FROM budgets WHERE scope = $1")
+        .bind(scope)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(from_sqlx)?;
+    let start = start.unwrap_or_else(|| ROOT_SCOPE.to_string());
+    let chain: Vec<String> = sqlx::query_scalar(
+        "WITH RECURSIVE chain AS ( \
+             SELECT scope, parent, 0 AS depth FROM budgets WHERE scope = $1 \
+             UNION ALL \
+             SELECT b.scope, b.parent, c.depth + 1 FROM budgets b JOIN chain c ON b.scope = c.parent \
+             WHERE c.depth < 32) \
+         SELECT scope FROM chain ORDER BY depth",
+    )
+    .bind(&start)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(chain)
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
@@ -805,6 +840,94 @@ impl Store for PgStore {
             return Err(StoreError::NotFound(format!("lake {name:?}")));
         }
         Ok(())
+    }
+
+    async fn budget_set(&self, p: BudgetSetParams) -> Result<Budget> {
+        validate_budget(&p)?;
+        let parent = (p.scope != ROOT_SCOPE)
+            .then(|| p.parent.clone().unwrap_or_else(|| ROOT_SCOPE.to_string()));
+        retry_races!(self, |tx| {
+            async {
+                if let Some(parent) = &parent {
+                    let chain = budget_chain(&mut tx, parent).await?;
+                    if chain.first() != Some(parent) {
+                        return Err(StoreError::Invalid(format!("parent scope {parent:?} has no budget: set it first")));
+                    }
+                    if chain.contains(&p.scope) {
+                        return Err(StoreError::Invalid(format!("{:?} under {parent:?} would make a cycle", p.scope)));
+                    }
+                }
+                let row = sqlx::query(
+                    "INSERT INTO budgets (scope, parent, rate, burst, tokens, refilled_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $4, $5, $5) \
+                     ON CONFLICT (scope) DO UPDATE SET parent = EXCLUDED.parent, rate = EXCLUDED.rate, \
+                         burst = EXCLUDED.burst, tokens = LEAST(budgets.tokens, EXCLUDED.burst), \
+                         updated_at = EXCLUDED.updated_at \
+                     RETURNING scope, parent, rate, burst, tokens, refilled_at",
+                )
+                .bind(&p.scope)
+                .bind(&parent)
+                .bind(p.rate)
+                .bind(p.burst)
+                .bind(p.now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                budget_from_row(&row)
+            }
+            .await
+        })
+    }
+
+    async fn budget_list(&self) -> Result<Vec<Budget>> {
+        let rows = sqlx::query(
+            "SELECT scope, parent, rate, burst, tokens, refilled_at FROM budgets ORDER BY scope",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter().map(budget_from_row).collect()
+    }
+
+    async fn budget_take(&self, p: BudgetTakeParams) -> Result<u32> {
+        if p.n == 0 {
+            return Ok(0);
+        }
+        retry_races!(self, |tx| {
+            async {
+                let chain = budget_chain(&mut tx, &p.scope).await?;
+                if chain.is_empty() {
+                    return Ok(p.n); // no budget anywhere: unlimited
+                }
+                // Lock in scope order, the order every taker uses.
+                let rows = sqlx::query(
+                    "SELECT scope, parent, rate, burst, tokens, refilled_at FROM budgets \
+                     WHERE scope = ANY($1) ORDER BY scope FOR UPDATE",
+                )
+                .bind(&chain)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                let budgets = rows.iter().map(budget_from_row).collect::<Result<Vec<_>>>()?;
+                let (grant, after) = take_from_chain(&budgets, p.n, p.now);
+                let scopes: Vec<&str> = after.iter().map(|b| b.scope.as_str()).collect();
+                let tokens: Vec<f64> = after.iter().map(|b| b.tokens).collect();
+                let at: Vec<DateTime<Utc>> = after.iter().map(|b| b.refilled_at).collect();
+                sqlx::query(
+                    "UPDATE budgets SET tokens = u.tokens, refilled_at = u.at \
+                     FROM unnest($1::text[], $2::float8[], $3::timestamptz[]) AS u(scope, tokens, at) \
+                     WHERE budgets.scope = u.scope",
+                )
+                .bind(&scopes)
+                .bind(&tokens)
+                .bind(&at)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                Ok(grant)
+            }
+            .await
+        })
     }
 
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>> {

@@ -253,6 +253,51 @@ fn lake_from_row(r: &SqliteRow) -> Result<Lake> {
     })
 }
 
+fn budget_from_row(r: &SqliteRow) -> Result<Budget> {
+    Ok(Budget {
+        scope: r.try_get("scope").map_err(from_sqlx)?,
+        parent: r.try_get("parent").map_err(from_sqlx)?,
+        rate: r.try_get("rate").map_err(from_sqlx)?,
+        burst: r.try_get("burst").map_err(from_sqlx)?,
+        tokens: r.try_get("tokens").map_err(from_sqlx)?,
+        refilled_at: from_us(r.try_get("refilled_at").map_err(from_sqlx)?)?,
+    })
+}
+
+/// The budgets charged for a call of `scope`, nearest first (see the Postgres backend).
+async fn budget_chain(tx: &mut Transaction<'static, Sqlite>, scope: &str) -> Result<Vec<Budget>> {
+    let mut chain: Vec<Budget> = Vec::new();
+    let mut next = Some(scope.to_string());
+    let mut first = true;
+    while let Some(s) = next.take() {
+        let row = sqlx::query(
+            "SELECT scope, parent, rate, burst, tokens, refilled_at FROM budgets WHERE scope = ?",
+        )
+        .bind(&s)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(from_sqlx)?;
+        match row {
+            Some(r) => {
+                let b = budget_from_row(&r)?;
+                if chain.len() > 32 || chain.iter().any(|c| c.scope == b.scope) {
+                    return Err(StoreError::Corrupt(format!(
+                        "budget scopes form a cycle at {:?}",
+                        b.scope
+                    )));
+                }
+                next = b.parent.clone();
+                chain.push(b);
+            }
+            // A scope without a budget is charged to the root alone.
+            None if first && s != ROOT_SCOPE => next = Some(ROOT_SCOPE.to_string()),
+            None => {}
+        }
+        first = false;
+    }
+    Ok(chain)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -791,6 +836,81 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound(format!("lake {name:?}")));
         }
         Ok(())
+    }
+
+    async fn budget_set(&self, p: BudgetSetParams) -> Result<Budget> {
+        validate_budget(&p)?;
+        let parent = (p.scope != ROOT_SCOPE)
+            .then(|| p.parent.clone().unwrap_or_else(|| ROOT_SCOPE.to_string()));
+        let mut tx = self.begin().await?;
+        if let Some(parent) = &parent {
+            let chain = budget_chain(&mut tx, parent).await?;
+            if chain.first().map(|b| &b.scope) != Some(parent) {
+                return Err(StoreError::Invalid(format!(
+                    "parent scope {parent:?} has no budget: set it first"
+                )));
+            }
+            if chain.iter().any(|b| b.scope == p.scope) {
+                return Err(StoreError::Invalid(format!(
+                    "{:?} under {parent:?} would make a cycle",
+                    p.scope
+                )));
+            }
+        }
+        let row = sqlx::query(
+            "INSERT INTO budgets (scope, parent, rate, burst, tokens, refilled_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (scope) DO UPDATE SET parent = excluded.parent, rate = excluded.rate, \
+                 burst = excluded.burst, tokens = min(budgets.tokens, excluded.burst), \
+                 updated_at = excluded.updated_at \
+             RETURNING scope, parent, rate, burst, tokens, refilled_at",
+        )
+        .bind(&p.scope)
+        .bind(&parent)
+        .bind(p.rate)
+        .bind(p.burst)
+        .bind(p.burst)
+        .bind(us(p.now))
+        .bind(us(p.now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let b = budget_from_row(&row)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(b)
+    }
+
+    async fn budget_list(&self) -> Result<Vec<Budget>> {
+        let rows = sqlx::query(
+            "SELECT scope, parent, rate, burst, tokens, refilled_at FROM budgets ORDER BY scope",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter().map(budget_from_row).collect()
+    }
+
+    async fn budget_take(&self, p: BudgetTakeParams) -> Result<u32> {
+        if p.n == 0 {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let chain = budget_chain(&mut tx, &p.scope).await?;
+        if chain.is_empty() {
+            return Ok(p.n);
+        }
+        let (grant, after) = take_from_chain(&chain, p.n, p.now);
+        for b in &after {
+            sqlx::query("UPDATE budgets SET tokens = ?, refilled_at = ? WHERE scope = ?")
+                .bind(b.tokens)
+                .bind(us(b.refilled_at))
+                .bind(&b.scope)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(grant)
     }
 
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>> {

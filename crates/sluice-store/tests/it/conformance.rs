@@ -41,6 +41,8 @@ conformance!(
     lake_registry_round_trips_and_rejects_bad_names,
     task_wait_wakes_when_a_job_is_submitted,
     claims_interleave_jobs_of_equal_priority,
+    budgets_charge_scope_and_ancestors,
+    budget_input_is_checked,
 );
 
 fn lease() -> Duration {
@@ -900,4 +902,107 @@ async fn claims_interleave_jobs_of_equal_priority(s: S) {
         .map(|t| t.job_id)
         .collect();
     assert_eq!(batch, vec![bulk2.id, small2.id, bulk2.id, bulk2.id]);
+}
+
+fn budget(scope: &str, parent: Option<&str>, rate: f64, burst: f64) -> BudgetSetParams {
+    BudgetSetParams {
+        scope: scope.into(),
+        parent: parent.map(Into::into),
+        rate,
+        burst,
+        now: t0(),
+    }
+}
+
+async fn take(s: &S, scope: &str, n: u32, at_ms: i64) -> u32 {
+    let now = t0() + chrono::Duration::milliseconds(at_ms);
+    s.budget_take(BudgetTakeParams {
+        scope: scope.into(),
+        n,
+        now,
+    })
+    .await
+    .unwrap()
+}
+
+async fn budgets_charge_scope_and_ancestors(s: S) {
+    // Nothing set: unlimited.
+    assert_eq!(take(&s, "aws:1", 7, 0).await, 7);
+    s.budget_set(budget("*", None, 10.0, 5.0)).await.unwrap();
+    s.budget_set(budget("aws:1", None, 1.0, 2.0)).await.unwrap();
+    let cases: &[(&str, u32, i64, u32)] = &[
+        ("aws:1", 10, 0, 2),     // the scope's burst limits
+        ("gcp:x", 10, 0, 3),     // no budget of its own: the root's remaining 3
+        ("aws:1", 10, 0, 0),     // both empty
+        ("aws:1", 10, 1_000, 1), // 1 s later: the scope refilled 1, the root 5 (burst)
+        ("gcp:x", 10, 1_000, 4),
+        ("gcp:x", 0, 1_000, 0),
+        ("aws:1", 1, 500, 0), // the clock went back: nothing accrues
+    ];
+    for &(scope, n, at, want) in cases {
+        assert_eq!(
+            take(&s, scope, n, at).await,
+            want,
+            "take({scope}, {n}) at {at} ms"
+        );
+    }
+    let list = s.budget_list().await.unwrap();
+    assert_eq!(
+        list.iter().map(|b| b.scope.as_str()).collect::<Vec<_>>(),
+        vec!["*", "aws:1"]
+    );
+    assert_eq!(list[1].parent.as_deref(), Some("*"));
+    assert_eq!(list[0].parent, None);
+    // A child under aws:1 is charged to aws:1 and the root too.
+    s.budget_set(budget("aws:1/eu", Some("aws:1"), 100.0, 100.0))
+        .await
+        .unwrap();
+    assert_eq!(
+        take(&s, "aws:1/eu", 10, 3_000).await,
+        2,
+        "aws:1 refilled 2 (burst)"
+    );
+    // Lowering a burst clamps the tokens held.
+    let b = s
+        .budget_set(BudgetSetParams {
+            now: at(10),
+            ..budget("*", None, 10.0, 1.0)
+        })
+        .await
+        .unwrap();
+    assert!(b.tokens <= 1.0, "{b:?}");
+}
+
+async fn budget_input_is_checked(s: S) {
+    let missing_root = s
+        .budget_set(budget("aws:1", None, 1.0, 1.0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing_root, StoreError::Invalid(ref m) if m.contains("set it first")),
+        "{missing_root:?}"
+    );
+    s.budget_set(budget("*", None, 10.0, 10.0)).await.unwrap();
+    s.budget_set(budget("a", None, 1.0, 1.0)).await.unwrap();
+    s.budget_set(budget("b", Some("a"), 1.0, 1.0))
+        .await
+        .unwrap();
+    let cases = [
+        budget("x", None, -1.0, 1.0),
+        budget("x", None, f64::NAN, 1.0),
+        budget("x", None, 1.0, f64::INFINITY),
+        budget("", None, 1.0, 1.0),
+        budget("x", Some("nope"), 1.0, 1.0),
+        budget("x", Some("x"), 1.0, 1.0),
+        budget("a", Some("b"), 1.0, 1.0), // a -> b -> a
+    ];
+    for c in cases {
+        let e = s.budget_set(c.clone()).await.unwrap_err();
+        assert!(matches!(e, StoreError::Invalid(_)), "{c:?}: {e:?}");
+    }
+    assert_eq!(
+        s.budget_list().await.unwrap().len(),
+        3,
+        "nothing written by a refused change"
+    );
 }

@@ -182,3 +182,71 @@ async fn cancel_racing_with_completions_leaves_consistent_counts() {
         Err(e) => panic!("{e:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_takers_never_exceed_burst_plus_rate_times_window() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let s = pg().await;
+    let (rate, burst) = (200.0, 20.0);
+    s.budget_set(BudgetSetParams {
+        scope: "*".into(),
+        parent: None,
+        rate,
+        burst,
+        now: at(0),
+    })
+    .await
+    .unwrap();
+    s.budget_set(BudgetSetParams {
+        scope: "aws:1".into(),
+        parent: None,
+        rate: 1e6,
+        burst: 1e6,
+        now: at(0),
+    })
+    .await
+    .unwrap();
+    // A shared fake clock moving 1 ms per call, so the window is known exactly.
+    let clock = Arc::new(AtomicI64::new(0));
+    let mut handles = Vec::new();
+    for w in 0..8 {
+        let (s, clock) = (s.clone(), clock.clone());
+        handles.push(tokio::spawn(async move {
+            let mut got = 0u64;
+            for _ in 0..100 {
+                let ms = clock.fetch_add(1, Ordering::SeqCst);
+                let scope = if w % 2 == 0 {
+                    "aws:1"
+                } else {
+                    "gcp:unbudgeted"
+                };
+                let now = at(0) + chrono::Duration::milliseconds(ms);
+                got += u64::from(
+                    s.budget_take(BudgetTakeParams {
+                        scope: scope.into(),
+                        n: 3,
+                        now,
+                    })
+                    .await
+                    .unwrap(),
+                );
+            }
+            got
+        }));
+    }
+    let mut granted = 0;
+    for h in handles {
+        granted += h.await.unwrap();
+    }
+    let window = clock.load(Ordering::SeqCst) as f64 / 1000.0;
+    let bound = burst + rate * window;
+    assert!(
+        granted as f64 <= bound,
+        "granted {granted} > burst + rate x T = {bound}"
+    );
+    assert!(
+        granted as f64 >= bound * 0.5,
+        "granted {granted}: takers starved (bound {bound})"
+    );
+}
