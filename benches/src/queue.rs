@@ -274,6 +274,29 @@ impl Store for Timed {
     async fn budget_take(&self, p: sluice_store::BudgetTakeParams) -> sluice_store::Result<u32> {
         self.inner.budget_take(p).await
     }
+    async fn pause_set(
+        &self,
+        p: sluice_store::PauseSetParams,
+    ) -> sluice_store::Result<sluice_store::Pause> {
+        self.inner.pause_set(p).await
+    }
+    async fn pause_clear(
+        &self,
+        t: &sluice_store::PauseTarget,
+        by: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> sluice_store::Result<()> {
+        self.inner.pause_clear(t, by, now).await
+    }
+    async fn pause_list(&self) -> sluice_store::Result<Vec<sluice_store::Pause>> {
+        self.inner.pause_list().await
+    }
+    async fn pause_list_for_job(
+        &self,
+        job: JobId,
+    ) -> sluice_store::Result<Vec<sluice_store::Pause>> {
+        self.inner.pause_list_for_job(job).await
+    }
     async fn event_list(&self, p: EventListParams) -> sluice_store::Result<Vec<Event>> {
         self.inner.event_list(p).await
     }

@@ -87,6 +87,27 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Pause a target: its pending tasks are not claimed (on any machine) until resumed; running
+    /// tasks finish.
+    Pause {
+        #[command(flatten)]
+        target: PauseTargetArgs,
+        /// Why (shown to researchers in `status`).
+        #[arg(long)]
+        reason: String,
+        /// Who pauses (default: $USER).
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+    },
+    /// Lift a pause.
+    Resume {
+        #[command(flatten)]
+        target: PauseTargetArgs,
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+    },
+    /// The pauses in force.
+    Pauses,
     /// Register, list, remove or generate lakes.
     #[command(subcommand)]
     Lakes(commands::LakesCmd),
@@ -122,6 +143,36 @@ enum Command {
     },
     /// The embedded demo: SQLite, no server to install; runs a bulk and an urgent job end to end.
     Demo(demo::DemoArgs),
+}
+
+/// Exactly one pause target.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+struct PauseTargetArgs {
+    /// Everything.
+    #[arg(long)]
+    all: bool,
+    /// One provider scope, e.g. aws:123456789012.
+    #[arg(long)]
+    scope: Option<String>,
+    /// One owner's jobs.
+    #[arg(long)]
+    owner: Option<String>,
+    /// One job.
+    #[arg(long)]
+    job: Option<JobId>,
+}
+
+impl PauseTargetArgs {
+    fn target(&self) -> sluice_store::PauseTarget {
+        use sluice_store::PauseTarget as T;
+        match (self.all, &self.scope, &self.owner, self.job) {
+            (_, Some(s), _, _) => T::Scope(s.clone()),
+            (_, _, Some(o), _) => T::Owner(o.clone()),
+            (_, _, _, Some(j)) => T::Job(j),
+            _ => T::All,
+        }
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -337,7 +388,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;
             let j = store.job_get(job).await?;
             match cli.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&j)?),
+                Output::Json => {
+                    let mut v = serde_json::to_value(&j)?;
+                    v["pauses"] = serde_json::to_value(store.pause_list_for_job(job).await?)?;
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
                 Output::Text => {
                     println!("job {} ({}) {}", j.id, j.owner, j.state);
                     println!(
@@ -351,6 +406,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     if let Some(e) = &j.error {
                         println!("error: {e}");
                     }
+                    if !j.state.is_terminal() {
+                        for p in store.pause_list_for_job(job).await? {
+                            println!(
+                                "waiting: paused by {} ({}) since {} [{}]",
+                                p.by,
+                                p.reason,
+                                p.at.to_rfc3339(),
+                                p.target
+                            );
+                        }
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -361,6 +427,49 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Explain { job, all } => {
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;
             commands::explain(store.as_ref(), job, all, cli.output == Output::Json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pause { target, reason, by } => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            let p = store
+                .pause_set(sluice_store::PauseSetParams {
+                    target: target.target(),
+                    reason,
+                    by,
+                    now: chrono::Utc::now(),
+                })
+                .await?;
+            if cli.output == Output::Json {
+                println!("{}", serde_json::to_string(&p)?);
+            } else {
+                println!("paused {}: {} (by {})", p.target, p.reason, p.by);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume { target, by } => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            let t = target.target();
+            store.pause_clear(&t, &by, chrono::Utc::now()).await?;
+            println!("resumed {t}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pauses => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            let pauses = store.pause_list().await?;
+            if cli.output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&pauses)?);
+            } else {
+                for p in &pauses {
+                    println!(
+                        "{:<32} since {}  by {}: {}",
+                        p.target.key(),
+                        p.at.to_rfc3339(),
+                        p.by,
+                        p.reason
+                    );
+                }
+                println!("{} pauses in force", pauses.len());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Lakes(cmd) => {

@@ -19,6 +19,7 @@ pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sluice_core::{JobId, TaskId};
 use std::sync::Arc;
 
@@ -98,6 +99,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// processes. Not yet called on the provider path: the metered transport (provider-guard
     /// issue) will be its caller.
     async fn budget_take(&self, p: BudgetTakeParams) -> Result<u32>;
+
+    /// Pauses a target (replacing an earlier pause of the same target): from the next claim on,
+    /// on every process, its pending tasks are not claimed; running ones finish. Journaled.
+    async fn pause_set(&self, p: PauseSetParams) -> Result<Pause>;
+
+    /// Lifts a pause; [`StoreError::NotFound`] if the target was not paused. Journaled.
+    async fn pause_clear(&self, target: &PauseTarget, by: &str, now: DateTime<Utc>) -> Result<()>;
+
+    /// Every pause in force.
+    async fn pause_list(&self) -> Result<Vec<Pause>>;
+
+    /// The pauses that hold back a job: all, its owner, itself, or a scope of one of its
+    /// pending tasks.
+    async fn pause_list_for_job(&self, job: JobId) -> Result<Vec<Pause>>;
 
     /// The journal, oldest first.
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>>;

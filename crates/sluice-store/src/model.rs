@@ -493,3 +493,75 @@ pub(crate) fn take_from_chain(chain: &[Budget], n: u32, now: DateTime<Utc>) -> (
         .collect();
     (grant, after)
 }
+
+/// What an operator pauses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseTarget {
+    All,
+    Scope(String),
+    Owner(String),
+    Job(JobId),
+}
+
+impl PauseTarget {
+    /// The stored key: `all`, `scope:S`, `owner:U`, `job:N`.
+    pub fn key(&self) -> String {
+        match self {
+            PauseTarget::All => "all".into(),
+            PauseTarget::Scope(s) => format!("scope:{s}"),
+            PauseTarget::Owner(o) => format!("owner:{o}"),
+            PauseTarget::Job(j) => format!("job:{j}"),
+        }
+    }
+
+    pub fn parse(key: &str) -> Option<PauseTarget> {
+        match key.split_once(':') {
+            None if key == "all" => Some(PauseTarget::All),
+            Some(("scope", s)) if !s.is_empty() => Some(PauseTarget::Scope(s.into())),
+            Some(("owner", o)) if !o.is_empty() => Some(PauseTarget::Owner(o.into())),
+            Some(("job", j)) => j.parse().ok().map(PauseTarget::Job),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for PauseTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pause {
+    pub target: PauseTarget,
+    pub reason: String,
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PauseSetParams {
+    pub target: PauseTarget,
+    pub reason: String,
+    pub by: String,
+    pub now: DateTime<Utc>,
+}
+
+pub(crate) fn validate_pause(p: &PauseSetParams) -> crate::Result<()> {
+    use crate::StoreError::Invalid;
+    if p.reason.trim().is_empty() {
+        return Err(Invalid(
+            "a pause needs a reason (it is what researchers see)".into(),
+        ));
+    }
+    if p.reason.len() > 1000 || p.by.len() > 200 {
+        return Err(Invalid("pause reason or author too long".into()));
+    }
+    match &p.target {
+        PauseTarget::Scope(s) | PauseTarget::Owner(s) if s.trim().is_empty() => {
+            Err(Invalid("pause target must not be empty".into()))
+        }
+        _ => Ok(()),
+    }
+}

@@ -320,6 +320,24 @@ async fn budget_chain(tx: &mut Transaction<'static, Postgres>, scope: &str) -> R
     Ok(chain)
 }
 
+fn pause_from_row(r: &PgRow) -> Result<Pause> {
+    let key: String = r.try_get("target").map_err(from_sqlx)?;
+    Ok(Pause {
+        target: PauseTarget::parse(&key)
+            .ok_or_else(|| StoreError::Corrupt(format!("pause target {key:?}")))?,
+        reason: r.try_get("reason").map_err(from_sqlx)?,
+        by: r.try_get("paused_by").map_err(from_sqlx)?,
+        at: r.try_get("at").map_err(from_sqlx)?,
+    })
+}
+
+fn pause_job(t: &PauseTarget) -> Option<i64> {
+    match t {
+        PauseTarget::Job(j) => Some(j.0),
+        _ => None,
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
@@ -373,8 +391,8 @@ impl Store for PgStore {
                     let est: Vec<i32> = chunk.iter().map(|t| t.est_calls).collect();
                     sqlx::query(
                         "INSERT INTO tasks (job_id, lake, scope, est_calls, priority, max_attempts, \
-                             run_after, created_at, updated_at, seq) \
-                         SELECT $1, u.lake, u.scope, u.est, $5, $6, $7, $7, $7, $8 + u.n::int - 1 \
+                             run_after, created_at, updated_at, seq, owner) \
+                         SELECT $1, u.lake, u.scope, u.est, $5, $6, $7, $7, $7, $8 + u.n::int - 1, $9 \
                          FROM unnest($2::text[], $3::text[], $4::int[]) \
                              WITH ORDINALITY AS u(lake, scope, est, n) ORDER BY u.n",
                     )
@@ -386,6 +404,7 @@ impl Store for PgStore {
                     .bind(p.max_attempts)
                     .bind(p.now)
                     .bind(first_seq)
+                    .bind(&p.owner)
                     .execute(&mut *tx)
                     .await
                     .map_err(from_sqlx)?;
@@ -499,6 +518,8 @@ impl Store for PgStore {
         let rows = sqlx::query(
             "WITH c AS ( \
                 SELECT id FROM tasks WHERE state = 'pending' AND run_after <= $1 \
+                  AND NOT EXISTS (SELECT 1 FROM pauses WHERE target IN ('all', 'scope:' || tasks.scope, \
+                      'owner:' || tasks.owner, 'job:' || tasks.job_id)) \
                 ORDER BY priority DESC, seq, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
              t AS ( \
                 UPDATE tasks SET state = 'running', lease_owner = $3, \
@@ -928,6 +949,71 @@ impl Store for PgStore {
             }
             .await
         })
+    }
+
+    async fn pause_set(&self, p: PauseSetParams) -> Result<Pause> {
+        validate_pause(&p)?;
+        let row = sqlx::query(
+            "WITH p AS (INSERT INTO pauses (target, reason, paused_by, at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (target) DO UPDATE SET reason = EXCLUDED.reason, paused_by = EXCLUDED.paused_by, \
+                     at = EXCLUDED.at \
+                 RETURNING target, reason, paused_by, at), \
+             ev AS (INSERT INTO events (at, job_id, kind, detail) SELECT $4, $5, 'pause.set', \
+                 jsonb_build_object('target', $1::text, 'reason', $2::text, 'by', $3::text)) \
+             SELECT * FROM p",
+        )
+        .bind(p.target.key())
+        .bind(&p.reason)
+        .bind(&p.by)
+        .bind(p.now)
+        .bind(pause_job(&p.target))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        pause_from_row(&row)
+    }
+
+    async fn pause_clear(&self, target: &PauseTarget, by: &str, now: DateTime<Utc>) -> Result<()> {
+        let n: i64 = sqlx::query_scalar(
+            "WITH d AS (DELETE FROM pauses WHERE target = $1 RETURNING target), \
+             ev AS (INSERT INTO events (at, job_id, kind, detail) SELECT $2, $3, 'pause.cleared', \
+                 jsonb_build_object('target', target, 'by', $4::text) FROM d) \
+             SELECT count(*) FROM d",
+        )
+        .bind(target.key())
+        .bind(now)
+        .bind(pause_job(target))
+        .bind(by)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("pause of {target}")));
+        }
+        Ok(())
+    }
+
+    async fn pause_list(&self) -> Result<Vec<Pause>> {
+        let rows = sqlx::query("SELECT target, reason, paused_by, at FROM pauses ORDER BY target")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        rows.iter().map(pause_from_row).collect()
+    }
+
+    async fn pause_list_for_job(&self, job: JobId) -> Result<Vec<Pause>> {
+        let rows = sqlx::query(
+            "SELECT p.target, p.reason, p.paused_by, p.at FROM pauses p, jobs j WHERE j.id = $1 AND ( \
+                 p.target IN ('all', 'owner:' || j.owner, 'job:' || j.id) \
+                 OR (p.target LIKE 'scope:%' AND EXISTS (SELECT 1 FROM tasks t \
+                     WHERE t.job_id = j.id AND t.state = 'pending' AND 'scope:' || t.scope = p.target))) \
+             ORDER BY p.target",
+        )
+        .bind(job.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter().map(pause_from_row).collect()
     }
 
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>> {

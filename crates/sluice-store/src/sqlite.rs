@@ -298,6 +298,24 @@ async fn budget_chain(tx: &mut Transaction<'static, Sqlite>, scope: &str) -> Res
     Ok(chain)
 }
 
+fn pause_from_row(r: &SqliteRow) -> Result<Pause> {
+    let key: String = r.try_get("target").map_err(from_sqlx)?;
+    Ok(Pause {
+        target: PauseTarget::parse(&key)
+            .ok_or_else(|| StoreError::Corrupt(format!("pause target {key:?}")))?,
+        reason: r.try_get("reason").map_err(from_sqlx)?,
+        by: r.try_get("paused_by").map_err(from_sqlx)?,
+        at: from_us(r.try_get("at").map_err(from_sqlx)?)?,
+    })
+}
+
+fn pause_job(t: &PauseTarget) -> Option<i64> {
+    match t {
+        PauseTarget::Job(j) => Some(j.0),
+        _ => None,
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -357,9 +375,9 @@ impl Store for SqliteStore {
                 serde_json::to_string(chunk).map_err(|e| StoreError::Invalid(e.to_string()))?;
             sqlx::query(
                 "INSERT INTO tasks (job_id, lake, scope, est_calls, priority, max_attempts, run_after, \
-                     created_at, updated_at, seq) \
+                     created_at, updated_at, seq, owner) \
                  SELECT ?, json_extract(value, '$.lake'), json_extract(value, '$.scope'), \
-                     json_extract(value, '$.est_calls'), ?, ?, ?, ?, ?, ? + key \
+                     json_extract(value, '$.est_calls'), ?, ?, ?, ?, ?, ? + key, ? \
                  FROM json_each(?) ORDER BY key",
             )
             .bind(id)
@@ -369,6 +387,7 @@ impl Store for SqliteStore {
             .bind(us(p.now))
             .bind(us(p.now))
             .bind(first_seq)
+            .bind(&p.owner)
             .bind(arr)
             .execute(&mut *tx)
             .await
@@ -486,6 +505,8 @@ impl Store for SqliteStore {
             "UPDATE tasks SET state = 'running', lease_owner = ?, lease_token = lease_token + 1, \
                  lease_expires_at = ?, updated_at = ? \
              WHERE id IN (SELECT id FROM tasks WHERE state = 'pending' AND run_after <= ? \
+                 AND NOT EXISTS (SELECT 1 FROM pauses WHERE target IN ('all', 'scope:' || tasks.scope, \
+                     'owner:' || tasks.owner, 'job:' || tasks.job_id)) \
                  ORDER BY priority DESC, seq, id LIMIT ?) \
              RETURNING id, job_id, lake, scope, attempt, max_attempts, lease_token, priority, seq",
         )
@@ -911,6 +932,84 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(from_sqlx)?;
         Ok(grant)
+    }
+
+    async fn pause_set(&self, p: PauseSetParams) -> Result<Pause> {
+        validate_pause(&p)?;
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO pauses (target, reason, paused_by, at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (target) DO UPDATE SET reason = excluded.reason, paused_by = excluded.paused_by, \
+                 at = excluded.at \
+             RETURNING target, reason, paused_by, at",
+        )
+        .bind(p.target.key())
+        .bind(&p.reason)
+        .bind(&p.by)
+        .bind(us(p.now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let pause = pause_from_row(&row)?;
+        let detail = serde_json::json!({"target": p.target.key(), "reason": p.reason, "by": p.by});
+        event_insert(
+            &mut tx,
+            p.now,
+            pause_job(&p.target),
+            None,
+            "pause.set",
+            Some(detail),
+        )
+        .await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(pause)
+    }
+
+    async fn pause_clear(&self, target: &PauseTarget, by: &str, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let r = sqlx::query("DELETE FROM pauses WHERE target = ?")
+            .bind(target.key())
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("pause of {target}")));
+        }
+        let detail = serde_json::json!({"target": target.key(), "by": by});
+        event_insert(
+            &mut tx,
+            now,
+            pause_job(target),
+            None,
+            "pause.cleared",
+            Some(detail),
+        )
+        .await?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(())
+    }
+
+    async fn pause_list(&self) -> Result<Vec<Pause>> {
+        let rows = sqlx::query("SELECT target, reason, paused_by, at FROM pauses ORDER BY target")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        rows.iter().map(pause_from_row).collect()
+    }
+
+    async fn pause_list_for_job(&self, job: JobId) -> Result<Vec<Pause>> {
+        let rows = sqlx::query(
+            "SELECT p.target, p.reason, p.paused_by, p.at FROM pauses p, jobs j WHERE j.id = ? AND ( \
+                 p.target IN ('all', 'owner:' || j.owner, 'job:' || j.id) \
+                 OR (p.target LIKE 'scope:%' AND EXISTS (SELECT 1 FROM tasks t \
+                     WHERE t.job_id = j.id AND t.state = 'pending' AND 'scope:' || t.scope = p.target))) \
+             ORDER BY p.target",
+        )
+        .bind(job.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter().map(pause_from_row).collect()
     }
 
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>> {

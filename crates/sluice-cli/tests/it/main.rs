@@ -701,3 +701,82 @@ async fn worker_metrics_are_served_and_pass_promtool() {
     signal(&w, libc::SIGTERM);
     assert!(wait_exit(&mut w, Duration::from_secs(10)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_a_scope_back_on_every_worker_until_resumed() {
+    let (store, url) = sluice_store::testing::pg_store().await;
+    let cli = |args: &[&str]| {
+        let out = sluice()
+            .args(["--database-url", &url])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("sluice");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = cli(&[
+        "pause",
+        "--scope",
+        "aws:1",
+        "--reason",
+        "provider incident INC-7",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("paused scope:aws:1"), "{out}");
+    let job = submit(&store, 4, serde_json::json!({"kind": "noop"})).await;
+    let mut w = spawn_worker(&url, &["--id", "w"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let j = store.job_get(job.id).await.expect("job");
+    assert_eq!(
+        (j.state, j.counts.done),
+        (JobState::Queued, 0),
+        "a paused scope's tasks must not run"
+    );
+    let (_, status, _) = cli(&["status", &job.id.to_string()]);
+    assert!(
+        status.contains("waiting: paused by") && status.contains("provider incident INC-7"),
+        "{status}"
+    );
+    let (_, listed, _) = cli(&["pauses"]);
+    assert!(
+        listed.contains("scope:aws:1") && listed.contains("1 pauses in force"),
+        "{listed}"
+    );
+
+    let (code, _, err) = cli(&["resume", "--scope", "aws:1"]);
+    assert_eq!(code, Some(0), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.job_get(job.id).await.expect("job").state != JobState::Succeeded {
+        assert!(Instant::now() < deadline, "job did not run after resume");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&w, libc::SIGTERM);
+    assert!(wait_exit(&mut w, Duration::from_secs(10)).success());
+
+    // (args, exit code, stderr contains)
+    let bad: &[(&[&str], i32, &str)] = &[
+        (&["pause", "--reason", "x"], 2, "required"),
+        (
+            &["pause", "--all", "--scope", "aws:1", "--reason", "x"],
+            2,
+            "cannot be used with",
+        ),
+        (&["pause", "--all"], 2, "--reason"),
+        (&["pause", "--all", "--reason", " "], 1, "needs a reason"),
+        (
+            &["pause", "--job", "x", "--reason", "r"],
+            2,
+            "invalid value",
+        ),
+        (&["resume", "--job", "999"], 1, "not found"),
+    ];
+    for (args, want, needle) in bad {
+        let (code, _, err) = cli(args);
+        assert_eq!(code, Some(*want), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

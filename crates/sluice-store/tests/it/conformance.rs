@@ -43,6 +43,7 @@ conformance!(
     claims_interleave_jobs_of_equal_priority,
     budgets_charge_scope_and_ancestors,
     budget_input_is_checked,
+    pauses_hold_back_claims_of_their_target_only,
 );
 
 fn lease() -> Duration {
@@ -1005,4 +1006,119 @@ async fn budget_input_is_checked(s: S) {
         3,
         "nothing written by a refused change"
     );
+}
+
+async fn pauses_hold_back_claims_of_their_target_only(s: S) {
+    // Two owners, tasks in scopes aws:0, aws:1, aws:2 (round robin in `job`).
+    let a = s.job_insert(job("alice", 3)).await.unwrap().job;
+    let b = s.job_insert(job("bob", 3)).await.unwrap().job;
+    let pause = |target: PauseTarget| PauseSetParams {
+        target,
+        reason: "provider incident".into(),
+        by: "op".into(),
+        now: t0(),
+    };
+    let claimable = |s: S| async move {
+        let mut n = 0;
+        // Claim everything claimable, then hand it back so the next case starts equal.
+        let got = s
+            .task_claim(TaskClaimParams {
+                worker: "w".into(),
+                limit: 100,
+                lease: lease(),
+                now: at(1),
+            })
+            .await
+            .unwrap();
+        n += got.len();
+        let finishes = got
+            .iter()
+            .map(|t| TaskFinish {
+                lease: t.lease,
+                outcome: TaskOutcome::Defer {
+                    run_after: at(0),
+                    reason: "probe".into(),
+                },
+            })
+            .collect();
+        s.task_finish(TaskFinishParams {
+            finishes,
+            now: at(1),
+        })
+        .await
+        .unwrap();
+        n
+    };
+    let cases: Vec<(PauseTarget, usize)> = vec![
+        (PauseTarget::All, 0),
+        (PauseTarget::Owner("alice".into()), 3),
+        (PauseTarget::Job(b.id), 3),
+        (PauseTarget::Scope("aws:1".into()), 4),
+        (PauseTarget::Owner("nobody".into()), 6),
+    ];
+    for (target, want) in cases {
+        let p = s.pause_set(pause(target.clone())).await.unwrap();
+        assert_eq!(p.target, target);
+        assert_eq!(
+            s.pause_list().await.unwrap(),
+            vec![p.clone()],
+            "stored and listed"
+        );
+        assert_eq!(claimable(s.clone()).await, want, "paused {target}");
+        let for_a = s.pause_list_for_job(a.id).await.unwrap();
+        let applies = matches!(&target, PauseTarget::All | PauseTarget::Scope(_))
+            || target == PauseTarget::Owner("alice".into());
+        assert_eq!(
+            for_a.len(),
+            usize::from(applies),
+            "{target} holds back job {}: {for_a:?}",
+            a.id
+        );
+        s.pause_clear(&target, "op", at(2)).await.unwrap();
+    }
+    assert_eq!(claimable(s.clone()).await, 6, "all lifted");
+    assert!(matches!(
+        s.pause_clear(&PauseTarget::All, "op", at(3)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Re-pausing replaces the reason; bad input is refused.
+    s.pause_set(pause(PauseTarget::All)).await.unwrap();
+    let again = s
+        .pause_set(PauseSetParams {
+            reason: "freeze".into(),
+            ..pause(PauseTarget::All)
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.pause_list().await.unwrap(), vec![again]);
+    for bad in [
+        PauseSetParams {
+            reason: " ".into(),
+            ..pause(PauseTarget::All)
+        },
+        pause(PauseTarget::Scope("".into())),
+        pause(PauseTarget::Owner(" ".into())),
+    ] {
+        assert!(matches!(
+            s.pause_set(bad).await,
+            Err(StoreError::Invalid(_))
+        ));
+    }
+    // The journal says who paused what and why.
+    let k = kinds(&s, b.id).await;
+    assert_eq!(
+        count(&k, "pause.set"),
+        1,
+        "the job pause is on the job's timeline: {k:?}"
+    );
+    assert_eq!(count(&k, "pause.cleared"), 1);
+    for key in ["all", "scope:aws:1", "owner:alice", "job:42"] {
+        assert_eq!(
+            PauseTarget::parse(key).map(|t| t.key()),
+            Some(key.to_string())
+        );
+    }
+    for bad in ["", "scope:", "job:x", "owner:", "tenant:acme", "ALL"] {
+        assert_eq!(PauseTarget::parse(bad), None, "{bad:?}");
+    }
 }
