@@ -9,7 +9,7 @@ use sluice_engine::{CompiledHunt, Engine, EngineError, HuntSpec, LakeRef, TaskRu
 use sluice_store::{
     ClaimedTask, JobInsertParams, Lake, NewTask, Store, StoreError, TaskListParams,
 };
-use sluice_worker::{BuiltinRunner, RunError, RunOutput, Runner};
+use sluice_worker::{BuiltinSpec, RunError, RunOutput, Runner, run_builtin};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -153,19 +153,26 @@ pub async fn result_keys(store: &dyn Store, job: JobId) -> Result<Vec<String>> {
     Ok(keys)
 }
 
-/// A job's hunt (None for a built-in kind), filled by the first run that needs it.
-type SpecCell = Arc<tokio::sync::OnceCell<Option<Arc<HuntSpec>>>>;
+/// What a job's spec asks a worker to do, parsed once per job.
+#[derive(Debug)]
+enum JobKind {
+    Hunt(HuntSpec),
+    Builtin(BuiltinSpec),
+    /// Neither: the task fails permanently with this message.
+    Unknown(String),
+}
 
-/// The worker's runner: hunts run on the engine, the built-in kinds (noop, sleep) on
-/// [`BuiltinRunner`]. Job specs and lakes are read once and cached.
+/// A job's kind, filled by the first run that needs it (concurrent runs wait for that one read).
+type KindCell = Arc<tokio::sync::OnceCell<Arc<JobKind>>>;
+
+/// The worker's runner: hunts run on the engine, the built-in kinds (noop, sleep) as
+/// [`run_builtin`] does. Job specs and lakes are read once and cached.
 #[derive(Debug)]
 pub struct HuntRunner {
     store: Arc<dyn Store>,
     engine: Arc<Engine>,
-    builtin: BuiltinRunner,
-    /// Per job: its hunt (None for a built-in kind), read once even when many of its tasks
-    /// start at the same moment.
-    jobs: Mutex<HashMap<JobId, SpecCell>>,
+    /// Per job: what its tasks do, read once even when many of them start at the same moment.
+    jobs: Mutex<HashMap<JobId, KindCell>>,
     /// Lakes by name, with when they were read: re-read after [`LAKE_TTL`] so a lake removed
     /// and registered again is picked up without a restart.
     lakes: Mutex<HashMap<String, (std::time::Instant, Arc<LakeRef>)>>,
@@ -174,7 +181,6 @@ pub struct HuntRunner {
 impl HuntRunner {
     pub fn new(store: Arc<dyn Store>, engine: Arc<Engine>) -> Self {
         HuntRunner {
-            builtin: BuiltinRunner::new(store.clone()),
             store,
             engine,
             jobs: Mutex::default(),
@@ -182,7 +188,7 @@ impl HuntRunner {
         }
     }
 
-    async fn spec(&self, job: JobId) -> Result<Option<Arc<HuntSpec>>, RunError> {
+    async fn kind(&self, job: JobId) -> Result<Arc<JobKind>, RunError> {
         let cell = {
             let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
             if jobs.len() > 10_000 && !jobs.contains_key(&job) {
@@ -190,17 +196,22 @@ impl HuntRunner {
             }
             jobs.entry(job).or_default().clone()
         };
-        let spec = cell
+        let kind = cell
             .get_or_try_init(|| async {
                 let j = self.store.job_get(job).await.map_err(store_err)?;
-                Ok::<_, RunError>(
-                    serde_json::from_value::<HuntSpec>(j.spec)
-                        .ok()
-                        .map(Arc::new),
-                )
+                let kind = match serde_json::from_value::<HuntSpec>(j.spec.clone()) {
+                    Ok(h) => JobKind::Hunt(h),
+                    Err(_) => match serde_json::from_value::<BuiltinSpec>(j.spec) {
+                        Ok(b) => JobKind::Builtin(b),
+                        Err(e) => JobKind::Unknown(format!(
+                            "job {job}: not a hunt or a task kind this worker runs: {e}"
+                        )),
+                    },
+                };
+                Ok::<_, RunError>(Arc::new(kind))
             })
             .await?;
-        Ok(spec.clone())
+        Ok(kind.clone())
     }
 
     async fn lake(&self, name: &str) -> Result<Arc<LakeRef>, RunError> {
@@ -260,8 +271,11 @@ impl Runner for HuntRunner {
         task: &ClaimedTask,
         cancel: CancellationToken,
     ) -> Result<RunOutput, RunError> {
-        let Some(spec) = self.spec(task.job_id).await? else {
-            return self.builtin.run(task, cancel).await;
+        let kind = self.kind(task.job_id).await?;
+        let spec = match kind.as_ref() {
+            JobKind::Hunt(h) => h,
+            JobKind::Builtin(b) => return run_builtin(b, task, cancel).await,
+            JobKind::Unknown(m) => return Err(RunError::Permanent(m.clone())),
         };
         let lake = self.lake(&task.lake).await?;
         let hunt = spec

@@ -13,7 +13,7 @@
 pub mod metrics;
 mod runner;
 
-pub use runner::{BuiltinRunner, RunError, RunOutput, Runner};
+pub use runner::{BuiltinRunner, BuiltinSpec, RunError, RunOutput, Runner, run_builtin};
 
 use backon::BackoffBuilder;
 use chrono::{DateTime, Utc};

@@ -115,24 +115,33 @@ impl Runner for BuiltinRunner {
         task: &ClaimedTask,
         cancel: CancellationToken,
     ) -> Result<RunOutput, RunError> {
-        match self.spec(task.job_id).await? {
-            BuiltinSpec::Noop => Ok(RunOutput::default()),
-            BuiltinSpec::Sleep { ms, fail_first } => {
-                tokio::select! {
-                    _ = cancel.cancelled() => return Err(RunError::Cancelled),
-                    _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
-                }
-                if task.attempt < fail_first {
-                    return Err(RunError::Transient(format!(
-                        "planted failure on attempt {}",
-                        task.attempt + 1
-                    )));
-                }
-                Ok(RunOutput {
-                    rows: 1,
-                    result_uri: None,
-                })
+        run_builtin(&self.spec(task.job_id).await?, task, cancel).await
+    }
+}
+
+/// Runs a task of a built-in kind (for runners that read the job spec themselves).
+pub async fn run_builtin(
+    spec: &BuiltinSpec,
+    task: &ClaimedTask,
+    cancel: CancellationToken,
+) -> Result<RunOutput, RunError> {
+    match *spec {
+        BuiltinSpec::Noop => Ok(RunOutput::default()),
+        BuiltinSpec::Sleep { ms, fail_first } => {
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(RunError::Cancelled),
+                _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
             }
+            if task.attempt < fail_first {
+                return Err(RunError::Transient(format!(
+                    "planted failure on attempt {}",
+                    task.attempt + 1
+                )));
+            }
+            Ok(RunOutput {
+                rows: 1,
+                result_uri: None,
+            })
         }
     }
 }
