@@ -274,6 +274,23 @@ impl Store for Timed {
     async fn budget_take(&self, p: sluice_store::BudgetTakeParams) -> sluice_store::Result<u32> {
         self.inner.budget_take(p).await
     }
+    async fn budget_feedback(
+        &self,
+        scope: &str,
+        f: sluice_store::BudgetFeedback,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> sluice_store::Result<()> {
+        self.inner.budget_feedback(scope, f, now).await
+    }
+    async fn breaker_list(&self) -> sluice_store::Result<Vec<sluice_store::BreakerRow>> {
+        self.inner.breaker_list().await
+    }
+    async fn breaker_update(
+        &self,
+        p: sluice_store::BreakerUpdateParams,
+    ) -> sluice_store::Result<sluice_store::BreakerUpdate> {
+        self.inner.breaker_update(p).await
+    }
     async fn pause_set(
         &self,
         p: sluice_store::PauseSetParams,

@@ -6,6 +6,7 @@ pub mod breaker;
 pub mod bucket;
 pub mod clock;
 pub mod ids;
+pub mod provider;
 pub mod retry;
 pub mod state;
 
@@ -13,5 +14,6 @@ pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use bucket::TokenBucket;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ids::{JobId, LeaseToken, TaskId};
+pub use provider::{Adaptive, AdaptiveConfig, CallClass};
 pub use retry::{RetryDecision, RetryPolicy};
 pub use state::{IllegalTransition, JobEvent, JobState, TaskEvent, TaskState};

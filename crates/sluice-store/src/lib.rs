@@ -96,9 +96,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Leases up to `n` call tokens for `scope`, charged to the scope and every ancestor that
     /// has a budget (scopes without one are unlimited). Tokens taken are never returned, so over
     /// any window of T seconds at most `burst + rate × T` are granted per bucket, across all
-    /// processes. Not yet called on the provider path: the metered transport (provider-guard
-    /// issue) will be its caller.
+    /// processes (and, with `hold`, spent). Tokens accrue at the budget's effective rate.
     async fn budget_take(&self, p: BudgetTakeParams) -> Result<u32>;
+
+    /// Moves a scope's adaptive rate (a no-op for a scope without its own budget).
+    async fn budget_feedback(
+        &self,
+        scope: &str,
+        f: BudgetFeedback,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// Every breaker that ever left the closed state, by scope.
+    async fn breaker_list(&self) -> Result<Vec<BreakerRow>>;
+
+    /// Applies one op to a scope's breaker in one transaction, for every process to see:
+    /// transitions and provider refusals are journaled; a close (or reset) starts the scope's
+    /// budget slow; a throttle cuts its adaptive rate. While open (or probing) the scope's
+    /// tasks are not claimed.
+    async fn breaker_update(&self, p: BreakerUpdateParams) -> Result<BreakerUpdate>;
 
     /// Pauses a target (replacing an earlier pause of the same target): from the next claim on,
     /// on every process, its pending tasks are not claimed; running ones finish. Journaled.
@@ -117,6 +133,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The journal, oldest first.
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>>;
 }
+
+/// Shared behaviour on top of the trait.
+#[async_trait]
+pub(crate) trait StoreExt: Store {
+    /// A lifted pause releases its backlog slowly (DESIGN.md invariant 5): the scope's budget,
+    /// or every budget for a global pause, restarts from slow start.
+    async fn slow_start_after_pause(&self, target: &PauseTarget, now: DateTime<Utc>) -> Result<()> {
+        match target {
+            PauseTarget::Scope(s) => {
+                self.budget_feedback(s, BudgetFeedback::SlowStart, now)
+                    .await
+            }
+            PauseTarget::All => {
+                for b in self.budget_list().await? {
+                    self.budget_feedback(&b.scope, BudgetFeedback::SlowStart, now)
+                        .await?;
+                }
+                Ok(())
+            }
+            PauseTarget::Owner(_) | PauseTarget::Job(_) => Ok(()),
+        }
+    }
+}
+
+impl<T: Store + ?Sized> StoreExt for T {}
 
 /// Opens the store a URL names: `postgres://…`/`postgresql://…` or `sqlite://PATH`
 /// (`sqlite::memory:` for a throwaway one), and applies migrations.

@@ -418,6 +418,18 @@ pub struct Budget {
     pub burst: f64,
     pub tokens: f64,
     pub refilled_at: DateTime<Utc>,
+    /// The adaptive rate under `rate` after throttling or in slow start; `None`: full rate.
+    pub adaptive: Option<sluice_core::Adaptive>,
+}
+
+impl Budget {
+    /// The rate tokens accrue at now: `rate`, or less while cut back or ramping up.
+    pub fn effective_rate(&self, now: DateTime<Utc>) -> f64 {
+        match self.adaptive {
+            Some(mut a) => a.grow(self.rate, now, &sluice_core::AdaptiveConfig::default()),
+            None => self.rate,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -435,7 +447,21 @@ pub struct BudgetTakeParams {
     pub scope: String,
     /// Tokens wanted (a leased batch).
     pub n: u32,
+    /// How long the taker may hold tokens before spending them (it forfeits what is left
+    /// then). Grants keep `rate × hold` tokens in every bucket, so calls made up to `hold`
+    /// after their grant still stay within `burst + rate × T` over any window T.
+    pub hold: std::time::Duration,
     pub now: DateTime<Utc>,
+}
+
+/// How the provider's answers move a scope's adaptive rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetFeedback {
+    /// Halve the effective rate (AIMD).
+    Throttled,
+    /// Restart from a fraction of the rate, doubling per interval (a breaker closed, a
+    /// pause lifted).
+    SlowStart,
 }
 
 pub(crate) fn validate_budget(p: &BudgetSetParams) -> crate::Result<()> {
@@ -462,19 +488,41 @@ pub(crate) fn validate_budget(p: &BudgetSetParams) -> crate::Result<()> {
 /// Takes up to `n` tokens from a chain of buckets (a scope and its ancestors, all refilled to
 /// `now`): the grant is the smallest whole number of tokens every bucket has, and it is taken
 /// from every bucket. Returns the grant and the buckets after the take.
-pub(crate) fn take_from_chain(chain: &[Budget], n: u32, now: DateTime<Utc>) -> (u32, Vec<Budget>) {
+pub(crate) fn take_from_chain(
+    chain: &[Budget],
+    n: u32,
+    hold: std::time::Duration,
+    now: DateTime<Utc>,
+) -> (u32, Vec<Budget>) {
+    let cfg = sluice_core::AdaptiveConfig::default();
+    let mut adaptive: Vec<Option<sluice_core::Adaptive>> =
+        chain.iter().map(|b| b.adaptive).collect();
     let mut buckets: Vec<sluice_core::TokenBucket> = chain
         .iter()
-        .map(|b| {
+        .zip(adaptive.iter_mut())
+        .map(|(b, a)| {
+            // Tokens accrued since the last refill at the rate in force: the adaptive rate
+            // as of now (growth is a function of time, so every taker sees the same).
+            let rate = match a {
+                Some(a) => a.grow(b.rate, now, &cfg),
+                None => b.rate,
+            };
+            if a.is_some_and(|a| a.settled(b.rate)) {
+                *a = None;
+            }
             let mut t =
-                sluice_core::TokenBucket::from_parts(b.rate, b.burst, b.tokens, b.refilled_at);
+                sluice_core::TokenBucket::from_parts(rate, b.burst, b.tokens, b.refilled_at);
             t.refill(now);
             t
         })
         .collect();
     let grant = buckets
         .iter()
-        .map(|t| t.tokens().floor().max(0.0) as u64)
+        .zip(chain)
+        .map(|(t, b)| {
+            let headroom = (b.rate * hold.as_secs_f64()).min(b.burst - 1.0).max(0.0);
+            (t.tokens() - headroom).floor().max(0.0) as u64
+        })
         .min()
         .unwrap_or(u64::from(n))
         .min(u64::from(n)) as u32;
@@ -485,13 +533,139 @@ pub(crate) fn take_from_chain(chain: &[Budget], n: u32, now: DateTime<Utc>) -> (
     let after = chain
         .iter()
         .zip(buckets)
-        .map(|(b, t)| Budget {
+        .zip(adaptive)
+        .map(|((b, t), adaptive)| Budget {
             tokens: t.tokens(),
             refilled_at: t.refilled_at(),
+            adaptive,
             ..b.clone()
         })
         .collect();
     (grant, after)
+}
+
+/// Applies feedback to a budget's adaptive rate.
+pub(crate) fn budget_feedback(b: &mut Budget, f: BudgetFeedback, now: DateTime<Utc>) {
+    let cfg = sluice_core::AdaptiveConfig::default();
+    // Refill at the old rate up to now first, so the change applies from now on.
+    let mut a = b.adaptive;
+    let rate = match &mut a {
+        Some(a) => a.grow(b.rate, now, &cfg),
+        None => b.rate,
+    };
+    let mut t = sluice_core::TokenBucket::from_parts(rate, b.burst, b.tokens, b.refilled_at);
+    t.refill(now);
+    b.tokens = t.tokens();
+    b.refilled_at = t.refilled_at();
+    b.adaptive = Some(match (f, a) {
+        (BudgetFeedback::SlowStart, _) => sluice_core::Adaptive::slow_start(b.rate, now, &cfg),
+        (BudgetFeedback::Throttled, a) => {
+            let mut a = a.unwrap_or(sluice_core::Adaptive {
+                effective: b.rate,
+                ssthresh: b.rate,
+                adjusted_at: now,
+                cut_at: None,
+            });
+            a.on_throttle(b.rate, now, &cfg);
+            a
+        }
+    });
+    if f == BudgetFeedback::SlowStart {
+        // A ramp starts from a low rate: a full bucket would release a burst at once.
+        b.tokens = b.tokens.min((rate * 0.1).max(1.0));
+    }
+}
+
+/// A scope's circuit breaker as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreakerRow {
+    pub scope: String,
+    pub breaker: sluice_core::Breaker,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What happens to a breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BreakerOp {
+    /// May a call go now? (open → half-open when the cooldown is over; one probe at a time)
+    Admit,
+    Success,
+    Throttled,
+    Frozen,
+    /// An operator closes it (journaled with who).
+    Reset {
+        by: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct BreakerUpdateParams {
+    pub scope: String,
+    pub op: BreakerOp,
+    pub cfg: sluice_core::BreakerConfig,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerUpdate {
+    pub row: BreakerRow,
+    /// The answer to [`BreakerOp::Admit`] (`Allowed` for the other ops).
+    pub admission: sluice_core::breaker::Admission,
+    /// The state before, when it changed.
+    pub changed_from: Option<sluice_core::BreakerState>,
+}
+
+/// Applies an op to a breaker (pure; the backends load, call this, store and journal).
+pub(crate) fn breaker_apply(
+    b: &mut sluice_core::Breaker,
+    op: &BreakerOp,
+    cfg: &sluice_core::BreakerConfig,
+    now: DateTime<Utc>,
+) -> sluice_core::breaker::Admission {
+    use sluice_core::breaker::Admission;
+    match op {
+        BreakerOp::Admit => return b.admit(now, cfg),
+        BreakerOp::Success => b.on_success(now),
+        BreakerOp::Throttled => b.on_throttle(now, cfg),
+        BreakerOp::Frozen => b.on_frozen(now, cfg),
+        BreakerOp::Reset { .. } => *b = sluice_core::Breaker::closed(now),
+    }
+    Admission::Allowed
+}
+
+/// Until when a breaker holds its scope's tasks back from claims.
+pub(crate) fn breaker_hold_until(
+    b: &sluice_core::Breaker,
+    cfg: &sluice_core::BreakerConfig,
+) -> Option<DateTime<Utc>> {
+    use sluice_core::BreakerState::*;
+    match b.state {
+        Closed => None,
+        Open => b.probe_after,
+        HalfOpen => b.probe_started_at.map(|s| {
+            s + chrono::Duration::from_std(cfg.probe_timeout).unwrap_or(chrono::Duration::MAX)
+        }),
+    }
+}
+
+/// The journal kind of a breaker op that changed or reported something.
+pub(crate) fn breaker_event(
+    op: &BreakerOp,
+    from: sluice_core::BreakerState,
+    to: sluice_core::BreakerState,
+) -> Option<&'static str> {
+    use sluice_core::BreakerState::*;
+    match (op, from, to) {
+        (BreakerOp::Reset { .. }, _, _) => Some("breaker.reset"),
+        (_, a, b) if a == b => match op {
+            BreakerOp::Throttled => Some("provider.throttled"),
+            BreakerOp::Frozen => Some("provider.frozen"),
+            _ => None,
+        },
+        (_, _, Open) => Some("breaker.opened"),
+        (_, _, HalfOpen) => Some("breaker.half_open"),
+        (_, _, Closed) => Some("breaker.closed"),
+    }
 }
 
 /// What an operator pauses.

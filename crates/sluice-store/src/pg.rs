@@ -2,9 +2,9 @@
 //! Claims use `FOR UPDATE SKIP LOCKED`; each hot-path call is one statement (data-modifying
 //! CTEs write the journal in the same round trip); job rows are locked in id order.
 
-use crate::Store;
 use crate::error::{Result, StoreError, from_sqlx};
 use crate::model::*;
+use crate::{Store, StoreExt};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sluice_core::state::JobCounts;
@@ -293,6 +293,55 @@ fn budget_from_row(r: &PgRow) -> Result<Budget> {
         burst: r.try_get("burst").map_err(from_sqlx)?,
         tokens: r.try_get("tokens").map_err(from_sqlx)?,
         refilled_at: r.try_get("refilled_at").map_err(from_sqlx)?,
+        adaptive: r
+            .try_get::<Option<serde_json::Value>, _>("adaptive")
+            .map_err(from_sqlx)?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("budget adaptive state: {e}")))?,
+    })
+}
+
+fn adaptive_json(b: &Budget) -> Option<serde_json::Value> {
+    b.adaptive.and_then(|a| serde_json::to_value(a).ok())
+}
+
+/// Applies feedback to a scope's own budget, if it has one, inside a transaction.
+async fn budget_feedback_tx(
+    tx: &mut Transaction<'static, Postgres>,
+    scope: &str,
+    f: BudgetFeedback,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let row = sqlx::query(
+        "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive FROM budgets \
+         WHERE scope = $1 FOR UPDATE",
+    )
+    .bind(scope)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    let Some(row) = row else { return Ok(()) };
+    let mut b = budget_from_row(&row)?;
+    budget_feedback(&mut b, f, now);
+    sqlx::query("UPDATE budgets SET tokens = $2, refilled_at = $3, adaptive = $4 WHERE scope = $1")
+        .bind(scope)
+        .bind(b.tokens)
+        .bind(b.refilled_at)
+        .bind(adaptive_json(&b))
+        .execute(&mut **tx)
+        .await
+        .map_err(from_sqlx)?;
+    Ok(())
+}
+
+fn breaker_from_row(r: &PgRow) -> Result<BreakerRow> {
+    let detail: serde_json::Value = r.try_get("detail").map_err(from_sqlx)?;
+    Ok(BreakerRow {
+        scope: r.try_get("scope").map_err(from_sqlx)?,
+        breaker: serde_json::from_value(detail)
+            .map_err(|e| StoreError::Corrupt(format!("breaker state: {e}")))?,
+        updated_at: r.try_get("updated_at").map_err(from_sqlx)?,
     })
 }
 
@@ -519,10 +568,15 @@ impl Store for PgStore {
         // pauses table in the claim (NOT EXISTS, or a joined aggregate) cost 15-50 % of the
         // claim's time in the queue benchmark. A pause set between the two statements takes
         // effect at the next claim, as documented.
-        let targets: Vec<String> = sqlx::query_scalar("SELECT target FROM pauses")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
+        // Scopes whose breaker is open (or probing) are held back like paused scopes.
+        let targets: Vec<String> = sqlx::query_scalar(
+            "SELECT target FROM pauses \
+             UNION ALL SELECT 'scope:' || scope FROM breakers WHERE hold_until > $1",
+        )
+        .bind(p.now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
         let (mut scopes, mut owners, mut jobs) = (Vec::new(), Vec::new(), Vec::new());
         for t in targets.iter().filter_map(|t| PauseTarget::parse(t)) {
             match t {
@@ -903,7 +957,7 @@ impl Store for PgStore {
                      ON CONFLICT (scope) DO UPDATE SET parent = EXCLUDED.parent, rate = EXCLUDED.rate, \
                          burst = EXCLUDED.burst, tokens = LEAST(budgets.tokens, EXCLUDED.burst), \
                          updated_at = EXCLUDED.updated_at \
-                     RETURNING scope, parent, rate, burst, tokens, refilled_at",
+                     RETURNING scope, parent, rate, burst, tokens, refilled_at, adaptive",
                 )
                 .bind(&p.scope)
                 .bind(&parent)
@@ -921,7 +975,7 @@ impl Store for PgStore {
 
     async fn budget_list(&self) -> Result<Vec<Budget>> {
         let rows = sqlx::query(
-            "SELECT scope, parent, rate, burst, tokens, refilled_at FROM budgets ORDER BY scope",
+            "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive FROM budgets ORDER BY scope",
         )
         .fetch_all(&self.pool)
         .await
@@ -941,7 +995,7 @@ impl Store for PgStore {
                 }
                 // Lock in scope order, the order every taker uses.
                 let rows = sqlx::query(
-                    "SELECT scope, parent, rate, burst, tokens, refilled_at FROM budgets \
+                    "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive FROM budgets \
                      WHERE scope = ANY($1) ORDER BY scope FOR UPDATE",
                 )
                 .bind(&chain)
@@ -949,22 +1003,116 @@ impl Store for PgStore {
                 .await
                 .map_err(from_sqlx)?;
                 let budgets = rows.iter().map(budget_from_row).collect::<Result<Vec<_>>>()?;
-                let (grant, after) = take_from_chain(&budgets, p.n, p.now);
+                let (grant, after) = take_from_chain(&budgets, p.n, p.hold, p.now);
                 let scopes: Vec<&str> = after.iter().map(|b| b.scope.as_str()).collect();
                 let tokens: Vec<f64> = after.iter().map(|b| b.tokens).collect();
                 let at: Vec<DateTime<Utc>> = after.iter().map(|b| b.refilled_at).collect();
+                let adaptive: Vec<Option<serde_json::Value>> = after.iter().map(adaptive_json).collect();
                 sqlx::query(
-                    "UPDATE budgets SET tokens = u.tokens, refilled_at = u.at \
-                     FROM unnest($1::text[], $2::float8[], $3::timestamptz[]) AS u(scope, tokens, at) \
+                    "UPDATE budgets SET tokens = u.tokens, refilled_at = u.at, adaptive = u.adaptive \
+                     FROM unnest($1::text[], $2::float8[], $3::timestamptz[], $4::jsonb[]) AS u(scope, tokens, at, adaptive) \
                      WHERE budgets.scope = u.scope",
                 )
                 .bind(&scopes)
                 .bind(&tokens)
                 .bind(&at)
+                .bind(&adaptive)
                 .execute(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
                 Ok(grant)
+            }
+            .await
+        })
+    }
+
+    async fn budget_feedback(
+        &self,
+        scope: &str,
+        f: BudgetFeedback,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        retry_races!(self, |tx| {
+            budget_feedback_tx(&mut tx, scope, f, now).await
+        })
+    }
+
+    async fn breaker_list(&self) -> Result<Vec<BreakerRow>> {
+        let rows = sqlx::query("SELECT scope, detail, updated_at FROM breakers ORDER BY scope")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        rows.iter().map(breaker_from_row).collect()
+    }
+
+    async fn breaker_update(&self, p: BreakerUpdateParams) -> Result<BreakerUpdate> {
+        if p.scope.is_empty() || p.scope.len() > 200 {
+            return Err(StoreError::Invalid(
+                "scope must be 1 to 200 characters".into(),
+            ));
+        }
+        let closed = serde_json::to_value(sluice_core::Breaker::closed(p.now))
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        retry_races!(self, |tx| {
+            async {
+                sqlx::query(
+                    "INSERT INTO breakers (scope, state, detail, updated_at) VALUES ($1, 'closed', $2, $3) \
+                     ON CONFLICT (scope) DO NOTHING",
+                )
+                .bind(&p.scope)
+                .bind(&closed)
+                .bind(p.now)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                let row = sqlx::query("SELECT scope, detail, updated_at FROM breakers WHERE scope = $1 FOR UPDATE")
+                    .bind(&p.scope)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+                let mut row = breaker_from_row(&row)?;
+                let before = row.breaker;
+                let admission = breaker_apply(&mut row.breaker, &p.op, &p.cfg, p.now);
+                if row.breaker != before {
+                    row.updated_at = p.now;
+                    sqlx::query("UPDATE breakers SET state = $2, hold_until = $3, detail = $4, updated_at = $5 WHERE scope = $1")
+                        .bind(&p.scope)
+                        .bind(row.breaker.state.as_str())
+                        .bind(breaker_hold_until(&row.breaker, &p.cfg))
+                        .bind(serde_json::to_value(row.breaker).map_err(|e| StoreError::Invalid(e.to_string()))?)
+                        .bind(p.now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(from_sqlx)?;
+                }
+                let to = row.breaker.state;
+                if let Some(kind) = breaker_event(&p.op, before.state, to) {
+                    let by = match &p.op {
+                        BreakerOp::Reset { by } => Some(by.as_str()),
+                        _ => None,
+                    };
+                    sqlx::query("INSERT INTO events (at, scope, kind, detail) VALUES ($1, $2, $3, $4)")
+                        .bind(p.now)
+                        .bind(&p.scope)
+                        .bind(kind)
+                        .bind(serde_json::json!({"from": before.state.as_str(), "to": to.as_str(),
+                            "probe_after": row.breaker.probe_after, "by": by}))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(from_sqlx)?;
+                }
+                let closing = to == sluice_core::BreakerState::Closed
+                    && (before.state != to || matches!(p.op, BreakerOp::Reset { .. }));
+                if closing {
+                    budget_feedback_tx(&mut tx, &p.scope, BudgetFeedback::SlowStart, p.now).await?;
+                } else if p.op == BreakerOp::Throttled {
+                    budget_feedback_tx(&mut tx, &p.scope, BudgetFeedback::Throttled, p.now).await?;
+                }
+                Ok(BreakerUpdate {
+                    row,
+                    admission,
+                    changed_from: (before.state != to).then_some(before.state),
+                })
             }
             .await
         })
@@ -1009,7 +1157,7 @@ impl Store for PgStore {
         if n == 0 {
             return Err(StoreError::NotFound(format!("pause of {target}")));
         }
-        Ok(())
+        self.slow_start_after_pause(target, now).await
     }
 
     async fn pause_list(&self) -> Result<Vec<Pause>> {

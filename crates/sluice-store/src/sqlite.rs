@@ -2,9 +2,9 @@
 //! a laptop). One connection, so every transaction is serialized; WAL with full sync so a
 //! committed write survives a crash. Timestamps are stored as microseconds since the epoch.
 
-use crate::Store;
 use crate::error::{Result, StoreError, from_sqlx};
 use crate::model::*;
+use crate::{Store, StoreExt};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sluice_core::state::JobCounts;
@@ -261,6 +261,57 @@ fn budget_from_row(r: &SqliteRow) -> Result<Budget> {
         burst: r.try_get("burst").map_err(from_sqlx)?,
         tokens: r.try_get("tokens").map_err(from_sqlx)?,
         refilled_at: from_us(r.try_get("refilled_at").map_err(from_sqlx)?)?,
+        adaptive: r
+            .try_get::<Option<String>, _>("adaptive")
+            .map_err(from_sqlx)?
+            .map(|t| serde_json::from_str(&t))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("budget adaptive state: {e}")))?,
+    })
+}
+
+fn adaptive_text(b: &Budget) -> Option<String> {
+    b.adaptive.and_then(|a| serde_json::to_string(&a).ok())
+}
+
+async fn budget_save(tx: &mut Transaction<'static, Sqlite>, b: &Budget) -> Result<()> {
+    sqlx::query("UPDATE budgets SET tokens = ?, refilled_at = ?, adaptive = ? WHERE scope = ?")
+        .bind(b.tokens)
+        .bind(us(b.refilled_at))
+        .bind(adaptive_text(b))
+        .bind(&b.scope)
+        .execute(&mut **tx)
+        .await
+        .map_err(from_sqlx)?;
+    Ok(())
+}
+
+async fn budget_feedback_tx(
+    tx: &mut Transaction<'static, Sqlite>,
+    scope: &str,
+    f: BudgetFeedback,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let row = sqlx::query(
+        "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive FROM budgets WHERE scope = ?",
+    )
+    .bind(scope)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    let Some(row) = row else { return Ok(()) };
+    let mut b = budget_from_row(&row)?;
+    budget_feedback(&mut b, f, now);
+    budget_save(tx, &b).await
+}
+
+fn breaker_from_row(r: &SqliteRow) -> Result<BreakerRow> {
+    let detail: String = r.try_get("detail").map_err(from_sqlx)?;
+    Ok(BreakerRow {
+        scope: r.try_get("scope").map_err(from_sqlx)?,
+        breaker: serde_json::from_str(&detail)
+            .map_err(|e| StoreError::Corrupt(format!("breaker state: {e}")))?,
+        updated_at: from_us(r.try_get("updated_at").map_err(from_sqlx)?)?,
     })
 }
 
@@ -271,7 +322,7 @@ async fn budget_chain(tx: &mut Transaction<'static, Sqlite>, scope: &str) -> Res
     let mut first = true;
     while let Some(s) = next.take() {
         let row = sqlx::query(
-            "SELECT scope, parent, rate, burst, tokens, refilled_at FROM budgets WHERE scope = ?",
+            "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive FROM budgets WHERE scope = ?",
         )
         .bind(&s)
         .fetch_optional(&mut **tx)
@@ -507,11 +558,13 @@ impl Store for SqliteStore {
              WHERE id IN (SELECT id FROM tasks WHERE state = 'pending' AND run_after <= ? \
                  AND NOT EXISTS (SELECT 1 FROM pauses WHERE target IN ('all', 'scope:' || tasks.scope, \
                      'owner:' || tasks.owner, 'job:' || tasks.job_id)) \
+                 AND NOT EXISTS (SELECT 1 FROM breakers WHERE breakers.scope = tasks.scope AND hold_until > ?) \
                  ORDER BY priority DESC, seq, id LIMIT ?) \
              RETURNING id, job_id, lake, scope, attempt, max_attempts, lease_token, priority, seq",
         )
         .bind(&p.worker)
         .bind(us(expires))
+        .bind(us(p.now))
         .bind(us(p.now))
         .bind(us(p.now))
         .bind(i64::from(p.limit))
@@ -884,7 +937,7 @@ impl Store for SqliteStore {
              ON CONFLICT (scope) DO UPDATE SET parent = excluded.parent, rate = excluded.rate, \
                  burst = excluded.burst, tokens = min(budgets.tokens, excluded.burst), \
                  updated_at = excluded.updated_at \
-             RETURNING scope, parent, rate, burst, tokens, refilled_at",
+             RETURNING scope, parent, rate, burst, tokens, refilled_at, adaptive",
         )
         .bind(&p.scope)
         .bind(&parent)
@@ -903,7 +956,7 @@ impl Store for SqliteStore {
 
     async fn budget_list(&self) -> Result<Vec<Budget>> {
         let rows = sqlx::query(
-            "SELECT scope, parent, rate, burst, tokens, refilled_at FROM budgets ORDER BY scope",
+            "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive FROM budgets ORDER BY scope",
         )
         .fetch_all(&self.pool)
         .await
@@ -920,18 +973,104 @@ impl Store for SqliteStore {
         if chain.is_empty() {
             return Ok(p.n);
         }
-        let (grant, after) = take_from_chain(&chain, p.n, p.now);
+        let (grant, after) = take_from_chain(&chain, p.n, p.hold, p.now);
         for b in &after {
-            sqlx::query("UPDATE budgets SET tokens = ?, refilled_at = ? WHERE scope = ?")
-                .bind(b.tokens)
-                .bind(us(b.refilled_at))
-                .bind(&b.scope)
+            budget_save(&mut tx, b).await?;
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(grant)
+    }
+
+    async fn budget_feedback(
+        &self,
+        scope: &str,
+        f: BudgetFeedback,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        budget_feedback_tx(&mut tx, scope, f, now).await?;
+        tx.commit().await.map_err(from_sqlx)
+    }
+
+    async fn breaker_list(&self) -> Result<Vec<BreakerRow>> {
+        let rows = sqlx::query("SELECT scope, detail, updated_at FROM breakers ORDER BY scope")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        rows.iter().map(breaker_from_row).collect()
+    }
+
+    async fn breaker_update(&self, p: BreakerUpdateParams) -> Result<BreakerUpdate> {
+        if p.scope.is_empty() || p.scope.len() > 200 {
+            return Err(StoreError::Invalid(
+                "scope must be 1 to 200 characters".into(),
+            ));
+        }
+        let closed = serde_json::to_string(&sluice_core::Breaker::closed(p.now))
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO breakers (scope, state, detail, updated_at) VALUES (?, 'closed', ?, ?) \
+             ON CONFLICT (scope) DO NOTHING",
+        )
+        .bind(&p.scope)
+        .bind(&closed)
+        .bind(us(p.now))
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let row = sqlx::query("SELECT scope, detail, updated_at FROM breakers WHERE scope = ?")
+            .bind(&p.scope)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        let mut row = breaker_from_row(&row)?;
+        let before = row.breaker;
+        let admission = breaker_apply(&mut row.breaker, &p.op, &p.cfg, p.now);
+        if row.breaker != before {
+            row.updated_at = p.now;
+            sqlx::query("UPDATE breakers SET state = ?, hold_until = ?, detail = ?, updated_at = ? WHERE scope = ?")
+                .bind(row.breaker.state.as_str())
+                .bind(breaker_hold_until(&row.breaker, &p.cfg).map(us))
+                .bind(serde_json::to_string(&row.breaker).map_err(|e| StoreError::Invalid(e.to_string()))?)
+                .bind(us(p.now))
+                .bind(&p.scope)
                 .execute(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
         }
+        let to = row.breaker.state;
+        if let Some(kind) = breaker_event(&p.op, before.state, to) {
+            let by = match &p.op {
+                BreakerOp::Reset { by } => Some(by.as_str()),
+                _ => None,
+            };
+            sqlx::query("INSERT INTO events (at, scope, kind, detail) VALUES (?, ?, ?, ?)")
+                .bind(us(p.now))
+                .bind(&p.scope)
+                .bind(kind)
+                .bind(
+                    serde_json::json!({"from": before.state.as_str(), "to": to.as_str(),
+                    "probe_after": row.breaker.probe_after, "by": by})
+                    .to_string(),
+                )
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+        }
+        let closing = to == sluice_core::BreakerState::Closed
+            && (before.state != to || matches!(p.op, BreakerOp::Reset { .. }));
+        if closing {
+            budget_feedback_tx(&mut tx, &p.scope, BudgetFeedback::SlowStart, p.now).await?;
+        } else if p.op == BreakerOp::Throttled {
+            budget_feedback_tx(&mut tx, &p.scope, BudgetFeedback::Throttled, p.now).await?;
+        }
         tx.commit().await.map_err(from_sqlx)?;
-        Ok(grant)
+        Ok(BreakerUpdate {
+            row,
+            admission,
+            changed_from: (before.state != to).then_some(before.state),
+        })
     }
 
     async fn pause_set(&self, p: PauseSetParams) -> Result<Pause> {
@@ -986,7 +1125,7 @@ impl Store for SqliteStore {
         )
         .await?;
         tx.commit().await.map_err(from_sqlx)?;
-        Ok(())
+        self.slow_start_after_pause(target, now).await
     }
 
     async fn pause_list(&self) -> Result<Vec<Pause>> {

@@ -44,6 +44,8 @@ conformance!(
     budgets_charge_scope_and_ancestors,
     budget_input_is_checked,
     pauses_hold_back_claims_of_their_target_only,
+    budget_hold_keeps_headroom_and_feedback_moves_the_rate,
+    breakers_hold_back_their_scope_probe_once_and_close_with_slow_start,
 );
 
 fn lease() -> Duration {
@@ -920,6 +922,7 @@ async fn take(s: &S, scope: &str, n: u32, at_ms: i64) -> u32 {
     s.budget_take(BudgetTakeParams {
         scope: scope.into(),
         n,
+        hold: Duration::ZERO,
         now,
     })
     .await
@@ -1121,4 +1124,264 @@ async fn pauses_hold_back_claims_of_their_target_only(s: S) {
     for bad in ["", "scope:", "job:x", "owner:", "tenant:acme", "ALL"] {
         assert_eq!(PauseTarget::parse(bad), None, "{bad:?}");
     }
+}
+
+async fn budget_hold_keeps_headroom_and_feedback_moves_the_rate(s: S) {
+    s.budget_set(budget("*", None, 1000.0, 1000.0))
+        .await
+        .unwrap();
+    s.budget_set(budget("aws:1", None, 10.0, 10.0))
+        .await
+        .unwrap();
+    let take_hold = |n: u32, at_ms: i64, hold_ms: u64| {
+        let s = s.clone();
+        async move {
+            s.budget_take(BudgetTakeParams {
+                scope: "aws:1".into(),
+                n,
+                hold: Duration::from_millis(hold_ms),
+                now: t0() + chrono::Duration::milliseconds(at_ms),
+            })
+            .await
+            .unwrap()
+        }
+    };
+    // Holding tokens up to 300 ms keeps rate x hold = 3 in the bucket.
+    assert_eq!(take_hold(100, 0, 300).await, 7);
+    // A hold longer than the burst allows still leaves one token takeable.
+    assert_eq!(take_hold(100, 10_000, 60_000).await, 1);
+    // Throttled: the effective rate halves (once per interval) and tokens accrue slower.
+    s.budget_feedback("aws:1", BudgetFeedback::Throttled, at(20))
+        .await
+        .unwrap();
+    s.budget_feedback("aws:1", BudgetFeedback::Throttled, at(20))
+        .await
+        .unwrap();
+    let b = s
+        .budget_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.scope == "aws:1")
+        .unwrap();
+    assert_eq!(b.effective_rate(at(20)), 5.0);
+    assert_eq!(take_hold(100, 20_000, 0).await, 10); // what had accrued before the cut
+    assert_eq!(take_hold(100, 21_000, 0).await, 5); // one second at 5/s (+ a sliver of growth)
+    // Slow start: from 10 % of the rate, a nearly empty bucket.
+    s.budget_feedback("aws:1", BudgetFeedback::SlowStart, at(30))
+        .await
+        .unwrap();
+    let b = s
+        .budget_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.scope == "aws:1")
+        .unwrap();
+    assert_eq!(b.effective_rate(at(30)), 1.0);
+    assert!(b.tokens <= 1.0, "{b:?}");
+    // Growth is a function of time: doubled after one interval, full rate after a while.
+    assert!((b.effective_rate(at(32)) - 2.0).abs() < 1e-9);
+    assert_eq!(b.effective_rate(at(200)), 10.0);
+    // Feedback for a scope without a budget is a no-op; lifting a scope pause starts slow.
+    s.budget_feedback("gcp:none", BudgetFeedback::Throttled, at(30))
+        .await
+        .unwrap();
+    s.budget_take(BudgetTakeParams {
+        scope: "aws:1".into(),
+        n: 1,
+        hold: Duration::ZERO,
+        now: at(300),
+    })
+    .await
+    .unwrap();
+    let target = PauseTarget::Scope("aws:1".into());
+    s.pause_set(PauseSetParams {
+        target: target.clone(),
+        reason: "x".into(),
+        by: "op".into(),
+        now: at(300),
+    })
+    .await
+    .unwrap();
+    s.pause_clear(&target, "op", at(301)).await.unwrap();
+    let b = s
+        .budget_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.scope == "aws:1")
+        .unwrap();
+    assert_eq!(b.effective_rate(at(301)), 1.0, "{b:?}");
+}
+
+async fn breakers_hold_back_their_scope_probe_once_and_close_with_slow_start(s: S) {
+    use sluice_core::BreakerState::*;
+    use sluice_core::breaker::Admission;
+    s.budget_set(budget("*", None, 1000.0, 1000.0))
+        .await
+        .unwrap();
+    s.budget_set(budget("aws:1", None, 100.0, 100.0))
+        .await
+        .unwrap();
+    let j = s.job_insert(job("alice", 6)).await.unwrap().job; // scopes aws:0, aws:1, aws:2
+    let cfg = sluice_core::BreakerConfig {
+        failure_threshold: 2,
+        window: Duration::from_secs(10),
+        cooldown: Duration::from_secs(5),
+        frozen_cooldown: Duration::from_secs(60),
+        max_cooldown: Duration::from_secs(600),
+        probe_timeout: Duration::from_secs(30),
+    };
+    let op = |scope: &str, op: BreakerOp, secs: i64| BreakerUpdateParams {
+        scope: scope.into(),
+        op,
+        cfg,
+        now: at(secs),
+    };
+    // Nothing known: closed, admitted.
+    let u = s
+        .breaker_update(op("aws:1", BreakerOp::Admit, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        (u.admission, u.row.breaker.state, u.changed_from),
+        (Admission::Allowed, Closed, None)
+    );
+    // One throttle: still closed (journaled), the budget's rate is cut.
+    let u = s
+        .breaker_update(op("aws:1", BreakerOp::Throttled, 1))
+        .await
+        .unwrap();
+    assert_eq!(u.row.breaker.state, Closed);
+    let b = s
+        .budget_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.scope == "aws:1")
+        .unwrap();
+    assert_eq!(b.effective_rate(at(1)), 50.0);
+    // A frozen account opens it at once with the long cooldown.
+    let u = s
+        .breaker_update(op("aws:1", BreakerOp::Frozen, 2))
+        .await
+        .unwrap();
+    assert_eq!((u.row.breaker.state, u.changed_from), (Open, Some(Closed)));
+    assert_eq!(u.row.breaker.probe_after, Some(at(62)));
+    // Claims skip aws:1 on every process until the probe time, others go on.
+    let got = claim(&s, "w", 100, 3).await;
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|t| t.scope != "aws:1"), "{got:?}");
+    let list = s.breaker_list().await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].breaker.state, Open);
+    // Before the cooldown: rejected with the time; after: one probe, then rejected.
+    let u = s
+        .breaker_update(op("aws:1", BreakerOp::Admit, 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        u.admission,
+        Admission::Rejected {
+            until: Some(at(62))
+        }
+    );
+    let u = s
+        .breaker_update(op("aws:1", BreakerOp::Admit, 62))
+        .await
+        .unwrap();
+    assert_eq!(
+        (u.admission, u.changed_from),
+        (Admission::Probe, Some(Open))
+    );
+    let u = s
+        .breaker_update(op("aws:1", BreakerOp::Admit, 63))
+        .await
+        .unwrap();
+    assert_eq!(u.admission, Admission::Rejected { until: None });
+    // While probing, claims still hold the scope back (until the probe's timeout).
+    let got = claim(&s, "w", 100, 63).await;
+    assert!(got.is_empty(), "{got:?}");
+    // The probe fails (frozen again): open with a doubled cooldown.
+    let u = s
+        .breaker_update(op("aws:1", BreakerOp::Frozen, 64))
+        .await
+        .unwrap();
+    assert_eq!(u.row.breaker.probe_after, Some(at(64 + 120)));
+    // The next probe succeeds: closed, the budget restarts slow.
+    let u = s
+        .breaker_update(op("aws:1", BreakerOp::Admit, 184))
+        .await
+        .unwrap();
+    assert_eq!(u.admission, Admission::Probe);
+    let u = s
+        .breaker_update(op("aws:1", BreakerOp::Success, 185))
+        .await
+        .unwrap();
+    assert_eq!(
+        (u.row.breaker.state, u.changed_from),
+        (Closed, Some(HalfOpen))
+    );
+    let b = s
+        .budget_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.scope == "aws:1")
+        .unwrap();
+    assert_eq!(b.effective_rate(at(185)), 10.0);
+    let got = claim(&s, "w", 100, 186).await;
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|t| t.scope == "aws:1"));
+    // An operator reset is journaled with who did it.
+    s.breaker_update(op("aws:2", BreakerOp::Frozen, 190))
+        .await
+        .unwrap();
+    let u = s
+        .breaker_update(op(
+            "aws:2",
+            BreakerOp::Reset {
+                by: "ops-bob".into(),
+            },
+            191,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(u.row.breaker.state, Closed);
+    let events = s
+        .event_list(EventListParams {
+            job_id: None,
+            after_id: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<(&str, Option<&str>)> = events
+        .iter()
+        .filter(|e| e.kind.starts_with("breaker.") || e.kind.starts_with("provider."))
+        .map(|e| (e.kind.as_str(), e.scope.as_deref()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("provider.throttled", Some("aws:1")),
+            ("breaker.opened", Some("aws:1")),
+            ("breaker.half_open", Some("aws:1")),
+            ("breaker.opened", Some("aws:1")),
+            ("breaker.half_open", Some("aws:1")),
+            ("breaker.closed", Some("aws:1")),
+            ("breaker.opened", Some("aws:2")),
+            ("breaker.reset", Some("aws:2")),
+        ]
+    );
+    let reset = events.iter().rfind(|e| e.kind == "breaker.reset").unwrap();
+    assert_eq!(reset.detail.as_ref().unwrap()["by"], "ops-bob");
+    let _ = j;
+    // Bad input.
+    let err = s
+        .breaker_update(op("", BreakerOp::Admit, 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
 }

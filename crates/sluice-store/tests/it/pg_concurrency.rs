@@ -226,6 +226,7 @@ async fn many_takers_never_exceed_burst_plus_rate_times_window() {
                     s.budget_take(BudgetTakeParams {
                         scope: scope.into(),
                         n: 3,
+                        hold: Duration::ZERO,
                         now,
                     })
                     .await
