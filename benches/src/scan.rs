@@ -75,6 +75,7 @@ async fn main() -> Result<()> {
             id: i as i64 + 1,
             name: l.name.clone(),
             url: format!("file://{}/", abs.display()),
+            scope: "local".into(),
             partition_cols: vec![],
             schema: sluice_engine::generate::telemetry_schema(),
             options: BTreeMap::new(),

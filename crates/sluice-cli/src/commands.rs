@@ -299,6 +299,7 @@ pub(crate) async fn register(
         id: 0,
         name: name.to_string(),
         url: url.to_string(),
+        scope: scope.to_string(),
         partition_cols: vec![],
         schema: sluice_engine::generate::telemetry_schema(),
         options: options.clone(),

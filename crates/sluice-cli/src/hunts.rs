@@ -27,6 +27,7 @@ pub fn lake_ref(l: &Lake) -> Result<LakeRef, EngineError> {
         id: l.id,
         name: l.name.clone(),
         url: l.url.clone(),
+        scope: l.scope.clone(),
         partition_cols: l.partition_cols.clone(),
         schema: sluice_engine::schema_from_json(&l.schema)?,
         options: l.options.clone(),
@@ -260,6 +261,13 @@ pub fn run_error(e: EngineError) -> RunError {
         EngineError::Timeout(m) | EngineError::Transient(m) | EngineError::Io(m) => {
             RunError::Transient(m)
         }
+        EngineError::Refused {
+            reason,
+            retry_after,
+        } => RunError::Deferred {
+            reason,
+            retry_after,
+        },
         EngineError::Cancelled => RunError::Cancelled,
     }
 }

@@ -4,6 +4,7 @@
 mod commands;
 mod demo;
 mod hunts;
+mod provider;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -143,6 +144,14 @@ enum Command {
     },
     /// The embedded demo: SQLite, no server to install; runs a bulk and an urgent job end to end.
     Demo(demo::DemoArgs),
+    /// Provider call budgets per scope (token buckets under the root `*`).
+    #[command(subcommand)]
+    Budget(provider::BudgetCmd),
+    /// Circuit breakers per scope.
+    #[command(subcommand)]
+    Breaker(provider::BreakerCmd),
+    /// Run the provider simulator (an S3 server with quotas, throttling and account freezes).
+    Sim(provider::SimArgs),
 }
 
 /// Exactly one pause target.
@@ -214,6 +223,8 @@ struct WorkerArgs {
     /// Threads that run query plans (a runtime separate from the one that talks to the database).
     #[arg(long, env = "SLUICE_CPU_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
     cpu_threads: u32,
+    #[command(flatten)]
+    guard: provider::GuardArgs,
 }
 
 /// Parses `250ms`, `30s`, `5m`, `1h` (a bare number is seconds).
@@ -365,8 +376,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ecfg.memory_limit = usize::try_from(args.task_memory_mib << 20).unwrap_or(usize::MAX);
             ecfg.cpu_threads = args.cpu_threads as usize;
             ecfg.list_ttl = args.lake_list_ttl;
-            let engine =
-                Arc::new(sluice_engine::Engine::new(ecfg).context("starting the query engine")?);
+            let guard = Arc::new(sluice_scheduler::ProviderGuard::new(
+                store.clone(),
+                clock.clone(),
+                args.guard.config()?,
+            ));
+            let engine = Arc::new(
+                sluice_engine::Engine::new(ecfg)
+                    .context("starting the query engine")?
+                    .with_gate(guard),
+            );
             let runner = Arc::new(hunts::HuntRunner::new(store.clone(), engine));
             let worker = Worker::new(store.clone(), runner, clock, cfg);
             let stats = worker.run(stop.clone()).await;
@@ -391,6 +410,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Output::Json => {
                     let mut v = serde_json::to_value(&j)?;
                     v["pauses"] = serde_json::to_value(store.pause_list_for_job(job).await?)?;
+                    v["waiting"] = serde_json::to_value(if j.state.is_terminal() {
+                        Vec::new()
+                    } else {
+                        provider::wait_reasons(store.as_ref(), job).await?
+                    })?;
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 }
                 Output::Text => {
@@ -407,14 +431,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         println!("error: {e}");
                     }
                     if !j.state.is_terminal() {
-                        for p in store.pause_list_for_job(job).await? {
-                            println!(
-                                "waiting: paused by {} ({}) since {} [{}]",
-                                p.by,
-                                p.reason,
-                                p.at.to_rfc3339(),
-                                p.target
-                            );
+                        for why in provider::wait_reasons(store.as_ref(), job).await? {
+                            println!("waiting: {why}");
                         }
                     }
                 }
@@ -423,6 +441,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Demo(args) => {
             demo::run(args, cli.output == Output::Json, cli.connect_timeout).await
+        }
+        Command::Budget(cmd) => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            provider::budget(store.as_ref(), cmd, cli.output == Output::Json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Breaker(cmd) => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            provider::breaker(store.as_ref(), cmd, cli.output == Output::Json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sim(args) => {
+            let stop = CancellationToken::new();
+            on_signals(stop.clone())?;
+            provider::sim(args, stop).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Explain { job, all } => {
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;

@@ -14,6 +14,6 @@ pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use bucket::TokenBucket;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ids::{JobId, LeaseToken, TaskId};
-pub use provider::{Adaptive, AdaptiveConfig, CallClass};
+pub use provider::{Adaptive, AdaptiveConfig, CallClass, CallGate, OpenGate, Permit, Refusal};
 pub use retry::{RetryDecision, RetryPolicy};
 pub use state::{IllegalTransition, JobEvent, JobState, TaskEvent, TaskState};

@@ -32,6 +32,70 @@ impl CallClass {
     }
 }
 
+/// Why the provider guard does not let a call go now. Never the task's fault: a task that
+/// meets one goes back to pending without spending an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The scope's breaker is open (`until`: when the next probe may go; `None`: a probe is
+    /// in flight).
+    #[error("provider scope {scope}: breaker open{}", until.map(|u| format!(" until {}", u.format("%H:%M:%S UTC"))).unwrap_or_default())]
+    BreakerOpen {
+        scope: String,
+        until: Option<DateTime<Utc>>,
+    },
+    /// No token of the scope (or an ancestor) came within the wait limit.
+    #[error("provider scope {scope}: call budget exhausted (waited {}s)", waited.as_secs())]
+    Budget { scope: String, waited: Duration },
+    /// The guard cannot reach its database: no call goes unmetered.
+    #[error("provider guard unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl Refusal {
+    /// When to try the task again.
+    pub fn retry_after(&self, now: DateTime<Utc>) -> Duration {
+        match self {
+            Refusal::BreakerOpen {
+                until: Some(until), ..
+            } => (*until - now)
+                .to_std()
+                .unwrap_or_default()
+                .max(Duration::from_secs(1)),
+            Refusal::BreakerOpen { until: None, .. } => Duration::from_secs(5),
+            Refusal::Budget { .. } => Duration::from_secs(2),
+            Refusal::Unavailable(_) => Duration::from_secs(5),
+        }
+    }
+}
+
+/// A call the gate let through; handed back with the answer's class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permit {
+    /// This call is the half-open breaker's single probe.
+    pub probe: bool,
+}
+
+/// The one gate every provider HTTP attempt passes: it waits for a token of the scope (and
+/// its ancestors) and checks the scope's breaker; the answer is reported back so throttling
+/// and freezes move the breaker and the adaptive rate.
+#[async_trait::async_trait]
+pub trait CallGate: Send + Sync + std::fmt::Debug {
+    async fn admit(&self, scope: &str) -> Result<Permit, Refusal>;
+    async fn report(&self, scope: &str, permit: Permit, class: CallClass);
+}
+
+/// A gate that lets everything through (local lakes, tests, the guard switched off).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenGate;
+
+#[async_trait::async_trait]
+impl CallGate for OpenGate {
+    async fn admit(&self, _: &str) -> Result<Permit, Refusal> {
+        Ok(Permit { probe: false })
+    }
+    async fn report(&self, _: &str, _: Permit, _: CallClass) {}
+}
+
 /// Error codes with which providers refuse a whole account (DESIGN.md section 5).
 pub const FROZEN_CODES: [&str; 4] = [
     "AccountProblem",

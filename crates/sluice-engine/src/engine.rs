@@ -78,6 +78,8 @@ pub struct LakeRef {
     pub id: i64,
     pub name: String,
     pub url: String,
+    /// The provider scope the lake's calls are charged to.
+    pub scope: String,
     pub partition_cols: Vec<String>,
     pub schema: SchemaRef,
     pub options: BTreeMap<String, String>,
@@ -140,6 +142,8 @@ pub struct Engine {
     memory: Mutex<HashMap<String, Arc<InMemory>>>,
     /// When set, every lake's store is wrapped to count its calls (tests, benchmarks).
     counts: Option<Arc<Counts>>,
+    /// S3 stores, metered through the provider gate.
+    s3: crate::s3::S3Stores,
 }
 
 impl Drop for Engine {
@@ -183,7 +187,14 @@ impl Engine {
             local: Arc::new(LocalFileSystem::new()),
             memory: Mutex::default(),
             counts: None,
+            s3: crate::s3::S3Stores::new(Arc::new(sluice_core::OpenGate)),
         })
+    }
+
+    /// Sends every provider HTTP attempt through `gate` (budgets and breakers).
+    pub fn with_gate(mut self, gate: Arc<dyn sluice_core::CallGate>) -> Self {
+        self.s3 = crate::s3::S3Stores::new(gate);
+        self
     }
 
     /// Counts every object-store call made to lakes into `counts`.
@@ -216,7 +227,7 @@ impl Engine {
                 Path::from_url_path(url.path())?,
             ),
             "s3" => (
-                crate::s3::store(&url, &lake.options)?,
+                self.s3.store(&url, &lake.scope, &lake.options)?,
                 Path::from_url_path(url.path())?,
             ),
             other => {

@@ -30,9 +30,31 @@ pub enum EngineError {
     /// Local I/O outside a query (generator, results folder).
     #[error("i/o: {0}")]
     Io(String),
+    /// The provider guard did not let a call go (breaker open, budget exhausted): not the
+    /// task's fault; try again after `retry_after`, without spending an attempt.
+    #[error("held back: {reason}")]
+    Refused {
+        reason: String,
+        retry_after: std::time::Duration,
+    },
     /// The run was cancelled (job cancelled, lease lost, shutdown).
     #[error("cancelled")]
     Cancelled,
+}
+
+/// The guard's refusal somewhere in an error's `source()` chain.
+fn refusal_in(e: &(dyn std::error::Error + 'static)) -> Option<EngineError> {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(r) = e.downcast_ref::<crate::s3::ProviderRefusal>() {
+            return Some(EngineError::Refused {
+                reason: r.0.to_string(),
+                retry_after: r.0.retry_after(chrono::Utc::now()),
+            });
+        }
+        cur = e.source();
+    }
+    None
 }
 
 /// Error codes with which providers refuse a whole account (DESIGN.md section 5).
@@ -51,7 +73,30 @@ const THROTTLE_MARKERS: [&str; 6] = [
     "RequestLimitExceeded",
 ];
 
+/// A provider answer quoted in an error's text (a reader that flattened the error to a
+/// string): frozen or throttled, never the user's fault.
+fn provider_text(text: &str) -> Option<EngineError> {
+    if FROZEN_MARKERS.iter().any(|m| text.contains(m)) {
+        Some(EngineError::Frozen(text.to_string()))
+    } else if [
+        "SlowDown",
+        "Throttl",
+        "TooManyRequests",
+        "RequestLimitExceeded",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
+    {
+        Some(EngineError::Throttled(text.to_string()))
+    } else {
+        None
+    }
+}
+
 fn classify_object_store(e: &object_store::Error) -> EngineError {
+    if let Some(r) = refusal_in(e) {
+        return r;
+    }
     let text = e.to_string();
     if FROZEN_MARKERS.iter().any(|m| text.contains(m)) {
         return EngineError::Frozen(text);
@@ -72,6 +117,11 @@ fn classify_object_store(e: &object_store::Error) -> EngineError {
 
 impl From<DataFusionError> for EngineError {
     fn from(e: DataFusionError) -> Self {
+        // A refusal of the provider guard anywhere in the chain (through object_store,
+        // parquet or arrow errors) decides first.
+        if let Some(r) = refusal_in(&e) {
+            return r;
+        }
         // The root cause decides; the message keeps DataFusion's whole context.
         let message = e.to_string();
         let root = e.find_root();
@@ -83,16 +133,16 @@ impl From<DataFusionError> for EngineError {
                 } else if let Some(pq) =
                     inner.downcast_ref::<datafusion::parquet::errors::ParquetError>()
                 {
-                    EngineError::User(format!("unreadable data: {pq}"))
+                    provider_text(&message)
+                        .unwrap_or_else(|| EngineError::User(format!("unreadable data: {pq}")))
                 } else {
                     EngineError::Transient(message)
                 }
             }
             DataFusionError::ResourcesExhausted(m) => EngineError::Limit(m.clone()),
             DataFusionError::IoError(_) => EngineError::Transient(message),
-            DataFusionError::ParquetError(pq) => {
-                EngineError::User(format!("unreadable data: {pq}"))
-            }
+            DataFusionError::ParquetError(pq) => provider_text(&message)
+                .unwrap_or_else(|| EngineError::User(format!("unreadable data: {pq}"))),
             _ => EngineError::User(message),
         }
     }

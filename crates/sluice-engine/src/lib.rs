@@ -9,7 +9,7 @@ pub mod generate;
 pub mod hunt;
 pub mod lakestore;
 pub mod metrics;
-mod s3;
+pub mod s3;
 pub mod validate;
 
 pub use engine::{Engine, EngineConfig, LAKE_COLUMN, LakeRef, TaskOutput, TaskRun};

@@ -1,29 +1,166 @@
-//! S3-compatible lakes. Options come from the lake row (`endpoint`, `region`, `allow_http`);
-//! credentials from the environment (`AWS_ACCESS_KEY_ID`, …) or instance metadata — never
-//! from the registry. object_store's own retries are turned off: a retry is another provider
-//! call, and provider calls go through the budget (the provider-guard issue meters them).
+//! S3-compatible lakes, and the one layer every provider HTTP attempt passes.
+//!
+//! Options come from the lake row (`endpoint`, `region`, `allow_http`, …); credentials from the
+//! environment (`AWS_ACCESS_KEY_ID`, …) or instance metadata — never from the registry.
+//!
+//! - **Metered transport**: every S3 store is built with a [`MeteredConnector`], an
+//!   object_store `HttpConnector` whose client sees each HTTP attempt — object GETs, HEADs,
+//!   LISTs, retries and credential fetches alike. Each attempt first passes the scope's
+//!   [`CallGate`] (a budget token of the scope and its ancestors, the breaker's word), then
+//!   its answer is classified (ok / throttled / frozen / transient / permanent) and reported.
+//!   object_store's own retries are off (`max_retries: 0`): retries happen here, each one
+//!   through the gate, so they are budgeted like any call.
+//! - **One credential provider per scope**: lakes of one scope (one cloud account) share one
+//!   provider and its cached credentials, so credentials are fetched once per account per
+//!   credential lifetime — never per lake or task (DESIGN.md section 5).
+//! - **One store per bucket and scope**, reused across tasks (one connection pool).
 
 use crate::EngineError;
-use object_store::aws::AmazonS3Builder;
-use object_store::{ObjectStore, RetryConfig};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use async_trait::async_trait;
+use object_store::aws::{AmazonS3Builder, AwsCredentialProvider};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse,
+    HttpResponseBody, HttpService, ReqwestConnector,
+};
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use sluice_core::provider::{classify, s3_error_code};
+use sluice_core::{CallClass, CallGate, Refusal};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use url::Url;
 
-pub fn store(
-    url: &Url,
+/// Retries of a throttled or transient attempt inside one object-store call, each through the
+/// gate. More than that and the task is deferred instead (it will run again later).
+const MAX_RETRIES: u32 = 2;
+
+/// The gate's refusal, carried through object_store's and DataFusion's errors to the engine's
+/// classification (found by walking `source()`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ProviderRefusal(pub Refusal);
+
+#[derive(Debug)]
+pub(crate) struct MeteredConnector {
+    scope: String,
+    gate: Arc<dyn CallGate>,
+}
+
+impl HttpConnector for MeteredConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let inner = ReqwestConnector::default().connect(options)?;
+        Ok(HttpClient::new(Metered {
+            scope: self.scope.clone(),
+            gate: self.gate.clone(),
+            inner,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct Metered {
+    scope: String,
+    gate: Arc<dyn CallGate>,
+    inner: HttpClient,
+}
+
+fn rebuild(
+    parts: &http::request::Parts,
+    body: object_store::client::HttpRequestBody,
+) -> HttpRequest {
+    let mut req = http::Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req
+}
+
+fn backoff(attempt: u32) -> Duration {
+    // Full jitter over 100 ms · 2^attempt.
+    let cap = 100u64 << attempt.min(5);
+    Duration::from_millis(rand::random_range(0..=cap))
+}
+
+#[async_trait]
+impl HttpService for Metered {
+    async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let (parts, body) = req.into_parts();
+        let mut attempt = 0;
+        loop {
+            let permit = self
+                .gate
+                .admit(&self.scope)
+                .await
+                .map_err(|r| HttpError::new(HttpErrorKind::Unknown, ProviderRefusal(r)))?;
+            let resp = match self.inner.execute(rebuild(&parts, body.clone())).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.gate
+                        .report(&self.scope, permit, CallClass::Transient)
+                        .await;
+                    let retryable = matches!(
+                        e.kind(),
+                        HttpErrorKind::Connect | HttpErrorKind::Request | HttpErrorKind::Timeout
+                    );
+                    if retryable && attempt < MAX_RETRIES {
+                        attempt += 1;
+                        tokio::time::sleep(backoff(attempt)).await;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            let status = resp.status().as_u16();
+            if status < 400 {
+                self.gate.report(&self.scope, permit, CallClass::Ok).await;
+                return Ok(resp);
+            }
+            // An error answer: read its (small) body to find the provider's error code.
+            let (rparts, rbody) = resp.into_parts();
+            let bytes = rbody.bytes().await.unwrap_or_default();
+            let header_code = rparts
+                .headers
+                .get("x-amz-error-code")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let text = String::from_utf8_lossy(&bytes);
+            let code = if header_code.is_empty() {
+                s3_error_code(&text)
+            } else {
+                header_code.as_str()
+            };
+            let class = classify(status, code);
+            self.gate.report(&self.scope, permit, class).await;
+            if matches!(class, CallClass::Throttled | CallClass::Transient) && attempt < MAX_RETRIES
+            {
+                attempt += 1;
+                tokio::time::sleep(backoff(attempt)).await;
+                continue;
+            }
+            return Ok(http::Response::from_parts(
+                rparts,
+                HttpResponseBody::from(bytes),
+            ));
+        }
+    }
+}
+
+/// The S3 stores of one worker: one per (scope, bucket, options), sharing one credential
+/// provider per scope.
+#[derive(Debug)]
+pub(crate) struct S3Stores {
+    gate: Arc<dyn CallGate>,
+    stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    credentials: Mutex<HashMap<String, AwsCredentialProvider>>,
+}
+
+/// Applies a lake's options to a builder.
+fn configure(
+    mut b: AmazonS3Builder,
     options: &BTreeMap<String, String>,
-) -> Result<Arc<dyn ObjectStore>, EngineError> {
-    let bucket = url
-        .host_str()
-        .filter(|b| !b.is_empty())
-        .ok_or_else(|| EngineError::User(format!("s3 url {url} has no bucket")))?;
-    let mut b = AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .with_retry(RetryConfig {
-            max_retries: 0,
-            ..Default::default()
-        });
+) -> Result<AmazonS3Builder, EngineError> {
     for (k, v) in options {
         b = match k.as_str() {
             "endpoint" => b.with_endpoint(v),
@@ -38,5 +175,82 @@ pub fn store(
             }
         };
     }
-    Ok(Arc::new(b.build()?))
+    Ok(b)
+}
+
+impl S3Stores {
+    pub(crate) fn new(gate: Arc<dyn CallGate>) -> Self {
+        S3Stores {
+            gate,
+            stores: Mutex::new(HashMap::new()),
+            credentials: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn builder(&self, scope: &str) -> AmazonS3Builder {
+        AmazonS3Builder::from_env()
+            .with_http_connector(MeteredConnector {
+                scope: scope.to_string(),
+                gate: self.gate.clone(),
+            })
+            .with_retry(RetryConfig {
+                max_retries: 0,
+                ..Default::default()
+            })
+    }
+
+    /// The scope's credential provider: built once (from a store of the scope's first lake's
+    /// credential options) and shared by every lake of the scope.
+    fn credentials(
+        &self,
+        scope: &str,
+        options: &BTreeMap<String, String>,
+    ) -> Result<AwsCredentialProvider, EngineError> {
+        let cred_opts: BTreeMap<String, String> = options
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "metadata_endpoint" | "region"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let key = format!("{scope}\n{cred_opts:?}");
+        let mut all = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = all.get(&key) {
+            return Ok(c.clone());
+        }
+        let holder = configure(self.builder(scope), options)?
+            .with_bucket_name("sluice-credentials")
+            .build()?;
+        let c = holder.credentials().clone();
+        all.insert(key, c.clone());
+        Ok(c)
+    }
+
+    pub(crate) fn store(
+        &self,
+        url: &Url,
+        scope: &str,
+        options: &BTreeMap<String, String>,
+    ) -> Result<Arc<dyn ObjectStore>, EngineError> {
+        let bucket = url
+            .host_str()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| EngineError::User(format!("s3 url {url} has no bucket")))?;
+        let key = format!("{scope}\n{bucket}\n{options:?}");
+        if let Some(s) = self
+            .stores
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(s.clone());
+        }
+        let credentials = self.credentials(scope, options)?;
+        let store: Arc<dyn ObjectStore> = Arc::new(
+            configure(self.builder(scope), options)?
+                .with_bucket_name(bucket)
+                .with_credentials(credentials)
+                .build()?,
+        );
+        let mut all = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(all.entry(key).or_insert(store).clone())
+    }
 }

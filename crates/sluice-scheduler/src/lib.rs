@@ -1,7 +1,9 @@
-//! The scheduler's services. So far: the lease rescuer, which returns tasks whose worker
-//! stopped heartbeating to pending. The release loop (budgets, breakers, pauses, fairness) and
-//! leader election come with the provider guard.
+//! The scheduler's services: the provider guard (budgets and breakers on every provider call)
+//! and the lease rescuer, which returns tasks whose worker stopped heartbeating to pending.
 
+mod guard;
+pub mod metrics;
 mod rescuer;
 
+pub use guard::{GuardConfig, ProviderGuard};
 pub use rescuer::{Rescuer, RescuerConfig};

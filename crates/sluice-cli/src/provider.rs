@@ -1,0 +1,304 @@
+//! Operator verbs of the provider guard (`sluice budget …`, `sluice breaker …`), the
+//! simulator (`sluice sim`), and the guard's settings shared by `sluice worker`.
+
+use anyhow::{Context, Result, bail};
+use sluice_core::BreakerState;
+use sluice_scheduler::GuardConfig;
+use sluice_store::{BreakerOp, BreakerUpdateParams, BudgetSetParams, Store};
+use std::time::Duration;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BudgetCmd {
+    /// Create or change a scope's call budget. Set the root `*` (the provider-wide limit)
+    /// first; other scopes hang under it (or under `--parent`).
+    Set {
+        scope: String,
+        /// Calls per second.
+        #[arg(long)]
+        rate: f64,
+        /// Calls that may go at once after a quiet spell.
+        #[arg(long)]
+        burst: f64,
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// Every budget: rate, effective rate (after throttling or during slow start), tokens.
+    List,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BreakerCmd {
+    /// Every breaker that ever opened, with its state and next probe time.
+    List,
+    /// Close a scope's breaker now (the scope then ramps up from slow start).
+    Reset {
+        scope: String,
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+    },
+}
+
+/// The guard's settings on `sluice worker`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GuardArgs {
+    /// Throttled answers (within a minute) that open a scope's breaker.
+    #[arg(long, env = "SLUICE_BREAKER_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    breaker_threshold: u32,
+    /// First cooldown of a breaker opened by throttling (doubles at each reopening).
+    #[arg(long, env = "SLUICE_BREAKER_COOLDOWN", default_value = "30s", value_parser = crate::parse_duration)]
+    breaker_cooldown: Duration,
+    /// First cooldown of a breaker opened by an account freeze.
+    #[arg(long, env = "SLUICE_BREAKER_FROZEN_COOLDOWN", default_value = "15m", value_parser = crate::parse_duration)]
+    breaker_frozen_cooldown: Duration,
+    /// Longest cooldown.
+    #[arg(long, env = "SLUICE_BREAKER_MAX_COOLDOWN", default_value = "6h", value_parser = crate::parse_duration)]
+    breaker_max_cooldown: Duration,
+    /// How long leased budget tokens may be held before they are forfeited.
+    #[arg(long, env = "SLUICE_BUDGET_HOLD", default_value = "250ms", value_parser = crate::parse_duration)]
+    budget_hold: Duration,
+    /// How long a call waits for a budget token before its task is deferred.
+    #[arg(long, env = "SLUICE_BUDGET_MAX_WAIT", default_value = "10s", value_parser = crate::parse_duration)]
+    budget_max_wait: Duration,
+}
+
+impl GuardArgs {
+    pub fn config(&self) -> Result<GuardConfig> {
+        if self.budget_hold.is_zero() || self.budget_hold > Duration::from_secs(10) {
+            bail!("--budget-hold must be between 1ms and 10s");
+        }
+        let mut cfg = GuardConfig {
+            hold: self.budget_hold,
+            max_wait: self.budget_max_wait,
+            ..Default::default()
+        };
+        cfg.breaker.failure_threshold = self.breaker_threshold;
+        cfg.breaker.cooldown = self.breaker_cooldown.max(Duration::from_millis(100));
+        cfg.breaker.frozen_cooldown = self.breaker_frozen_cooldown.max(Duration::from_millis(100));
+        cfg.breaker.max_cooldown = self
+            .breaker_max_cooldown
+            .max(cfg.breaker.cooldown)
+            .max(cfg.breaker.frozen_cooldown);
+        Ok(cfg)
+    }
+}
+
+pub async fn budget(store: &dyn Store, cmd: BudgetCmd, json: bool) -> Result<()> {
+    let now = chrono::Utc::now();
+    match cmd {
+        BudgetCmd::Set {
+            scope,
+            rate,
+            burst,
+            parent,
+        } => {
+            let b = store
+                .budget_set(BudgetSetParams {
+                    scope,
+                    parent,
+                    rate,
+                    burst,
+                    now,
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string(&b)?);
+            } else {
+                println!("budget {}: {} calls/s, burst {}", b.scope, b.rate, b.burst);
+            }
+        }
+        BudgetCmd::List => {
+            let list = store.budget_list().await?;
+            if json {
+                let rows: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|b| {
+                        serde_json::json!({"scope": b.scope, "parent": b.parent, "rate": b.rate,
+                            "burst": b.burst, "effective_rate": b.effective_rate(now),
+                            "tokens": tokens_now(b, now)})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<28} {:<12} {:>10} {:>10} {:>14} {:>10}",
+                    "SCOPE", "PARENT", "RATE/s", "BURST", "EFFECTIVE/s", "TOKENS"
+                );
+                for b in &list {
+                    println!(
+                        "{:<28} {:<12} {:>10.1} {:>10.1} {:>14.1} {:>10.1}",
+                        b.scope,
+                        b.parent.as_deref().unwrap_or("-"),
+                        b.rate,
+                        b.burst,
+                        b.effective_rate(now),
+                        tokens_now(b, now)
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tokens in the bucket now (the stored count is as of the last take).
+fn tokens_now(b: &sluice_store::Budget, now: chrono::DateTime<chrono::Utc>) -> f64 {
+    let mut t = sluice_core::TokenBucket::from_parts(
+        b.effective_rate(now),
+        b.burst,
+        b.tokens,
+        b.refilled_at,
+    );
+    t.refill(now);
+    t.tokens()
+}
+
+pub async fn breaker(store: &dyn Store, cmd: BreakerCmd, json: bool) -> Result<()> {
+    match cmd {
+        BreakerCmd::List => {
+            let list = store.breaker_list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<28} {:<10} {:<26} SINCE", "SCOPE", "STATE", "NEXT PROBE");
+                for r in &list {
+                    let b = &r.breaker;
+                    let probe = match b.state {
+                        BreakerState::Closed => "-".to_string(),
+                        _ => b.probe_after.map_or("-".into(), |t| {
+                            t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+                        }),
+                    };
+                    println!(
+                        "{:<28} {:<10} {:<26} {}",
+                        r.scope,
+                        b.state.as_str(),
+                        probe,
+                        r.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
+                    );
+                }
+            }
+        }
+        BreakerCmd::Reset { scope, by } => {
+            let known = store.breaker_list().await?.iter().any(|r| r.scope == scope);
+            if !known {
+                bail!(
+                    "scope {scope:?} has no breaker (it never opened); `sluice breaker list` shows those that did"
+                );
+            }
+            let u = store
+                .breaker_update(BreakerUpdateParams {
+                    scope: scope.clone(),
+                    op: BreakerOp::Reset { by },
+                    cfg: sluice_core::BreakerConfig::default(),
+                    now: chrono::Utc::now(),
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string(&u.row)?);
+            } else {
+                println!("breaker {scope} closed; the scope ramps up from slow start");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimArgs {
+    /// Address to serve the S3 API, the credential endpoint and /_sim/ admin endpoints on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: std::net::SocketAddr,
+    /// Folder whose sub-folders are the buckets.
+    #[arg(long)]
+    dir: std::path::PathBuf,
+    /// Accounts file (JSON): buckets per account, quotas, freeze thresholds.
+    #[arg(long)]
+    accounts: std::path::PathBuf,
+}
+
+pub async fn sim(args: SimArgs, stop: tokio_util::sync::CancellationToken) -> Result<()> {
+    let text = std::fs::read_to_string(&args.accounts)
+        .with_context(|| format!("reading {}", args.accounts.display()))?;
+    let cfg = sluice_sim::SimConfig::from_json(&text).map_err(anyhow::Error::msg)?;
+    let sim = sluice_sim::Sim::new(cfg, &args.dir).map_err(anyhow::Error::msg)?;
+    let h = sim
+        .start(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(url = %h.url(), "provider simulator listening");
+    println!("{}", h.url());
+    stop.cancelled().await;
+    h.stop();
+    Ok(())
+}
+
+/// Why a job's unfinished tasks wait, one line each: pauses, then breakers of their scopes
+/// (with the lakes waiting behind each).
+pub async fn wait_reasons(store: &dyn Store, job: sluice_core::JobId) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for p in store.pause_list_for_job(job).await? {
+        out.push(format!(
+            "paused by operator {} ({}) since {} [{}]",
+            p.by,
+            p.reason,
+            p.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            p.target
+        ));
+    }
+    let breakers = store.breaker_list().await?;
+    if breakers
+        .iter()
+        .all(|b| b.breaker.state == BreakerState::Closed)
+    {
+        return Ok(out);
+    }
+    let mut waiting: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut after = None;
+    loop {
+        let page = store
+            .task_list(sluice_store::TaskListParams {
+                job_id: job,
+                limit: 1000,
+                after,
+            })
+            .await?;
+        for t in &page {
+            if !t.state.is_terminal() {
+                *waiting.entry(t.scope.clone()).or_default() += 1;
+            }
+        }
+        match page.last() {
+            Some(t) if page.len() == 1000 => after = Some(t.id),
+            _ => break,
+        }
+    }
+    for r in breakers {
+        let Some(n) = waiting.get(&r.scope) else {
+            continue;
+        };
+        let b = r.breaker;
+        let why = match b.state {
+            BreakerState::Closed => continue,
+            BreakerState::Open => format!(
+                "provider {} {}, breaker open until {}",
+                r.scope,
+                if b.last_cooldown
+                    .is_some_and(|c| c >= Duration::from_secs(60))
+                    && b.opened_at.is_some()
+                {
+                    "refusing calls (account frozen or throttling)"
+                } else {
+                    "throttling"
+                },
+                b.probe_after
+                    .map_or("-".into(), |t| t.format("%H:%M:%S UTC").to_string())
+            ),
+            BreakerState::HalfOpen => format!(
+                "provider {}: probing whether it accepts calls again",
+                r.scope
+            ),
+        };
+        out.push(format!("{why} ({n} lakes waiting)"));
+    }
+    Ok(out)
+}
