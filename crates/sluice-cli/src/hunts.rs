@@ -250,13 +250,15 @@ pub fn run_error(e: EngineError) -> RunError {
     match e {
         EngineError::User(m) | EngineError::Limit(m) => RunError::Permanent(m),
         EngineError::NotFound(m) => RunError::Permanent(format!("not found: {m}")),
+        // Short: the scope's breaker, not the task's run_after, holds the scope back (claims
+        // skip scopes whose breaker is open), so the task runs as soon as the scope may.
         EngineError::Throttled(m) => RunError::Deferred {
             reason: format!("provider throttled: {m}"),
-            retry_after: Duration::from_secs(30),
+            retry_after: Duration::from_secs(2),
         },
         EngineError::Frozen(m) => RunError::Deferred {
             reason: format!("provider account frozen: {m}"),
-            retry_after: Duration::from_secs(300),
+            retry_after: Duration::from_secs(2),
         },
         EngineError::Timeout(m) | EngineError::Transient(m) | EngineError::Io(m) => {
             RunError::Transient(m)

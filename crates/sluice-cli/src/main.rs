@@ -4,6 +4,7 @@
 mod commands;
 mod demo;
 mod hunts;
+mod lab;
 mod provider;
 
 use anyhow::{Context, Result};
@@ -152,6 +153,15 @@ enum Command {
     Breaker(provider::BreakerCmd),
     /// Run the provider simulator (an S3 server with quotas, throttling and account freezes).
     Sim(provider::SimArgs),
+    /// The provider-incident lab (tests, `make replay-outage`).
+    #[command(subcommand, hide = true)]
+    Lab(LabCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum LabCmd {
+    /// Lay out S3 lakes for the simulator, write its accounts file, register the lakes.
+    Setup(lab::LabArgs),
 }
 
 /// Exactly one pause target.
@@ -450,6 +460,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Breaker(cmd) => {
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;
             provider::breaker(store.as_ref(), cmd, cli.output == Output::Json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lab(LabCmd::Setup(args)) => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            let engine = commands::engine(&cli.results_dir)?;
+            let m = lab::setup(store.as_ref(), &engine, &args).await?;
+            println!("{}", serde_json::to_string_pretty(&m)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Sim(args) => {

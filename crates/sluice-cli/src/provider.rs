@@ -282,11 +282,8 @@ pub async fn wait_reasons(store: &dyn Store, job: sluice_core::JobId) -> Result<
             BreakerState::Open => format!(
                 "provider {} {}, breaker open until {}",
                 r.scope,
-                if b.last_cooldown
-                    .is_some_and(|c| c >= Duration::from_secs(60))
-                    && b.opened_at.is_some()
-                {
-                    "refusing calls (account frozen or throttling)"
+                if b.frozen {
+                    "froze the account"
                 } else {
                     "throttling"
                 },

@@ -29,7 +29,7 @@ impl Default for BreakerConfig {
             cooldown: Duration::from_secs(30),
             frozen_cooldown: Duration::from_secs(15 * 60),
             max_cooldown: Duration::from_secs(6 * 3600),
-            probe_timeout: Duration::from_secs(120),
+            probe_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -75,6 +75,9 @@ pub struct Breaker {
     pub probe_started_at: Option<DateTime<Utc>>,
     /// The cooldown of the last opening; the next opening before a close doubles it.
     pub last_cooldown: Option<Duration>,
+    /// The last opening was an account freeze (not throttling).
+    #[serde(default)]
+    pub frozen: bool,
 }
 
 impl Breaker {
@@ -87,6 +90,7 @@ impl Breaker {
             probe_after: None,
             probe_started_at: None,
             last_cooldown: None,
+            frozen: false,
         }
     }
 
@@ -148,7 +152,10 @@ impl Breaker {
     /// The provider throttled a call of the scope.
     pub fn on_throttle(&mut self, now: DateTime<Utc>, cfg: &BreakerConfig) {
         match self.state {
-            BreakerState::HalfOpen => self.open(now, cfg.cooldown, cfg),
+            BreakerState::HalfOpen => {
+                self.open(now, cfg.cooldown, cfg);
+                self.frozen = false;
+            }
             BreakerState::Open => {}
             BreakerState::Closed => {
                 let window =
@@ -161,8 +168,19 @@ impl Breaker {
                 self.failures = self.failures.saturating_add(1);
                 if self.failures >= cfg.failure_threshold.max(1) {
                     self.open(now, cfg.cooldown, cfg);
+                    self.frozen = false;
                 }
             }
+        }
+    }
+
+    /// The probe went out but no answer came (a connection error, or its caller gave up):
+    /// back to open with the next probe due now, without growing the cooldown.
+    pub fn on_probe_lost(&mut self, now: DateTime<Utc>) {
+        if self.state == BreakerState::HalfOpen {
+            self.state = BreakerState::Open;
+            self.probe_after = Some(now);
+            self.probe_started_at = None;
         }
     }
 
@@ -173,6 +191,7 @@ impl Breaker {
             return;
         }
         self.open(now, cfg.frozen_cooldown, cfg);
+        self.frozen = true;
     }
 }
 

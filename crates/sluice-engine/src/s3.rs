@@ -82,23 +82,80 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(rand::random_range(0..=cap))
 }
 
+/// Asks the gate in a task of its own: a caller dropped mid-way (DataFusion drops a plan's
+/// other reads when one fails) must not strand a probe the database already handed out —
+/// it is reported lost instead, so the next probe may go at once.
+async fn admit(gate: &Arc<dyn CallGate>, scope: &str) -> Result<sluice_core::Permit, Refusal> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (g, s) = (gate.clone(), scope.to_string());
+    tokio::spawn(async move {
+        let r = g.admit(&s).await;
+        if let Err(Ok(permit)) = tx.send(r)
+            && permit.probe
+        {
+            g.report(&s, permit, CallClass::Transient).await;
+        }
+    });
+    rx.await
+        .unwrap_or_else(|_| Err(Refusal::Unavailable("provider gate task ended".into())))
+}
+
+/// Reports an answer in a task of its own, for the same reason as [`admit`]: the report
+/// writes the shared breaker in a transaction, and a transaction dropped half-way would hold
+/// the breaker's row lock until its connection is next used.
+async fn report(
+    gate: &Arc<dyn CallGate>,
+    scope: &str,
+    permit: sluice_core::Permit,
+    class: CallClass,
+) {
+    let (g, s) = (gate.clone(), scope.to_string());
+    let _ = tokio::spawn(async move { g.report(&s, permit, class).await }).await;
+}
+
+/// A probe in flight. DataFusion drops a plan's other reads when one fails, so a probe's
+/// future can be dropped before its answer: then the probe is reported lost, or the breaker
+/// would wait for the probe's timeout before trying again.
+struct ProbeInFlight<'a> {
+    gate: &'a Arc<dyn CallGate>,
+    scope: &'a str,
+    permit: sluice_core::Permit,
+    answered: bool,
+}
+
+impl Drop for ProbeInFlight<'_> {
+    fn drop(&mut self) {
+        if self.answered || !self.permit.probe {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (gate, scope, permit) = (self.gate.clone(), self.scope.to_string(), self.permit);
+            rt.spawn(async move { gate.report(&scope, permit, CallClass::Transient).await });
+        }
+    }
+}
+
 #[async_trait]
 impl HttpService for Metered {
     async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
         let (parts, body) = req.into_parts();
         let mut attempt = 0;
         loop {
-            let permit = self
-                .gate
-                .admit(&self.scope)
+            let permit = admit(&self.gate, &self.scope)
                 .await
                 .map_err(|r| HttpError::new(HttpErrorKind::Unknown, ProviderRefusal(r)))?;
-            let resp = match self.inner.execute(rebuild(&parts, body.clone())).await {
+            let mut flight = ProbeInFlight {
+                gate: &self.gate,
+                scope: &self.scope,
+                permit,
+                answered: false,
+            };
+            let sent = self.inner.execute(rebuild(&parts, body.clone())).await;
+            let resp = match sent {
                 Ok(r) => r,
                 Err(e) => {
-                    self.gate
-                        .report(&self.scope, permit, CallClass::Transient)
-                        .await;
+                    flight.answered = true;
+                    report(&self.gate, &self.scope, permit, CallClass::Transient).await;
                     let retryable = matches!(
                         e.kind(),
                         HttpErrorKind::Connect | HttpErrorKind::Request | HttpErrorKind::Timeout
@@ -113,7 +170,8 @@ impl HttpService for Metered {
             };
             let status = resp.status().as_u16();
             if status < 400 {
-                self.gate.report(&self.scope, permit, CallClass::Ok).await;
+                flight.answered = true;
+                report(&self.gate, &self.scope, permit, CallClass::Ok).await;
                 return Ok(resp);
             }
             // An error answer: read its (small) body to find the provider's error code.
@@ -132,7 +190,8 @@ impl HttpService for Metered {
                 header_code.as_str()
             };
             let class = classify(status, code);
-            self.gate.report(&self.scope, permit, class).await;
+            flight.answered = true;
+            report(&self.gate, &self.scope, permit, class).await;
             if matches!(class, CallClass::Throttled | CallClass::Transient) && attempt < MAX_RETRIES
             {
                 attempt += 1;

@@ -251,7 +251,13 @@ impl CallGate for ProviderGuard {
     async fn admit(&self, scope: &str) -> Result<Permit, Refusal> {
         let r = async {
             let probe = self.check_breaker(scope).await?;
-            self.token(scope).await?;
+            if let Err(e) = self.token(scope).await {
+                if probe {
+                    // The probe will not go: let another take it now.
+                    let _ = self.update(scope, BreakerOp::ProbeLost).await;
+                }
+                return Err(e);
+            }
             Ok(Permit { probe })
         }
         .await;
@@ -275,6 +281,8 @@ impl CallGate for ProviderGuard {
             CallClass::Frozen => Some(BreakerOp::Frozen),
             // The provider answered the probe: the account works again.
             CallClass::Ok | CallClass::Permanent if permit.probe => Some(BreakerOp::Success),
+            // No answer to the probe: let another go rather than wait for its timeout.
+            CallClass::Transient if permit.probe => Some(BreakerOp::ProbeLost),
             _ => None,
         };
         if let Some(op) = op

@@ -398,6 +398,10 @@ fn s3_error(method: &Method, status: StatusCode, code: &str, message: &str) -> R
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/xml"),
     );
+    // S3-compatible stores name the code in a header too (HEAD answers have no body).
+    if let Ok(v) = hyper::header::HeaderValue::from_str(code) {
+        r.headers_mut().insert("x-amz-error-code", v);
+    }
     r
 }
 

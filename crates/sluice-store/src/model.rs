@@ -592,6 +592,8 @@ pub enum BreakerOp {
     Success,
     Throttled,
     Frozen,
+    /// The probe got no answer: another may go now.
+    ProbeLost,
     /// An operator closes it (journaled with who).
     Reset {
         by: String,
@@ -628,6 +630,7 @@ pub(crate) fn breaker_apply(
         BreakerOp::Success => b.on_success(now),
         BreakerOp::Throttled => b.on_throttle(now, cfg),
         BreakerOp::Frozen => b.on_frozen(now, cfg),
+        BreakerOp::ProbeLost => b.on_probe_lost(now),
         BreakerOp::Reset { .. } => *b = sluice_core::Breaker::closed(now),
     }
     Admission::Allowed
@@ -662,6 +665,7 @@ pub(crate) fn breaker_event(
             BreakerOp::Frozen => Some("provider.frozen"),
             _ => None,
         },
+        (BreakerOp::ProbeLost, _, _) => Some("breaker.probe_lost"),
         (_, _, Open) => Some("breaker.opened"),
         (_, _, HalfOpen) => Some("breaker.half_open"),
         (_, _, Closed) => Some("breaker.closed"),

@@ -4,6 +4,8 @@
 // Test code: a failed expectation should panic with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod guard;
+
 use sluice_core::{JobId, JobState, TaskState};
 use sluice_store::{
     EventListParams, Job, JobInsertParams, Lease, NewTask, PgStore, Store, Task, TaskFinish,

@@ -1,0 +1,468 @@
+//! The provider guard's invariants against the simulator over real HTTP, with two worker
+//! processes: the budget holds at the provider, and a frozen account means paused jobs — no
+//! failure, no attempt spent — that resume and finish with exactly the planted needles.
+
+use super::{free_port, signal, sluice, wait_exit};
+use sluice_core::{JobId, TaskState};
+use sluice_sim::{Counts, Sim, SimConfig, SimHandle};
+use sluice_store::{PgStore, Store, TaskListParams};
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+struct Lab {
+    _dir: Option<tempfile::TempDir>,
+    url: String,
+    results: String,
+    sim: SimHandle,
+    manifest: serde_json::Value,
+}
+
+impl Lab {
+    async fn new(url: &str, args: &[&str]) -> Lab {
+        let dir = tempfile::tempdir().expect("tmp");
+        let port = free_port();
+        let sim_url = format!("http://127.0.0.1:{port}");
+        let results = dir.path().join("results").display().to_string();
+        let mut cmd = sluice();
+        cmd.args([
+            "--database-url",
+            url,
+            "--results-dir",
+            &results,
+            "lab",
+            "setup",
+        ])
+        .args([
+            "--dir",
+            &dir.path().display().to_string(),
+            "--sim-url",
+            &sim_url,
+        ])
+        .args(args)
+        .stdin(Stdio::null());
+        let out = tokio::task::spawn_blocking(move || cmd.output().expect("lab setup"))
+            .await
+            .expect("join");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).expect("manifest");
+        let cfg = std::fs::read_to_string(manifest["accounts_file"].as_str().expect("file"))
+            .expect("accounts file");
+        let sim = Sim::new(
+            SimConfig::from_json(&cfg).expect("accounts"),
+            std::path::Path::new(manifest["sim_dir"].as_str().expect("dir")),
+        )
+        .expect("sim");
+        let sim = sim
+            .start(format!("127.0.0.1:{port}").parse().expect("addr"))
+            .await
+            .expect("sim listens");
+        Lab {
+            _dir: Some(dir),
+            url: url.to_string(),
+            results,
+            sim,
+            manifest,
+        }
+    }
+
+    fn accounts(&self) -> Vec<String> {
+        self.manifest["accounts"]
+            .as_array()
+            .expect("accounts")
+            .iter()
+            .map(|a| a.as_str().expect("account").to_string())
+            .collect()
+    }
+
+    /// Submits an IOC hunt for every planted needle over the lakes matching `lakes`.
+    async fn submit(&self, lakes: &str) -> JobId {
+        let mut args: Vec<String> = ["--output", "json", "submit", "--lakes", lakes]
+            .map(String::from)
+            .to_vec();
+        for n in self.manifest["needles"].as_array().expect("needles") {
+            let flag = match n["kind"].as_str() {
+                Some("ip") => "--ioc-ip",
+                Some("hash") => "--ioc-hash",
+                _ => "--ioc-domain",
+            };
+            args.push(flag.into());
+            args.push(n["value"].as_str().expect("value").into());
+        }
+        let out = self.cli(&args).await;
+        let v: serde_json::Value = serde_json::from_str(&out).expect("submit json");
+        JobId(v["job"].as_i64().expect("job id"))
+    }
+
+    async fn cli(&self, args: &[String]) -> String {
+        let mut cmd = sluice();
+        cmd.args(["--database-url", &self.url, "--results-dir", &self.results])
+            .args(args)
+            .stdin(Stdio::null());
+        let out = tokio::task::spawn_blocking(move || cmd.output().expect("sluice"))
+            .await
+            .expect("join");
+        assert!(
+            out.status.success(),
+            "sluice {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Needles planted in lakes whose name matches the prefix.
+    fn needles_in(&self, prefix: &str) -> usize {
+        self.manifest["needles"]
+            .as_array()
+            .expect("needles")
+            .iter()
+            .filter(|n| n["lake"].as_str().is_some_and(|l| l.starts_with(prefix)))
+            .count()
+    }
+
+    fn worker(&self, id: &str, extra: &[&str]) -> Child {
+        // Logs to a file: a pipe nobody reads fills up and blocks the worker.
+        let dir = self._dir.as_ref().expect("dir").path();
+        let log = std::fs::File::create(dir.join(format!("{id}.log"))).expect("log");
+        sluice()
+            .args(["--database-url", &self.url, "--results-dir", &self.results])
+            .args([
+                "worker",
+                "--id",
+                id,
+                "--idle-poll",
+                "50ms",
+                "--concurrency",
+                "8",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("worker")
+    }
+
+    /// The simulator's per-second counts of one account.
+    fn counts(&self, account: &str) -> BTreeMap<i64, Counts> {
+        self.sim.counts().remove(account).unwrap_or_default()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.sim.stop();
+        // A failed test keeps its lab (worker logs, lakes) for a look.
+        if std::thread::panicking()
+            && let Some(d) = self._dir.take()
+        {
+            eprintln!("lab kept at {}", d.keep().display());
+        }
+    }
+}
+
+/// The most calls in any window of k consecutive seconds, against `burst + rate × k`.
+fn worst_window(per_second: &BTreeMap<i64, Counts>, rate: f64, burst: f64) -> (f64, i64, u64) {
+    let (Some(first), Some(last)) = (per_second.keys().next(), per_second.keys().last()) else {
+        return (0.0, 0, 0);
+    };
+    let secs: Vec<u64> = (*first..=*last)
+        .map(|s| per_second.get(&s).map_or(0, |c| c.total))
+        .collect();
+    let mut worst = (0.0, 0, 0);
+    for start in 0..secs.len() {
+        let mut sum = 0;
+        for (k, n) in secs[start..].iter().enumerate() {
+            sum += n;
+            let bound = burst + rate * (k as f64 + 1.0);
+            let ratio = sum as f64 / bound;
+            if ratio > worst.0 {
+                worst = (ratio, k as i64 + 1, sum);
+            }
+        }
+    }
+    worst
+}
+
+async fn wait_done(store: &PgStore, jobs: &[JobId], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut all = true;
+        for j in jobs {
+            all &= store.job_get(*j).await.expect("job").state.is_terminal();
+        }
+        if all {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs did not finish within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Worker processes that are killed if the test fails before it stops them (an orphaned
+/// worker would hold database connections and keep running).
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for w in &mut self.0 {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}
+
+async fn stop(mut workers: Workers) {
+    for w in &workers.0 {
+        signal(w, libc::SIGTERM);
+    }
+    for w in &mut workers.0 {
+        let st = wait_exit(w, Duration::from_secs(30));
+        assert!(st.success(), "worker exited with {st}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_holds_at_the_provider_with_two_worker_processes() {
+    let (store, url) = sluice_store::testing::pg_store().await;
+    let (rate, burst) = (40.0, 40.0);
+    let lab = Lab::new(
+        &url,
+        &[
+            "--accounts",
+            "3",
+            "--lakes-per-account",
+            "30",
+            "--rows",
+            "300",
+            "--quota-rate",
+            "1000",
+            "--quota-burst",
+            "1000",
+            "--budget-rate",
+            "40",
+            "--budget-burst",
+            "40",
+        ],
+    )
+    .await;
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        jobs.push(lab.submit("a*").await);
+    }
+    let started = Instant::now();
+    let workers = Workers(vec![lab.worker("w1", &[]), lab.worker("w2", &[])]);
+    wait_done(&store, &jobs, Duration::from_secs(180)).await;
+    let took = started.elapsed().as_secs_f64();
+    stop(workers).await;
+    for j in &jobs {
+        let j = store.job_get(*j).await.expect("job");
+        assert_eq!(j.state, sluice_core::JobState::Succeeded, "{j:?}");
+        assert_eq!(j.rows_found as usize, lab.needles_in("a"), "{j:?}");
+    }
+    let mut total = 0;
+    for account in lab.accounts() {
+        let counts = lab.counts(&account);
+        let calls: u64 = counts.values().map(|c| c.total).sum();
+        total += calls;
+        let (ratio, window, n) = worst_window(&counts, rate, burst);
+        let (first, last) = (
+            counts.keys().min().copied().unwrap_or(0),
+            counts.keys().max().copied().unwrap_or(0),
+        );
+        let timeline: Vec<u64> = (first..=last)
+            .map(|s| counts.get(&s).map_or(0, |c| c.total))
+            .collect();
+        eprintln!("account {account} calls per second: {timeline:?}");
+        eprintln!(
+            "account {account}: {calls} calls, worst window {window}s: {n} calls = {ratio:.2} of burst + rate x T"
+        );
+        assert!(
+            ratio <= 1.0,
+            "account {account}: {n} calls in {window}s is over burst + rate x T"
+        );
+        assert!(
+            counts.values().all(|c| c.throttled == 0 && c.frozen == 0),
+            "{counts:?}"
+        );
+        // The budget was the bottleneck (so this test could fail): some second ran near the rate.
+        let busiest = counts.values().map(|c| c.total).max().unwrap_or(0);
+        assert!(
+            busiest as f64 >= 0.6 * rate,
+            "account {account}: busiest second {busiest}"
+        );
+    }
+    let events = store
+        .event_list(sluice_store::EventListParams {
+            job_id: None,
+            after_id: None,
+            limit: 100_000,
+        })
+        .await
+        .expect("events");
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &events {
+        *kinds.entry(e.kind.as_str()).or_default() += 1;
+    }
+    eprintln!("journal: {kinds:?}");
+    for j in &jobs {
+        let j = store.job_get(*j).await.expect("job");
+        eprintln!(
+            "job {} started {:?} finished {:?}",
+            j.id, j.started_at, j.finished_at
+        );
+    }
+    let lower_bound = total as f64 / (3.0 * rate);
+    eprintln!("{total} calls in {took:.1}s; budget lower bound {lower_bound:.1}s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_account_pauses_its_jobs_loses_nothing_and_resumes() {
+    let (store, url) = sluice_store::testing::pg_store().await;
+    let lab = Lab::new(
+        &url,
+        &[
+            "--accounts",
+            "3",
+            "--lakes-per-account",
+            "12",
+            "--rows",
+            "300",
+            "--quota-rate",
+            "1000",
+            "--quota-burst",
+            "1000",
+            "--freeze-for",
+            "600",
+            "--budget-rate",
+            "40",
+            "--budget-burst",
+            "40",
+        ],
+    )
+    .await;
+    let job = lab.submit("a*").await;
+    let breaker = [
+        "--breaker-frozen-cooldown",
+        "1s",
+        "--breaker-cooldown",
+        "1s",
+        "--breaker-max-cooldown",
+        "2s",
+    ];
+    let workers = Workers(vec![lab.worker("w1", &breaker), lab.worker("w2", &breaker)]);
+    let frozen = lab.accounts()[0].clone();
+    let scope = format!("aws:{frozen}");
+    // Freeze the first account once a few of its lakes are done: mid-drain.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = store
+            .task_list(TaskListParams {
+                job_id: job,
+                limit: 1000,
+                after: None,
+            })
+            .await
+            .expect("tasks")
+            .iter()
+            .filter(|t| t.scope == scope && t.state == TaskState::Succeeded)
+            .count();
+        if done >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress before the freeze");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(lab.sim.freeze(&frozen, 600.0));
+    // The other accounts drain; the frozen one's tasks wait, its breaker open.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        let tasks = store
+            .task_list(TaskListParams {
+                job_id: job,
+                limit: 1000,
+                after: None,
+            })
+            .await
+            .expect("tasks");
+        let others_done = tasks
+            .iter()
+            .filter(|t| t.scope != scope)
+            .all(|t| t.state == TaskState::Succeeded);
+        let status = lab.cli(&["status".into(), job.to_string()]).await;
+        if others_done && status.contains("breaker open") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "other accounts did not drain: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(status.contains(&format!("provider {scope}")), "{status}");
+    let j = store.job_get(job).await.expect("job");
+    assert!(!j.state.is_terminal(), "the job must wait, not end: {j:?}");
+    assert_eq!(j.counts.failed, 0);
+    let breakers = lab.cli(&["breaker".into(), "list".into()]).await;
+    assert!(breakers.contains(&scope), "{breakers}");
+    // While frozen, the account sees probes only, not the backlog.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let frozen_answers: u64 = lab.counts(&frozen).values().map(|c| c.frozen).sum();
+    assert!(
+        frozen_answers <= 30,
+        "{frozen_answers} calls hit the frozen account"
+    );
+
+    assert!(lab.sim.unfreeze(&frozen));
+    wait_done(&store, &[job], Duration::from_secs(120)).await;
+    stop(workers).await;
+    let j = store.job_get(job).await.expect("job");
+    assert_eq!(j.state, sluice_core::JobState::Succeeded, "{j:?}");
+    assert_eq!(
+        j.rows_found as usize,
+        lab.needles_in("a"),
+        "exactly the planted needles"
+    );
+    let tasks = store
+        .task_list(TaskListParams {
+            job_id: job,
+            limit: 1000,
+            after: None,
+        })
+        .await
+        .expect("tasks");
+    assert!(
+        tasks.iter().all(|t| t.attempt == 0),
+        "no attempt spent: {:?}",
+        tasks.iter().filter(|t| t.attempt != 0).collect::<Vec<_>>()
+    );
+    // The journal tells the story for `explain`: opened, probed, closed.
+    let events = store
+        .event_list(sluice_store::EventListParams {
+            job_id: None,
+            after_id: None,
+            limit: 100_000,
+        })
+        .await
+        .expect("events");
+    let kinds: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e.scope.as_deref() == Some(scope.as_str()))
+        .map(|e| e.kind.as_str())
+        .collect();
+    for k in ["breaker.opened", "breaker.half_open", "breaker.closed"] {
+        assert!(kinds.contains(k), "{k} missing from {kinds:?}");
+    }
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.kind == "task.failed" || e.kind == "task.retried")
+    );
+}
