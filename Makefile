@@ -33,6 +33,10 @@ lint: ## cargo fmt --check, clippy with warnings as errors, dependency invariant
 bench-queue: ## Queue throughput on Postgres vs the peers (release build; see docs/benchmarks.md)
 	bash benches/queue.sh
 
+.PHONY: replay-outage
+replay-outage: ## The incident replayed: the same backlog with the guard off (freeze), then on (release build)
+	bash benches/replay-outage.sh
+
 .PHONY: bench-scan
 bench-scan: ## Needle hunt over >= 2 GB of Parquet: Sluice's engine vs DuckDB, bloom on/off
 	bash benches/scan.sh

@@ -118,9 +118,8 @@ pub fn job_params(spec: &HuntSpec, plan: &Plan, sub: &Submission) -> Result<JobI
         sql: Some(plan.compiled.sql.clone()),
         priority: sub.priority,
         max_attempts: sub.max_attempts,
-        tasks: plan
-            .lakes
-            .iter()
+        tasks: interleave_scopes(&plan.lakes)
+            .into_iter()
             .map(|l| NewTask {
                 lake: l.name.clone(),
                 scope: l.scope.clone(),
@@ -129,6 +128,28 @@ pub fn job_params(spec: &HuntSpec, plan: &Plan, sub: &Submission) -> Result<JobI
             .collect(),
         now: chrono::Utc::now(),
     })
+}
+
+/// The lakes in task order: round-robin across provider scopes (each scope's lakes keep
+/// their order). Claims take a job's tasks in this order, so a job over many accounts keeps
+/// every account busy instead of queueing all its workers behind one account's budget.
+pub fn interleave_scopes(lakes: &[Lake]) -> Vec<&Lake> {
+    let mut by_scope: Vec<(&str, std::collections::VecDeque<&Lake>)> = Vec::new();
+    for l in lakes {
+        match by_scope.iter_mut().find(|(s, _)| *s == l.scope) {
+            Some((_, q)) => q.push_back(l),
+            None => by_scope.push((&l.scope, [l].into())),
+        }
+    }
+    let mut out = Vec::with_capacity(lakes.len());
+    while out.len() < lakes.len() {
+        for (_, q) in &mut by_scope {
+            if let Some(l) = q.pop_front() {
+                out.push(l);
+            }
+        }
+    }
+    out
 }
 
 /// The keys of a job's committed results, in task order.
@@ -303,5 +324,39 @@ impl Runner for HuntRunner {
             rows: out.rows,
             result_uri: out.result_uri,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_alternate_scopes_in_lake_order() {
+        let lake = |name: &str, scope: &str| Lake {
+            id: 0,
+            name: name.into(),
+            url: String::new(),
+            scope: scope.into(),
+            partition_cols: vec![],
+            schema: serde_json::Value::Null,
+            tags: Default::default(),
+            options: Default::default(),
+            created_at: chrono::Utc::now(),
+        };
+        let lakes = [
+            lake("a0", "aws:1"),
+            lake("a1", "aws:1"),
+            lake("a2", "aws:1"),
+            lake("b0", "aws:2"),
+            lake("c0", "aws:3"),
+            lake("c1", "aws:3"),
+        ];
+        let order: Vec<&str> = interleave_scopes(&lakes)
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(order, ["a0", "b0", "c0", "a1", "c1", "a2"]);
+        assert!(interleave_scopes(&[]).is_empty());
     }
 }

@@ -191,3 +191,319 @@ pub async fn setup(store: &dyn Store, engine: &Engine, a: &LabArgs) -> Result<La
         .with_context(|| format!("writing {}", out.accounts_file.display()))?;
     Ok(out)
 }
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayArgs {
+    /// Folder for the lakes (reused between runs) and results.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// A Postgres database the replay may fill (two schemas, one per run).
+    #[arg(long)]
+    pub database_url: String,
+    #[arg(long, default_value_t = 2)]
+    pub accounts: u32,
+    #[arg(long, default_value_t = 50)]
+    pub lakes_per_account: u32,
+    #[arg(long, default_value_t = 600)]
+    pub rows: u32,
+    /// Jobs in the backlog (each hunts every lake).
+    #[arg(long, default_value_t = 100)]
+    pub jobs: u32,
+    /// The provider's quota per account (requests/s, burst).
+    #[arg(long, default_value_t = 300.0)]
+    pub quota_rate: f64,
+    /// Sluice's budget per account when the guard is on (calls/s; burst = one second).
+    #[arg(long, default_value_t = 200.0)]
+    pub budget_rate: f64,
+    #[arg(long, default_value_t = 2)]
+    pub workers: u32,
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u32,
+    /// Longest each run may take.
+    #[arg(long, default_value = "600s", value_parser = crate::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// The most calls in any window of k consecutive seconds, as a fraction of `burst + rate × k`.
+pub fn worst_window(per_second: &[u64], rate: f64, burst: f64) -> (f64, usize, u64) {
+    let mut worst = (0.0, 0, 0);
+    for start in 0..per_second.len() {
+        let mut sum = 0;
+        for (k, n) in per_second[start..].iter().enumerate() {
+            sum += n;
+            let ratio = sum as f64 / (burst + rate * (k as f64 + 1.0));
+            if ratio > worst.0 {
+                worst = (ratio, k + 1, sum);
+            }
+        }
+    }
+    worst
+}
+
+struct RunReport {
+    seconds: f64,
+    drained: bool,
+    calls: BTreeMap<String, Vec<u64>>,
+    frozen_at: Option<f64>,
+}
+
+/// One run of the backlog: lays it out in a fresh schema, starts worker processes, prints a
+/// line per second (calls seen by the provider, throttled, frozen, lakes done), stops when the
+/// backlog is drained — or, with `stop_on_freeze`, a few seconds after an account froze.
+async fn replay_run(
+    a: &ReplayArgs,
+    label: &str,
+    budget: Option<f64>,
+    stop_on_freeze: bool,
+) -> Result<RunReport> {
+    use sluice_store::ConnectOptions;
+    let schema = format!("replay_{label}_{}", std::process::id());
+    let store = sluice_store::connect(
+        &a.database_url,
+        ConnectOptions {
+            max_connections: 4,
+            schema: Some(schema.clone()),
+            application_name: Some("sluice-replay".into()),
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+        },
+    )
+    .await?;
+    let worker_url = format!(
+        "{}{}options[search_path]={schema}",
+        a.database_url,
+        if a.database_url.contains('?') {
+            "&"
+        } else {
+            "?"
+        }
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let results = a.dir.join(format!("results-{label}"));
+    let engine = crate::commands::engine(&results)?;
+    let lab = LabArgs {
+        dir: a.dir.clone(),
+        sim_url: format!("http://127.0.0.1:{port}"),
+        accounts: a.accounts,
+        lakes_per_account: a.lakes_per_account,
+        rows: a.rows,
+        quota_rate: a.quota_rate,
+        quota_burst: a.quota_rate,
+        freeze_after: 2.0,
+        freeze_for: 3600.0,
+        budget_rate: budget,
+        budget_burst: budget,
+    };
+    let m = setup(store.as_ref(), &engine, &lab).await?;
+    let cfg = sluice_sim::SimConfig::from_json(&std::fs::read_to_string(&m.accounts_file)?)
+        .map_err(anyhow::Error::msg)?;
+    let sim = sluice_sim::Sim::new(cfg, &m.sim_dir)
+        .map_err(anyhow::Error::msg)?
+        .start(([127, 0, 0, 1], port).into())
+        .await?;
+    // The backlog: `jobs` hunts over every lake, each for a few of the planted needles.
+    let spec = |i: usize| {
+        use sluice_engine::generate::NeedleKind;
+        let n = &m.needles[i % m.needles.len()];
+        let one = |k: NeedleKind| {
+            if n.kind == k {
+                vec![n.value.clone()]
+            } else {
+                vec![]
+            }
+        };
+        sluice_engine::HuntSpec::Ioc {
+            ips: one(NeedleKind::Ip),
+            hashes: one(NeedleKind::Hash),
+            domains: one(NeedleKind::Domain),
+            since: None,
+            until: None,
+            lakes: sluice_engine::LakeSelector::default(),
+        }
+    };
+    let mut jobs = Vec::new();
+    for i in 0..a.jobs as usize {
+        let s = spec(i);
+        let plan = crate::hunts::plan(store.as_ref(), &s)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sub = crate::hunts::Submission {
+            owner: format!("researcher-{}", i % 7),
+            idempotency_key: None,
+            priority: 0,
+            max_attempts: 3,
+        };
+        jobs.push(
+            store
+                .job_insert(crate::hunts::job_params(&s, &plan, &sub)?)
+                .await?
+                .job
+                .id,
+        );
+    }
+    let tasks = jobs.len() * m.lakes.len();
+    println!(
+        "\n== guard {label}: {} jobs x {} lakes = {tasks} tasks, {} accounts, provider quota {}/s per account{}",
+        jobs.len(),
+        m.lakes.len(),
+        m.accounts.len(),
+        a.quota_rate,
+        budget.map_or(", no budget".into(), |b| format!(
+            ", budget {b}/s per account"
+        ))
+    );
+    let exe = std::env::current_exe()?;
+    let mut workers = Vec::new();
+    for w in 0..a.workers {
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.args(["--database-url", &worker_url, "--results-dir"])
+            .arg(&results)
+            .args([
+                "worker",
+                "--id",
+                &format!("{label}-w{w}"),
+                "--idle-poll",
+                "20ms",
+            ])
+            .args(["--concurrency", &a.concurrency.to_string()])
+            .args([
+                "--provider-guard",
+                if budget.is_some() { "on" } else { "off" },
+            ])
+            .env("RUST_LOG", "warn,sqlx=error")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(
+                a.dir.join(format!("{label}-w{w}.log")),
+            )?)
+            .kill_on_drop(true);
+        workers.push(cmd.spawn().context("starting a worker")?);
+    }
+    let started = std::time::Instant::now();
+    let mut frozen_at = None;
+    let mut drained = false;
+    let mut last = BTreeMap::<String, u64>::new();
+    println!("   t   calls/s   throttled   frozen   lakes done");
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let t = started.elapsed().as_secs_f64();
+        let counts = sim.counts();
+        let mut done = 0;
+        let mut all_done = true;
+        for j in &jobs {
+            let j = store.job_get(*j).await?;
+            done += j.counts.done + j.counts.failed;
+            all_done &= j.state.is_terminal();
+        }
+        let sum = |f: fn(&sluice_sim::Counts) -> u64| -> u64 {
+            counts.get("*").map_or(0, |m| m.values().map(f).sum())
+        };
+        let (total, throttled, frozen) =
+            (sum(|c| c.total), sum(|c| c.throttled), sum(|c| c.frozen));
+        let prev = last.insert("total".into(), total).unwrap_or(0);
+        let prev_t = last.insert("throttled".into(), throttled).unwrap_or(0);
+        let prev_f = last.insert("frozen".into(), frozen).unwrap_or(0);
+        println!(
+            "{:>4.0}s {:>9} {:>11} {:>8} {:>8}/{tasks}",
+            t,
+            total - prev,
+            throttled - prev_t,
+            frozen - prev_f,
+            done
+        );
+        if frozen_at.is_none() && sim.state().accounts.values().any(|s| s.freezes > 0) {
+            frozen_at = Some(t);
+            println!("       ^ the provider froze an account (403 AccountProblem on every call)");
+        }
+        if all_done {
+            drained = true;
+            break;
+        }
+        if stop_on_freeze && frozen_at.is_some_and(|f| t - f >= 5.0) {
+            break;
+        }
+        if started.elapsed() > a.timeout {
+            println!("       stopped after {:?}", a.timeout);
+            break;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    for w in &mut workers {
+        if let Some(pid) = w.id() {
+            #[allow(unsafe_code)]
+            // SAFETY: kill(2) on a child we spawned and have not reaped.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+    }
+    for w in &mut workers {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), w.wait()).await;
+    }
+    sim.stop();
+    let mut calls = BTreeMap::new();
+    for (account, per) in sim.counts() {
+        let (Some(first), Some(last)) = (per.keys().min(), per.keys().max()) else {
+            continue;
+        };
+        calls.insert(
+            account,
+            (*first..=*last)
+                .map(|s| per.get(&s).map_or(0, |c| c.total))
+                .collect(),
+        );
+    }
+    Ok(RunReport {
+        seconds,
+        drained,
+        calls,
+        frozen_at,
+    })
+}
+
+pub async fn replay(a: ReplayArgs) -> Result<bool> {
+    std::fs::create_dir_all(&a.dir)?;
+    let off = replay_run(&a, "off", None, true).await?;
+    let on = replay_run(&a, "on", Some(a.budget_rate), false).await?;
+    let total: u64 = on
+        .calls
+        .iter()
+        .filter(|(k, _)| k.as_str() != "*")
+        .map(|(_, v)| v.iter().sum::<u64>())
+        .sum();
+    let rate = a.budget_rate * f64::from(a.accounts);
+    let lower = total as f64 / rate;
+    println!("\n== summary");
+    println!(
+        "guard off: {} after {:.0}s{}",
+        if off.frozen_at.is_some() {
+            "account FROZEN"
+        } else {
+            "no freeze"
+        },
+        off.frozen_at.unwrap_or(off.seconds),
+        if off.drained {
+            " (drained)"
+        } else {
+            " (stopped)"
+        }
+    );
+    let mut worst_all: f64 = 0.0;
+    for (account, per) in on.calls.iter().filter(|(k, _)| k.as_str() != "*") {
+        let (ratio, window, n) = worst_window(per, a.budget_rate, a.budget_rate);
+        worst_all = worst_all.max(ratio);
+        println!(
+            "guard on, account {account}: {} calls; worst window {window}s: {n} calls = {ratio:.3} of burst + rate x T",
+            per.iter().sum::<u64>()
+        );
+    }
+    println!(
+        "guard on: {} in {:.1}s; {total} calls / {rate}/s budget = lower bound {lower:.1}s; ratio {:.3}; frozen: {}",
+        if on.drained { "drained" } else { "NOT drained" },
+        on.seconds,
+        on.seconds / lower,
+        on.frozen_at.is_some()
+    );
+    Ok(off.frozen_at.is_some() && on.drained && on.frozen_at.is_none() && worst_all <= 1.0)
+}

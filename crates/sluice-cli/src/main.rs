@@ -162,6 +162,8 @@ enum Command {
 enum LabCmd {
     /// Lay out S3 lakes for the simulator, write its accounts file, register the lakes.
     Setup(lab::LabArgs),
+    /// The outage replay: the same backlog with the guard off (the account freezes), then on.
+    ReplayOutage(lab::ReplayArgs),
 }
 
 /// Exactly one pause target.
@@ -386,11 +388,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ecfg.memory_limit = usize::try_from(args.task_memory_mib << 20).unwrap_or(usize::MAX);
             ecfg.cpu_threads = args.cpu_threads as usize;
             ecfg.list_ttl = args.lake_list_ttl;
-            let guard = Arc::new(sluice_scheduler::ProviderGuard::new(
-                store.clone(),
-                clock.clone(),
-                args.guard.config()?,
-            ));
+            let guard: Arc<dyn sluice_core::CallGate> = match args.guard.provider_guard {
+                provider::GuardMode::On => Arc::new(sluice_scheduler::ProviderGuard::new(
+                    store.clone(),
+                    clock.clone(),
+                    args.guard.config()?,
+                )),
+                provider::GuardMode::Off => {
+                    tracing::warn!(
+                        "provider guard off: calls are not budgeted and breakers are ignored"
+                    );
+                    Arc::new(sluice_core::OpenGate)
+                }
+            };
             let engine = Arc::new(
                 sluice_engine::Engine::new(ecfg)
                     .context("starting the query engine")?
@@ -469,6 +479,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&m)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Lab(LabCmd::ReplayOutage(args)) => Ok(if lab::replay(args).await? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
         Command::Sim(args) => {
             let stop = CancellationToken::new();
             on_signals(stop.clone())?;

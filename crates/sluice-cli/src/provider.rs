@@ -26,6 +26,12 @@ pub enum BudgetCmd {
     List,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GuardMode {
+    On,
+    Off,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum BreakerCmd {
     /// Every breaker that ever opened, with its state and next probe time.
@@ -41,6 +47,10 @@ pub enum BreakerCmd {
 /// The guard's settings on `sluice worker`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GuardArgs {
+    /// `off` sends provider calls unmetered, without budgets or breakers: only to replay the
+    /// incident (`make replay-outage`), never in production.
+    #[arg(long, env = "SLUICE_PROVIDER_GUARD", value_enum, default_value_t = GuardMode::On)]
+    pub provider_guard: GuardMode,
     /// Throttled answers (within a minute) that open a scope's breaker.
     #[arg(long, env = "SLUICE_BREAKER_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     breaker_threshold: u32,

@@ -18,9 +18,13 @@ pub struct AccountConfig {
     /// Requests a second the account may make, and its burst.
     pub rate: f64,
     pub burst: f64,
-    /// An account throttled without a break of a second or more for this long is frozen.
+    /// An account with `freeze_after_throttles` throttled requests within this many seconds
+    /// is frozen (it kept pushing past its quota).
     #[serde(default = "default_freeze_after")]
     pub freeze_after_secs: f64,
+    /// Default: the requests the quota allows in `freeze_after_secs` (at least 10).
+    #[serde(default)]
+    pub freeze_after_throttles: Option<u32>,
     /// How long a freeze lasts (unless lifted through `/_sim/unfreeze/{account}`).
     #[serde(default = "default_freeze_for")]
     pub freeze_for_secs: f64,

@@ -40,10 +40,11 @@ pub struct Counts {
 struct Account {
     bucket: TokenBucket,
     freeze_after: chrono::Duration,
+    freeze_throttles: usize,
     freeze_for: chrono::Duration,
     credential_ttl: u64,
-    throttled_since: Option<DateTime<Utc>>,
-    last_throttle: Option<DateTime<Utc>>,
+    /// Recent throttled requests, within `freeze_after`.
+    throttles: std::collections::VecDeque<DateTime<Utc>>,
     frozen_until: Option<DateTime<Utc>>,
     forced_throttle_until: Option<DateTime<Utc>>,
     drop_until: Option<DateTime<Utc>>,
@@ -96,10 +97,13 @@ impl State {
                     Account {
                         bucket: bucket(&a.quota()),
                         freeze_after: chrono_secs(a.freeze_after_secs),
+                        freeze_throttles: a.freeze_after_throttles.map_or_else(
+                            || ((a.rate * a.freeze_after_secs) as usize).max(10),
+                            |n| n.max(1) as usize,
+                        ),
                         freeze_for: chrono_secs(a.freeze_for_secs),
                         credential_ttl: a.credential_ttl_secs,
-                        throttled_since: None,
-                        last_throttle: None,
+                        throttles: std::collections::VecDeque::new(),
                         frozen_until: None,
                         forced_throttle_until: None,
                         drop_until: None,
@@ -155,17 +159,20 @@ impl State {
         if a.bucket.try_take(1, now) {
             return Verdict::Pass;
         }
-        // Over quota. A throttle more than a second after the last one starts a new streak;
-        // a streak that lasts `freeze_after` freezes the account, as the provider did.
-        let gap = chrono::Duration::seconds(1);
-        if a.last_throttle.is_none_or(|t| now - t > gap) {
-            a.throttled_since = Some(now);
+        // Over quota. An account that keeps pushing — `freeze_throttles` rejected requests
+        // within `freeze_after` — is frozen, as the provider did.
+        while a
+            .throttles
+            .front()
+            .is_some_and(|t| now - *t > a.freeze_after)
+        {
+            a.throttles.pop_front();
         }
-        a.last_throttle = Some(now);
-        if a.throttled_since.is_some_and(|s| now - s >= a.freeze_after) {
+        a.throttles.push_back(now);
+        if a.throttles.len() >= a.freeze_throttles {
             a.frozen_until = Some(now + a.freeze_for);
             a.freezes += 1;
-            a.throttled_since = None;
+            a.throttles.clear();
             tracing::warn!(account = account.unwrap_or(""), "sim: account frozen");
             return Verdict::Frozen;
         }
@@ -331,7 +338,7 @@ impl SimHandle {
     pub fn unfreeze(&self, account: &str) -> bool {
         self.with_account(account, |a, _| {
             a.frozen_until = None;
-            a.throttled_since = None;
+            a.throttles.clear();
         })
     }
 
