@@ -209,11 +209,12 @@ pub struct ReplayArgs {
     /// Jobs in the backlog (each hunts every lake).
     #[arg(long, default_value_t = 100)]
     pub jobs: u32,
-    /// The provider's quota per account (requests/s, burst).
-    #[arg(long, default_value_t = 300.0)]
+    /// The provider's quota per account (requests/s, burst): below what the workers can push,
+    /// as in the incident.
+    #[arg(long, default_value_t = 200.0)]
     pub quota_rate: f64,
     /// Sluice's budget per account when the guard is on (calls/s; burst = one second).
-    #[arg(long, default_value_t = 200.0)]
+    #[arg(long, default_value_t = 150.0)]
     pub budget_rate: f64,
     #[arg(long, default_value_t = 2)]
     pub workers: u32,
@@ -384,10 +385,13 @@ async fn replay_run(
     let mut frozen_at = None;
     let mut drained = false;
     let mut last = BTreeMap::<String, u64>::new();
-    println!("   t   calls/s   throttled   frozen   lakes done");
+    let mut last_t = 0.0;
+    println!("   t   calls/s   throttled/s   frozen/s   lakes done");
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let t = started.elapsed().as_secs_f64();
+        let dt = (t - last_t).max(1e-3);
+        last_t = t;
         let counts = sim.counts();
         let mut done = 0;
         let mut all_done = true;
@@ -404,12 +408,13 @@ async fn replay_run(
         let prev = last.insert("total".into(), total).unwrap_or(0);
         let prev_t = last.insert("throttled".into(), throttled).unwrap_or(0);
         let prev_f = last.insert("frozen".into(), frozen).unwrap_or(0);
+        let per_s = |now: u64, before: u64| (now - before) as f64 / dt;
         println!(
-            "{:>4.0}s {:>9} {:>11} {:>8} {:>8}/{tasks}",
+            "{:>4.0}s {:>9.0} {:>13.0} {:>10.0} {:>8}/{tasks}",
             t,
-            total - prev,
-            throttled - prev_t,
-            frozen - prev_f,
+            per_s(total, prev),
+            per_s(throttled, prev_t),
+            per_s(frozen, prev_f),
             done
         );
         if frozen_at.is_none() && sim.state().accounts.values().any(|s| s.freezes > 0) {

@@ -100,6 +100,10 @@ enum Command {
         /// Who pauses (default: $USER).
         #[arg(long, env = "USER", default_value = "operator")]
         by: String,
+        /// Also hand back the target's running tasks now (no attempt spent); their workers
+        /// stop them at their next heartbeat. Without it, running tasks finish.
+        #[arg(long)]
+        now: bool,
     },
     /// Lift a pause.
     Resume {
@@ -495,7 +499,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             commands::explain(store.as_ref(), job, all, cli.output == Output::Json).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Pause { target, reason, by } => {
+        Command::Pause {
+            target,
+            reason,
+            by,
+            now,
+        } => {
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;
             let p = store
                 .pause_set(sluice_store::PauseSetParams {
@@ -505,10 +514,30 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     now: chrono::Utc::now(),
                 })
                 .await?;
+            // After the pause is in force (no new claims), hand back what is running.
+            let back = if now {
+                store
+                    .task_hand_back(sluice_store::TaskHandBackParams {
+                        of: sluice_store::HandBack::Target(p.target.clone()),
+                        reason: format!("paused now: {}", p.reason),
+                        now: chrono::Utc::now(),
+                    })
+                    .await?
+            } else {
+                Vec::new()
+            };
             if cli.output == Output::Json {
-                println!("{}", serde_json::to_string(&p)?);
+                let mut v = serde_json::to_value(&p)?;
+                v["handed_back"] = serde_json::json!(back.len());
+                println!("{v}");
             } else {
                 println!("paused {}: {} (by {})", p.target, p.reason, p.by);
+                if now {
+                    println!(
+                        "{} running tasks handed back (no attempt spent)",
+                        back.len()
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

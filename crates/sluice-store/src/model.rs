@@ -187,14 +187,41 @@ pub struct FinishReport {
     pub rejected: Vec<TaskId>,
 }
 
-/// Hands back (defers, no attempt spent) every task leased to `worker` except `keep`: for a
-/// worker that cannot know which tasks a claim gave it because the claim's reply was lost.
+/// Hands back (defers, no attempt spent) running tasks: a worker's, or a pause target's.
 #[derive(Debug, Clone)]
 pub struct TaskHandBackParams {
-    pub worker: String,
-    pub keep: Vec<Lease>,
+    pub of: HandBack,
     pub reason: String,
     pub now: DateTime<Utc>,
+}
+
+/// Which running tasks are handed back.
+#[derive(Debug, Clone)]
+pub enum HandBack {
+    /// Every task leased to `worker` except `keep`: for a worker that cannot know which tasks
+    /// a claim gave it because the claim's reply was lost.
+    Worker { worker: String, keep: Vec<Lease> },
+    /// Every running task of a pause target (`sluice pause --now`): their workers find the
+    /// lease gone at the next heartbeat and stop; their late writes are rejected.
+    Target(PauseTarget),
+}
+
+impl HandBack {
+    /// (kind, text value, job id) for the backends' one filter.
+    pub(crate) fn filter(&self) -> (&'static str, String, i64, Vec<i64>) {
+        match self {
+            HandBack::Worker { worker, keep } => (
+                "worker",
+                worker.clone(),
+                0,
+                keep.iter().map(|l| l.task_id.0).collect(),
+            ),
+            HandBack::Target(PauseTarget::All) => ("all", String::new(), 0, vec![]),
+            HandBack::Target(PauseTarget::Scope(s)) => ("scope", s.clone(), 0, vec![]),
+            HandBack::Target(PauseTarget::Owner(o)) => ("owner", o.clone(), 0, vec![]),
+            HandBack::Target(PauseTarget::Job(j)) => ("job", String::new(), j.0, vec![]),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

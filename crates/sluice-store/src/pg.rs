@@ -753,25 +753,30 @@ impl Store for PgStore {
     }
 
     async fn task_hand_back(&self, p: TaskHandBackParams) -> Result<Vec<TaskId>> {
-        let keep: Vec<i64> = p.keep.iter().map(|l| l.task_id.0).collect();
+        let (kind, value, job, keep) = p.of.filter();
         let ev = TaskEvent::Defer;
         let state = TaskState::Running.apply(ev)?;
         let ids: Vec<i64> = sqlx::query_scalar(
             "WITH t AS (UPDATE tasks SET state = $4, run_after = $3, last_error = $5, \
                  lease_owner = NULL, lease_expires_at = NULL, updated_at = $3 \
-               WHERE lease_owner = $1 AND state = 'running' AND NOT (id = ANY($2)) \
-               RETURNING id, job_id, scope, lease_token), \
+               WHERE state = 'running' AND CASE $7::text \
+                   WHEN 'worker' THEN lease_owner = $1 AND NOT (id = ANY($2)) \
+                   WHEN 'all' THEN true WHEN 'scope' THEN scope = $1 \
+                   WHEN 'owner' THEN owner = $1 WHEN 'job' THEN job_id = $8 ELSE false END \
+               RETURNING id, job_id, scope, lease_token, lease_owner), \
              ev AS (INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
                SELECT $3, job_id, id, scope, $6, \
-                 jsonb_build_object('reason', $5::text, 'worker', $1::text, 'token', lease_token) FROM t) \
+                 jsonb_build_object('reason', $5::text, 'of', $7::text, 'token', lease_token) FROM t) \
              SELECT id FROM t ORDER BY id",
         )
-        .bind(&p.worker)
+        .bind(&value)
         .bind(&keep)
         .bind(p.now)
         .bind(state.as_str())
         .bind(&p.reason)
         .bind(ev.journal_kind())
+        .bind(kind)
+        .bind(job)
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;

@@ -714,14 +714,19 @@ impl Store for SqliteStore {
     }
 
     async fn task_hand_back(&self, p: TaskHandBackParams) -> Result<Vec<TaskId>> {
-        let keep: std::collections::HashSet<i64> = p.keep.iter().map(|l| l.task_id.0).collect();
+        let (kind, value, job, keep) = p.of.filter();
+        let keep: std::collections::HashSet<i64> = keep.into_iter().collect();
         let ev = TaskEvent::Defer;
         let state = TaskState::Running.apply(ev)?;
         let mut tx = self.begin().await?;
         let rows = sqlx::query(
-            "SELECT id, job_id, scope, lease_token FROM tasks WHERE lease_owner = ? AND state = 'running' ORDER BY id",
+            "SELECT id, job_id, scope, lease_token FROM tasks WHERE state = 'running' AND CASE ?1 \
+                 WHEN 'worker' THEN lease_owner = ?2 WHEN 'all' THEN 1 WHEN 'scope' THEN scope = ?2 \
+                 WHEN 'owner' THEN owner = ?2 WHEN 'job' THEN job_id = ?3 ELSE 0 END ORDER BY id",
         )
-        .bind(&p.worker)
+        .bind(kind)
+        .bind(&value)
+        .bind(job)
         .fetch_all(&mut *tx)
         .await
         .map_err(from_sqlx)?;
@@ -747,8 +752,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(from_sqlx)?;
-            let detail =
-                serde_json::json!({"reason": p.reason, "worker": p.worker, "token": token});
+            let detail = serde_json::json!({"reason": p.reason, "of": kind, "token": token});
             event_insert(
                 &mut tx,
                 p.now,

@@ -19,8 +19,8 @@ use backon::BackoffBuilder;
 use chrono::{DateTime, Utc};
 use sluice_core::{Clock, RetryDecision, RetryPolicy};
 use sluice_store::{
-    ClaimedTask, Lease, Store, TaskClaimParams, TaskFinish, TaskFinishParams, TaskHandBackParams,
-    TaskHeartbeatParams, TaskOutcome,
+    ClaimedTask, HandBack, Lease, Store, TaskClaimParams, TaskFinish, TaskFinishParams,
+    TaskHandBackParams, TaskHeartbeatParams, TaskOutcome,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -330,8 +330,10 @@ impl Worker {
     async fn hand_back(&self, shared: &Shared, reason: &str) -> Result<(), Duration> {
         let keep = shared.leases();
         let p = TaskHandBackParams {
-            worker: self.cfg.id.clone(),
-            keep,
+            of: HandBack::Worker {
+                worker: self.cfg.id.clone(),
+                keep,
+            },
             reason: reason.into(),
             now: self.clock.now(),
         };

@@ -781,4 +781,46 @@ async fn pause_holds_a_scope_back_on_every_worker_until_resumed() {
         assert_eq!(code, Some(*want), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+
+    // `--now`: running tasks are handed back (no attempt spent) and their runs stopped.
+    let long = submit(
+        &store,
+        3,
+        serde_json::json!({"kind": "sleep", "ms": 600_000}),
+    )
+    .await;
+    let mut w = spawn_worker(&url, &["--id", "w-now", "--lease", "3s"]);
+    until_tasks(
+        &store,
+        long.id,
+        Duration::from_secs(20),
+        "all running",
+        |ts| ts.iter().all(|t| t.state == TaskState::Running),
+    )
+    .await;
+    let (code, out, err) = cli(&[
+        "pause",
+        "--job",
+        &long.id.to_string(),
+        "--now",
+        "--reason",
+        "drill",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("3 running tasks handed back"), "{out}");
+    for t in tasks(&store, long.id).await {
+        assert_eq!((t.state, t.attempt), (TaskState::Pending, 0), "{t:?}");
+    }
+    // The worker notices at its next heartbeat, stops the runs, and its late outcomes are refused.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal(&w, libc::SIGTERM);
+    assert!(wait_exit(&mut w, Duration::from_secs(10)).success());
+    let j = store.job_get(long.id).await.expect("job");
+    assert_eq!(
+        (j.state, j.counts.done, j.counts.failed),
+        (JobState::Running, 0, 0)
+    );
+    for t in tasks(&store, long.id).await {
+        assert_eq!((t.state, t.attempt), (TaskState::Pending, 0), "{t:?}");
+    }
 }

@@ -46,6 +46,7 @@ conformance!(
     pauses_hold_back_claims_of_their_target_only,
     budget_hold_keeps_headroom_and_feedback_moves_the_rate,
     breakers_hold_back_their_scope_probe_once_and_close_with_slow_start,
+    hand_back_of_a_pause_target_defers_only_its_running_tasks,
 );
 
 fn lease() -> Duration {
@@ -764,8 +765,10 @@ async fn hand_back_defers_unknown_leases_of_one_worker(s: S) {
     // w1 knows only its first lease: the claim that gave it the other two "lost its reply".
     let back = s
         .task_hand_back(TaskHandBackParams {
-            worker: "w1".into(),
-            keep: vec![mine[0].lease],
+            of: HandBack::Worker {
+                worker: "w1".into(),
+                keep: vec![mine[0].lease],
+            },
             reason: "claim reply lost".into(),
             now: at(1),
         })
@@ -800,8 +803,10 @@ async fn hand_back_defers_unknown_leases_of_one_worker(s: S) {
     assert_eq!(count(&kinds(&s, j.id).await, "task.deferred"), 2);
     let none = s
         .task_hand_back(TaskHandBackParams {
-            worker: "nobody".into(),
-            keep: vec![],
+            of: HandBack::Worker {
+                worker: "nobody".into(),
+                keep: vec![],
+            },
             reason: "x".into(),
             now: at(3),
         })
@@ -1384,4 +1389,42 @@ async fn breakers_hold_back_their_scope_probe_once_and_close_with_slow_start(s: 
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+}
+
+async fn hand_back_of_a_pause_target_defers_only_its_running_tasks(s: S) {
+    // Scopes aws:0, aws:1, aws:2 round robin; two owners.
+    let a = s.job_insert(job("alice", 6)).await.unwrap().job;
+    let b = s.job_insert(job("bob", 3)).await.unwrap().job;
+    let c = s.job_insert(job("carol", 2)).await.unwrap().job;
+    let running = claim(&s, "w", 100, 0).await;
+    assert_eq!(running.len(), 11);
+    let back = |target: PauseTarget, at_s: i64| {
+        let s = s.clone();
+        async move {
+            s.task_hand_back(TaskHandBackParams {
+                of: HandBack::Target(target),
+                reason: "paused --now".into(),
+                now: at(at_s),
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let got = back(PauseTarget::Scope("aws:1".into()), 1).await;
+    assert_eq!(got.len(), 4, "{got:?}"); // alice's 2, bob's 1 and carol's 1 in aws:1
+    for id in &got {
+        let t = s.task_get(*id).await.unwrap();
+        assert_eq!(
+            (t.scope.as_str(), t.state, t.attempt),
+            ("aws:1", TaskState::Pending, 0)
+        );
+    }
+    assert_eq!(back(PauseTarget::Owner("bob".into()), 2).await.len(), 2);
+    assert_eq!(back(PauseTarget::Job(a.id), 3).await.len(), 4);
+    assert_eq!(back(PauseTarget::All, 4).await.len(), 1);
+    assert!(back(PauseTarget::All, 5).await.is_empty());
+    // The workers' late finishes are rejected: nothing doubled.
+    let r = finish(&s, running[0].lease, ok(1), 6).await;
+    assert_eq!(r.rejected, vec![running[0].id()]);
+    let _ = (b, c);
 }

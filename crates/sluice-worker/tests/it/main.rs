@@ -351,3 +351,45 @@ async fn an_idle_worker_wakes_on_submit_not_on_its_poll() {
     stop.cancel();
     w.await.unwrap();
 }
+
+/// DESIGN.md invariant 6 (fairness), measured: a 3-lake hunt submitted behind a big backlog
+/// finishes in about the time it takes alone, because claims go round-robin across jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_hunt_behind_a_big_backlog_finishes_about_as_fast_as_alone() {
+    let (pg, _url) = sluice_store::testing::pg_store().await;
+    let store: Arc<dyn Store> = Arc::new(pg);
+    let spec = serde_json::json!({"kind": "sleep", "ms": 20});
+    let mut cfg = config();
+    cfg.concurrency = 16;
+    let (stop, w) = start(&store, cfg);
+    // Alone: submit to an idle worker.
+    let t = Instant::now();
+    let alone = submit(&store, 3, 3, spec.clone()).await;
+    finished(&store, alone.id, Duration::from_secs(10)).await;
+    let alone_secs = t.elapsed().as_secs_f64();
+    // Behind a backlog of 3,000 tasks (about 4 s of work for this worker).
+    let big = submit(&store, 3_000, 3, spec.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    let small = submit(&store, 3, 3, spec).await;
+    finished(&store, small.id, Duration::from_secs(30)).await;
+    let behind_secs = t.elapsed().as_secs_f64();
+    let big_now = store.job_get(big.id).await.unwrap();
+    eprintln!(
+        "small hunt alone {alone_secs:.3}s, behind 3000 tasks {behind_secs:.3}s ({:.1}x); big job {}/{} done then",
+        behind_secs / alone_secs,
+        big_now.counts.done,
+        big_now.counts.total
+    );
+    assert!(
+        big_now.counts.done < big_now.counts.total / 2,
+        "the backlog was mostly done: the test measured nothing ({big_now:?})"
+    );
+    // About as fast as alone: within one claim batch's worth of work, far from the backlog's ~4 s.
+    assert!(
+        behind_secs < (alone_secs * 5.0).max(0.5),
+        "small hunt took {behind_secs:.3}s behind the backlog vs {alone_secs:.3}s alone"
+    );
+    stop.cancel();
+    w.await.unwrap();
+}
