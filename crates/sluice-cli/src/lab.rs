@@ -200,9 +200,10 @@ pub struct ReplayArgs {
     /// A Postgres database the replay may fill (two schemas, one per run).
     #[arg(long)]
     pub database_url: String,
-    #[arg(long, default_value_t = 2)]
+    /// Accounts (one, as in the incident: then the lower bound below is exact).
+    #[arg(long, default_value_t = 1)]
     pub accounts: u32,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 100)]
     pub lakes_per_account: u32,
     #[arg(long, default_value_t = 600)]
     pub rows: u32,
@@ -211,10 +212,10 @@ pub struct ReplayArgs {
     pub jobs: u32,
     /// The provider's quota per account (requests/s, burst): below what the workers can push,
     /// as in the incident.
-    #[arg(long, default_value_t = 200.0)]
+    #[arg(long, default_value_t = 400.0)]
     pub quota_rate: f64,
     /// Sluice's budget per account when the guard is on (calls/s; burst = one second).
-    #[arg(long, default_value_t = 150.0)]
+    #[arg(long, default_value_t = 300.0)]
     pub budget_rate: f64,
     #[arg(long, default_value_t = 2)]
     pub workers: u32,
@@ -495,12 +496,21 @@ pub async fn replay(a: ReplayArgs) -> Result<bool> {
         }
     );
     let mut worst_all: f64 = 0.0;
+    let mut account_bound: f64 = 0.0;
     for (account, per) in on.calls.iter().filter(|(k, _)| k.as_str() != "*") {
         let (ratio, window, n) = worst_window(per, a.budget_rate, a.budget_rate);
         worst_all = worst_all.max(ratio);
+        let calls = per.iter().sum::<u64>();
+        account_bound = account_bound.max(calls as f64 / a.budget_rate);
         println!(
-            "guard on, account {account}: {} calls; worst window {window}s: {n} calls = {ratio:.3} of burst + rate x T",
-            per.iter().sum::<u64>()
+            "guard on, account {account}: {calls} calls (alone at its budget: {:.1}s); worst window {window}s: {n} calls = {ratio:.3} of burst + rate x T",
+            calls as f64 / a.budget_rate
+        );
+    }
+    if a.accounts > 1 {
+        println!(
+            "guard on: the busiest account bounds the drain at {account_bound:.1}s: ratio {:.3} to that bound",
+            on.seconds / account_bound
         );
     }
     println!(

@@ -22,7 +22,8 @@ pub struct AccountConfig {
     /// is frozen (it kept pushing past its quota).
     #[serde(default = "default_freeze_after")]
     pub freeze_after_secs: f64,
-    /// Default: the requests the quota allows in `freeze_after_secs` (at least 10).
+    /// Default: a quarter of the requests the quota allows in `freeze_after_secs` (at least
+    /// 10) — an account that keeps sending a quarter more than its quota for that long.
     #[serde(default)]
     pub freeze_after_throttles: Option<u32>,
     /// How long a freeze lasts (unless lifted through `/_sim/unfreeze/{account}`).

@@ -98,7 +98,7 @@ impl State {
                         bucket: bucket(&a.quota()),
                         freeze_after: chrono_secs(a.freeze_after_secs),
                         freeze_throttles: a.freeze_after_throttles.map_or_else(
-                            || ((a.rate * a.freeze_after_secs) as usize).max(10),
+                            || ((a.rate * a.freeze_after_secs / 4.0) as usize).max(10),
                             |n| n.max(1) as usize,
                         ),
                         freeze_for: chrono_secs(a.freeze_for_secs),
