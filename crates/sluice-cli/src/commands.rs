@@ -495,6 +495,7 @@ pub async fn explain(store: &dyn Store, job: JobId, all: bool, json: bool) -> Re
         let page = store
             .event_list(sluice_store::EventListParams {
                 job_id: Some(job),
+                scope: None,
                 after_id: after,
                 limit: 5_000,
             })
@@ -503,8 +504,12 @@ pub async fn explain(store: &dyn Store, job: JobId, all: bool, json: bool) -> Re
         after = Some(last.id);
         events.extend(page);
     }
+    let provider = provider_events(store, job, &events).await?;
     if json {
-        println!("{}", serde_json::json!({"job": j, "events": events}));
+        println!(
+            "{}",
+            serde_json::json!({"job": j, "events": events, "provider_events": provider})
+        );
         return Ok(());
     }
     println!(
@@ -578,5 +583,69 @@ pub async fn explain(store: &dyn Store, job: JobId, all: bool, json: bool) -> Re
             println!("{:<28}{w}", "");
         }
     }
+    if !provider.is_empty() {
+        println!("provider events of the job's scopes while it ran:");
+        for e in &provider {
+            println!(
+                "{} {:<20} {} {}",
+                e.at.to_rfc3339(),
+                e.kind,
+                e.scope.as_deref().unwrap_or(""),
+                detail(&e.detail)
+            );
+        }
+    }
     Ok(())
+}
+
+/// The provider events (breaker transitions, throttled and frozen answers) of the scopes a
+/// job's lakes live in, from its submission to its end: why its tasks waited.
+async fn provider_events(
+    store: &dyn Store,
+    job: JobId,
+    events: &[sluice_store::Event],
+) -> Result<Vec<sluice_store::Event>> {
+    let (Some(first), j) = (events.first(), store.job_get(job).await?) else {
+        return Ok(Vec::new());
+    };
+    let mut scopes = std::collections::BTreeSet::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .task_list(sluice_store::TaskListParams {
+                job_id: job,
+                limit: 5_000,
+                after,
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        scopes.extend(page.into_iter().map(|t| t.scope));
+    }
+    let mut out = Vec::new();
+    for scope in scopes {
+        let mut after = Some(first.id);
+        loop {
+            let page = store
+                .event_list(sluice_store::EventListParams {
+                    job_id: None,
+                    scope: Some(scope.clone()),
+                    after_id: after,
+                    limit: 5_000,
+                })
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            let done = j.finished_at.is_some_and(|f| last.at > f);
+            out.extend(
+                page.into_iter()
+                    .filter(|e| j.finished_at.is_none_or(|f| e.at <= f)),
+            );
+            if done || out.len() > 10_000 {
+                break;
+            }
+        }
+    }
+    out.sort_by_key(|e| e.id);
+    Ok(out)
 }

@@ -315,6 +315,7 @@ async fn journal(store: &dyn Store) -> Result<BTreeMap<String, usize>> {
         let page = store
             .event_list(EventListParams {
                 job_id: None,
+                scope: None,
                 after_id: after,
                 limit: 5_000,
             })

@@ -247,6 +247,9 @@ pub struct TaskListParams {
 #[derive(Debug, Clone, Default)]
 pub struct EventListParams {
     pub job_id: Option<JobId>,
+    /// Only the provider events of this scope that belong to no job (breaker transitions,
+    /// throttled and frozen answers). Not indexed: pass `after_id` to bound the scan.
+    pub scope: Option<String>,
     pub after_id: Option<i64>,
     pub limit: u32,
 }

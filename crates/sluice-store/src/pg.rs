@@ -1192,15 +1192,23 @@ impl Store for PgStore {
         // Two statements, so each gets the plan of its index: per job the btree, else BRIN.
         let after = p.after_id.unwrap_or(0);
         let limit = i64::from(p.limit);
-        let q = match p.job_id {
-            Some(job) => sqlx::query(
+        let q = match (p.job_id, &p.scope) {
+            (None, Some(scope)) => sqlx::query(
+                "SELECT id, at, job_id, task_id, scope, kind, detail FROM events \
+                 WHERE scope = $1 AND job_id IS NULL AND id > $2 ORDER BY id LIMIT $3",
+            )
+            .bind(scope)
+            .bind(after)
+            .bind(limit),
+            (Some(_), Some(_)) => return Ok(Vec::new()), // job events are never scope-only events
+            (Some(job), None) => sqlx::query(
                 "SELECT id, at, job_id, task_id, scope, kind, detail FROM events \
                  WHERE job_id = $1 AND id > $2 ORDER BY job_id, id LIMIT $3",
             )
             .bind(job.0)
             .bind(after)
             .bind(limit),
-            None => sqlx::query(
+            (None, None) => sqlx::query(
                 "SELECT id, at, job_id, task_id, scope, kind, detail FROM events \
                  WHERE id > $1 ORDER BY id LIMIT $2",
             )

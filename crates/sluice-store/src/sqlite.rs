@@ -1158,10 +1158,13 @@ impl Store for SqliteStore {
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>> {
         let rows = sqlx::query(
             "SELECT id, at, job_id, task_id, scope, kind, detail FROM events \
-             WHERE (? IS NULL OR job_id = ?) AND id > ? ORDER BY id LIMIT ?",
+             WHERE (? IS NULL OR job_id = ?) AND (? IS NULL OR (scope = ? AND job_id IS NULL)) \
+               AND id > ? ORDER BY id LIMIT ?",
         )
         .bind(p.job_id.map(|j| j.0))
         .bind(p.job_id.map(|j| j.0))
+        .bind(&p.scope)
+        .bind(&p.scope)
         .bind(p.after_id.unwrap_or(0))
         .bind(i64::from(p.limit))
         .fetch_all(&self.pool)

@@ -302,6 +302,7 @@ async fn the_budget_holds_at_the_provider_with_two_worker_processes() {
     let events = store
         .event_list(sluice_store::EventListParams {
             job_id: None,
+            scope: None,
             after_id: None,
             limit: 100_000,
         })
@@ -447,6 +448,7 @@ async fn a_frozen_account_pauses_its_jobs_loses_nothing_and_resumes() {
     let events = store
         .event_list(sluice_store::EventListParams {
             job_id: None,
+            scope: None,
             after_id: None,
             limit: 100_000,
         })
@@ -465,4 +467,14 @@ async fn a_frozen_account_pauses_its_jobs_loses_nothing_and_resumes() {
             .iter()
             .any(|e| e.kind == "task.failed" || e.kind == "task.retried")
     );
+    // `sluice explain` shows the job's own timeline and its scopes' provider events.
+    let explain = lab.cli(&["explain".into(), job.to_string()]).await;
+    for want in [
+        "provider events of the job's scopes",
+        "breaker.opened",
+        "breaker.closed",
+        "task.deferred",
+    ] {
+        assert!(explain.contains(want), "{want} missing from:\n{explain}");
+    }
 }

@@ -122,6 +122,7 @@ async fn kinds(store: &PgStore, job: JobId) -> Vec<String> {
     let ev = store
         .event_list(EventListParams {
             job_id: Some(job),
+            scope: None,
             after_id: None,
             limit: 10_000,
         })

@@ -84,6 +84,7 @@ async fn kinds(s: &S, job: JobId) -> Vec<String> {
     let ev = s
         .event_list(EventListParams {
             job_id: Some(job),
+            scope: None,
             after_id: None,
             limit: 10_000,
         })
@@ -703,6 +704,7 @@ async fn every_state_change_is_journaled(s: S) {
     let ev = s
         .event_list(EventListParams {
             job_id: Some(j.id),
+            scope: None,
             after_id: None,
             limit: 100,
         })
@@ -720,6 +722,7 @@ async fn every_state_change_is_journaled(s: S) {
     let after = s
         .event_list(EventListParams {
             job_id: Some(j.id),
+            scope: None,
             after_id: Some(ev[6].id),
             limit: 1,
         })
@@ -741,6 +744,7 @@ async fn global_journal_pages_through_every_job(s: S) {
         let page = s
             .event_list(EventListParams {
                 job_id: None,
+                scope: None,
                 after_id: after,
                 limit: 2,
             })
@@ -1357,6 +1361,7 @@ async fn breakers_hold_back_their_scope_probe_once_and_close_with_slow_start(s: 
     let events = s
         .event_list(EventListParams {
             job_id: None,
+            scope: None,
             after_id: None,
             limit: 1000,
         })
@@ -1380,6 +1385,18 @@ async fn breakers_hold_back_their_scope_probe_once_and_close_with_slow_start(s: 
             ("breaker.reset", Some("aws:2")),
         ]
     );
+    // The scope filter finds one scope's provider events only.
+    let aws2 = s
+        .event_list(EventListParams {
+            job_id: None,
+            scope: Some("aws:2".into()),
+            after_id: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap();
+    let aws2: Vec<&str> = aws2.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(aws2, ["breaker.opened", "breaker.reset"]);
     let reset = events.iter().rfind(|e| e.kind == "breaker.reset").unwrap();
     assert_eq!(reset.detail.as_ref().unwrap()["by"], "ops-bob");
     let _ = j;

@@ -77,6 +77,7 @@ async fn eight_claimers_complete_ten_thousand_tasks_exactly_once() {
     let events = s
         .event_list(EventListParams {
             job_id: Some(a.id),
+            scope: None,
             after_id: None,
             limit: 100_000,
         })

@@ -268,6 +268,7 @@ async fn postgres_restart_mid_burn_down_loses_and_doubles_nothing() {
         let page = store
             .event_list(EventListParams {
                 job_id: Some(job.id),
+                scope: None,
                 after_id: after,
                 limit: 1000,
             })
