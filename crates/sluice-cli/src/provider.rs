@@ -124,30 +124,40 @@ pub async fn budget(store: &dyn Store, cmd: BudgetCmd, json: bool) -> Result<()>
                     .map(|b| {
                         serde_json::json!({"scope": b.scope, "parent": b.parent, "rate": b.rate,
                             "burst": b.burst, "effective_rate": b.effective_rate(now),
-                            "tokens": tokens_now(b, now)})
+                            "tokens": tokens_now(b, now), "utilisation": utilisation(b, now)})
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:<28} {:<12} {:>10} {:>10} {:>14} {:>10}",
-                    "SCOPE", "PARENT", "RATE/s", "BURST", "EFFECTIVE/s", "TOKENS"
+                    "{:<28} {:<12} {:>10} {:>10} {:>14} {:>10} {:>6}",
+                    "SCOPE", "PARENT", "RATE/s", "BURST", "EFFECTIVE/s", "TOKENS", "USED"
                 );
                 for b in &list {
                     println!(
-                        "{:<28} {:<12} {:>10.1} {:>10.1} {:>14.1} {:>10.1}",
+                        "{:<28} {:<12} {:>10.1} {:>10.1} {:>14.1} {:>10.1} {:>5.0}%",
                         b.scope,
                         b.parent.as_deref().unwrap_or("-"),
                         b.rate,
                         b.burst,
                         b.effective_rate(now),
-                        tokens_now(b, now)
+                        tokens_now(b, now),
+                        utilisation(b, now) * 100.0
                     );
                 }
             }
         }
     }
     Ok(())
+}
+
+/// How much of the bucket is in use now: 0 idle (full), 1 saturated (empty). A scope that
+/// stays near 1 is held back by its budget.
+fn utilisation(b: &sluice_store::Budget, now: chrono::DateTime<chrono::Utc>) -> f64 {
+    if b.burst <= 0.0 {
+        return 1.0;
+    }
+    (1.0 - tokens_now(b, now) / b.burst).clamp(0.0, 1.0)
 }
 
 /// Tokens in the bucket now (the stored count is as of the last take).

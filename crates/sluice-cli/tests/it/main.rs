@@ -398,6 +398,93 @@ fn bad_input_gets_one_clear_line_and_exit_code() {
             1,
             "not found: job 42",
         ),
+        // The provider guard's verbs and flags.
+        (
+            &[
+                "budget",
+                "set",
+                "aws:1",
+                "--rate",
+                "10",
+                "--burst",
+                "10",
+                "--database-url",
+                &db,
+            ],
+            1,
+            "parent scope \"*\" has no budget: set it first",
+        ),
+        (
+            &[
+                "budget",
+                "set",
+                "*",
+                "--rate=-5",
+                "--burst",
+                "1",
+                "--database-url",
+                &db,
+            ],
+            1,
+            "rate must be a finite number >= 0",
+        ),
+        (
+            &[
+                "budget",
+                "set",
+                "*",
+                "--rate",
+                "NaN",
+                "--burst",
+                "1",
+                "--database-url",
+                &db,
+            ],
+            1,
+            "rate must be a finite number >= 0",
+        ),
+        (
+            &["budget", "set", "*", "--rate", "lots", "--burst", "1"],
+            2,
+            "invalid value",
+        ),
+        (&["budget", "set", "*", "--burst", "1"], 2, "--rate"),
+        (
+            &["breaker", "reset", "aws:404", "--database-url", &db],
+            1,
+            "has no breaker",
+        ),
+        (&["worker", "--provider-guard", "maybe"], 2, "invalid value"),
+        (
+            &["worker", "--budget-hold", "0ms", "--database-url", &db],
+            1,
+            "--budget-hold must be between",
+        ),
+        (
+            &[
+                "sim",
+                "--dir",
+                "/nonexistent",
+                "--accounts",
+                "/nonexistent/a.json",
+            ],
+            1,
+            "reading /nonexistent/a.json",
+        ),
+        (&["sim", "--dir", "/tmp"], 2, "--accounts"),
+        (
+            &[
+                "sim",
+                "--listen",
+                "nowhere",
+                "--dir",
+                "/tmp",
+                "--accounts",
+                "x",
+            ],
+            2,
+            "invalid value",
+        ),
     ];
     for (args, code, needle) in cases {
         let out = run(args);
@@ -406,6 +493,31 @@ fn bad_input_gets_one_clear_line_and_exit_code() {
         assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
         assert!(!err.contains("hunter2"), "password leaked: {err}");
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+    for (text, needle) in [
+        ("{not json", "accounts file"),
+        (
+            r#"{"accounts": {"../etc": {"buckets": [], "rate": 1, "burst": 1}}}"#,
+            "letters, digits",
+        ),
+        (
+            r#"{"accounts": {"1": {"buckets": ["b"], "rate": 1, "burst": 1, "freeze_after_secs": -1}}}"#,
+            "freeze_after_secs",
+        ),
+        (r#"{"accounts": {}, "extra": true}"#, "unknown field"),
+    ] {
+        let f = dir.join("accounts.json");
+        std::fs::write(&f, text).expect("write");
+        let out = run(&[
+            "sim",
+            "--dir",
+            &dir.display().to_string(),
+            "--accounts",
+            &f.display().to_string(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}: {err}");
+        assert!(err.contains(needle), "{text}: {err:?} lacks {needle:?}");
     }
     let out = run(&["migrate", "--database-url", &db]);
     assert!(
