@@ -2,12 +2,12 @@
 //! processes: the budget holds at the provider, and a frozen account means paused jobs — no
 //! failure, no attempt spent — that resume and finish with exactly the planted needles.
 
-use super::{free_port, signal, sluice, wait_exit};
+use super::{Proc, free_port, signal, sluice, wait_exit};
 use sluice_core::{JobId, TaskState};
 use sluice_sim::{Counts, Sim, SimConfig, SimHandle};
 use sluice_store::{PgStore, Store, TaskListParams};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 struct Lab {
@@ -124,27 +124,29 @@ impl Lab {
             .count()
     }
 
-    fn worker(&self, id: &str, extra: &[&str]) -> Child {
+    fn worker(&self, id: &str, extra: &[&str]) -> Proc {
         // Logs to a file: a pipe nobody reads fills up and blocks the worker.
         let dir = self._dir.as_ref().expect("dir").path();
         let log = std::fs::File::create(dir.join(format!("{id}.log"))).expect("log");
-        sluice()
-            .args(["--database-url", &self.url, "--results-dir", &self.results])
-            .args([
-                "worker",
-                "--id",
-                id,
-                "--idle-poll",
-                "50ms",
-                "--concurrency",
-                "8",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("worker")
+        Proc(
+            sluice()
+                .args(["--database-url", &self.url, "--results-dir", &self.results])
+                .args([
+                    "worker",
+                    "--id",
+                    id,
+                    "--idle-poll",
+                    "50ms",
+                    "--concurrency",
+                    "8",
+                ])
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("worker"),
+        )
     }
 
     /// The simulator's per-second counts of one account.
@@ -206,24 +208,11 @@ async fn wait_done(store: &PgStore, jobs: &[JobId], within: Duration) {
     }
 }
 
-/// Worker processes that are killed if the test fails before it stops them (an orphaned
-/// worker would hold database connections and keep running).
-struct Workers(Vec<Child>);
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for w in &mut self.0 {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
-    }
-}
-
-async fn stop(mut workers: Workers) {
-    for w in &workers.0 {
+async fn stop(mut workers: Vec<Proc>) {
+    for w in &workers {
         signal(w, libc::SIGTERM);
     }
-    for w in &mut workers.0 {
+    for w in &mut workers {
         let st = wait_exit(w, Duration::from_secs(30));
         assert!(st.success(), "worker exited with {st}");
     }
@@ -258,7 +247,7 @@ async fn the_budget_holds_at_the_provider_with_two_worker_processes() {
         jobs.push(lab.submit("a*").await);
     }
     let started = Instant::now();
-    let workers = Workers(vec![lab.worker("w1", &[]), lab.worker("w2", &[])]);
+    let workers = vec![lab.worker("w1", &[]), lab.worker("w2", &[])];
     wait_done(&store, &jobs, Duration::from_secs(180)).await;
     let took = started.elapsed().as_secs_f64();
     stop(workers).await;
@@ -358,7 +347,7 @@ async fn a_frozen_account_pauses_its_jobs_loses_nothing_and_resumes() {
         "--breaker-max-cooldown",
         "2s",
     ];
-    let workers = Workers(vec![lab.worker("w1", &breaker), lab.worker("w2", &breaker)]);
+    let workers = vec![lab.worker("w1", &breaker), lab.worker("w2", &breaker)];
     let frozen = lab.accounts()[0].clone();
     let scope = format!("aws:{frozen}");
     // Freeze the first account once a few of its lakes are done: mid-drain.

@@ -29,15 +29,44 @@ fn run(args: &[&str]) -> Output {
         .expect("running sluice")
 }
 
-fn spawn_worker(url: &str, extra: &[&str]) -> Child {
-    sluice()
-        .args(["worker", "--database-url", url, "--idle-poll", "50ms"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning sluice worker")
+/// A spawned `sluice` process that is killed if the test ends (or fails) before reaping it:
+/// an orphaned worker keeps running and holds database connections. Its output goes to
+/// /dev/null: a pipe nobody reads fills up and blocks it.
+struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn spawn_worker(url: &str, extra: &[&str]) -> Proc {
+    Proc(
+        sluice()
+            .args(["worker", "--database-url", url, "--idle-poll", "50ms"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning sluice worker"),
+    )
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -640,19 +669,21 @@ fn hunt_finds_exactly_the_needles(db: &str) {
         "{early}"
     );
 
-    let mut worker = sluice()
-        .args([
-            "--database-url",
-            db,
-            "--results-dir",
-            &results.display().to_string(),
-        ])
-        .args(["worker", "--idle-poll", "50ms", "--concurrency", "8"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("worker");
+    let mut worker = Proc(
+        sluice()
+            .args([
+                "--database-url",
+                db,
+                "--results-dir",
+                &results.display().to_string(),
+            ])
+            .args(["worker", "--idle-poll", "50ms", "--concurrency", "8"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("worker"),
+    );
     let deadline = Instant::now() + Duration::from_secs(240);
     let status = loop {
         let s: serde_json::Value = serde_json::from_str(&sluice_ok(
