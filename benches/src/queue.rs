@@ -317,6 +317,26 @@ impl Store for Timed {
     async fn event_list(&self, p: EventListParams) -> sluice_store::Result<Vec<Event>> {
         self.inner.event_list(p).await
     }
+    async fn leader_elect(
+        &self,
+        p: sluice_store::LeaderElectParams,
+    ) -> sluice_store::Result<sluice_store::Leadership> {
+        self.inner.leader_elect(p).await
+    }
+    async fn leader_resign(
+        &self,
+        name: &str,
+        holder: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> sluice_store::Result<bool> {
+        self.inner.leader_resign(name, holder, now).await
+    }
+    async fn job_rebalance(
+        &self,
+        p: sluice_store::JobRebalanceParams,
+    ) -> sluice_store::Result<usize> {
+        self.inner.job_rebalance(p).await
+    }
 }
 
 fn round(x: f64) -> f64 {

@@ -1,7 +1,7 @@
 //! `sluice demo`: a needle hunt end to end on the embedded store, nothing to install. It
 //! generates a few hundred security-telemetry lakes with planted needles, registers them,
 //! submits an IOC hunt for the needles across every lake plus a small urgent SQL hunt, runs
-//! them through the real worker, engine and rescuer, and prints what was found and where.
+//! them through the real worker, engine and scheduler, and prints what was found and where.
 
 use crate::hunts::{self, HuntRunner, Submission};
 use anyhow::{Context, Result, bail};
@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::DataType;
 use sluice_core::{JobState, SystemClock};
 use sluice_engine::generate::{GenerateParams, Manifest, generate};
 use sluice_engine::{HuntSpec, LakeSelector};
-use sluice_scheduler::{Rescuer, RescuerConfig};
+use sluice_scheduler::{RescuerConfig, Scheduler, SchedulerConfig};
 use sluice_store::{EventListParams, Job, Store};
 use sluice_worker::{Worker, WorkerConfig};
 use std::collections::{BTreeMap, BTreeSet};
@@ -166,15 +166,12 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
     let runner = Arc::new(HuntRunner::new(store.clone(), engine.clone()));
     let worker =
         tokio::spawn(Worker::new(store.clone(), runner, clock.clone(), cfg).run(stop.clone()));
-    let rescuer = Rescuer::new(
-        store.clone(),
-        clock,
-        RescuerConfig {
-            every: Duration::from_secs(1),
-            batch: 1000,
-        },
-    );
-    let rescuer = tokio::spawn(rescuer.run(stop.clone()));
+    let mut scfg = SchedulerConfig::new("demo");
+    scfg.rescue = RescuerConfig {
+        every: Duration::from_secs(1),
+        batch: 1000,
+    };
+    let scheduler = tokio::spawn(Scheduler::new(store.clone(), clock, scfg).run(stop.clone()));
 
     let started = Instant::now();
     let mut done_at: BTreeMap<i64, f64> = BTreeMap::new();
@@ -215,7 +212,7 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
     };
     stop.cancel();
     worker.await.context("worker")?;
-    let _ = rescuer.await;
+    let _ = scheduler.await;
 
     // What the sweep found, against what was planted.
     let keys = hunts::result_keys(store.as_ref(), finished[0].id).await?;

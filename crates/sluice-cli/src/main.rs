@@ -10,7 +10,7 @@ mod provider;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice_core::{JobId, SystemClock};
-use sluice_scheduler::{Rescuer, RescuerConfig};
+use sluice_scheduler::{RescuerConfig, Scheduler, SchedulerConfig};
 use sluice_store::{ConnectOptions, Store};
 use sluice_worker::{Worker, WorkerConfig};
 use std::process::ExitCode;
@@ -77,6 +77,9 @@ enum Command {
     Migrate,
     /// Claim and run tasks until SIGTERM/SIGINT, then hand back what is unfinished.
     Worker(WorkerArgs),
+    /// Stand for election as the scheduler until SIGTERM/SIGINT: the one leader rescues expired
+    /// leases and keeps the release order fair across owners; the others stand by.
+    Scheduler(SchedulerArgs),
     /// Show a job's state and progress.
     Status {
         /// Job id.
@@ -201,6 +204,44 @@ impl PauseTargetArgs {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+struct ElectionArgs {
+    /// The scheduler leader's lease: a standby takes over at most this long after the leader
+    /// stops renewing it (crash, SIGKILL, lost database).
+    #[arg(long, env = "SLUICE_LEADER_TTL", default_value = "15s", value_parser = parse_duration)]
+    leader_ttl: Duration,
+}
+
+impl ElectionArgs {
+    fn config(&self, holder: String, rescue_every: Duration) -> Result<SchedulerConfig> {
+        if self.leader_ttl < Duration::from_millis(300) {
+            anyhow::bail!("--leader-ttl must be at least 300ms");
+        }
+        let mut cfg = SchedulerConfig::new(holder);
+        cfg.ttl = self.leader_ttl;
+        cfg.rescue = RescuerConfig {
+            every: rescue_every,
+            ..Default::default()
+        };
+        Ok(cfg)
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct SchedulerArgs {
+    #[command(flatten)]
+    election: ElectionArgs,
+    /// This process's id in the election (default: host-pid-random).
+    #[arg(long, env = "SLUICE_SCHEDULER_ID")]
+    id: Option<String>,
+    /// How often the leader rescues expired leases.
+    #[arg(long, env = "SLUICE_RESCUE_EVERY", default_value = "5s", value_parser = parse_duration)]
+    rescue_every: Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9465).
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
 struct WorkerArgs {
     /// Tasks run at once.
     #[arg(long, env = "SLUICE_WORKER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -217,9 +258,12 @@ struct WorkerArgs {
     /// Wait between claims when nothing is runnable.
     #[arg(long, env = "SLUICE_WORKER_IDLE_POLL", default_value = "500ms", value_parser = parse_duration)]
     idle_poll: Duration,
-    /// Also run the lease rescuer in this process (safe in many processes at once).
-    #[arg(long, env = "SLUICE_WORKER_RESCUER", default_value_t = true, action = clap::ArgAction::Set)]
-    rescuer: bool,
+    /// Also stand for election as the scheduler in this process (one leader among all
+    /// processes runs lease rescue and the fairness rebalance; the others stand by).
+    #[arg(long, env = "SLUICE_WORKER_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
+    scheduler: bool,
+    #[command(flatten)]
+    election: ElectionArgs,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464).
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
@@ -374,19 +418,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             cfg.heartbeat_every = cfg.lease / 3;
             cfg.shutdown_grace = args.shutdown_grace;
             cfg.idle_poll = args.idle_poll;
-            let rescuer = args.rescuer.then(|| {
+            let scheduler = if args.scheduler {
                 let every =
                     (cfg.lease / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
-                let r = Rescuer::new(
+                let s = Scheduler::new(
                     store.clone(),
                     clock.clone(),
-                    RescuerConfig {
-                        every,
-                        ..Default::default()
-                    },
+                    args.election.config(cfg.id.clone(), every)?,
                 );
-                tokio::spawn(r.run(stop.clone()))
-            });
+                Some(tokio::spawn(s.run(stop.clone())))
+            } else {
+                None
+            };
             let mut ecfg = sluice_engine::EngineConfig::new(&cli.results_dir);
             ecfg.timeout = args.task_timeout;
             ecfg.memory_limit = usize::try_from(args.task_memory_mib << 20).unwrap_or(usize::MAX);
@@ -414,9 +457,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let worker = Worker::new(store.clone(), runner, clock, cfg);
             let stats = worker.run(stop.clone()).await;
             metrics_stop.cancel();
-            if let Some(r) = rescuer {
+            if let Some(s) = scheduler {
                 stop.cancel();
-                let _ = r.await;
+                let _ = s.await;
             }
             if cli.output == Output::Json {
                 println!(
@@ -425,6 +468,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         "rejected": stats.rejected, "handed_back": stats.handed_back})
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scheduler(args) => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            let stop = CancellationToken::new();
+            on_signals(stop.clone())?;
+            let metrics_stop = CancellationToken::new();
+            if let Some(addr) = args.metrics_listen {
+                serve_metrics(addr, metrics_stop.clone()).await?;
+            }
+            let id = args.id.unwrap_or_else(sluice_worker::default_worker_id);
+            let cfg = args
+                .election
+                .config(id, args.rescue_every.max(Duration::from_millis(100)))?;
+            Scheduler::new(store, Arc::new(SystemClock), cfg)
+                .run(stop)
+                .await;
+            metrics_stop.cancel();
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { job } => {

@@ -1,8 +1,10 @@
-//! The provider guard's metrics (Prometheus, default registry). Names:
-//! `sluice_provider_<name>_<unit>`.
+//! The scheduler's metrics (Prometheus, default registry): the provider guard's
+//! (`sluice_provider_<name>_<unit>`) and the elected scheduler's (`sluice_scheduler_…`).
 
 use prometheus::core::Collector;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
 use std::sync::LazyLock;
 
 /// Registers a metric in the default registry. Every definition below is static with a valid,
@@ -75,3 +77,24 @@ pub fn init() {
     LazyLock::force(&BREAKER_STATE);
     LazyLock::force(&BUDGET_WAIT);
 }
+
+pub static LEADER: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "sluice_scheduler_leader",
+        "1 while this process is the elected scheduler leader, else 0.",
+    ))
+});
+
+pub static RESCUED: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "sluice_scheduler_rescued_tasks_total",
+        "Tasks whose lease expired that this process, as leader, returned to pending or failed.",
+    ))
+});
+
+pub static REBALANCED: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "sluice_scheduler_restrided_jobs_total",
+        "Jobs this process, as leader, re-tagged because their owner's number of open jobs changed.",
+    ))
+});

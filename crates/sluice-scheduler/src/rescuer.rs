@@ -1,14 +1,13 @@
-//! The lease rescuer: a maintenance service with a start/stop contract ([`Rescuer::run`] until
-//! its token is cancelled). Every pass returns expired leases to pending (one attempt spent)
-//! or fails them when no attempts are left. Safe to run in many processes at once: the store
-//! guards each rescue by state and lease token and skips rows another rescuer holds.
+//! The lease rescuer: every pass returns expired leases to pending (one attempt spent) or fails
+//! them when no attempts are left. The elected [`crate::Scheduler`] runs it on its leader; a
+//! pass is safe anywhere anyway: the store guards each rescue by state and lease token and
+//! skips rows another rescuer holds.
 
 use sluice_core::Clock;
 use sluice_store::{Store, TaskRescueParams};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RescuerConfig {
@@ -55,19 +54,6 @@ impl Rescuer {
             }
             if got.len() < self.cfg.batch as usize {
                 return Ok(total);
-            }
-        }
-    }
-
-    /// Runs passes every `every` until `stop` is cancelled. Errors are logged, never fatal.
-    pub async fn run(self, stop: CancellationToken) {
-        loop {
-            if let Err(e) = self.pass().await {
-                warn!(error = %e, "lease rescue pass failed");
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(self.cfg.every) => {}
             }
         }
     }

@@ -132,6 +132,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The journal, oldest first.
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>>;
+
+    /// One leader-election round: `holder` takes role `name` if its lease is free or expired,
+    /// or renews it if it already holds it. Returns who holds the role now (maybe another
+    /// process). A change of holder bumps `term` and is journaled (`leader.elected`).
+    async fn leader_elect(&self, p: LeaderElectParams) -> Result<Leadership>;
+
+    /// Gives up role `name` if `holder` holds it (its lease ends now, a standby takes over at
+    /// its next round). Returns whether it was held.
+    async fn leader_resign(&self, name: &str, holder: &str, now: DateTime<Utc>) -> Result<bool>;
+
+    /// The leader's fairness pass (ADR 0006): owners whose number of open jobs at a priority
+    /// changed get their jobs' pending tasks re-tagged at the current virtual time, interleaved,
+    /// with that number as stride. Returns how many jobs were re-strided.
+    async fn job_rebalance(&self, p: JobRebalanceParams) -> Result<usize>;
 }
 
 /// Shared behaviour on top of the trait.

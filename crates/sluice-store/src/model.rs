@@ -773,3 +773,93 @@ pub(crate) fn validate_pause(p: &PauseSetParams) -> crate::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// One leader-election round for role `name`: take the lease if it is free or expired, renew it
+/// if `holder` holds it.
+#[derive(Debug, Clone)]
+pub struct LeaderElectParams {
+    pub name: String,
+    pub holder: String,
+    pub ttl: Duration,
+    pub now: DateTime<Utc>,
+}
+
+/// Who holds a role's lease after an election round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leadership {
+    pub name: String,
+    pub holder: String,
+    /// +1 at every change of holder: a fencing number for the leader's work.
+    pub term: i64,
+    pub expires_at: DateTime<Utc>,
+    pub elected_at: DateTime<Utc>,
+}
+
+impl Leadership {
+    pub fn is(&self, holder: &str) -> bool {
+        self.holder == holder
+    }
+}
+
+/// The leader's fairness pass: re-stride the open jobs of every owner whose number of open jobs
+/// (at a priority) no longer matches their strides (ADR 0006).
+#[derive(Debug, Clone)]
+pub struct JobRebalanceParams {
+    pub now: DateTime<Utc>,
+}
+
+/// The tag layout of one open job of an owner at a priority: `offset` is its place among the
+/// owner's open jobs (by id), `stride` their number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct JobStride {
+    pub job: i64,
+    pub priority: i16,
+    pub stride: i64,
+    pub offset: i64,
+}
+
+/// Which jobs need new tags: every open job of an owner and priority whose strides disagree
+/// with the owner's number of open jobs there. `open` is (job, owner, priority, stride) of the
+/// open jobs, ordered by (owner, priority, id).
+pub(crate) fn restrides(open: &[(i64, String, i16, i64)]) -> Vec<JobStride> {
+    let mut out = Vec::new();
+    for group in open.chunk_by(|a, b| a.1 == b.1 && a.2 == b.2) {
+        let k = group.len() as i64;
+        if group.iter().all(|j| j.3 == k) {
+            continue;
+        }
+        out.extend(group.iter().enumerate().map(|(i, j)| JobStride {
+            job: j.0,
+            priority: j.2,
+            stride: k,
+            offset: i as i64,
+        }));
+    }
+    out
+}
+
+/// One election round on the current lease (shared by both backends): the holder renews (same
+/// term), anyone takes an expired lease (next term), otherwise nothing changes (`None`).
+pub(crate) fn elect(
+    cur: &Leadership,
+    holder: &str,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Option<Leadership> {
+    if cur.holder == holder {
+        Some(Leadership {
+            expires_at,
+            ..cur.clone()
+        })
+    } else if cur.expires_at <= now {
+        Some(Leadership {
+            name: cur.name.clone(),
+            holder: holder.to_string(),
+            term: cur.term + 1,
+            expires_at,
+            elected_at: now,
+        })
+    } else {
+        None
+    }
+}

@@ -113,6 +113,11 @@ impl PgStore {
     }
 }
 
+/// The virtual time of priority `$1` (ADR 0006): the newest tag running, else the oldest tag
+/// pending, else 0. New jobs start their tags here.
+const VTIME: &str = "SELECT COALESCE((SELECT max(seq) FROM tasks WHERE state = 'running' AND priority = $1), \
+     (SELECT min(seq) FROM tasks WHERE state = 'pending' AND priority = $1), 0)::bigint";
+
 /// Runs `$body` (an expression using a fresh transaction `$tx`) again when it lost a race.
 macro_rules! retry_races {
     ($self:ident, |$tx:ident| $body:expr) => {{
@@ -206,6 +211,16 @@ fn task_from_row(r: &PgRow) -> Result<Task> {
         last_error: r.try_get("last_error").map_err(from_sqlx)?,
         created_at: r.try_get("created_at").map_err(from_sqlx)?,
         updated_at: r.try_get("updated_at").map_err(from_sqlx)?,
+    })
+}
+
+fn leadership_from_row(r: &PgRow) -> Result<Leadership> {
+    Ok(Leadership {
+        name: r.try_get("name").map_err(from_sqlx)?,
+        holder: r.try_get("holder").map_err(from_sqlx)?,
+        term: r.try_get("term").map_err(from_sqlx)?,
+        expires_at: r.try_get("expires_at").map_err(from_sqlx)?,
+        elected_at: r.try_get("elected_at").map_err(from_sqlx)?,
     })
 }
 
@@ -402,9 +417,26 @@ impl Store for PgStore {
         validate_job(&p)?;
         retry_races!(self, |tx| {
             async {
+                // The job's tags (ADR 0006): its owner's open jobs at this priority share one
+                // stream, and the job starts at the priority's current virtual time.
+                let others: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM jobs WHERE owner = $1 AND priority = $2 \
+                     AND state IN ('queued', 'running')",
+                )
+                .bind(&p.owner)
+                .bind(p.priority)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                let vtime: i64 = sqlx::query_scalar(VTIME)
+                    .bind(p.priority)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+                let stride = others + 1;
                 let id: Option<i64> = sqlx::query_scalar(
-                    "INSERT INTO jobs (owner, idempotency_key, spec, sql, priority, lakes_total, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                    "INSERT INTO jobs (owner, idempotency_key, spec, sql, priority, lakes_total, created_at, stride) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                      ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id",
                 )
                 .bind(&p.owner)
@@ -414,6 +446,7 @@ impl Store for PgStore {
                 .bind(p.priority)
                 .bind(p.tasks.len() as i64)
                 .bind(p.now)
+                .bind(stride as i32)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
@@ -434,14 +467,14 @@ impl Store for PgStore {
                     return Ok(JobInserted { job, created: false });
                 };
                 for (c, chunk) in p.tasks.chunks(TASK_INSERT_CHUNK).enumerate() {
-                    let first_seq = (c * TASK_INSERT_CHUNK) as i32;
+                    let first_seq = vtime + others + (c * TASK_INSERT_CHUNK) as i64 * stride;
                     let lakes: Vec<&str> = chunk.iter().map(|t| t.lake.as_str()).collect();
                     let scopes: Vec<&str> = chunk.iter().map(|t| t.scope.as_str()).collect();
                     let est: Vec<i32> = chunk.iter().map(|t| t.est_calls).collect();
                     sqlx::query(
                         "INSERT INTO tasks (job_id, lake, scope, est_calls, priority, max_attempts, \
                              run_after, created_at, updated_at, seq, owner) \
-                         SELECT $1, u.lake, u.scope, u.est, $5, $6, $7, $7, $7, $8 + u.n::int - 1, $9 \
+                         SELECT $1, u.lake, u.scope, u.est, $5, $6, $7, $7, $7, $8 + (u.n - 1) * $10, $9 \
                          FROM unnest($2::text[], $3::text[], $4::int[]) \
                              WITH ORDINALITY AS u(lake, scope, est, n) ORDER BY u.n",
                     )
@@ -454,6 +487,7 @@ impl Store for PgStore {
                     .bind(p.now)
                     .bind(first_seq)
                     .bind(&p.owner)
+                    .bind(stride)
                     .execute(&mut *tx)
                     .await
                     .map_err(from_sqlx)?;
@@ -1186,6 +1220,137 @@ impl Store for PgStore {
         .await
         .map_err(from_sqlx)?;
         rows.iter().map(pause_from_row).collect()
+    }
+
+    async fn leader_elect(&self, p: LeaderElectParams) -> Result<Leadership> {
+        let expires = chrono_lease(p.now, p.ttl)?;
+        retry_races!(self, |tx| {
+            async {
+                // The row exists from the first round on; its lock orders concurrent rounds.
+                sqlx::query(
+                    "INSERT INTO leaders (name, holder, term, expires_at, elected_at) \
+                     VALUES ($1, '', 0, 'epoch', 'epoch') ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(&p.name)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                let row = sqlx::query(
+                    "SELECT name, holder, term, expires_at, elected_at FROM leaders WHERE name = $1 FOR UPDATE",
+                )
+                .bind(&p.name)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                let cur = leadership_from_row(&row)?;
+                let Some(next) = elect(&cur, &p.holder, p.now, expires) else {
+                    return Ok(cur);
+                };
+                sqlx::query(
+                    "UPDATE leaders SET holder = $2, term = $3, expires_at = $4, elected_at = $5 WHERE name = $1",
+                )
+                .bind(&next.name)
+                .bind(&next.holder)
+                .bind(next.term)
+                .bind(next.expires_at)
+                .bind(next.elected_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                if next.term != cur.term {
+                    sqlx::query(
+                        "INSERT INTO events (at, kind, detail) VALUES ($1, 'leader.elected', \
+                         jsonb_build_object('role', $2::text, 'holder', $3::text, 'term', $4::bigint, \
+                             'previous', NULLIF($5::text, '')))",
+                    )
+                    .bind(p.now)
+                    .bind(&next.name)
+                    .bind(&next.holder)
+                    .bind(next.term)
+                    .bind(&cur.holder)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+                }
+                Ok(next)
+            }
+            .await
+        })
+    }
+
+    async fn leader_resign(&self, name: &str, holder: &str, now: DateTime<Utc>) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "WITH r AS (UPDATE leaders SET expires_at = $3 WHERE name = $1 AND holder = $2 \
+                 AND expires_at > $3 RETURNING name, term), \
+             ev AS (INSERT INTO events (at, kind, detail) SELECT $3, 'leader.resigned', \
+                 jsonb_build_object('role', name, 'holder', $2::text, 'term', term) FROM r) \
+             SELECT count(*) FROM r",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        Ok(n > 0)
+    }
+
+    async fn job_rebalance(&self, p: JobRebalanceParams) -> Result<usize> {
+        retry_races!(self, |tx| {
+            async {
+                let open: Vec<(i64, String, i16, i32)> = sqlx::query_as(
+                    "SELECT id, owner, priority, stride FROM jobs WHERE state IN ('queued', 'running') \
+                     ORDER BY owner, priority, id",
+                )
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                let open: Vec<_> = open.into_iter().map(|(j, o, p, s)| (j, o, p, i64::from(s))).collect();
+                let todo = restrides(&open);
+                let mut vtimes: std::collections::HashMap<i16, i64> = Default::default();
+                for js in &todo {
+                    let vtime = match vtimes.get(&js.priority) {
+                        Some(v) => *v,
+                        None => {
+                            let v: i64 = sqlx::query_scalar(VTIME)
+                                .bind(js.priority)
+                                .fetch_one(&mut *tx)
+                                .await
+                                .map_err(from_sqlx)?;
+                            *vtimes.entry(js.priority).or_insert(v)
+                        }
+                    };
+                    // Tasks first, then the job row: the lock order of every transaction.
+                    sqlx::query(
+                        "WITH r AS (SELECT id, row_number() OVER (ORDER BY seq, id) - 1 AS n \
+                             FROM tasks WHERE job_id = $1 AND state = 'pending') \
+                         UPDATE tasks SET seq = $2 + r.n * $3 FROM r \
+                         WHERE tasks.id = r.id AND tasks.state = 'pending'",
+                    )
+                    .bind(js.job)
+                    .bind(vtime + js.offset)
+                    .bind(js.stride)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+                    sqlx::query(
+                        "WITH j AS (UPDATE jobs SET stride = $2 WHERE id = $1 RETURNING id) \
+                         INSERT INTO events (at, job_id, kind, detail) SELECT $3, id, 'job.restrided', \
+                             jsonb_build_object('stride', $2, 'offset', $4::bigint, 'vtime', $5::bigint) FROM j",
+                    )
+                    .bind(js.job)
+                    .bind(js.stride as i32)
+                    .bind(p.now)
+                    .bind(js.offset)
+                    .bind(vtime)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(from_sqlx)?;
+                }
+                Ok(todo.len())
+            }
+            .await
+        })
     }
 
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>> {

@@ -40,6 +40,19 @@ fn from_us_opt(v: Option<i64>) -> Result<Option<DateTime<Utc>>> {
     v.map(from_us).transpose()
 }
 
+/// The virtual time of a priority (ADR 0006): the newest tag running, else the oldest tag
+/// pending, else 0. New jobs start their tags here.
+async fn vtime(tx: &mut Transaction<'static, Sqlite>, priority: i16) -> Result<i64> {
+    sqlx::query_scalar(
+        "SELECT COALESCE((SELECT max(seq) FROM tasks WHERE state = 'running' AND priority = ?1), \
+             (SELECT min(seq) FROM tasks WHERE state = 'pending' AND priority = ?1), 0)",
+    )
+    .bind(priority)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(from_sqlx)
+}
+
 fn state<T>(s: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
     parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown state {s:?}")))
 }
@@ -382,9 +395,22 @@ impl Store for SqliteStore {
         validate_job(&p)?;
         let mut tx = self.begin().await?;
         let spec = p.spec.to_string();
+        // The job's tags (ADR 0006): its owner's open jobs at this priority share one stream,
+        // and the job starts at the priority's current virtual time.
+        let others: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE owner = ? AND priority = ? \
+             AND state IN ('queued', 'running')",
+        )
+        .bind(&p.owner)
+        .bind(p.priority)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let vtime = vtime(&mut tx, p.priority).await?;
+        let stride = others + 1;
         let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO jobs (owner, idempotency_key, spec, sql, priority, lakes_total, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id",
+            "INSERT INTO jobs (owner, idempotency_key, spec, sql, priority, lakes_total, created_at, stride) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id",
         )
         .bind(&p.owner)
         .bind(&p.idempotency_key)
@@ -393,6 +419,7 @@ impl Store for SqliteStore {
         .bind(p.priority)
         .bind(p.tasks.len() as i64)
         .bind(us(p.now))
+        .bind(stride)
         .fetch_optional(&mut *tx)
         .await
         .map_err(from_sqlx)?;
@@ -420,7 +447,7 @@ impl Store for SqliteStore {
             });
         };
         for (c, chunk) in p.tasks.chunks(TASK_INSERT_CHUNK).enumerate() {
-            let first_seq = (c * TASK_INSERT_CHUNK) as i64;
+            let first_seq = vtime + others + (c * TASK_INSERT_CHUNK) as i64 * stride;
             // One statement per chunk: the tasks travel as one JSON array.
             let arr =
                 serde_json::to_string(chunk).map_err(|e| StoreError::Invalid(e.to_string()))?;
@@ -428,7 +455,7 @@ impl Store for SqliteStore {
                 "INSERT INTO tasks (job_id, lake, scope, est_calls, priority, max_attempts, run_after, \
                      created_at, updated_at, seq, owner) \
                  SELECT ?, json_extract(value, '$.lake'), json_extract(value, '$.scope'), \
-                     json_extract(value, '$.est_calls'), ?, ?, ?, ?, ?, ? + key, ? \
+                     json_extract(value, '$.est_calls'), ?, ?, ?, ?, ?, ? + key * ?, ? \
                  FROM json_each(?) ORDER BY key",
             )
             .bind(id)
@@ -438,6 +465,7 @@ impl Store for SqliteStore {
             .bind(us(p.now))
             .bind(us(p.now))
             .bind(first_seq)
+            .bind(stride)
             .bind(&p.owner)
             .bind(arr)
             .execute(&mut *tx)
@@ -1153,6 +1181,132 @@ impl Store for SqliteStore {
         .await
         .map_err(from_sqlx)?;
         rows.iter().map(pause_from_row).collect()
+    }
+
+    async fn leader_elect(&self, p: LeaderElectParams) -> Result<Leadership> {
+        let expires = chrono::Duration::from_std(p.ttl)
+            .ok()
+            .and_then(|d| p.now.checked_add_signed(d))
+            .ok_or_else(|| {
+                StoreError::Invalid(format!("lease duration {:?} out of range", p.ttl))
+            })?;
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO leaders (name, holder, term, expires_at, elected_at) VALUES (?, '', 0, 0, 0) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&p.name)
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let (name, holder, term, expires_at, elected_at): (String, String, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT name, holder, term, expires_at, elected_at FROM leaders WHERE name = ?",
+            )
+            .bind(&p.name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        let cur = Leadership {
+            name,
+            holder,
+            term,
+            expires_at: from_us(expires_at)?,
+            elected_at: from_us(elected_at)?,
+        };
+        let Some(next) = elect(&cur, &p.holder, p.now, expires) else {
+            return Ok(cur);
+        };
+        sqlx::query(
+            "UPDATE leaders SET holder = ?, term = ?, expires_at = ?, elected_at = ? WHERE name = ?",
+        )
+        .bind(&next.holder)
+        .bind(next.term)
+        .bind(us(next.expires_at))
+        .bind(us(next.elected_at))
+        .bind(&next.name)
+        .execute(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        if next.term != cur.term {
+            let detail = serde_json::json!({"role": next.name, "holder": next.holder,
+                "term": next.term, "previous": (!cur.holder.is_empty()).then_some(&cur.holder)});
+            event_insert(&mut tx, p.now, None, None, "leader.elected", Some(detail)).await?;
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(next)
+    }
+
+    async fn leader_resign(&self, name: &str, holder: &str, now: DateTime<Utc>) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let term: Option<i64> = sqlx::query_scalar(
+            "UPDATE leaders SET expires_at = ? WHERE name = ? AND holder = ? AND expires_at > ? \
+             RETURNING term",
+        )
+        .bind(us(now))
+        .bind(name)
+        .bind(holder)
+        .bind(us(now))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        if let Some(term) = term {
+            let detail = serde_json::json!({"role": name, "holder": holder, "term": term});
+            event_insert(&mut tx, now, None, None, "leader.resigned", Some(detail)).await?;
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(term.is_some())
+    }
+
+    async fn job_rebalance(&self, p: JobRebalanceParams) -> Result<usize> {
+        let mut tx = self.begin().await?;
+        let open: Vec<(i64, String, i16, i64)> = sqlx::query_as(
+            "SELECT id, owner, priority, stride FROM jobs WHERE state IN ('queued', 'running') \
+             ORDER BY owner, priority, id",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let todo = restrides(&open);
+        let mut vtimes: std::collections::HashMap<i16, i64> = Default::default();
+        for js in &todo {
+            let v = match vtimes.get(&js.priority) {
+                Some(v) => *v,
+                None => {
+                    let v = vtime(&mut tx, js.priority).await?;
+                    *vtimes.entry(js.priority).or_insert(v)
+                }
+            };
+            sqlx::query(
+                "WITH r AS (SELECT id, row_number() OVER (ORDER BY seq, id) - 1 AS n \
+                     FROM tasks WHERE job_id = ? AND state = 'pending') \
+                 UPDATE tasks SET seq = ? + r.n * ? FROM r WHERE tasks.id = r.id",
+            )
+            .bind(js.job)
+            .bind(v + js.offset)
+            .bind(js.stride)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+            sqlx::query("UPDATE jobs SET stride = ? WHERE id = ?")
+                .bind(js.stride)
+                .bind(js.job)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+            let detail = serde_json::json!({"stride": js.stride, "offset": js.offset, "vtime": v});
+            event_insert(
+                &mut tx,
+                p.now,
+                Some(js.job),
+                None,
+                "job.restrided",
+                Some(detail),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(todo.len())
     }
 
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>> {

@@ -47,6 +47,9 @@ conformance!(
     budget_hold_keeps_headroom_and_feedback_moves_the_rate,
     breakers_hold_back_their_scope_probe_once_and_close_with_slow_start,
     hand_back_of_a_pause_target_defers_only_its_running_tasks,
+    a_new_job_neither_starves_nor_is_starved_by_a_draining_one,
+    owners_share_the_claims_not_their_jobs,
+    one_leader_at_a_time_and_a_standby_takes_over,
 );
 
 fn lease() -> Duration {
@@ -1444,4 +1447,158 @@ async fn hand_back_of_a_pause_target_defers_only_its_running_tasks(s: S) {
     let r = finish(&s, running[0].lease, ok(1), 6).await;
     assert_eq!(r.rejected, vec![running[0].id()]);
     let _ = (b, c);
+}
+
+/// Claims one task at a time, finishing each before the next claim; returns the owners.
+async fn drain_one_by_one(s: &S, n: usize, from: i64) -> Vec<JobId> {
+    let mut v = Vec::new();
+    for i in 0..n as i64 {
+        let got = claim(s, "w", 1, from + i).await;
+        for t in got {
+            v.push(t.job_id);
+            finish(s, t.lease, ok(0), from + i).await;
+        }
+    }
+    v
+}
+
+async fn a_new_job_neither_starves_nor_is_starved_by_a_draining_one(s: S) {
+    // Job A has drained 6 of its 10 tasks when B (another owner, 4 tasks) arrives. B starts
+    // at the current virtual time: the two alternate. (With tags = position in job, B's
+    // positions 0..3 would all come before A's 6..9: A would wait for all of B.)
+    let a = s.job_insert(job("alice", 10)).await.unwrap().job.id;
+    assert_eq!(drain_one_by_one(&s, 6, 0).await, vec![a; 6]);
+    let mut p = job("bob", 4);
+    p.now = at(6);
+    let b = s.job_insert(p).await.unwrap().job.id;
+    assert_eq!(
+        drain_one_by_one(&s, 8, 7).await,
+        vec![a, b, a, b, a, b, a, b]
+    );
+    assert_eq!(s.job_get(a).await.unwrap().state, JobState::Succeeded);
+    assert_eq!(s.job_get(b).await.unwrap().state, JobState::Succeeded);
+}
+
+async fn owners_share_the_claims_not_their_jobs(s: S) {
+    // heavy submits three jobs, light one: after the leader's rebalance, light gets half the
+    // claims and heavy's three jobs share the other half in turn.
+    let h: Vec<JobId> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(s.job_insert(job("heavy", 6)).await.unwrap().job.id);
+        }
+        v
+    };
+    let l = s.job_insert(job("light", 10)).await.unwrap().job.id;
+    let rebalance = |n| {
+        let s = s.clone();
+        async move {
+            s.job_rebalance(JobRebalanceParams { now: at(n) })
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(rebalance(1).await, 3, "heavy's three jobs get stride 3");
+    assert_eq!(rebalance(2).await, 0, "nothing changed: nothing to do");
+    let order = drain_one_by_one(&s, 8, 3).await;
+    assert_eq!(order, vec![h[0], l, h[1], l, h[2], l, h[0], l]);
+    let restrided = kinds(&s, h[1]).await;
+    assert!(
+        restrided.contains(&"job.restrided".to_string()),
+        "{restrided:?}"
+    );
+    // One of heavy's jobs ends: the other two share heavy's half from now on.
+    s.job_cancel(JobCancelParams {
+        id: h[2],
+        by: "t".into(),
+        reason: None,
+        now: at(20),
+    })
+    .await
+    .unwrap();
+    assert_eq!(rebalance(21).await, 2);
+    let order = drain_one_by_one(&s, 6, 22).await;
+    let light = order.iter().filter(|j| **j == l).count();
+    assert_eq!(light, 3, "light keeps half the claims: {order:?}");
+    assert!(order.contains(&h[0]) && order.contains(&h[1]), "{order:?}");
+}
+
+async fn one_leader_at_a_time_and_a_standby_takes_over(s: S) {
+    let elect = |holder: &'static str, n: i64| {
+        let s = s.clone();
+        async move {
+            s.leader_elect(LeaderElectParams {
+                name: "scheduler".into(),
+                holder: holder.into(),
+                ttl: Duration::from_secs(10),
+                now: at(n),
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let check = |l: Leadership, holder: &str, term: i64, expires: i64| {
+        assert_eq!(
+            (l.holder.as_str(), l.term, l.expires_at),
+            (holder, term, at(expires))
+        );
+    };
+    check(elect("a", 0).await, "a", 1, 10);
+    check(elect("b", 1).await, "a", 1, 10);
+    check(elect("a", 5).await, "a", 1, 15); // renewed, same term
+    check(elect("b", 14).await, "a", 1, 15);
+    check(elect("b", 15).await, "b", 2, 25); // a stopped renewing: b takes over
+    check(elect("a", 16).await, "b", 2, 25);
+    assert!(
+        !s.leader_resign("scheduler", "a", at(17)).await.unwrap(),
+        "a is not the leader"
+    );
+    assert!(s.leader_resign("scheduler", "b", at(17)).await.unwrap());
+    check(elect("a", 17).await, "a", 3, 27); // a resigned lease is free at once
+    // Another role is elected on its own.
+    let other = s
+        .leader_elect(LeaderElectParams {
+            name: "cleaner".into(),
+            holder: "b".into(),
+            ttl: Duration::from_secs(10),
+            now: at(18),
+        })
+        .await
+        .unwrap();
+    assert_eq!((other.holder.as_str(), other.term), ("b", 1));
+    let ev = s
+        .event_list(EventListParams {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let leader: Vec<(String, serde_json::Value)> = ev
+        .into_iter()
+        .filter(|e| e.kind.starts_with("leader."))
+        .map(|e| (e.kind, e.detail.unwrap_or_default()))
+        .collect();
+    let summary: Vec<(String, String, i64)> = leader
+        .iter()
+        .map(|(k, d)| {
+            (
+                k.clone(),
+                d["holder"].as_str().unwrap_or("").to_string(),
+                d["term"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    let want = [
+        ("leader.elected", "a", 1),
+        ("leader.elected", "b", 2),
+        ("leader.resigned", "b", 2),
+        ("leader.elected", "a", 3),
+        ("leader.elected", "b", 1),
+    ];
+    let want: Vec<(String, String, i64)> = want
+        .iter()
+        .map(|(k, h, t)| (k.to_string(), h.to_string(), *t))
+        .collect();
+    assert_eq!(summary, want);
+    assert_eq!(leader[1].1["previous"], "a");
 }

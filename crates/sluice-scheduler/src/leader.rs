@@ -1,0 +1,172 @@
+//! The scheduler: one leader at a time runs the passes that must not run everywhere at once —
+//! lease rescue and the fairness rebalance (ADR 0006). Leadership is a lease row
+//! (`leader_elect`) the leader renews every `ttl / 3`; standbys retry at the same pace and take
+//! over within `ttl` of the leader's last renewal (a leader killed with SIGKILL included). A
+//! leader that cannot renew stops acting before its lease ends, so two processes never act as
+//! leader at once by their own clocks; the passes are guarded in the store anyway (rescues by
+//! lease token, rebalances are re-tagging hints), so a late pass from a deposed leader is
+//! harmless.
+
+use crate::metrics;
+use crate::{Rescuer, RescuerConfig};
+use chrono::{DateTime, Utc};
+use sluice_core::Clock;
+use sluice_store::{JobRebalanceParams, LeaderElectParams, Store};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// The role elected on (one leader per role).
+    pub role: String,
+    /// This process's id in the election (unique per process).
+    pub holder: String,
+    /// The leader's lease: a standby takes over at most this long after the leader's last
+    /// renewal.
+    pub ttl: Duration,
+    pub rescue: RescuerConfig,
+    /// How often the leader checks owners' strides (ADR 0006).
+    pub rebalance_every: Duration,
+}
+
+impl SchedulerConfig {
+    pub fn new(holder: impl Into<String>) -> Self {
+        SchedulerConfig {
+            role: "scheduler".into(),
+            holder: holder.into(),
+            ttl: Duration::from_secs(15),
+            rescue: RescuerConfig::default(),
+            rebalance_every: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Scheduler {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    cfg: SchedulerConfig,
+    leading: Arc<AtomicBool>,
+}
+
+impl Scheduler {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cfg: SchedulerConfig) -> Self {
+        Scheduler {
+            store,
+            clock,
+            cfg,
+            leading: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// True while this process is the leader (for status lines and tests).
+    pub fn leading(&self) -> Arc<AtomicBool> {
+        self.leading.clone()
+    }
+
+    /// Campaigns, and while leading runs the passes, until `stop` is cancelled; then resigns so
+    /// a standby takes over at once. Errors are logged, never fatal.
+    pub async fn run(self, stop: CancellationToken) {
+        let tick = (self.cfg.ttl / 3)
+            .min(self.cfg.rescue.every)
+            .min(self.cfg.rebalance_every)
+            .max(Duration::from_millis(50));
+        let rescuer = Rescuer::new(self.store.clone(), self.clock.clone(), self.cfg.rescue);
+        // Until when this process may act as leader, by its own clock: its lease's length
+        // measured from *before* the election round that granted it.
+        let mut lead_until: Option<Instant> = None;
+        let (mut last_renew, mut last_rescue, mut last_rebalance) = (None, None, None);
+        let due = |last: Option<Instant>, every: Duration| {
+            last.is_none_or(|t: Instant| t.elapsed() >= every)
+        };
+        loop {
+            if due(last_renew, self.cfg.ttl / 3) || lead_until.is_none() {
+                let asked = Instant::now();
+                match self.elect().await {
+                    Ok(l) if l.is(&self.cfg.holder) => {
+                        if lead_until.is_none() {
+                            info!(role = %l.name, term = l.term, "elected leader");
+                        }
+                        lead_until = Some(asked + self.cfg.ttl);
+                        last_renew = Some(asked);
+                    }
+                    Ok(l) => {
+                        if lead_until.take().is_some() {
+                            warn!(role = %l.name, leader = %l.holder, term = l.term, "lost leadership");
+                        }
+                        last_renew = Some(asked);
+                    }
+                    Err(e) => warn!(error = %e, "leader election round failed"),
+                }
+            }
+            // Stop acting a third of a lease before it could have ended unrenewed.
+            if lead_until.is_some_and(|u| Instant::now() + self.cfg.ttl / 3 >= u) {
+                warn!("leader lease not renewed in time: standing down");
+                lead_until = None;
+            }
+            let leading = lead_until.is_some();
+            self.leading.store(leading, Ordering::Relaxed);
+            metrics::LEADER.set(i64::from(leading));
+            if leading {
+                if due(last_rescue, self.cfg.rescue.every) {
+                    last_rescue = Some(Instant::now());
+                    match rescuer.pass().await {
+                        Ok(n) => metrics::RESCUED.inc_by(n as u64),
+                        Err(e) => warn!(error = %e, "lease rescue pass failed"),
+                    }
+                }
+                if due(last_rebalance, self.cfg.rebalance_every) {
+                    last_rebalance = Some(Instant::now());
+                    match self
+                        .store
+                        .job_rebalance(JobRebalanceParams { now: self.now() })
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            metrics::REBALANCED.inc_by(n as u64);
+                            info!(jobs = n, "owners' jobs re-strided");
+                        }
+                        Err(e) => warn!(error = %e, "rebalance pass failed"),
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+        self.leading.store(false, Ordering::Relaxed);
+        metrics::LEADER.set(0);
+        if lead_until.is_some() {
+            match self
+                .store
+                .leader_resign(&self.cfg.role, &self.cfg.holder, self.now())
+                .await
+            {
+                Ok(_) => info!(role = %self.cfg.role, "resigned leadership"),
+                Err(e) => {
+                    warn!(error = %e, "resigning leadership failed; a standby takes over when the lease ends")
+                }
+            }
+        }
+    }
+
+    async fn elect(&self) -> sluice_store::Result<sluice_store::Leadership> {
+        self.store
+            .leader_elect(LeaderElectParams {
+                name: self.cfg.role.clone(),
+                holder: self.cfg.holder.clone(),
+                ttl: self.cfg.ttl,
+                now: self.now(),
+            })
+            .await
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}
