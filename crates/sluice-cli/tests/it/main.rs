@@ -174,7 +174,7 @@ async fn killed_worker_tasks_are_rescued_and_its_late_completion_rejected() {
             "6",
             "--lease",
             "1s",
-            "--rescuer",
+            "--scheduler",
             "false",
         ],
     );
@@ -261,6 +261,150 @@ async fn killed_worker_tasks_are_rescued_and_its_late_completion_rejected() {
     assert!(wait_exit(&mut rescuer, Duration::from_secs(10)).success());
 }
 
+fn spawn_scheduler(url: &str, id: &str) -> Proc {
+    Proc(
+        sluice()
+            .args(["scheduler", "--database-url", url, "--id", id])
+            .args(["--leader-ttl", "1s", "--rescue-every", "200ms"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning sluice scheduler"),
+    )
+}
+
+/// The `leader.*` events so far: (kind, holder, term).
+async fn leader_events(store: &PgStore) -> Vec<(String, String, i64)> {
+    let ev = store
+        .event_list(EventListParams {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .expect("events");
+    ev.into_iter()
+        .filter(|e| e.kind.starts_with("leader."))
+        .map(|e| {
+            let d = e.detail.unwrap_or_default();
+            let holder = d["holder"].as_str().unwrap_or_default().to_string();
+            (e.kind, holder, d["term"].as_i64().unwrap_or(-1))
+        })
+        .collect()
+}
+
+async fn until_leader_events(
+    store: &PgStore,
+    within: Duration,
+    what: &str,
+    ok: impl Fn(&[(String, String, i64)]) -> bool,
+) -> Vec<(String, String, i64)> {
+    let deadline = Instant::now() + within;
+    loop {
+        let ev = leader_events(store).await;
+        if ok(&ev) {
+            return ev;
+        }
+        assert!(Instant::now() < deadline, "{what}: {ev:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_scheduler_leads_and_a_standby_takes_over_when_it_is_killed() {
+    let (store, url) = sluice_store::testing::pg_store().await;
+    let mut a = spawn_scheduler(&url, "a");
+    let mut b = spawn_scheduler(&url, "b");
+    let ev = until_leader_events(&store, Duration::from_secs(20), "a leader", |e| {
+        !e.is_empty()
+    })
+    .await;
+    let (_, first, term) = ev[0].clone();
+    assert_eq!(term, 1);
+    // Two schedulers, one leader: a second election would be a second event.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        leader_events(&store).await.len(),
+        1,
+        "one leader while it lives"
+    );
+
+    // The leader re-strides owners' jobs: two jobs of one owner get stride 2.
+    let j1 = submit(&store, 4, serde_json::json!({"kind": "noop"})).await;
+    let j2 = submit(&store, 4, serde_json::json!({"kind": "noop"})).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kinds(&store, j1.id)
+        .await
+        .contains(&"job.restrided".to_string())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never re-strided {:?}",
+            j1.id
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        kinds(&store, j2.id)
+            .await
+            .contains(&"job.restrided".to_string())
+    );
+
+    // The leader dies without resigning; the standby takes over after the lease (1 s).
+    let (leader, standby, other) = if first == "a" {
+        (&mut a, &mut b, "b")
+    } else {
+        (&mut b, &mut a, "a")
+    };
+    signal(leader, libc::SIGKILL);
+    wait_exit(leader, Duration::from_secs(5));
+    // A task a dead worker held: only a leader rescues it.
+    let ghost = store
+        .task_claim(sluice_store::TaskClaimParams {
+            worker: "ghost".into(),
+            limit: 1,
+            lease: Duration::from_millis(300),
+            now: chrono::Utc::now(),
+        })
+        .await
+        .expect("claim");
+    assert_eq!(ghost.len(), 1);
+    let ev = until_leader_events(
+        &store,
+        Duration::from_secs(10),
+        "the standby took over",
+        |e| {
+            e.iter()
+                .any(|(k, h, t)| k == "leader.elected" && h == other && *t == 2)
+        },
+    )
+    .await;
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = store.task_get(ghost[0].id()).await.expect("task");
+        if t.state == TaskState::Pending {
+            assert_eq!(t.attempt, 1, "a lost lease spends one attempt");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new leader never rescued {t:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A graceful stop resigns, so the next scheduler would not wait for the lease.
+    signal(standby, libc::SIGTERM);
+    assert!(wait_exit(standby, Duration::from_secs(10)).success());
+    let ev = leader_events(&store).await;
+    assert_eq!(
+        ev.last().map(|e| (e.0.as_str(), e.1.as_str())),
+        Some(("leader.resigned", other)),
+        "{ev:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_back_long_tasks_without_spending_attempts() {
     let (store, url) = sluice_store::testing::pg_store().await;
@@ -340,7 +484,14 @@ fn bad_input_gets_one_clear_line_and_exit_code() {
         (&["worker", "--lease", "3d"], 2, "unknown unit"),
         (&["worker", "--lease", "-1s"], 2, "unexpected argument"),
         (&["worker", "--lease=1.5s"], 2, "not a duration"),
-        (&["worker", "--rescuer", "maybe"], 2, "--rescuer"),
+        (&["worker", "--scheduler", "maybe"], 2, "--scheduler"),
+        (&["scheduler", "--leader-ttl", "soon"], 2, "not a duration"),
+        (
+            &["scheduler", "--leader-ttl", "10ms"],
+            1,
+            "--leader-ttl must be at least 300ms",
+        ),
+        (&["scheduler", "--rescue-every", "1d"], 2, "unknown unit"),
         (
             &["worker", "--task-memory-mib", "1"],
             2,
