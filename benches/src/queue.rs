@@ -331,6 +331,15 @@ impl Store for Timed {
     ) -> sluice_store::Result<bool> {
         self.inner.leader_resign(name, holder, now).await
     }
+    async fn job_backlog(&self) -> sluice_store::Result<Vec<sluice_store::Backlog>> {
+        self.inner.job_backlog().await
+    }
+    async fn job_finished(
+        &self,
+        p: sluice_store::JobFinishedParams,
+    ) -> sluice_store::Result<Vec<sluice_store::FinishedJob>> {
+        self.inner.job_finished(p).await
+    }
     async fn job_rebalance(
         &self,
         p: sluice_store::JobRebalanceParams,

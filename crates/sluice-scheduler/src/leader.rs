@@ -11,7 +11,7 @@ use crate::metrics;
 use crate::{Rescuer, RescuerConfig};
 use chrono::{DateTime, Utc};
 use sluice_core::Clock;
-use sluice_store::{JobRebalanceParams, LeaderElectParams, Store};
+use sluice_store::{JobFinishedParams, JobRebalanceParams, LeaderElectParams, Store};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -30,6 +30,8 @@ pub struct SchedulerConfig {
     pub rescue: RescuerConfig,
     /// How often the leader checks owners' strides (ADR 0006).
     pub rebalance_every: Duration,
+    /// How often the leader reads the backlog, budgets, pauses and finished jobs into metrics.
+    pub observe_every: Duration,
 }
 
 impl SchedulerConfig {
@@ -40,6 +42,7 @@ impl SchedulerConfig {
             ttl: Duration::from_secs(15),
             rescue: RescuerConfig::default(),
             rebalance_every: Duration::from_secs(2),
+            observe_every: Duration::from_secs(5),
         }
     }
 }
@@ -73,12 +76,16 @@ impl Scheduler {
         let tick = (self.cfg.ttl / 3)
             .min(self.cfg.rescue.every)
             .min(self.cfg.rebalance_every)
+            .min(self.cfg.observe_every)
             .max(Duration::from_millis(50));
         let rescuer = Rescuer::new(self.store.clone(), self.clock.clone(), self.cfg.rescue);
         // Until when this process may act as leader, by its own clock: its lease's length
         // measured from *before* the election round that granted it.
         let mut lead_until: Option<Instant> = None;
         let (mut last_renew, mut last_rescue, mut last_rebalance) = (None, None, None);
+        let mut last_observe = None;
+        // Jobs finished after this instant are still to be observed (time to answer).
+        let mut finished_after: Option<DateTime<Utc>> = None;
         let due = |last: Option<Instant>, every: Duration| {
             last.is_none_or(|t: Instant| t.elapsed() >= every)
         };
@@ -94,7 +101,9 @@ impl Scheduler {
                         last_renew = Some(asked);
                     }
                     Ok(l) => {
+                        finished_after = None;
                         if lead_until.take().is_some() {
+                            metrics::reset_leader_gauges();
                             warn!(role = %l.name, leader = %l.holder, term = l.term, "lost leadership");
                         }
                         last_renew = Some(asked);
@@ -106,6 +115,8 @@ impl Scheduler {
             if lead_until.is_some_and(|u| Instant::now() + self.cfg.ttl / 3 >= u) {
                 warn!("leader lease not renewed in time: standing down");
                 lead_until = None;
+                finished_after = None;
+                metrics::reset_leader_gauges();
             }
             let leading = lead_until.is_some();
             self.leading.store(leading, Ordering::Relaxed);
@@ -133,6 +144,12 @@ impl Scheduler {
                         Err(e) => warn!(error = %e, "rebalance pass failed"),
                     }
                 }
+                if due(last_observe, self.cfg.observe_every) {
+                    last_observe = Some(Instant::now());
+                    if let Err(e) = self.observe(&mut finished_after).await {
+                        warn!(error = %e, "metrics pass failed");
+                    }
+                }
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -141,6 +158,7 @@ impl Scheduler {
         }
         self.leading.store(false, Ordering::Relaxed);
         metrics::LEADER.set(0);
+        metrics::reset_leader_gauges();
         if lead_until.is_some() {
             match self
                 .store
@@ -153,6 +171,69 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Reads what the dashboard needs off the database: the backlog from the jobs' counters,
+    /// budgets, pauses, and the jobs finished since the last pass (time to answer).
+    async fn observe(
+        &self,
+        finished_after: &mut Option<DateTime<Utc>>,
+    ) -> sluice_store::Result<()> {
+        let now = self.now();
+        metrics::OPEN_JOBS.reset();
+        metrics::BACKLOG.reset();
+        metrics::OLDEST_OPEN.reset();
+        for b in self.store.job_backlog().await? {
+            let p = b.priority.to_string();
+            metrics::OPEN_JOBS.with_label_values(&[&p]).set(b.open_jobs);
+            metrics::BACKLOG.with_label_values(&[&p]).set(b.open_tasks);
+            let age = (now - b.oldest_created_at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::OLDEST_OPEN.with_label_values(&[&p]).set(age);
+        }
+        for b in self.store.budget_list().await? {
+            let rate = b.effective_rate(now);
+            let mut bucket =
+                sluice_core::TokenBucket::from_parts(rate, b.burst, b.tokens, b.refilled_at);
+            bucket.refill(now);
+            metrics::BUDGET_RATE
+                .with_label_values(&[&b.scope])
+                .set(b.rate);
+            metrics::BUDGET_EFFECTIVE
+                .with_label_values(&[&b.scope])
+                .set(rate);
+            metrics::BUDGET_TOKENS
+                .with_label_values(&[&b.scope])
+                .set(bucket.tokens());
+        }
+        metrics::PAUSES.set(self.store.pause_list().await?.len() as i64);
+        // A finish commits a moment after the `finished_at` it records: look a few seconds
+        // behind, and on taking over start a lease back (what the previous leader may have
+        // missed; a job may then be observed by both, which a histogram tolerates).
+        let until = now - chrono::Duration::seconds(5);
+        let mut after = finished_after
+            .unwrap_or(until - chrono::Duration::from_std(self.cfg.ttl).unwrap_or_default());
+        loop {
+            let page = self
+                .store
+                .job_finished(JobFinishedParams {
+                    after,
+                    until,
+                    limit: 1000,
+                })
+                .await?;
+            for j in &page {
+                let secs = (j.finished_at - j.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+                metrics::TIME_TO_ANSWER
+                    .with_label_values(&[&j.priority.to_string(), j.state.as_str()])
+                    .observe(secs);
+            }
+            match page.last() {
+                Some(j) if page.len() == 1000 => after = j.finished_at,
+                _ => break,
+            }
+        }
+        *finished_after = Some(until);
+        Ok(())
     }
 
     async fn elect(&self) -> sluice_store::Result<sluice_store::Leadership> {

@@ -1,9 +1,11 @@
 //! The scheduler's metrics (Prometheus, default registry): the provider guard's
-//! (`sluice_provider_<name>_<unit>`) and the elected scheduler's (`sluice_scheduler_…`).
+//! (`sluice_provider_<name>_<unit>`) and the elected scheduler's (`sluice_scheduler_…`, and what its leader reads off the
+//! database: `sluice_jobs_…`, `sluice_budget_…`, `sluice_pauses_active`).
 
 use prometheus::core::Collector;
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts,
 };
 use std::sync::LazyLock;
 
@@ -98,3 +100,98 @@ pub static REBALANCED: LazyLock<IntCounter> = LazyLock::new(|| {
         "Jobs this process, as leader, re-tagged because their owner's number of open jobs changed.",
     ))
 });
+
+// What the leader reads off the database every observation pass (ADR 0006); a standby exports
+// none of them, so `max()`/`sum()` across processes never double-counts.
+
+pub static OPEN_JOBS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    reg(IntGaugeVec::new(
+        Opts::new(
+            "sluice_jobs_open",
+            "Jobs queued or running, by priority (exported by the scheduler leader).",
+        ),
+        &["priority"],
+    ))
+});
+
+pub static BACKLOG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    reg(IntGaugeVec::new(
+        Opts::new(
+            "sluice_jobs_backlog_tasks",
+            "Tasks of open jobs not finished yet (pending or running), by priority, from the jobs' counters (exported by the scheduler leader).",
+        ),
+        &["priority"],
+    ))
+});
+
+pub static OLDEST_OPEN: LazyLock<GaugeVec> = LazyLock::new(|| {
+    reg(GaugeVec::new(
+        Opts::new(
+            "sluice_jobs_oldest_open_age_seconds",
+            "Age of the oldest open job, by priority: how long the longest-waiting researcher has waited (exported by the scheduler leader).",
+        ),
+        &["priority"],
+    ))
+});
+
+pub static TIME_TO_ANSWER: LazyLock<HistogramVec> = LazyLock::new(|| {
+    reg(HistogramVec::new(
+        HistogramOpts::new(
+            "sluice_jobs_time_to_answer_seconds",
+            "Time from a job's submission to its terminal state, by priority and outcome (observed by the scheduler leader).",
+        )
+        .buckets(vec![
+            1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0,
+            86400.0,
+        ]),
+        &["priority", "outcome"],
+    ))
+});
+
+pub static BUDGET_RATE: LazyLock<GaugeVec> = LazyLock::new(|| {
+    reg(GaugeVec::new(
+        Opts::new(
+            "sluice_budget_rate_calls_per_second",
+            "Configured provider-call budget per scope (exported by the scheduler leader).",
+        ),
+        &["scope"],
+    ))
+});
+
+pub static BUDGET_EFFECTIVE: LazyLock<GaugeVec> = LazyLock::new(|| {
+    reg(GaugeVec::new(
+        Opts::new(
+            "sluice_budget_effective_rate_calls_per_second",
+            "Rate tokens accrue at now per scope: the budget, or less after throttling (AIMD) or in slow start (exported by the scheduler leader).",
+        ),
+        &["scope"],
+    ))
+});
+
+pub static BUDGET_TOKENS: LazyLock<GaugeVec> = LazyLock::new(|| {
+    reg(GaugeVec::new(
+        Opts::new(
+            "sluice_budget_tokens",
+            "Tokens in each scope's bucket now (exported by the scheduler leader).",
+        ),
+        &["scope"],
+    ))
+});
+
+pub static PAUSES: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "sluice_pauses_active",
+        "Operator pauses in force (exported by the scheduler leader).",
+    ))
+});
+
+/// Forgets what a leader exported, when this process stops leading.
+pub fn reset_leader_gauges() {
+    OPEN_JOBS.reset();
+    BACKLOG.reset();
+    OLDEST_OPEN.reset();
+    BUDGET_RATE.reset();
+    BUDGET_EFFECTIVE.reset();
+    BUDGET_TOKENS.reset();
+    PAUSES.set(0);
+}

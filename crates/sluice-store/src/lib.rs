@@ -146,6 +146,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// changed get their jobs' pending tasks re-tagged at the current virtual time, interleaved,
     /// with that number as stride. Returns how many jobs were re-strided.
     async fn job_rebalance(&self, p: JobRebalanceParams) -> Result<usize>;
+
+    /// The open backlog per priority, from the open jobs' counters (no scan of tasks).
+    async fn job_backlog(&self) -> Result<Vec<Backlog>>;
+
+    /// Jobs that finished in `(after, until]`, oldest first (for time-to-answer).
+    async fn job_finished(&self, p: JobFinishedParams) -> Result<Vec<FinishedJob>>;
 }
 
 /// Shared behaviour on top of the trait.

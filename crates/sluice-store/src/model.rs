@@ -863,3 +863,32 @@ pub(crate) fn elect(
         None
     }
 }
+
+/// The open backlog of one priority, from the jobs' counters (no scan of tasks).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Backlog {
+    pub priority: i16,
+    pub open_jobs: i64,
+    /// Tasks of open jobs that are not finished (pending or running).
+    pub open_tasks: i64,
+    pub oldest_created_at: DateTime<Utc>,
+}
+
+/// A job that reached a terminal state, for time-to-answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinishedJob {
+    pub id: JobId,
+    pub priority: i16,
+    pub state: JobState,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobFinishedParams {
+    /// Jobs finished strictly after this instant…
+    pub after: DateTime<Utc>,
+    /// …and up to this one, inclusive, oldest first.
+    pub until: DateTime<Utc>,
+    pub limit: u32,
+}

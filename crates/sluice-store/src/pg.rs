@@ -1278,6 +1278,53 @@ impl Store for PgStore {
         })
     }
 
+    async fn job_backlog(&self) -> Result<Vec<Backlog>> {
+        let rows: Vec<(i16, i64, i64, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT priority, count(*), \
+                 COALESCE(sum(lakes_total - lakes_done - lakes_failed - lakes_cancelled), 0)::bigint, \
+                 min(created_at) \
+             FROM jobs WHERE state IN ('queued', 'running') GROUP BY priority ORDER BY priority DESC",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(priority, open_jobs, open_tasks, oldest_created_at)| Backlog {
+                    priority,
+                    open_jobs,
+                    open_tasks,
+                    oldest_created_at,
+                },
+            )
+            .collect())
+    }
+
+    async fn job_finished(&self, p: JobFinishedParams) -> Result<Vec<FinishedJob>> {
+        let rows: Vec<(i64, i16, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, priority, state, created_at, finished_at FROM jobs \
+             WHERE finished_at > $1 AND finished_at <= $2 ORDER BY finished_at, id LIMIT $3",
+        )
+        .bind(p.after)
+        .bind(p.until)
+        .bind(i64::from(p.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.into_iter()
+            .map(|(id, priority, s, created_at, finished_at)| {
+                Ok(FinishedJob {
+                    id: JobId(id),
+                    priority,
+                    state: state(&s, JobState::parse)?,
+                    created_at,
+                    finished_at,
+                })
+            })
+            .collect()
+    }
+
     async fn leader_resign(&self, name: &str, holder: &str, now: DateTime<Utc>) -> Result<bool> {
         let n: i64 = sqlx::query_scalar(
             "WITH r AS (UPDATE leaders SET expires_at = $3 WHERE name = $1 AND holder = $2 \

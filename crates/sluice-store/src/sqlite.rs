@@ -1237,6 +1237,52 @@ impl Store for SqliteStore {
         Ok(next)
     }
 
+    async fn job_backlog(&self) -> Result<Vec<Backlog>> {
+        let rows: Vec<(i16, i64, i64, i64)> = sqlx::query_as(
+            "SELECT priority, count(*), \
+                 COALESCE(sum(lakes_total - lakes_done - lakes_failed - lakes_cancelled), 0), \
+                 min(created_at) \
+             FROM jobs WHERE state IN ('queued', 'running') GROUP BY priority ORDER BY priority DESC",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.into_iter()
+            .map(|(priority, open_jobs, open_tasks, oldest)| {
+                Ok(Backlog {
+                    priority,
+                    open_jobs,
+                    open_tasks,
+                    oldest_created_at: from_us(oldest)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn job_finished(&self, p: JobFinishedParams) -> Result<Vec<FinishedJob>> {
+        let rows: Vec<(i64, i16, String, i64, i64)> = sqlx::query_as(
+            "SELECT id, priority, state, created_at, finished_at FROM jobs \
+             WHERE finished_at > ? AND finished_at <= ? ORDER BY finished_at, id LIMIT ?",
+        )
+        .bind(us(p.after))
+        .bind(us(p.until))
+        .bind(i64::from(p.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.into_iter()
+            .map(|(id, priority, s, created_at, finished_at)| {
+                Ok(FinishedJob {
+                    id: JobId(id),
+                    priority,
+                    state: state(&s, JobState::parse)?,
+                    created_at: from_us(created_at)?,
+                    finished_at: from_us(finished_at)?,
+                })
+            })
+            .collect()
+    }
+
     async fn leader_resign(&self, name: &str, holder: &str, now: DateTime<Utc>) -> Result<bool> {
         let mut tx = self.begin().await?;
         let term: Option<i64> = sqlx::query_scalar(

@@ -50,6 +50,7 @@ conformance!(
     a_new_job_neither_starves_nor_is_starved_by_a_draining_one,
     owners_share_the_claims_not_their_jobs,
     one_leader_at_a_time_and_a_standby_takes_over,
+    backlog_and_finished_jobs_come_from_the_job_rows,
 );
 
 fn lease() -> Duration {
@@ -1601,4 +1602,81 @@ async fn one_leader_at_a_time_and_a_standby_takes_over(s: S) {
         .collect();
     assert_eq!(summary, want);
     assert_eq!(leader[1].1["previous"], "a");
+}
+
+async fn backlog_and_finished_jobs_come_from_the_job_rows(s: S) {
+    assert_eq!(s.job_backlog().await.unwrap(), vec![]);
+    let a = s.job_insert(job("alice", 4)).await.unwrap().job.id;
+    let mut p = job("bob", 3);
+    p.priority = 5;
+    p.now = at(10);
+    let b = s.job_insert(p).await.unwrap().job.id;
+    let mut p = job("carol", 2);
+    p.now = at(20);
+    let c = s.job_insert(p).await.unwrap().job.id;
+    // Two of b's tasks finish (priority 5 is claimed first); c is cancelled.
+    for t in claim(&s, "w", 2, 30).await {
+        assert_eq!(t.job_id, b);
+        finish(&s, t.lease, ok(1), 31).await;
+    }
+    s.job_cancel(JobCancelParams {
+        id: c,
+        by: "t".into(),
+        reason: None,
+        now: at(40),
+    })
+    .await
+    .unwrap();
+    let backlog = s.job_backlog().await.unwrap();
+    let want = vec![
+        Backlog {
+            priority: 5,
+            open_jobs: 1,
+            open_tasks: 1,
+            oldest_created_at: at(10),
+        },
+        Backlog {
+            priority: 0,
+            open_jobs: 1,
+            open_tasks: 4,
+            oldest_created_at: t0(),
+        },
+    ];
+    assert_eq!(backlog, want);
+    // b finishes at 50.
+    for t in claim(&s, "w", 1, 50).await {
+        finish(&s, t.lease, ok(1), 50).await;
+    }
+    let fin = |after, until| {
+        let s = s.clone();
+        async move {
+            s.job_finished(JobFinishedParams {
+                after: at(after),
+                until: at(until),
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| (j.id, j.priority, j.state, j.created_at, j.finished_at))
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        fin(0, 100).await,
+        vec![
+            (c, 0, JobState::Cancelled, at(20), at(40)),
+            (b, 5, JobState::Succeeded, at(10), at(50)),
+        ]
+    );
+    assert_eq!(
+        fin(40, 50).await.len(),
+        1,
+        "after is exclusive, until inclusive"
+    );
+    assert_eq!(fin(50, 100).await, vec![]);
+    let backlog = s.job_backlog().await.unwrap();
+    assert_eq!(backlog.len(), 1);
+    assert_eq!((backlog[0].priority, backlog[0].open_tasks), (0, 4));
+    let _ = a;
 }
