@@ -183,6 +183,7 @@ impl ProviderGuard {
         let mut all = self.leases.lock().unwrap_or_else(|p| p.into_inner());
         all.entry(scope.to_string())
             .or_insert_with(|| {
+                metrics::init_scope(scope);
                 Arc::new(tokio::sync::Mutex::new(Lease {
                     tokens: 0,
                     expires: Instant::now(),

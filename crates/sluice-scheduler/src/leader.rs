@@ -189,6 +189,11 @@ impl Scheduler {
             metrics::BACKLOG.with_label_values(&[&p]).set(b.open_tasks);
             let age = (now - b.oldest_created_at).num_milliseconds().max(0) as f64 / 1000.0;
             metrics::OLDEST_OPEN.with_label_values(&[&p]).set(age);
+            // The open jobs' time-to-answer series exist (at 0) before their first answer, so
+            // a rate over them sees that answer.
+            for outcome in ["succeeded", "partial", "failed", "cancelled"] {
+                metrics::TIME_TO_ANSWER.with_label_values(&[&p, outcome]);
+            }
         }
         for b in self.store.budget_list().await? {
             let rate = b.effective_rate(now);

@@ -80,6 +80,19 @@ pub fn init() {
     LazyLock::force(&BUDGET_WAIT);
 }
 
+/// Creates a scope's series at zero the first time this process calls into it, so dashboards
+/// and alerts see "no throttling" as 0 rather than as no data.
+pub fn init_scope(scope: &str) {
+    for class in ["ok", "throttled", "frozen", "transient", "permanent"] {
+        CALLS.with_label_values(&[scope, class]);
+    }
+    for reason in ["breaker_open", "budget", "unavailable"] {
+        REFUSALS.with_label_values(&[scope, reason]);
+    }
+    TOKENS_FORFEITED.with_label_values(&[scope]);
+    BREAKER_STATE.with_label_values(&[scope]);
+}
+
 pub static LEADER: LazyLock<IntGauge> = LazyLock::new(|| {
     reg(IntGauge::new(
         "sluice_scheduler_leader",

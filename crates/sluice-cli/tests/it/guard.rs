@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-struct Lab {
+pub(crate) struct Lab {
     _dir: Option<tempfile::TempDir>,
     url: String,
     results: String,
@@ -19,7 +19,7 @@ struct Lab {
 }
 
 impl Lab {
-    async fn new(url: &str, args: &[&str]) -> Lab {
+    pub(crate) async fn new(url: &str, args: &[&str]) -> Lab {
         let dir = tempfile::tempdir().expect("tmp");
         let port = free_port();
         let sim_url = format!("http://127.0.0.1:{port}");
@@ -80,7 +80,7 @@ impl Lab {
     }
 
     /// Submits an IOC hunt for every planted needle over the lakes matching `lakes`.
-    async fn submit(&self, lakes: &str) -> JobId {
+    pub(crate) async fn submit(&self, lakes: &str) -> JobId {
         let mut args: Vec<String> = ["--output", "json", "submit", "--lakes", lakes]
             .map(String::from)
             .to_vec();
@@ -98,7 +98,7 @@ impl Lab {
         JobId(v["job"].as_i64().expect("job id"))
     }
 
-    async fn cli(&self, args: &[String]) -> String {
+    pub(crate) async fn cli(&self, args: &[String]) -> String {
         let mut cmd = sluice();
         cmd.args(["--database-url", &self.url, "--results-dir", &self.results])
             .args(args)
@@ -124,7 +124,7 @@ impl Lab {
             .count()
     }
 
-    fn worker(&self, id: &str, extra: &[&str]) -> Proc {
+    pub(crate) fn worker(&self, id: &str, extra: &[&str]) -> Proc {
         // Logs to a file: a pipe nobody reads fills up and blocks the worker.
         let dir = self._dir.as_ref().expect("dir").path();
         let log = std::fs::File::create(dir.join(format!("{id}.log"))).expect("log");
@@ -190,7 +190,7 @@ fn worst_window(per_second: &BTreeMap<i64, Counts>, rate: f64, burst: f64) -> (f
     worst
 }
 
-async fn wait_done(store: &PgStore, jobs: &[JobId], within: Duration) {
+pub(crate) async fn wait_done(store: &PgStore, jobs: &[JobId], within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let mut all = true;
@@ -208,7 +208,7 @@ async fn wait_done(store: &PgStore, jobs: &[JobId], within: Duration) {
     }
 }
 
-async fn stop(mut workers: Vec<Proc>) {
+pub(crate) async fn stop(mut workers: Vec<Proc>) {
     for w in &workers {
         signal(w, libc::SIGTERM);
     }

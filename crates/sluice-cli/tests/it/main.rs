@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod guard;
+mod observe;
 
 use sluice_core::{JobId, JobState, TaskState};
 use sluice_store::{
