@@ -212,10 +212,15 @@ struct ElectionArgs {
 }
 
 impl ElectionArgs {
-    fn config(&self, holder: String, rescue_every: Duration) -> Result<SchedulerConfig> {
+    fn check(&self) -> Result<()> {
         if self.leader_ttl < Duration::from_millis(300) {
             anyhow::bail!("--leader-ttl must be at least 300ms");
         }
+        Ok(())
+    }
+
+    fn config(&self, holder: String, rescue_every: Duration) -> Result<SchedulerConfig> {
+        self.check()?;
         let mut cfg = SchedulerConfig::new(holder);
         cfg.ttl = self.leader_ttl;
         cfg.rescue = RescuerConfig {
@@ -401,6 +406,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker(args) => {
+            args.election.check()?;
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;
             let stop = CancellationToken::new();
             on_signals(stop.clone())?;
@@ -471,6 +477,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Scheduler(args) => {
+            // Settings are checked before anything is opened.
+            let id = args.id.unwrap_or_else(sluice_worker::default_worker_id);
+            let cfg = args
+                .election
+                .config(id, args.rescue_every.max(Duration::from_millis(100)))?;
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;
             let stop = CancellationToken::new();
             on_signals(stop.clone())?;
@@ -478,10 +489,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(addr) = args.metrics_listen {
                 serve_metrics(addr, metrics_stop.clone()).await?;
             }
-            let id = args.id.unwrap_or_else(sluice_worker::default_worker_id);
-            let cfg = args
-                .election
-                .config(id, args.rescue_every.max(Duration::from_millis(100)))?;
             Scheduler::new(store, Arc::new(SystemClock), cfg)
                 .run(stop)
                 .await;
