@@ -208,10 +208,28 @@ async fn every_dashboard_panel_answers_from_a_real_prometheus() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // A pause (shown on the dashboard), then the hunt.
-    lab.cli(&["pause", "--owner", "nobody", "--reason", "dashboard test"].map(String::from))
+    // The hunt is submitted under a pause and let go once Prometheus has seen it waiting: the
+    // leader reads the backlog every few seconds, and a fast hunt could otherwise finish
+    // between two of its passes.
+    lab.cli(&["pause", "--all", "--reason", "dashboard test"].map(String::from))
         .await;
     let job = lab.submit("*").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let q = encode("max(sluice_jobs_backlog_tasks) > 0");
+        let v: serde_json::Value =
+            serde_json::from_str(&get(&prom, &format!("/api/v1/query?query={q}")))
+                .unwrap_or_default();
+        if v["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the backlog never showed: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    lab.cli(&["resume", "--all"].map(String::from)).await;
     wait_done(&store, &[job], Duration::from_secs(120)).await;
 
     // The leader observes finished jobs a few seconds behind; Prometheus scrapes every second.
