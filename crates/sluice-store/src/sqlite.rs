@@ -1184,12 +1184,7 @@ impl Store for SqliteStore {
     }
 
     async fn leader_elect(&self, p: LeaderElectParams) -> Result<Leadership> {
-        let expires = chrono::Duration::from_std(p.ttl)
-            .ok()
-            .and_then(|d| p.now.checked_add_signed(d))
-            .ok_or_else(|| {
-                StoreError::Invalid(format!("lease duration {:?} out of range", p.ttl))
-            })?;
+        let expires = lease_end(p.now, p.ttl)?;
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO leaders (name, holder, term, expires_at, elected_at) VALUES (?, '', 0, 0, 0) \
