@@ -196,6 +196,9 @@ impl Store for Timed {
     async fn migrate(&self) -> sluice_store::Result<()> {
         self.inner.migrate().await
     }
+    async fn ready(&self) -> sluice_store::Result<()> {
+        self.inner.ready().await
+    }
     async fn job_insert(&self, p: JobInsertParams) -> sluice_store::Result<JobInserted> {
         let (t, n) = (Instant::now(), p.tasks.len());
         let r = self.inner.job_insert(p).await;

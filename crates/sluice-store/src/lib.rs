@@ -33,6 +33,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Applies pending migrations (idempotent; safe to run from many processes at once).
     async fn migrate(&self) -> Result<()>;
 
+    /// Whether this process can serve: the database answers and its schema has every
+    /// migration this build knows ([`StoreError::NotReady`] if not). Backs `/readyz`.
+    async fn ready(&self) -> Result<()>;
+
     /// Inserts a job and its tasks in one transaction (tasks in chunks of one round trip each).
     /// With an idempotency key already used by the owner: the same spec returns the existing
     /// job (`created: false`), another spec is a [`StoreError::Conflict`].

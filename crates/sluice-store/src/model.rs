@@ -523,7 +523,7 @@ pub(crate) fn take_from_chain(
     n: u32,
     hold: std::time::Duration,
     now: DateTime<Utc>,
-) -> (u32, Vec<Budget>) {
+) -> (u32, Vec<Budget>, Vec<Option<DateTime<Utc>>>) {
     let cfg = sluice_core::AdaptiveConfig::default();
     let mut adaptive: Vec<Option<sluice_core::Adaptive>> =
         chain.iter().map(|b| b.adaptive).collect();
@@ -546,13 +546,11 @@ pub(crate) fn take_from_chain(
             t
         })
         .collect();
+    let headroom = |b: &Budget| (b.rate * hold.as_secs_f64()).min(b.burst - 1.0).max(0.0);
     let grant = buckets
         .iter()
         .zip(chain)
-        .map(|(t, b)| {
-            let headroom = (b.rate * hold.as_secs_f64()).min(b.burst - 1.0).max(0.0);
-            (t.tokens() - headroom).floor().max(0.0) as u64
-        })
+        .map(|(t, b)| (t.tokens() - headroom(b)).floor().max(0.0) as u64)
         .min()
         .unwrap_or(u64::from(n))
         .min(u64::from(n)) as u32;
@@ -560,6 +558,16 @@ pub(crate) fn take_from_chain(
         let got = t.take_up_to(grant, now);
         debug_assert_eq!(got, grant);
     }
+    // A short grant marks every bucket that cannot grant one more token dry until it can;
+    // a full grant clears the marks (see `dry_until`).
+    let dry = buckets
+        .iter()
+        .zip(chain)
+        .map(|(t, b)| {
+            let need = headroom(b) + 1.0 - t.tokens();
+            (grant < n && need > 0.0).then(|| dry_until(need, t.rate(), now))
+        })
+        .collect();
     let after = chain
         .iter()
         .zip(buckets)
@@ -571,7 +579,21 @@ pub(crate) fn take_from_chain(
             ..b.clone()
         })
         .collect();
-    (grant, after)
+    (grant, after, dry)
+}
+
+/// The longest a scope is marked dry: past it claims try the scope again even if no taker
+/// has cleared the mark (a budget with rate 0, or takers that stopped asking).
+pub const MAX_DRY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// When a bucket short of `need` tokens, refilling at `rate`, can grant again.
+fn dry_until(need: f64, rate: f64, now: DateTime<Utc>) -> DateTime<Utc> {
+    let secs = if rate > 0.0 {
+        (need / rate).min(MAX_DRY.as_secs_f64())
+    } else {
+        MAX_DRY.as_secs_f64()
+    };
+    now + chrono::Duration::microseconds((secs * 1e6).ceil() as i64)
 }
 
 /// Applies feedback to a budget's adaptive rate.
@@ -891,4 +913,18 @@ pub struct JobFinishedParams {
     /// …and up to this one, inclusive, oldest first.
     pub until: DateTime<Utc>,
     pub limit: u32,
+}
+
+/// Readiness from the newest migration applied to the database and the newest this build
+/// has: behind is not ready (run `sluice migrate`); ahead is fine (migrations only add).
+pub(crate) fn schema_ready(applied: Option<i64>, built: i64) -> crate::Result<()> {
+    match applied {
+        None => Err(crate::StoreError::NotReady(
+            "the database has no schema yet: run `sluice migrate`".into(),
+        )),
+        Some(v) if v < built => Err(crate::StoreError::NotReady(format!(
+            "the database schema is at migration {v}, this build needs {built}: run `sluice migrate`"
+        ))),
+        Some(_) => Ok(()),
+    }
 }

@@ -40,6 +40,69 @@ fn is_schema_name(s: &str) -> bool {
 }
 
 impl PgStore {
+    /// Claims up to `limit` pending tasks in release order, skipping the given scopes, owners
+    /// and jobs.
+    async fn claim_rows(
+        &self,
+        p: &TaskClaimParams,
+        limit: u32,
+        expires: DateTime<Utc>,
+        scopes: &[String],
+        owners: &[String],
+        jobs: &[i64],
+    ) -> Result<Vec<ClaimedTask>> {
+        let rows = sqlx::query(
+            "WITH c AS ( \
+                SELECT id FROM tasks WHERE state = 'pending' AND run_after <= $1 \
+                  AND scope <> ALL ($5::text[]) AND owner <> ALL ($6::text[]) AND job_id <> ALL ($7::bigint[]) \
+                ORDER BY priority DESC, seq, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             t AS ( \
+                UPDATE tasks SET state = 'running', lease_owner = $3, \
+                    lease_token = tasks.lease_token + 1, lease_expires_at = $4, updated_at = $1 \
+                FROM c WHERE tasks.id = c.id \
+                RETURNING tasks.id, tasks.job_id, tasks.lake, tasks.scope, tasks.attempt, \
+                    tasks.max_attempts, tasks.lease_token, tasks.priority, tasks.seq), \
+             ev AS ( \
+                INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
+                SELECT $1, job_id, id, scope, 'task.claimed', \
+                    jsonb_build_object('worker', $3::text, 'token', lease_token, 'attempt', attempt) \
+                FROM t), \
+             js AS ( \
+                UPDATE jobs SET state = 'running', started_at = $1 \
+                WHERE id IN (SELECT DISTINCT job_id FROM t) AND state = 'queued' RETURNING id), \
+             jev AS ( \
+                INSERT INTO events (at, job_id, kind) SELECT $1, id, 'job.started' FROM js) \
+             SELECT id, job_id, lake, scope, attempt, max_attempts, lease_token FROM t \
+             ORDER BY priority DESC, seq, id",
+        )
+        .bind(p.now)
+        .bind(i64::from(limit))
+        .bind(&p.worker)
+        .bind(expires)
+        .bind(scopes)
+        .bind(owners)
+        .bind(jobs)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter()
+            .map(|r| {
+                Ok(ClaimedTask {
+                    lease: Lease {
+                        task_id: TaskId(r.try_get("id").map_err(from_sqlx)?),
+                        token: LeaseToken(r.try_get("lease_token").map_err(from_sqlx)?),
+                    },
+                    job_id: JobId(r.try_get("job_id").map_err(from_sqlx)?),
+                    lake: r.try_get("lake").map_err(from_sqlx)?,
+                    scope: r.try_get("scope").map_err(from_sqlx)?,
+                    attempt: r.try_get("attempt").map_err(from_sqlx)?,
+                    max_attempts: r.try_get("max_attempts").map_err(from_sqlx)?,
+                    lease_expires_at: expires,
+                })
+            })
+            .collect()
+    }
+
     pub async fn connect(url: &str, opts: ConnectOptions) -> Result<Self> {
         let mut o = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Invalid(format!("bad postgres url: {e}")))?;
@@ -413,6 +476,21 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn ready(&self) -> Result<()> {
+        let built = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> =
+            match sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await
+            {
+                Ok(v) => v,
+                // No migrations table: a database nobody has migrated.
+                Err(sqlx::Error::Database(e)) if e.message().contains("_sqlx_migrations") => None,
+                Err(e) => return Err(from_sqlx(e)),
+            };
+        schema_ready(applied, built)
+    }
+
     async fn job_insert(&self, p: JobInsertParams) -> Result<JobInserted> {
         validate_job(&p)?;
         retry_races!(self, |tx| {
@@ -602,16 +680,28 @@ impl Store for PgStore {
         // pauses table in the claim (NOT EXISTS, or a joined aggregate) cost 15-50 % of the
         // claim's time in the queue benchmark. A pause set between the two statements takes
         // effect at the next claim, as documented.
-        // Scopes whose breaker is open (or probing) are held back like paused scopes.
+        // Scopes whose breaker is open (or probing) are held back like paused scopes. Scopes
+        // whose budget (or an ancestor's) is dry are released last: only when nothing else
+        // is runnable (`dry:` rows).
         let targets: Vec<String> = sqlx::query_scalar(
-            "SELECT target FROM pauses \
-             UNION ALL SELECT 'scope:' || scope FROM breakers WHERE hold_until > $1",
+            "WITH RECURSIVE dry(scope) AS ( \
+                 SELECT scope FROM budgets WHERE dry_until > $1 \
+                 UNION SELECT b.scope FROM budgets b JOIN dry ON b.parent = dry.scope) \
+             SELECT target FROM pauses \
+             UNION ALL SELECT 'scope:' || scope FROM breakers WHERE hold_until > $1 \
+             UNION ALL SELECT 'dry:' || scope FROM dry",
         )
         .bind(p.now)
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        let (mut scopes, mut owners, mut jobs) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut scopes, mut owners, mut jobs, mut dry) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for t in &targets {
+            if let Some(scope) = t.strip_prefix("dry:") {
+                dry.push(scope.to_string());
+            }
+        }
         for t in targets.iter().filter_map(|t| PauseTarget::parse(t)) {
             match t {
                 PauseTarget::All => return Ok(Vec::new()),
@@ -620,56 +710,26 @@ impl Store for PgStore {
                 PauseTarget::Job(j) => jobs.push(j.0),
             }
         }
-        let rows = sqlx::query(
-            "WITH c AS ( \
-                SELECT id FROM tasks WHERE state = 'pending' AND run_after <= $1 \
-                  AND scope <> ALL ($5::text[]) AND owner <> ALL ($6::text[]) AND job_id <> ALL ($7::bigint[]) \
-                ORDER BY priority DESC, seq, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
-             t AS ( \
-                UPDATE tasks SET state = 'running', lease_owner = $3, \
-                    lease_token = tasks.lease_token + 1, lease_expires_at = $4, updated_at = $1 \
-                FROM c WHERE tasks.id = c.id \
-                RETURNING tasks.id, tasks.job_id, tasks.lake, tasks.scope, tasks.attempt, \
-                    tasks.max_attempts, tasks.lease_token, tasks.priority, tasks.seq), \
-             ev AS ( \
-                INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
-                SELECT $1, job_id, id, scope, 'task.claimed', \
-                    jsonb_build_object('worker', $3::text, 'token', lease_token, 'attempt', attempt) \
-                FROM t), \
-             js AS ( \
-                UPDATE jobs SET state = 'running', started_at = $1 \
-                WHERE id IN (SELECT DISTINCT job_id FROM t) AND state = 'queued' RETURNING id), \
-             jev AS ( \
-                INSERT INTO events (at, job_id, kind) SELECT $1, id, 'job.started' FROM js) \
-             SELECT id, job_id, lake, scope, attempt, max_attempts, lease_token FROM t \
-             ORDER BY priority DESC, seq, id",
-        )
-        .bind(p.now)
-        .bind(i64::from(p.limit))
-        .bind(&p.worker)
-        .bind(expires)
-        .bind(&scopes)
-        .bind(&owners)
-        .bind(&jobs)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        rows.iter()
-            .map(|r| {
-                Ok(ClaimedTask {
-                    lease: Lease {
-                        task_id: TaskId(r.try_get("id").map_err(from_sqlx)?),
-                        token: LeaseToken(r.try_get("lease_token").map_err(from_sqlx)?),
-                    },
-                    job_id: JobId(r.try_get("job_id").map_err(from_sqlx)?),
-                    lake: r.try_get("lake").map_err(from_sqlx)?,
-                    scope: r.try_get("scope").map_err(from_sqlx)?,
-                    attempt: r.try_get("attempt").map_err(from_sqlx)?,
-                    max_attempts: r.try_get("max_attempts").map_err(from_sqlx)?,
-                    lease_expires_at: expires,
-                })
-            })
-            .collect()
+        // Every scope under the root goes dry with it: nothing to prefer then.
+        if dry.iter().any(|s| s == ROOT_SCOPE) {
+            dry.clear();
+        }
+        let mut claimed = Vec::new();
+        if !dry.is_empty() {
+            let mut wet = scopes.clone();
+            wet.extend(dry);
+            claimed = self
+                .claim_rows(&p, p.limit, expires, &wet, &owners, &jobs)
+                .await?;
+        }
+        let left = p.limit - claimed.len() as u32;
+        if left > 0 {
+            claimed.extend(
+                self.claim_rows(&p, left, expires, &scopes, &owners, &jobs)
+                    .await?,
+            );
+        }
+        Ok(claimed)
     }
 
     async fn task_heartbeat(&self, p: TaskHeartbeatParams) -> Result<Vec<Lease>> {
@@ -995,7 +1055,7 @@ impl Store for PgStore {
                      VALUES ($1, $2, $3, $4, $4, $5, $5) \
                      ON CONFLICT (scope) DO UPDATE SET parent = EXCLUDED.parent, rate = EXCLUDED.rate, \
                          burst = EXCLUDED.burst, tokens = LEAST(budgets.tokens, EXCLUDED.burst), \
-                         updated_at = EXCLUDED.updated_at \
+                         updated_at = EXCLUDED.updated_at, dry_until = NULL \
                      RETURNING scope, parent, rate, burst, tokens, refilled_at, adaptive",
                 )
                 .bind(&p.scope)
@@ -1042,20 +1102,22 @@ impl Store for PgStore {
                 .await
                 .map_err(from_sqlx)?;
                 let budgets = rows.iter().map(budget_from_row).collect::<Result<Vec<_>>>()?;
-                let (grant, after) = take_from_chain(&budgets, p.n, p.hold, p.now);
+                let (grant, after, dry) = take_from_chain(&budgets, p.n, p.hold, p.now);
                 let scopes: Vec<&str> = after.iter().map(|b| b.scope.as_str()).collect();
                 let tokens: Vec<f64> = after.iter().map(|b| b.tokens).collect();
                 let at: Vec<DateTime<Utc>> = after.iter().map(|b| b.refilled_at).collect();
                 let adaptive: Vec<Option<serde_json::Value>> = after.iter().map(adaptive_json).collect();
                 sqlx::query(
-                    "UPDATE budgets SET tokens = u.tokens, refilled_at = u.at, adaptive = u.adaptive \
-                     FROM unnest($1::text[], $2::float8[], $3::timestamptz[], $4::jsonb[]) AS u(scope, tokens, at, adaptive) \
+                    "UPDATE budgets SET tokens = u.tokens, refilled_at = u.at, adaptive = u.adaptive, dry_until = u.dry \
+                     FROM unnest($1::text[], $2::float8[], $3::timestamptz[], $4::jsonb[], $5::timestamptz[]) \
+                         AS u(scope, tokens, at, adaptive, dry) \
                      WHERE budgets.scope = u.scope",
                 )
                 .bind(&scopes)
                 .bind(&tokens)
                 .bind(&at)
                 .bind(&adaptive)
+                .bind(&dry)
                 .execute(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;

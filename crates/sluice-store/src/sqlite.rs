@@ -287,6 +287,39 @@ fn adaptive_text(b: &Budget) -> Option<String> {
     b.adaptive.and_then(|a| serde_json::to_string(&a).ok())
 }
 
+/// Claims up to `limit` runnable tasks in release order, skipping paused targets, scopes
+/// with open breakers and the scopes in the JSON array `skip`.
+async fn claim_rows(
+    tx: &mut Transaction<'static, Sqlite>,
+    p: &TaskClaimParams,
+    limit: u32,
+    expires: DateTime<Utc>,
+    skip: Option<&str>,
+) -> Result<Vec<SqliteRow>> {
+    sqlx::query(
+        "UPDATE tasks SET state = 'running', lease_owner = ?, lease_token = lease_token + 1, \
+             lease_expires_at = ?, updated_at = ? \
+         WHERE id IN (SELECT id FROM tasks WHERE state = 'pending' AND run_after <= ? \
+             AND NOT EXISTS (SELECT 1 FROM pauses WHERE target IN ('all', 'scope:' || tasks.scope, \
+                 'owner:' || tasks.owner, 'job:' || tasks.job_id)) \
+             AND NOT EXISTS (SELECT 1 FROM breakers WHERE breakers.scope = tasks.scope AND hold_until > ?) \
+             AND (? IS NULL OR tasks.scope NOT IN (SELECT value FROM json_each(?))) \
+             ORDER BY priority DESC, seq, id LIMIT ?) \
+         RETURNING id, job_id, lake, scope, attempt, max_attempts, lease_token, priority, seq",
+    )
+    .bind(&p.worker)
+    .bind(us(expires))
+    .bind(us(p.now))
+    .bind(us(p.now))
+    .bind(us(p.now))
+    .bind(skip)
+    .bind(skip)
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(from_sqlx)
+}
+
 async fn budget_save(tx: &mut Transaction<'static, Sqlite>, b: &Budget) -> Result<()> {
     sqlx::query("UPDATE budgets SET tokens = ?, refilled_at = ?, adaptive = ? WHERE scope = ?")
         .bind(b.tokens)
@@ -389,6 +422,21 @@ impl Store for SqliteStore {
     async fn migrate(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
+    }
+
+    async fn ready(&self) -> Result<()> {
+        let built = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> =
+            match sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await
+            {
+                Ok(v) => v,
+                // No migrations table: a database nobody has migrated.
+                Err(sqlx::Error::Database(e)) if e.message().contains("_sqlx_migrations") => None,
+                Err(e) => return Err(from_sqlx(e)),
+            };
+        schema_ready(applied, built)
     }
 
     async fn job_insert(&self, p: JobInsertParams) -> Result<JobInserted> {
@@ -580,29 +628,33 @@ impl Store for SqliteStore {
         }
         let expires = lease_end(p.now, p.lease)?;
         let mut tx = self.begin().await?;
-        let rows = sqlx::query(
-            "UPDATE tasks SET state = 'running', lease_owner = ?, lease_token = lease_token + 1, \
-                 lease_expires_at = ?, updated_at = ? \
-             WHERE id IN (SELECT id FROM tasks WHERE state = 'pending' AND run_after <= ? \
-                 AND NOT EXISTS (SELECT 1 FROM pauses WHERE target IN ('all', 'scope:' || tasks.scope, \
-                     'owner:' || tasks.owner, 'job:' || tasks.job_id)) \
-                 AND NOT EXISTS (SELECT 1 FROM breakers WHERE breakers.scope = tasks.scope AND hold_until > ?) \
-                 ORDER BY priority DESC, seq, id LIMIT ?) \
-             RETURNING id, job_id, lake, scope, attempt, max_attempts, lease_token, priority, seq",
+        // Scopes whose budget (or an ancestor's) is dry are released last: only when nothing
+        // else is runnable. Under a dry root every scope is dry: nothing to prefer.
+        let dry: Vec<String> = sqlx::query_scalar(
+            "WITH RECURSIVE dry(scope) AS ( \
+                 SELECT scope FROM budgets WHERE dry_until > ? \
+                 UNION SELECT b.scope FROM budgets b JOIN dry ON b.parent = dry.scope) \
+             SELECT scope FROM dry",
         )
-        .bind(&p.worker)
-        .bind(us(expires))
         .bind(us(p.now))
-        .bind(us(p.now))
-        .bind(us(p.now))
-        .bind(i64::from(p.limit))
         .fetch_all(&mut *tx)
         .await
         .map_err(from_sqlx)?;
+        let mut rows = Vec::new();
+        if !dry.is_empty() && !dry.iter().any(|s| s == ROOT_SCOPE) {
+            let dry =
+                serde_json::to_string(&dry).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            rows = claim_rows(&mut tx, &p, p.limit, expires, Some(&dry)).await?;
+        }
+        let preferred = rows.len();
+        let left = p.limit - rows.len() as u32;
+        if left > 0 {
+            rows.extend(claim_rows(&mut tx, &p, left, expires, None).await?);
+        }
         let mut out = Vec::with_capacity(rows.len());
         let mut jobs = std::collections::BTreeSet::new();
         let mut order = Vec::with_capacity(rows.len());
-        for r in &rows {
+        for (i, r) in rows.iter().enumerate() {
             let t = ClaimedTask {
                 lease: Lease {
                     task_id: TaskId(r.try_get("id").map_err(from_sqlx)?),
@@ -627,6 +679,7 @@ impl Store for SqliteStore {
             .await?;
             jobs.insert(t.job_id.0);
             order.push((
+                i >= preferred,
                 -i64::from(r.try_get::<i16, _>("priority").map_err(from_sqlx)?),
                 r.try_get::<i64, _>("seq").map_err(from_sqlx)?,
             ));
@@ -644,7 +697,8 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().await.map_err(from_sqlx)?;
-        // RETURNING has no defined order: hand tasks out in release order.
+        // RETURNING has no defined order: hand tasks out in release order, the tasks of
+        // scopes that are not dry first.
         let mut keyed: Vec<_> = order.into_iter().zip(out).collect();
         keyed.sort_by_key(|(key, t)| (*key, t.id()));
         Ok(keyed.into_iter().map(|(_, t)| t).collect())
@@ -968,7 +1022,7 @@ impl Store for SqliteStore {
              VALUES (?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (scope) DO UPDATE SET parent = excluded.parent, rate = excluded.rate, \
                  burst = excluded.burst, tokens = min(budgets.tokens, excluded.burst), \
-                 updated_at = excluded.updated_at \
+                 updated_at = excluded.updated_at, dry_until = NULL \
              RETURNING scope, parent, rate, burst, tokens, refilled_at, adaptive",
         )
         .bind(&p.scope)
@@ -1005,9 +1059,15 @@ impl Store for SqliteStore {
         if chain.is_empty() {
             return Ok(p.n);
         }
-        let (grant, after) = take_from_chain(&chain, p.n, p.hold, p.now);
-        for b in &after {
+        let (grant, after, dry) = take_from_chain(&chain, p.n, p.hold, p.now);
+        for (b, dry) in after.iter().zip(dry) {
             budget_save(&mut tx, b).await?;
+            sqlx::query("UPDATE budgets SET dry_until = ? WHERE scope = ?")
+                .bind(dry.map(us))
+                .bind(&b.scope)
+                .execute(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
         }
         tx.commit().await.map_err(from_sqlx)?;
         Ok(grant)

@@ -467,3 +467,95 @@ async fn a_frozen_account_pauses_its_jobs_loses_nothing_and_resumes() {
         assert!(explain.contains(want), "{want} missing from:\n{explain}");
     }
 }
+
+/// Budget-aware release: an account whose budget is exhausted does not fill the worker's
+/// slots with tasks that can only wait for tokens while another account's hunt queues behind
+/// them. Its tasks are released last, and found again once its budget allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_budget_does_not_hold_other_accounts_back() {
+    let (store, url) = sluice_store::testing::pg_store().await;
+    let lab = Lab::new(
+        &url,
+        &[
+            "--accounts",
+            "2",
+            "--lakes-per-account",
+            "12",
+            "--rows",
+            "200",
+            "--quota-rate",
+            "1000",
+            "--quota-burst",
+            "1000",
+            "--budget-rate",
+            "1000",
+            "--budget-burst",
+            "1000",
+        ],
+    )
+    .await;
+    let slow = lab.accounts()[0].clone();
+    // One call every 5 s: a lake of the slow account needs several calls, so none of its
+    // tasks can finish within 10 s.
+    lab.cli(&[
+        "budget".into(),
+        "set".into(),
+        format!("aws:{slow}"),
+        "--rate".into(),
+        "0.2".into(),
+        "--burst".into(),
+        "1".into(),
+    ])
+    .await;
+    // The slow account's hunt comes first in release order, the other's right behind it.
+    let a = lab.submit("a0*").await;
+    let b = lab.submit("a1*").await;
+    // Calls wait for tokens far longer than the test: without budget-aware release the
+    // worker's 8 slots fill with the slow account's tasks and the second hunt never ends.
+    let worker = lab.worker("w1", &["--budget-max-wait", "120s"]);
+    wait_done(&store, &[b], Duration::from_secs(60)).await;
+    let tasks_a = store
+        .task_list(TaskListParams {
+            job_id: a,
+            limit: 1000,
+            after: None,
+        })
+        .await
+        .expect("tasks");
+    let done_a = tasks_a
+        .iter()
+        .filter(|t| t.state == TaskState::Succeeded)
+        .count();
+    let jb = store.job_get(b).await.expect("job");
+    assert_eq!(jb.state, sluice_core::JobState::Succeeded, "{jb:?}");
+    assert_eq!(jb.rows_found as usize, lab.needles_in("a1"));
+    assert_eq!(
+        done_a, 0,
+        "the other account's hunt finished behind the exhausted one's tasks"
+    );
+    // The slow account's budget is raised: its tasks are found again and finish.
+    lab.cli(&[
+        "budget".into(),
+        "set".into(),
+        format!("aws:{slow}"),
+        "--rate".into(),
+        "1000".into(),
+        "--burst".into(),
+        "1000".into(),
+    ])
+    .await;
+    wait_done(&store, &[a], Duration::from_secs(60)).await;
+    stop(vec![worker]).await;
+    let ja = store.job_get(a).await.expect("job");
+    assert_eq!(ja.state, sluice_core::JobState::Succeeded, "{ja:?}");
+    assert_eq!(ja.rows_found as usize, lab.needles_in("a0"));
+    let tasks_a = store
+        .task_list(TaskListParams {
+            job_id: a,
+            limit: 1000,
+            after: None,
+        })
+        .await
+        .expect("tasks");
+    assert!(tasks_a.iter().all(|t| t.attempt == 0), "{tasks_a:?}");
+}

@@ -51,6 +51,8 @@ conformance!(
     owners_share_the_claims_not_their_jobs,
     one_leader_at_a_time_and_a_standby_takes_over,
     backlog_and_finished_jobs_come_from_the_job_rows,
+    a_dry_budget_is_released_last_and_rediscovered,
+    a_migrated_store_is_ready,
 );
 
 fn lease() -> Duration {
@@ -1679,4 +1681,60 @@ async fn backlog_and_finished_jobs_come_from_the_job_rows(s: S) {
     assert_eq!(backlog.len(), 1);
     assert_eq!((backlog[0].priority, backlog[0].open_tasks), (0, 4));
     let _ = a;
+}
+
+async fn a_dry_budget_is_released_last_and_rediscovered(s: S) {
+    s.budget_set(budget("*", None, 1000.0, 1000.0))
+        .await
+        .unwrap();
+    s.budget_set(budget("aws:1", None, 1.0, 1.0)).await.unwrap();
+    // aws:2 spends aws:1's budget too: it goes dry with it.
+    s.budget_set(budget("aws:2", Some("aws:1"), 100.0, 100.0))
+        .await
+        .unwrap();
+    // lake-i is in scope aws:(i % 3), released in lake order.
+    s.job_insert(job("alice", 9)).await.unwrap();
+    let lakes = |got: Vec<ClaimedTask>| got.into_iter().map(|t| t.lake).collect::<Vec<_>>();
+    // A take that comes back empty marks aws:1 dry until it refills (1 s at 1/s).
+    assert_eq!(take(&s, "aws:1", 1, 0).await, 1);
+    assert_eq!(take(&s, "aws:1", 1, 0).await, 0);
+    assert_eq!(
+        lakes(claim(&s, "w", 2, 0).await),
+        ["lake-00000", "lake-00003"],
+        "aws:1 and its child aws:2 are skipped while dry"
+    );
+    // Refilled: the next claim finds aws:1 again without anyone clearing the mark.
+    assert_eq!(lakes(claim(&s, "w", 1, 2).await), ["lake-00001"]);
+    // Dry again; with one other task runnable, the rest of the claim falls back to the dry
+    // scopes in release order rather than leave the slot idle.
+    assert_eq!(take(&s, "aws:1", 1, 2_000).await, 1);
+    assert_eq!(take(&s, "aws:1", 1, 2_000).await, 0);
+    assert_eq!(
+        lakes(claim(&s, "w", 2, 2).await),
+        ["lake-00006", "lake-00002"]
+    );
+    // Setting the budget clears the mark at once.
+    s.budget_set(BudgetSetParams {
+        now: at(2),
+        ..budget("aws:1", None, 5.0, 5.0)
+    })
+    .await
+    .unwrap();
+    assert_eq!(lakes(claim(&s, "w", 1, 2).await), ["lake-00004"]);
+}
+
+async fn a_migrated_store_is_ready(s: S) {
+    s.ready().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unmigrated_database_is_not_ready() {
+    let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    let e = store.ready().await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::NotReady(ref m) if m.contains("sluice migrate")),
+        "{e:?}"
+    );
+    store.migrate().await.unwrap();
+    store.ready().await.unwrap();
 }

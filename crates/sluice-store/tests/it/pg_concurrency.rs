@@ -252,3 +252,24 @@ async fn many_takers_never_exceed_burst_plus_rate_times_window() {
         "granted {granted}: takers starved (bound {bound})"
     );
 }
+
+#[tokio::test]
+async fn a_schema_behind_the_build_is_not_ready() {
+    use sqlx::Connection;
+    let (store, url) = sluice_store::testing::pg_store().await;
+    store.ready().await.unwrap();
+    // As if this build's newest migration had not been applied yet (a rolling upgrade that
+    // started the new workers before `sluice migrate`).
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+    )
+    .execute(&mut c)
+    .await
+    .unwrap();
+    let e = store.ready().await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::NotReady(ref m) if m.contains("run `sluice migrate`")),
+        "{e:?}"
+    );
+}
