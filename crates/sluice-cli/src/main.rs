@@ -318,24 +318,54 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Serves `/metrics` (Prometheus text format) until `stop` is cancelled.
-async fn serve_metrics(addr: std::net::SocketAddr, stop: CancellationToken) -> Result<()> {
+/// Serves `/metrics` (Prometheus text format), `/healthz` (the process is up) and `/readyz`
+/// (the database answers, its schema is current and the process is not shutting down) until
+/// `stop` is cancelled.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    store: Arc<dyn Store>,
+    draining: CancellationToken,
+    stop: CancellationToken,
+) -> Result<()> {
+    use axum::http::StatusCode;
     use axum::http::header::CONTENT_TYPE;
     sluice_worker::metrics::init();
     sluice_engine::metrics::init();
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(|| async {
-            (
-                [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-                sluice_worker::metrics::render(),
-            )
-        }),
-    );
+    let ready = move || {
+        let (store, draining) = (store.clone(), draining.clone());
+        async move {
+            if draining.is_cancelled() {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting down\n".to_string(),
+                );
+            }
+            match tokio::time::timeout(Duration::from_secs(5), store.ready()).await {
+                Ok(Ok(())) => (StatusCode::OK, "ready\n".to_string()),
+                Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+                Err(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database did not answer within 5s\n".to_string(),
+                ),
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|| async {
+                (
+                    [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    sluice_worker::metrics::render(),
+                )
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(ready));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding metrics listener {addr}"))?;
-    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving metrics at /metrics");
+    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving /metrics, /healthz and /readyz");
     tokio::spawn(async move {
         let serve = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await });
@@ -413,7 +443,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             // Metrics stay up while the worker drains, and stop when it has.
             let metrics_stop = CancellationToken::new();
             if let Some(addr) = args.metrics_listen {
-                serve_metrics(addr, metrics_stop.clone()).await?;
+                serve_metrics(addr, store.clone(), stop.clone(), metrics_stop.clone()).await?;
             }
             let clock = Arc::new(SystemClock);
             let mut cfg =
@@ -487,7 +517,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             on_signals(stop.clone())?;
             let metrics_stop = CancellationToken::new();
             if let Some(addr) = args.metrics_listen {
-                serve_metrics(addr, metrics_stop.clone()).await?;
+                serve_metrics(addr, store.clone(), stop.clone(), metrics_stop.clone()).await?;
             }
             Scheduler::new(store, Arc::new(SystemClock), cfg)
                 .run(stop)

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -251,20 +251,40 @@ impl Worker {
                     tx.clone(),
                 );
                 metrics::SLOTS_BUSY.inc();
-                runs.spawn(async move {
-                    let started = std::time::Instant::now();
-                    let result = runner.run(&task, cancel).await;
-                    drop(permit);
-                    metrics::SLOTS_BUSY.dec();
-                    let outcome = outcome_of(&task, result, clock.now(), retry, rand::random());
-                    metrics::TASK_SECONDS
-                        .with_label_values(&[metrics::outcome_label(&outcome)])
-                        .observe(started.elapsed().as_secs_f64());
-                    let _ = tx.send(TaskFinish {
-                        lease: task.lease,
-                        outcome,
-                    });
-                });
+                // Every log line of the run (engine and provider guard included) carries the
+                // task's ids.
+                let span = tracing::info_span!("task", job = %task.job_id, task = %task.id(),
+                    lake = %task.lake, scope = %task.scope, attempt = task.attempt);
+                runs.spawn(
+                    async move {
+                        let started = std::time::Instant::now();
+                        let result = runner.run(&task, cancel).await;
+                        drop(permit);
+                        metrics::SLOTS_BUSY.dec();
+                        let outcome = outcome_of(&task, result, clock.now(), retry, rand::random());
+                        let label = metrics::outcome_label(&outcome);
+                        let secs = started.elapsed().as_secs_f64();
+                        metrics::TASK_SECONDS
+                            .with_label_values(&[label])
+                            .observe(secs);
+                        match &outcome {
+                            TaskOutcome::Succeeded { rows, .. } => {
+                                debug!(outcome = label, rows, secs, "task finished")
+                            }
+                            TaskOutcome::Failed { error } | TaskOutcome::Retry { error, .. } => {
+                                warn!(outcome = label, error, secs, "task finished")
+                            }
+                            TaskOutcome::Defer { reason, run_after } => {
+                                info!(outcome = label, reason, %run_after, secs, "task finished")
+                            }
+                        }
+                        let _ = tx.send(TaskFinish {
+                            lease: task.lease,
+                            outcome,
+                        });
+                    }
+                    .instrument(span),
+                );
             }
             drop(permits);
             // Reap finished runs so the set does not grow.

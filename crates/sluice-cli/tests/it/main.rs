@@ -4,6 +4,7 @@
 // Test code: a failed expectation should panic with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod deploy;
 mod guard;
 mod observe;
 
