@@ -199,6 +199,28 @@ impl Store for Timed {
     async fn ready(&self) -> sluice_store::Result<()> {
         self.inner.ready().await
     }
+    async fn job_list(&self, p: sluice_store::JobListParams) -> sluice_store::Result<Vec<Job>> {
+        self.inner.job_list(p).await
+    }
+    async fn token_insert(
+        &self,
+        p: sluice_store::TokenInsertParams,
+    ) -> sluice_store::Result<sluice_store::ApiToken> {
+        self.inner.token_insert(p).await
+    }
+    async fn token_find(&self, hash: &str) -> sluice_store::Result<sluice_store::ApiToken> {
+        self.inner.token_find(hash).await
+    }
+    async fn token_list(&self) -> sluice_store::Result<Vec<sluice_store::ApiToken>> {
+        self.inner.token_list().await
+    }
+    async fn token_revoke(
+        &self,
+        id: i64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> sluice_store::Result<sluice_store::ApiToken> {
+        self.inner.token_revoke(id, now).await
+    }
     async fn job_insert(&self, p: JobInsertParams) -> sluice_store::Result<JobInserted> {
         let (t, n) = (Instant::now(), p.tasks.len());
         let r = self.inner.job_insert(p).await;

@@ -649,3 +649,105 @@ async fn provider_events(
     out.sort_by_key(|e| e.id);
     Ok(out)
 }
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokensCmd {
+    /// Create an API token; it is printed once (only its hash is stored).
+    Create {
+        /// Whose jobs the token submits and sees.
+        #[arg(long)]
+        owner: String,
+        /// researcher: own jobs; operator: every job; admin: also tokens.
+        #[arg(long, value_enum)]
+        role: TokenRole,
+        /// A note to tell tokens apart (e.g. the laptop or service using it).
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Every token (never the token itself).
+    List,
+    /// Revoke a token: requests with it get 401 from now on.
+    Revoke { id: i64 },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TokenRole {
+    Researcher,
+    Operator,
+    Admin,
+}
+
+impl From<TokenRole> for sluice_store::Role {
+    fn from(r: TokenRole) -> Self {
+        match r {
+            TokenRole::Researcher => sluice_store::Role::Researcher,
+            TokenRole::Operator => sluice_store::Role::Operator,
+            TokenRole::Admin => sluice_store::Role::Admin,
+        }
+    }
+}
+
+pub async fn tokens(store: &dyn Store, cmd: TokensCmd, json: bool) -> Result<()> {
+    let now = chrono::Utc::now();
+    match cmd {
+        TokensCmd::Create { owner, role, label } => {
+            let token = sluice_api::new_token();
+            let t = store
+                .token_insert(sluice_store::TokenInsertParams {
+                    owner,
+                    role: role.into(),
+                    hash: sluice_api::hash_token(&token),
+                    label,
+                    now,
+                })
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"id": t.id, "owner": t.owner, "role": t.role, "token": token})
+                );
+            } else {
+                println!("{token}");
+                eprintln!(
+                    "token {} for {} ({}): shown once, keep it secret; revoke with `sluice tokens revoke {}`",
+                    t.id,
+                    t.owner,
+                    t.role.as_str(),
+                    t.id
+                );
+            }
+        }
+        TokensCmd::List => {
+            let all = store.token_list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                println!(
+                    "{:>6} {:<20} {:<11} {:<24} {:<20} LABEL",
+                    "ID", "OWNER", "ROLE", "CREATED", "REVOKED"
+                );
+                for t in all {
+                    println!(
+                        "{:>6} {:<20} {:<11} {:<24} {:<20} {}",
+                        t.id,
+                        t.owner,
+                        t.role.as_str(),
+                        t.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        t.revoked_at
+                            .map_or("-".into(), |r| r.format("%Y-%m-%d %H:%M").to_string()),
+                        t.label
+                    );
+                }
+            }
+        }
+        TokensCmd::Revoke { id } => {
+            let t = store.token_revoke(id, now).await?;
+            if json {
+                println!("{}", serde_json::to_string(&t)?);
+            } else {
+                println!("token {} of {} revoked", t.id, t.owner);
+            }
+        }
+    }
+    Ok(())
+}

@@ -102,6 +102,63 @@ fn plain(e: EngineError) -> SqlError {
     }
 }
 
+/// The API's planner: a submitted hunt (JSON) checked and planned like `sluice submit` does.
+#[derive(Debug)]
+pub struct HuntPlanner {
+    pub store: Arc<dyn Store>,
+}
+
+#[async_trait]
+impl sluice_api::Planner for HuntPlanner {
+    async fn plan(
+        &self,
+        hunt: &serde_json::Value,
+    ) -> Result<sluice_api::Planned, sluice_api::Rejection> {
+        use sluice_api::{Rejection, wire::HuntError};
+        let invalid = |message: String| {
+            Rejection::Invalid(vec![HuntError {
+                line: 0,
+                column: 0,
+                message,
+                hint: None,
+            }])
+        };
+        let spec: HuntSpec =
+            serde_json::from_value(hunt.clone()).map_err(|e| invalid(format!("hunt: {e}")))?;
+        let p = plan(self.store.as_ref(), &spec)
+            .await
+            .map_err(|e| match e {
+                PlanError::Invalid(errors) => Rejection::Invalid(
+                    errors
+                        .into_iter()
+                        .map(|e| HuntError {
+                            line: e.line,
+                            column: e.column,
+                            message: e.message,
+                            hint: e.hint,
+                        })
+                        .collect(),
+                ),
+                PlanError::NoLakes => Rejection::NoLakes,
+                PlanError::Store(e) => Rejection::Store(e),
+            })?;
+        // The owner and submission options are the API's to fill in.
+        let sub = Submission {
+            owner: "api".into(),
+            idempotency_key: None,
+            priority: 0,
+            max_attempts: 1,
+        };
+        let params = job_params(&spec, &p, &sub).map_err(|e| invalid(e.to_string()))?;
+        Ok(sluice_api::Planned {
+            spec: params.spec,
+            sql: params.sql,
+            tasks: params.tasks,
+            est_calls: p.est_calls,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub owner: String,

@@ -150,6 +150,11 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         offset: usize,
     },
+    /// The HTTP API, a scheduler candidate and a worker in one process.
+    Server(ServerArgs),
+    /// API tokens: create (printed once), list, revoke.
+    #[command(subcommand)]
+    Tokens(commands::TokensCmd),
     /// The embedded demo: SQLite, no server to install; runs a bulk and an urgent job end to end.
     Demo(demo::DemoArgs),
     /// Provider call budgets per scope (token buckets under the root `*`).
@@ -290,6 +295,86 @@ struct WorkerArgs {
     cpu_threads: u32,
     #[command(flatten)]
     guard: provider::GuardArgs,
+}
+
+/// Runs a worker (and, with `--scheduler true`, a scheduler candidate) until `stop` is
+/// cancelled and the worker has drained.
+async fn run_worker(
+    store: Arc<dyn Store>,
+    results_dir: &std::path::Path,
+    args: &WorkerArgs,
+    stop: CancellationToken,
+) -> Result<sluice_worker::WorkerStats> {
+    let clock = Arc::new(SystemClock);
+    let mut cfg = WorkerConfig::new(
+        args.id
+            .clone()
+            .unwrap_or_else(sluice_worker::default_worker_id),
+    );
+    cfg.concurrency = args.concurrency as usize;
+    cfg.claim_batch = args.claim_batch;
+    cfg.lease = args.lease.max(Duration::from_millis(100));
+    cfg.heartbeat_every = cfg.lease / 3;
+    cfg.shutdown_grace = args.shutdown_grace;
+    cfg.idle_poll = args.idle_poll;
+    let scheduler = if args.scheduler {
+        let every = (cfg.lease / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let s = Scheduler::new(
+            store.clone(),
+            clock.clone(),
+            args.election.config(cfg.id.clone(), every)?,
+        );
+        Some(tokio::spawn(s.run(stop.clone())))
+    } else {
+        None
+    };
+    let mut ecfg = sluice_engine::EngineConfig::new(results_dir);
+    ecfg.timeout = args.task_timeout;
+    ecfg.memory_limit = usize::try_from(args.task_memory_mib << 20).unwrap_or(usize::MAX);
+    ecfg.cpu_threads = args.cpu_threads as usize;
+    ecfg.list_ttl = args.lake_list_ttl;
+    let guard: Arc<dyn sluice_core::CallGate> = match args.guard.provider_guard {
+        provider::GuardMode::On => Arc::new(sluice_scheduler::ProviderGuard::new(
+            store.clone(),
+            clock.clone(),
+            args.guard.config()?,
+        )),
+        provider::GuardMode::Off => {
+            tracing::warn!("provider guard off: calls are not budgeted and breakers are ignored");
+            Arc::new(sluice_core::OpenGate)
+        }
+    };
+    let engine = Arc::new(
+        sluice_engine::Engine::new(ecfg)
+            .context("starting the query engine")?
+            .with_gate(guard),
+    );
+    let runner = Arc::new(hunts::HuntRunner::new(store.clone(), engine));
+    let worker = Worker::new(store.clone(), runner, clock, cfg);
+    let stats = worker.run(stop.clone()).await;
+    if let Some(s) = scheduler {
+        stop.cancel();
+        let _ = s.await;
+    }
+    Ok(stats)
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ServerArgs {
+    /// Where the HTTP API listens (also serves /metrics, /healthz, /readyz).
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Largest request body accepted, in bytes (413 beyond).
+    #[arg(long, env = "SLUICE_API_MAX_BODY_BYTES", default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1024..=(64 << 20)))]
+    max_body_bytes: u64,
+    /// Submissions get 503 + Retry-After while this many lakes of open jobs are unfinished.
+    #[arg(long, env = "SLUICE_API_MAX_BACKLOG", value_parser = clap::value_parser!(i64).range(1..))]
+    max_backlog_tasks: Option<i64>,
+    /// Also run hunt tasks in this process (`false`: API and scheduler only).
+    #[arg(long, env = "SLUICE_SERVER_SLOTS", default_value_t = true, action = clap::ArgAction::Set)]
+    slots: bool,
+    #[command(flatten)]
+    worker: WorkerArgs,
 }
 
 /// Parses `250ms`, `30s`, `5m`, `1h` (a bare number is seconds).
@@ -445,58 +530,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(addr) = args.metrics_listen {
                 serve_metrics(addr, store.clone(), stop.clone(), metrics_stop.clone()).await?;
             }
-            let clock = Arc::new(SystemClock);
-            let mut cfg =
-                WorkerConfig::new(args.id.unwrap_or_else(sluice_worker::default_worker_id));
-            cfg.concurrency = args.concurrency as usize;
-            cfg.claim_batch = args.claim_batch;
-            cfg.lease = args.lease.max(Duration::from_millis(100));
-            cfg.heartbeat_every = cfg.lease / 3;
-            cfg.shutdown_grace = args.shutdown_grace;
-            cfg.idle_poll = args.idle_poll;
-            let scheduler = if args.scheduler {
-                let every =
-                    (cfg.lease / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
-                let s = Scheduler::new(
-                    store.clone(),
-                    clock.clone(),
-                    args.election.config(cfg.id.clone(), every)?,
-                );
-                Some(tokio::spawn(s.run(stop.clone())))
-            } else {
-                None
-            };
-            let mut ecfg = sluice_engine::EngineConfig::new(&cli.results_dir);
-            ecfg.timeout = args.task_timeout;
-            ecfg.memory_limit = usize::try_from(args.task_memory_mib << 20).unwrap_or(usize::MAX);
-            ecfg.cpu_threads = args.cpu_threads as usize;
-            ecfg.list_ttl = args.lake_list_ttl;
-            let guard: Arc<dyn sluice_core::CallGate> = match args.guard.provider_guard {
-                provider::GuardMode::On => Arc::new(sluice_scheduler::ProviderGuard::new(
-                    store.clone(),
-                    clock.clone(),
-                    args.guard.config()?,
-                )),
-                provider::GuardMode::Off => {
-                    tracing::warn!(
-                        "provider guard off: calls are not budgeted and breakers are ignored"
-                    );
-                    Arc::new(sluice_core::OpenGate)
-                }
-            };
-            let engine = Arc::new(
-                sluice_engine::Engine::new(ecfg)
-                    .context("starting the query engine")?
-                    .with_gate(guard),
-            );
-            let runner = Arc::new(hunts::HuntRunner::new(store.clone(), engine));
-            let worker = Worker::new(store.clone(), runner, clock, cfg);
-            let stats = worker.run(stop.clone()).await;
+            let stats = run_worker(store, &cli.results_dir, &args, stop).await?;
             metrics_stop.cancel();
-            if let Some(s) = scheduler {
-                stop.cancel();
-                let _ = s.await;
-            }
             if cli.output == Output::Json {
                 println!(
                     "{}",
@@ -504,6 +539,79 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         "rejected": stats.rejected, "handed_back": stats.handed_back})
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Server(args) => {
+            args.worker.election.check()?;
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            let stop = CancellationToken::new();
+            on_signals(stop.clone())?;
+            let api = sluice_api::Api {
+                store: store.clone(),
+                planner: Arc::new(hunts::HuntPlanner {
+                    store: store.clone(),
+                }),
+                cfg: sluice_api::ApiConfig {
+                    max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+                    max_backlog_tasks: args.max_backlog_tasks,
+                },
+            };
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("binding the API listener {}", args.listen))?;
+            tracing::info!(addr = %listener.local_addr().unwrap_or(args.listen), "serving the API");
+            // The API stops taking requests at the first signal; the worker then drains.
+            let api_stop = stop.clone();
+            let server = tokio::spawn(async move {
+                axum::serve(listener, sluice_api::router(api))
+                    .with_graceful_shutdown(async move { api_stop.cancelled().await })
+                    .await
+            });
+            let metrics_stop = CancellationToken::new();
+            if let Some(addr) = args.worker.metrics_listen {
+                serve_metrics(addr, store.clone(), stop.clone(), metrics_stop.clone()).await?;
+            }
+            let stats = if args.slots {
+                Some(run_worker(store, &cli.results_dir, &args.worker, stop.clone()).await?)
+            } else {
+                // No task slots: still a scheduler candidate unless told otherwise.
+                let id = args
+                    .worker
+                    .id
+                    .clone()
+                    .unwrap_or_else(sluice_worker::default_worker_id);
+                let scheduler = if args.worker.scheduler {
+                    let cfg = args.worker.election.config(id, Duration::from_secs(5))?;
+                    Some(tokio::spawn(
+                        Scheduler::new(store, Arc::new(SystemClock), cfg).run(stop.clone()),
+                    ))
+                } else {
+                    None
+                };
+                stop.cancelled().await;
+                if let Some(s) = scheduler {
+                    let _ = s.await;
+                }
+                None
+            };
+            metrics_stop.cancel();
+            match server.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "API server stopped"),
+                Err(e) => tracing::warn!(error = %e, "API server task failed"),
+            }
+            if let (Output::Json, Some(stats)) = (cli.output, stats) {
+                println!(
+                    "{}",
+                    serde_json::json!({"claimed": stats.claimed, "recorded": stats.recorded,
+                        "rejected": stats.rejected, "handed_back": stats.handed_back})
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tokens(cmd) => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            commands::tokens(store.as_ref(), cmd, cli.output == Output::Json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Scheduler(args) => {
@@ -535,7 +643,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     v["waiting"] = serde_json::to_value(if j.state.is_terminal() {
                         Vec::new()
                     } else {
-                        provider::wait_reasons(store.as_ref(), job).await?
+                        sluice_api::waits::wait_reasons(store.as_ref(), job).await?
                     })?;
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 }
@@ -553,7 +661,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         println!("error: {e}");
                     }
                     if !j.state.is_terminal() {
-                        for why in provider::wait_reasons(store.as_ref(), job).await? {
+                        for why in sluice_api::waits::wait_reasons(store.as_ref(), job).await? {
                             println!("waiting: {why}");
                         }
                     }

@@ -124,25 +124,29 @@ pub async fn budget(store: &dyn Store, cmd: BudgetCmd, json: bool) -> Result<()>
                     .map(|b| {
                         serde_json::json!({"scope": b.scope, "parent": b.parent, "rate": b.rate,
                             "burst": b.burst, "effective_rate": b.effective_rate(now),
-                            "tokens": tokens_now(b, now), "utilisation": utilisation(b, now)})
+                            "tokens": tokens_now(b, now), "utilisation": utilisation(b, now),
+                            "dry_until": b.dry_until.filter(|t| *t > now)})
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:<28} {:<12} {:>10} {:>10} {:>14} {:>10} {:>6}",
+                    "{:<28} {:<12} {:>10} {:>10} {:>14} {:>10} {:>6}  DRY UNTIL",
                     "SCOPE", "PARENT", "RATE/s", "BURST", "EFFECTIVE/s", "TOKENS", "USED"
                 );
                 for b in &list {
                     println!(
-                        "{:<28} {:<12} {:>10.1} {:>10.1} {:>14.1} {:>10.1} {:>5.0}%",
+                        "{:<28} {:<12} {:>10.1} {:>10.1} {:>14.1} {:>10.1} {:>5.0}%  {}",
                         b.scope,
                         b.parent.as_deref().unwrap_or("-"),
                         b.rate,
                         b.burst,
                         b.effective_rate(now),
                         tokens_now(b, now),
-                        utilisation(b, now) * 100.0
+                        utilisation(b, now) * 100.0,
+                        b.dry_until
+                            .filter(|t| *t > now)
+                            .map_or("-".into(), |t| t.format("%H:%M:%S%.3f UTC").to_string())
                     );
                 }
             }
@@ -250,72 +254,4 @@ pub async fn sim(args: SimArgs, stop: tokio_util::sync::CancellationToken) -> Re
     stop.cancelled().await;
     h.stop();
     Ok(())
-}
-
-/// Why a job's unfinished tasks wait, one line each: pauses, then breakers of their scopes
-/// (with the lakes waiting behind each).
-pub async fn wait_reasons(store: &dyn Store, job: sluice_core::JobId) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for p in store.pause_list_for_job(job).await? {
-        out.push(format!(
-            "paused by operator {} ({}) since {} [{}]",
-            p.by,
-            p.reason,
-            p.at.format("%Y-%m-%d %H:%M:%S UTC"),
-            p.target
-        ));
-    }
-    let breakers = store.breaker_list().await?;
-    if breakers
-        .iter()
-        .all(|b| b.breaker.state == BreakerState::Closed)
-    {
-        return Ok(out);
-    }
-    let mut waiting: std::collections::BTreeMap<String, usize> = Default::default();
-    let mut after = None;
-    loop {
-        let page = store
-            .task_list(sluice_store::TaskListParams {
-                job_id: job,
-                limit: 1000,
-                after,
-            })
-            .await?;
-        for t in &page {
-            if !t.state.is_terminal() {
-                *waiting.entry(t.scope.clone()).or_default() += 1;
-            }
-        }
-        match page.last() {
-            Some(t) if page.len() == 1000 => after = Some(t.id),
-            _ => break,
-        }
-    }
-    for r in breakers {
-        let Some(n) = waiting.get(&r.scope) else {
-            continue;
-        };
-        let b = r.breaker;
-        let why = match b.state {
-            BreakerState::Closed => continue,
-            BreakerState::Open => format!(
-                "provider {} {}, breaker open until {}",
-                r.scope,
-                if b.frozen {
-                    "froze the account"
-                } else {
-                    "throttling"
-                },
-                b.probe_after
-                    .map_or("-".into(), |t| t.format("%H:%M:%S UTC").to_string())
-            ),
-            BreakerState::HalfOpen => format!(
-                "provider {}: probing whether it accepts calls again",
-                r.scope
-            ),
-        };
-        out.push(format!("{why} ({n} lakes waiting)"));
-    }
-    Ok(out)
 }

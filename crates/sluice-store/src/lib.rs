@@ -33,6 +33,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Applies pending migrations (idempotent; safe to run from many processes at once).
     async fn migrate(&self) -> Result<()>;
 
+    /// Stores a new API token (its hash); the hash must be unique.
+    async fn token_insert(&self, p: TokenInsertParams) -> Result<ApiToken>;
+
+    /// The live (not revoked) token with this hash; [`StoreError::NotFound`] otherwise.
+    async fn token_find(&self, hash: &str) -> Result<ApiToken>;
+
+    async fn token_list(&self) -> Result<Vec<ApiToken>>;
+
+    /// Revokes a token from `now` on (revoking twice keeps the first time).
+    async fn token_revoke(&self, id: i64, now: DateTime<Utc>) -> Result<ApiToken>;
+
     /// Whether this process can serve: the database answers and its schema has every
     /// migration this build knows ([`StoreError::NotReady`] if not). Backs `/readyz`.
     async fn ready(&self) -> Result<()>;
@@ -43,6 +54,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn job_insert(&self, p: JobInsertParams) -> Result<JobInserted>;
 
     async fn job_get(&self, id: JobId) -> Result<Job>;
+
+    /// Jobs newest first, filtered by owner and state, one page (at most 1,000) after a cursor.
+    async fn job_list(&self, p: JobListParams) -> Result<Vec<Job>>;
 
     /// Cancels a job and every task of it that is not finished; running tasks lose their lease
     /// (their workers' late writes are rejected). Cancelling a finished job is a conflict.

@@ -450,6 +450,9 @@ pub struct Budget {
     pub refilled_at: DateTime<Utc>,
     /// The adaptive rate under `rate` after throttling or in slow start; `None`: full rate.
     pub adaptive: Option<sluice_core::Adaptive>,
+    /// Set when a take came back short: until then claims prefer other scopes' tasks
+    /// (ADR 0007). In the past or `None`: not dry.
+    pub dry_until: Option<DateTime<Utc>>,
 }
 
 impl Budget {
@@ -523,7 +526,7 @@ pub(crate) fn take_from_chain(
     n: u32,
     hold: std::time::Duration,
     now: DateTime<Utc>,
-) -> (u32, Vec<Budget>, Vec<Option<DateTime<Utc>>>) {
+) -> (u32, Vec<Budget>) {
     let cfg = sluice_core::AdaptiveConfig::default();
     let mut adaptive: Vec<Option<sluice_core::Adaptive>> =
         chain.iter().map(|b| b.adaptive).collect();
@@ -560,26 +563,22 @@ pub(crate) fn take_from_chain(
     }
     // A short grant marks every bucket that cannot grant one more token dry until it can;
     // a full grant clears the marks (see `dry_until`).
-    let dry = buckets
-        .iter()
-        .zip(chain)
-        .map(|(t, b)| {
-            let need = headroom(b) + 1.0 - t.tokens();
-            (grant < n && need > 0.0).then(|| dry_until(need, t.rate(), now))
-        })
-        .collect();
     let after = chain
         .iter()
         .zip(buckets)
         .zip(adaptive)
-        .map(|((b, t), adaptive)| Budget {
-            tokens: t.tokens(),
-            refilled_at: t.refilled_at(),
-            adaptive,
-            ..b.clone()
+        .map(|((b, t), adaptive)| {
+            let need = headroom(b) + 1.0 - t.tokens();
+            Budget {
+                tokens: t.tokens(),
+                refilled_at: t.refilled_at(),
+                adaptive,
+                dry_until: (grant < n && need > 0.0).then(|| dry_until(need, t.rate(), now)),
+                ..b.clone()
+            }
         })
         .collect();
-    (grant, after, dry)
+    (grant, after)
 }
 
 /// The longest a scope is marked dry: past it claims try the scope again even if no taker
@@ -927,4 +926,79 @@ pub(crate) fn schema_ready(applied: Option<i64>, built: i64) -> crate::Result<()
         ))),
         Some(_) => Ok(()),
     }
+}
+
+/// What an API token may do. Researchers see and act on their own jobs only; operators see
+/// every job and use the operator endpoints; admins also manage tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Researcher,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Researcher => "researcher",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "researcher" => Some(Role::Researcher),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// An API token as stored: its SHA-256 hash, never the token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: i64,
+    pub owner: String,
+    pub role: Role,
+    pub label: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenInsertParams {
+    pub owner: String,
+    pub role: Role,
+    /// Hex SHA-256 of the token.
+    pub hash: String,
+    pub label: String,
+    pub now: DateTime<Utc>,
+}
+
+pub(crate) fn validate_token(p: &TokenInsertParams) -> crate::Result<()> {
+    use crate::StoreError::Invalid;
+    if p.owner.trim().is_empty() || p.owner.len() > 200 {
+        return Err(Invalid("owner must be 1 to 200 characters".into()));
+    }
+    if p.label.len() > 200 {
+        return Err(Invalid("label must be at most 200 characters".into()));
+    }
+    if p.hash.len() != 64 || !p.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Invalid("token hash must be 64 hex digits".into()));
+    }
+    Ok(())
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Clone)]
+pub struct JobListParams {
+    /// Only this owner's jobs; `None`: everyone's.
+    pub owner: Option<String>,
+    pub state: Option<JobState>,
+    /// Jobs with a smaller id than this (the cursor of the previous page).
+    pub before: Option<JobId>,
+    pub limit: u32,
 }

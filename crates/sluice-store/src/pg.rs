@@ -221,6 +221,19 @@ macro_rules! job_cols {
     };
 }
 
+fn token_from_row(r: &PgRow) -> Result<ApiToken> {
+    let role: String = r.try_get("role").map_err(from_sqlx)?;
+    Ok(ApiToken {
+        id: r.try_get("id").map_err(from_sqlx)?,
+        owner: r.try_get("owner").map_err(from_sqlx)?,
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::Corrupt(format!("token role {role:?}")))?,
+        label: r.try_get("label").map_err(from_sqlx)?,
+        created_at: r.try_get("created_at").map_err(from_sqlx)?,
+        revoked_at: r.try_get("revoked_at").map_err(from_sqlx)?,
+    })
+}
+
 fn job_from_row(r: &PgRow) -> Result<Job> {
     let s: String = r.try_get("state").map_err(from_sqlx)?;
     Ok(Job {
@@ -377,6 +390,7 @@ fn budget_from_row(r: &PgRow) -> Result<Budget> {
             .map(serde_json::from_value)
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("budget adaptive state: {e}")))?,
+        dry_until: r.try_get("dry_until").map_err(from_sqlx)?,
     })
 }
 
@@ -392,7 +406,7 @@ async fn budget_feedback_tx(
     now: DateTime<Utc>,
 ) -> Result<()> {
     let row = sqlx::query(
-        "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive FROM budgets \
+        "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive, dry_until FROM budgets \
          WHERE scope = $1 FOR UPDATE",
     )
     .bind(scope)
@@ -618,6 +632,77 @@ impl Store for PgStore {
             .map_err(from_sqlx)?
             .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
         job_from_row(&row)
+    }
+
+    async fn job_list(&self, p: JobListParams) -> Result<Vec<Job>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_cols!(),
+            " FROM jobs WHERE ($1::text IS NULL OR owner = $1) AND ($2::text IS NULL OR state = $2) \
+              AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+        ))
+        .bind(&p.owner)
+        .bind(p.state.map(|s| s.as_str()))
+        .bind(p.before.map(|j| j.0))
+        .bind(i64::from(p.limit.min(1000)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn token_insert(&self, p: TokenInsertParams) -> Result<ApiToken> {
+        validate_token(&p)?;
+        let row = sqlx::query(
+            "INSERT INTO api_tokens (owner, role, hash, label, created_at) VALUES ($1, $2, $3, $4, $5) \
+             RETURNING id, owner, role, label, created_at, revoked_at",
+        )
+        .bind(&p.owner)
+        .bind(p.role.as_str())
+        .bind(&p.hash)
+        .bind(&p.label)
+        .bind(p.now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        token_from_row(&row)
+    }
+
+    async fn token_find(&self, hash: &str) -> Result<ApiToken> {
+        let row = sqlx::query(
+            "SELECT id, owner, role, label, created_at, revoked_at FROM api_tokens \
+             WHERE hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(from_sqlx)?
+        .ok_or_else(|| StoreError::NotFound("token".into()))?;
+        token_from_row(&row)
+    }
+
+    async fn token_list(&self) -> Result<Vec<ApiToken>> {
+        let rows = sqlx::query(
+            "SELECT id, owner, role, label, created_at, revoked_at FROM api_tokens ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn token_revoke(&self, id: i64, now: DateTime<Utc>) -> Result<ApiToken> {
+        let row = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 \
+             RETURNING id, owner, role, label, created_at, revoked_at",
+        )
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(from_sqlx)?
+        .ok_or_else(|| StoreError::NotFound(format!("token {id}")))?;
+        token_from_row(&row)
     }
 
     async fn job_cancel(&self, p: JobCancelParams) -> Result<Job> {
@@ -1056,7 +1141,7 @@ impl Store for PgStore {
                      ON CONFLICT (scope) DO UPDATE SET parent = EXCLUDED.parent, rate = EXCLUDED.rate, \
                          burst = EXCLUDED.burst, tokens = LEAST(budgets.tokens, EXCLUDED.burst), \
                          updated_at = EXCLUDED.updated_at, dry_until = NULL \
-                     RETURNING scope, parent, rate, burst, tokens, refilled_at, adaptive",
+                     RETURNING scope, parent, rate, burst, tokens, refilled_at, adaptive, dry_until",
                 )
                 .bind(&p.scope)
                 .bind(&parent)
@@ -1074,7 +1159,7 @@ impl Store for PgStore {
 
     async fn budget_list(&self) -> Result<Vec<Budget>> {
         let rows = sqlx::query(
-            "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive FROM budgets ORDER BY scope",
+            "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive, dry_until FROM budgets ORDER BY scope",
         )
         .fetch_all(&self.pool)
         .await
@@ -1094,7 +1179,7 @@ impl Store for PgStore {
                 }
                 // Lock in scope order, the order every taker uses.
                 let rows = sqlx::query(
-                    "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive FROM budgets \
+                    "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive, dry_until FROM budgets \
                      WHERE scope = ANY($1) ORDER BY scope FOR UPDATE",
                 )
                 .bind(&chain)
@@ -1102,7 +1187,8 @@ impl Store for PgStore {
                 .await
                 .map_err(from_sqlx)?;
                 let budgets = rows.iter().map(budget_from_row).collect::<Result<Vec<_>>>()?;
-                let (grant, after, dry) = take_from_chain(&budgets, p.n, p.hold, p.now);
+                let (grant, after) = take_from_chain(&budgets, p.n, p.hold, p.now);
+                let dry: Vec<Option<DateTime<Utc>>> = after.iter().map(|b| b.dry_until).collect();
                 let scopes: Vec<&str> = after.iter().map(|b| b.scope.as_str()).collect();
                 let tokens: Vec<f64> = after.iter().map(|b| b.tokens).collect();
                 let at: Vec<DateTime<Utc>> = after.iter().map(|b| b.refilled_at).collect();

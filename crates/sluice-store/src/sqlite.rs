@@ -101,6 +101,23 @@ macro_rules! job_cols {
     };
 }
 
+fn token_from_row(r: &SqliteRow) -> Result<ApiToken> {
+    let role: String = r.try_get("role").map_err(from_sqlx)?;
+    Ok(ApiToken {
+        id: r.try_get("id").map_err(from_sqlx)?,
+        owner: r.try_get("owner").map_err(from_sqlx)?,
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::Corrupt(format!("token role {role:?}")))?,
+        label: r.try_get("label").map_err(from_sqlx)?,
+        created_at: from_us(r.try_get("created_at").map_err(from_sqlx)?)?,
+        revoked_at: r
+            .try_get::<Option<i64>, _>("revoked_at")
+            .map_err(from_sqlx)?
+            .map(from_us)
+            .transpose()?,
+    })
+}
+
 fn job_from_row(r: &SqliteRow) -> Result<Job> {
     let s: String = r.try_get("state").map_err(from_sqlx)?;
     let spec: String = r.try_get("spec").map_err(from_sqlx)?;
@@ -280,6 +297,11 @@ fn budget_from_row(r: &SqliteRow) -> Result<Budget> {
             .map(|t| serde_json::from_str(&t))
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("budget adaptive state: {e}")))?,
+        dry_until: r
+            .try_get::<Option<i64>, _>("dry_until")
+            .map_err(from_sqlx)?
+            .map(from_us)
+            .transpose()?,
     })
 }
 
@@ -321,10 +343,13 @@ async fn claim_rows(
 }
 
 async fn budget_save(tx: &mut Transaction<'static, Sqlite>, b: &Budget) -> Result<()> {
-    sqlx::query("UPDATE budgets SET tokens = ?, refilled_at = ?, adaptive = ? WHERE scope = ?")
-        .bind(b.tokens)
-        .bind(us(b.refilled_at))
-        .bind(adaptive_text(b))
+    sqlx::query(
+        "UPDATE budgets SET tokens = ?, refilled_at = ?, adaptive = ?, dry_until = ? WHERE scope = ?",
+    )
+    .bind(b.tokens)
+    .bind(us(b.refilled_at))
+    .bind(adaptive_text(b))
+    .bind(b.dry_until.map(us))
         .bind(&b.scope)
         .execute(&mut **tx)
         .await
@@ -339,7 +364,7 @@ async fn budget_feedback_tx(
     now: DateTime<Utc>,
 ) -> Result<()> {
     let row = sqlx::query(
-        "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive FROM budgets WHERE scope = ?",
+        "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive, dry_until FROM budgets WHERE scope = ?",
     )
     .bind(scope)
     .fetch_optional(&mut **tx)
@@ -368,7 +393,7 @@ async fn budget_chain(tx: &mut Transaction<'static, Sqlite>, scope: &str) -> Res
     let mut first = true;
     while let Some(s) = next.take() {
         let row = sqlx::query(
-            "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive FROM budgets WHERE scope = ?",
+            "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive, dry_until FROM budgets WHERE scope = ?",
         )
         .bind(&s)
         .fetch_optional(&mut **tx)
@@ -556,6 +581,77 @@ impl Store for SqliteStore {
             .map_err(from_sqlx)?
             .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
         job_from_row(&row)
+    }
+
+    async fn job_list(&self, p: JobListParams) -> Result<Vec<Job>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_cols!(),
+            " FROM jobs WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR state = ?2) \
+              AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
+        ))
+        .bind(&p.owner)
+        .bind(p.state.map(|s| s.as_str()))
+        .bind(p.before.map(|j| j.0))
+        .bind(i64::from(p.limit.min(1000)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn token_insert(&self, p: TokenInsertParams) -> Result<ApiToken> {
+        validate_token(&p)?;
+        let row = sqlx::query(
+            "INSERT INTO api_tokens (owner, role, hash, label, created_at) VALUES (?, ?, ?, ?, ?) \
+             RETURNING id, owner, role, label, created_at, revoked_at",
+        )
+        .bind(&p.owner)
+        .bind(p.role.as_str())
+        .bind(&p.hash)
+        .bind(&p.label)
+        .bind(us(p.now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        token_from_row(&row)
+    }
+
+    async fn token_find(&self, hash: &str) -> Result<ApiToken> {
+        let row = sqlx::query(
+            "SELECT id, owner, role, label, created_at, revoked_at FROM api_tokens \
+             WHERE hash = ? AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(from_sqlx)?
+        .ok_or_else(|| StoreError::NotFound("token".into()))?;
+        token_from_row(&row)
+    }
+
+    async fn token_list(&self) -> Result<Vec<ApiToken>> {
+        let rows = sqlx::query(
+            "SELECT id, owner, role, label, created_at, revoked_at FROM api_tokens ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn token_revoke(&self, id: i64, now: DateTime<Utc>) -> Result<ApiToken> {
+        let row = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? \
+             RETURNING id, owner, role, label, created_at, revoked_at",
+        )
+        .bind(us(now))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(from_sqlx)?
+        .ok_or_else(|| StoreError::NotFound(format!("token {id}")))?;
+        token_from_row(&row)
     }
 
     async fn job_cancel(&self, p: JobCancelParams) -> Result<Job> {
@@ -1023,7 +1119,7 @@ impl Store for SqliteStore {
              ON CONFLICT (scope) DO UPDATE SET parent = excluded.parent, rate = excluded.rate, \
                  burst = excluded.burst, tokens = min(budgets.tokens, excluded.burst), \
                  updated_at = excluded.updated_at, dry_until = NULL \
-             RETURNING scope, parent, rate, burst, tokens, refilled_at, adaptive",
+             RETURNING scope, parent, rate, burst, tokens, refilled_at, adaptive, dry_until",
         )
         .bind(&p.scope)
         .bind(&parent)
@@ -1042,7 +1138,7 @@ impl Store for SqliteStore {
 
     async fn budget_list(&self) -> Result<Vec<Budget>> {
         let rows = sqlx::query(
-            "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive FROM budgets ORDER BY scope",
+            "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive, dry_until FROM budgets ORDER BY scope",
         )
         .fetch_all(&self.pool)
         .await
@@ -1059,15 +1155,9 @@ impl Store for SqliteStore {
         if chain.is_empty() {
             return Ok(p.n);
         }
-        let (grant, after, dry) = take_from_chain(&chain, p.n, p.hold, p.now);
-        for (b, dry) in after.iter().zip(dry) {
+        let (grant, after) = take_from_chain(&chain, p.n, p.hold, p.now);
+        for b in &after {
             budget_save(&mut tx, b).await?;
-            sqlx::query("UPDATE budgets SET dry_until = ? WHERE scope = ?")
-                .bind(dry.map(us))
-                .bind(&b.scope)
-                .execute(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
         }
         tx.commit().await.map_err(from_sqlx)?;
         Ok(grant)

@@ -533,6 +533,20 @@ async fn an_exhausted_budget_does_not_hold_other_accounts_back() {
         done_a, 0,
         "the other account's hunt finished behind the exhausted one's tasks"
     );
+    // `status` says why the slow account's hunt waits (the mark is renewed by every empty
+    // take; a full grant clears it for a moment, hence the retries).
+    let want = format!("provider budget of aws:{slow} exhausted");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = lab.cli(&["status".into(), a.to_string()]).await;
+        if status.contains(&want) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{want} missing from:\n{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let budgets = lab.cli(&["budget".into(), "list".into()]).await;
+    assert!(budgets.contains("DRY UNTIL"), "{budgets}");
     // The slow account's budget is raised: its tasks are found again and finish.
     lab.cli(&[
         "budget".into(),

@@ -4,6 +4,7 @@
 // Test code: a failed expectation should panic with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api;
 mod deploy;
 mod guard;
 mod observe;
@@ -504,6 +505,45 @@ fn bad_input_gets_one_clear_line_and_exit_code() {
             2,
             "not a duration",
         ),
+        (&["server", "--listen", "localhost"], 2, "--listen"),
+        (&["server", "--max-body-bytes", "10"], 2, "--max-body-bytes"),
+        (
+            &["server", "--max-backlog-tasks", "0"],
+            2,
+            "--max-backlog-tasks",
+        ),
+        (&["server", "--slots", "some"], 2, "--slots"),
+        (
+            &["server", "--leader-ttl", "10ms"],
+            1,
+            "--leader-ttl must be at least 300ms",
+        ),
+        (
+            &["tokens", "create", "--owner", "a", "--role", "root"],
+            2,
+            "invalid value 'root'",
+        ),
+        (&["tokens", "create", "--role", "admin"], 2, "--owner"),
+        (
+            &[
+                "tokens",
+                "create",
+                "--owner",
+                "",
+                "--role",
+                "admin",
+                "--database-url",
+                &db,
+            ],
+            1,
+            "owner must be 1 to 200 characters",
+        ),
+        (&["tokens", "revoke", "abc"], 2, "invalid value"),
+        (
+            &["tokens", "revoke", "999", "--database-url", &db],
+            1,
+            "not found: token 999",
+        ),
         (&["submit"], 1, "nothing to hunt"),
         (
             &[
@@ -669,7 +709,14 @@ fn bad_input_gets_one_clear_line_and_exit_code() {
         ),
     ];
     for (args, code, needle) in cases {
-        let out = run(args);
+        // In the case's own folder: commands without --database-url open the default
+        // `sluice.db` there, not a stale one in the source tree.
+        let out = sluice()
+            .args(*args)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running sluice");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(*code), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");

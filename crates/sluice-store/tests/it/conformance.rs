@@ -53,6 +53,8 @@ conformance!(
     backlog_and_finished_jobs_come_from_the_job_rows,
     a_dry_budget_is_released_last_and_rediscovered,
     a_migrated_store_is_ready,
+    tokens_are_found_by_hash_until_revoked,
+    job_list_pages_newest_first_by_owner_and_state,
 );
 
 fn lease() -> Duration {
@@ -1737,4 +1739,123 @@ async fn an_unmigrated_database_is_not_ready() {
     );
     store.migrate().await.unwrap();
     store.ready().await.unwrap();
+}
+
+fn token(owner: &str, role: Role, hash: &str) -> TokenInsertParams {
+    TokenInsertParams {
+        owner: owner.into(),
+        role,
+        hash: hash.into(),
+        label: "laptop".into(),
+        now: t0(),
+    }
+}
+
+async fn tokens_are_found_by_hash_until_revoked(s: S) {
+    let h1 = "a".repeat(64);
+    let h2 = "b".repeat(64);
+    let t1 = s
+        .token_insert(token("alice", Role::Researcher, &h1))
+        .await
+        .unwrap();
+    let t2 = s
+        .token_insert(token("ops", Role::Admin, &h2))
+        .await
+        .unwrap();
+    assert_eq!(
+        (t1.owner.as_str(), t1.role, t1.revoked_at),
+        ("alice", Role::Researcher, None)
+    );
+    assert_eq!(s.token_find(&h1).await.unwrap(), t1);
+    assert_eq!(s.token_find(&h2).await.unwrap().role, Role::Admin);
+    assert!(matches!(
+        s.token_find(&"c".repeat(64)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // The same hash twice is refused (a token is only ever stored once).
+    assert!(
+        s.token_insert(token("mallory", Role::Admin, &h1))
+            .await
+            .is_err()
+    );
+    for bad in [
+        token("", Role::Researcher, &"d".repeat(64)),
+        token("alice", Role::Researcher, "short"),
+        token("alice", Role::Researcher, &"z".repeat(64)),
+    ] {
+        assert!(matches!(
+            s.token_insert(bad).await,
+            Err(StoreError::Invalid(_))
+        ));
+    }
+    let r = s.token_revoke(t1.id, at(5)).await.unwrap();
+    assert_eq!(r.revoked_at, Some(at(5)));
+    assert_eq!(
+        s.token_revoke(t1.id, at(9)).await.unwrap().revoked_at,
+        Some(at(5))
+    );
+    assert!(matches!(
+        s.token_find(&h1).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.token_revoke(999, at(9)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let all = s.token_list().await.unwrap();
+    assert_eq!(
+        all.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![t1.id, t2.id]
+    );
+}
+
+async fn job_list_pages_newest_first_by_owner_and_state(s: S) {
+    let mut ids = Vec::new();
+    for owner in ["alice", "bob", "alice", "alice"] {
+        ids.push(s.job_insert(job(owner, 1)).await.unwrap().job.id);
+    }
+    s.job_cancel(JobCancelParams {
+        id: ids[2],
+        by: "alice".into(),
+        reason: None,
+        now: at(1),
+    })
+    .await
+    .unwrap();
+    let list = |owner: Option<&str>, state: Option<JobState>, before: Option<JobId>, limit| {
+        JobListParams {
+            owner: owner.map(Into::into),
+            state,
+            before,
+            limit,
+        }
+    };
+    let got = |v: Vec<Job>| v.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(
+        got(s.job_list(list(None, None, None, 10)).await.unwrap()),
+        vec![ids[3], ids[2], ids[1], ids[0]]
+    );
+    let page1 = got(s
+        .job_list(list(Some("alice"), None, None, 2))
+        .await
+        .unwrap());
+    assert_eq!(page1, vec![ids[3], ids[2]]);
+    let page2 = got(s
+        .job_list(list(Some("alice"), None, Some(ids[2]), 2))
+        .await
+        .unwrap());
+    assert_eq!(page2, vec![ids[0]]);
+    assert_eq!(
+        got(s
+            .job_list(list(Some("alice"), Some(JobState::Cancelled), None, 10))
+            .await
+            .unwrap()),
+        vec![ids[2]]
+    );
+    assert!(
+        s.job_list(list(Some("carol"), None, None, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

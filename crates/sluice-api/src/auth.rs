@@ -1,0 +1,94 @@
+//! Bearer tokens: `slc_` and 64 hex digits of randomness, shown once; the store keeps the
+//! SHA-256 hash. A request's [`Caller`] comes from its `Authorization: Bearer` header.
+
+use crate::{Api, ApiError};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+use sluice_store::{Role, StoreError};
+
+const PREFIX: &str = "slc_";
+
+/// A new random token (to show once; store only its [`hash_token`]).
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("{PREFIX}{}", hex::encode(bytes))
+}
+
+/// The hex SHA-256 of a token, as stored.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Who is calling: the owner their jobs belong to, and what they may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub owner: String,
+    pub role: Role,
+}
+
+impl Caller {
+    /// Whether the caller may see and act on jobs of `owner`: their own, or any as an
+    /// operator or admin.
+    pub fn may_see(&self, owner: &str) -> bool {
+        self.role >= Role::Operator || self.owner == owner
+    }
+}
+
+impl FromRequestParts<Api> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Caller, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::Unauthorized("an Authorization: Bearer token is required".into())
+            })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| t.starts_with(PREFIX) && t.len() == PREFIX.len() + 64)
+            .ok_or_else(|| ApiError::Unauthorized("malformed bearer token".into()))?;
+        match api.store.token_find(&hash_token(token)).await {
+            Ok(t) => Ok(Caller {
+                owner: t.owner,
+                role: t.role,
+            }),
+            Err(StoreError::NotFound(_)) => {
+                Err(ApiError::Unauthorized("unknown or revoked token".into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_hash_to_64_hex_digits() {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        assert!(a.starts_with(PREFIX) && a.len() == 68);
+        let h = hash_token(&a);
+        assert_eq!(h.len(), 64);
+        assert_eq!(h, hash_token(&a));
+        assert_ne!(h, hash_token(&b));
+    }
+
+    #[test]
+    fn operators_see_every_job_researchers_their_own() {
+        let r = Caller {
+            owner: "alice".into(),
+            role: Role::Researcher,
+        };
+        assert!(r.may_see("alice") && !r.may_see("bob"));
+        for role in [Role::Operator, Role::Admin] {
+            assert!(Caller { role, ..r.clone() }.may_see("bob"));
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The job endpoints: submit, get, list, cancel, events; and readiness.
+
+use crate::wire::{EventPage, EventView, JobPage, JobView, SubmitRequest, Submitted};
+use crate::{Api, ApiError, Caller, Rejection, waits};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sluice_core::{JobId, JobState};
+use sluice_store::{
+    EventListParams, Job, JobCancelParams, JobInsertParams, JobListParams, StoreError,
+};
+
+const DEFAULT_MAX_ATTEMPTS: i32 = 5;
+
+fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_string(body) {
+        Ok(b) => (status, [(header::CONTENT_TYPE, "application/json")], b).into_response(),
+        Err(e) => ApiError::Internal(format!("encoding the response: {e}")).into_response(),
+    }
+}
+
+fn job_id(p: Result<Path<String>, PathRejection>) -> Result<JobId, ApiError> {
+    let Path(raw) = p.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .map(JobId)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("{raw:?} is not a job id (a positive integer)"))
+        })
+}
+
+/// The job if the caller may see it; another owner's job is "not found" to a researcher.
+async fn visible_job(api: &Api, caller: &Caller, id: JobId) -> Result<Job, ApiError> {
+    match api.store.job_get(id).await {
+        Ok(j) if caller.may_see(&j.owner) => Ok(j),
+        Ok(_) | Err(StoreError::NotFound(_)) => Err(ApiError::NotFound(format!("job {id}"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn view(api: &Api, j: &Job) -> Result<JobView, ApiError> {
+    let waiting = if j.state.is_terminal() {
+        Vec::new()
+    } else {
+        waits::wait_reasons(api.store.as_ref(), j.id).await?
+    };
+    Ok(JobView::new(j, waiting))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let k = v
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
+        })?;
+    Ok(Some(k.to_string()))
+}
+
+pub(crate) async fn submit(
+    State(api): State<Api>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(api.cfg.max_body_bytes)
+        } else {
+            ApiError::BadRequest(e.body_text())
+        }
+    })?;
+    if !is_json(&headers) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let key = idempotency_key(&headers)?;
+    // An object, not an array: serde would read `[hunt, priority]` as the struct's fields.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::BadRequest(
+            "malformed JSON: the body must be an object like {\"hunt\": {...}}".into(),
+        ));
+    }
+    let req: SubmitRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "malformed JSON at line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if !(-100..=100).contains(&req.priority) {
+        return Err(ApiError::BadRequest(format!(
+            "priority must be -100 to 100, got {}",
+            req.priority
+        )));
+    }
+    let max_attempts = req.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+    if !(1..=20).contains(&max_attempts) {
+        return Err(ApiError::BadRequest(format!(
+            "max_attempts must be 1 to 20, got {max_attempts}"
+        )));
+    }
+    if let Some(max) = api.cfg.max_backlog_tasks {
+        let open: i64 = api
+            .store
+            .job_backlog()
+            .await?
+            .iter()
+            .map(|b| b.open_tasks)
+            .sum();
+        if open >= max {
+            return Err(ApiError::Busy {
+                detail: format!(
+                    "the backlog holds {open} unfinished lakes (limit {max}): submissions resume as it drains"
+                ),
+                retry_after: 30,
+            });
+        }
+    }
+    let planned = api.planner.plan(&req.hunt).await.map_err(|r| match r {
+        Rejection::Invalid(errors) => ApiError::InvalidHunt(errors),
+        Rejection::NoLakes => {
+            ApiError::BadRequest("no registered lake matches the selector".into())
+        }
+        Rejection::Store(e) => e.into(),
+    })?;
+    let inserted = api
+        .store
+        .job_insert(JobInsertParams {
+            owner: caller.owner.clone(),
+            idempotency_key: key,
+            spec: planned.spec,
+            sql: planned.sql,
+            priority: req.priority,
+            max_attempts,
+            tasks: planned.tasks,
+            now: chrono::Utc::now(),
+        })
+        .await?;
+    let j = inserted.job;
+    let url = format!("/v1/jobs/{}", j.id);
+    let mut resp = json(
+        StatusCode::ACCEPTED,
+        &Submitted {
+            job: j.id.0,
+            created: inserted.created,
+            status_url: url.clone(),
+            tasks: j.counts.total,
+            est_provider_calls: planned.est_calls,
+        },
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&url) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+pub(crate) async fn get(
+    State(api): State<Api>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let j = visible_job(&api, &caller, job_id(id)?).await?;
+    Ok(json(StatusCode::OK, &view(&api, &j).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    state: Option<String>,
+    owner: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+fn cursor(raw: Option<&str>) -> Result<Option<i64>, ApiError> {
+    raw.map(|c| {
+        c.parse::<i64>()
+            .ok()
+            .filter(|c| *c > 0)
+            .ok_or_else(|| ApiError::BadRequest(format!("{c:?} is not a cursor this API gave out")))
+    })
+    .transpose()
+}
+
+fn limit(raw: Option<u32>) -> Result<u32, ApiError> {
+    match raw.unwrap_or(50) {
+        n @ 1..=1000 => Ok(n),
+        n => Err(ApiError::BadRequest(format!(
+            "limit must be 1 to 1000, got {n}"
+        ))),
+    }
+}
+
+pub(crate) async fn list(
+    State(api): State<Api>,
+    caller: Caller,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let state = q
+        .state
+        .as_deref()
+        .map(|s| {
+            JobState::parse(s).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "unknown state {s:?}: queued, running, succeeded, partial, failed or cancelled"
+                ))
+            })
+        })
+        .transpose()?;
+    let owner = match (q.owner, caller.role >= sluice_store::Role::Operator) {
+        (Some(o), true) => Some(o),
+        (None, true) => None,
+        (Some(o), false) if o != caller.owner => {
+            return Err(ApiError::Forbidden(
+                "researchers list their own jobs only".into(),
+            ));
+        }
+        (_, false) => Some(caller.owner.clone()),
+    };
+    let limit = limit(q.limit)?;
+    let jobs = api
+        .store
+        .job_list(JobListParams {
+            owner,
+            state,
+            before: cursor(q.cursor.as_deref())?.map(JobId),
+            limit,
+        })
+        .await?;
+    let next_cursor = (jobs.len() == limit as usize)
+        .then(|| jobs.last().map(|j| j.id.0.to_string()))
+        .flatten();
+    let mut views = Vec::with_capacity(jobs.len());
+    for j in &jobs {
+        // Listing does not explain waits (one query per job); GET the job for that.
+        views.push(JobView::new(j, Vec::new()));
+    }
+    Ok(json(
+        StatusCode::OK,
+        &JobPage {
+            jobs: views,
+            next_cursor,
+        },
+    ))
+}
+
+pub(crate) async fn cancel(
+    State(api): State<Api>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let j = visible_job(&api, &caller, job_id(id)?).await?;
+    if j.state.is_terminal() {
+        return Err(ApiError::Conflict(format!(
+            "job {} already ended ({})",
+            j.id,
+            j.state.as_str()
+        )));
+    }
+    let j = api
+        .store
+        .job_cancel(JobCancelParams {
+            id: j.id,
+            by: caller.owner.clone(),
+            reason: Some("cancelled through the API".into()),
+            now: chrono::Utc::now(),
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &view(&api, &j).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventsQuery {
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+pub(crate) async fn events(
+    State(api): State<Api>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let j = visible_job(&api, &caller, job_id(id)?).await?;
+    let limit = limit(q.limit)?;
+    let events = api
+        .store
+        .event_list(EventListParams {
+            job_id: Some(j.id),
+            scope: None,
+            after_id: cursor(q.cursor.as_deref())?,
+            limit,
+        })
+        .await?;
+    let next_cursor = (events.len() == limit as usize)
+        .then(|| events.last().map(|e| e.id.to_string()))
+        .flatten();
+    Ok(json(
+        StatusCode::OK,
+        &EventPage {
+            events: events.iter().map(EventView::from).collect(),
+            next_cursor,
+        },
+    ))
+}
+
+pub(crate) async fn ready(State(api): State<Api>) -> Response {
+    match tokio::time::timeout(std::time::Duration::from_secs(5), api.store.ready()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database did not answer within 5s\n",
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,79 @@
+//! The API's Prometheus metrics (`sluice_api_*`) and `/metrics`, which serves every metric of
+//! the process (the default registry).
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{HistogramVec, IntCounterVec};
+use std::sync::LazyLock;
+
+/// Registers a metric in the default registry. Each definition below is static and valid,
+/// built once per process (LazyLock): neither construction nor registration can fail.
+#[allow(clippy::expect_used)]
+fn reg<M: prometheus::core::Collector + Clone + 'static>(m: prometheus::Result<M>) -> M {
+    let m = m.expect("static metric definition is valid");
+    prometheus::default_registry()
+        .register(Box::new(m.clone()))
+        .expect("metric names are unique");
+    m
+}
+
+pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        prometheus::Opts::new(
+            "sluice_api_requests_total",
+            "HTTP API requests by route template, method and status code",
+        ),
+        &["route", "method", "status"],
+    ))
+});
+
+pub static DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    reg(HistogramVec::new(
+        prometheus::HistogramOpts::new(
+            "sluice_api_request_duration_seconds",
+            "HTTP API request latency by route template",
+        )
+        .buckets(vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]),
+        &["route"],
+    ))
+});
+
+pub fn init() {
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&DURATION);
+}
+
+/// Counts and times every request by its route template (`/v1/jobs/{id}`, not the id: the
+/// label set stays small); unmatched paths count as `unmatched`.
+pub async fn observe(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let method = req.method().as_str().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    DURATION
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    REQUESTS
+        .with_label_values(&[&route, &method, resp.status().as_str()])
+        .inc();
+    resp
+}
+
+pub async fn serve() -> impl IntoResponse {
+    let mut buf = String::new();
+    if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&prometheus::gather(), &mut buf) {
+        tracing::warn!(error = %e, "rendering metrics failed");
+    }
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        buf,
+    )
+}

@@ -1,0 +1,688 @@
+//! The API's router on a real PostgreSQL: every endpoint and error path, and who may do what
+//! (each role × each endpoint × own or another owner's job). The planner is a stand-in (the
+//! real one needs the query engine; `sluice server` is tested end to end in sluice-cli).
+
+// Test code: a failed expectation should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use sluice_api::wire::HuntError;
+use sluice_api::{Api, ApiConfig, Planned, Planner, Rejection, hash_token, new_token};
+use sluice_store::{NewTask, Role, Store, TokenInsertParams};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+/// `{"kind": "noop", "lakes": N}` plans N tasks; `{"kind": "bad"}` is invalid at line 1,
+/// column 8; `{"kind": "none"}` selects no lake.
+#[derive(Debug)]
+struct FakePlanner;
+
+#[async_trait]
+impl Planner for FakePlanner {
+    async fn plan(&self, hunt: &serde_json::Value) -> Result<Planned, Rejection> {
+        match hunt["kind"].as_str() {
+            Some("noop") => {
+                let n = hunt["lakes"].as_u64().unwrap_or(1) as usize;
+                Ok(Planned {
+                    spec: serde_json::json!({"kind": "noop"}),
+                    sql: None,
+                    tasks: (0..n)
+                        .map(|i| NewTask {
+                            lake: format!("lake-{i}"),
+                            scope: "aws:1".into(),
+                            est_calls: 8,
+                        })
+                        .collect(),
+                    est_calls: 8 * n as i64,
+                })
+            }
+            Some("none") => Err(Rejection::NoLakes),
+            _ => Err(Rejection::Invalid(vec![HuntError {
+                line: 1,
+                column: 8,
+                message: "No field named src_ipp".into(),
+                hint: Some("did you mean src_ip?".into()),
+            }])),
+        }
+    }
+}
+
+struct T {
+    app: Router,
+    store: Arc<dyn Store>,
+    alice: String,
+    bob: String,
+    ops: String,
+    root: String,
+    revoked: String,
+}
+
+async fn token(store: &dyn Store, owner: &str, role: Role) -> (String, i64) {
+    let t = new_token();
+    let row = store
+        .token_insert(TokenInsertParams {
+            owner: owner.into(),
+            role,
+            hash: hash_token(&t),
+            label: String::new(),
+            now: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    (t, row.id)
+}
+
+async fn setup(cfg: ApiConfig) -> T {
+    let store: Arc<dyn Store> = Arc::new(sluice_store::testing::pg_store().await.0);
+    let (alice, _) = token(store.as_ref(), "alice", Role::Researcher).await;
+    let (bob, _) = token(store.as_ref(), "bob", Role::Researcher).await;
+    let (ops, _) = token(store.as_ref(), "ops", Role::Operator).await;
+    let (root, _) = token(store.as_ref(), "root", Role::Admin).await;
+    let (revoked, id) = token(store.as_ref(), "alice", Role::Admin).await;
+    store.token_revoke(id, chrono::Utc::now()).await.unwrap();
+    let app = sluice_api::router(Api {
+        store: store.clone(),
+        planner: Arc::new(FakePlanner),
+        cfg,
+    });
+    T {
+        app,
+        store,
+        alice,
+        bob,
+        ops,
+        root,
+        revoked,
+    }
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    text: String,
+}
+
+impl Resp {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("{e}: {}", self.text))
+    }
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Resp {
+    let mut b = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        b = b.header(header::CONTENT_TYPE, "application/json");
+    }
+    send(
+        app,
+        b.body(Body::from(body.unwrap_or("").to_string())).unwrap(),
+    )
+    .await
+}
+
+async fn send(app: &Router, req: Request<Body>) -> Resp {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
+        .await
+        .unwrap();
+    Resp {
+        status,
+        headers,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+const NOOP3: &str = r#"{"hunt": {"kind": "noop", "lakes": 3}}"#;
+
+async fn submit(t: &T, token: &str, body: &str) -> i64 {
+    let r = call(&t.app, "POST", "/v1/jobs", Some(token), Some(body)).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    r.json()["job"].as_i64().unwrap()
+}
+
+fn problem(r: &Resp, status: StatusCode, detail_has: &str) {
+    assert_eq!(r.status, status, "{}", r.text);
+    assert_eq!(
+        r.headers[header::CONTENT_TYPE],
+        "application/problem+json",
+        "{}",
+        r.text
+    );
+    let p = r.json();
+    assert_eq!(p["status"], status.as_u16());
+    assert!(
+        p["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:sluice:problem:")
+    );
+    assert!(
+        p["detail"].as_str().unwrap().contains(detail_has),
+        "{detail_has:?} not in {}",
+        r.text
+    );
+}
+
+#[tokio::test]
+async fn submit_then_poll_list_and_read_the_timeline() {
+    let t = setup(ApiConfig::default()).await;
+    let r = call(&t.app, "POST", "/v1/jobs", Some(&t.alice), Some(NOOP3)).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let s = r.json();
+    let id = s["job"].as_i64().unwrap();
+    assert_eq!(s["created"], true);
+    assert_eq!(s["tasks"], 3);
+    assert_eq!(s["est_provider_calls"], 24);
+    assert_eq!(s["status_url"], format!("/v1/jobs/{id}"));
+    assert_eq!(r.headers[header::LOCATION], format!("/v1/jobs/{id}"));
+
+    let r = call(
+        &t.app,
+        "GET",
+        &format!("/v1/jobs/{id}"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let j = r.json();
+    assert_eq!(j["owner"], "alice");
+    assert_eq!(j["state"], "queued");
+    assert_eq!(j["lakes"]["total"], 3);
+    assert_eq!(j["waiting"], serde_json::json!([]));
+
+    // A pause shows up as the reason the job waits.
+    t.store
+        .pause_set(sluice_store::PauseSetParams {
+            target: sluice_store::PauseTarget::Owner("alice".into()),
+            reason: "provider maintenance".into(),
+            by: "ops".into(),
+            now: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let j = call(
+        &t.app,
+        "GET",
+        &format!("/v1/jobs/{id}"),
+        Some(&t.alice),
+        None,
+    )
+    .await
+    .json();
+    assert!(
+        j["waiting"][0]
+            .as_str()
+            .unwrap()
+            .contains("provider maintenance"),
+        "{j}"
+    );
+
+    // Pages of the caller's jobs, newest first.
+    let second = submit(&t, &t.alice, NOOP3).await;
+    submit(&t, &t.bob, NOOP3).await;
+    let page = call(&t.app, "GET", "/v1/jobs?limit=1", Some(&t.alice), None)
+        .await
+        .json();
+    assert_eq!(page["jobs"][0]["id"], second);
+    let cursor = page["next_cursor"].as_str().unwrap().to_string();
+    let page = call(
+        &t.app,
+        "GET",
+        &format!("/v1/jobs?limit=1&cursor={cursor}"),
+        Some(&t.alice),
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(page["jobs"][0]["id"], id);
+    let all = call(&t.app, "GET", "/v1/jobs", Some(&t.alice), None)
+        .await
+        .json();
+    assert_eq!(
+        all["jobs"].as_array().unwrap().len(),
+        2,
+        "bob's job is not listed"
+    );
+    assert!(all["next_cursor"].is_null());
+    let queued = call(&t.app, "GET", "/v1/jobs?state=queued", Some(&t.ops), None)
+        .await
+        .json();
+    assert_eq!(queued["jobs"].as_array().unwrap().len(), 3);
+
+    // Cancel, then the timeline has it; cancelling again is a conflict.
+    let r = call(
+        &t.app,
+        "POST",
+        &format!("/v1/jobs/{id}/cancel"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["state"], "cancelled");
+    let r = call(
+        &t.app,
+        "POST",
+        &format!("/v1/jobs/{id}/cancel"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    problem(&r, StatusCode::CONFLICT, "already ended");
+    let ev = call(
+        &t.app,
+        "GET",
+        &format!("/v1/jobs/{id}/events"),
+        Some(&t.alice),
+        None,
+    )
+    .await
+    .json();
+    let kinds: Vec<&str> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"job.submitted"), "{kinds:?}");
+    assert!(kinds.contains(&"job.cancelled"), "{kinds:?}");
+    let ev = call(
+        &t.app,
+        "GET",
+        &format!("/v1/jobs/{id}/events?limit=1"),
+        Some(&t.alice),
+        None,
+    )
+    .await
+    .json();
+    let next = ev["next_cursor"].as_str().unwrap().to_string();
+    let ev2 = call(
+        &t.app,
+        "GET",
+        &format!("/v1/jobs/{id}/events?limit=1&cursor={next}"),
+        Some(&t.alice),
+        None,
+    )
+    .await
+    .json();
+    assert_ne!(ev["events"][0]["id"], ev2["events"][0]["id"]);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_gives_the_same_job_or_a_conflict() {
+    let t = setup(ApiConfig::default()).await;
+    let post = |body: &'static str| {
+        Request::builder()
+            .method("POST")
+            .uri("/v1/jobs")
+            .header(header::AUTHORIZATION, format!("Bearer {}", t.alice))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", "hunt-2026-12-01")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let a = send(&t.app, post(NOOP3)).await;
+    let b = send(&t.app, post(NOOP3)).await;
+    assert_eq!(
+        (a.status, b.status),
+        (StatusCode::ACCEPTED, StatusCode::ACCEPTED)
+    );
+    assert_eq!(a.json()["job"], b.json()["job"]);
+    assert_eq!(
+        (a.json()["created"].clone(), b.json()["created"].clone()),
+        (true.into(), false.into())
+    );
+    let c = send(&t.app, post(r#"{"hunt": {"kind": "noop", "lakes": 4}}"#)).await;
+    problem(&c, StatusCode::CONFLICT, "idempotency");
+    // Another owner's key is their own.
+    let r = send(
+        &t.app,
+        Request::builder()
+            .method("POST")
+            .uri("/v1/jobs")
+            .header(header::AUTHORIZATION, format!("Bearer {}", t.bob))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", "hunt-2026-12-01")
+            .body(Body::from(NOOP3))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.json()["created"], true);
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_problem_and_change_nothing() {
+    let t = setup(ApiConfig {
+        max_body_bytes: 4096,
+        ..ApiConfig::default()
+    })
+    .await;
+    let jobs_before = t
+        .store
+        .job_list(sluice_store::JobListParams {
+            owner: None,
+            state: None,
+            before: None,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .len();
+    // Authentication.
+    let r = call(&t.app, "GET", "/v1/jobs", None, None).await;
+    problem(&r, StatusCode::UNAUTHORIZED, "Bearer token is required");
+    assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Bearer");
+    for bad in ["nope", "slc_123", &format!("slc_{}", "0".repeat(64))] {
+        let r = call(&t.app, "GET", "/v1/jobs", Some(bad), None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{bad}: {}", r.text);
+    }
+    let r = call(&t.app, "GET", "/v1/jobs", Some(&t.revoked), None).await;
+    problem(&r, StatusCode::UNAUTHORIZED, "revoked");
+    // Bodies.
+    let cases: &[(&str, StatusCode, &str)] = &[
+        (
+            r#"{"hunt": {"kind": "noop"}"#,
+            StatusCode::BAD_REQUEST,
+            "line 1, column 25",
+        ),
+        ("", StatusCode::BAD_REQUEST, "malformed JSON"),
+        ("[1, 2]", StatusCode::BAD_REQUEST, "malformed JSON"),
+        (
+            r#"{"hunt": {"kind": "noop"}, "priorty": 1}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field `priorty`",
+        ),
+        (
+            r#"{"hunt": {"kind": "noop"}, "priority": 101}"#,
+            StatusCode::BAD_REQUEST,
+            "priority must be",
+        ),
+        (
+            r#"{"hunt": {"kind": "noop"}, "priority": 99999}"#,
+            StatusCode::BAD_REQUEST,
+            "malformed JSON",
+        ),
+        (
+            r#"{"hunt": {"kind": "noop"}, "max_attempts": 0}"#,
+            StatusCode::BAD_REQUEST,
+            "max_attempts",
+        ),
+        (
+            r#"{"hunt": {"kind": "none"}}"#,
+            StatusCode::BAD_REQUEST,
+            "no registered lake",
+        ),
+        (
+            r#"{"priority": 1}"#,
+            StatusCode::BAD_REQUEST,
+            "missing field `hunt`",
+        ),
+    ];
+    for (body, status, has) in cases {
+        let r = call(&t.app, "POST", "/v1/jobs", Some(&t.alice), Some(body)).await;
+        problem(&r, *status, has);
+    }
+    // An invalid hunt lists each problem with its position and hint.
+    let r = call(
+        &t.app,
+        "POST",
+        "/v1/jobs",
+        Some(&t.alice),
+        Some(r#"{"hunt": {"kind": "bad"}}"#),
+    )
+    .await;
+    problem(&r, StatusCode::BAD_REQUEST, "1 problem");
+    let e = &r.json()["errors"][0];
+    assert_eq!(
+        (e["line"].as_u64(), e["column"].as_u64()),
+        (Some(1), Some(8))
+    );
+    assert_eq!(e["hint"], "did you mean src_ip?");
+    // Too large, wrong media type, bad key.
+    let big = format!(
+        r#"{{"hunt": {{"kind": "noop", "pad": "{}"}}}}"#,
+        "x".repeat(5000)
+    );
+    problem(
+        &call(&t.app, "POST", "/v1/jobs", Some(&t.alice), Some(&big)).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "4096-byte",
+    );
+    let r = send(
+        &t.app,
+        Request::builder()
+            .method("POST")
+            .uri("/v1/jobs")
+            .header(header::AUTHORIZATION, format!("Bearer {}", t.alice))
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from(NOOP3))
+            .unwrap(),
+    )
+    .await;
+    problem(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json");
+    let r = send(
+        &t.app,
+        Request::builder()
+            .method("POST")
+            .uri("/v1/jobs")
+            .header(header::AUTHORIZATION, format!("Bearer {}", t.alice))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", "")
+            .body(Body::from(NOOP3))
+            .unwrap(),
+    )
+    .await;
+    problem(&r, StatusCode::BAD_REQUEST, "Idempotency-Key");
+    // Paths and queries.
+    for (path, status, has) in [
+        ("/v1/jobs/abc", StatusCode::BAD_REQUEST, "not a job id"),
+        ("/v1/jobs/-1", StatusCode::BAD_REQUEST, "not a job id"),
+        ("/v1/jobs/99999999", StatusCode::NOT_FOUND, "job 99999999"),
+        (
+            "/v1/jobs?state=done",
+            StatusCode::BAD_REQUEST,
+            "unknown state",
+        ),
+        ("/v1/jobs?cursor=xyz", StatusCode::BAD_REQUEST, "cursor"),
+        ("/v1/jobs?limit=0", StatusCode::BAD_REQUEST, "limit must be"),
+        (
+            "/v1/jobs?limit=5000",
+            StatusCode::BAD_REQUEST,
+            "limit must be",
+        ),
+        (
+            "/v1/jobs?colour=red",
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
+        ("/v2/anything", StatusCode::NOT_FOUND, "no such route"),
+    ] {
+        problem(
+            &call(&t.app, "GET", path, Some(&t.alice), None).await,
+            status,
+            has,
+        );
+    }
+    let after = t
+        .store
+        .job_list(sluice_store::JobListParams {
+            owner: None,
+            state: None,
+            before: None,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(jobs_before, after, "a refused request wrote a job");
+}
+
+/// Each role × each endpoint × own or another owner's job.
+#[tokio::test]
+async fn authorization_matrix() {
+    let t = setup(ApiConfig::default()).await;
+    use StatusCode as S;
+    // (who, whose job, GET job, GET events, POST cancel, GET /v1/jobs?owner=alice)
+    let rows: [(&str, &str, S, S, S, S); 5] = [
+        ("alice", "alice", S::OK, S::OK, S::OK, S::OK),
+        (
+            "bob",
+            "alice",
+            S::NOT_FOUND,
+            S::NOT_FOUND,
+            S::NOT_FOUND,
+            S::FORBIDDEN,
+        ),
+        ("ops", "alice", S::OK, S::OK, S::OK, S::OK),
+        ("root", "alice", S::OK, S::OK, S::OK, S::OK),
+        ("ops", "ops", S::OK, S::OK, S::OK, S::OK),
+    ];
+    for (who, whose, get, events, cancel, list) in rows {
+        let tok = |name: &str| match name {
+            "alice" => t.alice.clone(),
+            "bob" => t.bob.clone(),
+            "ops" => t.ops.clone(),
+            _ => t.root.clone(),
+        };
+        let id = submit(&t, &tok(whose), NOOP3).await;
+        let me = tok(who);
+        let got = [
+            call(&t.app, "GET", &format!("/v1/jobs/{id}"), Some(&me), None)
+                .await
+                .status,
+            call(
+                &t.app,
+                "GET",
+                &format!("/v1/jobs/{id}/events"),
+                Some(&me),
+                None,
+            )
+            .await
+            .status,
+            call(
+                &t.app,
+                "POST",
+                &format!("/v1/jobs/{id}/cancel"),
+                Some(&me),
+                None,
+            )
+            .await
+            .status,
+            call(&t.app, "GET", "/v1/jobs?owner=alice", Some(&me), None)
+                .await
+                .status,
+        ];
+        assert_eq!(got, [get, events, cancel, list], "{who} on {whose}'s job");
+        // A job another researcher cannot see looks exactly like a missing one.
+        if get == S::NOT_FOUND {
+            let other = call(&t.app, "GET", &format!("/v1/jobs/{id}"), Some(&me), None)
+                .await
+                .json();
+            let missing = call(&t.app, "GET", "/v1/jobs/99999999", Some(&me), None)
+                .await
+                .json();
+            assert_eq!(other["type"], missing["type"]);
+            let j = t.store.job_get(sluice_core::JobId(id)).await.unwrap();
+            assert_eq!(
+                j.state,
+                sluice_core::JobState::Queued,
+                "bob's cancel must not land"
+            );
+        }
+    }
+    // Researchers list their own jobs (asking for their own name is fine).
+    let r = call(&t.app, "GET", "/v1/jobs?owner=bob", Some(&t.bob), None).await;
+    assert_eq!(r.status, S::OK);
+    assert!(r.json()["jobs"].as_array().unwrap().is_empty());
+    // Every endpoint needs a token; health, readiness and metrics do not.
+    for (m, p) in [
+        ("GET", "/v1/jobs/1"),
+        ("GET", "/v1/jobs/1/events"),
+        ("POST", "/v1/jobs/1/cancel"),
+        ("POST", "/v1/jobs"),
+    ] {
+        assert_eq!(
+            call(&t.app, m, p, None, None).await.status,
+            S::UNAUTHORIZED,
+            "{m} {p}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn intake_closes_over_the_backlog_limit_and_accepted_jobs_go_on() {
+    let t = setup(ApiConfig {
+        max_backlog_tasks: Some(5),
+        ..ApiConfig::default()
+    })
+    .await;
+    let first = submit(&t, &t.alice, NOOP3).await;
+    submit(&t, &t.alice, NOOP3).await; // 3 open < 5: accepted, now 6
+    let r = call(&t.app, "POST", "/v1/jobs", Some(&t.alice), Some(NOOP3)).await;
+    problem(&r, StatusCode::SERVICE_UNAVAILABLE, "unfinished lakes");
+    assert_eq!(r.headers[header::RETRY_AFTER], "30");
+    let r = call(
+        &t.app,
+        "GET",
+        &format!("/v1/jobs/{first}"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    // Cancelling drains the backlog: intake opens again.
+    for id in [first, first + 1] {
+        call(
+            &t.app,
+            "POST",
+            &format!("/v1/jobs/{id}/cancel"),
+            Some(&t.alice),
+            None,
+        )
+        .await;
+    }
+    assert_eq!(
+        call(&t.app, "POST", "/v1/jobs", Some(&t.alice), Some(NOOP3))
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_request_metrics() {
+    let t = setup(ApiConfig::default()).await;
+    let r = call(&t.app, "GET", "/healthz", None, None).await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "ok\n"));
+    let r = call(&t.app, "GET", "/readyz", None, None).await;
+    assert_eq!((r.status, r.text.as_str()), (StatusCode::OK, "ready\n"));
+    call(&t.app, "GET", "/v1/jobs/123", Some(&t.alice), None).await;
+    let m = call(&t.app, "GET", "/metrics", None, None).await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert!(
+        m.text.lines().any(|l| l.starts_with(
+            r#"sluice_api_requests_total{method="GET",route="/v1/jobs/{id}",status="404"}"#
+        )),
+        "{}",
+        m.text
+    );
+    assert!(
+        m.text
+            .contains("sluice_api_request_duration_seconds_bucket")
+    );
+}
