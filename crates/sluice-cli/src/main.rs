@@ -297,6 +297,17 @@ struct WorkerArgs {
     guard: provider::GuardArgs,
 }
 
+/// A worker's totals on stdout at exit, for scripts (`--output json` only).
+fn print_stats(output: Output, stats: Option<sluice_worker::WorkerStats>) {
+    if let (Output::Json, Some(s)) = (output, stats) {
+        println!(
+            "{}",
+            serde_json::json!({"claimed": s.claimed, "recorded": s.recorded,
+                "rejected": s.rejected, "handed_back": s.handed_back})
+        );
+    }
+}
+
 /// Runs a worker (and, with `--scheduler true`, a scheduler candidate) until `stop` is
 /// cancelled and the worker has drained.
 async fn run_worker(
@@ -532,13 +543,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let stats = run_worker(store, &cli.results_dir, &args, stop).await?;
             metrics_stop.cancel();
-            if cli.output == Output::Json {
-                println!(
-                    "{}",
-                    serde_json::json!({"claimed": stats.claimed, "recorded": stats.recorded,
-                        "rejected": stats.rejected, "handed_back": stats.handed_back})
-                );
-            }
+            print_stats(cli.output, Some(stats));
             Ok(ExitCode::SUCCESS)
         }
         Command::Server(args) => {
@@ -600,13 +605,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(Err(e)) => tracing::warn!(error = %e, "API server stopped"),
                 Err(e) => tracing::warn!(error = %e, "API server task failed"),
             }
-            if let (Output::Json, Some(stats)) = (cli.output, stats) {
-                println!(
-                    "{}",
-                    serde_json::json!({"claimed": stats.claimed, "recorded": stats.recorded,
-                        "rejected": stats.rejected, "handed_back": stats.handed_back})
-                );
-            }
+            print_stats(cli.output, stats);
             Ok(ExitCode::SUCCESS)
         }
         Command::Tokens(cmd) => {
