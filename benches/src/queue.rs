@@ -359,6 +359,9 @@ impl Store for Timed {
     async fn job_backlog(&self) -> sluice_store::Result<Vec<sluice_store::Backlog>> {
         self.inner.job_backlog().await
     }
+    async fn task_backlog(&self) -> sluice_store::Result<sluice_store::TaskBacklog> {
+        self.inner.task_backlog().await
+    }
     async fn job_finished(
         &self,
         p: sluice_store::JobFinishedParams,

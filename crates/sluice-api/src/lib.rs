@@ -4,6 +4,7 @@
 //! binary passes a [`Planner`].
 
 pub mod auth;
+pub mod backlog;
 pub mod error;
 mod jobs;
 pub mod metrics;

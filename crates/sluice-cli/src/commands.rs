@@ -751,3 +751,55 @@ pub async fn tokens(store: &dyn Store, cmd: TokensCmd, json: bool) -> Result<()>
     }
     Ok(())
 }
+
+/// `sluice backlog`: the task counters by scope with each scope's drain bound.
+pub async fn backlog(store: &dyn Store, json: bool) -> Result<()> {
+    let now = chrono::Utc::now();
+    let r = sluice_api::backlog::report(
+        &store.task_backlog().await?,
+        &store.budget_list().await?,
+        now,
+    );
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let secs = |s: Option<f64>| match s {
+        None => "unlimited".to_string(),
+        Some(s) if s.is_infinite() => "never (rate 0)".to_string(),
+        Some(s) => human_secs(s),
+    };
+    println!(
+        "{:<28} {:>9} {:>9} {:>12}  {:<20} DRAIN AT BUDGET",
+        "SCOPE", "PENDING", "RUNNING", "EST CALLS", "LIMITED BY"
+    );
+    for s in &r.scopes {
+        println!(
+            "{:<28} {:>9} {:>9} {:>12}  {:<20} {}",
+            s.scope,
+            s.pending,
+            s.running,
+            s.est_calls,
+            s.limited_by.as_deref().unwrap_or("-"),
+            secs(s.drain_secs)
+        );
+    }
+    println!(
+        "{} pending, {} running; oldest pending task waited {}; the backlog drains in {} at the current budgets, no sooner",
+        r.pending,
+        r.running,
+        r.oldest_pending_secs.map_or("-".into(), human_secs),
+        secs(r.drain_secs)
+    );
+    Ok(())
+}
+
+/// `95s` → `1m35s`, `4000s` → `1h06m`.
+fn human_secs(s: f64) -> String {
+    let s = s.ceil() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}

@@ -117,6 +117,9 @@ enum Command {
     },
     /// The pauses in force.
     Pauses,
+    /// Unfinished tasks by provider scope, the oldest pending task's age, and the soonest the
+    /// backlog can drain at the current budgets (from the store's counters; no task scan).
+    Backlog,
     /// Register, list, remove or generate lakes.
     #[command(subcommand)]
     Lakes(commands::LakesCmd),
@@ -770,6 +773,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 println!("{} pauses in force", pauses.len());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backlog => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            commands::backlog(store.as_ref(), cli.output == Output::Json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Lakes(cmd) => {

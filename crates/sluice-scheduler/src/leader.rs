@@ -10,7 +10,7 @@
 use crate::metrics;
 use crate::{Rescuer, RescuerConfig};
 use chrono::{DateTime, Utc};
-use sluice_core::Clock;
+use sluice_core::{Clock, TaskState};
 use sluice_store::{JobFinishedParams, JobRebalanceParams, LeaderElectParams, Store};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,8 +173,9 @@ impl Scheduler {
         }
     }
 
-    /// Reads what the dashboard needs off the database: the backlog from the jobs' counters,
-    /// budgets, pauses, and the jobs finished since the last pass (time to answer).
+    /// Reads what the dashboard needs off the database: the backlog from the jobs' counters and
+    /// the tasks' (by scope and state, folding the store's count deltas), budgets, pauses, and
+    /// the jobs finished since the last pass (time to answer).
     async fn observe(
         &self,
         finished_after: &mut Option<DateTime<Utc>>,
@@ -195,6 +196,22 @@ impl Scheduler {
                 metrics::TIME_TO_ANSWER.with_label_values(&[&p, outcome]);
             }
         }
+        // Read after the jobs' backlog: a job counted above has its tasks counted here.
+        let tasks = self.store.task_backlog().await?;
+        metrics::TASK_BACKLOG.reset();
+        for c in &tasks.counts {
+            if matches!(c.state, TaskState::Pending | TaskState::Running) {
+                metrics::TASK_BACKLOG
+                    .with_label_values(&[&c.scope, c.state.as_str()])
+                    .set(c.tasks);
+            }
+        }
+        let oldest = tasks.oldest_pending_at.map_or(0.0, |at| {
+            (now - at).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        metrics::OLDEST_PENDING
+            .with_label_values::<&str>(&[])
+            .set(oldest);
         for b in self.store.budget_list().await? {
             let rate = b.effective_rate(now);
             let mut bucket =

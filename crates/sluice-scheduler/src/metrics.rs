@@ -147,6 +147,27 @@ pub static OLDEST_OPEN: LazyLock<GaugeVec> = LazyLock::new(|| {
     ))
 });
 
+pub static TASK_BACKLOG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    reg(IntGaugeVec::new(
+        Opts::new(
+            "sluice_tasks_backlog_tasks",
+            "Tasks pending or running, by provider scope and state, from counters the database keeps (exported by the scheduler leader; scopes with none are absent).",
+        ),
+        &["scope", "state"],
+    ))
+});
+
+/// Unlabelled, but a vector so that a standby exports nothing (like the other leader gauges).
+pub static OLDEST_PENDING: LazyLock<GaugeVec> = LazyLock::new(|| {
+    reg(GaugeVec::new(
+        Opts::new(
+            "sluice_tasks_oldest_pending_age_seconds",
+            "Age of the oldest task waiting to run (0 when none is pending), exported by the scheduler leader.",
+        ),
+        &[],
+    ))
+});
+
 pub static TIME_TO_ANSWER: LazyLock<HistogramVec> = LazyLock::new(|| {
     reg(HistogramVec::new(
         HistogramOpts::new(
@@ -203,6 +224,8 @@ pub fn reset_leader_gauges() {
     OPEN_JOBS.reset();
     BACKLOG.reset();
     OLDEST_OPEN.reset();
+    TASK_BACKLOG.reset();
+    OLDEST_PENDING.reset();
     BUDGET_RATE.reset();
     BUDGET_EFFECTIVE.reset();
     BUDGET_TOKENS.reset();

@@ -168,6 +168,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The open backlog per priority, from the open jobs' counters (no scan of tasks).
     async fn job_backlog(&self) -> Result<Vec<Backlog>>;
 
+    /// Tasks by scope and state, from counters the database keeps up to date on every task
+    /// write (triggers; on Postgres as insert-only deltas that this call folds in), and the
+    /// creation time of the oldest pending task (one index probe). Never counts `tasks`.
+    async fn task_backlog(&self) -> Result<TaskBacklog>;
+
     /// Jobs that finished in `(after, until]`, oldest first (for time-to-answer).
     async fn job_finished(&self, p: JobFinishedParams) -> Result<Vec<FinishedJob>>;
 }

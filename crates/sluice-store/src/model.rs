@@ -895,6 +895,49 @@ pub struct Backlog {
     pub oldest_created_at: DateTime<Utc>,
 }
 
+/// Tasks of one scope in one state, from the counters the database keeps (no scan of tasks).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskCount {
+    pub scope: String,
+    pub state: TaskState,
+    pub tasks: i64,
+    /// The planner's estimate of these tasks' provider calls (drain time at a budget).
+    pub est_calls: i64,
+}
+
+/// The task backlog: tasks by scope and state, and the oldest pending task.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskBacklog {
+    /// Every (scope, state) with at least one task, by scope then state.
+    pub counts: Vec<TaskCount>,
+    /// When the oldest task still pending was created (`None`: nothing is pending).
+    pub oldest_pending_at: Option<DateTime<Utc>>,
+}
+
+/// Builds a [`TaskBacklog`] from `(scope, state, tasks, est_calls)` counter rows.
+pub(crate) fn task_backlog(
+    rows: Vec<(String, String, i64, i64)>,
+    oldest_pending_at: Option<DateTime<Utc>>,
+) -> crate::Result<TaskBacklog> {
+    let counts = rows
+        .into_iter()
+        .map(|(scope, state, tasks, est_calls)| {
+            let state = TaskState::parse(&state)
+                .ok_or_else(|| crate::StoreError::Corrupt(format!("unknown state {state:?}")))?;
+            Ok(TaskCount {
+                scope,
+                state,
+                tasks,
+                est_calls,
+            })
+        })
+        .collect::<crate::Result<_>>()?;
+    Ok(TaskBacklog {
+        counts,
+        oldest_pending_at,
+    })
+}
+
 /// A job that reached a terminal state, for time-to-answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FinishedJob {

@@ -154,12 +154,21 @@ impl PgStore {
         tokio::spawn(async move {
             loop {
                 let listened: std::result::Result<(), sqlx::Error> = async {
+                    // Stores in other schemas of the same database share the channel; the
+                    // payload names the schema a job was submitted to.
+                    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+                        .fetch_one(&pool)
+                        .await?;
                     let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
                     l.listen(TASKS_CHANNEL).await?;
                     loop {
                         // `None` means the connection dropped and is being re-established;
                         // waking the waiters then makes them poll, covering what was missed.
-                        l.try_recv().await?;
+                        if let Some(n) = l.try_recv().await?
+                            && n.payload() != schema
+                        {
+                            continue;
+                        }
                         wake.notify_waiters();
                     }
                 }
@@ -597,7 +606,7 @@ impl Store for PgStore {
                 .await
                 .map_err(from_sqlx)?;
                 // Delivered at commit: idle workers on every machine wake up and claim.
-                sqlx::query("SELECT pg_notify($1, '')")
+                sqlx::query("SELECT pg_notify($1, current_schema()::text)")
                     .bind(TASKS_CHANNEL)
                     .execute(&mut *tx)
                     .await
@@ -1447,6 +1456,34 @@ impl Store for PgStore {
                 },
             )
             .collect())
+    }
+
+    async fn task_backlog(&self) -> Result<TaskBacklog> {
+        // Concurrent folds are safe: a delta row is deleted (and added) by exactly one of them.
+        sqlx::query(
+            "WITH d AS (DELETE FROM task_count_deltas RETURNING scope, state, tasks, est_calls) \
+             INSERT INTO task_counts AS c (scope, state, tasks, est_calls) \
+             SELECT scope, state, sum(tasks)::bigint, sum(est_calls)::bigint FROM d \
+             GROUP BY scope, state ORDER BY scope, state \
+             ON CONFLICT (scope, state) DO UPDATE \
+             SET tasks = c.tasks + excluded.tasks, est_calls = c.est_calls + excluded.est_calls",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT scope, state, tasks, est_calls FROM task_counts WHERE tasks <> 0 \
+             ORDER BY scope, state",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        let oldest_pending_at: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT min(created_at) FROM tasks WHERE state = 'pending'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(from_sqlx)?;
+        task_backlog(rows, oldest_pending_at)
     }
 
     async fn job_finished(&self, p: JobFinishedParams) -> Result<Vec<FinishedJob>> {

@@ -1404,6 +1404,22 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn task_backlog(&self) -> Result<TaskBacklog> {
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT scope, state, tasks, est_calls FROM task_counts WHERE tasks <> 0 \
+             ORDER BY scope, state",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        let oldest: Option<i64> =
+            sqlx::query_scalar("SELECT min(created_at) FROM tasks WHERE state = 'pending'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(from_sqlx)?;
+        task_backlog(rows, from_us_opt(oldest)?)
+    }
+
     async fn job_finished(&self, p: JobFinishedParams) -> Result<Vec<FinishedJob>> {
         let rows: Vec<(i64, i16, String, i64, i64)> = sqlx::query_as(
             "SELECT id, priority, state, created_at, finished_at FROM jobs \

@@ -125,6 +125,15 @@ impl Lab {
     }
 
     pub(crate) fn worker(&self, id: &str, extra: &[&str]) -> Proc {
+        self.process("worker", id, extra)
+    }
+
+    /// `sluice server` (API, scheduler and worker slots) with the same settings as `worker`.
+    pub(crate) fn server(&self, id: &str, extra: &[&str]) -> Proc {
+        self.process("server", id, extra)
+    }
+
+    fn process(&self, verb: &str, id: &str, extra: &[&str]) -> Proc {
         // Logs to a file: a pipe nobody reads fills up and blocks the worker.
         let dir = self._dir.as_ref().expect("dir").path();
         let log = std::fs::File::create(dir.join(format!("{id}.log"))).expect("log");
@@ -132,7 +141,7 @@ impl Lab {
             sluice()
                 .args(["--database-url", &self.url, "--results-dir", &self.results])
                 .args([
-                    "worker",
+                    verb,
                     "--id",
                     id,
                     "--idle-poll",
@@ -145,7 +154,7 @@ impl Lab {
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
-                .expect("worker"),
+                .expect(verb),
         )
     }
 

@@ -513,6 +513,12 @@ fn bad_input_gets_one_clear_line_and_exit_code() {
             "--max-backlog-tasks",
         ),
         (&["server", "--slots", "some"], 2, "--slots"),
+        (&["backlog", "aws:1"], 2, "unexpected argument"),
+        (
+            &["--database-url", "mysql://x", "backlog"],
+            1,
+            "unsupported database url",
+        ),
         (
             &["server", "--leader-ttl", "10ms"],
             1,
@@ -868,6 +874,28 @@ fn hunt_finds_exactly_the_needles(db: &str) {
         early.contains("0 rows") && early.contains("partial"),
         "{early}"
     );
+    // The operator's view of the same backlog, from the store's counters.
+    let backlog: serde_json::Value =
+        serde_json::from_str(&sluice_ok(db, &results, &["--output", "json", "backlog"]))
+            .expect("backlog json");
+    assert_eq!(
+        (backlog["pending"].as_i64(), backlog["running"].as_i64()),
+        (Some(200), Some(0)),
+        "{backlog}"
+    );
+    assert!(
+        backlog["oldest_pending_secs"]
+            .as_f64()
+            .is_some_and(|s| s >= 0.0),
+        "{backlog}"
+    );
+    assert_eq!(
+        backlog["drain_secs"],
+        serde_json::Value::Null,
+        "no budget: no bound"
+    );
+    let text = sluice_ok(db, &results, &["backlog"]);
+    assert!(text.contains("200 pending, 0 running"), "{text}");
 
     let mut worker = Proc(
         sluice()
@@ -903,6 +931,22 @@ fn hunt_finds_exactly_the_needles(db: &str) {
     assert_eq!(status["state"], "succeeded", "{status}");
     assert_eq!(status["counts"]["done"], 200);
     assert_eq!(status["rows_found"].as_u64(), Some(needles.len() as u64));
+    let backlog: serde_json::Value =
+        serde_json::from_str(&sluice_ok(db, &results, &["--output", "json", "backlog"]))
+            .expect("backlog json");
+    assert_eq!(
+        (
+            &backlog["pending"],
+            &backlog["running"],
+            &backlog["oldest_pending_secs"]
+        ),
+        (
+            &serde_json::json!(0),
+            &serde_json::json!(0),
+            &serde_json::Value::Null
+        ),
+        "{backlog}"
+    );
 
     let explained = sluice_ok(db, &results, &["explain", &job]);
     for needle in [

@@ -55,6 +55,7 @@ conformance!(
     a_migrated_store_is_ready,
     tokens_are_found_by_hash_until_revoked,
     job_list_pages_newest_first_by_owner_and_state,
+    task_counts_follow_every_move_of_a_task,
 );
 
 fn lease() -> Duration {
@@ -1858,4 +1859,150 @@ async fn job_list_pages_newest_first_by_owner_and_state(s: S) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// The counters `task_backlog` reads must agree with the tasks themselves after every kind of
+/// move: insert, claim, each outcome, heartbeat, rescue, hand-back, cancel and re-tagging.
+async fn task_counts_follow_every_move_of_a_task(s: S) {
+    async fn check(s: &S, jobs: &[JobId], step: &str) {
+        let mut want: std::collections::BTreeMap<(String, &str), (i64, i64)> = Default::default();
+        let mut oldest = None;
+        for j in jobs {
+            let tasks = s
+                .task_list(TaskListParams {
+                    job_id: *j,
+                    limit: 1000,
+                    after: None,
+                })
+                .await
+                .unwrap();
+            for t in tasks {
+                let e = want.entry((t.scope.clone(), t.state.as_str())).or_default();
+                *e = (e.0 + 1, e.1 + i64::from(t.est_calls));
+                if t.state == TaskState::Pending {
+                    oldest = Some(match oldest {
+                        Some(o) if o < t.created_at => o,
+                        _ => t.created_at,
+                    });
+                }
+            }
+        }
+        let got = s.task_backlog().await.unwrap();
+        let got_map: std::collections::BTreeMap<(String, &str), (i64, i64)> = got
+            .counts
+            .iter()
+            .map(|c| ((c.scope.clone(), c.state.as_str()), (c.tasks, c.est_calls)))
+            .collect();
+        assert_eq!(got_map, want, "counts after {step}");
+        assert_eq!(got.counts.len(), want.len(), "no zero rows after {step}");
+        assert_eq!(got.oldest_pending_at, oldest, "oldest pending after {step}");
+    }
+    assert_eq!(s.task_backlog().await.unwrap(), TaskBacklog::default());
+    let mut p = job("alice", 6);
+    for (i, t) in p.tasks.iter_mut().enumerate() {
+        t.est_calls = 1 + i as i32 * 10;
+    }
+    let a = s.job_insert(p).await.unwrap().job.id;
+    let mut p = job("bob", 4);
+    p.now = at(10);
+    let b = s.job_insert(p).await.unwrap().job.id;
+    let jobs = [a, b];
+    check(&s, &jobs, "insert").await;
+
+    let claimed = claim(&s, "w1", 6, 20).await;
+    assert_eq!(claimed.len(), 6);
+    check(&s, &jobs, "claim").await;
+    s.task_heartbeat(TaskHeartbeatParams {
+        leases: claimed.iter().map(|t| t.lease).collect(),
+        lease: lease(),
+        now: at(21),
+    })
+    .await
+    .unwrap();
+    check(&s, &jobs, "heartbeat").await;
+
+    let outcomes = [
+        ok(3),
+        TaskOutcome::Failed {
+            error: "bad".into(),
+        },
+        TaskOutcome::Retry {
+            run_after: at(22),
+            error: "flaky".into(),
+        },
+        TaskOutcome::Defer {
+            run_after: at(22),
+            reason: "throttled".into(),
+        },
+    ];
+    for (t, o) in claimed.iter().zip(outcomes) {
+        finish(&s, t.lease, o, 22).await;
+    }
+    check(&s, &jobs, "finish").await;
+
+    // claimed[4] is handed back by its worker; claimed[5]'s lease runs out and is rescued.
+    s.task_hand_back(TaskHandBackParams {
+        of: HandBack::Worker {
+            worker: "w1".into(),
+            keep: vec![claimed[5].lease],
+        },
+        reason: "shutdown".into(),
+        now: at(23),
+    })
+    .await
+    .unwrap();
+    check(&s, &jobs, "hand back").await;
+    let rescued = s
+        .task_rescue_expired(TaskRescueParams {
+            limit: 100,
+            now: at(120),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rescued.len(), 1);
+    check(&s, &jobs, "rescue").await;
+
+    // Re-tagging moves no task between states.
+    let mut p = job("alice", 2);
+    p.now = at(121);
+    let c = s.job_insert(p).await.unwrap().job.id;
+    let jobs = [a, b, c];
+    s.job_rebalance(JobRebalanceParams { now: at(122) })
+        .await
+        .unwrap();
+    check(&s, &jobs, "rebalance").await;
+
+    let running = claim(&s, "w2", 2, 130).await;
+    s.job_cancel(JobCancelParams {
+        id: b,
+        by: "t".into(),
+        reason: None,
+        now: at(131),
+    })
+    .await
+    .unwrap();
+    check(&s, &jobs, "cancel").await;
+    // A cancelled task's late finish is rejected and moves nothing.
+    for t in running {
+        finish(&s, t.lease, ok(1), 132).await;
+    }
+    check(&s, &jobs, "late finish").await;
+
+    // Draining everything leaves only finished states.
+    loop {
+        let got = claim(&s, "w3", 100, 200).await;
+        if got.is_empty() {
+            break;
+        }
+        for t in got {
+            finish(&s, t.lease, ok(0), 201).await;
+        }
+    }
+    check(&s, &jobs, "drain").await;
+    let left = s.task_backlog().await.unwrap();
+    assert_eq!(left.oldest_pending_at, None);
+    assert!(left.counts.iter().all(|c| matches!(
+        c.state,
+        TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
+    )));
 }

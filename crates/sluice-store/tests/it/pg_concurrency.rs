@@ -89,6 +89,41 @@ async fn eight_claimers_complete_ten_thousand_tasks_exactly_once() {
         events.iter().filter(|e| e.kind == "job.succeeded").count(),
         1
     );
+    // The task counters saw every concurrent claim and finish: all succeeded, none left open.
+    let backlog = s.task_backlog().await.unwrap();
+    assert_eq!(backlog.oldest_pending_at, None);
+    let succeeded: i64 = backlog
+        .counts
+        .iter()
+        .map(|c| {
+            assert_eq!(c.state, sluice_core::TaskState::Succeeded, "{c:?}");
+            c.tasks
+        })
+        .sum();
+    assert_eq!(succeeded, n as i64);
+}
+
+#[tokio::test]
+async fn a_submission_in_another_schema_does_not_wake_this_one() {
+    // Stores in two schemas of one database share the NOTIFY channel: a job submitted to one
+    // must not wake the other's idle workers (they would claim from an empty table).
+    let (mine, other) = (pg().await, pg().await);
+    mine.task_wait(Duration::from_millis(100)).await; // starts the listener
+    let waiter = {
+        let mine = mine.clone();
+        tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            mine.task_wait(Duration::from_millis(1500)).await;
+            t.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    other.job_insert(job("alice", 1)).await.unwrap();
+    let waited = waiter.await.unwrap();
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "woken after {waited:?} by another schema's submission"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
