@@ -362,6 +362,22 @@ impl Store for Timed {
     async fn task_backlog(&self) -> sluice_store::Result<sluice_store::TaskBacklog> {
         self.inner.task_backlog().await
     }
+    async fn intake_close(
+        &self,
+        p: sluice_store::IntakeCloseParams,
+    ) -> sluice_store::Result<sluice_store::IntakeHold> {
+        self.inner.intake_close(p).await
+    }
+    async fn intake_open(
+        &self,
+        by: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> sluice_store::Result<()> {
+        self.inner.intake_open(by, now).await
+    }
+    async fn intake_get(&self) -> sluice_store::Result<Option<sluice_store::IntakeHold>> {
+        self.inner.intake_get().await
+    }
     async fn job_finished(
         &self,
         p: sluice_store::JobFinishedParams,

@@ -36,6 +36,10 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::Invalid(m) => ApiError::BadRequest(m),
             StoreError::NotReady(m) => ApiError::Unavailable(m),
+            StoreError::Closed(detail) => ApiError::Busy {
+                detail,
+                retry_after: 60,
+            },
             e if e.is_transient() => ApiError::Unavailable(e.to_string()),
             e => ApiError::Internal(e.to_string()),
         }

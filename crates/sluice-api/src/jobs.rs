@@ -1,6 +1,6 @@
 //! The job endpoints: submit, get, list, cancel, events; and readiness.
 
-use crate::wire::{EventPage, EventView, JobPage, JobView, SubmitRequest, Submitted};
+use crate::wire::{EventPage, EventView, JobPage, JobView, SubmitRequest, Submitted, Validated};
 use crate::{Api, ApiError, Caller, Rejection, waits};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -15,7 +15,7 @@ use sluice_store::{
 
 const DEFAULT_MAX_ATTEMPTS: i32 = 5;
 
-fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_string(body) {
         Ok(b) => (status, [(header::CONTENT_TYPE, "application/json")], b).into_response(),
         Err(e) => ApiError::Internal(format!("encoding the response: {e}")).into_response(),
@@ -76,12 +76,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(k.to_string()))
 }
 
-pub(crate) async fn submit(
-    State(api): State<Api>,
-    caller: Caller,
-    headers: HeaderMap,
+/// A JSON object body: within the size limit, sent as JSON, an object (serde would read an
+/// array as the struct's fields in order), with the position of any syntax error.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    api: &Api,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<T, ApiError> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(api.cfg.max_body_bytes)
@@ -89,23 +90,25 @@ pub(crate) async fn submit(
             ApiError::BadRequest(e.body_text())
         }
     })?;
-    if !is_json(&headers) {
+    if !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let key = idempotency_key(&headers)?;
-    // An object, not an array: serde would read `[hunt, priority]` as the struct's fields.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::BadRequest(
-            "malformed JSON: the body must be an object like {\"hunt\": {...}}".into(),
+            "malformed JSON: the body must be a JSON object".into(),
         ));
     }
-    let req: SubmitRequest = serde_json::from_slice(&body).map_err(|e| {
+    serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "malformed JSON at line {}, column {}: {e}",
             e.line(),
             e.column()
         ))
-    })?;
+    })
+}
+
+/// The request's own limits; returns its max attempts.
+fn check_request(req: &SubmitRequest) -> Result<i32, ApiError> {
     if !(-100..=100).contains(&req.priority) {
         return Err(ApiError::BadRequest(format!(
             "priority must be -100 to 100, got {}",
@@ -118,6 +121,84 @@ pub(crate) async fn submit(
             "max_attempts must be 1 to 20, got {max_attempts}"
         )));
     }
+    Ok(max_attempts)
+}
+
+async fn plan(api: &Api, hunt: &serde_json::Value) -> Result<crate::Planned, ApiError> {
+    api.planner.plan(hunt).await.map_err(|r| match r {
+        Rejection::Invalid(errors) => ApiError::InvalidHunt(errors),
+        Rejection::NoLakes => {
+            ApiError::BadRequest("no registered lake matches the selector".into())
+        }
+        Rejection::Store(e) => e.into(),
+    })
+}
+
+/// `POST /v1/validate`: the submit's checks and plan without the job, with the calls it would
+/// make and how soon it could finish at the current budgets.
+pub(crate) async fn validate(
+    State(api): State<Api>,
+    _caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: SubmitRequest = json_body(&api, &headers, body)?;
+    check_request(&req)?;
+    let planned = plan(&api, &req.hunt).await?;
+    let now = chrono::Utc::now();
+    let budgets = api.store.budget_list().await?;
+    let mine = planned_backlog(&planned.tasks);
+    let mut all = api.store.task_backlog().await?;
+    all.counts.extend(mine.counts.iter().cloned());
+    let eta = |b: &sluice_store::TaskBacklog| {
+        crate::backlog::report(b, &budgets, now)
+            .drain_secs
+            .filter(|s| s.is_finite())
+    };
+    Ok(json(
+        StatusCode::OK,
+        &Validated {
+            valid: true,
+            tasks: planned.tasks.len() as i64,
+            est_provider_calls: planned.est_calls,
+            eta_alone_secs: eta(&mine),
+            eta_with_backlog_secs: eta(&all),
+            intake_open: api.store.intake_get().await?.is_none(),
+            lakes: planned.tasks.iter().map(|t| t.lake.clone()).collect(),
+        },
+    ))
+}
+
+/// A plan's tasks as pending counts per scope (the backlog they would add).
+fn planned_backlog(tasks: &[sluice_store::NewTask]) -> sluice_store::TaskBacklog {
+    let mut by: std::collections::BTreeMap<&str, (i64, i64)> = Default::default();
+    for t in tasks {
+        let e = by.entry(&t.scope).or_default();
+        *e = (e.0 + 1, e.1 + i64::from(t.est_calls));
+    }
+    sluice_store::TaskBacklog {
+        counts: by
+            .into_iter()
+            .map(|(scope, (tasks, est_calls))| sluice_store::TaskCount {
+                scope: scope.to_string(),
+                state: sluice_core::TaskState::Pending,
+                tasks,
+                est_calls,
+            })
+            .collect(),
+        oldest_pending_at: None,
+    }
+}
+
+pub(crate) async fn submit(
+    State(api): State<Api>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req: SubmitRequest = json_body(&api, &headers, body)?;
+    let key = idempotency_key(&headers)?;
+    let max_attempts = check_request(&req)?;
     if let Some(max) = api.cfg.max_backlog_tasks {
         let open: i64 = api
             .store
@@ -135,13 +216,7 @@ pub(crate) async fn submit(
             });
         }
     }
-    let planned = api.planner.plan(&req.hunt).await.map_err(|r| match r {
-        Rejection::Invalid(errors) => ApiError::InvalidHunt(errors),
-        Rejection::NoLakes => {
-            ApiError::BadRequest("no registered lake matches the selector".into())
-        }
-        Rejection::Store(e) => e.into(),
-    })?;
+    let planned = plan(&api, &req.hunt).await?;
     let inserted = api
         .store
         .job_insert(JobInsertParams {

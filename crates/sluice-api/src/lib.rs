@@ -3,6 +3,7 @@
 //! (lake selection, SQL validation) needs the query engine, which this crate must not link: the
 //! binary passes a [`Planner`].
 
+mod admin;
 pub mod auth;
 pub mod backlog;
 pub mod error;
@@ -84,6 +85,23 @@ pub fn router(api: Api) -> Router {
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/events", get(jobs::events))
+        .route("/v1/validate", post(jobs::validate))
+        .route("/v1/admin/backlog", get(admin::backlog))
+        .route("/v1/admin/pauses", get(admin::pauses).post(admin::pause))
+        .route("/v1/admin/resume", post(admin::resume))
+        .route("/v1/admin/budgets", get(admin::budgets))
+        .route(
+            "/v1/admin/budgets/{scope}",
+            axum::routing::put(admin::budget_set),
+        )
+        .route("/v1/admin/breakers", get(admin::breakers))
+        .route(
+            "/v1/admin/breakers/{scope}/reset",
+            post(admin::breaker_reset),
+        )
+        .route("/v1/admin/intake", get(admin::intake))
+        .route("/v1/admin/drain", post(admin::drain))
+        .route("/v1/admin/drain/end", post(admin::drain_end))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(jobs::ready))
         .route("/metrics", get(metrics::serve))

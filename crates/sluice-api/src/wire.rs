@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sluice_store::{Event, Job};
+use sluice_store::{BreakerRow, Budget, Event, Job, Pause};
 
 /// `POST /v1/jobs`. Unknown fields are rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +39,23 @@ pub struct Submitted {
     pub status_url: String,
     pub tasks: i64,
     pub est_provider_calls: i64,
+}
+
+/// `POST /v1/validate`: the hunt is valid; what it would cost and how soon it could finish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Validated {
+    pub valid: bool,
+    pub tasks: i64,
+    pub est_provider_calls: i64,
+    /// Soonest it could finish at the current budgets with nothing else running (`None`: no
+    /// budget bounds it).
+    pub eta_alone_secs: Option<f64>,
+    /// Soonest the whole backlog, this hunt included, drains at the current budgets.
+    pub eta_with_backlog_secs: Option<f64>,
+    /// False while a drain holds intake: a submit now would get 503.
+    pub intake_open: bool,
+    /// The selected lakes, one task each.
+    pub lakes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,4 +142,134 @@ impl From<&Event> for EventView {
 pub struct EventPage {
     pub events: Vec<EventView>,
     pub next_cursor: Option<String>,
+}
+
+/// A pause in force (`target`: `all`, `scope:S`, `owner:U` or `job:N`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PauseView {
+    pub target: String,
+    pub reason: String,
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+impl From<&Pause> for PauseView {
+    fn from(p: &Pause) -> PauseView {
+        PauseView {
+            target: p.target.key(),
+            reason: p.reason.clone(),
+            by: p.by.clone(),
+            at: p.at,
+        }
+    }
+}
+
+/// `POST /v1/admin/pauses`. With `now`, the target's running tasks are handed back at once
+/// (no attempt spent) instead of finishing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseRequest {
+    pub target: String,
+    pub reason: String,
+    #[serde(default)]
+    pub now: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Paused {
+    pub pause: PauseView,
+    /// Running tasks handed back (with `now`).
+    pub handed_back: usize,
+}
+
+/// `POST /v1/admin/resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeRequest {
+    pub target: String,
+}
+
+/// A scope's budget as stored, its adaptive rate now and its tokens now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetView {
+    pub scope: String,
+    pub parent: Option<String>,
+    pub rate: f64,
+    pub burst: f64,
+    pub effective_rate: f64,
+    pub tokens: f64,
+    /// Claims prefer other scopes until then (a take came back short).
+    pub dry_until: Option<DateTime<Utc>>,
+}
+
+impl BudgetView {
+    pub fn new(b: &Budget, now: DateTime<Utc>) -> BudgetView {
+        BudgetView {
+            scope: b.scope.clone(),
+            parent: b.parent.clone(),
+            rate: b.rate,
+            burst: b.burst,
+            effective_rate: b.effective_rate(now),
+            tokens: b.tokens_at(now),
+            dry_until: b.dry_until.filter(|t| *t > now),
+        }
+    }
+}
+
+/// `PUT /v1/admin/budgets/{scope}`: `parent` defaults to the root `*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetRequest {
+    pub rate: f64,
+    pub burst: f64,
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreakerView {
+    pub scope: String,
+    /// closed, open or half_open.
+    pub state: String,
+    /// The last opening was an account freeze.
+    pub frozen: bool,
+    pub failures: u32,
+    pub opened_at: Option<DateTime<Utc>>,
+    /// When an open breaker lets its probe go.
+    pub probe_after: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&BreakerRow> for BreakerView {
+    fn from(r: &BreakerRow) -> BreakerView {
+        let b = &r.breaker;
+        BreakerView {
+            scope: r.scope.clone(),
+            state: b.state.as_str().to_string(),
+            frozen: b.frozen,
+            failures: b.failures,
+            opened_at: b.opened_at,
+            probe_after: b.probe_after,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// `POST /v1/admin/drain`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    pub reason: String,
+}
+
+/// Intake and what is left of the backlog: `drained` once nothing is pending or running.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntakeView {
+    pub open: bool,
+    pub reason: Option<String>,
+    pub by: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub pending: i64,
+    pub running: i64,
+    pub drained: bool,
 }

@@ -1,5 +1,6 @@
 //! `sluice`: one binary for every role. Errors are printed as one line; exit codes: 0 success,
-//! 1 failure (including a demo whose jobs did not all succeed), 2 bad usage.
+//! 1 failure (including a demo whose jobs did not all succeed), 2 bad usage, 3 a wait that
+//! timed out (`sluice drain --wait --timeout`).
 
 mod commands;
 mod demo;
@@ -85,6 +86,15 @@ enum Command {
         /// Job id.
         job: JobId,
     },
+    /// Cancel a job: its pending tasks never run, running ones lose their lease (their late
+    /// results are rejected).
+    Cancel {
+        job: JobId,
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// A job's timeline from the journal: what happened to it and why.
     Explain {
         job: JobId,
@@ -120,6 +130,26 @@ enum Command {
     /// Unfinished tasks by provider scope, the oldest pending task's age, and the soonest the
     /// backlog can drain at the current budgets (from the store's counters; no task scan).
     Backlog,
+    /// Stop intake so the backlog can empty: from now on new jobs are refused on every
+    /// process (the API answers 503 with Retry-After) until `sluice drain --end`; accepted jobs
+    /// go on, nothing is dropped. With `--wait`, exits 0 once nothing is pending or running, or
+    /// 3 when `--timeout` passes first.
+    Drain {
+        /// Why (submitters see it).
+        #[arg(long, default_value = "draining the backlog")]
+        reason: String,
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+        /// Wait until the backlog is empty.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (exit 3); intake stays closed.
+        #[arg(long, requires = "wait", value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// Open intake again instead.
+        #[arg(long, conflicts_with_all = ["wait", "timeout"])]
+        end: bool,
+    },
     /// Register, list, remove or generate lakes.
     #[command(subcommand)]
     Lakes(commands::LakesCmd),
@@ -635,6 +665,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             metrics_stop.cancel();
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cancel { job, by, reason } => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            let j = store
+                .job_cancel(sluice_store::JobCancelParams {
+                    id: job,
+                    by,
+                    reason,
+                    now: chrono::Utc::now(),
+                })
+                .await?;
+            if cli.output == Output::Json {
+                println!("{}", serde_json::to_string(&j)?);
+            } else {
+                println!(
+                    "job {} cancelled: {} of {} lakes had finished",
+                    j.id,
+                    j.counts.done + j.counts.failed,
+                    j.counts.total
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { job } => {
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;
             let j = store.job_get(job).await?;
@@ -774,6 +826,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{} pauses in force", pauses.len());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Drain {
+            reason,
+            by,
+            wait,
+            timeout,
+            end,
+        } => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            commands::drain(
+                store.as_ref(),
+                commands::DrainArgs {
+                    reason,
+                    by,
+                    wait,
+                    timeout,
+                    end,
+                },
+                cli.output == Output::Json,
+            )
+            .await
         }
         Command::Backlog => {
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;

@@ -124,7 +124,7 @@ pub async fn budget(store: &dyn Store, cmd: BudgetCmd, json: bool) -> Result<()>
                     .map(|b| {
                         serde_json::json!({"scope": b.scope, "parent": b.parent, "rate": b.rate,
                             "burst": b.burst, "effective_rate": b.effective_rate(now),
-                            "tokens": tokens_now(b, now), "utilisation": utilisation(b, now),
+                            "tokens": b.tokens_at(now), "utilisation": utilisation(b, now),
                             "dry_until": b.dry_until.filter(|t| *t > now)})
                     })
                     .collect();
@@ -142,7 +142,7 @@ pub async fn budget(store: &dyn Store, cmd: BudgetCmd, json: bool) -> Result<()>
                         b.rate,
                         b.burst,
                         b.effective_rate(now),
-                        tokens_now(b, now),
+                        b.tokens_at(now),
                         utilisation(b, now) * 100.0,
                         b.dry_until
                             .filter(|t| *t > now)
@@ -161,19 +161,7 @@ fn utilisation(b: &sluice_store::Budget, now: chrono::DateTime<chrono::Utc>) -> 
     if b.burst <= 0.0 {
         return 1.0;
     }
-    (1.0 - tokens_now(b, now) / b.burst).clamp(0.0, 1.0)
-}
-
-/// Tokens in the bucket now (the stored count is as of the last take).
-fn tokens_now(b: &sluice_store::Budget, now: chrono::DateTime<chrono::Utc>) -> f64 {
-    let mut t = sluice_core::TokenBucket::from_parts(
-        b.effective_rate(now),
-        b.burst,
-        b.tokens,
-        b.refilled_at,
-    );
-    t.refill(now);
-    t.tokens()
+    (1.0 - b.tokens_at(now) / b.burst).clamp(0.0, 1.0)
 }
 
 pub async fn breaker(store: &dyn Store, cmd: BreakerCmd, json: bool) -> Result<()> {

@@ -214,9 +214,6 @@ impl Scheduler {
             .set(oldest);
         for b in self.store.budget_list().await? {
             let rate = b.effective_rate(now);
-            let mut bucket =
-                sluice_core::TokenBucket::from_parts(rate, b.burst, b.tokens, b.refilled_at);
-            bucket.refill(now);
             metrics::BUDGET_RATE
                 .with_label_values(&[&b.scope])
                 .set(b.rate);
@@ -225,7 +222,7 @@ impl Scheduler {
                 .set(rate);
             metrics::BUDGET_TOKENS
                 .with_label_values(&[&b.scope])
-                .set(bucket.tokens());
+                .set(b.tokens_at(now));
         }
         metrics::PAUSES.set(self.store.pause_list().await?.len() as i64);
         // A finish commits a moment after the `finished_at` it records: look a few seconds

@@ -23,6 +23,9 @@ pub enum StoreError {
     Transition(#[from] IllegalTransition),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// Intake is closed (`sluice drain`): new jobs are refused until it is reopened.
+    #[error("intake closed: {0}")]
+    Closed(String),
     /// The database answers but this process should not serve yet (schema behind the build).
     #[error("not ready: {0}")]
     NotReady(String),

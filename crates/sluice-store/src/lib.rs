@@ -148,6 +148,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// pending tasks.
     async fn pause_list_for_job(&self, job: JobId) -> Result<Vec<Pause>>;
 
+    /// Closes intake (`sluice drain`): once this commits, `job_insert` refuses new jobs on every
+    /// process with [`StoreError::Closed`] (repeating an accepted idempotent submission still
+    /// returns its job), and no submission that saw intake open is still uncommitted. Closing
+    /// again replaces the reason. Journaled (`intake.closed`).
+    async fn intake_close(&self, p: IntakeCloseParams) -> Result<IntakeHold>;
+
+    /// Reopens intake; [`StoreError::NotFound`] if it was open. Journaled (`intake.opened`).
+    async fn intake_open(&self, by: &str, now: DateTime<Utc>) -> Result<()>;
+
+    /// The hold on intake, if it is closed.
+    async fn intake_get(&self) -> Result<Option<IntakeHold>>;
+
     /// The journal, oldest first.
     async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>>;
 

@@ -463,6 +463,18 @@ impl Budget {
             None => self.rate,
         }
     }
+
+    /// Tokens in the bucket at `now`, refilled at the effective rate since the last write.
+    pub fn tokens_at(&self, now: DateTime<Utc>) -> f64 {
+        let mut t = sluice_core::TokenBucket::from_parts(
+            self.effective_rate(now),
+            self.burst,
+            self.tokens,
+            self.refilled_at,
+        );
+        t.refill(now);
+        t.tokens()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -793,6 +805,46 @@ pub(crate) fn validate_pause(p: &PauseSetParams) -> crate::Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Intake closed by a drain: who, why and since when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntakeHold {
+    pub reason: String,
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+impl IntakeHold {
+    /// What a refused submitter reads.
+    pub(crate) fn refusal(&self) -> crate::StoreError {
+        crate::StoreError::Closed(format!(
+            "the backlog is draining: no new jobs since {} ({}, by {}); `sluice drain --end` reopens intake",
+            self.at.format("%Y-%m-%d %H:%M:%S UTC"),
+            self.reason,
+            self.by
+        ))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IntakeCloseParams {
+    pub reason: String,
+    pub by: String,
+    pub now: DateTime<Utc>,
+}
+
+pub(crate) fn validate_intake(p: &IntakeCloseParams) -> crate::Result<()> {
+    use crate::StoreError::Invalid;
+    if p.reason.trim().is_empty() {
+        return Err(Invalid(
+            "closing intake needs a reason (it is what submitters see)".into(),
+        ));
+    }
+    if p.reason.len() > 1000 || p.by.len() > 200 {
+        return Err(Invalid("intake reason or author too long".into()));
+    }
+    Ok(())
 }
 
 /// One leader-election round for role `name`: take the lease if it is free or expired, renew it

@@ -219,6 +219,16 @@ fn is_race(e: &sqlx::Error) -> bool {
     }
 }
 
+fn intake_hold(
+    (closed, reason, by, at): (bool, String, String, Option<DateTime<Utc>>),
+) -> Option<IntakeHold> {
+    Some(IntakeHold {
+        reason,
+        by,
+        at: at.filter(|_| closed)?,
+    })
+}
+
 fn state<T>(s: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
     parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown state {s:?}")))
 }
@@ -567,6 +577,17 @@ impl Store for PgStore {
                     }
                     return Ok(JobInserted { job, created: false });
                 };
+                // FOR SHARE: a drain closing intake waits for this transaction, or this one
+                // sees the close and rolls back (migration 0011).
+                let intake: Option<(bool, String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+                    "SELECT closed, reason, closed_by, closed_at FROM intake FOR SHARE",
+                )
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+                if let Some(h) = intake.and_then(intake_hold) {
+                    return Err(h.refusal());
+                }
                 for (c, chunk) in p.tasks.chunks(TASK_INSERT_CHUNK).enumerate() {
                     let first_seq = vtime + others + (c * TASK_INSERT_CHUNK) as i64 * stride;
                     let lakes: Vec<&str> = chunk.iter().map(|t| t.lake.as_str()).collect();
@@ -1354,6 +1375,51 @@ impl Store for PgStore {
             return Err(StoreError::NotFound(format!("pause of {target}")));
         }
         self.slow_start_after_pause(target, now).await
+    }
+
+    async fn intake_close(&self, p: IntakeCloseParams) -> Result<IntakeHold> {
+        validate_intake(&p)?;
+        let row: (bool, String, String, Option<DateTime<Utc>>) = sqlx::query_as(
+            "WITH i AS (UPDATE intake SET closed = TRUE, reason = $1, closed_by = $2, closed_at = $3 \
+                 RETURNING closed, reason, closed_by, closed_at), \
+             ev AS (INSERT INTO events (at, kind, detail) SELECT $3, 'intake.closed', \
+                 jsonb_build_object('reason', $1::text, 'by', $2::text)) \
+             SELECT * FROM i",
+        )
+        .bind(&p.reason)
+        .bind(&p.by)
+        .bind(p.now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        intake_hold(row).ok_or_else(|| StoreError::Corrupt("intake did not close".into()))
+    }
+
+    async fn intake_open(&self, by: &str, now: DateTime<Utc>) -> Result<()> {
+        let n: i64 = sqlx::query_scalar(
+            "WITH i AS (UPDATE intake SET closed = FALSE WHERE closed RETURNING id), \
+             ev AS (INSERT INTO events (at, kind, detail) SELECT $1, 'intake.opened', \
+                 jsonb_build_object('by', $2::text) FROM i) \
+             SELECT count(*) FROM i",
+        )
+        .bind(now)
+        .bind(by)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(from_sqlx)?;
+        if n == 0 {
+            return Err(StoreError::NotFound("a drain: intake is open".into()));
+        }
+        Ok(())
+    }
+
+    async fn intake_get(&self) -> Result<Option<IntakeHold>> {
+        let row: Option<(bool, String, String, Option<DateTime<Utc>>)> =
+            sqlx::query_as("SELECT closed, reason, closed_by, closed_at FROM intake")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(from_sqlx)?;
+        Ok(row.and_then(intake_hold))
     }
 
     async fn pause_list(&self) -> Result<Vec<Pause>> {

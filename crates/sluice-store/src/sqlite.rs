@@ -420,6 +420,19 @@ async fn budget_chain(tx: &mut Transaction<'static, Sqlite>, scope: &str) -> Res
     Ok(chain)
 }
 
+fn intake_hold(
+    (closed, reason, by, at): (bool, String, String, Option<i64>),
+) -> Result<Option<IntakeHold>> {
+    match at.filter(|_| closed) {
+        Some(at) => Ok(Some(IntakeHold {
+            reason,
+            by,
+            at: from_us(at)?,
+        })),
+        None => Ok(None),
+    }
+}
+
 fn pause_from_row(r: &SqliteRow) -> Result<Pause> {
     let key: String = r.try_get("target").map_err(from_sqlx)?;
     Ok(Pause {
@@ -519,6 +532,14 @@ impl Store for SqliteStore {
                 created: false,
             });
         };
+        let intake: Option<(bool, String, String, Option<i64>)> =
+            sqlx::query_as("SELECT closed, reason, closed_by, closed_at FROM intake")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+        if let Some(h) = intake.map(intake_hold).transpose()?.flatten() {
+            return Err(h.refusal());
+        }
         for (c, chunk) in p.tasks.chunks(TASK_INSERT_CHUNK).enumerate() {
             let first_seq = vtime + others + (c * TASK_INSERT_CHUNK) as i64 * stride;
             // One statement per chunk: the tasks travel as one JSON array.
@@ -1308,6 +1329,59 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await.map_err(from_sqlx)?;
         self.slow_start_after_pause(target, now).await
+    }
+
+    async fn intake_close(&self, p: IntakeCloseParams) -> Result<IntakeHold> {
+        validate_intake(&p)?;
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE intake SET closed = 1, reason = ?, closed_by = ?, closed_at = ?")
+            .bind(&p.reason)
+            .bind(&p.by)
+            .bind(us(p.now))
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        sqlx::query("INSERT INTO events (at, kind, detail) VALUES (?, 'intake.closed', ?)")
+            .bind(us(p.now))
+            .bind(serde_json::json!({"reason": p.reason, "by": p.by}).to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(IntakeHold {
+            reason: p.reason,
+            by: p.by,
+            at: p.now,
+        })
+    }
+
+    async fn intake_open(&self, by: &str, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("UPDATE intake SET closed = 0 WHERE closed")
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound("a drain: intake is open".into()));
+        }
+        sqlx::query("INSERT INTO events (at, kind, detail) VALUES (?, 'intake.opened', ?)")
+            .bind(us(now))
+            .bind(serde_json::json!({ "by": by }).to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        tx.commit().await.map_err(from_sqlx)?;
+        Ok(())
+    }
+
+    async fn intake_get(&self) -> Result<Option<IntakeHold>> {
+        let row: Option<(bool, String, String, Option<i64>)> =
+            sqlx::query_as("SELECT closed, reason, closed_by, closed_at FROM intake")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(from_sqlx)?;
+        Ok(row.map(intake_hold).transpose()?.flatten())
     }
 
     async fn pause_list(&self) -> Result<Vec<Pause>> {

@@ -686,3 +686,314 @@ async fn health_readiness_and_request_metrics() {
             .contains("sluice_api_request_duration_seconds_bucket")
     );
 }
+
+/// The operator endpoints: reading needs operator, changing needs admin; no token is 401.
+#[tokio::test]
+async fn admin_endpoints_need_operator_to_read_and_admin_to_change() {
+    let t = setup(ApiConfig::default()).await;
+    use StatusCode as S;
+    // (method, path, body, researcher, operator, admin) — run in this order per row, so the
+    // admin's pause is there for its resume.
+    type Row<'a> = (&'a str, &'a str, Option<&'a str>, S, S, S);
+    let rows: &[Row<'_>] = &[
+        ("GET", "/v1/admin/backlog", None, S::FORBIDDEN, S::OK, S::OK),
+        ("GET", "/v1/admin/pauses", None, S::FORBIDDEN, S::OK, S::OK),
+        (
+            "POST",
+            "/v1/admin/pauses",
+            Some(r#"{"target": "scope:aws:9", "reason": "maintenance"}"#),
+            S::FORBIDDEN,
+            S::FORBIDDEN,
+            S::CREATED,
+        ),
+        (
+            "POST",
+            "/v1/admin/resume",
+            Some(r#"{"target": "scope:aws:9"}"#),
+            S::FORBIDDEN,
+            S::FORBIDDEN,
+            S::OK,
+        ),
+        ("GET", "/v1/admin/budgets", None, S::FORBIDDEN, S::OK, S::OK),
+        (
+            "PUT",
+            "/v1/admin/budgets/*",
+            Some(r#"{"rate": 100, "burst": 100}"#),
+            S::FORBIDDEN,
+            S::FORBIDDEN,
+            S::OK,
+        ),
+        (
+            "GET",
+            "/v1/admin/breakers",
+            None,
+            S::FORBIDDEN,
+            S::OK,
+            S::OK,
+        ),
+        (
+            "POST",
+            "/v1/admin/breakers/aws:1/reset",
+            None,
+            S::FORBIDDEN,
+            S::FORBIDDEN,
+            S::NOT_FOUND,
+        ),
+        ("GET", "/v1/admin/intake", None, S::FORBIDDEN, S::OK, S::OK),
+        (
+            "POST",
+            "/v1/admin/drain",
+            Some(r#"{"reason": "upgrade"}"#),
+            S::FORBIDDEN,
+            S::FORBIDDEN,
+            S::OK,
+        ),
+        (
+            "POST",
+            "/v1/admin/drain/end",
+            None,
+            S::FORBIDDEN,
+            S::FORBIDDEN,
+            S::OK,
+        ),
+        ("POST", "/v1/validate", Some(NOOP3), S::OK, S::OK, S::OK),
+    ];
+    for (m, p, body, r, o, a) in rows {
+        let mut got = Vec::new();
+        for tok in [&t.alice, &t.ops, &t.root] {
+            let resp = call(&t.app, m, p, Some(tok), *body).await;
+            if resp.status == S::FORBIDDEN {
+                problem(&resp, S::FORBIDDEN, "role");
+            }
+            got.push(resp.status);
+        }
+        assert_eq!(got, [*r, *o, *a], "{m} {p}");
+        assert_eq!(
+            call(&t.app, m, p, None, *body).await.status,
+            S::UNAUTHORIZED,
+            "{m} {p} without a token"
+        );
+    }
+    // A refused change changed nothing: only the admin's pause and budget were written.
+    assert!(t.store.pause_list().await.unwrap().is_empty());
+    assert_eq!(t.store.budget_list().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn admin_bad_requests_get_a_problem_and_change_nothing() {
+    let t = setup(ApiConfig::default()).await;
+    let cases: &[(&str, &str, &str, StatusCode, &str)] = &[
+        (
+            "POST",
+            "/v1/admin/pauses",
+            r#"{"target": "planet:x", "reason": "r"}"#,
+            StatusCode::BAD_REQUEST,
+            "not a pause target",
+        ),
+        (
+            "POST",
+            "/v1/admin/pauses",
+            r#"{"target": "all", "reason": "  "}"#,
+            StatusCode::BAD_REQUEST,
+            "needs a reason",
+        ),
+        (
+            "POST",
+            "/v1/admin/pauses",
+            r#"{"target": "all", "reason": "r", "colour": 1}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
+        (
+            "POST",
+            "/v1/admin/pauses",
+            r#"["all", "r"]"#,
+            StatusCode::BAD_REQUEST,
+            "JSON object",
+        ),
+        (
+            "POST",
+            "/v1/admin/resume",
+            r#"{"target": "owner:nobody"}"#,
+            StatusCode::NOT_FOUND,
+            "owner:nobody",
+        ),
+        (
+            "PUT",
+            "/v1/admin/budgets/aws:1",
+            r#"{"rate": -5, "burst": 10}"#,
+            StatusCode::BAD_REQUEST,
+            "rate",
+        ),
+        (
+            "PUT",
+            "/v1/admin/budgets/aws:1",
+            r#"{"rate": 5}"#,
+            StatusCode::BAD_REQUEST,
+            "missing field `burst`",
+        ),
+        (
+            "POST",
+            "/v1/admin/drain",
+            r#"{"reason": ""}"#,
+            StatusCode::BAD_REQUEST,
+            "needs a reason",
+        ),
+        (
+            "POST",
+            "/v1/admin/drain/end",
+            "",
+            StatusCode::NOT_FOUND,
+            "intake is open",
+        ),
+        (
+            "POST",
+            "/v1/validate",
+            r#"{"hunt": {"kind": "none"}}"#,
+            StatusCode::BAD_REQUEST,
+            "no registered lake",
+        ),
+    ];
+    for (m, p, body, status, has) in cases {
+        let body = (!body.is_empty()).then_some(*body);
+        problem(&call(&t.app, m, p, Some(&t.root), body).await, *status, has);
+    }
+    assert!(t.store.pause_list().await.unwrap().is_empty());
+    assert!(t.store.budget_list().await.unwrap().is_empty());
+    assert_eq!(t.store.intake_get().await.unwrap(), None);
+}
+
+/// `POST /v1/validate` plans without writing a job and estimates the drain at the budgets.
+#[tokio::test]
+async fn validate_plans_and_estimates_without_submitting() {
+    let t = setup(ApiConfig::default()).await;
+    for (scope, rate) in [("*", 100.0), ("aws:1", 8.0)] {
+        t.store
+            .budget_set(sluice_store::BudgetSetParams {
+                scope: scope.into(),
+                parent: None,
+                rate,
+                burst: rate,
+                now: chrono::Utc::now(),
+            })
+            .await
+            .unwrap();
+    }
+    let v = call(&t.app, "POST", "/v1/validate", Some(&t.alice), Some(NOOP3)).await;
+    assert_eq!(v.status, StatusCode::OK, "{}", v.text);
+    let v = v.json();
+    // 3 lakes × 8 calls = 24 calls at aws:1's 8/s: no sooner than 3 s.
+    assert_eq!(
+        (&v["valid"], &v["tasks"], &v["est_provider_calls"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(3),
+            &serde_json::json!(24)
+        )
+    );
+    assert_eq!(v["eta_alone_secs"], 3.0, "{v}");
+    assert_eq!(v["eta_with_backlog_secs"], 3.0, "{v}");
+    assert_eq!(
+        v["lakes"],
+        serde_json::json!(["lake-0", "lake-1", "lake-2"])
+    );
+    assert_eq!(v["intake_open"], true);
+    // Behind a job of the same size, the backlog doubles.
+    submit(&t, &t.bob, NOOP3).await;
+    let v = call(&t.app, "POST", "/v1/validate", Some(&t.alice), Some(NOOP3))
+        .await
+        .json();
+    assert_eq!(
+        (
+            v["eta_alone_secs"].as_f64(),
+            v["eta_with_backlog_secs"].as_f64()
+        ),
+        (Some(3.0), Some(6.0)),
+        "{v}"
+    );
+    // An invalid hunt: the same problem as a submit, and still only bob's job exists.
+    let r = call(
+        &t.app,
+        "POST",
+        "/v1/validate",
+        Some(&t.alice),
+        Some(r#"{"hunt": {"kind": "bad"}}"#),
+    )
+    .await;
+    problem(&r, StatusCode::BAD_REQUEST, "1 problem");
+    assert_eq!(r.json()["errors"][0]["column"], 8);
+    let jobs = t
+        .store
+        .job_list(sluice_store::JobListParams {
+            owner: None,
+            state: None,
+            before: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+}
+
+/// A drain closes intake for every submitter (503 + Retry-After), lets accepted jobs finish,
+/// and reports when the backlog is empty; ending it opens intake again.
+#[tokio::test]
+async fn a_drain_refuses_new_jobs_and_reports_when_the_backlog_is_empty() {
+    let t = setup(ApiConfig::default()).await;
+    let id = submit(&t, &t.alice, NOOP3).await;
+    let r = call(
+        &t.app,
+        "POST",
+        "/v1/admin/drain",
+        Some(&t.root),
+        Some(r#"{"reason": "database upgrade"}"#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let v = r.json();
+    assert_eq!(
+        (&v["open"], &v["pending"], &v["drained"], &v["by"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!(3),
+            &serde_json::json!(false),
+            &serde_json::json!("root")
+        ),
+        "{v}"
+    );
+    let r = call(&t.app, "POST", "/v1/jobs", Some(&t.bob), Some(NOOP3)).await;
+    problem(&r, StatusCode::SERVICE_UNAVAILABLE, "database upgrade");
+    assert_eq!(r.headers[header::RETRY_AFTER], "60");
+    let v = call(&t.app, "POST", "/v1/validate", Some(&t.bob), Some(NOOP3))
+        .await
+        .json();
+    assert_eq!(v["intake_open"], false);
+    // The accepted job goes on (here: it is cancelled) and the drain sees the backlog empty.
+    let r = call(
+        &t.app,
+        "GET",
+        &format!("/v1/jobs/{id}"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    assert_eq!(r.json()["state"], "queued");
+    call(
+        &t.app,
+        "POST",
+        &format!("/v1/jobs/{id}/cancel"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    let v = call(&t.app, "GET", "/v1/admin/intake", Some(&t.ops), None)
+        .await
+        .json();
+    assert_eq!(
+        (&v["drained"], &v["pending"]),
+        (&serde_json::json!(true), &serde_json::json!(0))
+    );
+    let r = call(&t.app, "POST", "/v1/admin/drain/end", Some(&t.root), None).await;
+    assert_eq!(r.json()["open"], true);
+    submit(&t, &t.bob, NOOP3).await;
+}

@@ -514,6 +514,25 @@ fn bad_input_gets_one_clear_line_and_exit_code() {
         ),
         (&["server", "--slots", "some"], 2, "--slots"),
         (&["backlog", "aws:1"], 2, "unexpected argument"),
+        (&["drain", "--timeout", "5s"], 2, "--wait"),
+        (&["drain", "--end", "--wait"], 2, "cannot be used with"),
+        (
+            &["drain", "--wait", "--timeout", "soon"],
+            2,
+            "not a duration",
+        ),
+        (
+            &["drain", "--end", "--database-url", &db],
+            1,
+            "no drain to end",
+        ),
+        (
+            &["drain", "--reason", "", "--database-url", &db],
+            1,
+            "needs a reason",
+        ),
+        (&["cancel", "x"], 2, "invalid value"),
+        (&["cancel", "424242", "--database-url", &db], 1, "not found"),
         (
             &["--database-url", "mysql://x", "backlog"],
             1,
@@ -1211,4 +1230,81 @@ async fn pause_holds_a_scope_back_on_every_worker_until_resumed() {
     for t in tasks(&store, long.id).await {
         assert_eq!((t.state, t.attempt), (TaskState::Pending, 0), "{t:?}");
     }
+}
+
+/// `sluice drain`: intake closes for every submitter, the wait ends (exit 0) only once the
+/// accepted backlog is gone and times out (exit 3) while it is not; `--end` reopens.
+#[test]
+fn drain_refuses_new_jobs_and_waits_for_the_backlog() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = format!("sqlite://{}/d.db", dir.path().display());
+    let results = dir.path().join("results");
+    let lakes = dir.path().join("lakes").display().to_string();
+    sluice_ok(
+        &db,
+        &results,
+        &[
+            "lakes",
+            "generate",
+            "--dir",
+            &lakes,
+            "--count",
+            "3",
+            "--rows",
+            "100",
+            "--register",
+        ],
+    );
+    let submit = [
+        "--output", "json", "submit", "--ioc-ip", "10.0.0.1", "--lakes", "lake-*",
+    ];
+    let job: serde_json::Value =
+        serde_json::from_str(&sluice_ok(&db, &results, &submit)).expect("submit json");
+    let job = job["job"].as_i64().expect("job").to_string();
+    let run = |args: &[&str]| {
+        sluice()
+            .args([
+                "--database-url",
+                &db,
+                "--results-dir",
+                &results.display().to_string(),
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("sluice")
+    };
+    let out = run(&[
+        "drain",
+        "--reason",
+        "db upgrade",
+        "--wait",
+        "--timeout",
+        "1s",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("3 tasks pending") && text.contains("not drained"),
+        "{text}"
+    );
+    let out = run(&submit);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("draining") && err.contains("db upgrade"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    sluice_ok(&db, &results, &["cancel", &job, "--reason", "not needed"]);
+    let out = run(&["--output", "json", "drain", "--wait"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("drain json");
+    assert_eq!(
+        (&v["drained"], &v["pending"]),
+        (&serde_json::json!(true), &serde_json::json!(0)),
+        "{v}"
+    );
+    sluice_ok(&db, &results, &["drain", "--end"]);
+    sluice_ok(&db, &results, &submit);
 }

@@ -56,6 +56,7 @@ conformance!(
     tokens_are_found_by_hash_until_revoked,
     job_list_pages_newest_first_by_owner_and_state,
     task_counts_follow_every_move_of_a_task,
+    a_drain_closes_intake_until_reopened,
 );
 
 fn lease() -> Duration {
@@ -2005,4 +2006,104 @@ async fn task_counts_follow_every_move_of_a_task(s: S) {
         c.state,
         TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled
     )));
+}
+
+async fn a_drain_closes_intake_until_reopened(s: S) {
+    assert_eq!(s.intake_get().await.unwrap(), None);
+    assert!(matches!(
+        s.intake_open("op", at(1)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let keyed = |key: &str, lakes: usize| {
+        let mut p = job("alice", lakes);
+        p.idempotency_key = Some(key.into());
+        p
+    };
+    let a = s.job_insert(keyed("k1", 2)).await.unwrap().job;
+    let close = |reason: &str, now: i64| IntakeCloseParams {
+        reason: reason.into(),
+        by: "op".into(),
+        now: at(now),
+    };
+    for bad in ["", "  ", &"r".repeat(1001)] {
+        assert!(
+            matches!(
+                s.intake_close(close(bad, 2)).await,
+                Err(StoreError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        s.intake_get().await.unwrap(),
+        None,
+        "a refused close closes nothing"
+    );
+    let hold = s.intake_close(close("upgrade", 3)).await.unwrap();
+    assert_eq!(
+        hold,
+        IntakeHold {
+            reason: "upgrade".into(),
+            by: "op".into(),
+            at: at(3)
+        }
+    );
+    assert_eq!(s.intake_get().await.unwrap(), Some(hold));
+    // New jobs are refused and leave nothing behind; a repeat of an accepted one is not new.
+    match s.job_insert(keyed("k2", 3)).await {
+        Err(StoreError::Closed(m)) => {
+            assert!(m.contains("upgrade") && m.contains("drain --end"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let again = s.job_insert(keyed("k1", 2)).await.unwrap();
+    assert_eq!((again.created, again.job.id), (false, a.id));
+    assert!(matches!(
+        s.job_insert(keyed("k1", 5)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let jobs = s
+        .job_list(JobListParams {
+            owner: None,
+            state: None,
+            before: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    let pending: i64 = s
+        .task_backlog()
+        .await
+        .unwrap()
+        .counts
+        .iter()
+        .map(|c| c.tasks)
+        .sum();
+    assert_eq!(pending, 2);
+    // Closing again replaces the reason; reopening lets jobs in.
+    s.intake_close(close("upgrade, take 2", 4)).await.unwrap();
+    assert_eq!(
+        s.intake_get().await.unwrap().map(|h| h.reason).as_deref(),
+        Some("upgrade, take 2")
+    );
+    s.intake_open("op", at(5)).await.unwrap();
+    assert_eq!(s.intake_get().await.unwrap(), None);
+    assert!(matches!(
+        s.intake_open("op", at(6)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(s.job_insert(keyed("k2", 3)).await.unwrap().created);
+    let kinds: Vec<String> = s
+        .event_list(EventListParams {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| k.starts_with("intake."))
+        .collect();
+    assert_eq!(kinds, ["intake.closed", "intake.closed", "intake.opened"]);
 }

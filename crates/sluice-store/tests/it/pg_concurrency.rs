@@ -308,3 +308,62 @@ async fn a_schema_behind_the_build_is_not_ready() {
         "{e:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_submission_commits_after_a_drain_closed_intake() {
+    // Submitters race a drain: once `intake_close` has returned, the set of jobs is final —
+    // a submission that saw intake open either committed before the close or rolled back.
+    let s = pg().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut submitters = Vec::new();
+    for w in 0..4 {
+        let (s, stop) = (s.clone(), stop.clone());
+        submitters.push(tokio::spawn(async move {
+            let mut refused = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Big enough that the tasks' insert takes a while after intake was read.
+                match s.job_insert(job(&format!("u{w}"), 400)).await {
+                    Ok(_) => {}
+                    Err(StoreError::Closed(_)) => refused += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            refused
+        }));
+    }
+    let count = |s: std::sync::Arc<dyn Store>| async move {
+        s.job_list(JobListParams {
+            owner: None,
+            state: None,
+            before: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .len()
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.intake_close(IntakeCloseParams {
+        reason: "race".into(),
+        by: "t".into(),
+        now: at(1),
+    })
+    .await
+    .unwrap();
+    let at_close = count(s.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut refused = 0;
+    for h in submitters {
+        refused += h.await.unwrap();
+    }
+    assert!(
+        at_close > 0 && refused > 0,
+        "{at_close} jobs, {refused} refused"
+    );
+    assert_eq!(
+        count(s.clone()).await,
+        at_close,
+        "a job committed after the close"
+    );
+}

@@ -1,0 +1,257 @@
+//! The operator endpoints under `/v1/admin`: what `sluice backlog`, `pause`, `resume`, `drain`,
+//! `budget` and `breaker` do, over HTTP. Reading needs the operator role; changing anything
+//! needs admin.
+
+use crate::jobs::{json, json_body};
+use crate::wire::{
+    BreakerView, BudgetRequest, BudgetView, DrainRequest, IntakeView, PauseRequest, PauseView,
+    Paused, ResumeRequest,
+};
+use crate::{Api, ApiError, Caller};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use sluice_store::{
+    BreakerOp, BreakerUpdateParams, BudgetSetParams, HandBack, IntakeCloseParams, PauseSetParams,
+    PauseTarget, Role, TaskHandBackParams,
+};
+
+fn at_least(caller: &Caller, role: Role) -> Result<(), ApiError> {
+    if caller.role >= role {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "this needs the {} role; the token has {}",
+            role.as_str(),
+            caller.role.as_str()
+        )))
+    }
+}
+
+fn target(key: &str) -> Result<PauseTarget, ApiError> {
+    PauseTarget::parse(key).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "{key:?} is not a pause target: all, scope:S, owner:U or job:N"
+        ))
+    })
+}
+
+fn path(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(s) = p.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    Ok(s)
+}
+
+pub(crate) async fn backlog(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
+    at_least(&caller, Role::Operator)?;
+    let r = crate::backlog::report(
+        &api.store.task_backlog().await?,
+        &api.store.budget_list().await?,
+        chrono::Utc::now(),
+    );
+    Ok(json(StatusCode::OK, &r))
+}
+
+pub(crate) async fn pauses(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
+    at_least(&caller, Role::Operator)?;
+    let list: Vec<PauseView> = api
+        .store
+        .pause_list()
+        .await?
+        .iter()
+        .map(PauseView::from)
+        .collect();
+    Ok(json(StatusCode::OK, &list))
+}
+
+pub(crate) async fn pause(
+    State(api): State<Api>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    at_least(&caller, Role::Admin)?;
+    let req: PauseRequest = json_body(&api, &headers, body)?;
+    let p = api
+        .store
+        .pause_set(PauseSetParams {
+            target: target(&req.target)?,
+            reason: req.reason,
+            by: caller.owner.clone(),
+            now: chrono::Utc::now(),
+        })
+        .await?;
+    // After the pause is in force (no new claims), hand back what is running.
+    let handed_back = if req.now {
+        api.store
+            .task_hand_back(TaskHandBackParams {
+                of: HandBack::Target(p.target.clone()),
+                reason: format!("paused now: {}", p.reason),
+                now: chrono::Utc::now(),
+            })
+            .await?
+            .len()
+    } else {
+        0
+    };
+    Ok(json(
+        StatusCode::CREATED,
+        &Paused {
+            pause: PauseView::from(&p),
+            handed_back,
+        },
+    ))
+}
+
+pub(crate) async fn resume(
+    State(api): State<Api>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    at_least(&caller, Role::Admin)?;
+    let req: ResumeRequest = json_body(&api, &headers, body)?;
+    api.store
+        .pause_clear(&target(&req.target)?, &caller.owner, chrono::Utc::now())
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"resumed": req.target}),
+    ))
+}
+
+pub(crate) async fn budgets(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
+    at_least(&caller, Role::Operator)?;
+    let now = chrono::Utc::now();
+    let list: Vec<BudgetView> = api
+        .store
+        .budget_list()
+        .await?
+        .iter()
+        .map(|b| BudgetView::new(b, now))
+        .collect();
+    Ok(json(StatusCode::OK, &list))
+}
+
+pub(crate) async fn budget_set(
+    State(api): State<Api>,
+    caller: Caller,
+    scope: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    at_least(&caller, Role::Admin)?;
+    let scope = path(scope)?;
+    let req: BudgetRequest = json_body(&api, &headers, body)?;
+    let now = chrono::Utc::now();
+    let b = api
+        .store
+        .budget_set(BudgetSetParams {
+            scope,
+            parent: req.parent,
+            rate: req.rate,
+            burst: req.burst,
+            now,
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &BudgetView::new(&b, now)))
+}
+
+pub(crate) async fn breakers(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
+    at_least(&caller, Role::Operator)?;
+    let list: Vec<BreakerView> = api
+        .store
+        .breaker_list()
+        .await?
+        .iter()
+        .map(BreakerView::from)
+        .collect();
+    Ok(json(StatusCode::OK, &list))
+}
+
+pub(crate) async fn breaker_reset(
+    State(api): State<Api>,
+    caller: Caller,
+    scope: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    at_least(&caller, Role::Admin)?;
+    let scope = path(scope)?;
+    if !api
+        .store
+        .breaker_list()
+        .await?
+        .iter()
+        .any(|r| r.scope == scope)
+    {
+        return Err(ApiError::NotFound(format!(
+            "scope {scope:?} has no breaker (it never opened)"
+        )));
+    }
+    let u = api
+        .store
+        .breaker_update(BreakerUpdateParams {
+            scope,
+            op: BreakerOp::Reset {
+                by: caller.owner.clone(),
+            },
+            cfg: sluice_core::BreakerConfig::default(),
+            now: chrono::Utc::now(),
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &BreakerView::from(&u.row)))
+}
+
+async fn intake_view(api: &Api) -> Result<IntakeView, ApiError> {
+    let hold = api.store.intake_get().await?;
+    let r = crate::backlog::report(
+        &api.store.task_backlog().await?,
+        &api.store.budget_list().await?,
+        chrono::Utc::now(),
+    );
+    Ok(IntakeView {
+        open: hold.is_none(),
+        reason: hold.as_ref().map(|h| h.reason.clone()),
+        by: hold.as_ref().map(|h| h.by.clone()),
+        since: hold.map(|h| h.at),
+        pending: r.pending,
+        running: r.running,
+        drained: r.pending == 0 && r.running == 0,
+    })
+}
+
+pub(crate) async fn intake(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
+    at_least(&caller, Role::Operator)?;
+    Ok(json(StatusCode::OK, &intake_view(&api).await?))
+}
+
+/// Closes intake: new submissions get 503 on every process until `drain/end`; accepted jobs
+/// go on. Poll `GET /v1/admin/intake` until `drained`.
+pub(crate) async fn drain(
+    State(api): State<Api>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    at_least(&caller, Role::Admin)?;
+    let req: DrainRequest = json_body(&api, &headers, body)?;
+    api.store
+        .intake_close(IntakeCloseParams {
+            reason: req.reason,
+            by: caller.owner.clone(),
+            now: chrono::Utc::now(),
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &intake_view(&api).await?))
+}
+
+pub(crate) async fn drain_end(
+    State(api): State<Api>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    at_least(&caller, Role::Admin)?;
+    api.store
+        .intake_open(&caller.owner, chrono::Utc::now())
+        .await?;
+    Ok(json(StatusCode::OK, &intake_view(&api).await?))
+}
