@@ -29,6 +29,10 @@ lint: ## cargo fmt --check, clippy with warnings as errors, dependency invariant
 	bash .ci/deps-check.sh
 	$(CARGO) deny --log-level error check bans licenses sources
 
+.PHONY: api-fuzz
+api-fuzz: ## Schemathesis against a running server's /openapi.json: no 5xx allowed
+	bash .ci/api-fuzz.sh
+
 .PHONY: bench-queue
 bench-queue: ## Queue throughput on Postgres vs the peers (release build; see docs/benchmarks.md)
 	bash benches/queue.sh

@@ -43,6 +43,12 @@ fn path(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     Ok(s)
 }
 
+#[utoipa::path(get, path = "/v1/admin/backlog", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Unfinished tasks per scope and drain time at the current budgets", body = crate::backlog::BacklogReport),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn backlog(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
     at_least(&caller, Role::Operator)?;
     let r = crate::backlog::report(
@@ -53,6 +59,12 @@ pub(crate) async fn backlog(State(api): State<Api>, caller: Caller) -> Result<Re
     Ok(json(StatusCode::OK, &r))
 }
 
+#[utoipa::path(get, path = "/v1/admin/pauses", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Pauses in force", body = Vec<PauseView>),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn pauses(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
     at_least(&caller, Role::Operator)?;
     let list: Vec<PauseView> = api
@@ -65,6 +77,14 @@ pub(crate) async fn pauses(State(api): State<Api>, caller: Caller) -> Result<Res
     Ok(json(StatusCode::OK, &list))
 }
 
+#[utoipa::path(post, path = "/v1/admin/pauses", tag = "admin", security(("bearer" = [])),
+    request_body = PauseRequest,
+    responses(
+        (status = 201, description = "Paused", body = Paused),
+        (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn pause(
     State(api): State<Api>,
     caller: Caller,
@@ -104,6 +124,15 @@ pub(crate) async fn pause(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/admin/resume", tag = "admin", security(("bearer" = [])),
+    request_body = ResumeRequest,
+    responses(
+        (status = 200, description = "Resumed", body = crate::wire::Resumed),
+        (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The target is not paused", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn resume(
     State(api): State<Api>,
     caller: Caller,
@@ -121,6 +150,12 @@ pub(crate) async fn resume(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/admin/budgets", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Budgets with their effective rate and tokens now", body = Vec<BudgetView>),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn budgets(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
     at_least(&caller, Role::Operator)?;
     let now = chrono::Utc::now();
@@ -134,6 +169,15 @@ pub(crate) async fn budgets(State(api): State<Api>, caller: Caller) -> Result<Re
     Ok(json(StatusCode::OK, &list))
 }
 
+#[utoipa::path(put, path = "/v1/admin/budgets/{scope}", tag = "admin", security(("bearer" = [])),
+    request_body = BudgetRequest,
+    params(("scope" = String, Path, description = "Provider scope, e.g. aws:123456789012 or *")),
+    responses(
+        (status = 200, description = "The budget as set", body = BudgetView),
+        (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn budget_set(
     State(api): State<Api>,
     caller: Caller,
@@ -158,6 +202,12 @@ pub(crate) async fn budget_set(
     Ok(json(StatusCode::OK, &BudgetView::new(&b, now)))
 }
 
+#[utoipa::path(get, path = "/v1/admin/breakers", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Breakers that ever opened", body = Vec<BreakerView>),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn breakers(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
     at_least(&caller, Role::Operator)?;
     let list: Vec<BreakerView> = api
@@ -170,6 +220,15 @@ pub(crate) async fn breakers(State(api): State<Api>, caller: Caller) -> Result<R
     Ok(json(StatusCode::OK, &list))
 }
 
+#[utoipa::path(post, path = "/v1/admin/breakers/{scope}/reset", tag = "admin", security(("bearer" = [])),
+    params(("scope" = String, Path, description = "Provider scope, e.g. aws:123456789012 or *")),
+    responses(
+        (status = 200, description = "Closed; the scope ramps up from slow start", body = BreakerView),
+        (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The scope's breaker never opened", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn breaker_reset(
     State(api): State<Api>,
     caller: Caller,
@@ -220,6 +279,12 @@ async fn intake_view(api: &Api) -> Result<IntakeView, ApiError> {
     })
 }
 
+#[utoipa::path(get, path = "/v1/admin/intake", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Intake and what is left of the backlog", body = IntakeView),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn intake(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
     at_least(&caller, Role::Operator)?;
     Ok(json(StatusCode::OK, &intake_view(&api).await?))
@@ -227,6 +292,14 @@ pub(crate) async fn intake(State(api): State<Api>, caller: Caller) -> Result<Res
 
 /// Closes intake: new submissions get 503 on every process until `drain/end`; accepted jobs
 /// go on. Poll `GET /v1/admin/intake` until `drained`.
+#[utoipa::path(post, path = "/v1/admin/drain", tag = "admin", security(("bearer" = [])),
+    request_body = DrainRequest,
+    responses(
+        (status = 200, description = "Intake closed", body = IntakeView),
+        (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn drain(
     State(api): State<Api>,
     caller: Caller,
@@ -245,6 +318,14 @@ pub(crate) async fn drain(
     Ok(json(StatusCode::OK, &intake_view(&api).await?))
 }
 
+#[utoipa::path(post, path = "/v1/admin/drain/end", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Intake open", body = IntakeView),
+        (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No drain to end", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn drain_end(
     State(api): State<Api>,
     caller: Caller,

@@ -8,7 +8,7 @@ use sluice_store::{Budget, ROOT_SCOPE, TaskBacklog};
 use std::collections::BTreeMap;
 
 /// One scope's unfinished tasks and the soonest they can drain.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ScopeBacklog {
     pub scope: String,
     pub pending: i64,
@@ -21,7 +21,7 @@ pub struct ScopeBacklog {
     pub drain_secs: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BacklogReport {
     pub scopes: Vec<ScopeBacklog>,
     pub pending: i64,

@@ -136,6 +136,15 @@ async fn plan(api: &Api, hunt: &serde_json::Value) -> Result<crate::Planned, Api
 
 /// `POST /v1/validate`: the submit's checks and plan without the job, with the calls it would
 /// make and how soon it could finish at the current budgets.
+#[utoipa::path(post, path = "/v1/validate", tag = "jobs", security(("bearer" = [])),
+    request_body = SubmitRequest,
+    responses(
+        (status = 200, description = "The hunt is valid", body = Validated),
+        (status = 400, description = "Malformed request or invalid hunt", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn validate(
     State(api): State<Api>,
     _caller: Caller,
@@ -190,6 +199,18 @@ fn planned_backlog(tasks: &[sluice_store::NewTask]) -> sluice_store::TaskBacklog
     }
 }
 
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
+    request_body = SubmitRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key and body: the same job; another body: 409")),
+    responses(
+        (status = 202, description = "Accepted: one task per selected lake", body = Submitted),
+        (status = 400, description = "Malformed request or invalid hunt", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency key used with another body", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Intake closed (drain) or backlog over the limit: retry after Retry-After", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn submit(
     State(api): State<Api>,
     caller: Caller,
@@ -248,6 +269,14 @@ pub(crate) async fn submit(
     Ok(resp)
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 400, description = "Not a job id", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job, or another owner's", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn get(
     State(api): State<Api>,
     caller: Caller,
@@ -285,6 +314,19 @@ fn limit(raw: Option<u32>) -> Result<u32, ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
+    params(
+        ("state" = Option<String>, Query, description = "queued, running, succeeded, partial, failed or cancelled"),
+        ("owner" = Option<String>, Query, description = "Operators and admins: this owner's jobs"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 50"),
+    ),
+    responses(
+        (status = 200, description = "The caller's jobs, newest first", body = JobPage),
+        (status = 400, description = "Bad state, cursor or limit", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A researcher asking for another owner", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn list(
     State(api): State<Api>,
     caller: Caller,
@@ -339,6 +381,15 @@ pub(crate) async fn list(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "Job id")),
+    responses(
+        (status = 200, description = "Cancelled", body = JobView),
+        (status = 400, description = "Not a job id", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job, or another owner's", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already ended", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn cancel(
     State(api): State<Api>,
     caller: Caller,
@@ -366,11 +417,96 @@ pub(crate) async fn cancel(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct ResultsQuery {
+    format: Option<crate::ResultFormat>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{id}/results", tag = "jobs", security(("bearer" = [])),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "Job id"),
+        ("format" = inline(Option<crate::ResultFormat>), Query, description = "json (default), csv or parquet"),
+        ("cursor" = Option<String>, Query, description = "`X-Next-Cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "Rows per page, 1 to 100000, default 1000"),
+    ),
+    responses(
+        (status = 200, description = "A page of result rows, in task order. `X-Next-Cursor` while more rows may follow; `X-Partial: true` while the job runs (later pages may gain rows).",
+            content(
+                (Vec<Object> = "application/json"),
+                (String = "text/csv"),
+                (Vec<u8> = "application/vnd.apache.parquet"),
+            ),
+            headers(("X-Next-Cursor" = String), ("X-Partial" = String))),
+        (status = 400, description = "Bad id, format, cursor or limit", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job, or another owner's", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn results(
+    State(api): State<Api>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<ResultsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let j = visible_job(&api, &caller, job_id(id)?).await?;
+    let limit = match q.limit.unwrap_or(1000) {
+        n @ 1..=100_000 => n as usize,
+        n => {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be 1 to 100000, got {n}"
+            )));
+        }
+    };
+    let offset = match q.cursor.as_deref() {
+        None => 0,
+        Some(c) => c.parse::<usize>().map_err(|_| {
+            ApiError::BadRequest(format!("{c:?} is not a cursor this API gave out"))
+        })?,
+    };
+    let format = q.format.unwrap_or(crate::ResultFormat::Json);
+    let page = api
+        .results
+        .page(&j, format, offset, limit)
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading the results of job {}: {e}", j.id)))?;
+    let mut resp = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, format.content_type())],
+        page.body,
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    if page.rows == limit
+        && let Ok(v) = header::HeaderValue::from_str(&(offset + limit).to_string())
+    {
+        h.insert("x-next-cursor", v);
+    }
+    if !j.state.is_terminal() {
+        h.insert("x-partial", header::HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct EventsQuery {
     cursor: Option<String>,
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", security(("bearer" = [])),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "Job id"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 50"),
+    ),
+    responses(
+        (status = 200, description = "The job's journal, oldest first", body = EventPage),
+        (status = 400, description = "Bad id, cursor or limit", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job, or another owner's", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn events(
     State(api): State<Api>,
     caller: Caller,
@@ -401,6 +537,11 @@ pub(crate) async fn events(
     ))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "The database answers and its schema is current", body = String),
+        (status = 503, description = "Not ready: why", body = String),
+    ))]
 pub(crate) async fn ready(State(api): State<Api>) -> Response {
     match tokio::time::timeout(std::time::Duration::from_secs(5), api.store.ready()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),

@@ -14,7 +14,7 @@ pub mod wire;
 
 use async_trait::async_trait;
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::get;
 use sluice_store::{NewTask, Store, StoreError};
 use std::sync::Arc;
 
@@ -68,42 +68,148 @@ pub trait Planner: Send + Sync + std::fmt::Debug {
     async fn plan(&self, hunt: &serde_json::Value) -> Result<Planned, Rejection>;
 }
 
+/// How a page of results is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultFormat {
+    Json,
+    Csv,
+    Parquet,
+}
+
+impl ResultFormat {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ResultFormat::Json => "application/json",
+            ResultFormat::Csv => "text/csv",
+            ResultFormat::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+}
+
+/// One page of a job's result rows, encoded.
+#[derive(Debug, Clone)]
+pub struct ResultPage {
+    pub body: Vec<u8>,
+    /// Rows in this page (fewer than asked: the last page for now).
+    pub rows: usize,
+}
+
+/// Reads the committed results of a job's tasks (the binary implements it with the engine,
+/// which this crate must not link).
+#[async_trait]
+pub trait ResultReader: Send + Sync + std::fmt::Debug {
+    /// Rows `offset..offset + limit` of the job's results so far, in task order.
+    async fn page(
+        &self,
+        job: &sluice_store::Job,
+        format: ResultFormat,
+        offset: usize,
+        limit: usize,
+    ) -> Result<ResultPage, String>;
+}
+
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct Api {
     pub store: Arc<dyn Store>,
     pub planner: Arc<dyn Planner>,
+    pub results: Arc<dyn ResultReader>,
     pub cfg: ApiConfig,
+}
+
+/// The OpenAPI document's fixed parts; the paths and schemas come from the handlers'
+/// `#[utoipa::path]` annotations as they are routed (`router`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Sluice",
+        description = "Submit hunts over thousands of data lakes and poll them; operate the backlog. Errors are application/problem+json.",
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "jobs", description = "Researchers: submit, validate, poll, cancel"),
+        (name = "admin", description = "Operators read, admins change: backlog, pauses, budgets, breakers, intake"),
+        (name = "health", description = "Probes and metrics (no token)"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        doc.components.get_or_insert_default().add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API token from `sluice tokens create`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process is alive", body = String)))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// The API's routes and their OpenAPI document (the routes and the document come from the same
+/// registrations, so they cannot drift apart).
+pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(jobs::submit, jobs::list))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::events))
+        .routes(routes!(jobs::results))
+        .routes(routes!(jobs::validate))
+        .routes(routes!(admin::backlog))
+        .routes(routes!(admin::pauses, admin::pause))
+        .routes(routes!(admin::resume))
+        .routes(routes!(admin::budgets))
+        .routes(routes!(admin::budget_set))
+        .routes(routes!(admin::breakers))
+        .routes(routes!(admin::breaker_reset))
+        .routes(routes!(admin::intake))
+        .routes(routes!(admin::drain))
+        .routes(routes!(admin::drain_end))
+        .routes(routes!(healthz))
+        .routes(routes!(jobs::ready))
+        .split_for_parts()
+}
+
+/// The OpenAPI document as served at `/openapi.json`.
+pub fn openapi_json() -> String {
+    routes().1.to_pretty_json().unwrap_or_default()
 }
 
 /// The API's routes (the caller adds the listener).
 pub fn router(api: Api) -> Router {
     metrics::init();
     let limit = api.cfg.max_body_bytes;
-    Router::new()
-        .route("/v1/jobs", post(jobs::submit).get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::get))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/v1/jobs/{id}/events", get(jobs::events))
-        .route("/v1/validate", post(jobs::validate))
-        .route("/v1/admin/backlog", get(admin::backlog))
-        .route("/v1/admin/pauses", get(admin::pauses).post(admin::pause))
-        .route("/v1/admin/resume", post(admin::resume))
-        .route("/v1/admin/budgets", get(admin::budgets))
+    let (routes, doc) = routes();
+    let doc: Arc<str> = doc.to_pretty_json().unwrap_or_default().into();
+    routes
         .route(
-            "/v1/admin/budgets/{scope}",
-            axum::routing::put(admin::budget_set),
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc.to_string(),
+                    )
+                }
+            }),
         )
-        .route("/v1/admin/breakers", get(admin::breakers))
-        .route(
-            "/v1/admin/breakers/{scope}/reset",
-            post(admin::breaker_reset),
-        )
-        .route("/v1/admin/intake", get(admin::intake))
-        .route("/v1/admin/drain", post(admin::drain))
-        .route("/v1/admin/drain/end", post(admin::drain_end))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(jobs::ready))
         .route("/metrics", get(metrics::serve))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn(metrics::observe))

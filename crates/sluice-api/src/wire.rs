@@ -4,13 +4,15 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sluice_store::{BreakerRow, Budget, Event, Job, Pause};
+use utoipa::ToSchema;
 
 /// `POST /v1/jobs`. Unknown fields are rejected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     /// The hunt: `{"kind": "ioc", "ips": [...], "lakes": {...}}` or
     /// `{"kind": "sql", "sql": "SELECT ...", "lakes": {...}}`.
+    #[schema(value_type = Object)]
     pub hunt: serde_json::Value,
     /// Higher runs first; -100 to 100, default 0.
     #[serde(default)]
@@ -21,7 +23,7 @@ pub struct SubmitRequest {
 }
 
 /// One problem with a submitted hunt; `line`/`column` start at 1 (0: no position).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HuntError {
     pub line: u64,
     pub column: u64,
@@ -31,7 +33,7 @@ pub struct HuntError {
 }
 
 /// `202 Accepted` of `POST /v1/jobs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Submitted {
     pub job: i64,
     /// False when the Idempotency-Key was used before with the same body: the same job.
@@ -42,7 +44,7 @@ pub struct Submitted {
 }
 
 /// `POST /v1/validate`: the hunt is valid; what it would cost and how soon it could finish.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Validated {
     pub valid: bool,
     pub tasks: i64,
@@ -58,7 +60,7 @@ pub struct Validated {
     pub lakes: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Lakes {
     pub total: i64,
     pub done: i64,
@@ -67,7 +69,7 @@ pub struct Lakes {
 }
 
 /// A job as `GET /v1/jobs/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
     pub id: i64,
     pub owner: String,
@@ -108,19 +110,20 @@ impl JobView {
 }
 
 /// `GET /v1/jobs`: newest first; pass `next_cursor` as `cursor` for the next page.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct JobPage {
     pub jobs: Vec<JobView>,
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EventView {
     pub id: i64,
     pub at: DateTime<Utc>,
     pub task: Option<i64>,
     pub scope: Option<String>,
     pub kind: String,
+    #[schema(value_type = Option<Object>)]
     pub detail: Option<serde_json::Value>,
 }
 
@@ -138,14 +141,14 @@ impl From<&Event> for EventView {
 }
 
 /// `GET /v1/jobs/{id}/events`: oldest first; pass `next_cursor` as `cursor` to go on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EventPage {
     pub events: Vec<EventView>,
     pub next_cursor: Option<String>,
 }
 
 /// A pause in force (`target`: `all`, `scope:S`, `owner:U` or `job:N`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PauseView {
     pub target: String,
     pub reason: String,
@@ -166,7 +169,7 @@ impl From<&Pause> for PauseView {
 
 /// `POST /v1/admin/pauses`. With `now`, the target's running tasks are handed back at once
 /// (no attempt spent) instead of finishing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PauseRequest {
     pub target: String,
@@ -175,7 +178,7 @@ pub struct PauseRequest {
     pub now: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Paused {
     pub pause: PauseView,
     /// Running tasks handed back (with `now`).
@@ -183,14 +186,14 @@ pub struct Paused {
 }
 
 /// `POST /v1/admin/resume`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResumeRequest {
     pub target: String,
 }
 
 /// A scope's budget as stored, its adaptive rate now and its tokens now.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BudgetView {
     pub scope: String,
     pub parent: Option<String>,
@@ -217,7 +220,7 @@ impl BudgetView {
 }
 
 /// `PUT /v1/admin/budgets/{scope}`: `parent` defaults to the root `*`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetRequest {
     pub rate: f64,
@@ -226,7 +229,7 @@ pub struct BudgetRequest {
     pub parent: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BreakerView {
     pub scope: String,
     /// closed, open or half_open.
@@ -256,14 +259,14 @@ impl From<&BreakerRow> for BreakerView {
 }
 
 /// `POST /v1/admin/drain`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DrainRequest {
     pub reason: String,
 }
 
 /// Intake and what is left of the backlog: `drained` once nothing is pending or running.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct IntakeView {
     pub open: bool,
     pub reason: Option<String>,
@@ -272,4 +275,25 @@ pub struct IntakeView {
     pub pending: i64,
     pub running: i64,
     pub drained: bool,
+}
+
+/// Every error: RFC 9457 problem details (`application/problem+json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// `urn:sluice:problem:<kind>`: bad-request, invalid-hunt, unauthorized, forbidden,
+    /// not-found, conflict, too-large, unsupported-media-type, busy, unavailable, internal.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// An invalid hunt's problems, each with its position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<HuntError>>,
+}
+
+/// `POST /v1/admin/resume`'s answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Resumed {
+    pub resumed: String,
 }

@@ -450,36 +450,18 @@ pub async fn results(
             )?;
         }
         ResultFormat::Json => {
-            let mut w = datafusion::arrow::json::ArrayWriter::new(&mut out);
-            let refs: Vec<&datafusion::arrow::record_batch::RecordBatch> = batches.iter().collect();
-            w.write_batches(&refs)?;
-            // An empty writer writes `[]` itself on finish.
-            w.finish()?;
-            drop(w);
+            out.write_all(&hunts::encode(&batches, sluice_api::ResultFormat::Json)?)?;
             writeln!(out)?;
         }
         ResultFormat::Csv => {
-            let mut w = datafusion::arrow::csv::Writer::new(&mut out);
-            for b in &batches {
-                w.write(b)?;
-            }
+            out.write_all(&hunts::encode(&batches, sluice_api::ResultFormat::Csv)?)?;
         }
         ResultFormat::Parquet => {
             use std::io::IsTerminal;
             if std::io::stdout().is_terminal() {
                 bail!("refusing to write Parquet to a terminal: redirect to a file");
             }
-            let Some(first) = batches.first() else {
-                return Ok(());
-            };
-            let mut buf = Vec::new();
-            let mut w =
-                datafusion::parquet::arrow::ArrowWriter::try_new(&mut buf, first.schema(), None)?;
-            for b in &batches {
-                w.write(b)?;
-            }
-            w.close()?;
-            out.write_all(&buf)?;
+            out.write_all(&hunts::encode(&batches, sluice_api::ResultFormat::Parquet)?)?;
         }
     }
     Ok(())
@@ -882,5 +864,71 @@ pub async fn drain(store: &dyn Store, a: DrainArgs, json: bool) -> Result<std::p
         ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// `sluice status JOB --watch`: a progress bar over the job's lakes with its state and why it
+/// waits, redrawn every `interval` until the job ends (no bar when stderr is not a terminal or
+/// with `--output json`, which prints the final job).
+pub async fn watch(
+    store: &dyn Store,
+    job: JobId,
+    interval: std::time::Duration,
+    json: bool,
+) -> Result<std::process::ExitCode> {
+    let j = store.job_get(job).await?;
+    let bar = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(j.counts.total.max(0) as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} job {prefix} [{bar:40}] {pos}/{len} lakes {elapsed_precise} eta {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(j.id.to_string());
+    let j = loop {
+        let j = store.job_get(job).await?;
+        bar.set_length(j.counts.total.max(0) as u64);
+        bar.set_position((j.counts.done + j.counts.failed + j.counts.cancelled).max(0) as u64);
+        if j.state.is_terminal() {
+            break j;
+        }
+        let why = sluice_api::waits::wait_reasons(store, job).await?;
+        let mut msg = format!("{}, {} rows", j.state, j.rows_found);
+        if j.counts.failed > 0 {
+            msg.push_str(&format!(", {} lakes failed", j.counts.failed));
+        }
+        if let Some(w) = why.first() {
+            msg.push_str(&format!("; waiting: {w}"));
+        }
+        bar.set_message(msg);
+        tokio::time::sleep(interval).await;
+    };
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        println!(
+            "job {} {}: {}/{} lakes done, {} failed, {} cancelled; {} rows found",
+            j.id,
+            j.state,
+            j.counts.done,
+            j.counts.total,
+            j.counts.failed,
+            j.counts.cancelled,
+            j.rows_found
+        );
+        if let Some(e) = &j.error {
+            println!("error: {e}");
+        }
+    }
+    Ok(if j.state == sluice_core::JobState::Succeeded {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
     })
 }

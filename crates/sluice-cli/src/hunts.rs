@@ -159,6 +159,75 @@ impl sluice_api::Planner for HuntPlanner {
     }
 }
 
+/// The API's result reader: the job's committed result objects, read with the engine.
+#[derive(Debug)]
+pub struct EngineResults {
+    pub store: Arc<dyn Store>,
+    pub engine: Arc<Engine>,
+}
+
+#[async_trait]
+impl sluice_api::ResultReader for EngineResults {
+    async fn page(
+        &self,
+        job: &sluice_store::Job,
+        format: sluice_api::ResultFormat,
+        offset: usize,
+        limit: usize,
+    ) -> Result<sluice_api::ResultPage, String> {
+        let keys = result_keys(self.store.as_ref(), job.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let batches = self
+            .engine
+            .results(&keys, offset, limit)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(sluice_api::ResultPage {
+            rows: batches.iter().map(|b| b.num_rows()).sum(),
+            body: encode(&batches, format).map_err(|e| e.to_string())?,
+        })
+    }
+}
+
+/// Result rows as JSON (an array of objects), CSV (with a header) or Parquet.
+pub fn encode(
+    batches: &[datafusion::arrow::record_batch::RecordBatch],
+    format: sluice_api::ResultFormat,
+) -> Result<Vec<u8>> {
+    use sluice_api::ResultFormat as F;
+    let mut out = Vec::new();
+    match format {
+        F::Json => {
+            let mut w = datafusion::arrow::json::ArrayWriter::new(&mut out);
+            let refs: Vec<&datafusion::arrow::record_batch::RecordBatch> = batches.iter().collect();
+            w.write_batches(&refs)?;
+            // An empty writer writes `[]` itself on finish.
+            w.finish()?;
+        }
+        F::Csv => {
+            let mut w = datafusion::arrow::csv::Writer::new(&mut out);
+            for b in batches {
+                w.write(b)?;
+            }
+        }
+        F::Parquet => {
+            if let Some(first) = batches.first() {
+                let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(
+                    &mut out,
+                    first.schema(),
+                    None,
+                )?;
+                for b in batches {
+                    w.write(b)?;
+                }
+                w.close()?;
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub owner: String,

@@ -3,13 +3,14 @@
 //! timed out (`sluice drain --wait --timeout`).
 
 mod commands;
+mod config;
 mod demo;
 mod hunts;
 mod lab;
 mod provider;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use sluice_core::{JobId, SystemClock};
 use sluice_scheduler::{RescuerConfig, Scheduler, SchedulerConfig};
 use sluice_store::{ConnectOptions, Store};
@@ -56,8 +57,20 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
 
+    /// A TOML file of settings (default: ./sluice.toml if it exists). Its names are the
+    /// environment variables' without `SLUICE_`: `database_url = "…"`, `[worker]
+    /// concurrency = 32`. Flags beat the environment, which beats the file.
+    #[arg(long, global = true, env = "SLUICE_CONFIG")]
+    config: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Every setting with its value and where it came from (flag, env, file, default).
+    Show,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -85,6 +98,23 @@ enum Command {
     Status {
         /// Job id.
         job: JobId,
+        /// Follow the job with a progress bar and why it waits, until it ends; exits 0 if it
+        /// succeeded, 1 otherwise (partial, failed, cancelled).
+        #[arg(long)]
+        watch: bool,
+        /// How often `--watch` polls.
+        #[arg(long, default_value = "1s", value_parser = parse_duration, requires = "watch")]
+        interval: Duration,
+    },
+    /// Jobs, newest first.
+    Jobs {
+        #[arg(long)]
+        owner: Option<String>,
+        /// queued, running, succeeded, partial, failed or cancelled.
+        #[arg(long, value_parser = parse_job_state)]
+        state: Option<sluice_core::JobState>,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
     },
     /// Cancel a job: its pending tasks never run, running ones lose their lease (their late
     /// results are rejected).
@@ -127,6 +157,11 @@ enum Command {
     },
     /// The pauses in force.
     Pauses,
+    /// The effective settings (flags, environment, config file, defaults), secrets masked.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Print a shell completion script: `sluice completions bash > /etc/bash_completion.d/sluice`.
+    Completions { shell: clap_complete::Shell },
     /// Unfinished tasks by provider scope, the oldest pending task's age, and the soonest the
     /// backlog can drain at the current budgets (from the store's counters; no task scan).
     Backlog,
@@ -421,6 +456,12 @@ struct ServerArgs {
     worker: WorkerArgs,
 }
 
+fn parse_job_state(s: &str) -> Result<sluice_core::JobState, String> {
+    sluice_core::JobState::parse(s).ok_or_else(|| {
+        format!("unknown state {s:?}: queued, running, succeeded, partial, failed or cancelled")
+    })
+}
+
 /// Parses `250ms`, `30s`, `5m`, `1h` (a bare number is seconds).
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -557,7 +598,13 @@ fn on_signals(token: CancellationToken) -> Result<()> {
     Ok(())
 }
 
-async fn run(cli: Cli) -> Result<ExitCode> {
+async fn run(
+    cli: Cli,
+    settings: (
+        config::FileSettings,
+        std::collections::BTreeMap<String, String>,
+    ),
+) -> Result<ExitCode> {
     match cli.command {
         Command::Migrate => {
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;
@@ -588,6 +635,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 store: store.clone(),
                 planner: Arc::new(hunts::HuntPlanner {
                     store: store.clone(),
+                }),
+                results: Arc::new(hunts::EngineResults {
+                    store: store.clone(),
+                    engine: commands::engine(&cli.results_dir)?,
                 }),
                 cfg: sluice_api::ApiConfig {
                     max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
@@ -665,6 +716,41 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             metrics_stop.cancel();
             Ok(ExitCode::SUCCESS)
         }
+        Command::Jobs {
+            owner,
+            state,
+            limit,
+        } => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            let jobs = store
+                .job_list(sluice_store::JobListParams {
+                    owner,
+                    state,
+                    before: None,
+                    limit,
+                })
+                .await?;
+            if cli.output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else {
+                println!(
+                    "{:>8}  {:<16} {:<10} {:>13}  {:>8}  SUBMITTED",
+                    "JOB", "OWNER", "STATE", "LAKES DONE", "ROWS"
+                );
+                for j in &jobs {
+                    println!(
+                        "{:>8}  {:<16} {:<10} {:>13}  {:>8}  {}",
+                        j.id,
+                        j.owner,
+                        j.state,
+                        format!("{}/{}", j.counts.done, j.counts.total),
+                        j.rows_found,
+                        j.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Cancel { job, by, reason } => {
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;
             let j = store
@@ -687,7 +773,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { job } => {
+        Command::Status {
+            job,
+            watch: true,
+            interval,
+        } => {
+            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            commands::watch(
+                store.as_ref(),
+                job,
+                interval.max(Duration::from_millis(100)),
+                cli.output == Output::Json,
+            )
+            .await
+        }
+        Command::Status { job, .. } => {
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;
             let j = store.job_get(job).await?;
             match cli.output {
@@ -848,6 +948,30 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             )
             .await
         }
+        Command::Config(ConfigCmd::Show) => {
+            let (file, flags) = settings;
+            let shown = config::show(&Cli::command(), &file, &flags);
+            if cli.output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&shown)?);
+            } else {
+                if let Some(p) = &file.path {
+                    println!("# config file: {}", p.display());
+                }
+                for s in &shown {
+                    println!(
+                        "{:<32} {:<48} {:?}",
+                        s.setting,
+                        s.value.as_deref().unwrap_or("-"),
+                        s.source
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Backlog => {
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;
             commands::backlog(store.as_ref(), cli.output == Output::Json).await?;
@@ -900,7 +1024,37 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::FromArgMatches;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Before anything else: the file's settings become environment defaults for clap.
+    let file = match config::load(&args, &Cli::command()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let matches = Cli::command().get_matches_from(&args);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    // Global settings given as flags, for `sluice config show`.
+    let mut flags = std::collections::BTreeMap::new();
+    for a in Cli::command().get_arguments() {
+        if let Some(env) = a.get_env()
+            && matches.value_source(a.get_id().as_str())
+                == Some(clap::parser::ValueSource::CommandLine)
+            && let Some(v) = matches
+                .get_raw(a.get_id().as_str())
+                .and_then(|mut v| v.next())
+        {
+            flags.insert(
+                env.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            );
+        }
+    }
     init_logs(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -912,7 +1066,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cli, (file, flags))) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

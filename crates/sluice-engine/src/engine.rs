@@ -39,7 +39,6 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 /// Where the results of tasks are written, as DataFusion sees it.
-const RESULTS_URL_BASE: &str = "sluice-results://results";
 /// The column added to every result row: which lake it came from.
 pub const LAKE_COLUMN: &str = "_lake";
 
@@ -363,48 +362,67 @@ impl Engine {
         }
     }
 
-    /// Rows of committed task results (`keys` in task order), `offset`/`limit` paginated.
+    /// Rows of committed task results (`keys` in task order), `offset`/`limit` paginated. The
+    /// objects are read one after another in `keys` order, so a page is the same whenever it is
+    /// read (a scan over all of them lists and reads files in no fixed order); objects wholly
+    /// before `offset` are skipped by their footer's row count, without reading their rows.
     pub async fn results(
         &self,
         keys: &[String],
         offset: usize,
         limit: usize,
     ) -> Result<Vec<RecordBatch>, EngineError> {
+        use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        use object_store::ObjectStoreExt;
         if keys.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let base = Url::parse(RESULTS_URL_BASE).map_err(|e| EngineError::Io(e.to_string()))?;
-        let ctx = self.session(vec![(base, self.results.clone())], &BTreeMap::new())?;
-        let urls = keys
-            .iter()
-            .map(|k| ListingTableUrl::parse(format!("{RESULTS_URL_BASE}/{k}")))
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
-        let opts = ListingOptions::new(parquet_format(&ctx)).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(opts)
-            .infer_schema(&ctx.state())
-            .await?;
-        ctx.register_table("results", Arc::new(ListingTable::try_new(config)?))?;
-        // One partition keeps the file order, so pages are stable while new results arrive.
-        ctx.state_ref()
-            .write()
-            .config_mut()
-            .options_mut()
-            .execution
-            .target_partitions = 1;
-        let df = ctx
-            .sql(&format!(
-                "SELECT * FROM results LIMIT {limit} OFFSET {offset}"
-            ))
-            .await?;
+        let store = self.results.clone();
+        let keys = keys.to_vec();
+        // Result objects hold a task's matches: small enough to fetch whole.
+        let read = async move {
+            let (mut skip, mut left) = (offset, limit);
+            let mut out = Vec::new();
+            for k in keys {
+                if left == 0 {
+                    break;
+                }
+                let bytes = store
+                    .get(&Path::from(k.as_str()))
+                    .await
+                    .map_err(|e| format!("{k}: {e}"))?
+                    .bytes()
+                    .await
+                    .map_err(|e| format!("{k}: {e}"))?;
+                let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                    .map_err(|e| format!("{k}: {e}"))?;
+                let rows =
+                    usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+                if skip >= rows {
+                    skip -= rows;
+                    continue;
+                }
+                let batches = builder
+                    .with_offset(skip)
+                    .with_limit(left)
+                    .build()
+                    .map_err(|e| format!("{k}: {e}"))?
+                    .collect::<Result<Vec<RecordBatch>, _>>()
+                    .map_err(|e| format!("{k}: {e}"))?;
+                left = left.saturating_sub(batches.iter().map(|b| b.num_rows()).sum());
+                skip = 0;
+                out.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
+            }
+            Ok::<_, String>(out)
+        };
         let cpu = self
             .cpu
             .as_ref()
             .ok_or_else(|| EngineError::Io("engine shut down".into()))?;
-        cpu.spawn(async move { df.collect().await })
+        cpu.spawn(read)
             .await
             .map_err(|e| EngineError::Transient(format!("results read panicked: {e}")))?
-            .map_err(EngineError::from)
+            .map_err(|e| EngineError::Io(format!("reading results: {e}")))
     }
 }
 

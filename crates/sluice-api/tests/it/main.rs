@@ -50,6 +50,43 @@ impl Planner for FakePlanner {
     }
 }
 
+/// Five result rows per job: `{"job": ID, "row": N}`; a page is the rows in range.
+#[derive(Debug)]
+struct FakeResults;
+
+#[async_trait]
+impl sluice_api::ResultReader for FakeResults {
+    async fn page(
+        &self,
+        job: &sluice_store::Job,
+        format: sluice_api::ResultFormat,
+        offset: usize,
+        limit: usize,
+    ) -> Result<sluice_api::ResultPage, String> {
+        let rows: Vec<usize> = (offset..5).take(limit).collect();
+        let body = match format {
+            sluice_api::ResultFormat::Json => serde_json::to_vec(
+                &rows
+                    .iter()
+                    .map(|r| serde_json::json!({"job": job.id.0, "row": r}))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            sluice_api::ResultFormat::Csv => rows
+                .iter()
+                .fold("job,row\n".to_string(), |acc, r| {
+                    format!("{acc}{},{r}\n", job.id)
+                })
+                .into_bytes(),
+            sluice_api::ResultFormat::Parquet => b"PAR1".to_vec(),
+        };
+        Ok(sluice_api::ResultPage {
+            body,
+            rows: rows.len(),
+        })
+    }
+}
+
 struct T {
     app: Router,
     store: Arc<dyn Store>,
@@ -86,6 +123,7 @@ async fn setup(cfg: ApiConfig) -> T {
     let app = sluice_api::router(Api {
         store: store.clone(),
         planner: Arc::new(FakePlanner),
+        results: Arc::new(FakeResults),
         cfg,
     });
     T {
@@ -537,22 +575,24 @@ async fn bad_requests_get_a_problem_and_change_nothing() {
 async fn authorization_matrix() {
     let t = setup(ApiConfig::default()).await;
     use StatusCode as S;
-    // (who, whose job, GET job, GET events, POST cancel, GET /v1/jobs?owner=alice)
-    let rows: [(&str, &str, S, S, S, S); 5] = [
-        ("alice", "alice", S::OK, S::OK, S::OK, S::OK),
+    // (who, whose job, GET job, GET events, GET results, POST cancel, GET /v1/jobs?owner=alice)
+    type Row<'a> = (&'a str, &'a str, S, S, S, S, S);
+    let rows: [Row<'_>; 5] = [
+        ("alice", "alice", S::OK, S::OK, S::OK, S::OK, S::OK),
         (
             "bob",
             "alice",
             S::NOT_FOUND,
             S::NOT_FOUND,
             S::NOT_FOUND,
+            S::NOT_FOUND,
             S::FORBIDDEN,
         ),
-        ("ops", "alice", S::OK, S::OK, S::OK, S::OK),
-        ("root", "alice", S::OK, S::OK, S::OK, S::OK),
-        ("ops", "ops", S::OK, S::OK, S::OK, S::OK),
+        ("ops", "alice", S::OK, S::OK, S::OK, S::OK, S::OK),
+        ("root", "alice", S::OK, S::OK, S::OK, S::OK, S::OK),
+        ("ops", "ops", S::OK, S::OK, S::OK, S::OK, S::OK),
     ];
-    for (who, whose, get, events, cancel, list) in rows {
+    for (who, whose, get, events, results, cancel, list) in rows {
         let tok = |name: &str| match name {
             "alice" => t.alice.clone(),
             "bob" => t.bob.clone(),
@@ -576,6 +616,15 @@ async fn authorization_matrix() {
             .status,
             call(
                 &t.app,
+                "GET",
+                &format!("/v1/jobs/{id}/results"),
+                Some(&me),
+                None,
+            )
+            .await
+            .status,
+            call(
+                &t.app,
                 "POST",
                 &format!("/v1/jobs/{id}/cancel"),
                 Some(&me),
@@ -587,7 +636,11 @@ async fn authorization_matrix() {
                 .await
                 .status,
         ];
-        assert_eq!(got, [get, events, cancel, list], "{who} on {whose}'s job");
+        assert_eq!(
+            got,
+            [get, events, results, cancel, list],
+            "{who} on {whose}'s job"
+        );
         // A job another researcher cannot see looks exactly like a missing one.
         if get == S::NOT_FOUND {
             let other = call(&t.app, "GET", &format!("/v1/jobs/{id}"), Some(&me), None)
@@ -613,6 +666,7 @@ async fn authorization_matrix() {
     for (m, p) in [
         ("GET", "/v1/jobs/1"),
         ("GET", "/v1/jobs/1/events"),
+        ("GET", "/v1/jobs/1/results"),
         ("POST", "/v1/jobs/1/cancel"),
         ("POST", "/v1/jobs"),
     ] {
@@ -996,4 +1050,163 @@ async fn a_drain_refuses_new_jobs_and_reports_when_the_backlog_is_empty() {
     let r = call(&t.app, "POST", "/v1/admin/drain/end", Some(&t.root), None).await;
     assert_eq!(r.json()["open"], true);
     submit(&t, &t.bob, NOOP3).await;
+}
+
+/// `/openapi.json` is generated from the routed handlers: every route of the API is in it,
+/// with its method, and every operation but the probes asks for the bearer token.
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let t = setup(ApiConfig::default()).await;
+    let r = call(&t.app, "GET", "/openapi.json", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let want = [
+        ("post", "/v1/jobs"),
+        ("get", "/v1/jobs"),
+        ("get", "/v1/jobs/{id}"),
+        ("post", "/v1/jobs/{id}/cancel"),
+        ("get", "/v1/jobs/{id}/events"),
+        ("get", "/v1/jobs/{id}/results"),
+        ("post", "/v1/validate"),
+        ("get", "/v1/admin/backlog"),
+        ("get", "/v1/admin/pauses"),
+        ("post", "/v1/admin/pauses"),
+        ("post", "/v1/admin/resume"),
+        ("get", "/v1/admin/budgets"),
+        ("put", "/v1/admin/budgets/{scope}"),
+        ("get", "/v1/admin/breakers"),
+        ("post", "/v1/admin/breakers/{scope}/reset"),
+        ("get", "/v1/admin/intake"),
+        ("post", "/v1/admin/drain"),
+        ("post", "/v1/admin/drain/end"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+    ];
+    let mut got = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            got.push((method.clone(), path.clone()));
+            let probe = path == "/healthz" || path == "/readyz";
+            assert_eq!(op["security"].is_array(), !probe, "{method} {path}");
+            assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()));
+        }
+    }
+    let mut want: Vec<(String, String)> = want
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    // Each documented route answers (not the fallback's 404 "no such route").
+    for (m, p) in &want {
+        let p = p.replace("{id}", "1").replace("{scope}", "aws:1");
+        let r = call(&t.app, &m.to_uppercase(), &p, Some(&t.root), None).await;
+        assert!(!r.text.contains("no such route"), "{m} {p}: {}", r.text);
+    }
+    // Every reference resolves (an unresolved one hides a parameter from clients and fuzzers).
+    fn refs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v.as_str()) {
+                        ("$ref", Some(r)) => out.push(r.to_string()),
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let name = r.strip_prefix("#/components/schemas/").expect("a schema ref");
+        assert!(doc["components"]["schemas"][name].is_object(), "unresolved {r}");
+    }
+    // The schemas the bodies name are there.
+    for s in [
+        "SubmitRequest",
+        "Submitted",
+        "JobView",
+        "Problem",
+        "BacklogReport",
+        "IntakeView",
+    ] {
+        assert!(doc["components"]["schemas"][s].is_object(), "{s}");
+    }
+}
+
+/// Results page by cursor in the asked format, flagged partial while the job runs.
+#[tokio::test]
+async fn results_come_in_pages_in_each_format() {
+    let t = setup(ApiConfig::default()).await;
+    let id = submit(&t, &t.alice, NOOP3).await;
+    let get = |q: String| {
+        let app = t.app.clone();
+        let tok = t.alice.clone();
+        async move {
+            call(
+                &app,
+                "GET",
+                &format!("/v1/jobs/{id}/results{q}"),
+                Some(&tok),
+                None,
+            )
+            .await
+        }
+    };
+    let r = get("?limit=2".into()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.headers[header::CONTENT_TYPE], "application/json");
+    assert_eq!(r.headers["x-partial"], "true");
+    assert_eq!(
+        r.json(),
+        serde_json::json!([{"job": id, "row": 0}, {"job": id, "row": 1}])
+    );
+    let mut cursor = r.headers["x-next-cursor"].to_str().unwrap().to_string();
+    let mut rows = 2;
+    loop {
+        let r = get(format!("?limit=2&cursor={cursor}")).await;
+        rows += r.json().as_array().unwrap().len();
+        match r.headers.get("x-next-cursor") {
+            Some(c) => cursor = c.to_str().unwrap().to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(rows, 5);
+    let r = get("?format=csv".into()).await;
+    assert_eq!(r.headers[header::CONTENT_TYPE], "text/csv");
+    assert_eq!(r.text.lines().count(), 6, "{}", r.text);
+    let r = get("?format=parquet".into()).await;
+    assert_eq!(
+        r.headers[header::CONTENT_TYPE],
+        "application/vnd.apache.parquet"
+    );
+    for (q, has) in [
+        ("?format=xml", "unknown variant"),
+        ("?cursor=-1", "cursor"),
+        ("?limit=0", "limit must be"),
+        ("?limit=100001", "limit must be"),
+        ("?page=2", "unknown field"),
+    ] {
+        problem(&get(q.into()).await, StatusCode::BAD_REQUEST, has);
+    }
+    // A finished job's results are not partial.
+    call(
+        &t.app,
+        "POST",
+        &format!("/v1/jobs/{id}/cancel"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    assert!(get(String::new()).await.headers.get("x-partial").is_none());
 }

@@ -172,6 +172,35 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
             "{job}"
         );
 
+        // The results over HTTP, in pages: exactly the needles.
+        let mut found = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = format!("{url}/results?limit=2{cursor}");
+            let (status, text) = http(&addr, "GET", &page, &token, None);
+            assert_eq!(status, 200, "{text}");
+            let rows: Vec<serde_json::Value> = serde_json::from_str(&text).expect("rows");
+            found.extend(rows.iter().map(|r| r.to_string()));
+            if rows.len() < 2 {
+                break;
+            }
+            cursor = format!("&cursor={}", found.len());
+        }
+        assert_eq!(found.len(), needles.len(), "{found:?}");
+        for n in &needles {
+            let v = n["value"].as_str().expect("value");
+            assert!(found.iter().any(|r| r.contains(v)), "{v} not in {found:?}");
+        }
+        let (status, csv) = http(
+            &addr,
+            "GET",
+            &format!("{url}/results?format=csv"),
+            &token,
+            None,
+        );
+        assert_eq!(status, 200);
+        assert_eq!(csv.lines().count(), needles.len() + 1, "{csv}");
+
         // Revoked: refused from the next request on.
         sluice_ok(&db, &results, &["tokens", "revoke", "1"]);
         assert_eq!(http(&addr, "GET", &url, &token, None).0, 401);

@@ -514,6 +514,14 @@ fn bad_input_gets_one_clear_line_and_exit_code() {
         ),
         (&["server", "--slots", "some"], 2, "--slots"),
         (&["backlog", "aws:1"], 2, "unexpected argument"),
+        (&["status", "1", "--interval", "1s"], 2, "--watch"),
+        (&["jobs", "--state", "done"], 2, "unknown state"),
+        (&["jobs", "--limit", "0"], 2, "--limit"),
+        (
+            &["status", "1", "--watch", "--interval", "x"],
+            2,
+            "not a duration",
+        ),
         (&["drain", "--timeout", "5s"], 2, "--wait"),
         (&["drain", "--end", "--wait"], 2, "cannot be used with"),
         (
@@ -931,6 +939,17 @@ fn hunt_finds_exactly_the_needles(db: &str) {
             .spawn()
             .expect("worker"),
     );
+    // A researcher following the job: `status --watch` ends when the job does.
+    let watcher = {
+        let (db, results, job) = (db.to_string(), results.clone(), job.clone());
+        std::thread::spawn(move || {
+            sluice_ok(
+                &db,
+                &results,
+                &["status", &job, "--watch", "--interval", "200ms"],
+            )
+        })
+    };
     let deadline = Instant::now() + Duration::from_secs(240);
     let status = loop {
         let s: serde_json::Value = serde_json::from_str(&sluice_ok(
@@ -950,6 +969,12 @@ fn hunt_finds_exactly_the_needles(db: &str) {
     assert_eq!(status["state"], "succeeded", "{status}");
     assert_eq!(status["counts"]["done"], 200);
     assert_eq!(status["rows_found"].as_u64(), Some(needles.len() as u64));
+    let watched = watcher.join().expect("watcher");
+    assert!(
+        watched.contains("succeeded: 200/200 lakes done")
+            && watched.contains(&format!("{} rows found", needles.len())),
+        "{watched}"
+    );
     let backlog: serde_json::Value =
         serde_json::from_str(&sluice_ok(db, &results, &["--output", "json", "backlog"]))
             .expect("backlog json");
@@ -1297,6 +1322,26 @@ fn drain_refuses_new_jobs_and_waits_for_the_backlog() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     sluice_ok(&db, &results, &["cancel", &job, "--reason", "not needed"]);
+    let out = run(&["status", &job, "--watch"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a cancelled job is not a success"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled"));
+    let listed = sluice_ok(&db, &results, &["jobs", "--state", "cancelled"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.trim_start().starts_with(&format!("{job} "))),
+        "{listed}"
+    );
+    assert_eq!(
+        sluice_ok(&db, &results, &["jobs", "--state", "running"])
+            .lines()
+            .count(),
+        1
+    );
     let out = run(&["--output", "json", "drain", "--wait"]);
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("drain json");
@@ -1307,4 +1352,99 @@ fn drain_refuses_new_jobs_and_waits_for_the_backlog() {
     );
     sluice_ok(&db, &results, &["drain", "--end"]);
     sluice_ok(&db, &results, &submit);
+}
+
+/// Settings come from flags, then `SLUICE_…` variables, then the TOML file, then defaults; the
+/// file's values pass the same checks as flags; `config show` masks passwords.
+#[test]
+fn config_file_env_and_flags_in_that_order() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("s.toml");
+    std::fs::write(
+        &file,
+        "database_url = \"postgres://u:secret@db.example:5432/s\"\n[worker]\nconcurrency = 7\n",
+    )
+    .expect("write");
+    let f = file.display().to_string();
+    let show = |extra_env: &[(&str, &str)], args: &[&str]| -> serde_json::Value {
+        let mut c = sluice();
+        c.env_remove("SLUICE_WORKER_CONCURRENCY")
+            .current_dir(dir.path())
+            .args(["--config", &f, "--output", "json"])
+            .args(args)
+            .args(["config", "show"]);
+        for (k, v) in extra_env {
+            c.env(k, v);
+        }
+        let out = c.stdin(Stdio::null()).output().expect("sluice");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let mut by = serde_json::Map::new();
+        for s in v.as_array().expect("array") {
+            by.insert(
+                s["setting"].as_str().expect("setting").into(),
+                serde_json::json!([s["value"], s["source"]]),
+            );
+        }
+        serde_json::Value::Object(by)
+    };
+    let v = show(&[], &[]);
+    assert_eq!(
+        v["database_url"],
+        serde_json::json!(["postgres://u:***@db.example:5432/s", "file"])
+    );
+    assert_eq!(v["worker_concurrency"], serde_json::json!(["7", "file"]));
+    assert_eq!(v["worker_lease"], serde_json::json!(["30s", "default"]));
+    assert!(!v.to_string().contains("secret"), "{v}");
+    let v = show(
+        &[("SLUICE_WORKER_CONCURRENCY", "9")],
+        &["--database-url", "sqlite://x.db"],
+    );
+    assert_eq!(v["worker_concurrency"], serde_json::json!(["9", "env"]));
+    assert_eq!(
+        v["database_url"],
+        serde_json::json!(["sqlite://x.db", "flag"])
+    );
+
+    // Hostile and malformed files: one clear line, exit 2, nothing run.
+    let cases: &[(&str, &str)] = &[
+        (
+            "[worker]\nconcurency = 3\n",
+            "unknown setting \"worker_concurency\"",
+        ),
+        ("[worker\n", "s.toml"),
+        ("database_url = [\"a\"]\n", "not a setting value"),
+        ("[worker]\nconcurrency = 0\n", "concurrency"),
+        ("[worker]\nlease = \"3 days\"\n", "unknown unit"),
+    ];
+    for (text, want) in cases {
+        std::fs::write(&file, text).expect("write");
+        let out = sluice()
+            .current_dir(dir.path())
+            .args(["--config", &f, "worker"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("sluice");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {err}");
+        assert!(err.contains(want), "{text:?}: {err}");
+    }
+    let out = run(&["--config", "/nonexistent/s.toml", "config", "show"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading config /nonexistent/s.toml"));
+
+    // Completions for the shells clap knows; others are bad usage.
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["completions", shell]);
+        assert!(out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("drain"),
+            "{shell}"
+        );
+    }
+    assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2));
 }
