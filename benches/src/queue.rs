@@ -41,6 +41,9 @@ struct Args {
     /// Lakes (tasks) per job: several jobs make completions touch several job rows.
     #[arg(long, default_value_t = 100_000)]
     job_size: usize,
+    /// Without the task counters' triggers (ADR 0009): to measure what they cost, side by side.
+    #[arg(long)]
+    no_task_counters: bool,
 }
 
 #[tokio::main]
@@ -59,6 +62,9 @@ async fn main() -> Result<()> {
     .await
     .context("connecting")?;
     store.migrate().await?;
+    if args.no_task_counters {
+        sluice_store::testing::disable_task_counters(&store).await?;
+    }
     let sync: String = sqlx::query_scalar("SHOW synchronous_commit")
         .fetch_one(store.pool())
         .await?;
@@ -145,6 +151,7 @@ async fn main() -> Result<()> {
             "concurrency": args.concurrency,
             "claim_batch": args.claim_batch,
             "synchronous_commit": sync,
+            "task_counters": !args.no_task_counters,
             "bulk": {"secs": round(enqueue_secs), "per_sec": (args.tasks as f64 / enqueue_secs).round()},
             "process": {"secs": round(process_secs), "per_sec_db": (args.tasks as f64 / process_secs).round(), "claimed": claimed},
             "store_calls": timed.report(),

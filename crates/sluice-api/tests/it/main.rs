@@ -1128,8 +1128,13 @@ async fn the_openapi_document_lists_every_route() {
     refs(&doc, &mut all);
     assert!(!all.is_empty());
     for r in all {
-        let name = r.strip_prefix("#/components/schemas/").expect("a schema ref");
-        assert!(doc["components"]["schemas"][name].is_object(), "unresolved {r}");
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .expect("a schema ref");
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "unresolved {r}"
+        );
     }
     // The schemas the bodies name are there.
     for s in [
