@@ -12,7 +12,9 @@ peers=${PEERS_DIR:-../shared/peers}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
 server=${SLUICE_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}
 
-cargo build -q --release -p sluice-benches --bin queue-bench
+# One package set for every benchmark: cargo unifies features over the packages it builds, so
+# a build of one package alone would recompile DataFusion for its own feature set.
+cargo build -q --release -p sluice-cli -p sluice-benches
 bench="$CARGO_TARGET_DIR/release/queue-bench"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

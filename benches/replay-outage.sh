@@ -13,6 +13,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
 server=${SLUICE_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}
 server=${server%/}
 psql "$server/postgres" -qc "DROP DATABASE IF EXISTS sluice_replay" -c "CREATE DATABASE sluice_replay"
-cargo build -q --release -p sluice-cli --bin sluice
+# The same package set as the other benchmarks (shared build cache; see benches/queue.sh).
+cargo build -q --release -p sluice-cli -p sluice-benches
 exec "$CARGO_TARGET_DIR/release/sluice" lab replay-outage \
   --database-url "$server/sluice_replay" --dir "$HOME/.cache/sluice-replay" "$@"

@@ -13,7 +13,8 @@ venv=${SLUICE_BENCH_VENV:-$HOME/.cache/sluice-bench-venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -c 'import duckdb' 2>/dev/null || "$venv/bin/pip" install -q duckdb
 
-cargo build -q --release -p sluice-benches --bin scan-bench
+# The same package set as the other benchmarks (shared build cache; see benches/queue.sh).
+cargo build -q --release -p sluice-cli -p sluice-benches
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 "$CARGO_TARGET_DIR/release/scan-bench" --dir "$dir" --lakes "$lakes" --rows "$rows" | tee -a "$out"
