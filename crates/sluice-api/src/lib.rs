@@ -186,11 +186,6 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The OpenAPI document as served at `/openapi.json`.
-pub fn openapi_json() -> String {
-    routes().1.to_pretty_json().unwrap_or_default()
-}
-
 /// The API's routes (the caller adds the listener).
 pub fn router(api: Api) -> Router {
     metrics::init();
