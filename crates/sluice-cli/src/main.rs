@@ -376,11 +376,41 @@ fn print_stats(output: Output, stats: Option<sluice_worker::WorkerStats>) {
     }
 }
 
-/// Runs a worker (and, with `--scheduler true`, a scheduler candidate) until `stop` is
-/// cancelled and the worker has drained.
+/// The worker's query engine: its limits, and provider calls through the guard (or not, with
+/// `--provider-guard off`). `sluice server` also reads results with it.
+fn worker_engine(
+    store: &Arc<dyn Store>,
+    results_dir: &std::path::Path,
+    args: &WorkerArgs,
+) -> Result<Arc<sluice_engine::Engine>> {
+    let mut ecfg = sluice_engine::EngineConfig::new(results_dir);
+    ecfg.timeout = args.task_timeout;
+    ecfg.memory_limit = usize::try_from(args.task_memory_mib << 20).unwrap_or(usize::MAX);
+    ecfg.cpu_threads = args.cpu_threads as usize;
+    ecfg.list_ttl = args.lake_list_ttl;
+    let guard: Arc<dyn sluice_core::CallGate> = match args.guard.provider_guard {
+        provider::GuardMode::On => Arc::new(sluice_scheduler::ProviderGuard::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            args.guard.config()?,
+        )),
+        provider::GuardMode::Off => {
+            tracing::warn!("provider guard off: calls are not budgeted and breakers are ignored");
+            Arc::new(sluice_core::OpenGate)
+        }
+    };
+    Ok(Arc::new(
+        sluice_engine::Engine::new(ecfg)
+            .context("starting the query engine")?
+            .with_gate(guard),
+    ))
+}
+
+/// Runs a worker (and, with `--scheduler true`, a scheduler candidate) on `engine` until `stop`
+/// is cancelled and the worker has drained.
 async fn run_worker(
     store: Arc<dyn Store>,
-    results_dir: &std::path::Path,
+    engine: Arc<sluice_engine::Engine>,
     args: &WorkerArgs,
     stop: CancellationToken,
 ) -> Result<sluice_worker::WorkerStats> {
@@ -407,27 +437,6 @@ async fn run_worker(
     } else {
         None
     };
-    let mut ecfg = sluice_engine::EngineConfig::new(results_dir);
-    ecfg.timeout = args.task_timeout;
-    ecfg.memory_limit = usize::try_from(args.task_memory_mib << 20).unwrap_or(usize::MAX);
-    ecfg.cpu_threads = args.cpu_threads as usize;
-    ecfg.list_ttl = args.lake_list_ttl;
-    let guard: Arc<dyn sluice_core::CallGate> = match args.guard.provider_guard {
-        provider::GuardMode::On => Arc::new(sluice_scheduler::ProviderGuard::new(
-            store.clone(),
-            clock.clone(),
-            args.guard.config()?,
-        )),
-        provider::GuardMode::Off => {
-            tracing::warn!("provider guard off: calls are not budgeted and breakers are ignored");
-            Arc::new(sluice_core::OpenGate)
-        }
-    };
-    let engine = Arc::new(
-        sluice_engine::Engine::new(ecfg)
-            .context("starting the query engine")?
-            .with_gate(guard),
-    );
     let runner = Arc::new(hunts::HuntRunner::new(store.clone(), engine));
     let worker = Worker::new(store.clone(), runner, clock, cfg);
     let stats = worker.run(stop.clone()).await;
@@ -621,7 +630,8 @@ async fn run(
             if let Some(addr) = args.metrics_listen {
                 serve_metrics(addr, store.clone(), stop.clone(), metrics_stop.clone()).await?;
             }
-            let stats = run_worker(store, &cli.results_dir, &args, stop).await?;
+            let engine = worker_engine(&store, &cli.results_dir, &args)?;
+            let stats = run_worker(store, engine, &args, stop).await?;
             metrics_stop.cancel();
             print_stats(cli.output, Some(stats));
             Ok(ExitCode::SUCCESS)
@@ -631,6 +641,13 @@ async fn run(
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;
             let stop = CancellationToken::new();
             on_signals(stop.clone())?;
+            // One engine: the slots run hunts on it and the API reads results with it (without
+            // slots it only reads results).
+            let engine = if args.slots {
+                worker_engine(&store, &cli.results_dir, &args.worker)?
+            } else {
+                commands::engine(&cli.results_dir)?
+            };
             let api = sluice_api::Api {
                 store: store.clone(),
                 planner: Arc::new(hunts::HuntPlanner {
@@ -638,7 +655,7 @@ async fn run(
                 }),
                 results: Arc::new(hunts::EngineResults {
                     store: store.clone(),
-                    engine: commands::engine(&cli.results_dir)?,
+                    engine: engine.clone(),
                 }),
                 cfg: sluice_api::ApiConfig {
                     max_body_bytes: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
@@ -661,7 +678,7 @@ async fn run(
                 serve_metrics(addr, store.clone(), stop.clone(), metrics_stop.clone()).await?;
             }
             let stats = if args.slots {
-                Some(run_worker(store, &cli.results_dir, &args.worker, stop.clone()).await?)
+                Some(run_worker(store, engine, &args.worker, stop.clone()).await?)
             } else {
                 // No task slots: still a scheduler candidate unless told otherwise.
                 let id = args
