@@ -38,6 +38,15 @@ fn target(key: &str) -> Result<PauseTarget, ApiError> {
     })
 }
 
+/// The backlog from the store's counters and the budgets, now.
+async fn backlog_now(api: &Api) -> Result<crate::backlog::BacklogReport, ApiError> {
+    Ok(crate::backlog::report(
+        &api.store.task_backlog().await?,
+        &api.store.budget_list().await?,
+        chrono::Utc::now(),
+    ))
+}
+
 fn path(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(s) = p.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     Ok(s)
@@ -51,12 +60,7 @@ fn path(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     ))]
 pub(crate) async fn backlog(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
     at_least(&caller, Role::Operator)?;
-    let r = crate::backlog::report(
-        &api.store.task_backlog().await?,
-        &api.store.budget_list().await?,
-        chrono::Utc::now(),
-    );
-    Ok(json(StatusCode::OK, &r))
+    Ok(json(StatusCode::OK, &backlog_now(&api).await?))
 }
 
 #[utoipa::path(get, path = "/v1/admin/pauses", tag = "admin", security(("bearer" = [])),
@@ -263,11 +267,7 @@ pub(crate) async fn breaker_reset(
 
 async fn intake_view(api: &Api) -> Result<IntakeView, ApiError> {
     let hold = api.store.intake_get().await?;
-    let r = crate::backlog::report(
-        &api.store.task_backlog().await?,
-        &api.store.budget_list().await?,
-        chrono::Utc::now(),
-    );
+    let r = backlog_now(api).await?;
     Ok(IntakeView {
         open: hold.is_none(),
         reason: hold.as_ref().map(|h| h.reason.clone()),

@@ -818,14 +818,11 @@ pub async fn drain(store: &dyn Store, a: DrainArgs, json: bool) -> Result<std::p
             now,
         })
         .await?;
-    let left = |b: &sluice_store::TaskBacklog| -> (i64, i64) {
-        b.counts.iter().fold((0, 0), |(p, r), c| match c.state {
-            sluice_core::TaskState::Pending => (p + c.tasks, r),
-            sluice_core::TaskState::Running => (p, r + c.tasks),
-            _ => (p, r),
-        })
+    let left = || async {
+        let r = sluice_api::backlog::report(&store.task_backlog().await?, &[], now);
+        Ok::<_, sluice_store::StoreError>((r.pending, r.running))
     };
-    let (mut pending, mut running) = left(&store.task_backlog().await?);
+    let (mut pending, mut running) = left().await?;
     if !json {
         println!(
             "intake closed ({}): new jobs are refused until `sluice drain --end`; {pending} tasks pending, {running} running",
@@ -839,7 +836,7 @@ pub async fn drain(store: &dyn Store, a: DrainArgs, json: bool) -> Result<std::p
             break;
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let (p, r) = left(&store.task_backlog().await?);
+        let (p, r) = left().await?;
         if !json && (p, r) != (pending, running) {
             println!("{p} tasks pending, {r} running");
         }
