@@ -13,10 +13,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use sluice_store::{
-    BreakerOp, BreakerUpdateParams, BudgetSetParams, HandBack, IntakeCloseParams, PauseSetParams,
-    PauseTarget, Role, TaskHandBackParams,
-};
+use sluice_store::{BudgetSetParams, IntakeCloseParams, PauseSetParams, PauseTarget, Role};
 
 fn at_least(caller: &Caller, role: Role) -> Result<(), ApiError> {
     if caller.role >= role {
@@ -97,28 +94,17 @@ pub(crate) async fn pause(
 ) -> Result<Response, ApiError> {
     at_least(&caller, Role::Admin)?;
     let req: PauseRequest = json_body(&api, &headers, body)?;
-    let p = api
-        .store
-        .pause_set(PauseSetParams {
+    let (p, handed_back) = crate::ops::pause(
+        api.store.as_ref(),
+        PauseSetParams {
             target: target(&req.target)?,
             reason: req.reason,
             by: caller.owner.clone(),
             now: chrono::Utc::now(),
-        })
-        .await?;
-    // After the pause is in force (no new claims), hand back what is running.
-    let handed_back = if req.now {
-        api.store
-            .task_hand_back(TaskHandBackParams {
-                of: HandBack::Target(p.target.clone()),
-                reason: format!("paused now: {}", p.reason),
-                now: chrono::Utc::now(),
-            })
-            .await?
-            .len()
-    } else {
-        0
-    };
+        },
+        req.now,
+    )
+    .await?;
     Ok(json(
         StatusCode::CREATED,
         &Paused {
@@ -240,29 +226,12 @@ pub(crate) async fn breaker_reset(
 ) -> Result<Response, ApiError> {
     at_least(&caller, Role::Admin)?;
     let scope = path(scope)?;
-    if !api
-        .store
-        .breaker_list()
+    let row = crate::ops::breaker_reset(api.store.as_ref(), &scope, &caller.owner)
         .await?
-        .iter()
-        .any(|r| r.scope == scope)
-    {
-        return Err(ApiError::NotFound(format!(
-            "scope {scope:?} has no breaker (it never opened)"
-        )));
-    }
-    let u = api
-        .store
-        .breaker_update(BreakerUpdateParams {
-            scope,
-            op: BreakerOp::Reset {
-                by: caller.owner.clone(),
-            },
-            cfg: sluice_core::BreakerConfig::default(),
-            now: chrono::Utc::now(),
-        })
-        .await?;
-    Ok(json(StatusCode::OK, &BreakerView::from(&u.row)))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("scope {scope:?} has no breaker (it never opened)"))
+        })?;
+    Ok(json(StatusCode::OK, &BreakerView::from(&row)))
 }
 
 async fn intake_view(api: &Api) -> Result<IntakeView, ApiError> {

@@ -9,6 +9,7 @@ pub mod backlog;
 pub mod error;
 mod jobs;
 pub mod metrics;
+pub mod ops;
 pub mod waits;
 pub mod wire;
 

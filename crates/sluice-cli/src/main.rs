@@ -883,37 +883,25 @@ async fn run(
             now,
         } => {
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;
-            let p = store
-                .pause_set(sluice_store::PauseSetParams {
+            let (p, back) = sluice_api::ops::pause(
+                store.as_ref(),
+                sluice_store::PauseSetParams {
                     target: target.target(),
                     reason,
                     by,
                     now: chrono::Utc::now(),
-                })
-                .await?;
-            // After the pause is in force (no new claims), hand back what is running.
-            let back = if now {
-                store
-                    .task_hand_back(sluice_store::TaskHandBackParams {
-                        of: sluice_store::HandBack::Target(p.target.clone()),
-                        reason: format!("paused now: {}", p.reason),
-                        now: chrono::Utc::now(),
-                    })
-                    .await?
-            } else {
-                Vec::new()
-            };
+                },
+                now,
+            )
+            .await?;
             if cli.output == Output::Json {
                 let mut v = serde_json::to_value(&p)?;
-                v["handed_back"] = serde_json::json!(back.len());
+                v["handed_back"] = serde_json::json!(back);
                 println!("{v}");
             } else {
                 println!("paused {}: {} (by {})", p.target, p.reason, p.by);
                 if now {
-                    println!(
-                        "{} running tasks handed back (no attempt spent)",
-                        back.len()
-                    );
+                    println!("{back} running tasks handed back (no attempt spent)");
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use sluice_core::BreakerState;
 use sluice_scheduler::GuardConfig;
-use sluice_store::{BreakerOp, BreakerUpdateParams, BudgetSetParams, Store};
+use sluice_store::{BudgetSetParams, Store};
 use std::time::Duration;
 
 #[derive(Debug, clap::Subcommand)]
@@ -191,22 +191,13 @@ pub async fn breaker(store: &dyn Store, cmd: BreakerCmd, json: bool) -> Result<(
             }
         }
         BreakerCmd::Reset { scope, by } => {
-            let known = store.breaker_list().await?.iter().any(|r| r.scope == scope);
-            if !known {
+            let Some(row) = sluice_api::ops::breaker_reset(store, &scope, &by).await? else {
                 bail!(
                     "scope {scope:?} has no breaker (it never opened); `sluice breaker list` shows those that did"
                 );
-            }
-            let u = store
-                .breaker_update(BreakerUpdateParams {
-                    scope: scope.clone(),
-                    op: BreakerOp::Reset { by },
-                    cfg: sluice_core::BreakerConfig::default(),
-                    now: chrono::Utc::now(),
-                })
-                .await?;
+            };
             if json {
-                println!("{}", serde_json::to_string(&u.row)?);
+                println!("{}", serde_json::to_string(&row)?);
             } else {
                 println!("breaker {scope} closed; the scope ramps up from slow start");
             }
