@@ -82,24 +82,6 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(rand::random_range(0..=cap))
 }
 
-/// Asks the gate in a task of its own: a caller dropped mid-way (DataFusion drops a plan's
-/// other reads when one fails) must not strand a probe the database already handed out —
-/// it is reported lost instead, so the next probe may go at once.
-async fn admit(gate: &Arc<dyn CallGate>, scope: &str) -> Result<sluice_core::Permit, Refusal> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (g, s) = (gate.clone(), scope.to_string());
-    tokio::spawn(async move {
-        let r = g.admit(&s).await;
-        if let Err(Ok(permit)) = tx.send(r)
-            && permit.probe
-        {
-            g.report(&s, permit, CallClass::Transient).await;
-        }
-    });
-    rx.await
-        .unwrap_or_else(|_| Err(Refusal::Unavailable("provider gate task ended".into())))
-}
-
 /// Reports an answer in a task of its own, for the same reason as [`admit`]: the report
 /// writes the shared breaker in a transaction, and a transaction dropped half-way would hold
 /// the breaker's row lock until its connection is next used.
@@ -113,95 +95,119 @@ async fn report(
     let _ = tokio::spawn(async move { g.report(&s, permit, class).await }).await;
 }
 
-/// A probe in flight. DataFusion drops a plan's other reads when one fails, so a probe's
-/// future can be dropped before its answer: then the probe is reported lost, or the breaker
-/// would wait for the probe's timeout before trying again.
-struct ProbeInFlight<'a> {
-    gate: &'a Arc<dyn CallGate>,
-    scope: &'a str,
+/// One HTTP attempt: sent, its answer classified and reported to the gate. Returns the
+/// answer (an error answer rebuilt with its body read) and its class.
+async fn attempt(
+    gate: Arc<dyn CallGate>,
+    scope: String,
+    inner: HttpClient,
+    req: HttpRequest,
     permit: sluice_core::Permit,
-    answered: bool,
+) -> (Result<HttpResponse, HttpError>, CallClass) {
+    let resp = match inner.execute(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            report(&gate, &scope, permit, CallClass::Transient).await;
+            return (Err(e), CallClass::Transient);
+        }
+    };
+    let status = resp.status().as_u16();
+    if status < 400 {
+        report(&gate, &scope, permit, CallClass::Ok).await;
+        return (Ok(resp), CallClass::Ok);
+    }
+    // An error answer: read its (small) body to find the provider's error code.
+    let (rparts, rbody) = resp.into_parts();
+    let bytes = rbody.bytes().await.unwrap_or_default();
+    let header_code = rparts
+        .headers
+        .get("x-amz-error-code")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let text = String::from_utf8_lossy(&bytes);
+    let code = if header_code.is_empty() {
+        s3_error_code(&text)
+    } else {
+        header_code.as_str()
+    };
+    let class = classify(status, code);
+    report(&gate, &scope, permit, class).await;
+    (
+        Ok(http::Response::from_parts(
+            rparts,
+            HttpResponseBody::from(bytes),
+        )),
+        class,
+    )
 }
 
-impl Drop for ProbeInFlight<'_> {
-    fn drop(&mut self) {
-        if self.answered || !self.permit.probe {
-            return;
-        }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (gate, scope, permit) = (self.gate.clone(), self.scope.to_string(), self.permit);
-            rt.spawn(async move { gate.report(&scope, permit, CallClass::Transient).await });
-        }
-    }
+/// What the gate said to one attempt.
+enum Admitted {
+    Refused(Refusal),
+    /// Send it (not a probe).
+    Go(sluice_core::Permit),
+    /// It was the breaker's probe, sent and answered already.
+    Probed(Result<HttpResponse, HttpError>, CallClass),
 }
 
 #[async_trait]
 impl HttpService for Metered {
     async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
         let (parts, body) = req.into_parts();
-        let mut attempt = 0;
+        let mut attempts = 0;
         loop {
-            let permit = admit(&self.gate, &self.scope)
-                .await
-                .map_err(|r| HttpError::new(HttpErrorKind::Unknown, ProviderRefusal(r)))?;
-            let mut flight = ProbeInFlight {
-                gate: &self.gate,
-                scope: &self.scope,
-                permit,
-                answered: false,
-            };
-            let sent = self.inner.execute(rebuild(&parts, body.clone())).await;
-            let resp = match sent {
-                Ok(r) => r,
-                Err(e) => {
-                    flight.answered = true;
-                    report(&self.gate, &self.scope, permit, CallClass::Transient).await;
-                    let retryable = matches!(
-                        e.kind(),
-                        HttpErrorKind::Connect | HttpErrorKind::Request | HttpErrorKind::Timeout
-                    );
-                    if retryable && attempt < MAX_RETRIES {
-                        attempt += 1;
-                        tokio::time::sleep(backoff(attempt)).await;
-                        continue;
+            // The gate's answer and, when it makes this call the breaker's probe, the probe
+            // itself run in a task of their own, to the end: DataFusion drops a plan's other
+            // reads when one fails (in a half-open scope the probe's siblings are refused),
+            // and a probe dropped unanswered would only pass to the next call, which the same
+            // could happen to — the breaker would churn instead of learning the answer.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let (gate, scope, inner) = (self.gate.clone(), self.scope.clone(), self.inner.clone());
+            let req = rebuild(&parts, body.clone());
+            tokio::spawn(async move {
+                let admitted = match gate.admit(&scope).await {
+                    Err(r) => Admitted::Refused(r),
+                    Ok(permit) if permit.probe => {
+                        let (answer, class) = attempt(gate, scope, inner, req, permit).await;
+                        Admitted::Probed(answer, class)
                     }
-                    return Err(e);
+                    Ok(permit) => Admitted::Go(permit),
+                };
+                let _ = tx.send(admitted);
+            });
+            let admitted = rx.await.unwrap_or_else(|_| {
+                Admitted::Refused(Refusal::Unavailable("provider gate task ended".into()))
+            });
+            let (answer, class) = match admitted {
+                Admitted::Refused(r) => {
+                    return Err(HttpError::new(HttpErrorKind::Unknown, ProviderRefusal(r)));
+                }
+                Admitted::Probed(answer, class) => (answer, class),
+                Admitted::Go(permit) => {
+                    attempt(
+                        self.gate.clone(),
+                        self.scope.clone(),
+                        self.inner.clone(),
+                        rebuild(&parts, body.clone()),
+                        permit,
+                    )
+                    .await
                 }
             };
-            let status = resp.status().as_u16();
-            if status < 400 {
-                flight.answered = true;
-                report(&self.gate, &self.scope, permit, CallClass::Ok).await;
-                return Ok(resp);
-            }
-            // An error answer: read its (small) body to find the provider's error code.
-            let (rparts, rbody) = resp.into_parts();
-            let bytes = rbody.bytes().await.unwrap_or_default();
-            let header_code = rparts
-                .headers
-                .get("x-amz-error-code")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let text = String::from_utf8_lossy(&bytes);
-            let code = if header_code.is_empty() {
-                s3_error_code(&text)
-            } else {
-                header_code.as_str()
+            let retry = match &answer {
+                Err(e) => matches!(
+                    e.kind(),
+                    HttpErrorKind::Connect | HttpErrorKind::Request | HttpErrorKind::Timeout
+                ),
+                Ok(_) => matches!(class, CallClass::Throttled | CallClass::Transient),
             };
-            let class = classify(status, code);
-            flight.answered = true;
-            report(&self.gate, &self.scope, permit, class).await;
-            if matches!(class, CallClass::Throttled | CallClass::Transient) && attempt < MAX_RETRIES
-            {
-                attempt += 1;
-                tokio::time::sleep(backoff(attempt)).await;
+            if retry && attempts < MAX_RETRIES {
+                attempts += 1;
+                tokio::time::sleep(backoff(attempts)).await;
                 continue;
             }
-            return Ok(http::Response::from_parts(
-                rparts,
-                HttpResponseBody::from(bytes),
-            ));
+            return answer;
         }
     }
 }

@@ -460,6 +460,9 @@ async fn a_frozen_account_pauses_its_jobs_loses_nothing_and_resumes() {
     for k in ["breaker.opened", "breaker.half_open", "breaker.closed"] {
         assert!(kinds.contains(k), "{k} missing from {kinds:?}");
     }
+    // A probe runs to its answer even when its task fails around it (in a half-open scope the
+    // probe's sibling reads are refused): no probe is lost and handed on, again and again.
+    assert!(!kinds.contains("breaker.probe_lost"), "{kinds:?}");
     assert!(
         !events
             .iter()
