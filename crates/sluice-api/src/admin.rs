@@ -1,6 +1,6 @@
 //! The operator endpoints under `/v1/admin`: what `sluice backlog`, `pause`, `resume`, `drain`,
-//! `budget` and `breaker` do, over HTTP. Reading needs the operator role; changing anything
-//! needs admin.
+//! `budget` and `breaker` do (the CLI calls these, over HTTP or in its process). Reading needs
+//! the operator role; changing anything needs admin.
 
 use crate::jobs::{json, json_body};
 use crate::wire::{
@@ -13,7 +13,10 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use sluice_store::{BudgetSetParams, IntakeCloseParams, PauseSetParams, PauseTarget, Role};
+use sluice_store::{
+    BreakerOp, BreakerUpdateParams, BudgetSetParams, HandBack, IntakeCloseParams, PauseSetParams,
+    PauseTarget, Role, TaskHandBackParams,
+};
 
 fn at_least(caller: &Caller, role: Role) -> Result<(), ApiError> {
     if caller.role >= role {
@@ -94,17 +97,29 @@ pub(crate) async fn pause(
 ) -> Result<Response, ApiError> {
     at_least(&caller, Role::Admin)?;
     let req: PauseRequest = json_body(&api, &headers, body)?;
-    let (p, handed_back) = crate::ops::pause(
-        api.store.as_ref(),
-        PauseSetParams {
+    let p = api
+        .store
+        .pause_set(PauseSetParams {
             target: target(&req.target)?,
             reason: req.reason,
             by: caller.owner.clone(),
             now: chrono::Utc::now(),
-        },
-        req.now,
-    )
-    .await?;
+        })
+        .await?;
+    // With `now`, the target's running tasks are handed back (no attempt spent) after the
+    // pause is in force, so no new claim races the hand-back.
+    let handed_back = if req.now {
+        api.store
+            .task_hand_back(TaskHandBackParams {
+                of: HandBack::Target(p.target.clone()),
+                reason: format!("paused now: {}", p.reason),
+                now: chrono::Utc::now(),
+            })
+            .await?
+            .len()
+    } else {
+        0
+    };
     Ok(json(
         StatusCode::CREATED,
         &Paused {
@@ -226,12 +241,29 @@ pub(crate) async fn breaker_reset(
 ) -> Result<Response, ApiError> {
     at_least(&caller, Role::Admin)?;
     let scope = path(scope)?;
-    let row = crate::ops::breaker_reset(api.store.as_ref(), &scope, &caller.owner)
+    if !api
+        .store
+        .breaker_list()
         .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("scope {scope:?} has no breaker (it never opened)"))
-        })?;
-    Ok(json(StatusCode::OK, &BreakerView::from(&row)))
+        .iter()
+        .any(|r| r.scope == scope)
+    {
+        return Err(ApiError::NotFound(format!(
+            "scope {scope:?} has no breaker (it never opened)"
+        )));
+    }
+    let u = api
+        .store
+        .breaker_update(BreakerUpdateParams {
+            scope,
+            op: BreakerOp::Reset {
+                by: caller.owner.clone(),
+            },
+            cfg: sluice_core::BreakerConfig::default(),
+            now: chrono::Utc::now(),
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &BreakerView::from(&u.row)))
 }
 
 async fn intake_view(api: &Api) -> Result<IntakeView, ApiError> {

@@ -2,13 +2,13 @@
 //! from the store's task counters, and how long draining them takes at the current budgets.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sluice_core::TaskState;
 use sluice_store::{Budget, ROOT_SCOPE, TaskBacklog};
 use std::collections::BTreeMap;
 
 /// One scope's unfinished tasks and the soonest they can drain.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScopeBacklog {
     pub scope: String,
     pub pending: i64,
@@ -21,7 +21,7 @@ pub struct ScopeBacklog {
     pub drain_secs: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BacklogReport {
     pub scopes: Vec<ScopeBacklog>,
     pub pending: i64,

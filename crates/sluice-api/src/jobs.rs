@@ -1,6 +1,8 @@
 //! The job endpoints: submit, get, list, cancel, events; and readiness.
 
-use crate::wire::{EventPage, EventView, JobPage, JobView, SubmitRequest, Submitted, Validated};
+use crate::wire::{
+    CancelRequest, EventPage, EventView, JobPage, JobView, SubmitRequest, Submitted, Validated,
+};
 use crate::{Api, ApiError, Caller, Rejection, waits};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -174,6 +176,7 @@ pub(crate) async fn validate(
             eta_with_backlog_secs: eta(&all),
             intake_open: api.store.intake_get().await?.is_none(),
             lakes: planned.tasks.iter().map(|t| t.lake.clone()).collect(),
+            sql: planned.sql,
         },
     ))
 }
@@ -383,9 +386,10 @@ pub(crate) async fn list(
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1, description = "Job id")),
+    request_body(content = Option<crate::wire::CancelRequest>, description = "Optional: why"),
     responses(
         (status = 200, description = "Cancelled", body = JobView),
-        (status = 400, description = "Not a job id", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a job id, or a malformed body", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job, or another owner's", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already ended", body = crate::wire::Problem, content_type = "application/problem+json"),
@@ -394,8 +398,25 @@ pub(crate) async fn cancel(
     State(api): State<Api>,
     caller: Caller,
     id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let j = visible_job(&api, &caller, job_id(id)?).await?;
+    let id = job_id(id)?;
+    // No body, or a JSON object with an optional reason.
+    let req: CancelRequest = match &body {
+        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => CancelRequest::default(),
+        _ => json_body(&api, &headers, body)?,
+    };
+    let reason = match req.reason {
+        Some(r) if r.trim().is_empty() || r.chars().count() > 500 => {
+            return Err(ApiError::BadRequest(
+                "reason must be 1 to 500 characters".into(),
+            ));
+        }
+        Some(r) => r,
+        None => "cancelled through the API".into(),
+    };
+    let j = visible_job(&api, &caller, id).await?;
     if j.state.is_terminal() {
         return Err(ApiError::Conflict(format!(
             "job {} already ended ({})",
@@ -408,7 +429,7 @@ pub(crate) async fn cancel(
         .job_cancel(JobCancelParams {
             id: j.id,
             by: caller.owner.clone(),
-            reason: Some("cancelled through the API".into()),
+            reason: Some(reason),
             now: chrono::Utc::now(),
         })
         .await?;

@@ -9,7 +9,6 @@ pub mod backlog;
 pub mod error;
 mod jobs;
 pub mod metrics;
-pub mod ops;
 pub mod waits;
 pub mod wire;
 

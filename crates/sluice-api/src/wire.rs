@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 pub struct SubmitRequest {
     /// The hunt: `{"kind": "ioc", "ips": [...], "lakes": {...}}` or
     /// `{"kind": "sql", "sql": "SELECT ...", "lakes": {...}}`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Hunt)]
     pub hunt: serde_json::Value,
     /// Higher runs first; -100 to 100, default 0.
     #[serde(default)]
@@ -20,6 +20,56 @@ pub struct SubmitRequest {
     /// Attempts per lake before it counts as failed; 1 to 20, default 5.
     #[serde(default)]
     pub max_attempts: Option<i32>,
+}
+
+/// A hunt, as the `hunt` of a submission. This type only documents it: the binary's planner
+/// reads the hunt (this crate does not link the engine), and a test in `sluice-cli` checks
+/// that both name the same fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Hunt {
+    /// One read-only SQL statement over the table `events` of each selected lake.
+    Sql {
+        #[schema(min_length = 1)]
+        sql: String,
+        #[serde(default)]
+        lakes: LakeSelector,
+    },
+    /// Indicators of compromise, compiled to SQL: at least one IP, hash or domain.
+    Ioc {
+        /// IPv4 or IPv6 addresses.
+        #[serde(default)]
+        #[schema(max_items = 10000)]
+        ips: Vec<String>,
+        /// SHA-256 file hashes (64 hex digits).
+        #[serde(default)]
+        #[schema(max_items = 10000)]
+        hashes: Vec<String>,
+        #[serde(default)]
+        #[schema(max_items = 10000)]
+        domains: Vec<String>,
+        /// Only events at or after this time.
+        #[serde(default)]
+        since: Option<DateTime<Utc>>,
+        /// Only events before this time.
+        #[serde(default)]
+        until: Option<DateTime<Utc>>,
+        #[serde(default)]
+        lakes: LakeSelector,
+    },
+}
+
+/// Which lakes a hunt reads: by name, glob (`lake-0*`) or tags; empty: every lake.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LakeSelector {
+    #[serde(default)]
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub globs: Vec<String>,
+    /// Every tag must match.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// One problem with a submitted hunt; `line`/`column` start at 1 (0: no position).
@@ -30,6 +80,19 @@ pub struct HuntError {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+}
+
+impl std::fmt::Display for HuntError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line > 0 {
+            write!(f, "line {}, column {}: ", self.line, self.column)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
 }
 
 /// `202 Accepted` of `POST /v1/jobs`.
@@ -58,6 +121,8 @@ pub struct Validated {
     pub intake_open: bool,
     /// The selected lakes, one task each.
     pub lakes: Vec<String>,
+    /// The SQL each task runs (an IOC hunt compiled).
+    pub sql: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -201,19 +266,28 @@ pub struct BudgetView {
     pub burst: f64,
     pub effective_rate: f64,
     pub tokens: f64,
+    /// How much of the bucket is in use now: 0 idle (full), 1 saturated (empty). A scope
+    /// that stays near 1 is held back by its budget.
+    pub utilisation: f64,
     /// Claims prefer other scopes until then (a take came back short).
     pub dry_until: Option<DateTime<Utc>>,
 }
 
 impl BudgetView {
     pub fn new(b: &Budget, now: DateTime<Utc>) -> BudgetView {
+        let tokens = b.tokens_at(now);
         BudgetView {
             scope: b.scope.clone(),
             parent: b.parent.clone(),
             rate: b.rate,
             burst: b.burst,
             effective_rate: b.effective_rate(now),
-            tokens: b.tokens_at(now),
+            tokens,
+            utilisation: if b.burst > 0.0 {
+                (1.0 - tokens / b.burst).clamp(0.0, 1.0)
+            } else {
+                1.0
+            },
             dry_until: b.dry_until.filter(|t| *t > now),
         }
     }
@@ -290,6 +364,15 @@ pub struct Problem {
     /// An invalid hunt's problems, each with its position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<HuntError>>,
+}
+
+/// `POST /v1/jobs/{id}/cancel`: an optional body.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Why (kept in the job's timeline); at most 500 characters.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// `POST /v1/admin/resume`'s answer.

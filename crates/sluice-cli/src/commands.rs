@@ -1,12 +1,14 @@
-//! The researcher and lake verbs: `lakes`, `submit`, `validate`, `results`. Until the HTTP API
-//! lands they talk to the database directly.
+//! The verbs' output: the researcher verbs (`submit`, `validate`, `results`, `status
+//! --watch`) print what the API answers (see `client`); the operator verbs (`lakes`,
+//! `explain`, `tokens`, `backlog`, `drain`) work on the database.
 
-use crate::hunts::{self, PlanError, Submission};
+use crate::client::{Client, report_invalid};
 use anyhow::{Context, Result, bail};
+use sluice_api::wire::SubmitRequest;
 use sluice_core::JobId;
 use sluice_engine::generate::{GenerateParams, generate};
 use sluice_engine::{Engine, EngineConfig, HuntSpec, LakeSelector};
-use sluice_store::{LakeInsertParams, Store, StoreError};
+use sluice_store::{LakeInsertParams, Store};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,9 +26,9 @@ pub enum LakesCmd {
     /// Register a lake: reads one Parquet footer to learn its schema and partitions.
     Add {
         name: String,
-        /// file:///abs/path/, s3://bucket/prefix/ or memory://name/
-        #[arg(long)]
-        url: String,
+        /// Where its Parquet files are: file:///abs/path/, s3://bucket/prefix/ or memory://name/
+        #[arg(value_name = "LOCATION")]
+        location: String,
         /// Provider scope its calls are charged to, e.g. aws:123456789012.
         #[arg(long)]
         scope: String,
@@ -161,7 +163,7 @@ pub async fn lakes(
     match cmd {
         LakesCmd::Add {
             name,
-            url,
+            location,
             scope,
             tags,
             options,
@@ -170,7 +172,7 @@ pub async fn lakes(
                 store,
                 &engine,
                 &name,
-                &url,
+                &location,
                 &scope,
                 tags.into_iter().collect(),
                 options.into_iter().collect(),
@@ -323,146 +325,112 @@ pub(crate) async fn register(
     Ok(lake)
 }
 
-pub struct SubmitOpts {
-    pub owner: String,
-    pub priority: i16,
-    pub idempotency_key: Option<String>,
-    pub max_attempts: i32,
-}
-
-/// Prints the plan's problems and returns the error to exit with.
-fn rejected(e: PlanError, json: bool) -> anyhow::Error {
-    if let PlanError::Invalid(errors) = &e {
-        if json {
-            println!("{}", serde_json::json!({"valid": false, "errors": errors}));
-        } else {
-            for err in errors {
-                eprintln!("  {err}");
-            }
-        }
-        return anyhow::anyhow!(
-            "the hunt is invalid ({} problem{})",
-            errors.len(),
-            if errors.len() == 1 { "" } else { "s" }
-        );
-    }
-    anyhow::Error::new(e)
-}
-
-pub async fn validate(store: &dyn Store, args: &HuntArgs, json: bool) -> Result<()> {
-    let spec = args.spec()?;
-    let plan = hunts::plan(store, &spec)
+/// `sluice submit`: the API's answer, or the hunt's problems with their positions.
+pub async fn submit(c: &Client, req: &SubmitRequest, key: Option<&str>, json: bool) -> Result<()> {
+    let s = c
+        .submit(req, key)
         .await
-        .map_err(|e| rejected(e, json))?;
-    let names: Vec<&str> = plan.lakes.iter().map(|l| l.name.as_str()).collect();
+        .inspect_err(|e| report_invalid(e, json))?;
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"valid": true, "sql": plan.compiled.sql, "lakes": names, "tasks": names.len(), "est_provider_calls": plan.est_calls})
-        );
+        println!("{}", serde_json::to_string(&s)?);
     } else {
-        println!(
-            "valid: {} lakes, {} tasks, about {} provider calls",
-            names.len(),
-            names.len(),
-            plan.est_calls
-        );
-        println!("{}", plan.compiled.sql);
-    }
-    Ok(())
-}
-
-pub async fn submit(
-    store: &dyn Store,
-    args: &HuntArgs,
-    opts: SubmitOpts,
-    json: bool,
-) -> Result<()> {
-    let spec = args.spec()?;
-    let plan = hunts::plan(store, &spec)
-        .await
-        .map_err(|e| rejected(e, json))?;
-    let sub = Submission {
-        owner: opts.owner,
-        idempotency_key: opts.idempotency_key,
-        priority: opts.priority,
-        max_attempts: opts.max_attempts,
-    };
-    let inserted = store
-        .job_insert(hunts::job_params(&spec, &plan, &sub)?)
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(m) => anyhow::anyhow!("{m}"),
-            other => anyhow::Error::new(other),
-        })?;
-    let j = inserted.job;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"job": j.id, "created": inserted.created, "tasks": j.counts.total, "est_provider_calls": plan.est_calls})
-        );
-    } else {
-        let verb = if inserted.created {
+        let verb = if s.created {
             "submitted"
         } else {
             "already submitted (same idempotency key)"
         };
         println!(
             "job {} {verb}: {} lakes, about {} provider calls",
-            j.id, j.counts.total, plan.est_calls
+            s.job, s.tasks, s.est_provider_calls
         );
     }
     Ok(())
 }
 
+/// `sluice validate`: the submit's checks without the job, with its cost and how soon it
+/// could finish.
+pub async fn validate(c: &Client, req: &SubmitRequest, json: bool) -> Result<()> {
+    let v = c
+        .validate(req)
+        .await
+        .inspect_err(|e| report_invalid(e, json))?;
+    if json {
+        println!("{}", serde_json::to_string(&v)?);
+        return Ok(());
+    }
+    println!(
+        "valid: {} lakes, {} tasks, about {} provider calls",
+        v.lakes.len(),
+        v.tasks,
+        v.est_provider_calls
+    );
+    let eta = |s: Option<f64>| s.map_or("no budget bounds it".to_string(), human_secs);
+    println!(
+        "soonest finish at the current budgets: {} alone, {} behind the backlog",
+        eta(v.eta_alone_secs),
+        eta(v.eta_with_backlog_secs)
+    );
+    if !v.intake_open {
+        println!("intake is closed (a drain is in progress): a submit now is refused");
+    }
+    if let Some(sql) = &v.sql {
+        println!("{sql}");
+    }
+    Ok(())
+}
+
+/// `sluice results`: a page of the job's results, as a table or passed through from the API
+/// as JSON, CSV or Parquet.
 pub async fn results(
-    store: &dyn Store,
-    results_dir: &std::path::Path,
+    c: &Client,
     job: JobId,
     format: ResultFormat,
     offset: usize,
     limit: usize,
 ) -> Result<()> {
-    let j = store.job_get(job).await?;
-    let keys = hunts::result_keys(store, job).await?;
-    let e = engine(results_dir)?;
-    let batches = e.results(&keys, offset, limit).await?;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    use sluice_api::ResultFormat as F;
+    let wire = match format {
+        ResultFormat::Table | ResultFormat::Parquet => F::Parquet,
+        ResultFormat::Json => F::Json,
+        ResultFormat::Csv => F::Csv,
+    };
+    if format == ResultFormat::Parquet && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        bail!("refusing to write Parquet to a terminal: redirect to a file");
+    }
+    let page = c.results(job.0, wire, offset, limit).await?;
     let mut out = std::io::stdout().lock();
-    match format {
-        ResultFormat::Table => {
-            if rows > 0 {
-                writeln!(
-                    out,
-                    "{}",
-                    datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
-                )?;
-            }
-            let partial = if j.state.is_terminal() {
-                String::new()
-            } else {
-                format!(" (job {}: partial results)", j.state)
-            };
-            writeln!(
-                out,
-                "{rows} rows from {} lakes with matches{partial}",
-                keys.len()
-            )?;
-        }
-        ResultFormat::Json => {
-            out.write_all(&hunts::encode(&batches, sluice_api::ResultFormat::Json)?)?;
+    if format != ResultFormat::Table {
+        out.write_all(&page.body)?;
+        if format == ResultFormat::Json {
             writeln!(out)?;
         }
-        ResultFormat::Csv => {
-            out.write_all(&hunts::encode(&batches, sluice_api::ResultFormat::Csv)?)?;
-        }
-        ResultFormat::Parquet => {
-            use std::io::IsTerminal;
-            if std::io::stdout().is_terminal() {
-                bail!("refusing to write Parquet to a terminal: redirect to a file");
-            }
-            out.write_all(&hunts::encode(&batches, sluice_api::ResultFormat::Parquet)?)?;
-        }
+        return Ok(());
+    }
+    let batches = if page.body.is_empty() {
+        Vec::new()
+    } else {
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            page.body,
+        )?
+        .build()?
+        .collect::<Result<Vec<_>, _>>()?
+    };
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if rows > 0 {
+        writeln!(
+            out,
+            "{}",
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
+        )?;
+    }
+    let partial = if page.partial {
+        " (the job is still running: partial results)"
+    } else {
+        ""
+    };
+    writeln!(out, "{rows} rows from row {offset} of the results{partial}")?;
+    if let Some(next) = page.next_cursor {
+        writeln!(out, "more: --offset {next}")?;
     }
     Ok(())
 }
@@ -735,13 +703,8 @@ pub async fn tokens(store: &dyn Store, cmd: TokensCmd, json: bool) -> Result<()>
 }
 
 /// `sluice backlog`: the task counters by scope with each scope's drain bound.
-pub async fn backlog(store: &dyn Store, json: bool) -> Result<()> {
-    let now = chrono::Utc::now();
-    let r = sluice_api::backlog::report(
-        &store.task_backlog().await?,
-        &store.budget_list().await?,
-        now,
-    );
+pub async fn backlog(c: &Client, json: bool) -> Result<()> {
+    let r = c.backlog().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
@@ -788,22 +751,24 @@ fn human_secs(s: f64) -> String {
 
 pub struct DrainArgs {
     pub reason: String,
-    pub by: String,
     pub wait: bool,
     pub timeout: Option<std::time::Duration>,
     pub end: bool,
 }
 
-/// `sluice drain`: closes (or with `--end` reopens) intake; with `--wait`, polls the task
-/// counters until nothing is pending or running.
-pub async fn drain(store: &dyn Store, a: DrainArgs, json: bool) -> Result<std::process::ExitCode> {
+/// `sluice drain`: closes (or with `--end` reopens) intake; with `--wait`, polls intake until
+/// nothing is pending or running.
+pub async fn drain(c: &Client, a: DrainArgs, json: bool) -> Result<std::process::ExitCode> {
     use std::process::ExitCode;
-    let now = chrono::Utc::now();
     if a.end {
-        store.intake_open(&a.by, now).await.map_err(|e| match e {
-            StoreError::NotFound(_) => anyhow::anyhow!("no drain to end: intake is open"),
-            e => e.into(),
-        })?;
+        c.drain_end()
+            .await
+            .map_err(|e| match e.downcast_ref::<crate::client::ApiFailure>() {
+                Some(f) if f.status == axum::http::StatusCode::NOT_FOUND => {
+                    anyhow::anyhow!("no drain to end: intake is open")
+                }
+                _ => e,
+            })?;
         if json {
             println!("{}", serde_json::json!({"intake": "open"}));
         } else {
@@ -811,53 +776,43 @@ pub async fn drain(store: &dyn Store, a: DrainArgs, json: bool) -> Result<std::p
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let hold = store
-        .intake_close(sluice_store::IntakeCloseParams {
-            reason: a.reason,
-            by: a.by,
-            now,
-        })
-        .await?;
-    let left = || async {
-        let r = sluice_api::backlog::report(&store.task_backlog().await?, &[], now);
-        Ok::<_, sluice_store::StoreError>((r.pending, r.running))
-    };
-    let (mut pending, mut running) = left().await?;
+    let mut v = c.drain(&a.reason).await?;
+    let reason = v.reason.clone().unwrap_or_default();
     if !json {
         println!(
-            "intake closed ({}): new jobs are refused until `sluice drain --end`; {pending} tasks pending, {running} running",
-            hold.reason
+            "intake closed ({reason}): new jobs are refused until `sluice drain --end`; {} tasks pending, {} running",
+            v.pending, v.running
         );
     }
     let started = std::time::Instant::now();
-    let mut drained = pending == 0 && running == 0;
-    while a.wait && !drained {
+    while a.wait && !v.drained {
         if a.timeout.is_some_and(|t| started.elapsed() >= t) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let (p, r) = left().await?;
-        if !json && (p, r) != (pending, running) {
-            println!("{p} tasks pending, {r} running");
+        let next = c.intake().await?;
+        if !json && (next.pending, next.running) != (v.pending, v.running) {
+            println!("{} tasks pending, {} running", next.pending, next.running);
         }
-        (pending, running) = (p, r);
-        drained = pending == 0 && running == 0;
+        v = next;
     }
     if json {
         println!(
             "{}",
-            serde_json::json!({"intake": "closed", "reason": hold.reason, "pending": pending,
-                "running": running, "drained": drained})
+            serde_json::json!({"intake": "closed", "reason": reason, "pending": v.pending,
+                "running": v.running, "drained": v.drained})
         );
-    } else if drained {
+    } else if v.drained {
         println!("drained: nothing pending or running; intake stays closed");
     } else if a.wait {
         println!(
-            "not drained after {:?}: {pending} tasks pending, {running} running (paused or held scopes wait; see `sluice backlog`)",
-            started.elapsed()
+            "not drained after {:?}: {} tasks pending, {} running (paused or held scopes wait; see `sluice backlog`)",
+            started.elapsed(),
+            v.pending,
+            v.running
         );
     }
-    Ok(if a.wait && !drained {
+    Ok(if a.wait && !v.drained {
         ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
@@ -868,16 +823,16 @@ pub async fn drain(store: &dyn Store, a: DrainArgs, json: bool) -> Result<std::p
 /// waits, redrawn every `interval` until the job ends (no bar when stderr is not a terminal or
 /// with `--output json`, which prints the final job).
 pub async fn watch(
-    store: &dyn Store,
+    c: &Client,
     job: JobId,
     interval: std::time::Duration,
     json: bool,
 ) -> Result<std::process::ExitCode> {
-    let j = store.job_get(job).await?;
+    let j = c.job(job.0).await?;
     let bar = if json {
         indicatif::ProgressBar::hidden()
     } else {
-        indicatif::ProgressBar::new(j.counts.total.max(0) as u64)
+        indicatif::ProgressBar::new(j.lakes.total.max(0) as u64)
     };
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -888,18 +843,17 @@ pub async fn watch(
     );
     bar.set_prefix(j.id.to_string());
     let j = loop {
-        let j = store.job_get(job).await?;
-        bar.set_length(j.counts.total.max(0) as u64);
-        bar.set_position((j.counts.done + j.counts.failed + j.counts.cancelled).max(0) as u64);
-        if j.state.is_terminal() {
+        let j = c.job(job.0).await?;
+        bar.set_length(j.lakes.total.max(0) as u64);
+        bar.set_position((j.lakes.done + j.lakes.failed + j.lakes.cancelled).max(0) as u64);
+        if sluice_core::JobState::parse(&j.state).is_some_and(|s| s.is_terminal()) {
             break j;
         }
-        let why = sluice_api::waits::wait_reasons(store, job).await?;
         let mut msg = format!("{}, {} rows", j.state, j.rows_found);
-        if j.counts.failed > 0 {
-            msg.push_str(&format!(", {} lakes failed", j.counts.failed));
+        if j.lakes.failed > 0 {
+            msg.push_str(&format!(", {} lakes failed", j.lakes.failed));
         }
-        if let Some(w) = why.first() {
+        if let Some(w) = j.waiting.first() {
             msg.push_str(&format!("; waiting: {w}"));
         }
         bar.set_message(msg);
@@ -913,17 +867,17 @@ pub async fn watch(
             "job {} {}: {}/{} lakes done, {} failed, {} cancelled; {} rows found",
             j.id,
             j.state,
-            j.counts.done,
-            j.counts.total,
-            j.counts.failed,
-            j.counts.cancelled,
+            j.lakes.done,
+            j.lakes.total,
+            j.lakes.failed,
+            j.lakes.cancelled,
             j.rows_found
         );
         if let Some(e) = &j.error {
             println!("error: {e}");
         }
     }
-    Ok(if j.state == sluice_core::JobState::Succeeded {
+    Ok(if j.state == "succeeded" {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::FAILURE

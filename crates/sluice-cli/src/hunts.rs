@@ -485,4 +485,55 @@ mod tests {
         assert_eq!(order, ["a0", "b0", "c0", "a1", "c1", "a2"]);
         assert!(interleave_scopes(&[]).is_empty());
     }
+
+    /// The API documents the hunt with its own type (it does not link the engine): every
+    /// field the planner reads is documented and every documented field is read. Both
+    /// refuse unknown fields, so a round trip through each fails on any difference.
+    #[test]
+    fn the_api_documents_the_hunt_the_planner_reads() {
+        use sluice_api::wire::Hunt;
+        use sluice_engine::LakeSelector;
+        let lakes = LakeSelector {
+            names: vec!["a".into()],
+            globs: vec!["b*".into()],
+            tags: [("tenant".to_string(), "t1".to_string())].into(),
+        };
+        let now = chrono::Utc::now();
+        for spec in [
+            HuntSpec::Sql {
+                sql: "SELECT 1".into(),
+                lakes: lakes.clone(),
+            },
+            HuntSpec::Ioc {
+                ips: vec!["10.0.0.1".into()],
+                hashes: vec!["ab".repeat(32)],
+                domains: vec!["x.example".into()],
+                since: Some(now),
+                until: Some(now),
+                lakes: lakes.clone(),
+            },
+        ] {
+            let v = serde_json::to_value(&spec).expect("json");
+            let doc: Hunt = serde_json::from_value(v.clone())
+                .unwrap_or_else(|e| panic!("the API's Hunt lacks a field of {v}: {e}"));
+            let back = serde_json::to_value(&doc).expect("json");
+            let read: HuntSpec = serde_json::from_value(back.clone())
+                .unwrap_or_else(|e| panic!("the planner does not read {back}: {e}"));
+            assert_eq!(read, spec);
+        }
+        // And the OpenAPI document describes it, not a bare object.
+        let doc = serde_json::to_value(sluice_api::routes().1).expect("openapi");
+        let hunt = &doc["components"]["schemas"]["Hunt"];
+        let text = hunt.to_string();
+        for field in ["sql", "ips", "hashes", "domains", "since", "until", "lakes"] {
+            assert!(
+                text.contains(&format!("\"{field}\"")),
+                "{field} missing: {hunt}"
+            );
+        }
+        assert_eq!(
+            doc["components"]["schemas"]["SubmitRequest"]["properties"]["hunt"]["$ref"],
+            "#/components/schemas/Hunt"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! 1 failure (including a demo whose jobs did not all succeed), 2 bad usage, 3 a wait that
 //! timed out (`sluice drain --wait --timeout`).
 
+mod client;
 mod commands;
 mod config;
 mod demo;
@@ -52,6 +53,17 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     log_format: LogFormat,
+
+    /// A sluice server's API, e.g. http://sluice.internal:8080: the researcher verbs
+    /// (`submit`, `validate`, `status`, `jobs`, `cancel`, `results`) and the operator verbs
+    /// (`backlog`, `pause`, `resume`, `pauses`, `drain`, `budget`, `breaker`) then go through
+    /// it with --token instead of opening the database.
+    #[arg(long, global = true, env = "SLUICE_URL")]
+    url: Option<String>,
+
+    /// The API token for --url, from `sluice tokens create` (its owner owns what you submit).
+    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 
     /// Output of commands that print results.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
@@ -120,8 +132,10 @@ enum Command {
     /// results are rejected).
     Cancel {
         job: JobId,
+        /// Who cancels (with --url: the token's owner).
         #[arg(long, env = "USER", default_value = "operator")]
         by: String,
+        /// Why (kept in the job's timeline).
         #[arg(long)]
         reason: Option<String>,
     },
@@ -140,7 +154,7 @@ enum Command {
         /// Why (shown to researchers in `status`).
         #[arg(long)]
         reason: String,
-        /// Who pauses (default: $USER).
+        /// Who pauses (default: $USER; with --url: the token's owner).
         #[arg(long, env = "USER", default_value = "operator")]
         by: String,
         /// Also hand back the target's running tasks now (no attempt spent); their workers
@@ -192,15 +206,17 @@ enum Command {
     Submit {
         #[command(flatten)]
         hunt: commands::HuntArgs,
-        /// Who the job belongs to.
-        #[arg(long, env = "SLUICE_OWNER", default_value = "cli")]
-        owner: String,
+        /// Who the job belongs to (default `cli`; with --url it is the token's owner).
+        #[arg(long, env = "SLUICE_OWNER")]
+        owner: Option<String>,
+        /// Higher runs first: -100 to 100.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i16).range(-100..=100))]
         priority: i16,
         /// Same key and same hunt: the same job is returned instead of a second one.
         #[arg(long)]
         idempotency_key: Option<String>,
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=100))]
+        /// Attempts per lake before it counts as failed (provider trouble spends none).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=20))]
         max_attempts: i32,
     },
     /// Check a hunt without submitting it: errors with line and column, lakes, cost.
@@ -208,13 +224,15 @@ enum Command {
         #[command(flatten)]
         hunt: commands::HuntArgs,
     },
-    /// A job's results so far (partial while it runs).
+    /// A job's results so far (partial while it runs), in task order.
     Results {
         job: JobId,
         #[arg(long, value_enum, default_value_t = commands::ResultFormat::Table)]
         format: commands::ResultFormat,
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
+        /// Rows to print: 1 to 100000.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
+        /// Rows to skip (a previous page's "next: --offset N").
         #[arg(long, default_value_t = 0)]
         offset: usize,
     },
@@ -555,10 +573,9 @@ async fn serve_metrics(
     Ok(())
 }
 
-fn init_logs(format: LogFormat) {
+fn init_logs(format: LogFormat, default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -566,6 +583,41 @@ fn init_logs(format: LogFormat) {
         LogFormat::Pretty => b.compact().init(),
         LogFormat::Json => b.json().flatten_event(true).init(),
     }
+}
+
+/// Where the researcher verbs send their requests.
+struct Conn {
+    url: Option<String>,
+    token: Option<String>,
+    database_url: String,
+    results_dir: std::path::PathBuf,
+    connect_timeout: Duration,
+}
+
+/// The API client of the researcher verbs: the server at `--url`, or the API run in this
+/// process on the database as `owner` (with the admin role: whoever can open the database can
+/// change it anyway).
+async fn client(conn: &Conn, owner: &str) -> Result<client::Client> {
+    if let Some(url) = &conn.url {
+        return client::Client::remote(url, conn.token.clone(), conn.connect_timeout);
+    }
+    let store = open_store(&conn.database_url, conn.connect_timeout).await?;
+    let engine = commands::engine(&conn.results_dir)?;
+    let api = sluice_api::Api {
+        store: store.clone(),
+        planner: Arc::new(hunts::HuntPlanner {
+            store: store.clone(),
+        }),
+        results: Arc::new(hunts::EngineResults { store, engine }),
+        cfg: sluice_api::ApiConfig::default(),
+    };
+    Ok(client::Client::local(
+        api,
+        sluice_api::Caller {
+            owner: owner.to_string(),
+            role: sluice_store::Role::Admin,
+        },
+    ))
 }
 
 pub(crate) async fn open_store(url: &str, connect_timeout: Duration) -> Result<Arc<dyn Store>> {
@@ -614,6 +666,27 @@ async fn run(
         std::collections::BTreeMap<String, String>,
     ),
 ) -> Result<ExitCode> {
+    let conn = Conn {
+        url: cli.url.clone(),
+        token: cli.token.clone(),
+        database_url: cli.database_url.clone(),
+        results_dir: cli.results_dir.clone(),
+        connect_timeout: cli.connect_timeout,
+    };
+    // The verbs that only work on the database must not quietly open the default one when
+    // the user meant the server at --url.
+    let db_only = match &cli.command {
+        Command::Migrate => Some("migrate"),
+        Command::Tokens(_) => Some("tokens"),
+        Command::Lakes(_) => Some("lakes"),
+        Command::Explain { .. } => Some("explain"),
+        _ => None,
+    };
+    if let (Some(verb), Some(url)) = (db_only, &cli.url) {
+        anyhow::bail!(
+            "`sluice {verb}` works on the database, not through the API at {url}: give --database-url and drop --url (and SLUICE_URL)"
+        );
+    }
     match cli.command {
         Command::Migrate => {
             let store = open_store(&cli.database_url, cli.connect_timeout).await?;
@@ -738,14 +811,9 @@ async fn run(
             state,
             limit,
         } => {
-            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
-            let jobs = store
-                .job_list(sluice_store::JobListParams {
-                    owner,
-                    state,
-                    before: None,
-                    limit,
-                })
+            let c = client(&conn, "cli").await?;
+            let jobs = c
+                .jobs(owner.as_deref(), state.map(|s| s.as_str()), limit)
                 .await?;
             if cli.output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&jobs)?);
@@ -760,7 +828,7 @@ async fn run(
                         j.id,
                         j.owner,
                         j.state,
-                        format!("{}/{}", j.counts.done, j.counts.total),
+                        format!("{}/{}", j.lakes.done, j.lakes.total),
                         j.rows_found,
                         j.created_at.format("%Y-%m-%d %H:%M:%S UTC")
                     );
@@ -769,23 +837,16 @@ async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Command::Cancel { job, by, reason } => {
-            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
-            let j = store
-                .job_cancel(sluice_store::JobCancelParams {
-                    id: job,
-                    by,
-                    reason,
-                    now: chrono::Utc::now(),
-                })
-                .await?;
+            let c = client(&conn, &by).await?;
+            let j = c.cancel(job.0, reason.as_deref()).await?;
             if cli.output == Output::Json {
                 println!("{}", serde_json::to_string(&j)?);
             } else {
                 println!(
                     "job {} cancelled: {} of {} lakes had finished",
                     j.id,
-                    j.counts.done + j.counts.failed,
-                    j.counts.total
+                    j.lakes.done + j.lakes.failed,
+                    j.lakes.total
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -795,9 +856,9 @@ async fn run(
             watch: true,
             interval,
         } => {
-            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            let c = client(&conn, "cli").await?;
             commands::watch(
-                store.as_ref(),
+                &c,
                 job,
                 interval.max(Duration::from_millis(100)),
                 cli.output == Output::Json,
@@ -805,36 +866,25 @@ async fn run(
             .await
         }
         Command::Status { job, .. } => {
-            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
-            let j = store.job_get(job).await?;
+            let c = client(&conn, "cli").await?;
+            let j = c.job(job.0).await?;
             match cli.output {
-                Output::Json => {
-                    let mut v = serde_json::to_value(&j)?;
-                    v["pauses"] = serde_json::to_value(store.pause_list_for_job(job).await?)?;
-                    v["waiting"] = serde_json::to_value(if j.state.is_terminal() {
-                        Vec::new()
-                    } else {
-                        sluice_api::waits::wait_reasons(store.as_ref(), job).await?
-                    })?;
-                    println!("{}", serde_json::to_string_pretty(&v)?);
-                }
+                Output::Json => println!("{}", serde_json::to_string_pretty(&j)?),
                 Output::Text => {
                     println!("job {} ({}) {}", j.id, j.owner, j.state);
                     println!(
                         "lakes {}/{} done, {} failed, {} cancelled; rows found {}",
-                        j.counts.done,
-                        j.counts.total,
-                        j.counts.failed,
-                        j.counts.cancelled,
+                        j.lakes.done,
+                        j.lakes.total,
+                        j.lakes.failed,
+                        j.lakes.cancelled,
                         j.rows_found
                     );
                     if let Some(e) = &j.error {
                         println!("error: {e}");
                     }
-                    if !j.state.is_terminal() {
-                        for why in sluice_api::waits::wait_reasons(store.as_ref(), job).await? {
-                            println!("waiting: {why}");
-                        }
+                    for why in &j.waiting {
+                        println!("waiting: {why}");
                     }
                 }
             }
@@ -844,13 +894,17 @@ async fn run(
             demo::run(args, cli.output == Output::Json, cli.connect_timeout).await
         }
         Command::Budget(cmd) => {
-            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
-            provider::budget(store.as_ref(), cmd, cli.output == Output::Json).await?;
+            let c = client(&conn, "cli").await?;
+            provider::budget(&c, cmd, cli.output == Output::Json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Breaker(cmd) => {
-            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
-            provider::breaker(store.as_ref(), cmd, cli.output == Output::Json).await?;
+            let by = match &cmd {
+                provider::BreakerCmd::Reset { by, .. } => by.clone(),
+                provider::BreakerCmd::List => "cli".into(),
+            };
+            let c = client(&conn, &by).await?;
+            provider::breaker(&c, cmd, cli.output == Output::Json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Lab(LabCmd::Setup(args)) => {
@@ -882,47 +936,46 @@ async fn run(
             by,
             now,
         } => {
-            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
-            let (p, back) = sluice_api::ops::pause(
-                store.as_ref(),
-                sluice_store::PauseSetParams {
-                    target: target.target(),
+            let c = client(&conn, &by).await?;
+            let p = c
+                .pause(&sluice_api::wire::PauseRequest {
+                    target: target.target().key(),
                     reason,
-                    by,
-                    now: chrono::Utc::now(),
-                },
-                now,
-            )
-            .await?;
+                    now,
+                })
+                .await?;
             if cli.output == Output::Json {
-                let mut v = serde_json::to_value(&p)?;
-                v["handed_back"] = serde_json::json!(back);
-                println!("{v}");
+                println!("{}", serde_json::to_string(&p)?);
             } else {
-                println!("paused {}: {} (by {})", p.target, p.reason, p.by);
+                println!(
+                    "paused {}: {} (by {})",
+                    p.pause.target, p.pause.reason, p.pause.by
+                );
                 if now {
-                    println!("{back} running tasks handed back (no attempt spent)");
+                    println!(
+                        "{} running tasks handed back (no attempt spent)",
+                        p.handed_back
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Resume { target, by } => {
-            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
-            let t = target.target();
-            store.pause_clear(&t, &by, chrono::Utc::now()).await?;
-            println!("resumed {t}");
+            let c = client(&conn, &by).await?;
+            let r = c.resume(&target.target().key()).await?;
+            println!("resumed {}", r.resumed);
             Ok(ExitCode::SUCCESS)
         }
         Command::Pauses => {
-            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
-            let pauses = store.pause_list().await?;
+            let c = client(&conn, "cli").await?;
+            let pauses = c.pauses().await?;
             if cli.output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&pauses)?);
             } else {
                 for p in &pauses {
                     println!(
                         "{:<32} since {}  by {}: {}",
-                        p.target.key(),
+                        p.target,
                         p.at.to_rfc3339(),
                         p.by,
                         p.reason
@@ -939,12 +992,11 @@ async fn run(
             timeout,
             end,
         } => {
-            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
+            let c = client(&conn, &by).await?;
             commands::drain(
-                store.as_ref(),
+                &c,
                 commands::DrainArgs {
                     reason,
-                    by,
                     wait,
                     timeout,
                     end,
@@ -978,8 +1030,8 @@ async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Command::Backlog => {
-            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
-            commands::backlog(store.as_ref(), cli.output == Output::Json).await?;
+            let c = client(&conn, "cli").await?;
+            commands::backlog(&c, cli.output == Output::Json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Lakes(cmd) => {
@@ -1000,19 +1052,34 @@ async fn run(
             idempotency_key,
             max_attempts,
         } => {
-            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
-            let opts = commands::SubmitOpts {
-                owner,
+            if cli.url.is_some() && owner.is_some() {
+                anyhow::bail!(
+                    "--owner (or SLUICE_OWNER) does not apply with --url: jobs belong to the token's owner"
+                );
+            }
+            let c = client(&conn, owner.as_deref().unwrap_or("cli")).await?;
+            let req = sluice_api::wire::SubmitRequest {
+                hunt: serde_json::to_value(hunt.spec()?)?,
                 priority,
-                idempotency_key,
-                max_attempts,
+                max_attempts: Some(max_attempts),
             };
-            commands::submit(store.as_ref(), &hunt, opts, cli.output == Output::Json).await?;
+            commands::submit(
+                &c,
+                &req,
+                idempotency_key.as_deref(),
+                cli.output == Output::Json,
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { hunt } => {
-            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
-            commands::validate(store.as_ref(), &hunt, cli.output == Output::Json).await?;
+            let c = client(&conn, "cli").await?;
+            let req = sluice_api::wire::SubmitRequest {
+                hunt: serde_json::to_value(hunt.spec()?)?,
+                priority: 0,
+                max_attempts: None,
+            };
+            commands::validate(&c, &req, cli.output == Output::Json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Results {
@@ -1021,8 +1088,8 @@ async fn run(
             limit,
             offset,
         } => {
-            let store = open_store(&cli.database_url, cli.connect_timeout).await?;
-            commands::results(store.as_ref(), &cli.results_dir, job, format, offset, limit).await?;
+            let c = client(&conn, "cli").await?;
+            commands::results(&c, job, format, offset, limit as usize).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -1060,7 +1127,12 @@ fn main() -> ExitCode {
             );
         }
     }
-    init_logs(cli.log_format);
+    // The demo tells its own story on stdout; its logs (RUST_LOG) are for debugging it.
+    let default_logs = match cli.command {
+        Command::Demo(_) => "error",
+        _ => "info,sqlx=warn",
+    };
+    init_logs(cli.log_format, default_logs);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

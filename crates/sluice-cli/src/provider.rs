@@ -1,10 +1,10 @@
 //! Operator verbs of the provider guard (`sluice budget …`, `sluice breaker …`), the
 //! simulator (`sluice sim`), and the guard's settings shared by `sluice worker`.
 
+use crate::client::Client;
 use anyhow::{Context, Result, bail};
-use sluice_core::BreakerState;
+use sluice_api::wire::BudgetRequest;
 use sluice_scheduler::GuardConfig;
-use sluice_store::{BudgetSetParams, Store};
 use std::time::Duration;
 
 #[derive(Debug, clap::Subcommand)]
@@ -14,16 +14,25 @@ pub enum BudgetCmd {
     Set {
         scope: String,
         /// Calls per second.
-        #[arg(long)]
+        #[arg(long, value_parser = finite)]
         rate: f64,
         /// Calls that may go at once after a quiet spell.
-        #[arg(long)]
+        #[arg(long, value_parser = finite)]
         burst: f64,
         #[arg(long)]
         parent: Option<String>,
     },
     /// Every budget: rate, effective rate (after throttling or during slow start), tokens.
     List,
+}
+
+/// A number JSON can carry (the budget goes to the API as JSON): no NaN or infinity.
+fn finite(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err(format!("{s:?} must be a finite number")),
+        Err(e) => Err(format!("{s:?}: {e}")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -39,6 +48,7 @@ pub enum BreakerCmd {
     /// Close a scope's breaker now (the scope then ramps up from slow start).
     Reset {
         scope: String,
+        /// Who resets it (with --url: the token's owner).
         #[arg(long, env = "USER", default_value = "operator")]
         by: String,
     },
@@ -92,8 +102,7 @@ impl GuardArgs {
     }
 }
 
-pub async fn budget(store: &dyn Store, cmd: BudgetCmd, json: bool) -> Result<()> {
-    let now = chrono::Utc::now();
+pub async fn budget(c: &Client, cmd: BudgetCmd, json: bool) -> Result<()> {
     match cmd {
         BudgetCmd::Set {
             scope,
@@ -101,14 +110,15 @@ pub async fn budget(store: &dyn Store, cmd: BudgetCmd, json: bool) -> Result<()>
             burst,
             parent,
         } => {
-            let b = store
-                .budget_set(BudgetSetParams {
-                    scope,
-                    parent,
-                    rate,
-                    burst,
-                    now,
-                })
+            let b = c
+                .budget_set(
+                    &scope,
+                    &BudgetRequest {
+                        rate,
+                        burst,
+                        parent,
+                    },
+                )
                 .await?;
             if json {
                 println!("{}", serde_json::to_string(&b)?);
@@ -117,18 +127,9 @@ pub async fn budget(store: &dyn Store, cmd: BudgetCmd, json: bool) -> Result<()>
             }
         }
         BudgetCmd::List => {
-            let list = store.budget_list().await?;
+            let list = c.budgets().await?;
             if json {
-                let rows: Vec<serde_json::Value> = list
-                    .iter()
-                    .map(|b| {
-                        serde_json::json!({"scope": b.scope, "parent": b.parent, "rate": b.rate,
-                            "burst": b.burst, "effective_rate": b.effective_rate(now),
-                            "tokens": b.tokens_at(now), "utilisation": utilisation(b, now),
-                            "dry_until": b.dry_until.filter(|t| *t > now)})
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!(
                     "{:<28} {:<12} {:>10} {:>10} {:>14} {:>10} {:>6}  DRY UNTIL",
@@ -141,11 +142,10 @@ pub async fn budget(store: &dyn Store, cmd: BudgetCmd, json: bool) -> Result<()>
                         b.parent.as_deref().unwrap_or("-"),
                         b.rate,
                         b.burst,
-                        b.effective_rate(now),
-                        b.tokens_at(now),
-                        utilisation(b, now) * 100.0,
+                        b.effective_rate,
+                        b.tokens,
+                        b.utilisation * 100.0,
                         b.dry_until
-                            .filter(|t| *t > now)
                             .map_or("-".into(), |t| t.format("%H:%M:%S%.3f UTC").to_string())
                     );
                 }
@@ -155,47 +155,40 @@ pub async fn budget(store: &dyn Store, cmd: BudgetCmd, json: bool) -> Result<()>
     Ok(())
 }
 
-/// How much of the bucket is in use now: 0 idle (full), 1 saturated (empty). A scope that
-/// stays near 1 is held back by its budget.
-fn utilisation(b: &sluice_store::Budget, now: chrono::DateTime<chrono::Utc>) -> f64 {
-    if b.burst <= 0.0 {
-        return 1.0;
-    }
-    (1.0 - b.tokens_at(now) / b.burst).clamp(0.0, 1.0)
-}
-
-pub async fn breaker(store: &dyn Store, cmd: BreakerCmd, json: bool) -> Result<()> {
+pub async fn breaker(c: &Client, cmd: BreakerCmd, json: bool) -> Result<()> {
     match cmd {
         BreakerCmd::List => {
-            let list = store.breaker_list().await?;
+            let list = c.breakers().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!("{:<28} {:<10} {:<26} SINCE", "SCOPE", "STATE", "NEXT PROBE");
-                for r in &list {
-                    let b = &r.breaker;
-                    let probe = match b.state {
-                        BreakerState::Closed => "-".to_string(),
+                for b in &list {
+                    let probe = match b.state.as_str() {
+                        "closed" => "-".to_string(),
                         _ => b.probe_after.map_or("-".into(), |t| {
                             t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
                         }),
                     };
                     println!(
                         "{:<28} {:<10} {:<26} {}",
-                        r.scope,
-                        b.state.as_str(),
+                        b.scope,
+                        b.state,
                         probe,
-                        r.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
+                        b.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
                     );
                 }
             }
         }
-        BreakerCmd::Reset { scope, by } => {
-            let Some(row) = sluice_api::ops::breaker_reset(store, &scope, &by).await? else {
-                bail!(
-                    "scope {scope:?} has no breaker (it never opened); `sluice breaker list` shows those that did"
-                );
-            };
+        BreakerCmd::Reset { scope, .. } => {
+            let row = c.breaker_reset(&scope).await.map_err(|e| {
+                match e.downcast_ref::<crate::client::ApiFailure>() {
+                    Some(f) if f.status == axum::http::StatusCode::NOT_FOUND => anyhow::anyhow!(
+                        "scope {scope:?} has no breaker (it never opened); `sluice breaker list` shows those that did"
+                    ),
+                    _ => e,
+                }
+            })?;
             if json {
                 println!("{}", serde_json::to_string(&row)?);
             } else {

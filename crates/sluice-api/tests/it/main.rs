@@ -1215,3 +1215,93 @@ async fn results_come_in_pages_in_each_format() {
     .await;
     assert!(get(String::new()).await.headers.get("x-partial").is_none());
 }
+
+#[tokio::test]
+async fn cancel_takes_an_optional_reason_and_refuses_a_bad_body() {
+    let t = setup(ApiConfig::default()).await;
+    let id = submit(&t, &t.alice, NOOP3).await;
+    let path = format!("/v1/jobs/{id}/cancel");
+    for (body, status, detail) in [
+        (
+            r#"{"reason": "  "}"#,
+            StatusCode::BAD_REQUEST,
+            "reason must be",
+        ),
+        (
+            r#"{"reason": "x", "why": 1}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
+        (r#"["x"]"#, StatusCode::BAD_REQUEST, "JSON object"),
+        (r#"{"reason": "x""#, StatusCode::BAD_REQUEST, "line 1"),
+    ] {
+        let r = call(&t.app, "POST", &path, Some(&t.alice), Some(body)).await;
+        problem(&r, status, detail);
+    }
+    let long = serde_json::json!({"reason": "x".repeat(501)}).to_string();
+    let r = call(&t.app, "POST", &path, Some(&t.alice), Some(&long)).await;
+    problem(&r, StatusCode::BAD_REQUEST, "reason must be");
+    // Not JSON at all.
+    let req = Request::builder()
+        .method("POST")
+        .uri(&path)
+        .header(header::AUTHORIZATION, format!("Bearer {}", t.alice))
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from("because"))
+        .unwrap();
+    problem(
+        &send(&t.app, req).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "application/json",
+    );
+    let job = t.store.job_get(sluice_core::JobId(id)).await.unwrap();
+    assert_eq!(job.state.as_str(), "queued", "no bad request cancelled it");
+
+    let body = r#"{"reason": "wrong time range"}"#;
+    let r = call(&t.app, "POST", &path, Some(&t.alice), Some(body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let ev = call(
+        &t.app,
+        "GET",
+        &format!("/v1/jobs/{id}/events"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    assert!(ev.text.contains("wrong time range"), "{}", ev.text);
+}
+
+/// The CLI on the database calls the router in its process with the caller as a request
+/// extension: no token, and the caller's role still decides what it sees.
+#[tokio::test]
+async fn an_in_process_caller_needs_no_token_and_keeps_its_role() {
+    let t = setup(ApiConfig::default()).await;
+    let id = submit(&t, &t.alice, NOOP3).await;
+    let get = |owner: &str, role: Role| {
+        let mut req = Request::builder()
+            .uri(format!("/v1/jobs/{id}"))
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut().insert(sluice_api::Caller {
+            owner: owner.into(),
+            role,
+        });
+        req
+    };
+    assert_eq!(
+        send(&t.app, get("alice", Role::Researcher)).await.status,
+        StatusCode::OK
+    );
+    problem(
+        &send(&t.app, get("bob", Role::Researcher)).await,
+        StatusCode::NOT_FOUND,
+        &format!("job {id}"),
+    );
+    assert_eq!(
+        send(&t.app, get("cli", Role::Admin)).await.status,
+        StatusCode::OK
+    );
+    // Without the extension, the token is required as before.
+    let r = call(&t.app, "GET", &format!("/v1/jobs/{id}"), None, None).await;
+    problem(&r, StatusCode::UNAUTHORIZED, "Bearer");
+}

@@ -59,22 +59,19 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
         ))
         .expect("manifest");
         let needles = manifest["needles"].as_array().expect("needles").clone();
-        let token: serde_json::Value = serde_json::from_str(&sluice_ok(
-            &db,
-            &results,
-            &[
-                "--output",
-                "json",
-                "tokens",
-                "create",
-                "--owner",
-                "alice",
-                "--role",
-                "researcher",
-            ],
-        ))
-        .expect("token json");
-        let token = token["token"].as_str().expect("token").to_string();
+        // A token made with the CLI, printed once.
+        let make = |owner: &str, role: &str| -> Option<String> {
+            let t: serde_json::Value = serde_json::from_str(&sluice_ok(
+                &db,
+                &results,
+                &[
+                    "--output", "json", "tokens", "create", "--owner", owner, "--role", role,
+                ],
+            ))
+            .expect("token json");
+            t["token"].as_str().map(str::to_string)
+        };
+        let token = make("alice", "researcher").expect("token");
         let mut server = Proc(
             sluice()
                 .args([
@@ -201,9 +198,224 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
         assert_eq!(status, 200);
         assert_eq!(csv.lines().count(), needles.len() + 1, "{csv}");
 
+        // The same through `sluice --url --token`, the researcher's client of the API.
+        let id = submitted["job"].as_i64().expect("job id").to_string();
+        let base = format!("http://{addr}");
+        let cli = |token: Option<&str>, args: &[&str], stdin: &str| {
+            let mut c = sluice();
+            c.args(["--url", &base]).env_remove("SLUICE_DATABASE_URL");
+            if let Some(t) = token {
+                c.args(["--token", t]);
+            }
+            let mut child = c
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("sluice");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(stdin.as_bytes())
+                .expect("write stdin");
+            let out = child.wait_with_output().expect("sluice");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let alice = Some(token.as_str());
+        let (code, out, err) = cli(alice, &["--output", "json", "status", &id], "");
+        assert_eq!(code, Some(0), "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("status json");
+        assert_eq!(
+            (&v["state"], &v["lakes"]["done"]),
+            (&"succeeded".into(), &20.into())
+        );
+        let (code, out, err) = cli(
+            alice,
+            &["results", &id, "--format", "json", "--limit", "1000"],
+            "",
+        );
+        assert_eq!(code, Some(0), "{err}");
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("rows");
+        assert_eq!(rows.len(), needles.len(), "{out}");
+        let (code, out, _) = cli(alice, &["results", &id, "--limit", "2"], "");
+        assert_eq!(code, Some(0));
+        assert!(
+            out.contains("2 rows from row 0 of the results") && out.contains("more: --offset 2"),
+            "{out}"
+        );
+        let (code, out, _) = cli(alice, &["jobs"], "");
+        assert_eq!(code, Some(0));
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{id} "))),
+            "{out}"
+        );
+        let (code, _, err) = cli(alice, &["cancel", &id], "");
+        assert_eq!(code, Some(1));
+        assert!(err.contains("already ended"), "{err}");
+        // The SQL typo from the terminal: its position and hint, one problem a line.
+        let (code, _, err) = cli(
+            alice,
+            &["submit", "--sql", "-"],
+            "SELECT src_ipp FROM events",
+        );
+        assert_eq!(code, Some(1));
+        assert!(
+            err.contains("line 1, column 8") && err.contains("src_ip"),
+            "{err}"
+        );
+        assert!(err.contains("the hunt is invalid (1 problem)"), "{err}");
+        let ip = needles
+            .iter()
+            .find(|n| n["kind"] == "ip")
+            .and_then(|n| n["value"].as_str())
+            .expect("an ip needle")
+            .to_string();
+        let (code, out, err) = cli(alice, &["validate", "--ioc-ip", &ip], "");
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            out.contains("valid: 20 lakes") && out.contains("soonest finish"),
+            "{out}"
+        );
+        let submit = [
+            "--output",
+            "json",
+            "submit",
+            "--ioc-ip",
+            &ip,
+            "--idempotency-key",
+            "k1",
+        ];
+        let (code, out, err) = cli(alice, &submit, "");
+        assert_eq!(code, Some(0), "{err}");
+        let first: serde_json::Value = serde_json::from_str(&out).expect("submitted");
+        assert_eq!(first["created"], true, "{out}");
+        let (_, out, _) = cli(alice, &submit, "");
+        let again: serde_json::Value = serde_json::from_str(&out).expect("submitted");
+        assert_eq!(
+            (&again["created"], &again["job"]),
+            (&false.into(), &first["job"])
+        );
+        let second = first["job"].to_string();
+        let (code, out, err) = cli(
+            alice,
+            &["status", &second, "--watch", "--interval", "100ms"],
+            "",
+        );
+        assert_eq!(code, Some(0), "{out}{err}");
+        assert!(out.contains("succeeded: 20/20 lakes done"), "{out}");
+        // Another researcher cannot tell alice's job from a missing one.
+        let bob = make("bob", "researcher");
+        let (code, _, err) = cli(bob.as_deref(), &["status", &id], "");
+        assert_eq!(code, Some(1));
+        assert!(err.contains(&format!("not found: job {id}")), "{err}");
+        // Misuse: one clear line each.
+        for (token, args, want) in [
+            (None, &["status", "1"][..], "give a token with --token"),
+            (
+                alice,
+                &["submit", "--owner", "bob", "--ioc-ip", "10.0.0.1"][..],
+                "jobs belong to the token's owner",
+            ),
+            (
+                Some("nonsense"),
+                &["status", "1"][..],
+                "malformed bearer token",
+            ),
+        ] {
+            let (code, _, err) = cli(token, args, "");
+            assert_eq!(code, Some(1), "{args:?}: {err}");
+            assert!(err.contains(want), "{args:?}: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "{err}");
+        }
+
+        // The operator verbs through the API: an operator reads, only an admin changes.
+        let (ops, root) = (make("olga", "operator"), make("root", "admin"));
+        let (code, out, err) = cli(ops.as_deref(), &["--output", "json", "backlog"], "");
+        assert_eq!(code, Some(0), "{err}");
+        let b: serde_json::Value = serde_json::from_str(&out).expect("backlog json");
+        assert_eq!(
+            (&b["pending"], &b["running"]),
+            (&0.into(), &0.into()),
+            "{b}"
+        );
+        let (code, _, err) = cli(ops.as_deref(), &["pause", "--all", "--reason", "x"], "");
+        assert_eq!(code, Some(1));
+        assert!(err.contains("the token's role may not do this"), "{err}");
+        let (code, out, err) = cli(
+            root.as_deref(),
+            &[
+                "pause",
+                "--scope",
+                "aws:1",
+                "--reason",
+                "provider maintenance",
+            ],
+            "",
+        );
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            out.contains("paused scope:aws:1") && out.contains("(by root)"),
+            "{out}"
+        );
+        let (_, out, _) = cli(ops.as_deref(), &["pauses"], "");
+        assert!(
+            out.contains("scope:aws:1") && out.contains("1 pauses in force"),
+            "{out}"
+        );
+        let (code, out, _) = cli(root.as_deref(), &["resume", "--scope", "aws:1"], "");
+        assert_eq!(code, Some(0));
+        assert!(out.contains("resumed scope:aws:1"), "{out}");
+        let (code, out, err) = cli(
+            root.as_deref(),
+            &["budget", "set", "*", "--rate", "50", "--burst", "100"],
+            "",
+        );
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.contains("budget *: 50 calls/s, burst 100"), "{out}");
+        let (_, out, _) = cli(ops.as_deref(), &["--output", "json", "budget", "list"], "");
+        let list: serde_json::Value = serde_json::from_str(&out).expect("budgets");
+        assert_eq!(list[0]["scope"], "*", "{list}");
+        let (code, _, err) = cli(root.as_deref(), &["breaker", "reset", "aws:1"], "");
+        assert_eq!(code, Some(1));
+        assert!(err.contains("has no breaker"), "{err}");
+        let (code, out, _) = cli(
+            root.as_deref(),
+            &["drain", "--reason", "upgrade", "--wait"],
+            "",
+        );
+        assert_eq!(code, Some(0));
+        assert!(out.contains("drained: nothing pending or running"), "{out}");
+        let (code, _, err) = cli(alice, &["submit", "--ioc-ip", &ip], "");
+        assert_eq!(code, Some(1));
+        assert!(
+            err.contains("upgrade") && err.contains("try again in 60s"),
+            "{err}"
+        );
+        let (code, _, _) = cli(root.as_deref(), &["drain", "--end"], "");
+        assert_eq!(code, Some(0));
+        let (code, _, err) = cli(root.as_deref(), &["drain", "--end"], "");
+        assert_eq!(code, Some(1));
+        assert!(err.contains("no drain to end"), "{err}");
+        // The verbs that only work on the database say so instead of opening the default one.
+        for verb in [&["explain", "1"][..], &["tokens", "list"], &["migrate"]] {
+            let (code, _, err) = cli(root.as_deref(), verb, "");
+            assert_eq!(code, Some(1), "{verb:?}");
+            assert!(err.contains("works on the database"), "{verb:?}: {err}");
+        }
+
         // Revoked: refused from the next request on.
         sluice_ok(&db, &results, &["tokens", "revoke", "1"]);
         assert_eq!(http(&addr, "GET", &url, &token, None).0, 401);
+        let (code, _, err) = cli(alice, &["status", &id], "");
+        assert_eq!(code, Some(1));
+        assert!(err.contains("unknown or revoked token"), "{err}");
         let listed = sluice_ok(&db, &results, &["tokens", "list"]);
         assert!(
             listed.contains("alice") && !listed.contains(&token),

@@ -540,6 +540,40 @@ fn bad_input_gets_one_clear_line_and_exit_code() {
             "needs a reason",
         ),
         (&["cancel", "x"], 2, "invalid value"),
+        (
+            &["cancel", "1", "--reason", " ", "--database-url", &db],
+            1,
+            "reason must be 1 to 500 characters",
+        ),
+        (&["--url", "ftp://x", "status", "1"], 1, "not an http"),
+        (&["--url", "http://h:1/v1", "jobs"], 1, "without a path"),
+        (&["--url", "not a url", "jobs"], 1, "--url"),
+        // The API's --url is global; a lake's location is positional, so the two never meet.
+        (
+            &[
+                "lakes",
+                "add",
+                "x",
+                "file:///tmp/",
+                "--url",
+                "http://x",
+                "--scope",
+                "a",
+            ],
+            1,
+            "works on the database",
+        ),
+        (
+            &["--url", "http://127.0.0.1:1", "status", "1"],
+            1,
+            "cannot reach the sluice API at http://127.0.0.1:1",
+        ),
+        (&["results", "1", "--limit", "0"], 2, "--limit"),
+        (
+            &["submit", "--ioc-ip", "10.0.0.1", "--max-attempts", "50"],
+            2,
+            "--max-attempts",
+        ),
         (&["cancel", "424242", "--database-url", &db], 1, "not found"),
         (
             &["--database-url", "mysql://x", "backlog"],
@@ -600,7 +634,6 @@ fn bad_input_gets_one_clear_line_and_exit_code() {
                 "lakes",
                 "add",
                 "x",
-                "--url",
                 "file:///nonexistent/",
                 "--scope",
                 "aws:1",
@@ -615,7 +648,6 @@ fn bad_input_gets_one_clear_line_and_exit_code() {
                 "lakes",
                 "add",
                 "x",
-                "--url",
                 "ftp://h/x/",
                 "--scope",
                 "aws:1",
@@ -695,8 +727,13 @@ fn bad_input_gets_one_clear_line_and_exit_code() {
                 "--database-url",
                 &db,
             ],
-            1,
-            "rate must be a finite number >= 0",
+            2,
+            "must be a finite number",
+        ),
+        (
+            &["budget", "set", "*", "--rate", "1", "--burst", "inf"],
+            2,
+            "must be a finite number",
         ),
         (
             &["budget", "set", "*", "--rate", "lots", "--burst", "1"],
@@ -794,32 +831,72 @@ fn bad_input_gets_one_clear_line_and_exit_code() {
 fn demo_runs_end_to_end_on_the_embedded_store() {
     let dir = std::env::temp_dir().join(format!("sluice-demo-{}", rand::random::<u32>()));
     let d = dir.display().to_string();
-    for _ in 0..2 {
-        // Twice: the second run reuses the lakes and starts from a fresh database.
-        let out = run(&[
+    let demo = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
             "demo",
             "--data-dir",
             &d,
             "--lakes",
-            "40",
+            "42",
             "--rows",
             "600",
             "--output",
             "json",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&args);
         assert!(
             out.status.success(),
-            "{}",
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
+        serde_json::from_slice(&out.stdout).expect("json output")
+    };
+    // Twice: the second run reuses the lakes and starts from a fresh database.
+    for _ in 0..2 {
+        let v = demo(&[]);
         assert_eq!(v["ok"], true, "{v}");
         assert_eq!(v["exact"], true, "found exactly the planted needles: {v}");
-        assert_eq!(v["sweep"]["counts"]["done"], 40);
+        assert_eq!(v["lakes"], 42, "{v}");
+        assert_eq!(v["sweep"]["lakes"]["done"], 42, "{v}");
+        assert_eq!(v["sweep"]["owner"], "alice", "submitted over HTTP: {v}");
         assert_eq!(v["urgent"]["state"], "succeeded");
         assert!(v["needles_found"].as_u64().unwrap_or(0) > 0);
         assert_eq!(v["journal"]["job.succeeded"], 2);
+        assert_eq!(v["attempts_spent"], 0, "{v}");
+        assert!(v["worst_window"].as_f64().is_some_and(|w| w <= 1.0), "{v}");
     }
+    // The outage: one account freezes mid-drain; its lakes wait behind an open breaker,
+    // none fails, and the drain finishes under the budget once the account thaws.
+    let v = demo(&["--outage", "--freeze-for", "4s"]);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["exact"], true, "{v}");
+    let o = &v["outage"];
+    assert!(
+        o["frozen_at_secs"].is_number() && o["thawed_at_secs"].is_number(),
+        "{v}"
+    );
+    assert_eq!(o["most_lakes_failed"], 0, "{v}");
+    assert!(
+        o["waiting"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().unwrap_or("").contains("breaker open"))),
+        "the sweep said it waits on the breaker: {v}"
+    );
+    assert!(
+        v["journal"]["breaker.opened"].as_u64().unwrap_or(0) >= 1,
+        "{v}"
+    );
+    assert!(
+        v["journal"]["breaker.closed"].as_u64().unwrap_or(0) >= 1,
+        "{v}"
+    );
+    assert!(
+        v["journal"]["breaker.probe_lost"].is_null(),
+        "no probe lost: {v}"
+    );
+    assert_eq!(v["attempts_spent"], 0, "{v}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -967,7 +1044,7 @@ fn hunt_finds_exactly_the_needles(db: &str) {
     signal(&worker, libc::SIGTERM);
     assert!(wait_exit(&mut worker, Duration::from_secs(20)).success());
     assert_eq!(status["state"], "succeeded", "{status}");
-    assert_eq!(status["counts"]["done"], 200);
+    assert_eq!(status["lakes"]["done"], 200);
     assert_eq!(status["rows_found"].as_u64(), Some(needles.len() as u64));
     let watched = watcher.join().expect("watcher");
     assert!(

@@ -1,0 +1,415 @@
+//! The researcher verbs (`submit`, `validate`, `status`, `jobs`, `cancel`, `results`) as calls
+//! to the HTTP API: to a server with `--url` and `--token`, or, without `--url`, to the same
+//! router run inside this process on `--database-url` as the local user. Either way the
+//! request, its checks and its answer are the API's: one code path, one JSON shape.
+
+use anyhow::{Context, Result, anyhow, bail};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use serde::de::DeserializeOwned;
+use sluice_api::backlog::BacklogReport;
+use sluice_api::wire::{
+    BreakerView, BudgetRequest, BudgetView, CancelRequest, DrainRequest, IntakeView, JobPage,
+    JobView, PauseRequest, PauseView, Paused, Problem, ResumeRequest, Resumed, SubmitRequest,
+    Submitted, Validated,
+};
+use sluice_api::{Caller, ResultFormat};
+use std::time::Duration;
+
+/// Where requests go.
+enum Transport {
+    Http {
+        http: reqwest::Client,
+        /// `http://host:port`, without a trailing slash.
+        base: String,
+        token: Option<String>,
+    },
+    Local {
+        router: axum::Router,
+        caller: Caller,
+    },
+}
+
+/// A client of the Sluice API.
+pub struct Client {
+    t: Transport,
+}
+
+/// An error answer of the API, as one line for the terminal.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: StatusCode,
+    pub problem: Option<Problem>,
+    pub retry_after: Option<String>,
+    pub body: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(p) = &self.problem else {
+            let body = self.body.trim();
+            let body = if body.len() > 200 { &body[..200] } else { body };
+            return write!(f, "the API answered {}: {body}", self.status);
+        };
+        match p.kind.rsplit(':').next().unwrap_or_default() {
+            "not-found" => write!(f, "not found: {}", p.detail)?,
+            "invalid-hunt" => {
+                let n = p.errors.as_ref().map_or(0, Vec::len);
+                write!(
+                    f,
+                    "the hunt is invalid ({n} problem{})",
+                    if n == 1 { "" } else { "s" }
+                )?
+            }
+            "unauthorized" => write!(
+                f,
+                "{} (give a token with --token or SLUICE_TOKEN)",
+                p.detail
+            )?,
+            "forbidden" => write!(f, "{} (the token's role may not do this)", p.detail)?,
+            _ => f.write_str(&p.detail)?,
+        }
+        if let Some(s) = &self.retry_after {
+            write!(f, "; try again in {s}s")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+/// A page of results as the API sent it.
+pub struct ResultsPage {
+    pub body: Bytes,
+    pub next_cursor: Option<usize>,
+    pub partial: bool,
+}
+
+impl Client {
+    /// A client of the server at `url` (`http://host:port`).
+    pub fn remote(url: &str, token: Option<String>, timeout: Duration) -> Result<Client> {
+        let base = url.trim_end_matches('/').to_string();
+        let parsed = url::Url::parse(&base).with_context(|| format!("--url {url:?}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            bail!("--url {url:?} is not an http:// or https:// address of a sluice server");
+        }
+        if parsed.path() != "/" && !parsed.path().is_empty() || parsed.query().is_some() {
+            bail!("--url {url:?} must be the server's address only, without a path or query");
+        }
+        if let Some(t) = &token
+            && (t.is_empty() || !t.is_ascii() || t.chars().any(|c| c.is_ascii_control()))
+        {
+            bail!("--token is not a token from `sluice tokens create`");
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Client {
+            t: Transport::Http { http, base, token },
+        })
+    }
+
+    /// A client of the API served inside this process on the database, as `caller`.
+    pub fn local(api: sluice_api::Api, caller: Caller) -> Client {
+        Client {
+            t: Transport::Local {
+                router: sluice_api::router(api),
+                caller,
+            },
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
+        let mut b = Request::builder().method(method);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        if body.is_some() {
+            b = b.header(header::CONTENT_TYPE, "application/json");
+        }
+        let body = body.unwrap_or_default();
+        match &self.t {
+            Transport::Http { http, base, token } => {
+                if let Some(t) = token {
+                    b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+                }
+                let req = b
+                    .uri(format!("{base}{path}"))
+                    .body(body)
+                    .context("building the request")?;
+                let req = reqwest::Request::try_from(req).context("building the request")?;
+                let resp = http
+                    .execute(req)
+                    .await
+                    .map_err(|e| anyhow!("cannot reach the sluice API at {base}: {e}"))?;
+                let (status, headers) = (resp.status(), resp.headers().clone());
+                let bytes = resp
+                    .bytes()
+                    .await
+                    .with_context(|| format!("reading the answer of {base}{path}"))?;
+                Ok((status, headers, bytes))
+            }
+            Transport::Local { router, caller } => {
+                use tower::ServiceExt;
+                let mut req = b
+                    .uri(path)
+                    .body(axum::body::Body::from(body))
+                    .context("building the request")?;
+                req.extensions_mut().insert(caller.clone());
+                let resp = router
+                    .clone()
+                    .oneshot(req)
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?;
+                let (parts, body) = resp.into_parts();
+                let bytes = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .context("reading the answer")?;
+                Ok((parts.status, parts.headers, bytes))
+            }
+        }
+    }
+
+    /// Sends the request; an answer other than 2xx becomes an [`ApiFailure`].
+    async fn ok(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<(HeaderMap, Bytes)> {
+        let (status, h, bytes) = self.call(method, path, headers, body).await?;
+        if status.is_success() {
+            return Ok((h, bytes));
+        }
+        Err(ApiFailure {
+            status,
+            problem: serde_json::from_slice(&bytes).ok(),
+            retry_after: h
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+        .into())
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<T> {
+        let (_, bytes) = self.ok(method, path, headers, body).await?;
+        serde_json::from_slice(&bytes).with_context(|| format!("reading the answer of {path}"))
+    }
+
+    pub async fn submit(&self, req: &SubmitRequest, key: Option<&str>) -> Result<Submitted> {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
+        self.json(
+            Method::POST,
+            "/v1/jobs",
+            &headers,
+            Some(serde_json::to_vec(req)?),
+        )
+        .await
+    }
+
+    pub async fn validate(&self, req: &SubmitRequest) -> Result<Validated> {
+        self.json(
+            Method::POST,
+            "/v1/validate",
+            &[],
+            Some(serde_json::to_vec(req)?),
+        )
+        .await
+    }
+
+    pub async fn job(&self, id: i64) -> Result<JobView> {
+        self.json(Method::GET, &format!("/v1/jobs/{id}"), &[], None)
+            .await
+    }
+
+    pub async fn cancel(&self, id: i64, reason: Option<&str>) -> Result<JobView> {
+        let body = reason.map(|r| {
+            serde_json::to_vec(&CancelRequest {
+                reason: Some(r.into()),
+            })
+        });
+        self.json(
+            Method::POST,
+            &format!("/v1/jobs/{id}/cancel"),
+            &[],
+            body.transpose()?,
+        )
+        .await
+    }
+
+    /// Newest first, up to `limit`, following the API's cursor across pages.
+    pub async fn jobs(
+        &self,
+        owner: Option<&str>,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JobView>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        while out.len() < limit as usize {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            q.append_pair("limit", &(limit as usize - out.len()).min(1000).to_string());
+            if let Some(o) = owner {
+                q.append_pair("owner", o);
+            }
+            if let Some(s) = state {
+                q.append_pair("state", s);
+            }
+            if let Some(c) = &cursor {
+                q.append_pair("cursor", c);
+            }
+            let page: JobPage = self
+                .json(Method::GET, &format!("/v1/jobs?{}", q.finish()), &[], None)
+                .await?;
+            out.extend(page.jobs);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rows `offset..offset + limit` of the job's results so far, encoded as `format`.
+    pub async fn results(
+        &self,
+        id: i64,
+        format: ResultFormat,
+        offset: usize,
+        limit: usize,
+    ) -> Result<ResultsPage> {
+        let format = match format {
+            ResultFormat::Json => "json",
+            ResultFormat::Csv => "csv",
+            ResultFormat::Parquet => "parquet",
+        };
+        let (h, body) = self
+            .ok(
+                Method::GET,
+                &format!("/v1/jobs/{id}/results?format={format}&cursor={offset}&limit={limit}"),
+                &[],
+                None,
+            )
+            .await?;
+        let text = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Ok(ResultsPage {
+            body,
+            next_cursor: text("x-next-cursor").and_then(|c| c.parse().ok()),
+            partial: text("x-partial").is_some_and(|p| p == "true"),
+        })
+    }
+}
+
+/// The operator verbs: `/v1/admin` (reading needs the operator role, changing admin).
+impl Client {
+    pub async fn backlog(&self) -> Result<BacklogReport> {
+        self.json(Method::GET, "/v1/admin/backlog", &[], None).await
+    }
+
+    pub async fn pauses(&self) -> Result<Vec<PauseView>> {
+        self.json(Method::GET, "/v1/admin/pauses", &[], None).await
+    }
+
+    pub async fn pause(&self, req: &PauseRequest) -> Result<Paused> {
+        let body = serde_json::to_vec(req)?;
+        self.json(Method::POST, "/v1/admin/pauses", &[], Some(body))
+            .await
+    }
+
+    pub async fn resume(&self, target: &str) -> Result<Resumed> {
+        let body = serde_json::to_vec(&ResumeRequest {
+            target: target.into(),
+        })?;
+        self.json(Method::POST, "/v1/admin/resume", &[], Some(body))
+            .await
+    }
+
+    pub async fn budgets(&self) -> Result<Vec<BudgetView>> {
+        self.json(Method::GET, "/v1/admin/budgets", &[], None).await
+    }
+
+    pub async fn budget_set(&self, scope: &str, req: &BudgetRequest) -> Result<BudgetView> {
+        let body = serde_json::to_vec(req)?;
+        let path = format!("/v1/admin/budgets/{}", segment(scope));
+        self.json(Method::PUT, &path, &[], Some(body)).await
+    }
+
+    pub async fn breakers(&self) -> Result<Vec<BreakerView>> {
+        self.json(Method::GET, "/v1/admin/breakers", &[], None)
+            .await
+    }
+
+    pub async fn breaker_reset(&self, scope: &str) -> Result<BreakerView> {
+        let path = format!("/v1/admin/breakers/{}/reset", segment(scope));
+        self.json(Method::POST, &path, &[], None).await
+    }
+
+    pub async fn intake(&self) -> Result<IntakeView> {
+        self.json(Method::GET, "/v1/admin/intake", &[], None).await
+    }
+
+    pub async fn drain(&self, reason: &str) -> Result<IntakeView> {
+        let body = serde_json::to_vec(&DrainRequest {
+            reason: reason.into(),
+        })?;
+        self.json(Method::POST, "/v1/admin/drain", &[], Some(body))
+            .await
+    }
+
+    pub async fn drain_end(&self) -> Result<IntakeView> {
+        self.json(Method::POST, "/v1/admin/drain/end", &[], None)
+            .await
+    }
+}
+
+/// A path segment: unreserved characters and `:` as they are, the rest percent-encoded.
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Prints an invalid hunt's problems (each with its line and column) before the error ends
+/// the command; with `json`, the API's problem document on stdout.
+pub fn report_invalid(e: &anyhow::Error, json: bool) {
+    let Some(ApiFailure {
+        problem: Some(p), ..
+    }) = e.downcast_ref::<ApiFailure>()
+    else {
+        return;
+    };
+    let Some(errors) = &p.errors else { return };
+    if json {
+        println!("{}", serde_json::json!({"valid": false, "errors": errors}));
+    } else {
+        for err in errors {
+            eprintln!("  {err}");
+        }
+    }
+}
