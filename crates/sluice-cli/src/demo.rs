@@ -40,7 +40,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(3..=30_000))]
     lakes: u32,
     /// Rows per lake.
-    #[arg(long, default_value_t = 3_000, value_parser = clap::value_parser!(u32).range(3..=10_000_000))]
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(3..=10_000_000))]
     rows: u32,
     /// Sluice's budget per account, in provider calls per second (the simulated provider
     /// allows 200/s and freezes an account that goes over for long).
