@@ -21,7 +21,10 @@ run() { "$sluice" --database-url "$db" --results-dir "$dir/results" "$@"; }
 run lakes generate --dir "$dir/lakes" --count 5 --rows 200 --register >/dev/null
 token=$(run tokens create --owner fuzz --role operator)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-RUST_LOG=warn run server --listen "127.0.0.1:$port" --concurrency 2 --idle-poll 100ms \
+# Started directly, not through `run`: a backgrounded function is a subshell, and killing it
+# left the server running after the script.
+RUST_LOG=warn "$sluice" --database-url "$db" --results-dir "$dir/results" \
+  server --listen "127.0.0.1:$port" --concurrency 2 --idle-poll 100ms \
   2>"$dir/server.log" &
 pid=$!
 for _ in $(seq 1 100); do

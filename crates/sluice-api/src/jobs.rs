@@ -50,7 +50,12 @@ async fn view(api: &Api, j: &Job) -> Result<JobView, ApiError> {
     } else {
         waits::wait_reasons(api.store.as_ref(), j.id).await?
     };
-    Ok(JobView::new(j, waiting))
+    let eta = waits::eta_secs(j, &waiting, chrono::Utc::now());
+    Ok(JobView::new(
+        j,
+        waiting.into_iter().map(|w| w.text).collect(),
+        eta,
+    ))
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -372,8 +377,8 @@ pub(crate) async fn list(
         .flatten();
     let mut views = Vec::with_capacity(jobs.len());
     for j in &jobs {
-        // Listing does not explain waits (one query per job); GET the job for that.
-        views.push(JobView::new(j, Vec::new()));
+        // Listing does not explain waits or estimate (one query per job); GET the job.
+        views.push(JobView::new(j, Vec::new(), None));
     }
     Ok(json(
         StatusCode::OK,

@@ -1,21 +1,34 @@
-//! Why a job waits, in words, from the pauses, breakers and budgets its tasks are held by:
-//! shown by `GET /v1/jobs/{id}` and `sluice status`.
+//! Why a job waits, in words, from the pauses, breakers and budgets its tasks are held by,
+//! and how long it has left: shown by `GET /v1/jobs/{id}` (and so `sluice status`).
 
 use sluice_core::{BreakerState, JobId};
 use sluice_store::{Result, Store};
 
-/// Why a job's unfinished tasks wait, one line each: pauses, then breakers and exhausted
-/// budgets of their scopes (with the lakes waiting behind each).
-pub async fn wait_reasons(store: &dyn Store, job: JobId) -> Result<Vec<String>> {
+/// One reason a job's lakes wait.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wait {
+    /// In words, with the lakes waiting behind it.
+    pub text: String,
+    /// The lakes cannot run until an operator or the provider lets them (a pause, an open or
+    /// probing breaker), as opposed to running slower (an exhausted budget).
+    pub held: bool,
+}
+
+/// Why a job's unfinished tasks wait: pauses, then breakers and exhausted budgets of their
+/// scopes (with the lakes waiting behind each).
+pub async fn wait_reasons(store: &dyn Store, job: JobId) -> Result<Vec<Wait>> {
     let mut out = Vec::new();
     for p in store.pause_list_for_job(job).await? {
-        out.push(format!(
-            "paused by operator {} ({}) since {} [{}]",
-            p.by,
-            p.reason,
-            p.at.format("%Y-%m-%d %H:%M:%S UTC"),
-            p.target
-        ));
+        out.push(Wait {
+            text: format!(
+                "paused by operator {} ({}) since {} [{}]",
+                p.by,
+                p.reason,
+                p.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                p.target
+            ),
+            held: true,
+        });
     }
     let now = chrono::Utc::now();
     let breakers = store.breaker_list().await?;
@@ -75,17 +88,95 @@ pub async fn wait_reasons(store: &dyn Store, job: JobId) -> Result<Vec<String>> 
                 r.scope
             ),
         };
-        out.push(format!("{why} ({n} lakes waiting)"));
+        out.push(Wait {
+            text: format!("{why} ({n} lakes waiting)"),
+            held: true,
+        });
     }
     for b in dry {
         let Some(n) = waiting.get(&b.scope) else {
             continue;
         };
-        out.push(format!(
-            "provider budget of {} exhausted ({:.1} calls/s now), its tasks run after other scopes' ({n} lakes waiting)",
-            b.scope,
-            b.effective_rate(now)
-        ));
+        out.push(Wait {
+            text: format!(
+                "provider budget of {} exhausted ({:.1} calls/s now), its tasks run after other scopes' ({n} lakes waiting)",
+                b.scope,
+                b.effective_rate(now)
+            ),
+            held: false,
+        });
     }
     Ok(out)
+}
+
+/// Seconds until a job's last lake is done, at the pace its lakes have finished since it
+/// started: `None` once it ended, until a first lake is done, and while a pause or breaker
+/// holds some of its lakes (its past pace says nothing about when they are let go; the wait
+/// reasons say until when).
+pub fn eta_secs(
+    j: &sluice_store::Job,
+    waits: &[Wait],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<f64> {
+    if j.state.is_terminal() || waits.iter().any(|w| w.held) {
+        return None;
+    }
+    let c = &j.counts;
+    let finished = c.done + c.failed + c.cancelled;
+    let elapsed = (now - j.started_at?).num_milliseconds() as f64 / 1000.0;
+    if finished <= 0 || elapsed <= 0.0 {
+        return None;
+    }
+    Some((c.total - finished).max(0) as f64 * elapsed / finished as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, Utc};
+    use sluice_core::JobState;
+
+    #[test]
+    fn the_eta_follows_the_pace_so_far_and_says_nothing_while_held() {
+        let now = Utc::now();
+        let mut j = sluice_store::Job {
+            id: sluice_core::JobId(1),
+            owner: "alice".into(),
+            idempotency_key: None,
+            spec: serde_json::Value::Null,
+            sql: None,
+            state: JobState::Running,
+            priority: 0,
+            counts: sluice_core::state::JobCounts {
+                total: 100,
+                done: 20,
+                failed: 5,
+                cancelled: 0,
+            },
+            rows_found: 0,
+            created_at: now - Duration::seconds(120),
+            started_at: Some(now - Duration::seconds(100)),
+            finished_at: None,
+            error: None,
+        };
+        // 25 lakes in 100 s: the other 75 in 300 s.
+        let eta = eta_secs(&j, &[], now).unwrap();
+        assert!((eta - 300.0).abs() < 1e-6, "{eta}");
+        let slow = Wait {
+            text: "budget".into(),
+            held: false,
+        };
+        assert!(eta_secs(&j, std::slice::from_ref(&slow), now).is_some());
+        let held = Wait {
+            text: "breaker".into(),
+            held: true,
+        };
+        assert_eq!(eta_secs(&j, &[slow, held], now), None);
+        j.counts.done = 0;
+        j.counts.failed = 0;
+        assert_eq!(eta_secs(&j, &[], now), None, "no pace before a first lake");
+        j.counts.done = 100;
+        j.state = JobState::Succeeded;
+        assert_eq!(eta_secs(&j, &[], now), None);
+    }
 }

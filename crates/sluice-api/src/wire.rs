@@ -145,6 +145,10 @@ pub struct JobView {
     pub rows_found: i64,
     /// Why unfinished lakes wait: pauses, open breakers, exhausted budgets (open jobs only).
     pub waiting: Vec<String>,
+    /// Seconds until the last lake is done, at the pace the job's lakes have finished so far;
+    /// `null` once it ended, until a first lake is done, and while a pause or breaker holds
+    /// lakes (`waiting` says until when).
+    pub eta_secs: Option<f64>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -152,7 +156,7 @@ pub struct JobView {
 }
 
 impl JobView {
-    pub fn new(j: &Job, waiting: Vec<String>) -> JobView {
+    pub fn new(j: &Job, waiting: Vec<String>, eta_secs: Option<f64>) -> JobView {
         JobView {
             id: j.id.0,
             owner: j.owner.clone(),
@@ -166,6 +170,7 @@ impl JobView {
             },
             rows_found: j.rows_found,
             waiting,
+            eta_secs,
             created_at: j.created_at,
             started_at: j.started_at,
             finished_at: j.finished_at,

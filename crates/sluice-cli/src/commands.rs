@@ -740,7 +740,7 @@ pub async fn backlog(c: &Client, json: bool) -> Result<()> {
 }
 
 /// `95s` → `1m35s`, `4000s` → `1h06m`.
-fn human_secs(s: f64) -> String {
+pub fn human_secs(s: f64) -> String {
     let s = s.ceil() as u64;
     match s {
         0..60 => format!("{s}s"),
@@ -836,7 +836,7 @@ pub async fn watch(
     };
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{spinner} job {prefix} [{bar:40}] {pos}/{len} lakes {elapsed_precise} eta {eta}  {msg}",
+            "{spinner} job {prefix} [{bar:40}] {pos}/{len} lakes {elapsed_precise}  {msg}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
@@ -852,6 +852,9 @@ pub async fn watch(
         let mut msg = format!("{}, {} rows", j.state, j.rows_found);
         if j.lakes.failed > 0 {
             msg.push_str(&format!(", {} lakes failed", j.lakes.failed));
+        }
+        if let Some(eta) = j.eta_secs {
+            msg.push_str(&format!(", eta {}", human_secs(eta)));
         }
         if let Some(w) = j.waiting.first() {
             msg.push_str(&format!("; waiting: {w}"));

@@ -159,6 +159,9 @@ impl Screen {
             if j.lakes.failed > 0 {
                 m.push_str(&format!(", {} failed", j.lakes.failed));
             }
+            if let Some(eta) = j.eta_secs {
+                m.push_str(&format!(", eta {}", crate::commands::human_secs(eta)));
+            }
             if let Some(w) = j.waiting.first() {
                 m.push_str(&format!("; waiting: {w}"));
             }

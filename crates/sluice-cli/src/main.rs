@@ -886,6 +886,12 @@ async fn run(
                     for why in &j.waiting {
                         println!("waiting: {why}");
                     }
+                    if let Some(eta) = j.eta_secs {
+                        println!(
+                            "eta: {} at the pace of its lakes so far",
+                            commands::human_secs(eta)
+                        );
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

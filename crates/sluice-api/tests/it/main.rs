@@ -1305,3 +1305,80 @@ async fn an_in_process_caller_needs_no_token_and_keeps_its_role() {
     let r = call(&t.app, "GET", &format!("/v1/jobs/{id}"), None, None).await;
     problem(&r, StatusCode::UNAUTHORIZED, "Bearer");
 }
+
+/// `eta_secs`: none before a first lake is done, the pace so far once some are, none again
+/// while a pause holds lakes (the wait reason says why), none once the job ended.
+#[tokio::test]
+async fn a_job_gives_an_eta_from_its_pace_and_none_while_held() {
+    use sluice_store::{
+        PauseSetParams, PauseTarget, TaskClaimParams, TaskFinish, TaskFinishParams, TaskOutcome,
+    };
+    let t = setup(ApiConfig::default()).await;
+    let id = submit(&t, &t.alice, r#"{"hunt": {"kind": "noop", "lakes": 4}}"#).await;
+    let path = format!("/v1/jobs/{id}");
+    let get = || async {
+        call(&t.app, "GET", &path, Some(&t.alice), None)
+            .await
+            .json()
+    };
+    assert!(
+        get().await["eta_secs"].is_null(),
+        "no pace before a first lake"
+    );
+    let now = chrono::Utc::now();
+    let claimed = t
+        .store
+        .task_claim(TaskClaimParams {
+            worker: "w".into(),
+            limit: 2,
+            lease: std::time::Duration::from_secs(30),
+            now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    t.store
+        .task_finish(TaskFinishParams {
+            finishes: claimed
+                .iter()
+                .map(|c| TaskFinish {
+                    lease: c.lease,
+                    outcome: TaskOutcome::Succeeded {
+                        rows: 0,
+                        result_uri: None,
+                    },
+                })
+                .collect(),
+            now: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let j = get().await;
+    let eta = j["eta_secs"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("an eta: {j}"));
+    assert!(eta > 0.0 && eta < 3600.0, "{j}");
+    t.store
+        .pause_set(PauseSetParams {
+            target: PauseTarget::Job(sluice_core::JobId(id)),
+            reason: "checking".into(),
+            by: "ops".into(),
+            now: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let j = get().await;
+    assert!(j["eta_secs"].is_null(), "held: {j}");
+    assert!(j["waiting"][0].as_str().unwrap().contains("paused"), "{j}");
+    let r = call(
+        &t.app,
+        "POST",
+        &format!("{path}/cancel"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(get().await["eta_secs"].is_null(), "ended");
+}
