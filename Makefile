@@ -6,13 +6,18 @@ export SLUICE_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432
 
 .DEFAULT_GOAL := help
 
+# Debug builds go through `--workspace` (tests, demo, smoke, fuzz): cargo unifies features over
+# the packages it builds, and a build of one package alone compiled DataFusion a second time
+# for its own feature set (minutes, in CI on an empty cache).
+
 .PHONY: help
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 
 .PHONY: demo
-demo: ## Run the embedded demo (SQLite, nothing to install)
-	$(CARGO) run -q -p sluice-cli --bin sluice -- demo
+demo: ## Run the demo (SQLite, the provider simulator and a server in one process; nothing to install)
+	$(CARGO) build -q --workspace --bins
+	$(CARGO_TARGET_DIR)/debug/sluice demo
 
 .PHONY: build
 build: ## Build every crate (debug)
@@ -50,8 +55,9 @@ bench: bench-queue bench-scan ## Every benchmark
 
 .PHONY: bench-smoke
 bench-smoke: ## Both benchmarks with a tiny load, no peers, no DuckDB (keeps them alive in CI)
-	$(CARGO) run -q -p sluice-benches --bin queue-bench -- --tasks 2000 --workers 2
-	$(CARGO) run -q -p sluice-benches --bin scan-bench -- --dir $(CARGO_TARGET_DIR)/scan-smoke --lakes 2 --rows 3000 --row-group-rows 500
+	$(CARGO) build -q --workspace --bins
+	$(CARGO_TARGET_DIR)/debug/queue-bench --tasks 2000 --workers 2
+	$(CARGO_TARGET_DIR)/debug/scan-bench --dir $(CARGO_TARGET_DIR)/scan-smoke --lakes 2 --rows 3000 --row-group-rows 500
 
 .PHONY: fmt
 fmt: ## Format the code

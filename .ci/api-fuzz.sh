@@ -9,7 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
 command -v schemathesis >/dev/null 2>&1 || python3 -m pip install -q schemathesis==4.32.5
-cargo build -q -p sluice-cli --bin sluice
+# The workspace's binaries: the same build as `make test`'s (one package alone would compile
+# DataFusion again for its own features).
+cargo build -q --workspace --bins
 sluice="$CARGO_TARGET_DIR/debug/sluice"
 dir=$(mktemp -d)
 pid=
