@@ -836,7 +836,7 @@ pub async fn watch(
     };
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{spinner} job {prefix} [{bar:40}] {pos}/{len} lakes {elapsed_precise}  {msg}",
+            "{spinner} job {prefix} [{bar:40}] {pos}/{len} lakes {elapsed_precise}  {wide_msg}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),

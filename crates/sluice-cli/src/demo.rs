@@ -116,7 +116,7 @@ impl Screen {
         let bars = (!json && std::io::stderr().is_terminal()).then(|| {
             let multi = indicatif::MultiProgress::new();
             let style = indicatif::ProgressStyle::with_template(
-                "{prefix:<22} [{bar:32}] {pos:>4}/{len:<4} lakes  {msg}",
+                "{prefix:<22} [{bar:32}] {pos:>4}/{len:<4} lakes  {wide_msg}",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> ");
