@@ -145,8 +145,8 @@ async fn attempt(
 /// What the gate said to one attempt.
 enum Admitted {
     Refused(Refusal),
-    /// Send it (not a probe).
-    Go(sluice_core::Permit),
+    /// Send it (not a probe): the permit, and the request back.
+    Go(sluice_core::Permit, HttpRequest),
     /// It was the breaker's probe, sent and answered already.
     Probed(Result<HttpResponse, HttpError>, CallClass),
 }
@@ -172,7 +172,7 @@ impl HttpService for Metered {
                         let (answer, class) = attempt(gate, scope, inner, req, permit).await;
                         Admitted::Probed(answer, class)
                     }
-                    Ok(permit) => Admitted::Go(permit),
+                    Ok(permit) => Admitted::Go(permit, req),
                 };
                 let _ = tx.send(admitted);
             });
@@ -184,12 +184,12 @@ impl HttpService for Metered {
                     return Err(HttpError::new(HttpErrorKind::Unknown, ProviderRefusal(r)));
                 }
                 Admitted::Probed(answer, class) => (answer, class),
-                Admitted::Go(permit) => {
+                Admitted::Go(permit, req) => {
                     attempt(
                         self.gate.clone(),
                         self.scope.clone(),
                         self.inner.clone(),
-                        rebuild(&parts, body.clone()),
+                        req,
                         permit,
                     )
                     .await
