@@ -47,8 +47,8 @@ pub struct ApiFailure {
 impl std::fmt::Display for ApiFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let Some(p) = &self.problem else {
-            let body = self.body.trim();
-            let body = if body.len() > 200 { &body[..200] } else { body };
+            // Not a problem document (a proxy's page, say): its start, cut on a character.
+            let body: String = self.body.trim().chars().take(200).collect();
             return write!(f, "the API answered {}: {body}", self.status);
         };
         match p.kind.rsplit(':').next().unwrap_or_default() {
@@ -411,5 +411,34 @@ pub fn report_invalid(e: &anyhow::Error, json: bool) {
         for err in errors {
             eprintln!("  {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_foreign_error_page_is_cut_on_a_character_not_a_byte() {
+        let f = ApiFailure {
+            status: StatusCode::BAD_GATEWAY,
+            problem: None,
+            retry_after: None,
+            // Byte 200 falls inside a character (a byte slice there panicked).
+            body: format!("x{}", "é".repeat(300)),
+        };
+        let line = f.to_string();
+        assert!(
+            line.starts_with("the API answered 502 Bad Gateway: xéé"),
+            "{line}"
+        );
+        assert_eq!(line.matches('é').count(), 199);
+    }
+
+    #[test]
+    fn scopes_are_one_path_segment() {
+        assert_eq!(segment("aws:123456789012"), "aws:123456789012");
+        assert_eq!(segment("*"), "%2A");
+        assert_eq!(segment("a/b c?"), "a%2Fb%20c%3F");
     }
 }
