@@ -24,7 +24,8 @@ build: ## Build every crate (debug)
 	$(CARGO) build --workspace
 
 .PHONY: test
-test: ## Run all tests (needs PostgreSQL at SLUICE_TEST_DATABASE_URL)
+test: ## Run all tests (needs PostgreSQL at SLUICE_TEST_DATABASE_URL; installs nextest, promtool, kubernetes-validate when missing)
+	bash .ci/test-deps.sh
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 .PHONY: lint

@@ -301,7 +301,14 @@ pub async fn result_keys(store: &dyn Store, job: JobId) -> Result<Vec<String>> {
     Ok(keys)
 }
 
-/// What a job's spec asks a worker to do, parsed once per job.
+/// What a job's spec asks a worker to do, and whose job it is, read once per job.
+#[derive(Debug)]
+struct JobInfo {
+    kind: JobKind,
+    owner: String,
+}
+
+/// What a job's spec asks a worker to do.
 #[derive(Debug)]
 enum JobKind {
     Hunt(HuntSpec),
@@ -311,14 +318,24 @@ enum JobKind {
 }
 
 /// A job's kind, filled by the first run that needs it (concurrent runs wait for that one read).
-type KindCell = Arc<tokio::sync::OnceCell<Arc<JobKind>>>;
+type KindCell = Arc<tokio::sync::OnceCell<Arc<JobInfo>>>;
+
+/// Where a worker's hunts run.
+#[derive(Debug)]
+pub enum Executor {
+    /// In runner processes with OS limits (the default; ADR 0010).
+    Isolated(Arc<sluice_engine::isolate::RunnerPool>),
+    /// In this process, on the worker's engine (`--isolation none`: tests and the in-process
+    /// side of the isolation benchmarks).
+    InProcess(Arc<Engine>),
+}
 
 /// The worker's runner: hunts run on the engine, the built-in kinds (noop, sleep) as
 /// [`run_builtin`] does. Job specs and lakes are read once and cached.
 #[derive(Debug)]
 pub struct HuntRunner {
     store: Arc<dyn Store>,
-    engine: Arc<Engine>,
+    exec: Executor,
     /// Per job: what its tasks do, read once even when many of them start at the same moment.
     jobs: Mutex<HashMap<JobId, KindCell>>,
     /// Lakes by name, with when they were read: re-read after [`LAKE_TTL`] so a lake removed
@@ -327,16 +344,21 @@ pub struct HuntRunner {
 }
 
 impl HuntRunner {
+    /// Hunts run in this process, on `engine`.
     pub fn new(store: Arc<dyn Store>, engine: Arc<Engine>) -> Self {
+        HuntRunner::with(store, Executor::InProcess(engine))
+    }
+
+    pub fn with(store: Arc<dyn Store>, exec: Executor) -> Self {
         HuntRunner {
             store,
-            engine,
+            exec,
             jobs: Mutex::default(),
             lakes: Mutex::default(),
         }
     }
 
-    async fn kind(&self, job: JobId) -> Result<Arc<JobKind>, RunError> {
+    async fn kind(&self, job: JobId) -> Result<Arc<JobInfo>, RunError> {
         let cell = {
             let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
             if jobs.len() > 10_000 && !jobs.contains_key(&job) {
@@ -347,6 +369,7 @@ impl HuntRunner {
         let kind = cell
             .get_or_try_init(|| async {
                 let j = self.store.job_get(job).await.map_err(store_err)?;
+                let owner = j.owner.clone();
                 let kind = match serde_json::from_value::<HuntSpec>(j.spec.clone()) {
                     Ok(h) => JobKind::Hunt(h),
                     Err(_) => match serde_json::from_value::<BuiltinSpec>(j.spec) {
@@ -356,7 +379,7 @@ impl HuntRunner {
                         )),
                     },
                 };
-                Ok::<_, RunError>(Arc::new(kind))
+                Ok::<_, RunError>(Arc::new(JobInfo { kind, owner }))
             })
             .await?;
         Ok(kind.clone())
@@ -407,9 +430,7 @@ pub fn run_error(e: EngineError) -> RunError {
             reason: format!("provider account frozen: {m}"),
             retry_after: Duration::from_secs(2),
         },
-        EngineError::Timeout(m) | EngineError::Transient(m) | EngineError::Io(m) => {
-            RunError::Transient(m)
-        }
+        EngineError::Transient(m) | EngineError::Io(m) => RunError::Transient(m),
         EngineError::Refused {
             reason,
             retry_after,
@@ -418,6 +439,7 @@ pub fn run_error(e: EngineError) -> RunError {
             retry_after,
         },
         EngineError::Cancelled => RunError::Cancelled,
+        EngineError::Crashed(m) => RunError::Crashed(m),
     }
 }
 
@@ -428,8 +450,8 @@ impl Runner for HuntRunner {
         task: &ClaimedTask,
         cancel: CancellationToken,
     ) -> Result<RunOutput, RunError> {
-        let kind = self.kind(task.job_id).await?;
-        let spec = match kind.as_ref() {
+        let job = self.kind(task.job_id).await?;
+        let spec = match &job.kind {
             JobKind::Hunt(h) => h,
             JobKind::Builtin(b) => return run_builtin(b, task, cancel).await,
             JobKind::Unknown(m) => return Err(RunError::Permanent(m.clone())),
@@ -445,7 +467,12 @@ impl Runner for HuntRunner {
             lake: lake.as_ref().clone(),
             hunt,
         };
-        let out = self.engine.run(run, cancel).await.map_err(run_error)?;
+        let out = match &self.exec {
+            Executor::InProcess(engine) => engine.run(run, cancel).await,
+            // A task that crashed a runner before runs in a runner of its own.
+            Executor::Isolated(pool) => pool.run(run, &job.owner, task.crashes > 0, cancel).await,
+        }
+        .map_err(run_error)?;
         Ok(RunOutput {
             rows: out.rows,
             result_uri: out.result_uri,

@@ -366,12 +366,23 @@ struct WorkerArgs {
     /// Worker id shown as lease owner (default: host-pid-random).
     #[arg(long, env = "SLUICE_WORKER_ID")]
     id: Option<String>,
-    /// Longest a hunt task may run before it is stopped (and retried later).
+    /// Longest a hunt task may run; past it the task is killed and fails (no retry).
     #[arg(long, env = "SLUICE_TASK_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
     task_timeout: Duration,
     /// Memory one hunt task may use, in MiB; a task over it fails (no retry).
     #[arg(long, env = "SLUICE_TASK_MEMORY_MIB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     task_memory_mib: u64,
+    /// Most result rows one hunt task may write (per lake); past it the task fails.
+    #[arg(long, env = "SLUICE_TASK_RESULT_ROWS", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    task_result_rows: u64,
+    /// Most result data one hunt task may write, in MiB (in memory, before compression).
+    #[arg(long, env = "SLUICE_TASK_RESULT_MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    task_result_mib: u64,
+    /// Where hunts run: `process` — in runner processes with OS limits, so a hunt that runs
+    /// out of memory or crashes ends its task, never this process (ADR 0010); `none` — in this
+    /// process (for comparison and tests only).
+    #[arg(long, env = "SLUICE_ISOLATION", value_enum, default_value_t = Isolation::Process)]
+    isolation: Isolation,
     /// How long a lake's file listing is reused before it is listed again (new files show up
     /// after this).
     #[arg(long, env = "SLUICE_LAKE_LIST_TTL", default_value = "5m", value_parser = parse_duration)]
@@ -381,6 +392,12 @@ struct WorkerArgs {
     cpu_threads: u32,
     #[command(flatten)]
     guard: provider::GuardArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Isolation {
+    Process,
+    None,
 }
 
 /// A worker's totals on stdout at exit, for scripts (`--output json` only).
@@ -406,6 +423,8 @@ fn worker_engine(
     ecfg.memory_limit = usize::try_from(args.task_memory_mib << 20).unwrap_or(usize::MAX);
     ecfg.cpu_threads = args.cpu_threads as usize;
     ecfg.list_ttl = args.lake_list_ttl;
+    ecfg.max_result_rows = args.task_result_rows;
+    ecfg.max_result_bytes = args.task_result_mib << 20;
     let guard: Arc<dyn sluice_core::CallGate> = match args.guard.provider_guard {
         provider::GuardMode::On => Arc::new(sluice_scheduler::ProviderGuard::new(
             store.clone(),
@@ -423,6 +442,28 @@ fn worker_engine(
             .with_gate(guard),
     ))
 }
+
+/// The runner processes of a worker: this binary's `runner` verb with the engine's limits;
+/// as many kept warm as the worker has slots.
+pub(crate) fn runner_pool(
+    engine: Arc<sluice_engine::Engine>,
+    slots: usize,
+) -> Result<sluice_engine::isolate::RunnerPool> {
+    let program = std::env::current_exe().context("locating this binary to start hunt runners")?;
+    let runner = sluice_engine::isolate::RunnerConfig::from_engine(engine.config())
+        .context("the results folder")?;
+    let cfg = sluice_engine::isolate::PoolConfig {
+        program,
+        args: vec![RUNNER_VERB.into()],
+        runner,
+        max_idle: slots,
+    };
+    Ok(sluice_engine::isolate::RunnerPool::new(cfg, engine))
+}
+
+/// The verb a worker starts its hunt runners with: internal, not in `--help`; it takes the
+/// runner's configuration (JSON) as its one argument.
+const RUNNER_VERB: &str = "__runner";
 
 /// Runs a worker (and, with `--scheduler true`, a scheduler candidate) on `engine` until `stop`
 /// is cancelled and the worker has drained.
@@ -455,7 +496,16 @@ async fn run_worker(
     } else {
         None
     };
-    let runner = Arc::new(hunts::HuntRunner::new(store.clone(), engine));
+    let exec = match args.isolation {
+        Isolation::Process => {
+            hunts::Executor::Isolated(Arc::new(runner_pool(engine, args.concurrency as usize)?))
+        }
+        Isolation::None => {
+            tracing::warn!("hunt isolation off: a hunt that runs out of memory ends this process");
+            hunts::Executor::InProcess(engine)
+        }
+    };
+    let runner = Arc::new(hunts::HuntRunner::with(store.clone(), exec));
     let worker = Worker::new(store.clone(), runner, clock, cfg);
     let stats = worker.run(stop.clone()).await;
     if let Some(s) = scheduler {
@@ -1104,6 +1154,15 @@ async fn run(
 fn main() -> ExitCode {
     use clap::FromArgMatches;
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // A hunt runner started by a worker: nothing of the CLI (no configuration file, no
+    // runtime of its own) before it has put its limits on itself.
+    if args.get(1).is_some_and(|a| a == RUNNER_VERB) {
+        init_logs(LogFormat::Pretty, "warn");
+        let config = args.get(2).and_then(|a| a.to_str()).unwrap_or("");
+        return ExitCode::from(
+            u8::try_from(sluice_engine::isolate::runner_main(config)).unwrap_or(2),
+        );
+    }
     // Before anything else: the file's settings become environment defaults for clap.
     let file = match config::load(&args, &Cli::command()) {
         Ok(f) => f,

@@ -34,7 +34,7 @@ impl CallClass {
 
 /// Why the provider guard does not let a call go now. Never the task's fault: a task that
 /// meets one goes back to pending without spending an attempt.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum Refusal {
     /// The scope's breaker is open (`until`: when the next probe may go; `None`: a probe is
     /// in flight).
@@ -69,7 +69,7 @@ impl Refusal {
 }
 
 /// A call the gate let through; handed back with the answer's class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Permit {
     /// This call is the half-open breaker's single probe.
     pub probe: bool,

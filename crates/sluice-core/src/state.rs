@@ -378,10 +378,12 @@ mod tests {
 }
 
 impl TaskEvent {
-    /// What a lease expiry means for a task that has spent `attempt` attempts of `max`:
-    /// the lost run counts as one, and the last one fails the task.
-    pub fn on_lease_expiry(attempt: i32, max_attempts: i32) -> TaskEvent {
-        if attempt.saturating_add(1) >= max_attempts {
+    /// What a lease expiry means for a task that has spent `attempt` attempts of `max` and
+    /// crashed a hunt runner `crashes` times: the lost run counts as one, and the last one
+    /// fails the task. A task that crashed a runner before and now lost its worker too is a
+    /// poison pill: it fails rather than go to a third process.
+    pub fn on_lease_expiry(attempt: i32, max_attempts: i32, crashes: i32) -> TaskEvent {
+        if crashes > 0 || attempt.saturating_add(1) >= max_attempts {
             TaskEvent::LeaseExpiredFinal
         } else {
             TaskEvent::LeaseExpired
@@ -396,18 +398,20 @@ mod expiry_tests {
     #[test]
     fn lease_expiry_spends_an_attempt_and_the_last_one_fails() {
         let cases = [
-            (0, 3, TaskEvent::LeaseExpired),
-            (1, 3, TaskEvent::LeaseExpired),
-            (2, 3, TaskEvent::LeaseExpiredFinal),
-            (5, 3, TaskEvent::LeaseExpiredFinal),
-            (0, 1, TaskEvent::LeaseExpiredFinal),
-            (i32::MAX, i32::MAX, TaskEvent::LeaseExpiredFinal),
+            (0, 3, 0, TaskEvent::LeaseExpired),
+            (1, 3, 0, TaskEvent::LeaseExpired),
+            (2, 3, 0, TaskEvent::LeaseExpiredFinal),
+            (5, 3, 0, TaskEvent::LeaseExpiredFinal),
+            (0, 1, 0, TaskEvent::LeaseExpiredFinal),
+            (i32::MAX, i32::MAX, 0, TaskEvent::LeaseExpiredFinal),
+            // Crashed a runner, then its worker went: no third process.
+            (1, 20, 1, TaskEvent::LeaseExpiredFinal),
         ];
-        for (attempt, max, want) in cases {
+        for (attempt, max, crashes, want) in cases {
             assert_eq!(
-                TaskEvent::on_lease_expiry(attempt, max),
+                TaskEvent::on_lease_expiry(attempt, max, crashes),
                 want,
-                "{attempt}/{max}"
+                "{attempt}/{max} crashes {crashes}"
             );
         }
     }

@@ -56,6 +56,10 @@ pub struct EngineConfig {
     /// How long a lake's file listing is reused. Lakes grow (a new day's partition); within
     /// this time a worker does not see new files, after it one LIST per lake picks them up.
     pub list_ttl: Duration,
+    /// Most result rows one task may write; past it the task fails (permanently).
+    pub max_result_rows: u64,
+    /// Most result bytes (in memory, before compression) one task may write.
+    pub max_result_bytes: u64,
 }
 
 impl EngineConfig {
@@ -67,12 +71,25 @@ impl EngineConfig {
             target_partitions: 2,
             results_dir: results_dir.into(),
             list_ttl: Duration::from_secs(300),
+            max_result_rows: 1_000_000,
+            max_result_bytes: 256 << 20,
         }
     }
 }
 
+/// Rows of a result object's row group, at most: pages of results are read a row group at a
+/// time, so a row group is kept small enough for the API to read whole.
+pub const RESULT_ROW_GROUP_ROWS: usize = 16 * 1024;
+/// Bytes (in memory) of a result row group before it is flushed.
+pub const RESULT_ROW_GROUP_BYTES: usize = 16 << 20;
+/// A page of results stops growing once its row groups hold this much in memory.
+pub const RESULT_PAGE_BYTES: usize = 64 << 20;
+/// The largest result row group a page reads (ours are at most a batch past
+/// [`RESULT_ROW_GROUP_BYTES`], and a task's results at most its `max_result_bytes`).
+pub const RESULT_ROW_GROUP_MAX_BYTES: usize = 512 << 20;
+
 /// What the engine needs to know of a lake (the store keeps the rest).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LakeRef {
     pub id: i64,
     pub name: String,
@@ -80,11 +97,27 @@ pub struct LakeRef {
     /// The provider scope the lake's calls are charged to.
     pub scope: String,
     pub partition_cols: Vec<String>,
+    #[serde(with = "schema_serde")]
     pub schema: SchemaRef,
     pub options: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone)]
+/// A lake's schema as the store keeps it (JSON), for the runner's wire.
+mod schema_serde {
+    use datafusion::arrow::datatypes::{Schema, SchemaRef};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(s: &SchemaRef, ser: S) -> Result<S::Ok, S::Error> {
+        s.as_ref().serialize(ser)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<SchemaRef, D::Error> {
+        Schema::deserialize(de).map(Arc::new)
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TaskRun {
     pub job_id: i64,
     pub task_id: i64,
@@ -95,7 +128,7 @@ pub struct TaskRun {
     pub hunt: CompiledHunt,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskOutput {
     pub rows: i64,
     pub result_uri: Option<String>,
@@ -194,6 +227,33 @@ impl Engine {
     pub fn with_gate(mut self, gate: Arc<dyn sluice_core::CallGate>) -> Self {
         self.s3 = crate::s3::S3Stores::new(gate);
         self
+    }
+
+    /// Takes S3 credentials from `source` instead of fetching them itself (a hunt runner asks
+    /// its worker, which keeps one credential cache per scope for all its runners).
+    pub fn with_credential_source(mut self, source: Arc<dyn crate::s3::CredentialSource>) -> Self {
+        self.s3.set_credential_source(source);
+        self
+    }
+
+    /// The gate every provider HTTP attempt of this engine passes.
+    pub fn gate(&self) -> Arc<dyn sluice_core::CallGate> {
+        self.s3.gate()
+    }
+
+    /// The current credentials of a scope, from its one shared provider (fetched through the
+    /// gate when missing or near expiry).
+    pub async fn credentials(
+        &self,
+        scope: &str,
+        options: &BTreeMap<String, String>,
+    ) -> Result<crate::s3::Credentials, EngineError> {
+        self.s3.current_credentials(scope, options).await
+    }
+
+    /// This engine's limits.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
     }
 
     /// Counts every object-store call made to lakes into `counts`.
@@ -345,72 +405,120 @@ impl Engine {
         let key = format!("jobs/{}/{:019}-{}.parquet", t.job_id, t.task_id, t.token);
         let lake_name = t.lake.name.clone();
         let sql = t.hunt.sql.clone();
-        let work = cpu
-            .spawn(async move { execute_to_parquet(ctx, &sql, &lake_name, results, &key).await });
+        let caps = ResultCaps {
+            rows: self.cfg.max_result_rows,
+            bytes: self.cfg.max_result_bytes,
+        };
+        let work = cpu.spawn(async move {
+            execute_to_parquet(ctx, &sql, &lake_name, results, &key, caps).await
+        });
         let abort = work.abort_handle();
         let timeout = self.cfg.timeout;
+        let memory = self.cfg.memory_limit;
         tokio::select! {
-            r = work => r.map_err(|e| EngineError::Transient(format!("task panicked or was aborted: {e}")))?,
+            r = work => r
+                .map_err(|e| EngineError::Transient(format!("task panicked or was aborted: {e}")))?
+                .map_err(|e| match e {
+                    // DataFusion's pool said no: name the limit the researcher can act on.
+                    EngineError::Limit(m) if m.contains("esources exhausted") || m.contains("memory") => {
+                        EngineError::Limit(format!("the hunt needed more than {} of memory ({m})", human_bytes(memory)))
+                    }
+                    other => other,
+                }),
             _ = cancel.cancelled() => {
                 abort.abort();
                 Err(EngineError::Cancelled)
             }
             _ = tokio::time::sleep(timeout) => {
                 abort.abort();
-                Err(EngineError::Timeout(format!("task ran longer than its limit of {timeout:?}")))
+                Err(EngineError::Limit(format!("the hunt ran longer than its limit of {}", human_secs(timeout))))
             }
         }
     }
 
     /// Rows of committed task results (`keys` in task order), `offset`/`limit` paginated. The
     /// objects are read one after another in `keys` order, so a page is the same whenever it is
-    /// read (a scan over all of them lists and reads files in no fixed order); objects wholly
-    /// before `offset` are skipped by their footer's row count, without reading their rows.
+    /// read (a scan over all of them lists and reads files in no fixed order).
+    ///
+    /// Reads are ranged: each object's footer first (one suffix read), then only the row
+    /// groups the page needs — objects and row groups wholly before `offset` are skipped by
+    /// their row counts, unread. A page stops once its row groups hold [`RESULT_PAGE_BYTES`]
+    /// in memory (the caller pages on with a shorter page), and a row group larger than
+    /// [`RESULT_ROW_GROUP_MAX_BYTES`] is refused: a small compressed object cannot expand into
+    /// this process's memory.
+    // parquet 59 deprecates `ParquetObjectReader` in favour of implementing `AsyncFileReader`
+    // by hand; it still does what is needed here (suffix read of the footer, ranged reads of
+    // the chosen row groups), so it stays until DataFusion moves to the replacement.
+    #[allow(deprecated)]
     pub async fn results(
         &self,
         keys: &[String],
         offset: usize,
         limit: usize,
     ) -> Result<Vec<RecordBatch>, EngineError> {
-        use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-        use object_store::ObjectStoreExt;
+        use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
+        use datafusion::parquet::arrow::async_reader::ParquetObjectReader;
+        use futures::TryStreamExt;
         if keys.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
         let store = self.results.clone();
         let keys = keys.to_vec();
-        // Result objects hold a task's matches: small enough to fetch whole.
         let read = async move {
             let (mut skip, mut left) = (offset, limit);
+            let mut bytes = 0usize;
             let mut out = Vec::new();
             for k in keys {
-                if left == 0 {
+                if left == 0 || bytes >= RESULT_PAGE_BYTES {
                     break;
                 }
-                let bytes = store
-                    .get(&Path::from(k.as_str()))
-                    .await
-                    .map_err(|e| format!("{k}: {e}"))?
-                    .bytes()
+                let reader = ParquetObjectReader::new(store.clone(), Path::from(k.as_str()));
+                let builder = ParquetRecordBatchStreamBuilder::new(reader)
                     .await
                     .map_err(|e| format!("{k}: {e}"))?;
-                let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                    .map_err(|e| format!("{k}: {e}"))?;
-                let rows =
-                    usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
-                if skip >= rows {
-                    skip -= rows;
+                let md = builder.metadata().clone();
+                let mut groups = Vec::new();
+                let mut first_offset = None;
+                let mut take = 0usize;
+                for (i, rg) in md.row_groups().iter().enumerate() {
+                    let rows = usize::try_from(rg.num_rows()).unwrap_or(0);
+                    if skip >= rows {
+                        skip -= rows;
+                        continue;
+                    }
+                    if left == 0 || (bytes >= RESULT_PAGE_BYTES && !out.is_empty()) {
+                        break;
+                    }
+                    let size = usize::try_from(rg.total_byte_size()).unwrap_or(usize::MAX);
+                    if size > RESULT_ROW_GROUP_MAX_BYTES {
+                        return Err(format!(
+                            "{k}: a row group of {} is larger than a result page may be ({})",
+                            human_bytes(size),
+                            human_bytes(RESULT_ROW_GROUP_MAX_BYTES)
+                        ));
+                    }
+                    if first_offset.is_none() {
+                        first_offset = Some(skip);
+                    }
+                    let here = (rows - skip).min(left);
+                    take += here;
+                    left -= here;
+                    skip = 0;
+                    bytes = bytes.saturating_add(size);
+                    groups.push(i);
+                }
+                if groups.is_empty() {
                     continue;
                 }
-                let batches = builder
-                    .with_offset(skip)
-                    .with_limit(left)
+                let batches: Vec<RecordBatch> = builder
+                    .with_row_groups(groups)
+                    .with_offset(first_offset.unwrap_or(0))
+                    .with_limit(take)
                     .build()
                     .map_err(|e| format!("{k}: {e}"))?
-                    .collect::<Result<Vec<RecordBatch>, _>>()
+                    .try_collect()
+                    .await
                     .map_err(|e| format!("{k}: {e}"))?;
-                left = left.saturating_sub(batches.iter().map(|b| b.num_rows()).sum());
-                skip = 0;
                 out.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
             }
             Ok::<_, String>(out)
@@ -453,12 +561,43 @@ fn lake_table(
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
+/// `90s` as `1m30s`: limits in messages are read by people.
+pub fn human_secs(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, 0) => format!("{}ms", d.as_millis()),
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
+/// `512 MiB`.
+pub fn human_bytes(b: usize) -> String {
+    if b >= 1 << 30 && b.is_multiple_of(1 << 30) {
+        format!("{} GiB", b >> 30)
+    } else if b >= 1 << 20 {
+        format!("{} MiB", b >> 20)
+    } else {
+        format!("{} KiB", b >> 10)
+    }
+}
+
+/// What one task may write.
+#[derive(Debug, Clone, Copy)]
+struct ResultCaps {
+    rows: u64,
+    bytes: u64,
+}
+
 async fn execute_to_parquet(
     ctx: SessionContext,
     sql: &str,
     lake: &str,
     results: Arc<dyn ObjectStore>,
     key: &str,
+    caps: ResultCaps,
 ) -> Result<TaskOutput, EngineError> {
     let df = ctx.sql_with_options(sql, sql_options()).await?;
     let mut stream = df.execute_stream().await?;
@@ -468,12 +607,34 @@ async fn execute_to_parquet(
     let schema = Arc::new(Schema::new(fields));
     let mut writer: Option<AsyncArrowWriter<BufWriter>> = None;
     let mut rows = 0i64;
+    let mut bytes = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         if batch.num_rows() == 0 {
             continue;
         }
         rows += batch.num_rows() as i64;
+        bytes += batch.get_array_memory_size() as u64;
+        if rows as u64 > caps.rows {
+            if let Some(w) = writer.take() {
+                let mut staged = w.into_inner();
+                let _ = staged.abort().await;
+            }
+            return Err(EngineError::Limit(format!(
+                "the hunt's results from lake {lake} passed the limit of {} rows: narrow the query or add a LIMIT",
+                caps.rows
+            )));
+        }
+        if bytes > caps.bytes {
+            if let Some(w) = writer.take() {
+                let mut staged = w.into_inner();
+                let _ = staged.abort().await;
+            }
+            return Err(EngineError::Limit(format!(
+                "the hunt's results from lake {lake} passed the limit of {} MiB: select fewer or smaller columns, or add a LIMIT",
+                caps.bytes >> 20
+            )));
+        }
         let lake_col: ArrayRef = Arc::new(StringArray::from(vec![lake; batch.num_rows()]));
         let mut cols = vec![lake_col];
         cols.extend(batch.columns().iter().cloned());
@@ -481,12 +642,17 @@ async fn execute_to_parquet(
         if writer.is_none() {
             let props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                .set_max_row_group_row_count(Some(RESULT_ROW_GROUP_ROWS))
                 .build();
             let obj = BufWriter::new(results.clone(), Path::from(key));
             writer = Some(AsyncArrowWriter::try_new(obj, schema.clone(), Some(props))?);
         }
         if let Some(w) = writer.as_mut() {
             w.write(&out).await?;
+            // Row groups small in bytes too: a page of results reads whole row groups.
+            if w.in_progress_size() > RESULT_ROW_GROUP_BYTES {
+                w.flush().await?;
+            }
         }
     }
     crate::metrics::ROWS_MATCHED.inc_by(rows as u64);

@@ -4,7 +4,7 @@
 
 use datafusion::error::DataFusionError;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum EngineError {
     /// The query or spec is wrong: bad SQL, unknown column, forbidden statement. Permanent.
     #[error("{0}")]
@@ -18,12 +18,10 @@ pub enum EngineError {
     /// The provider refused the account (403 AccountProblem and kin).
     #[error("provider account frozen: {0}")]
     Frozen(String),
-    /// The task's memory limit was hit: the same query will hit it again.
-    #[error("limit exceeded: {0}")]
+    /// A limit of the task was hit (memory, time, CPU, result size): the same query will hit
+    /// it again. The message names the limit.
+    #[error("{0}")]
     Limit(String),
-    /// The task ran longer than its time limit (maybe a slow provider: worth retrying).
-    #[error("timed out: {0}")]
-    Timeout(String),
     /// Worth trying again later (network, I/O).
     #[error("transient: {0}")]
     Transient(String),
@@ -40,6 +38,10 @@ pub enum EngineError {
     /// The run was cancelled (job cancelled, lease lost, shutdown).
     #[error("cancelled")]
     Cancelled,
+    /// The process running the hunt died of something other than a limit it was given (a
+    /// signal, an abort, the kernel's out-of-memory killer): maybe the hunt, maybe not.
+    #[error("{0}")]
+    Crashed(String),
 }
 
 /// The guard's refusal somewhere in an error's `source()` chain.
@@ -139,7 +141,9 @@ impl From<DataFusionError> for EngineError {
                     EngineError::Transient(message)
                 }
             }
-            DataFusionError::ResourcesExhausted(m) => EngineError::Limit(m.clone()),
+            DataFusionError::ResourcesExhausted(m) => {
+                EngineError::Limit(format!("resources exhausted: {m}"))
+            }
             DataFusionError::IoError(_) => EngineError::Transient(message),
             DataFusionError::ParquetError(pq) => provider_text(&message)
                 .unwrap_or_else(|| EngineError::User(format!("unreadable data: {pq}"))),

@@ -7,12 +7,16 @@ mod engine;
 mod error;
 pub mod generate;
 pub mod hunt;
+pub mod isolate;
 pub mod lakestore;
 pub mod metrics;
 pub mod s3;
+pub mod sys;
 pub mod validate;
 
-pub use engine::{Engine, EngineConfig, LAKE_COLUMN, LakeRef, TaskOutput, TaskRun};
+pub use engine::{
+    Engine, EngineConfig, LAKE_COLUMN, LakeRef, TaskOutput, TaskRun, human_bytes, human_secs,
+};
 pub use error::EngineError;
 pub use hunt::{CompiledHunt, HuntSpec, LakeSelector};
 

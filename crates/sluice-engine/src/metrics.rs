@@ -2,7 +2,7 @@
 //! calls to lakes; the provider budget counts HTTP attempts at the transport (provider guard).
 
 use prometheus::core::Collector;
-use prometheus::{IntCounter, IntCounterVec, Opts};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
 use std::sync::LazyLock;
 
 /// Registers a static metric; see `sluice_worker::metrics::reg` for why this cannot fail.
@@ -39,11 +39,99 @@ pub static BYTES_SCANNED: LazyLock<IntCounter> = LazyLock::new(|| {
     ))
 });
 
+pub static RUNNERS_STARTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "sluice_engine_runners_started_total",
+        "Hunt runner processes started by this worker.",
+    ))
+});
+
+pub static RUNNERS_KILLED: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "sluice_engine_runners_killed_total",
+        "Hunt runner processes this worker killed (timeouts, cancels, recycling, shutdown).",
+    ))
+});
+
+pub static RUNNER_DEATHS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new(
+            "sluice_engine_runner_deaths_total",
+            "Hunt tasks ended by their runner's death, by cause (memory, cpu, limit, timeout, crash).",
+        ),
+        &["cause"],
+    ))
+});
+
+pub static RUNNER_START_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    reg(Histogram::with_opts(
+        HistogramOpts::new(
+            "sluice_engine_runner_start_seconds",
+            "Time from starting a hunt runner to its being ready.",
+        )
+        .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+    ))
+});
+
+/// What a task did to this process's engine counters (a runner sends it to its worker, which
+/// adds it to its own: the worker's `/metrics` is the one scraped).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Delta {
+    pub rows: u64,
+    pub bytes: u64,
+    /// list, get, head, get_ranges
+    pub calls: [u64; 4],
+}
+
+const OPS: [&str; 4] = ["list", "get", "head", "get_ranges"];
+
+impl Delta {
+    /// The counters now.
+    pub fn now() -> Delta {
+        let mut calls = [0; 4];
+        for (c, op) in calls.iter_mut().zip(OPS) {
+            *c = LAKE_CALLS.with_label_values(&[op]).get();
+        }
+        Delta {
+            rows: ROWS_MATCHED.get(),
+            bytes: BYTES_SCANNED.get(),
+            calls,
+        }
+    }
+
+    pub fn since(self, before: Delta) -> Delta {
+        let mut calls = [0; 4];
+        for (i, c) in calls.iter_mut().enumerate() {
+            *c = self.calls[i].saturating_sub(before.calls[i]);
+        }
+        Delta {
+            rows: self.rows.saturating_sub(before.rows),
+            bytes: self.bytes.saturating_sub(before.bytes),
+            calls,
+        }
+    }
+
+    /// Adds a runner's delta to this process's counters.
+    pub fn apply(self) {
+        ROWS_MATCHED.inc_by(self.rows);
+        BYTES_SCANNED.inc_by(self.bytes);
+        for (c, op) in self.calls.iter().zip(OPS) {
+            LAKE_CALLS.with_label_values(&[op]).inc_by(*c);
+        }
+    }
+}
+
 /// Creates every metric and label set, so each has a series from the first scrape on.
 pub fn init() {
     LazyLock::force(&ROWS_MATCHED);
     LazyLock::force(&BYTES_SCANNED);
-    for op in ["list", "get", "head", "get_ranges"] {
+    for op in OPS {
         LAKE_CALLS.with_label_values(&[op]);
+    }
+    LazyLock::force(&RUNNERS_STARTED);
+    LazyLock::force(&RUNNERS_KILLED);
+    LazyLock::force(&RUNNER_START_SECONDS);
+    for cause in ["memory", "cpu", "limit", "timeout", "crash"] {
+        RUNNER_DEATHS.with_label_values(&[cause]);
     }
 }

@@ -22,7 +22,7 @@ use object_store::client::{
     HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse,
     HttpResponseBody, HttpService, ReqwestConnector,
 };
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::{ClientOptions, CredentialProvider, ObjectStore, RetryConfig};
 use sluice_core::provider::{classify, s3_error_code};
 use sluice_core::{CallClass, CallGate, Refusal};
 use std::collections::{BTreeMap, HashMap};
@@ -219,6 +219,79 @@ pub(crate) struct S3Stores {
     gate: Arc<dyn CallGate>,
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
     credentials: Mutex<HashMap<String, AwsCredentialProvider>>,
+    /// Where credentials come from instead of this process's own providers (a hunt runner
+    /// asks its worker).
+    source: Option<Arc<dyn CredentialSource>>,
+}
+
+/// A scope's credentials as they cross from a worker to its runners (a private pipe).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct Credentials {
+    pub key_id: String,
+    pub secret_key: String,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hands out a scope's current credentials (the worker's side of a runner's credential
+/// provider).
+#[async_trait]
+pub trait CredentialSource: Send + Sync + std::fmt::Debug {
+    async fn credentials(
+        &self,
+        scope: &str,
+        options: &BTreeMap<String, String>,
+    ) -> Result<Credentials, String>;
+}
+
+/// A credential provider that asks a [`CredentialSource`] and keeps the answer briefly: the
+/// source keeps the real cache (and refreshes near expiry); this only spares a round trip per
+/// request.
+#[derive(Debug)]
+struct Sourced {
+    source: Arc<dyn CredentialSource>,
+    scope: String,
+    options: BTreeMap<String, String>,
+    cached: tokio::sync::Mutex<Option<(std::time::Instant, Arc<object_store::aws::AwsCredential>)>>,
+}
+
+/// How long a runner reuses credentials before asking its worker again.
+const SOURCED_TTL: Duration = Duration::from_secs(30);
+
+#[async_trait]
+impl CredentialProvider for Sourced {
+    type Credential = object_store::aws::AwsCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<Self::Credential>> {
+        let mut cached = self.cached.lock().await;
+        if let Some((at, c)) = cached.as_ref()
+            && at.elapsed() < SOURCED_TTL
+        {
+            return Ok(c.clone());
+        }
+        let c = self
+            .source
+            .credentials(&self.scope, &self.options)
+            .await
+            .map_err(|e| object_store::Error::Generic {
+                store: "S3",
+                source: e.into(),
+            })?;
+        let c = Arc::new(object_store::aws::AwsCredential {
+            key_id: c.key_id,
+            secret_key: c.secret_key,
+            token: c.token,
+        });
+        *cached = Some((std::time::Instant::now(), c.clone()));
+        Ok(c)
+    }
 }
 
 /// Applies a lake's options to a builder.
@@ -249,7 +322,31 @@ impl S3Stores {
             gate,
             stores: Mutex::new(HashMap::new()),
             credentials: Mutex::new(HashMap::new()),
+            source: None,
         }
+    }
+
+    pub(crate) fn set_credential_source(&mut self, source: Arc<dyn CredentialSource>) {
+        self.source = Some(source);
+    }
+
+    pub(crate) fn gate(&self) -> Arc<dyn CallGate> {
+        self.gate.clone()
+    }
+
+    /// The scope's current credentials from its shared provider.
+    pub(crate) async fn current_credentials(
+        &self,
+        scope: &str,
+        options: &BTreeMap<String, String>,
+    ) -> Result<Credentials, EngineError> {
+        let provider = self.credentials(scope, options)?;
+        let c = provider.get_credential().await?;
+        Ok(Credentials {
+            key_id: c.key_id.clone(),
+            secret_key: c.secret_key.clone(),
+            token: c.token.clone(),
+        })
     }
 
     fn builder(&self, scope: &str) -> AmazonS3Builder {
@@ -280,6 +377,16 @@ impl S3Stores {
         let mut all = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = all.get(&key) {
             return Ok(c.clone());
+        }
+        if let Some(source) = &self.source {
+            let c: AwsCredentialProvider = Arc::new(Sourced {
+                source: source.clone(),
+                scope: scope.to_string(),
+                options: cred_opts,
+                cached: tokio::sync::Mutex::new(None),
+            });
+            all.insert(key, c.clone());
+            return Ok(c);
         }
         let holder = configure(self.builder(scope), options)?
             .with_bucket_name("sluice-credentials")

@@ -11,6 +11,7 @@ use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Longest SQL accepted (bytes); a hunt is a query, not a program.
 pub const MAX_SQL_BYTES: usize = 256 * 1024;
@@ -169,8 +170,24 @@ pub fn table_schema(file_schema: &Schema, partition_cols: &[String]) -> SchemaRe
     Arc::new(Schema::new(fields))
 }
 
+/// Deepest nesting of brackets a hunt may have: far more than a person writes, far less than
+/// what would exhaust a parser's stack.
+pub const MAX_NESTING: usize = 40;
+/// Longest chain of operators (`a OR b OR …`) a hunt may have: each is a level of the plan's
+/// expression tree, which every planning pass walks. A long list is an `IN (…)`.
+pub const MAX_OPERATORS: usize = 2_000;
+/// Longest a check may take; it evaluates nothing, so only a pathological input gets near it.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Checks at once per process; more wait (up to [`CHECK_TIMEOUT`]) for a turn.
+const CHECKS_AT_ONCE: usize = 2;
+
 /// Compiles and checks a hunt against the schema of the lakes it selects. Returns the SQL a
 /// task will run, or every problem found.
+///
+/// The check is bounded: it never evaluates an expression (the analyzer types the plan; the
+/// optimizer, which folds constants, does not run), it runs on a thread of its own at a low
+/// priority — never on the caller's async runtime —, at most [`CHECKS_AT_ONCE`] at a time,
+/// within [`CHECK_TIMEOUT`]; nesting and operator chains are capped before the parser recurses.
 pub async fn validate(
     spec: &HuntSpec,
     file_schema: &Schema,
@@ -179,8 +196,131 @@ pub async fn validate(
     let compiled = spec
         .compile(partition_cols)
         .map_err(|e| vec![plain(e.to_string())])?;
-    check_sql(&compiled, &table_schema(file_schema, partition_cols)).await?;
+    let schema = table_schema(file_schema, partition_cols);
+    let hunt = compiled.clone();
+    bounded(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| vec![plain(format!("cannot start a check: {e}"))])?;
+        rt.block_on(check_sql(&hunt, &schema))
+    })
+    .await?;
     Ok(compiled)
+}
+
+static CHECKS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(CHECKS_AT_ONCE)));
+
+/// Runs `check` on a thread of its own (a large stack, a low priority), one of
+/// [`CHECKS_AT_ONCE`], within [`CHECK_TIMEOUT`] of being asked.
+async fn bounded<F>(check: F) -> Result<(), Vec<SqlError>>
+where
+    F: FnOnce() -> Result<(), Vec<SqlError>> + Send + 'static,
+{
+    let busy = || {
+        vec![plain(format!(
+            "the hunt could not be checked within {}s (the server is busy checking others): try again",
+            CHECK_TIMEOUT.as_secs()
+        ))]
+    };
+    let started = tokio::time::Instant::now();
+    let permit = tokio::time::timeout(CHECK_TIMEOUT, CHECKS.clone().acquire_owned())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("sluice-check".into())
+        .stack_size(64 << 20)
+        .spawn(move || {
+            // Below the API and the database work of this process.
+            let _ = crate::sys::renice_this_thread(10);
+            let r = check();
+            drop(permit);
+            let _ = tx.send(r);
+        })
+        .map_err(|e| vec![plain(format!("cannot start a check: {e}"))])?;
+    let left = CHECK_TIMEOUT.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(vec![plain("the check of the hunt failed unexpectedly")]),
+        Err(_) => Err(vec![plain(format!(
+            "the hunt took longer than {}s to check: simplify it",
+            CHECK_TIMEOUT.as_secs()
+        ))]),
+    }
+}
+
+/// The first place the query nests brackets deeper than [`MAX_NESTING`], outside strings and
+/// comments; or, when it chains more than [`MAX_OPERATORS`] `AND`/`OR`s, where the one past
+/// the cap is.
+fn too_deep(sql: &str) -> Option<SqlError> {
+    let (mut line, mut col) = (1u64, 0u64);
+    let (mut depth, mut ops) = (0usize, 0usize);
+    let mut chars = sql.chars().peekable();
+    let mut quote: Option<char> = None;
+    let mut word = String::new();
+    let mut word_at = (1u64, 1u64);
+    while let Some(c) = chars.next() {
+        col += 1;
+        if c == '\n' {
+            line += 1;
+            col = 0;
+        }
+        if quote.is_none() && (c.is_ascii_alphanumeric() || c == '_') {
+            if word.is_empty() {
+                word_at = (line, col);
+            }
+            word.push(c);
+        } else if !word.is_empty() {
+            if word.eq_ignore_ascii_case("and") || word.eq_ignore_ascii_case("or") {
+                ops += 1;
+                if ops > MAX_OPERATORS {
+                    return Some(SqlError {
+                        line: word_at.0,
+                        column: word_at.1,
+                        message: format!(
+                            "the query chains more than {MAX_OPERATORS} AND/OR conditions"
+                        ),
+                        hint: Some("compare a column with a list: col IN ('a', 'b', …)".into()),
+                    });
+                }
+            }
+            word.clear();
+        }
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '\'' | '"' => quote = Some(c),
+                '-' if chars.peek() == Some(&'-') => {
+                    for n in chars.by_ref() {
+                        if n == '\n' {
+                            line += 1;
+                            col = 0;
+                            break;
+                        }
+                    }
+                }
+                '(' | '[' => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Some(SqlError {
+                            line,
+                            column: col,
+                            message: format!(
+                                "the query nests brackets more than {MAX_NESTING} deep here"
+                            ),
+                            hint: Some("flatten the expression".into()),
+                        });
+                    }
+                }
+                ')' | ']' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    None
 }
 
 async fn check_sql(hunt: &CompiledHunt, schema: &SchemaRef) -> Result<(), Vec<SqlError>> {
@@ -193,6 +333,9 @@ async fn check_sql(hunt: &CompiledHunt, schema: &SchemaRef) -> Result<(), Vec<Sq
             "the query is {} bytes; at most {MAX_SQL_BYTES}",
             sql.len()
         ))]);
+    }
+    if let Some(e) = too_deep(sql) {
+        return Err(vec![e]);
     }
     let statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(|e| {
         let msg = e.to_string();
@@ -248,8 +391,14 @@ async fn check_sql(hunt: &CompiledHunt, schema: &SchemaRef) -> Result<(), Vec<Sq
     let state = ctx.state();
     let plan = state.statement_to_plan(statement).await;
     let plan = plan.and_then(|p| sql_options().verify_plan(&p).map(|_| p));
-    // The analyzer (type coercion, function signatures) catches type mismatches.
-    let plan = plan.and_then(|p| state.optimize(&p));
+    // The analyzer (type coercion, function signatures) catches type mismatches. The
+    // optimizer would fold constant expressions — evaluate user code — so it does not run
+    // here: that happens in a task, under the task's limits.
+    let plan = plan.and_then(|p| {
+        state
+            .analyzer()
+            .execute_and_check(p, state.config_options(), |_, _| {})
+    });
     if let Err(e) = plan {
         let message = e.strip_backtrace();
         let (mut line, mut column) = position_in(&message);

@@ -119,6 +119,8 @@ pub struct ClaimedTask {
     /// Attempts already spent before this claim.
     pub attempt: i32,
     pub max_attempts: i32,
+    /// Hunt runners this task crashed before this claim.
+    pub crashes: i32,
     pub lease_expires_at: DateTime<Utc>,
 }
 
@@ -155,6 +157,12 @@ pub enum TaskOutcome {
         run_after: DateTime<Utc>,
         reason: String,
     },
+    /// The task's run killed the process that ran it (a signal, an abort): back to pending
+    /// after `run_after`, one attempt spent and the crash counted (a second one fails it).
+    Crashed {
+        run_after: DateTime<Utc>,
+        error: String,
+    },
 }
 
 impl TaskOutcome {
@@ -162,9 +170,14 @@ impl TaskOutcome {
         match self {
             TaskOutcome::Succeeded { .. } => TaskEvent::Complete,
             TaskOutcome::Failed { .. } => TaskEvent::Fail,
-            TaskOutcome::Retry { .. } => TaskEvent::Retry,
+            TaskOutcome::Retry { .. } | TaskOutcome::Crashed { .. } => TaskEvent::Retry,
             TaskOutcome::Defer { .. } => TaskEvent::Defer,
         }
+    }
+
+    /// Runner crashes this outcome adds to the task's count.
+    pub fn crashes(&self) -> i32 {
+        i32::from(matches!(self, TaskOutcome::Crashed { .. }))
     }
 }
 
@@ -380,7 +393,7 @@ pub(crate) fn outcome_columns(o: &TaskOutcome) -> OutcomeColumns {
             c(None, Some(*rows), result_uri.clone(), None)
         }
         TaskOutcome::Failed { error } => c(None, None, None, Some(error.clone())),
-        TaskOutcome::Retry { run_after, error } => {
+        TaskOutcome::Retry { run_after, error } | TaskOutcome::Crashed { run_after, error } => {
             c(Some(*run_after), None, None, Some(error.clone()))
         }
         TaskOutcome::Defer { run_after, reason } => {

@@ -61,7 +61,7 @@ impl PgStore {
                     lease_token = tasks.lease_token + 1, lease_expires_at = $4, updated_at = $1 \
                 FROM c WHERE tasks.id = c.id \
                 RETURNING tasks.id, tasks.job_id, tasks.lake, tasks.scope, tasks.attempt, \
-                    tasks.max_attempts, tasks.lease_token, tasks.priority, tasks.seq), \
+                    tasks.max_attempts, tasks.crashes, tasks.lease_token, tasks.priority, tasks.seq), \
              ev AS ( \
                 INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
                 SELECT $1, job_id, id, scope, 'task.claimed', \
@@ -72,7 +72,7 @@ impl PgStore {
                 WHERE id IN (SELECT DISTINCT job_id FROM t) AND state = 'queued' RETURNING id), \
              jev AS ( \
                 INSERT INTO events (at, job_id, kind) SELECT $1, id, 'job.started' FROM js) \
-             SELECT id, job_id, lake, scope, attempt, max_attempts, lease_token FROM t \
+             SELECT id, job_id, lake, scope, attempt, max_attempts, crashes, lease_token FROM t \
              ORDER BY priority DESC, seq, id",
         )
         .bind(p.now)
@@ -97,6 +97,7 @@ impl PgStore {
                     scope: r.try_get("scope").map_err(from_sqlx)?,
                     attempt: r.try_get("attempt").map_err(from_sqlx)?,
                     max_attempts: r.try_get("max_attempts").map_err(from_sqlx)?,
+                    crashes: r.try_get("crashes").map_err(from_sqlx)?,
                     lease_expires_at: expires,
                 })
             })
@@ -885,7 +886,8 @@ impl Store for PgStore {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        let (mut rows, mut uris, mut errors, mut kinds) = (
+        let (mut rows, mut uris, mut errors, mut kinds, mut crashes) = (
+            Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -908,14 +910,16 @@ impl Store for PgStore {
             uris.push(uri);
             errors.push(err);
             kinds.push(f.outcome.event().journal_kind());
+            crashes.push(f.outcome.crashes());
         }
         retry_races!(self, |tx| {
             async {
                 let applied = sqlx::query(
                     "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], \
-                         $5::timestamptz[], $6::bigint[], $7::text[], $8::text[], $9::text[]) \
-                         AS u(id, token, state, spent, run_after, rows_found, result_uri, error, kind)), \
+                         $5::timestamptz[], $6::bigint[], $7::text[], $8::text[], $9::text[], $11::int[]) \
+                         AS u(id, token, state, spent, run_after, rows_found, result_uri, error, kind, crashed)), \
                      t AS (UPDATE tasks SET state = u.state, attempt = tasks.attempt + u.spent, \
+                         crashes = tasks.crashes + u.crashed, \
                          run_after = coalesce(u.run_after, tasks.run_after), \
                          rows_found = u.rows_found, result_uri = u.result_uri, \
                          last_error = coalesce(u.error, tasks.last_error), \
@@ -939,6 +943,7 @@ impl Store for PgStore {
                 .bind(&errors)
                 .bind(&kinds)
                 .bind(p.now)
+                .bind(&crashes)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
@@ -996,7 +1001,7 @@ impl Store for PgStore {
         retry_races!(self, |tx| {
             async {
                 let cands = sqlx::query(
-                    "SELECT id, lease_token, attempt, max_attempts FROM tasks \
+                    "SELECT id, lease_token, attempt, max_attempts, crashes FROM tasks \
                      WHERE state = 'running' AND lease_expires_at < $1 \
                      ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED",
                 )
@@ -1012,7 +1017,8 @@ impl Store for PgStore {
                 for r in &cands {
                     let attempt: i32 = r.try_get("attempt").map_err(from_sqlx)?;
                     let max: i32 = r.try_get("max_attempts").map_err(from_sqlx)?;
-                    let ev = TaskEvent::on_lease_expiry(attempt, max);
+                    let crashes: i32 = r.try_get("crashes").map_err(from_sqlx)?;
+                    let ev = TaskEvent::on_lease_expiry(attempt, max, crashes);
                     ids.push(r.try_get::<i64, _>("id").map_err(from_sqlx)?);
                     tokens.push(r.try_get::<i64, _>("lease_token").map_err(from_sqlx)?);
                     states.push(TaskState::Running.apply(ev)?.as_str());

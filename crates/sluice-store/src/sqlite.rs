@@ -327,7 +327,7 @@ async fn claim_rows(
              AND NOT EXISTS (SELECT 1 FROM breakers WHERE breakers.scope = tasks.scope AND hold_until > ?) \
              AND (? IS NULL OR tasks.scope NOT IN (SELECT value FROM json_each(?))) \
              ORDER BY priority DESC, seq, id LIMIT ?) \
-         RETURNING id, job_id, lake, scope, attempt, max_attempts, lease_token, priority, seq",
+         RETURNING id, job_id, lake, scope, attempt, max_attempts, crashes, lease_token, priority, seq",
     )
     .bind(&p.worker)
     .bind(us(expires))
@@ -782,6 +782,7 @@ impl Store for SqliteStore {
                 scope: r.try_get("scope").map_err(from_sqlx)?,
                 attempt: r.try_get("attempt").map_err(from_sqlx)?,
                 max_attempts: r.try_get("max_attempts").map_err(from_sqlx)?,
+                crashes: r.try_get("crashes").map_err(from_sqlx)?,
                 lease_expires_at: expires,
             };
             let detail = serde_json::json!({"worker": p.worker, "token": t.lease.token.0, "attempt": t.attempt});
@@ -863,7 +864,8 @@ impl Store for SqliteStore {
             } = outcome_columns(&f.outcome);
             let ev = f.outcome.event();
             let row = sqlx::query(
-                "UPDATE tasks SET state = ?, attempt = attempt + ?, run_after = coalesce(?, run_after), \
+                "UPDATE tasks SET state = ?, attempt = attempt + ?, crashes = crashes + ?, \
+                     run_after = coalesce(?, run_after), \
                      rows_found = ?, result_uri = ?, last_error = coalesce(?, last_error), \
                      lease_owner = NULL, lease_expires_at = NULL, updated_at = ? \
                  WHERE id = ? AND lease_token = ? AND state = 'running' \
@@ -871,6 +873,7 @@ impl Store for SqliteStore {
             )
             .bind(st.as_str())
             .bind(i32::from(ev.spends_attempt()))
+            .bind(f.outcome.crashes())
             .bind(run_after.map(us))
             .bind(rows)
             .bind(&uri)
@@ -970,7 +973,7 @@ impl Store for SqliteStore {
     async fn task_rescue_expired(&self, p: TaskRescueParams) -> Result<Vec<RescuedTask>> {
         let mut tx = self.begin().await?;
         let cands = sqlx::query(
-            "SELECT id, job_id, scope, lease_token, lease_owner, attempt, max_attempts FROM tasks \
+            "SELECT id, job_id, scope, lease_token, lease_owner, attempt, max_attempts, crashes FROM tasks \
              WHERE state = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?",
         )
         .bind(us(p.now))
@@ -987,8 +990,11 @@ impl Store for SqliteStore {
             let token: i64 = r.try_get("lease_token").map_err(from_sqlx)?;
             let owner: Option<String> = r.try_get("lease_owner").map_err(from_sqlx)?;
             let attempt: i32 = r.try_get("attempt").map_err(from_sqlx)?;
-            let ev =
-                TaskEvent::on_lease_expiry(attempt, r.try_get("max_attempts").map_err(from_sqlx)?);
+            let ev = TaskEvent::on_lease_expiry(
+                attempt,
+                r.try_get("max_attempts").map_err(from_sqlx)?,
+                r.try_get("crashes").map_err(from_sqlx)?,
+            );
             let st = TaskState::Running.apply(ev)?;
             let done = sqlx::query(
                 "UPDATE tasks SET state = ?, attempt = attempt + 1, last_error = ?, lease_owner = NULL, \

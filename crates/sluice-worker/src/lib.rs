@@ -271,7 +271,9 @@ impl Worker {
                             TaskOutcome::Succeeded { rows, .. } => {
                                 debug!(outcome = label, rows, secs, "task finished")
                             }
-                            TaskOutcome::Failed { error } | TaskOutcome::Retry { error, .. } => {
+                            TaskOutcome::Failed { error }
+                            | TaskOutcome::Retry { error, .. }
+                            | TaskOutcome::Crashed { error, .. } => {
                                 warn!(outcome = label, error, secs, "task finished")
                             }
                             TaskOutcome::Defer { reason, run_after } => {
@@ -440,6 +442,24 @@ pub fn outcome_of(
             run_after: now,
             reason: "handed back: run cancelled".into(),
         },
+        // A poison pill gets one more run, in a runner of its own, then fails.
+        Err(RunError::Crashed(error)) if task.crashes > 0 => TaskOutcome::Failed {
+            error: format!("{error} (the second time: not retried)"),
+        },
+        Err(RunError::Crashed(error)) => {
+            let spent = u32::try_from(task.attempt.saturating_add(1)).unwrap_or(u32::MAX);
+            let policy = RetryPolicy {
+                max_attempts: u32::try_from(task.max_attempts).unwrap_or(1),
+                ..retry
+            };
+            match policy.decide(spent, unit) {
+                RetryDecision::RetryAfter(d) => TaskOutcome::Crashed {
+                    run_after: after(now, d),
+                    error,
+                },
+                RetryDecision::GiveUp => TaskOutcome::Failed { error },
+            }
+        }
     }
 }
 

@@ -116,7 +116,7 @@ pub fn init() {
     LazyLock::force(&CLAIM_SECONDS);
     LazyLock::force(&SLOTS_BUSY);
     LazyLock::force(&SLOTS);
-    for o in ["succeeded", "failed", "retried", "deferred"] {
+    for o in ["succeeded", "failed", "retried", "crashed", "deferred"] {
         OUTCOMES.with_label_values(&[o]);
         TASK_SECONDS.with_label_values(&[o]);
     }
@@ -131,6 +131,7 @@ pub fn outcome_label(o: &sluice_store::TaskOutcome) -> &'static str {
         sluice_store::TaskOutcome::Succeeded { .. } => "succeeded",
         sluice_store::TaskOutcome::Failed { .. } => "failed",
         sluice_store::TaskOutcome::Retry { .. } => "retried",
+        sluice_store::TaskOutcome::Crashed { .. } => "crashed",
         sluice_store::TaskOutcome::Defer { .. } => "deferred",
     }
 }

@@ -35,6 +35,9 @@ pub enum RunError {
     /// The run was stopped (shutdown, lease lost): hand it back, no attempt spent.
     #[error("cancelled")]
     Cancelled,
+    /// The process that ran the task died (a signal, an abort): retried once at most.
+    #[error("crashed: {0}")]
+    Crashed(String),
 }
 
 #[async_trait]

@@ -8,7 +8,13 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// One HTTP/1.1 request; returns (status, body).
-fn http(addr: &str, method: &str, path: &str, token: &str, body: Option<&str>) -> (u16, String) {
+pub(crate) fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     let body = body.unwrap_or("");
     write!(

@@ -7,6 +7,7 @@
 mod api;
 mod deploy;
 mod guard;
+mod isolation;
 mod observe;
 
 use sluice_core::{JobId, JobState, TaskState};

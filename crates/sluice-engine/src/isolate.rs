@@ -1,0 +1,1093 @@
+//! Hunt isolation: tasks run in *runner* processes that a worker starts, keeps warm and
+//! supervises, so one researcher's query can end its own task but never the worker, the API
+//! or anyone else's task (ADR 0010).
+//!
+//! - **Hard limits, set by the runner on itself before it reads a task**: `RLIMIT_DATA`
+//!   (memory: DataFusion's pool does not see what scalar functions allocate, and arrow aborts
+//!   the process when an allocation fails), `RLIMIT_CPU` per task, `RLIMIT_NOFILE`,
+//!   `RLIMIT_FSIZE` (results), no core dumps, the kernel's out-of-memory killer pointed at it,
+//!   and SIGKILL when the worker dies.
+//! - **The worker keeps time**: a task past its timeout is SIGKILLed whatever it computes.
+//! - **A death is read, not guessed**: an abort after `memory allocation of … failed` is the
+//!   memory limit, SIGXCPU the CPU limit, SIGXFSZ the result limit — each a permanent, named
+//!   failure; any other death is a crash ([`EngineError::Crashed`]), which the worker retries
+//!   once at most.
+//! - **Provider calls still pass the worker's gate**: a runner's [`CallGate`] and S3
+//!   credential provider are clients of its worker over the runner's pipes, so budgets,
+//!   breakers, the single probe and the one credential cache per scope stay the worker's.
+//! - **CPU is shared by owner**: a runner's threads get a nice value from how many tasks its
+//!   task's owner is running in this worker, so one owner's many tasks weigh about as much as
+//!   another owner's one.
+//!
+//! The wire is one JSON object per line over the runner's stdin and stdout; its stderr is the
+//! runner's log, kept (the last lines) to read a death by.
+
+use crate::engine::{Engine, EngineConfig, TaskOutput, TaskRun, human_bytes, human_secs};
+use crate::s3::{CredentialSource, Credentials};
+use crate::{EngineError, sys};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sluice_core::{CallClass, CallGate, Permit, Refusal};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// What a runner needs to know, handed to it as JSON when it starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunnerConfig {
+    pub results_dir: PathBuf,
+    /// DataFusion's memory pool for one task.
+    pub memory_limit: usize,
+    /// The process's memory limit above the pool: the runtime, caches and thread stacks.
+    pub headroom: usize,
+    pub cpu_threads: usize,
+    pub target_partitions: usize,
+    pub list_ttl: Duration,
+    /// The task timeout (the worker kills at it; the runner's CPU limit follows from it).
+    pub timeout: Duration,
+    pub max_result_rows: u64,
+    pub max_result_bytes: u64,
+    pub max_open_files: u64,
+    /// The worker's pid: a runner whose parent is already another process exits at once.
+    pub parent: u32,
+}
+
+impl RunnerConfig {
+    /// A runner with the limits of `cfg` (the worker's engine configuration).
+    pub fn from_engine(cfg: &EngineConfig) -> std::io::Result<Self> {
+        Ok(RunnerConfig {
+            results_dir: std::fs::canonicalize(&cfg.results_dir)?,
+            memory_limit: cfg.memory_limit,
+            headroom: DEFAULT_HEADROOM,
+            cpu_threads: cfg.cpu_threads,
+            target_partitions: cfg.target_partitions,
+            list_ttl: cfg.list_ttl,
+            timeout: cfg.timeout,
+            max_result_rows: cfg.max_result_rows,
+            max_result_bytes: cfg.max_result_bytes,
+            max_open_files: 1024,
+            parent: std::process::id(),
+        })
+    }
+
+    /// The runner's `RLIMIT_DATA`.
+    pub fn data_limit(&self) -> u64 {
+        (self.memory_limit as u64).saturating_add(self.headroom as u64)
+    }
+
+    /// CPU seconds one task may use: every plan thread busy for the whole timeout, and a
+    /// little more — the worker's wall clock stops a task first; this catches a runner whose
+    /// worker cannot.
+    fn cpu_budget(&self) -> u64 {
+        self.timeout
+            .as_secs()
+            .saturating_add(1)
+            .saturating_mul(self.cpu_threads.max(1) as u64 + 1)
+            .saturating_add(5)
+    }
+}
+
+/// Memory a runner may use beyond its task's pool (measured: an idle runner's `VmData` is
+/// about 60 MiB with two plan threads; a scan's buffers and caches need the rest).
+pub const DEFAULT_HEADROOM: usize = 256 << 20;
+
+/// Worker → runner.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum ToRunner {
+    Run {
+        id: u64,
+        task: Box<TaskRun>,
+    },
+    Admitted {
+        rid: u64,
+        result: Result<Permit, Refusal>,
+    },
+    Creds {
+        rid: u64,
+        result: Result<Credentials, String>,
+    },
+}
+
+/// Runner → worker.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum FromRunner {
+    Ready,
+    Admit {
+        rid: u64,
+        scope: String,
+    },
+    Report {
+        scope: String,
+        permit: Permit,
+        class: CallClass,
+    },
+    Creds {
+        rid: u64,
+        scope: String,
+        options: BTreeMap<String, String>,
+    },
+    Done {
+        id: u64,
+        result: Result<TaskOutput, EngineError>,
+        #[serde(default)]
+        metrics: crate::metrics::Delta,
+    },
+}
+
+/// Longest line either side accepts: a task (its lake's schema) or a result is far smaller.
+const MAX_LINE: usize = 16 << 20;
+
+/// Reads one line of at most [`MAX_LINE`] bytes; `None` at the end of the stream.
+async fn read_line<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<()>> {
+    buf.clear();
+    loop {
+        let chunk = r.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(if buf.is_empty() { None } else { Some(()) });
+        }
+        if let Some(i) = chunk.iter().position(|&b| b == b'\n') {
+            buf.extend_from_slice(&chunk[..i]);
+            r.consume(i + 1);
+            return Ok(Some(()));
+        }
+        let n = chunk.len();
+        buf.extend_from_slice(chunk);
+        r.consume(n);
+        if buf.len() > MAX_LINE {
+            return Err(std::io::Error::other("line too long"));
+        }
+    }
+}
+
+fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut line = serde_json::to_vec(msg).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+// ---------------------------------------------------------------------------------------------
+// The runner's side.
+
+/// The runner's gate and credential provider: questions to its worker over the pipe.
+#[derive(Debug)]
+struct Remote {
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<ToRunner>>>,
+    next: AtomicU64,
+}
+
+impl Remote {
+    async fn ask(&self, make: impl FnOnce(u64) -> FromRunner) -> Option<ToRunner> {
+        let rid = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(rid, tx);
+        if self.out.send(encode(&make(rid))).is_err() {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    fn answer(&self, rid: u64, msg: ToRunner) {
+        let tx = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&rid);
+        if let Some(tx) = tx {
+            let _ = tx.send(msg);
+        }
+    }
+}
+
+#[async_trait]
+impl CallGate for Remote {
+    async fn admit(&self, scope: &str) -> Result<Permit, Refusal> {
+        let scope = scope.to_string();
+        match self
+            .ask(|rid| FromRunner::Admit {
+                rid,
+                scope: scope.clone(),
+            })
+            .await
+        {
+            Some(ToRunner::Admitted { result, .. }) => result,
+            _ => Err(Refusal::Unavailable(
+                "the worker's provider gate did not answer".into(),
+            )),
+        }
+    }
+
+    async fn report(&self, scope: &str, permit: Permit, class: CallClass) {
+        let _ = self.out.send(encode(&FromRunner::Report {
+            scope: scope.to_string(),
+            permit,
+            class,
+        }));
+    }
+}
+
+#[async_trait]
+impl CredentialSource for Remote {
+    async fn credentials(
+        &self,
+        scope: &str,
+        options: &BTreeMap<String, String>,
+    ) -> Result<Credentials, String> {
+        match self
+            .ask(|rid| FromRunner::Creds {
+                rid,
+                scope: scope.to_string(),
+                options: options.clone(),
+            })
+            .await
+        {
+            Some(ToRunner::Creds { result, .. }) => result,
+            _ => Err("the worker did not answer for credentials".into()),
+        }
+    }
+}
+
+/// A runner process's `main`: applies its limits, then runs the tasks its worker sends, one
+/// at a time, until its stdin closes. Returns the process's exit code.
+pub fn runner_main(config_json: &str) -> i32 {
+    let cfg: RunnerConfig = match serde_json::from_str(config_json) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice runner: bad configuration: {e}");
+            return 2;
+        }
+    };
+    // Die with the worker; if it is already gone, do not start.
+    if let Err(e) = sys::die_with_parent() {
+        eprintln!("sluice runner: cannot tie this process to its worker: {e}");
+        return 2;
+    }
+    if std::os::unix::process::parent_id() != cfg.parent {
+        return 0;
+    }
+    sys::prefer_oom_kill();
+    let limits = [
+        (sys::Limit::Core, 0, 0),
+        (sys::Limit::Data, cfg.data_limit(), cfg.data_limit()),
+        (
+            sys::Limit::OpenFiles,
+            cfg.max_open_files,
+            cfg.max_open_files,
+        ),
+        // Results are compressed below their in-memory cap; a file past it is not ours.
+        (
+            sys::Limit::FileSize,
+            cfg.max_result_bytes.saturating_add(64 << 20),
+            cfg.max_result_bytes.saturating_add(64 << 20),
+        ),
+    ];
+    for (limit, soft, hard) in limits {
+        if let Err(e) = sys::set_limit(limit, soft, hard) {
+            eprintln!("sluice runner: cannot set {limit:?} to {soft}: {e}");
+            return 2;
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluice runner: cannot start its runtime: {e}");
+            return 2;
+        }
+    };
+    rt.block_on(serve(cfg))
+}
+
+async fn serve(cfg: RunnerConfig) -> i32 {
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let remote = Arc::new(Remote {
+        out: out_tx.clone(),
+        pending: Mutex::new(HashMap::new()),
+        next: AtomicU64::new(1),
+    });
+    let mut ecfg = EngineConfig::new(&cfg.results_dir);
+    ecfg.memory_limit = cfg.memory_limit;
+    ecfg.cpu_threads = cfg.cpu_threads;
+    ecfg.target_partitions = cfg.target_partitions;
+    ecfg.list_ttl = cfg.list_ttl;
+    // The worker kills at the timeout; the runner's own clock is a backstop only.
+    ecfg.timeout = cfg.timeout + Duration::from_secs(5);
+    ecfg.max_result_rows = cfg.max_result_rows;
+    ecfg.max_result_bytes = cfg.max_result_bytes;
+    let engine = match Engine::new(ecfg) {
+        Ok(e) => Arc::new(
+            e.with_gate(remote.clone())
+                .with_credential_source(remote.clone()),
+        ),
+        Err(e) => {
+            eprintln!("sluice runner: cannot start the query engine: {e}");
+            return 2;
+        }
+    };
+    let writer = tokio::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        while let Some(line) = out_rx.recv().await {
+            if stdout.write_all(&line).await.is_err() || stdout.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let _ = out_tx.send(encode(&FromRunner::Ready));
+    let mut stdin = BufReader::new(tokio::io::stdin());
+    let mut buf = Vec::new();
+    let mut busy: Option<tokio::task::JoinHandle<()>> = None;
+    let code = loop {
+        match read_line(&mut stdin, &mut buf).await {
+            Ok(Some(())) => {}
+            Ok(None) => break 0,
+            Err(e) => {
+                eprintln!("sluice runner: reading from the worker: {e}");
+                break 2;
+            }
+        }
+        let msg: ToRunner = match serde_json::from_slice(&buf) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("sluice runner: a message it does not understand: {e}");
+                break 2;
+            }
+        };
+        match msg {
+            ToRunner::Run { id, task } => {
+                if busy.as_ref().is_some_and(|b| !b.is_finished()) {
+                    eprintln!("sluice runner: a second task while one runs");
+                    break 2;
+                }
+                // This task's CPU seconds, on top of what the runner used so far.
+                let budget = sys::cpu_seconds_used().saturating_add(cfg.cpu_budget());
+                if let Err(e) = sys::set_limit(sys::Limit::Cpu, budget, budget.saturating_add(2)) {
+                    eprintln!("sluice runner: cannot set its CPU limit: {e}");
+                    break 2;
+                }
+                let (engine, out) = (engine.clone(), out_tx.clone());
+                busy = Some(tokio::spawn(async move {
+                    let before = crate::metrics::Delta::now();
+                    let result = engine.run(*task, CancellationToken::new()).await;
+                    let metrics = crate::metrics::Delta::now().since(before);
+                    let _ = out.send(encode(&FromRunner::Done {
+                        id,
+                        result,
+                        metrics,
+                    }));
+                }));
+            }
+            ToRunner::Admitted { rid, .. } | ToRunner::Creds { rid, .. } => {
+                remote.answer(rid, msg);
+            }
+        }
+    };
+    drop(out_tx);
+    drop(remote);
+    writer.abort();
+    code
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker's side.
+
+/// How a worker starts and keeps its runners.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// The program and arguments that start a runner; the runner's configuration (JSON) is
+    /// appended as the last argument. Usually this binary's `runner` verb.
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub runner: RunnerConfig,
+    /// Idle runners kept warm; more are started when all are busy, and stopped when done.
+    pub max_idle: usize,
+}
+
+/// One runner process and the tasks that talk to it.
+#[derive(Debug)]
+struct Proc {
+    child: tokio::process::Child,
+    pid: u32,
+    to: mpsc::UnboundedSender<Vec<u8>>,
+    done: mpsc::UnboundedReceiver<(u64, Result<TaskOutput, EngineError>)>,
+    /// The last lines of its stderr; complete once `stderr_eof` fires.
+    tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_eof: Option<oneshot::Receiver<()>>,
+    last_lake: Option<String>,
+    nice: i32,
+}
+
+/// A runner's end, as a worker tells it.
+fn death_of(
+    status: Option<std::process::ExitStatus>,
+    tail: &[String],
+    cfg: &RunnerConfig,
+) -> EngineError {
+    use std::os::unix::process::ExitStatusExt;
+    let last = tail
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string());
+    let mentions = |s: &str| tail.iter().any(|l| l.contains(s));
+    let Some(status) = status else {
+        return EngineError::Crashed(
+            "the hunt's runner vanished (its exit status is unknown)".into(),
+        );
+    };
+    match status.signal() {
+        Some(sys::SIGABRT) if mentions("memory allocation of") => EngineError::Limit(format!(
+            "the hunt needed more than {} of memory",
+            human_bytes(cfg.memory_limit)
+        )),
+        Some(sys::SIGXCPU) => EngineError::Limit(format!(
+            "the hunt used more CPU time than its limit ({}s for a {} task)",
+            cfg.cpu_budget(),
+            human_secs(cfg.timeout)
+        )),
+        Some(sys::SIGXFSZ) => EngineError::Limit(format!(
+            "the hunt's results passed the file size limit of {}",
+            human_bytes(cfg.max_result_bytes as usize)
+        )),
+        Some(sig) => {
+            let why = match (sig, &last) {
+                (sys::SIGKILL, _) => {
+                    " — killed from outside, e.g. by the kernel's out-of-memory killer".to_string()
+                }
+                (_, Some(l)) => format!(": {}", cut(l, 200)),
+                _ => String::new(),
+            };
+            EngineError::Crashed(format!(
+                "the hunt crashed its runner (signal {sig}, {}){why}",
+                sys::signal_name(sig)
+            ))
+        }
+        None => EngineError::Crashed(format!(
+            "the hunt's runner exited with status {}{}",
+            status.code().unwrap_or(-1),
+            last.map(|l| format!(": {}", cut(&l, 200)))
+                .unwrap_or_default()
+        )),
+    }
+}
+
+fn cut(s: &str, chars: usize) -> String {
+    match s.char_indices().nth(chars) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// The nice value of a task whose owner runs `k` tasks in this worker: CFS weighs nice `n`
+/// about 1.25^-n, so `log1.25(k)` gives each owner about one task's weight in all.
+pub fn nice_for(k: usize) -> i32 {
+    if k <= 1 {
+        return 0;
+    }
+    ((k as f64).ln() / 1.25f64.ln()).round().clamp(0.0, 19.0) as i32
+}
+
+/// Per owner, the runners running its tasks (pid → nice).
+type Owners = HashMap<String, HashMap<u32, i32>>;
+
+/// A worker's runners: started on demand, kept warm, killed at a timeout or a cancel,
+/// replaced when they die.
+#[derive(Debug)]
+pub struct RunnerPool {
+    cfg: PoolConfig,
+    /// The worker's engine: its gate and credential providers serve every runner.
+    engine: Arc<Engine>,
+    idle: Mutex<Vec<Proc>>,
+    owners: Mutex<Owners>,
+    next: AtomicU64,
+}
+
+impl RunnerPool {
+    pub fn new(cfg: PoolConfig, engine: Arc<Engine>) -> Self {
+        crate::metrics::init();
+        RunnerPool {
+            cfg,
+            engine,
+            idle: Mutex::new(Vec::new()),
+            owners: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// The timeout a task is killed at.
+    pub fn timeout(&self) -> Duration {
+        self.cfg.runner.timeout
+    }
+
+    /// Starts a runner and waits for it to say it is ready.
+    async fn spawn(&self) -> Result<Proc, EngineError> {
+        let config = serde_json::to_string(&self.cfg.runner)
+            .map_err(|e| EngineError::Io(format!("runner configuration: {e}")))?;
+        let mut cmd = tokio::process::Command::new(&self.cfg.program);
+        cmd.args(&self.cfg.args)
+            .arg(config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            // Nothing of the worker's environment (database URLs, tokens, cloud secrets)
+            // reaches a process that runs researchers' SQL; credentials come over the pipe.
+            .env_clear();
+        for (k, v) in std::env::vars_os() {
+            let Some(name) = k.to_str() else { continue };
+            if passes_to_runner(name) {
+                cmd.env(&k, v);
+            }
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
+        let started = std::time::Instant::now();
+        let mut child = cmd.spawn().map_err(|e| {
+            EngineError::Io(format!(
+                "starting a hunt runner ({}): {e}",
+                self.cfg.program.display()
+            ))
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let (stdin, stdout, stderr) =
+            match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+                (Some(i), Some(o), Some(e)) => (i, o, e),
+                _ => return Err(EngineError::Io("a hunt runner without pipes".into())),
+            };
+        // stderr: the runner's log, and the last lines to read its death by.
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let (eof_tx, eof_rx) = oneshot::channel();
+        {
+            let tail = tail.clone();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(stderr);
+                let mut buf = Vec::new();
+                while let Ok(Some(())) = read_line(&mut r, &mut buf).await {
+                    let line = cut(&String::from_utf8_lossy(&buf), 1000);
+                    warn!(runner = pid, "{line}");
+                    let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                    if t.len() >= 32 {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
+                }
+                let _ = eof_tx.send(());
+            });
+        }
+        // stdin: one writer task.
+        let (to, mut to_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            let mut stdin = stdin;
+            while let Some(line) = to_rx.recv().await {
+                if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
+                    break;
+                }
+            }
+        });
+        // stdout: questions to answer, and the task's end.
+        let (done_tx, done) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = oneshot::channel::<()>();
+        tokio::spawn(serve_runner(
+            pid,
+            stdout,
+            to.clone(),
+            done_tx,
+            ready_tx,
+            self.engine.clone(),
+        ));
+        let mut proc = Proc {
+            child,
+            pid,
+            to,
+            done,
+            tail,
+            stderr_eof: Some(eof_rx),
+            last_lake: None,
+            nice: 0,
+        };
+        match tokio::time::timeout(Duration::from_secs(30), ready_rx).await {
+            Ok(Ok(())) => {
+                crate::metrics::RUNNERS_STARTED.inc();
+                crate::metrics::RUNNER_START_SECONDS.observe(started.elapsed().as_secs_f64());
+                debug!(
+                    runner = pid,
+                    secs = started.elapsed().as_secs_f64(),
+                    "hunt runner started"
+                );
+                Ok(proc)
+            }
+            _ => {
+                let e = self.death(&mut proc).await;
+                Err(EngineError::Io(format!("a hunt runner did not start: {e}")))
+            }
+        }
+    }
+
+    /// Waits for a runner that ended (or is being killed) and says why it ended.
+    async fn death(&self, p: &mut Proc) -> EngineError {
+        let status = tokio::time::timeout(Duration::from_secs(5), p.child.wait())
+            .await
+            .ok()
+            .and_then(|s| s.ok());
+        if let Some(eof) = p.stderr_eof.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), eof).await;
+        }
+        let tail: Vec<String> = p
+            .tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        death_of(status, &tail, &self.cfg.runner)
+    }
+
+    async fn kill(&self, p: &mut Proc) {
+        let _ = p.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), p.child.wait()).await;
+        crate::metrics::RUNNERS_KILLED.inc();
+    }
+
+    /// An idle runner for a task of `lake` at nice `nice`, or a new one. Prefers one that may
+    /// run at that nice value, then one that last read the same lake (its caches are warm).
+    async fn take(&self, lake: &str, nice: i32, fresh: bool) -> Result<Proc, EngineError> {
+        if !fresh {
+            let picked = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let score = |p: &Proc| (p.nice <= nice, p.last_lake.as_deref() == Some(lake));
+                let best = (0..idle.len()).max_by_key(|&i| score(&idle[i]));
+                best.map(|i| idle.swap_remove(i))
+            };
+            if let Some(mut p) = picked {
+                if p.child.try_wait().ok().flatten().is_none() {
+                    return Ok(p);
+                }
+                let e = self.death(&mut p).await;
+                warn!(runner = p.pid, error = %e, "an idle hunt runner had ended");
+            }
+        }
+        self.spawn().await
+    }
+
+    /// Returns a runner to the idle set, or stops it when enough are idle or it has grown.
+    async fn give_back(&self, p: Proc) {
+        let grown = sys::data_bytes(p.pid).is_some_and(|b| {
+            b > self.cfg.runner.data_limit() / 2 + (self.cfg.runner.headroom as u64) / 2
+        });
+        let p = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < self.cfg.max_idle && !grown {
+                idle.push(p);
+                None
+            } else {
+                Some(p)
+            }
+        };
+        let Some(mut p) = p else { return };
+        if grown {
+            debug!(runner = p.pid, "hunt runner recycled: its memory grew");
+        }
+        self.kill(&mut p).await;
+    }
+
+    /// Gives `p` the nice value of a task of `owner`, and raises the owner's other runners to
+    /// it. Returns false when `p` cannot be lowered to it (no privilege): use a fresh runner.
+    fn prioritize(&self, owner: &str, p: &mut Proc) -> bool {
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = owners.entry(owner.to_string()).or_default();
+        let target = nice_for(mine.len() + 1);
+        if p.nice != target {
+            if let Err(e) = sys::renice(p.pid, target) {
+                debug!(runner = p.pid, from = p.nice, to = target, error = %e, "cannot renice a runner");
+                if target < p.nice {
+                    return false;
+                }
+            } else {
+                p.nice = target;
+            }
+        }
+        for (pid, nice) in mine.iter_mut() {
+            if *nice < target && sys::renice(*pid, target).is_ok() {
+                *nice = target;
+            }
+        }
+        mine.insert(p.pid, p.nice);
+        true
+    }
+
+    fn release(&self, owner: &str, pid: u32) {
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mine) = owners.get_mut(owner) {
+            mine.remove(&pid);
+            if mine.is_empty() {
+                owners.remove(owner);
+            }
+        }
+    }
+
+    /// Runs one task in a runner. `fresh`: in a runner of its own, started for it and stopped
+    /// after (a task that crashed a runner before).
+    pub async fn run(
+        &self,
+        task: TaskRun,
+        owner: &str,
+        fresh: bool,
+        cancel: CancellationToken,
+    ) -> Result<TaskOutput, EngineError> {
+        let lake = task.lake.name.clone();
+        let target = {
+            let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+            nice_for(owners.get(owner).map_or(0, |m| m.len()) + 1)
+        };
+        let mut p = tokio::select! {
+            _ = cancel.cancelled() => return Err(EngineError::Cancelled),
+            p = self.take(&lake, target, fresh) => p?,
+        };
+        if !self.prioritize(owner, &mut p) {
+            self.kill(&mut p).await;
+            p = self.spawn().await?;
+            self.prioritize(owner, &mut p);
+        }
+        let pid = p.pid;
+        let result = self.run_on(&mut p, task, cancel).await;
+        self.release(owner, pid);
+        match &result {
+            // The runner is fine: keep it warm (a fresh one is not kept: it ran a suspect).
+            Ok(_)
+            | Err(EngineError::User(_) | EngineError::NotFound(_) | EngineError::Refused { .. })
+            | Err(EngineError::Throttled(_) | EngineError::Frozen(_) | EngineError::Transient(_))
+            | Err(EngineError::Io(_))
+                if !fresh && p.child.try_wait().ok().flatten().is_none() =>
+            {
+                p.last_lake = Some(lake);
+                self.give_back(p).await;
+            }
+            _ => {
+                if p.child.try_wait().ok().flatten().is_none() {
+                    self.kill(&mut p).await;
+                }
+            }
+        }
+        result
+    }
+
+    async fn run_on(
+        &self,
+        p: &mut Proc,
+        task: TaskRun,
+        cancel: CancellationToken,
+    ) -> Result<TaskOutput, EngineError> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let timeout = self.cfg.runner.timeout;
+        if p.to
+            .send(encode(&ToRunner::Run {
+                id,
+                task: Box::new(task),
+            }))
+            .is_err()
+        {
+            let e = self.death(p).await;
+            return Err(EngineError::Transient(format!(
+                "the hunt runner was gone before its task: {e}"
+            )));
+        }
+        tokio::select! {
+            done = p.done.recv() => match done {
+                Some((got, result)) if got == id => result,
+                Some((got, _)) => {
+                    self.kill(p).await;
+                    Err(EngineError::Transient(format!("the hunt runner answered task {got} for {id}")))
+                }
+                None => {
+                    let e = self.death(p).await;
+                    crate::metrics::RUNNER_DEATHS.with_label_values(&[death_label(&e)]).inc();
+                    info!(runner = p.pid, error = %e, "hunt runner died");
+                    Err(e)
+                }
+            },
+            _ = cancel.cancelled() => {
+                self.kill(p).await;
+                Err(EngineError::Cancelled)
+            }
+            _ = tokio::time::sleep(timeout) => {
+                self.kill(p).await;
+                crate::metrics::RUNNER_DEATHS.with_label_values(&["timeout"]).inc();
+                Err(EngineError::Limit(format!("the hunt ran longer than its limit of {}", human_secs(timeout))))
+            }
+        }
+    }
+}
+
+fn death_label(e: &EngineError) -> &'static str {
+    match e {
+        EngineError::Limit(m) if m.contains("memory") => "memory",
+        EngineError::Limit(m) if m.contains("CPU") => "cpu",
+        EngineError::Limit(_) => "limit",
+        _ => "crash",
+    }
+}
+
+/// Environment variables a runner inherits: logging, locale, time zone and the non-secret
+/// S3 settings. Never credentials, database URLs or tokens.
+fn passes_to_runner(name: &str) -> bool {
+    const SECRET: [&str; 8] = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    ];
+    matches!(
+        name,
+        "RUST_LOG" | "RUST_BACKTRACE" | "TZ" | "LANG" | "LC_ALL"
+    ) || (name.starts_with("AWS_") && !SECRET.iter().any(|s| name.starts_with(s)))
+}
+
+/// Reads a runner's stdout: answers its gate and credential questions with the worker's own
+/// gate and providers, and hands its task's end to the waiting run. When the runner ends,
+/// a probe it was granted and never reported is reported lost, so the breaker lets another go.
+async fn serve_runner(
+    pid: u32,
+    stdout: tokio::process::ChildStdout,
+    to: mpsc::UnboundedSender<Vec<u8>>,
+    done: mpsc::UnboundedSender<(u64, Result<TaskOutput, EngineError>)>,
+    ready: oneshot::Sender<()>,
+    engine: Arc<Engine>,
+) {
+    let gate = engine.gate();
+    let probes: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let mut ready = Some(ready);
+    let mut r = BufReader::new(stdout);
+    let mut buf = Vec::new();
+    loop {
+        match read_line(&mut r, &mut buf).await {
+            Ok(Some(())) => {}
+            Ok(None) => break,
+            Err(e) => {
+                warn!(runner = pid, error = %e, "unreadable output from a hunt runner");
+                break;
+            }
+        }
+        let msg: FromRunner = match serde_json::from_slice(&buf) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(runner = pid, error = %e, "a message from a hunt runner it does not understand");
+                break;
+            }
+        };
+        match msg {
+            FromRunner::Ready => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(());
+                }
+            }
+            FromRunner::Admit { rid, scope } => {
+                let (gate, to, probes) = (gate.clone(), to.clone(), probes.clone());
+                tokio::spawn(async move {
+                    let result = gate.admit(&scope).await;
+                    if matches!(result, Ok(Permit { probe: true })) {
+                        *probes
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .entry(scope)
+                            .or_default() += 1;
+                    }
+                    let _ = to.send(encode(&ToRunner::Admitted { rid, result }));
+                });
+            }
+            FromRunner::Report {
+                scope,
+                permit,
+                class,
+            } => {
+                if permit.probe {
+                    let mut p = probes.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(n) = p.get_mut(&scope) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                let gate = gate.clone();
+                tokio::spawn(async move { gate.report(&scope, permit, class).await });
+            }
+            FromRunner::Creds {
+                rid,
+                scope,
+                options,
+            } => {
+                let (engine, to) = (engine.clone(), to.clone());
+                tokio::spawn(async move {
+                    let result = engine
+                        .credentials(&scope, &options)
+                        .await
+                        .map_err(|e| e.to_string());
+                    let _ = to.send(encode(&ToRunner::Creds { rid, result }));
+                });
+            }
+            FromRunner::Done {
+                id,
+                result,
+                metrics,
+            } => {
+                metrics.apply();
+                let _ = done.send((id, result));
+            }
+        }
+    }
+    let lost: Vec<(String, u32)> = probes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    for (scope, n) in lost {
+        for _ in 0..n {
+            gate.report(&scope, Permit { probe: true }, CallClass::Transient)
+                .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn cfg() -> RunnerConfig {
+        RunnerConfig {
+            results_dir: "/tmp".into(),
+            memory_limit: 512 << 20,
+            headroom: DEFAULT_HEADROOM,
+            cpu_threads: 2,
+            target_partitions: 2,
+            list_ttl: Duration::from_secs(300),
+            timeout: Duration::from_secs(30),
+            max_result_rows: 10,
+            max_result_bytes: 1 << 20,
+            max_open_files: 64,
+            parent: 1,
+        }
+    }
+
+    #[test]
+    fn a_runner_death_is_named_by_its_cause() {
+        // (exit status as wait(2) gives it, stderr tail, expected variant, text it contains)
+        let sig = |s: i32| std::process::ExitStatus::from_raw(s);
+        let code = |c: i32| std::process::ExitStatus::from_raw(c << 8);
+        let cases: Vec<(Option<std::process::ExitStatus>, Vec<&str>, bool, &str)> = vec![
+            (
+                Some(sig(sys::SIGABRT)),
+                vec!["memory allocation of 1920000000000 bytes failed"],
+                true,
+                "needed more than 512 MiB of memory",
+            ),
+            (Some(sig(sys::SIGXCPU)), vec![], true, "CPU time"),
+            (
+                Some(sig(sys::SIGXFSZ)),
+                vec![],
+                true,
+                "file size limit of 1 MiB",
+            ),
+            (
+                Some(sig(sys::SIGABRT)),
+                vec![
+                    "thread 'x' has overflowed its stack",
+                    "fatal runtime error: stack overflow",
+                ],
+                false,
+                "crashed its runner (signal 6, SIGABRT): fatal runtime error: stack overflow",
+            ),
+            (
+                Some(sig(sys::SIGKILL)),
+                vec![],
+                false,
+                "signal 9, SIGKILL) — killed from outside",
+            ),
+            (Some(sig(11)), vec![], false, "signal 11, SIGSEGV"),
+            (
+                Some(code(3)),
+                vec!["boom"],
+                false,
+                "exited with status 3: boom",
+            ),
+            (None, vec![], false, "vanished"),
+        ];
+        for (status, tail, limit, text) in cases {
+            let tail: Vec<String> = tail.into_iter().map(String::from).collect();
+            let e = death_of(status, &tail, &cfg());
+            match (&e, limit) {
+                (EngineError::Limit(m), true) | (EngineError::Crashed(m), false) => {
+                    assert!(m.contains(text), "{status:?}: {m}")
+                }
+                _ => panic!("{status:?} {tail:?}: {e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_owner_with_more_tasks_runs_them_nicer() {
+        assert_eq!(nice_for(0), 0);
+        assert_eq!(nice_for(1), 0);
+        assert_eq!(nice_for(2), 3);
+        assert_eq!(nice_for(16), 12);
+        assert_eq!(nice_for(10_000), 19);
+        // Each step keeps an owner's total weight near one task's: 1.25^-nice × k ≈ 1.
+        for k in 1..=40usize {
+            let weight = k as f64 * 1.25f64.powi(-nice_for(k));
+            assert!((0.85..=1.2).contains(&weight), "k={k}: {weight}");
+        }
+    }
+
+    #[test]
+    fn no_secret_reaches_a_runner() {
+        for (name, passes) in [
+            ("RUST_LOG", true),
+            ("AWS_REGION", true),
+            ("AWS_ENDPOINT_URL", true),
+            ("AWS_ACCESS_KEY_ID", false),
+            ("AWS_SECRET_ACCESS_KEY", false),
+            ("AWS_SESSION_TOKEN", false),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", false),
+            ("SLUICE_DATABASE_URL", false),
+            ("SLUICE_TOKEN", false),
+            ("DATABASE_URL", false),
+            ("PGPASSWORD", false),
+            ("HOME", false),
+        ] {
+            assert_eq!(passes_to_runner(name), passes, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_are_bounded() {
+        let long = vec![b'x'; MAX_LINE + 10];
+        let mut r = BufReader::new(&long[..]);
+        let mut buf = Vec::new();
+        assert!(read_line(&mut r, &mut buf).await.is_err());
+        let two = b"{\"a\":1}\n{\"b\":2}".to_vec();
+        let mut r = BufReader::new(&two[..]);
+        assert!(read_line(&mut r, &mut buf).await.expect("line").is_some());
+        assert_eq!(buf, b"{\"a\":1}");
+        assert!(read_line(&mut r, &mut buf).await.expect("line").is_some());
+        assert_eq!(buf, b"{\"b\":2}");
+        assert!(read_line(&mut r, &mut buf).await.expect("eof").is_none());
+    }
+}
