@@ -58,7 +58,7 @@ bench: bench-queue bench-scan ## Every benchmark
 bench-smoke: ## Both benchmarks with a tiny load, no peers, no DuckDB (keeps them alive in CI)
 	$(CARGO) build -q --workspace --bins
 	$(CARGO_TARGET_DIR)/debug/queue-bench --tasks 2000 --workers 2
-	$(CARGO_TARGET_DIR)/debug/scan-bench --dir $(CARGO_TARGET_DIR)/scan-smoke --lakes 2 --rows 3000 --row-group-rows 500
+	$(CARGO_TARGET_DIR)/debug/scan-bench --dir $(CARGO_TARGET_DIR)/scan-smoke --lakes 2 --rows 3000 --row-group-rows 500 --runner $(CARGO_TARGET_DIR)/debug/sluice
 
 .PHONY: fmt
 fmt: ## Format the code

@@ -17,9 +17,10 @@ venv=${SLUICE_BENCH_VENV:-$HOME/.cache/sluice-bench-venv}
 cargo build -q --release -p sluice-cli -p sluice-benches
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-"$CARGO_TARGET_DIR/release/scan-bench" --dir "$dir" --lakes "$lakes" --rows "$rows" | tee -a "$out"
+runner="$CARGO_TARGET_DIR/release/sluice"
+"$CARGO_TARGET_DIR/release/scan-bench" --dir "$dir" --lakes "$lakes" --rows "$rows" --runner "$runner" | tee -a "$out"
 "$venv/bin/python" benches/scan_duckdb.py "$dir/manifest.json" 2 | tee -a "$out"
-"$CARGO_TARGET_DIR/release/scan-bench" --dir "$dir" --lakes "$lakes" --rows "$rows" | tee -a "$out"
+"$CARGO_TARGET_DIR/release/scan-bench" --dir "$dir" --lakes "$lakes" --rows "$rows" --runner "$runner" | tee -a "$out"
 
 python3 - "$out" <<'PY'
 import json, sys
@@ -41,4 +42,7 @@ for (mode, run), x in sorted(d.items()):
 dl = d[("per_lake", "repeat")]["secs"]
 print(f"  ratio duckdb/sluice, per lake, repeat hunt: {dl / best('warm'):.2f}x  (>1: sluice faster)")
 print(f"  ratio duckdb/sluice, per lake, first hunt:  {d[('per_lake', 'first')]['secs'] / best('cold'):.2f}x")
+if "isolated_warm" in s:
+    for run, base in (("isolated_cold", "cold"), ("isolated_warm", "warm")):
+        print(f"  sluice {run:<14} {best(run):7.3f}s  vs in-process {best(base):.3f}s: {best(run) / best(base):.3f}x  (runner processes, ADR 0010)")
 PY

@@ -31,6 +31,10 @@ struct Args {
     /// Lakes hunted at once (worker slots).
     #[arg(long, default_value_t = 2)]
     concurrency: usize,
+    /// The `sluice` binary: also run the hunt in runner processes (as a worker does by
+    /// default) and print it beside the in-process runs, to measure what isolation costs.
+    #[arg(long)]
+    runner: Option<PathBuf>,
 }
 
 fn manifest(args: &Args) -> Result<Manifest> {
@@ -131,8 +135,74 @@ async fn main() -> Result<()> {
         }
         let _ = (secs, rows);
     }
+    // The same hunt in runner processes (ADR 0010): a pool of `concurrency` warm runners,
+    // cold (first hunt, new runners) then warm (repeat: runners and their caches reused).
+    if let Some(program) = &args.runner {
+        let hunt = spec.compile(&lakes[0].partition_cols)?;
+        let engine = Arc::new(Engine::new(EngineConfig::new(&scratch))?);
+        let pool = Arc::new(sluice_engine::isolate::RunnerPool::new(
+            sluice_engine::isolate::PoolConfig {
+                program: program.clone(),
+                args: vec!["__runner".into()],
+                runner: sluice_engine::isolate::RunnerConfig::from_engine(engine.config())?,
+                max_idle: args.concurrency,
+            },
+            engine,
+        ));
+        for label in ["isolated_cold", "isolated_warm"] {
+            let t = Instant::now();
+            let rows = run_isolated(&pool, &lakes, &hunt, args.concurrency).await?;
+            anyhow::ensure!(
+                rows as usize == m.needles.len(),
+                "{label}: found {rows} rows, planted {}",
+                m.needles.len()
+            );
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "system": "sluice", "run": label, "lakes": lakes.len(), "bytes_on_disk": bytes,
+                    "rows_found": rows, "needles": m.needles.len(),
+                    "secs": (secs * 1000.0).round() / 1000.0,
+                })
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+async fn run_isolated(
+    pool: &Arc<sluice_engine::isolate::RunnerPool>,
+    lakes: &[LakeRef],
+    hunt: &sluice_engine::CompiledHunt,
+    concurrency: usize,
+) -> Result<i64> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, lake) in lakes.iter().enumerate() {
+        let permit = sem.clone().acquire_owned().await?;
+        let (pool, lake, hunt) = (pool.clone(), lake.clone(), hunt.clone());
+        tasks.spawn(async move {
+            let run = TaskRun {
+                job_id: 2,
+                task_id: i as i64 + 1,
+                token: 1,
+                lake,
+                hunt,
+            };
+            let r = pool
+                .run(run, "bench", false, CancellationToken::new())
+                .await;
+            drop(permit);
+            r
+        });
+    }
+    let mut rows = 0;
+    while let Some(r) = tasks.join_next().await {
+        rows += r.context("task")??.rows;
+    }
+    Ok(rows)
 }
 
 async fn run_all(

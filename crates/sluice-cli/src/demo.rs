@@ -56,6 +56,10 @@ pub struct DemoArgs {
     /// Give up if the hunts have not finished by then.
     #[arg(long, default_value = "300s", value_parser = crate::parse_duration)]
     timeout: Duration,
+    /// Where the server's slots run hunts: in runner processes (`process`, as a worker does)
+    /// or in the demo's own process (`none`, to compare the cost of isolation).
+    #[arg(long, value_enum, default_value_t = crate::Isolation::Process)]
+    isolation: crate::Isolation,
 }
 
 fn budget_rate(s: &str) -> Result<f64, String> {
@@ -305,7 +309,13 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
     let mut wcfg = WorkerConfig::new("demo-worker");
     wcfg.concurrency = 8;
     wcfg.idle_poll = Duration::from_millis(50);
-    let runner = Arc::new(HuntRunner::new(store.clone(), engine.clone()));
+    let exec = match args.isolation {
+        crate::Isolation::Process => {
+            crate::hunts::Executor::Isolated(Arc::new(crate::runner_pool(engine.clone(), 8)?))
+        }
+        crate::Isolation::None => crate::hunts::Executor::InProcess(engine.clone()),
+    };
+    let runner = Arc::new(HuntRunner::with(store.clone(), exec));
     let worker =
         tokio::spawn(Worker::new(store.clone(), runner, clock.clone(), wcfg).run(stop.clone()));
     let mut scfg = SchedulerConfig::new("demo");
@@ -349,6 +359,10 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
     let exact = d.found == d.planted && d.sweep.rows_found as usize == d.planted.len();
     let succeeded = d.sweep.state == "succeeded" && d.urgent.state == "succeeded";
     let ok = exact && succeeded && attempts == 0 && worst <= 1.0;
+    // Hunt tasks through the slots per second, first submission to last job's end.
+    let tasks = d.sweep.lakes.total + d.urgent.lakes.total;
+    let last = d.seconds.values().copied().fold(0.0, f64::max);
+    let tasks_per_second = if last > 0.0 { tasks as f64 / last } else { 0.0 };
     if json {
         println!(
             "{}",
@@ -356,6 +370,7 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
                 "ok": ok, "exact": exact, "lakes": m.lakes.len(), "sweep": d.sweep,
                 "urgent": d.urgent, "needles_planted": d.planted.len(),
                 "needles_found": d.found.len(), "seconds": d.seconds,
+                "tasks_per_second": tasks_per_second,
                 "attempts_spent": attempts, "worst_window": worst,
                 "outage": args.outage.then_some(&d.outage),
                 "provider_403s": frozen_answers, "journal": journal,
@@ -390,6 +405,13 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
         d.urgent.id,
         d.seconds.get(&d.urgent.id).copied().unwrap_or_default(),
         d.seconds.get(&d.sweep.id).copied().unwrap_or_default(),
+    );
+    println!(
+        "{tasks} hunt tasks in {last:.1}s: {tasks_per_second:.1} tasks/s ({} isolation)",
+        match args.isolation {
+            crate::Isolation::Process => "runner-process",
+            crate::Isolation::None => "no",
+        }
     );
     if args.outage {
         let o = &d.outage;

@@ -344,11 +344,6 @@ pub struct HuntRunner {
 }
 
 impl HuntRunner {
-    /// Hunts run in this process, on `engine`.
-    pub fn new(store: Arc<dyn Store>, engine: Arc<Engine>) -> Self {
-        HuntRunner::with(store, Executor::InProcess(engine))
-    }
-
     pub fn with(store: Arc<dyn Store>, exec: Executor) -> Self {
         HuntRunner {
             store,

@@ -395,7 +395,7 @@ struct WorkerArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Isolation {
+pub(crate) enum Isolation {
     Process,
     None,
 }

@@ -256,6 +256,12 @@ impl Engine {
         &self.cfg
     }
 
+    /// Counts every call made to the results store into `counts` (tests: ranged reads).
+    pub fn with_result_counts(mut self, counts: Arc<Counts>) -> Self {
+        self.results = Arc::new(CountingStore::new(self.results.clone(), counts));
+        self
+    }
+
     /// Counts every object-store call made to lakes into `counts`.
     pub fn with_call_counts(mut self, counts: Arc<Counts>) -> Self {
         self.counts = Some(counts);

@@ -531,6 +531,91 @@ mod tests {
         assert!(errs[0].message.contains("at most"), "{errs:?}");
     }
 
+    #[tokio::test]
+    async fn nesting_and_operator_chains_are_capped_with_a_position() {
+        // (sql, line, column, message contains); None: the query passes these caps.
+        let deep = format!(
+            "SELECT * FROM events\nWHERE {}1 = 1{}",
+            "(".repeat(41),
+            ")".repeat(41)
+        );
+        let ok_depth = format!(
+            "SELECT * FROM events WHERE {}1 = 1{}",
+            "(".repeat(40),
+            ")".repeat(40)
+        );
+        let in_string = format!("SELECT * FROM events WHERE domain = '{}'", "(".repeat(500));
+        let in_comment = format!("SELECT * FROM events -- {}\nWHERE 1 = 1", "(".repeat(500));
+        let chain = |n: usize| {
+            format!(
+                "SELECT * FROM events WHERE {}",
+                (0..n)
+                    .map(|i| format!("dst_port = {i}"))
+                    .collect::<Vec<_>>()
+                    .join(" OR ")
+            )
+        };
+        let words_in_strings = format!(
+            "SELECT * FROM events WHERE domain = '{}'",
+            "and or ".repeat(MAX_OPERATORS)
+        );
+        type Want = Option<(u64, u64, &'static str)>;
+        let cases: Vec<(String, Want)> = vec![
+            (deep, Some((2, 47, "more than 40 deep"))),
+            (ok_depth, None),
+            (in_string, None),
+            (in_comment, None),
+            (chain(MAX_OPERATORS + 1), None),
+            (
+                chain(MAX_OPERATORS + 2),
+                Some((1, 0, "more than 2000 AND/OR")),
+            ),
+            (words_in_strings, None),
+        ];
+        for (sql, want) in cases {
+            let got = too_deep(&sql);
+            match (want, &got) {
+                (None, None) => {}
+                (Some((line, col, msg)), Some(e)) => {
+                    assert_eq!(e.line, line, "{e:?}");
+                    if col > 0 {
+                        assert_eq!(e.column, col, "{e:?}");
+                    } else {
+                        assert!(e.column > 0, "{e:?}");
+                    }
+                    assert!(e.message.contains(msg), "{e:?}");
+                }
+                _ => panic!("{}: {got:?}", &sql[..sql.len().min(80)]),
+            }
+        }
+        // Through `validate`: refused with the position, not a stack overflow.
+        let errs = check(&format!(
+            "SELECT * FROM events WHERE {}1{}",
+            "(".repeat(5000),
+            ")".repeat(5000)
+        ))
+        .await
+        .expect_err("deep");
+        assert!(
+            errs[0].message.contains("deep") && errs[0].line == 1,
+            "{errs:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn checks_never_evaluate_user_expressions() {
+        // Folding this constant would take minutes and gigabytes; a check only types it.
+        let t = std::time::Instant::now();
+        let r = check(
+            "SELECT * FROM events WHERE levenshtein(repeat('a', 100000), repeat('b', 100000)) > 0 \
+             AND length(repeat(repeat('x', 1000000), 1000000)) > 0",
+        )
+        .await;
+        assert!(r.is_ok(), "{r:?}");
+        // Not a timing assertion: the evaluation alone would be hours in a debug build.
+        assert!(t.elapsed() < CHECK_TIMEOUT, "{:?}", t.elapsed());
+    }
+
     #[test]
     fn nearest_column_is_a_close_typo_only() {
         let cols = ["src_ip", "dst_ip", "domain", "file_sha256", "user"];

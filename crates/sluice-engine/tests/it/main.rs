@@ -187,6 +187,57 @@ async fn ioc_hunt_finds_exactly_the_planted_needles() {
     assert_eq!(tail, all[2.min(all.len())..]);
 }
 
+/// A page reads the footer and the row groups it needs, not the whole object; a task's
+/// results are capped in rows and in bytes, with the limit named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_pages_are_ranged_reads_and_results_are_capped() {
+    let f = &fixture().await;
+    let out = tempfile::tempdir().unwrap();
+    let counts = Arc::new(sluice_engine::counting::Counts::default());
+    let e = engine(out.path()).with_result_counts(counts.clone());
+    let all = CompiledHunt {
+        sql: "SELECT * FROM events".into(),
+        options: BTreeMap::new(),
+    };
+    let o = e
+        .run(run(&f.lakes[0], all.clone(), 1), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(o.rows, 24_000);
+    let key = o.result_uri.unwrap();
+    let size = std::fs::metadata(out.path().join(&key)).unwrap().len();
+    let before = counts.snapshot();
+    let page = e
+        .results(std::slice::from_ref(&key), 23_990, 5)
+        .await
+        .unwrap();
+    let read = counts.snapshot().since(&before);
+    assert_eq!(page.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
+    assert!(
+        read.bytes * 2 < size,
+        "a page near the end read {} of {size} bytes",
+        read.bytes
+    );
+    // Caps: rows, then bytes; each fails the task with the limit named.
+    for (rows, bytes, names) in [
+        (1_000, 256 << 20, "passed the limit of 1000 rows"),
+        (1_000_000, 1 << 20, "passed the limit of 1 MiB"),
+    ] {
+        let mut cfg = EngineConfig::new(out.path());
+        cfg.max_result_rows = rows;
+        cfg.max_result_bytes = bytes;
+        let capped = Engine::new(cfg).unwrap();
+        let err = capped
+            .run(run(&f.lakes[0], all.clone(), 2), CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, EngineError::Limit(ref m) if m.contains(names)),
+            "{names}: {err:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_hunts_run_and_group() {
     let f = &fixture().await;

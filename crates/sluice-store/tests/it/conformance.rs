@@ -29,6 +29,7 @@ conformance!(
     complete_counts_rows_and_finishes_job,
     stale_lease_writes_are_rejected,
     retry_spends_attempt_defer_does_not,
+    a_runner_crash_is_counted_and_a_crashed_task_that_loses_its_worker_fails,
     failures_give_partial_or_failed_jobs,
     heartbeat_extends_and_reports_lost_leases,
     rescue_expired_leases_spends_attempts_then_fails,
@@ -425,6 +426,66 @@ async fn retry_spends_attempt_defer_does_not(s: S) {
     let t = claim(&s, "w", 1, 20).await.remove(0);
     assert_eq!(t.attempt, 1);
     assert_eq!(t.max_attempts, 3);
+}
+
+async fn a_runner_crash_is_counted_and_a_crashed_task_that_loses_its_worker_fails(s: S) {
+    let mut p = job("alice", 2);
+    p.max_attempts = 10;
+    let j = s.job_insert(p).await.unwrap().job;
+    let ts = claim(&s, "w", 2, 0).await;
+    assert!(ts.iter().all(|t| t.crashes == 0), "{ts:?}");
+    // A crash spends an attempt, is counted, and the next claim says so.
+    for t in &ts {
+        finish(
+            &s,
+            t.lease,
+            TaskOutcome::Crashed {
+                run_after: at(5),
+                error: "the hunt crashed its runner (signal 6, SIGABRT)".into(),
+            },
+            1,
+        )
+        .await;
+    }
+    let row = s.task_get(ts[0].id()).await.unwrap();
+    assert_eq!((row.state, row.attempt), (TaskState::Pending, 1));
+    assert!(
+        row.last_error
+            .unwrap_or_default()
+            .contains("crashed its runner")
+    );
+    let again = claim(&s, "w2", 2, 5).await;
+    assert_eq!(again.len(), 2);
+    assert!(
+        again.iter().all(|t| t.crashes == 1 && t.attempt == 1),
+        "{again:?}"
+    );
+    // A deferral keeps the count (it is not the task's fault)...
+    finish(
+        &s,
+        again[1].lease,
+        TaskOutcome::Defer {
+            run_after: at(6),
+            reason: "provider throttled".into(),
+        },
+        6,
+    )
+    .await;
+    let third = claim(&s, "w3", 1, 7).await;
+    assert_eq!((third[0].id(), third[0].crashes), (again[1].id(), 1));
+    // ...and a crashed task whose worker then vanishes is not handed to a third process:
+    // its lease expiry fails it, with attempts to spare.
+    let r = s
+        .task_rescue_expired(TaskRescueParams {
+            limit: 10,
+            now: at(100),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert!(r.iter().all(|t| t.state == TaskState::Failed), "{r:?}");
+    let job = s.job_get(j.id).await.unwrap();
+    assert_eq!((job.state, job.counts.failed), (JobState::Failed, 2));
 }
 
 async fn failures_give_partial_or_failed_jobs(s: S) {
