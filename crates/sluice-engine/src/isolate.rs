@@ -261,6 +261,10 @@ impl CredentialSource for Remote {
     }
 }
 
+/// The exit status of a runner that failed for its own reasons (its configuration, its
+/// limits, its pipe) — not the hunt's: the task is handed back, no attempt spent.
+pub const RUNNER_FAILED: i32 = 70;
+
 /// A runner process's `main`: applies its limits, then runs the tasks its worker sends, one
 /// at a time, until its stdin closes. Returns the process's exit code.
 pub fn runner_main(config_json: &str) -> i32 {
@@ -268,13 +272,13 @@ pub fn runner_main(config_json: &str) -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sluice runner: bad configuration: {e}");
-            return 2;
+            return RUNNER_FAILED;
         }
     };
     // Die with the worker; if it is already gone, do not start.
     if let Err(e) = sys::die_with_parent() {
         eprintln!("sluice runner: cannot tie this process to its worker: {e}");
-        return 2;
+        return RUNNER_FAILED;
     }
     if std::os::unix::process::parent_id() != cfg.parent {
         return 0;
@@ -298,7 +302,7 @@ pub fn runner_main(config_json: &str) -> i32 {
     for (limit, soft, hard) in limits {
         if let Err(e) = sys::set_limit(limit, soft, hard) {
             eprintln!("sluice runner: cannot set {limit:?} to {soft}: {e}");
-            return 2;
+            return RUNNER_FAILED;
         }
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -308,7 +312,7 @@ pub fn runner_main(config_json: &str) -> i32 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sluice runner: cannot start its runtime: {e}");
-            return 2;
+            return RUNNER_FAILED;
         }
     };
     rt.block_on(serve(cfg))
@@ -337,7 +341,7 @@ async fn serve(cfg: RunnerConfig) -> i32 {
         ),
         Err(e) => {
             eprintln!("sluice runner: cannot start the query engine: {e}");
-            return 2;
+            return RUNNER_FAILED;
         }
     };
     let writer = tokio::spawn(async move {
@@ -358,27 +362,29 @@ async fn serve(cfg: RunnerConfig) -> i32 {
             Ok(None) => break 0,
             Err(e) => {
                 eprintln!("sluice runner: reading from the worker: {e}");
-                break 2;
+                break RUNNER_FAILED;
             }
         }
         let msg: ToRunner = match serde_json::from_slice(&buf) {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("sluice runner: a message it does not understand: {e}");
-                break 2;
+                break RUNNER_FAILED;
             }
         };
         match msg {
             ToRunner::Run { id, task } => {
                 if busy.as_ref().is_some_and(|b| !b.is_finished()) {
                     eprintln!("sluice runner: a second task while one runs");
-                    break 2;
+                    break RUNNER_FAILED;
                 }
-                // This task's CPU seconds, on top of what the runner used so far.
+                // This task's CPU seconds, on top of what the runner used so far: the soft
+                // limit (SIGXCPU ends the process), moved per task below an unchanged hard
+                // limit — raising a hard limit needs a privilege a runner does not have.
                 let budget = sys::cpu_seconds_used().saturating_add(cfg.cpu_budget());
-                if let Err(e) = sys::set_limit(sys::Limit::Cpu, budget, budget.saturating_add(2)) {
+                if let Err(e) = sys::set_soft_limit(sys::Limit::Cpu, budget) {
                     eprintln!("sluice runner: cannot set its CPU limit: {e}");
-                    break 2;
+                    break RUNNER_FAILED;
                 }
                 let (engine, out) = (engine.clone(), out_tx.clone());
                 busy = Some(tokio::spawn(async move {
@@ -477,6 +483,14 @@ fn death_of(
                 sys::signal_name(sig)
             ))
         }
+        None if status.code() == Some(RUNNER_FAILED) => EngineError::Refused {
+            reason: format!(
+                "the hunt runner failed{}",
+                last.map(|l| format!(": {}", cut(&l, 200)))
+                    .unwrap_or_default()
+            ),
+            retry_after: Duration::from_secs(5),
+        },
         None => EngineError::Crashed(format!(
             "the hunt's runner exited with status {}{}",
             status.code().unwrap_or(-1),
@@ -559,7 +573,7 @@ impl RunnerPool {
         }
         let started = std::time::Instant::now();
         let mut child = cmd.spawn().map_err(|e| {
-            EngineError::Io(format!(
+            not_started(format!(
                 "starting a hunt runner ({}): {e}",
                 self.cfg.program.display()
             ))
@@ -568,7 +582,7 @@ impl RunnerPool {
         let (stdin, stdout, stderr) =
             match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
                 (Some(i), Some(o), Some(e)) => (i, o, e),
-                _ => return Err(EngineError::Io("a hunt runner without pipes".into())),
+                _ => return Err(not_started("a hunt runner without pipes".into())),
             };
         // stderr: the runner's log, and the last lines to read its death by.
         let tail = Arc::new(Mutex::new(VecDeque::new()));
@@ -634,7 +648,7 @@ impl RunnerPool {
             }
             _ => {
                 let e = self.death(&mut proc).await;
-                Err(EngineError::Io(format!("a hunt runner did not start: {e}")))
+                Err(not_started(format!("a hunt runner did not start: {e}")))
             }
         }
     }
@@ -834,6 +848,16 @@ impl RunnerPool {
     }
 }
 
+/// A runner that could not be started is the worker's problem, not the task's: the task is
+/// handed back without spending an attempt (and the log says why).
+fn not_started(reason: String) -> EngineError {
+    warn!(error = %reason, "hunt runner not started");
+    EngineError::Refused {
+        reason,
+        retry_after: Duration::from_secs(5),
+    }
+}
+
 fn death_label(e: &EngineError) -> &'static str {
     match e {
         EngineError::Limit(m) if m.contains("memory") => "memory",
@@ -1030,6 +1054,16 @@ mod tests {
             ),
             (None, vec![], false, "vanished"),
         ];
+        // The runner's own failure is not the hunt's: handed back, no attempt.
+        let own = death_of(
+            Some(code(RUNNER_FAILED)),
+            &["sluice runner: cannot set its CPU limit".to_string()],
+            &cfg(),
+        );
+        assert!(
+            matches!(own, EngineError::Refused { ref reason, .. } if reason.contains("cannot set")),
+            "{own:?}"
+        );
         for (status, tail, limit, text) in cases {
             let tail: Vec<String> = tail.into_iter().map(String::from).collect();
             let e = death_of(status, &tail, &cfg());

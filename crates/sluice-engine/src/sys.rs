@@ -46,6 +46,13 @@ pub fn set_limit(limit: Limit, soft: u64, hard: u64) -> io::Result<()> {
     }
 }
 
+/// Moves the soft value of a limit, below its unchanged hard value: allowed without
+/// privilege, up or down, as often as needed.
+pub fn set_soft_limit(limit: Limit, soft: u64) -> io::Result<()> {
+    let (_, hard) = get_limit(limit)?;
+    set_limit(limit, soft.min(hard), hard)
+}
+
 /// The current (soft, hard) values of a limit of this process.
 pub fn get_limit(limit: Limit) -> io::Result<(u64, u64)> {
     let mut r = libc::rlimit {
@@ -186,6 +193,13 @@ mod tests {
         }
         assert!(x > 0);
         assert!(cpu_seconds_used() > before, "spinning is counted");
+        // A runner moves its CPU soft limit per task, up as well as down.
+        let used = cpu_seconds_used();
+        for soft in [used + 1000, used + 500, used + 2000] {
+            set_soft_limit(Limit::Cpu, soft).expect("the soft limit moves");
+            let (s, h) = get_limit(Limit::Cpu).expect("getrlimit");
+            assert_eq!(s, soft.min(h));
+        }
         let me = std::process::id();
         assert!(data_bytes(me).is_some_and(|b| b > 0));
         assert!(data_bytes(u32::MAX).is_none());

@@ -506,3 +506,59 @@ async fn a_runner_killed_mid_task_is_a_poison_pill_retried_once() {
         assert_eq!(t.attempt, 0, "{t:?}");
     }
 }
+
+/// A warm runner runs task after task: one slot, one runner, every lake of a hunt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_warm_runner_runs_task_after_task() {
+    let (store, db) = sluice_store::testing::pg_store().await;
+    let b = tokio::task::spawn_blocking({
+        let db = db.clone();
+        move || start(&db, 5, &["--concurrency", "1"])
+    })
+    .await
+    .expect("start");
+    let bob = token(&db, &std::env::temp_dir(), "bob");
+    let (status, body) = submit(
+        &b.addr,
+        &bob,
+        &serde_json::json!({"hunt": ioc_hunt(&b.needles)}),
+    );
+    assert_eq!(status, 202, "{body}");
+    let job = body["job"].as_u64().expect("job");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let j = loop {
+        let j = job_state(&b.addr, &bob, job);
+        if j["state"] != "queued" && j["state"] != "running" {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "{j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(
+        j["rows_found"].as_u64(),
+        Some(b.needles.len() as u64),
+        "{j}"
+    );
+    for t in tasks(&store, job).await {
+        assert_eq!(t.attempt, 0, "{t:?}");
+    }
+    let (_, metrics) = http(&b.addr, "GET", "/metrics", "", None);
+    let started: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("sluice_engine_runners_started_total"))
+        .collect();
+    assert_eq!(
+        started,
+        ["sluice_engine_runners_started_total 1"],
+        "{started:?}"
+    );
+    assert_eq!(runners_of(b.server_pid).len(), 1);
+    // The lake counters a runner moved reach the worker's /metrics.
+    let rows = metrics
+        .lines()
+        .find(|l| l.starts_with("sluice_engine_rows_matched_total"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(rows, Some(b.needles.len() as u64), "{metrics}");
+}
