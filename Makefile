@@ -51,8 +51,12 @@ replay-outage: ## The incident replayed: the same backlog with the guard off (fr
 bench-scan: ## Needle hunt over >= 2 GB of Parquet: Sluice's engine vs DuckDB, bloom on/off
 	bash benches/scan.sh
 
+.PHONY: bench-fairness
+bench-fairness: ## A 3-lake hunt behind another owner's sweep vs alone, runners vs in-process (release build)
+	bash benches/fairness.sh
+
 .PHONY: bench
-bench: bench-queue bench-scan ## Every benchmark
+bench: bench-queue bench-scan bench-fairness ## Every benchmark
 
 .PHONY: bench-smoke
 bench-smoke: ## Both benchmarks with a tiny load, no peers, no DuckDB (keeps them alive in CI)
