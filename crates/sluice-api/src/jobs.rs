@@ -51,10 +51,46 @@ async fn view(api: &Api, j: &Job) -> Result<JobView, ApiError> {
         waits::wait_reasons(api.store.as_ref(), j.id).await?
     };
     let eta = waits::eta_secs(j, &waiting, chrono::Utc::now());
-    Ok(JobView::new(
-        j,
-        waiting.into_iter().map(|w| w.text).collect(),
-        eta,
+    let mut v = JobView::new(j, waiting.into_iter().map(|w| w.text).collect(), eta);
+    if v.error.is_none() && j.counts.failed > 0 {
+        v.error = failed_lakes(api, j).await?;
+    }
+    Ok(v)
+}
+
+/// Why a job's lakes failed, from the first failed task (of the first page of tasks): "lake
+/// L: its error (and N more lakes failed)" — so a failed job says which limit a hunt hit
+/// without a look at the journal.
+async fn failed_lakes(api: &Api, j: &Job) -> Result<Option<String>, ApiError> {
+    let tasks = api
+        .store
+        .task_list(sluice_store::TaskListParams {
+            job_id: j.id,
+            limit: 1000,
+            after: None,
+        })
+        .await?;
+    let more = |n: i64| match n {
+        0 => String::new(),
+        1 => " (and 1 more lake failed)".into(),
+        n => format!(" (and {n} more lakes failed)"),
+    };
+    Ok(Some(
+        match tasks
+            .iter()
+            .find(|t| t.state == sluice_core::TaskState::Failed)
+        {
+            Some(t) => format!(
+                "{}: {}{}",
+                t.lake,
+                t.last_error.as_deref().unwrap_or("failed"),
+                more(j.counts.failed - 1)
+            ),
+            None => format!(
+                "{} lakes failed: `sluice explain {}` or GET /v1/jobs/{}/events says why",
+                j.counts.failed, j.id, j.id
+            ),
+        },
     ))
 }
 
@@ -137,6 +173,10 @@ async fn plan(api: &Api, hunt: &serde_json::Value) -> Result<crate::Planned, Api
         Rejection::NoLakes => {
             ApiError::BadRequest("no registered lake matches the selector".into())
         }
+        Rejection::Busy(detail) => ApiError::Busy {
+            detail,
+            retry_after: 5,
+        },
         Rejection::Store(e) => e.into(),
     })
 }
@@ -503,8 +543,8 @@ pub(crate) async fn results(
     )
         .into_response();
     let h = resp.headers_mut();
-    if page.rows == limit
-        && let Ok(v) = header::HeaderValue::from_str(&(offset + limit).to_string())
+    if (page.rows == limit || (page.truncated && page.rows > 0))
+        && let Ok(v) = header::HeaderValue::from_str(&(offset + page.rows).to_string())
     {
         h.insert("x-next-cursor", v);
     }

@@ -58,6 +58,8 @@ pub enum Rejection {
     Invalid(Vec<wire::HuntError>),
     /// No registered lake matches the selector.
     NoLakes,
+    /// The hunt could not be checked now (the checks are busy): try again shortly.
+    Busy(String),
     Store(StoreError),
 }
 
@@ -91,8 +93,10 @@ impl ResultFormat {
 #[derive(Debug, Clone)]
 pub struct ResultPage {
     pub body: Vec<u8>,
-    /// Rows in this page (fewer than asked: the last page for now).
+    /// Rows in this page.
     pub rows: usize,
+    /// The page stopped short of `limit` to stay within its memory budget: more rows follow.
+    pub truncated: bool,
 }
 
 /// Reads the committed results of a job's tasks (the binary implements it with the engine,

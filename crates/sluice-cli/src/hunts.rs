@@ -49,6 +49,9 @@ pub enum PlanError {
     Invalid(Vec<SqlError>),
     #[error("no registered lake matches the selector")]
     NoLakes,
+    /// The checks could not run now (too many at once): try again.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -84,7 +87,13 @@ pub async fn plan(store: &dyn Store, spec: &HuntSpec) -> Result<Plan, PlanError>
         .map_err(|e| PlanError::Invalid(vec![plain(e)]))?;
     let compiled = validate(spec, &schema, &first.partition_cols)
         .await
-        .map_err(PlanError::Invalid)?;
+        .map_err(|errors| {
+            if sluice_engine::validate::is_busy(&errors) {
+                PlanError::Busy(errors[0].message.clone())
+            } else {
+                PlanError::Invalid(errors)
+            }
+        })?;
     let est_calls = lakes.len() as i64 * i64::from(EST_CALLS_PER_LAKE);
     Ok(Plan {
         compiled,
@@ -140,6 +149,7 @@ impl sluice_api::Planner for HuntPlanner {
                         .collect(),
                 ),
                 PlanError::NoLakes => Rejection::NoLakes,
+                PlanError::Busy(m) => Rejection::Busy(m),
                 PlanError::Store(e) => Rejection::Store(e),
             })?;
         // The owner and submission options are the API's to fill in.
@@ -178,14 +188,15 @@ impl sluice_api::ResultReader for EngineResults {
         let keys = result_keys(self.store.as_ref(), job.id)
             .await
             .map_err(|e| e.to_string())?;
-        let batches = self
+        let (batches, truncated) = self
             .engine
-            .results(&keys, offset, limit)
+            .results_page(&keys, offset, limit)
             .await
             .map_err(|e| e.to_string())?;
         Ok(sluice_api::ResultPage {
             rows: batches.iter().map(|b| b.num_rows()).sum(),
             body: encode(&batches, format).map_err(|e| e.to_string())?,
+            truncated,
         })
     }
 }

@@ -335,7 +335,10 @@ impl Engine {
             cache_manager: self.cache.clone(),
             object_store_registry: Arc::new(OnlyThese(stores)),
         });
-        Ok(SessionContext::new_with_config_rt(config, runtime))
+        // The functions the submit-time check knows, no more (no table functions).
+        Ok(SessionContext::new_with_state(
+            crate::validate::check_state(config, Some(runtime)),
+        ))
     }
 
     /// Registers the lake as table `events` in a fresh sandboxed session.
@@ -455,28 +458,43 @@ impl Engine {
     // parquet 59 deprecates `ParquetObjectReader` in favour of implementing `AsyncFileReader`
     // by hand; it still does what is needed here (suffix read of the footer, ranged reads of
     // the chosen row groups), so it stays until DataFusion moves to the replacement.
-    #[allow(deprecated)]
     pub async fn results(
         &self,
         keys: &[String],
         offset: usize,
         limit: usize,
     ) -> Result<Vec<RecordBatch>, EngineError> {
+        Ok(self.results_page(keys, offset, limit).await?.0)
+    }
+
+    /// [`Engine::results`], and whether the page stopped short of `limit` to stay within its
+    /// memory budget (more rows follow: the next page starts after the rows returned).
+    #[allow(deprecated)]
+    pub async fn results_page(
+        &self,
+        keys: &[String],
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<RecordBatch>, bool), EngineError> {
         use datafusion::parquet::arrow::ParquetRecordBatchStreamBuilder;
         use datafusion::parquet::arrow::async_reader::ParquetObjectReader;
         use futures::TryStreamExt;
         if keys.is_empty() || limit == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         let store = self.results.clone();
         let keys = keys.to_vec();
         let read = async move {
             let (mut skip, mut left) = (offset, limit);
             let mut bytes = 0usize;
+            let mut decoded = 0usize;
             let mut out = Vec::new();
             for k in keys {
-                if left == 0 || bytes >= RESULT_PAGE_BYTES {
+                if left == 0 {
                     break;
+                }
+                if bytes >= RESULT_PAGE_BYTES || decoded >= RESULT_PAGE_BYTES {
+                    return Ok((out, true));
                 }
                 let reader = ParquetObjectReader::new(store.clone(), Path::from(k.as_str()));
                 let builder = ParquetRecordBatchStreamBuilder::new(reader)
@@ -486,13 +504,18 @@ impl Engine {
                 let mut groups = Vec::new();
                 let mut first_offset = None;
                 let mut take = 0usize;
+                let mut over_budget = false;
                 for (i, rg) in md.row_groups().iter().enumerate() {
                     let rows = usize::try_from(rg.num_rows()).unwrap_or(0);
                     if skip >= rows {
                         skip -= rows;
                         continue;
                     }
-                    if left == 0 || (bytes >= RESULT_PAGE_BYTES && !out.is_empty()) {
+                    if left == 0 {
+                        break;
+                    }
+                    if bytes >= RESULT_PAGE_BYTES && !groups.is_empty() {
+                        over_budget = true;
                         break;
                     }
                     let size = usize::try_from(rg.total_byte_size()).unwrap_or(usize::MAX);
@@ -516,18 +539,35 @@ impl Engine {
                 if groups.is_empty() {
                     continue;
                 }
-                let batches: Vec<RecordBatch> = builder
+                let mut stream = builder
                     .with_row_groups(groups)
                     .with_offset(first_offset.unwrap_or(0))
                     .with_limit(take)
+                    .with_batch_size(1024)
                     .build()
-                    .map_err(|e| format!("{k}: {e}"))?
-                    .try_collect()
-                    .await
                     .map_err(|e| format!("{k}: {e}"))?;
-                out.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
+                // Decoded size counts, not encoded: a dictionary of one long string decodes
+                // into that string per row.
+                let mut got = 0usize;
+                while let Some(b) = stream.try_next().await.map_err(|e| format!("{k}: {e}"))? {
+                    got += b.num_rows();
+                    decoded = decoded.saturating_add(b.get_array_memory_size());
+                    if b.num_rows() > 0 {
+                        out.push(b);
+                    }
+                    if decoded >= RESULT_PAGE_BYTES {
+                        break;
+                    }
+                }
+                if got < take {
+                    // Stopped early: the rows not read this time follow on the next page.
+                    return Ok::<_, String>((out, true));
+                }
+                if (over_budget || decoded >= RESULT_PAGE_BYTES) && left > 0 {
+                    return Ok((out, true));
+                }
             }
-            Ok::<_, String>(out)
+            Ok::<_, String>((out, false))
         };
         let cpu = self
             .cpu

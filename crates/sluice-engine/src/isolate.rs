@@ -120,6 +120,10 @@ enum ToRunner {
 #[serde(tag = "t", rename_all = "snake_case")]
 enum FromRunner {
     Ready,
+    /// The runner has the task and starts it: a death from now on is the task's.
+    Started {
+        id: u64,
+    },
     Admit {
         rid: u64,
         scope: String,
@@ -305,6 +309,19 @@ pub fn runner_main(config_json: &str) -> i32 {
             return RUNNER_FAILED;
         }
     }
+    // Nothing writable beyond the results folder (Landlock, where the kernel has it).
+    match sys::confine_writes(&cfg.results_dir) {
+        Ok(sys::Confined::Fully | sys::Confined::Partly) => {}
+        Ok(sys::Confined::Not) => {
+            eprintln!(
+                "sluice runner: no Landlock on this kernel: file writes are confined by the engine's sandbox only"
+            );
+        }
+        Err(e) => {
+            eprintln!("sluice runner: cannot confine its file writes: {e}");
+            return RUNNER_FAILED;
+        }
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -386,10 +403,24 @@ async fn serve(cfg: RunnerConfig) -> i32 {
                     eprintln!("sluice runner: cannot set its CPU limit: {e}");
                     break RUNNER_FAILED;
                 }
+                let _ = out_tx.send(encode(&FromRunner::Started { id }));
                 let (engine, out) = (engine.clone(), out_tx.clone());
                 busy = Some(tokio::spawn(async move {
+                    use futures::FutureExt;
                     let before = crate::metrics::Delta::now();
-                    let result = engine.run(*task, CancellationToken::new()).await;
+                    // A panic ends the task with an answer, not with a silent runner.
+                    let result =
+                        std::panic::AssertUnwindSafe(engine.run(*task, CancellationToken::new()))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|p| {
+                                let what = p
+                                    .downcast_ref::<&str>()
+                                    .map(|s| (*s).to_string())
+                                    .or_else(|| p.downcast_ref::<String>().cloned())
+                                    .unwrap_or_default();
+                                Err(EngineError::Transient(format!("the hunt panicked: {what}")))
+                            });
                     let metrics = crate::metrics::Delta::now().since(before);
                     let _ = out.send(encode(&FromRunner::Done {
                         id,
@@ -436,6 +467,16 @@ struct Proc {
     stderr_eof: Option<oneshot::Receiver<()>>,
     last_lake: Option<String>,
     nice: i32,
+    /// What the runner is working for: the id it last acknowledged, and the one provider
+    /// scope its gate and credential questions may name.
+    task: Arc<Mutex<RunnerTask>>,
+}
+
+/// The task a runner works on, as the worker's side of its pipe knows it.
+#[derive(Debug, Default)]
+struct RunnerTask {
+    started: Option<u64>,
+    scope: Option<String>,
 }
 
 /// A runner's end, as a worker tells it.
@@ -534,6 +575,17 @@ pub struct RunnerPool {
 impl RunnerPool {
     pub fn new(cfg: PoolConfig, engine: Arc<Engine>) -> Self {
         crate::metrics::init();
+        let worst = (cfg.max_idle as u64).saturating_mul(cfg.runner.data_limit());
+        if let Some(limit) = sys::container_memory_limit()
+            && worst > limit
+        {
+            warn!(
+                slots = cfg.max_idle,
+                per_runner = %human_bytes(cfg.runner.data_limit() as usize),
+                container = %human_bytes(limit as usize),
+                "the slots' runners may together use more memory than this container may: the container's limit would end the worker with them; lower --concurrency or --task-memory-mib"
+            );
+        }
         RunnerPool {
             cfg,
             engine,
@@ -617,6 +669,7 @@ impl RunnerPool {
         // stdout: questions to answer, and the task's end.
         let (done_tx, done) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel::<()>();
+        let task = Arc::new(Mutex::new(RunnerTask::default()));
         tokio::spawn(serve_runner(
             pid,
             stdout,
@@ -624,6 +677,7 @@ impl RunnerPool {
             done_tx,
             ready_tx,
             self.engine.clone(),
+            task.clone(),
         ));
         let mut proc = Proc {
             child,
@@ -634,6 +688,7 @@ impl RunnerPool {
             stderr_eof: Some(eof_rx),
             last_lake: None,
             nice: 0,
+            task,
         };
         match tokio::time::timeout(Duration::from_secs(30), ready_rx).await {
             Ok(Ok(())) => {
@@ -745,14 +800,16 @@ impl RunnerPool {
         true
     }
 
-    fn release(&self, owner: &str, pid: u32) {
+    /// The runner `pid` no longer works for `owner`; returns the nice value it was given
+    /// meanwhile (others of the owner's tasks may have raised it).
+    fn release(&self, owner: &str, pid: u32) -> Option<i32> {
         let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(mine) = owners.get_mut(owner) {
-            mine.remove(&pid);
-            if mine.is_empty() {
-                owners.remove(owner);
-            }
+        let mine = owners.get_mut(owner)?;
+        let nice = mine.remove(&pid);
+        if mine.is_empty() {
+            owners.remove(owner);
         }
+        nice
     }
 
     /// Runs one task in a runner. `fresh`: in a runner of its own, started for it and stopped
@@ -780,7 +837,9 @@ impl RunnerPool {
         }
         let pid = p.pid;
         let result = self.run_on(&mut p, task, cancel).await;
-        self.release(owner, pid);
+        if let Some(nice) = self.release(owner, pid) {
+            p.nice = p.nice.max(nice);
+        }
         match &result {
             // The runner is fine: keep it warm (a fresh one is not kept: it ran a suspect).
             Ok(_)
@@ -809,6 +868,14 @@ impl RunnerPool {
     ) -> Result<TaskOutput, EngineError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let timeout = self.cfg.runner.timeout;
+        {
+            let mut t = p.task.lock().unwrap_or_else(|p| p.into_inner());
+            t.started = None;
+            t.scope = Some(task.lake.scope.clone());
+        }
+        // The last lines of stderr say why a runner died: this task's lines, not an earlier one's.
+        p.tail.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let cpu_before = sys::cpu_seconds_of(p.pid).unwrap_or(0.0);
         if p.to
             .send(encode(&ToRunner::Run {
                 id,
@@ -817,7 +884,7 @@ impl RunnerPool {
             .is_err()
         {
             let e = self.death(p).await;
-            return Err(EngineError::Transient(format!(
+            return Err(not_started(format!(
                 "the hunt runner was gone before its task: {e}"
             )));
         }
@@ -830,6 +897,11 @@ impl RunnerPool {
                 }
                 None => {
                     let e = self.death(p).await;
+                    let started = p.task.lock().unwrap_or_else(|p| p.into_inner()).started == Some(id);
+                    if !started {
+                        // It died before it had the task: not the task's doing.
+                        return Err(not_started(format!("the hunt runner ended before it started the task: {e}")));
+                    }
                     crate::metrics::RUNNER_DEATHS.with_label_values(&[death_label(&e)]).inc();
                     info!(runner = p.pid, error = %e, "hunt runner died");
                     Err(e)
@@ -840,9 +912,10 @@ impl RunnerPool {
                 Err(EngineError::Cancelled)
             }
             _ = tokio::time::sleep(timeout) => {
+                let cpu = sys::cpu_seconds_of(p.pid).unwrap_or(0.0) - cpu_before;
                 self.kill(p).await;
                 crate::metrics::RUNNER_DEATHS.with_label_values(&["timeout"]).inc();
-                Err(EngineError::Limit(format!("the hunt ran longer than its limit of {}", human_secs(timeout))))
+                Err(timed_out(timeout, cpu))
             }
         }
     }
@@ -858,6 +931,20 @@ fn not_started(reason: String) -> EngineError {
     }
 }
 
+/// What a run killed at its timeout means: the hunt's cost when it computed for a good part
+/// of that time (the same hunt would again: permanent), the machine's when it barely got the
+/// CPU (an overloaded worker: worth another attempt).
+fn timed_out(timeout: Duration, cpu_secs: f64) -> EngineError {
+    let limit = human_secs(timeout);
+    if cpu_secs >= timeout.as_secs_f64() / 4.0 {
+        EngineError::Limit(format!("the hunt ran longer than its limit of {limit}"))
+    } else {
+        EngineError::Transient(format!(
+            "the hunt ran longer than its limit of {limit} but computed for only {cpu_secs:.1}s of it (the worker was overloaded, or the lake slow to answer): tried again"
+        ))
+    }
+}
+
 fn death_label(e: &EngineError) -> &'static str {
     match e {
         EngineError::Limit(m) if m.contains("memory") => "memory",
@@ -867,23 +954,35 @@ fn death_label(e: &EngineError) -> &'static str {
     }
 }
 
-/// Environment variables a runner inherits: logging, locale, time zone and the non-secret
-/// S3 settings. Never credentials, database URLs or tokens.
+/// Environment variables a runner inherits — an allow-list: logging, locale, time zone,
+/// proxies and CA certificates (to reach the provider), and the S3 settings that are not
+/// credentials. Never credentials, database URLs or tokens.
 fn passes_to_runner(name: &str) -> bool {
-    const SECRET: [&str; 8] = [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_ROLE_ARN",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    const PASS: [&str; 22] = [
+        "RUST_LOG",
+        "RUST_BACKTRACE",
+        "TZ",
+        "LANG",
+        "LC_ALL",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_ALLOW_HTTP",
+        "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
     ];
-    matches!(
-        name,
-        "RUST_LOG" | "RUST_BACKTRACE" | "TZ" | "LANG" | "LC_ALL"
-    ) || (name.starts_with("AWS_") && !SECRET.iter().any(|s| name.starts_with(s)))
+    PASS.contains(&name)
 }
 
 /// Reads a runner's stdout: answers its gate and credential questions with the worker's own
@@ -896,9 +995,24 @@ async fn serve_runner(
     done: mpsc::UnboundedSender<(u64, Result<TaskOutput, EngineError>)>,
     ready: oneshot::Sender<()>,
     engine: Arc<Engine>,
+    task: Arc<Mutex<RunnerTask>>,
 ) {
     let gate = engine.gate();
-    let probes: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    // Probes granted and not yet answered, per scope; `None` once the runner has ended (a
+    // probe granted after that is reported lost at once).
+    let probes: Arc<Mutex<Option<HashMap<String, u32>>>> =
+        Arc::new(Mutex::new(Some(HashMap::new())));
+    // A runner asks only for its task's scope: anything else is refused (and logged).
+    let allowed = {
+        let task = task.clone();
+        move |scope: &str| {
+            task.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .scope
+                .as_deref()
+                == Some(scope)
+        }
+    };
     let mut ready = Some(ready);
     let mut r = BufReader::new(stdout);
     let mut buf = Vec::new();
@@ -924,16 +1038,40 @@ async fn serve_runner(
                     let _ = r.send(());
                 }
             }
+            FromRunner::Started { id } => {
+                task.lock().unwrap_or_else(|p| p.into_inner()).started = Some(id);
+            }
             FromRunner::Admit { rid, scope } => {
+                if !allowed(&scope) {
+                    warn!(
+                        runner = pid,
+                        scope, "a hunt runner asked for a scope not its task's"
+                    );
+                    let result = Err(Refusal::Unavailable(format!(
+                        "scope {scope} is not this task's"
+                    )));
+                    let _ = to.send(encode(&ToRunner::Admitted { rid, result }));
+                    continue;
+                }
                 let (gate, to, probes) = (gate.clone(), to.clone(), probes.clone());
                 tokio::spawn(async move {
                     let result = gate.admit(&scope).await;
                     if matches!(result, Ok(Permit { probe: true })) {
-                        *probes
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .entry(scope)
-                            .or_default() += 1;
+                        let late = {
+                            let mut p = probes.lock().unwrap_or_else(|p| p.into_inner());
+                            match p.as_mut() {
+                                Some(m) => {
+                                    *m.entry(scope.clone()).or_default() += 1;
+                                    false
+                                }
+                                None => true,
+                            }
+                        };
+                        if late {
+                            // The runner ended while its probe was being granted.
+                            gate.report(&scope, Permit { probe: true }, CallClass::Transient)
+                                .await;
+                        }
                     }
                     let _ = to.send(encode(&ToRunner::Admitted { rid, result }));
                 });
@@ -945,7 +1083,7 @@ async fn serve_runner(
             } => {
                 if permit.probe {
                     let mut p = probes.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(n) = p.get_mut(&scope) {
+                    if let Some(n) = p.as_mut().and_then(|m| m.get_mut(&scope)) {
                         *n = n.saturating_sub(1);
                     }
                 }
@@ -957,6 +1095,15 @@ async fn serve_runner(
                 scope,
                 options,
             } => {
+                if !allowed(&scope) {
+                    warn!(
+                        runner = pid,
+                        scope, "a hunt runner asked for credentials of a scope not its task's"
+                    );
+                    let result = Err(format!("scope {scope} is not this task's"));
+                    let _ = to.send(encode(&ToRunner::Creds { rid, result }));
+                    continue;
+                }
                 let (engine, to) = (engine.clone(), to.clone());
                 tokio::spawn(async move {
                     let result = engine
@@ -979,7 +1126,9 @@ async fn serve_runner(
     let lost: Vec<(String, u32)> = probes
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .drain()
+        .take()
+        .unwrap_or_default()
+        .into_iter()
         .filter(|(_, n)| *n > 0)
         .collect();
     for (scope, n) in lost {
@@ -1077,6 +1226,18 @@ mod tests {
     }
 
     #[test]
+    fn a_timeout_is_the_hunts_when_it_computed_and_the_machines_when_it_waited() {
+        let t = Duration::from_secs(60);
+        assert!(
+            matches!(timed_out(t, 59.0), EngineError::Limit(ref m) if m.contains("limit of 1m"))
+        );
+        assert!(matches!(timed_out(t, 15.0), EngineError::Limit(_)));
+        assert!(
+            matches!(timed_out(t, 2.0), EngineError::Transient(ref m) if m.contains("only 2.0s"))
+        );
+    }
+
+    #[test]
     fn an_owner_with_more_tasks_runs_them_nicer() {
         assert_eq!(nice_for(0), 0);
         assert_eq!(nice_for(1), 0);
@@ -1100,6 +1261,12 @@ mod tests {
             ("AWS_SECRET_ACCESS_KEY", false),
             ("AWS_SESSION_TOKEN", false),
             ("AWS_CONTAINER_CREDENTIALS_FULL_URI", false),
+            ("AWS_TOKEN", false),
+            ("AWS_SECURITY_TOKEN", false),
+            ("AWS_SHARED_CREDENTIALS_FILE", false),
+            ("AWS_PROFILE", false),
+            ("HTTPS_PROXY", true),
+            ("SSL_CERT_FILE", true),
             ("SLUICE_DATABASE_URL", false),
             ("SLUICE_TOKEN", false),
             ("DATABASE_URL", false),

@@ -135,6 +135,37 @@ pub fn renice_this_thread(nice: i32) -> io::Result<()> {
     }
 }
 
+/// CPU seconds (user + system) process `pid` has used, all its threads together.
+pub fn cpu_seconds_of(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces and parentheses).
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf takes an integer and reads nothing we own.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks as f64 / hz as f64)
+}
+
+/// The memory limit of this process's container, if it has one (cgroup v2 `memory.max`, or
+/// v1 `memory.limit_in_bytes`).
+pub fn container_memory_limit() -> Option<u64> {
+    for path in [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ] {
+        if let Ok(v) = std::fs::read_to_string(path)
+            && let Ok(n) = v.trim().parse::<u64>()
+            // v1 says "no limit" with a huge number.
+            && n < (1 << 60)
+        {
+            return Some(n);
+        }
+    }
+    None
+}
+
 /// The private writable memory of process `pid` in bytes (`VmData`: what `RLIMIT_DATA` counts).
 pub fn data_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -147,6 +178,41 @@ pub fn data_bytes(pid: u32) -> Option<u64> {
 /// runner is killed before its worker or the API.
 pub fn prefer_oom_kill() {
     let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
+}
+
+/// How far [`confine_writes`] could go on this kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confined {
+    /// Every file-system right this build knows is handled.
+    Fully,
+    /// The kernel's Landlock is older than this build's: some rights are not handled.
+    Partly,
+    /// No Landlock (an old kernel, or disabled): only the engine's own sandbox holds.
+    Not,
+}
+
+/// Confines this process (and any it would start) with Landlock: files and folders anywhere
+/// may be read, but nothing may be written, created, removed, renamed or executed except under
+/// `writable` — a runner's results folder. Unprivileged, and irreversible for the process.
+pub fn confine_writes(writable: &std::path::Path) -> Result<Confined, String> {
+    use landlock::{
+        ABI, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+        path_beneath_rules,
+    };
+    let abi = ABI::V5;
+    let read = AccessFs::ReadFile | AccessFs::ReadDir;
+    let status = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .and_then(|r| r.create())
+        .and_then(|r| r.add_rules(path_beneath_rules(["/"], read)))
+        .and_then(|r| r.add_rules(path_beneath_rules([writable], AccessFs::from_all(abi))))
+        .and_then(|r| r.restrict_self())
+        .map_err(|e| e.to_string())?;
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => Confined::Fully,
+        RulesetStatus::PartiallyEnforced => Confined::Partly,
+        RulesetStatus::NotEnforced => Confined::Not,
+    })
 }
 
 /// The name of a signal, for messages people read.
@@ -175,6 +241,49 @@ pub const SIGXFSZ: i32 = libc::SIGXFSZ;
 mod tests {
     use super::*;
 
+    /// Each test runs in a process of its own (nextest), so confining this one is safe.
+    #[test]
+    fn a_confined_process_writes_only_under_its_folder() {
+        let ok = tempfile::tempdir().expect("tmp");
+        let other = tempfile::tempdir().expect("tmp");
+        std::fs::write(other.path().join("before"), b"x").expect("write before");
+        match confine_writes(ok.path()).expect("landlock") {
+            Confined::Not => return, // no Landlock on this kernel: nothing to check
+            Confined::Fully | Confined::Partly => {}
+        }
+        std::fs::write(ok.path().join("result.parquet"), b"rows").expect("inside: allowed");
+        std::fs::create_dir(ok.path().join("jobs")).expect("a folder inside: allowed");
+        for (what, r) in [
+            (
+                "create outside",
+                std::fs::write(other.path().join("x"), b"x"),
+            ),
+            (
+                "overwrite outside",
+                std::fs::write(other.path().join("before"), b"y"),
+            ),
+            (
+                "remove outside",
+                std::fs::remove_file(other.path().join("before")),
+            ),
+            (
+                "create in /tmp",
+                std::fs::write(
+                    std::env::temp_dir().join(format!("sluice-escape-{}", std::process::id())),
+                    b"x",
+                ),
+            ),
+        ] {
+            let e = r.expect_err(what);
+            assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{what}: {e}");
+        }
+        // Reading is still allowed everywhere (lakes are local folders).
+        assert_eq!(
+            std::fs::read(other.path().join("before")).expect("read"),
+            b"x"
+        );
+    }
+
     #[test]
     fn limits_read_back_and_usage_is_counted() {
         let (soft, hard) = get_limit(Limit::Core).expect("getrlimit");
@@ -202,6 +311,12 @@ mod tests {
         }
         let me = std::process::id();
         assert!(data_bytes(me).is_some_and(|b| b > 0));
+        assert!(
+            cpu_seconds_of(me).is_some_and(|s| s > 0.5),
+            "{:?}",
+            cpu_seconds_of(me)
+        );
+        assert!(cpu_seconds_of(u32::MAX).is_none());
         assert!(data_bytes(u32::MAX).is_none());
         assert_eq!(signal_name(SIGABRT), "SIGABRT");
     }

@@ -10,6 +10,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -173,9 +174,10 @@ pub fn table_schema(file_schema: &Schema, partition_cols: &[String]) -> SchemaRe
 /// Deepest nesting of brackets a hunt may have: far more than a person writes, far less than
 /// what would exhaust a parser's stack.
 pub const MAX_NESTING: usize = 40;
-/// Longest chain of operators (`a OR b OR …`) a hunt may have: each is a level of the plan's
-/// expression tree, which every planning pass walks. A long list is an `IN (…)`.
-pub const MAX_OPERATORS: usize = 2_000;
+/// Most operators (`a = 1 OR b + 2 > 3 …`) a hunt may have: a chain of them is a level of the
+/// plan's expression tree each, which every planning pass walks (some quadratically). A long
+/// list is an `IN (…)`.
+pub const MAX_OPERATORS: usize = 5_000;
 /// Longest a check may take; it evaluates nothing, so only a pathological input gets near it.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Checks at once per process; more wait (up to [`CHECK_TIMEOUT`]) for a turn.
@@ -208,6 +210,15 @@ pub async fn validate(
     Ok(compiled)
 }
 
+/// How a refusal for want of time to check begins ([`is_busy`]): the server's state, not the
+/// hunt's fault.
+const BUSY: &str = "the server is busy checking other hunts";
+
+/// Whether `validate` refused for want of time (try again later), not for the hunt itself.
+pub fn is_busy(errors: &[SqlError]) -> bool {
+    errors.len() == 1 && errors[0].line == 0 && errors[0].message.starts_with(BUSY)
+}
+
 static CHECKS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
     std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(CHECKS_AT_ONCE)));
 
@@ -219,7 +230,7 @@ where
 {
     let busy = || {
         vec![plain(format!(
-            "the hunt could not be checked within {}s (the server is busy checking others): try again",
+            "{BUSY}: it could not be checked within {}s; try again",
             CHECK_TIMEOUT.as_secs()
         ))]
     };
@@ -245,22 +256,30 @@ where
         Ok(Ok(r)) => r,
         Ok(Err(_)) => Err(vec![plain("the check of the hunt failed unexpectedly")]),
         Err(_) => Err(vec![plain(format!(
-            "the hunt took longer than {}s to check: simplify it",
+            "{BUSY}, or the hunt is very large: it took longer than {}s to check; try again, or simplify it",
             CHECK_TIMEOUT.as_secs()
         ))]),
     }
 }
 
-/// The first place the query nests brackets deeper than [`MAX_NESTING`], outside strings and
-/// comments; or, when it chains more than [`MAX_OPERATORS`] `AND`/`OR`s, where the one past
-/// the cap is.
+/// The first place the query nests brackets deeper than [`MAX_NESTING`], or where it passes
+/// [`MAX_OPERATORS`] operators (`AND`, `OR`, and each run of `+-*/%|&^=<>!~`), outside strings
+/// and comments.
 fn too_deep(sql: &str) -> Option<SqlError> {
+    const OPERATOR: &str = "+-*/%|&^=<>!~";
     let (mut line, mut col) = (1u64, 0u64);
     let (mut depth, mut ops) = (0usize, 0usize);
     let mut chars = sql.chars().peekable();
     let mut quote: Option<char> = None;
     let mut word = String::new();
     let mut word_at = (1u64, 1u64);
+    let mut in_operator = false;
+    let too_many = |line, column| SqlError {
+        line,
+        column,
+        message: format!("the query has more than {MAX_OPERATORS} operators (AND, OR, =, +, …)"),
+        hint: Some("compare a column with a list: col IN ('a', 'b', …)".into()),
+    };
     while let Some(c) = chars.next() {
         col += 1;
         if c == '\n' {
@@ -276,14 +295,7 @@ fn too_deep(sql: &str) -> Option<SqlError> {
             if word.eq_ignore_ascii_case("and") || word.eq_ignore_ascii_case("or") {
                 ops += 1;
                 if ops > MAX_OPERATORS {
-                    return Some(SqlError {
-                        line: word_at.0,
-                        column: word_at.1,
-                        message: format!(
-                            "the query chains more than {MAX_OPERATORS} AND/OR conditions"
-                        ),
-                        hint: Some("compare a column with a list: col IN ('a', 'b', …)".into()),
-                    });
+                    return Some(too_many(word_at.0, word_at.1));
                 }
             }
             word.clear();
@@ -291,36 +303,118 @@ fn too_deep(sql: &str) -> Option<SqlError> {
         match quote {
             Some(q) if c == q => quote = None,
             Some(_) => {}
-            None => match c {
-                '\'' | '"' => quote = Some(c),
-                '-' if chars.peek() == Some(&'-') => {
-                    for n in chars.by_ref() {
-                        if n == '\n' {
-                            line += 1;
-                            col = 0;
-                            break;
+            None => {
+                let starts_comment = (c == '-' && chars.peek() == Some(&'-'))
+                    || (c == '/' && chars.peek() == Some(&'*'));
+                if OPERATOR.contains(c) && !starts_comment {
+                    if !in_operator {
+                        ops += 1;
+                        if ops > MAX_OPERATORS {
+                            return Some(too_many(line, col));
                         }
                     }
+                    in_operator = true;
+                    continue;
                 }
-                '(' | '[' => {
-                    depth += 1;
-                    if depth > MAX_NESTING {
-                        return Some(SqlError {
-                            line,
-                            column: col,
-                            message: format!(
-                                "the query nests brackets more than {MAX_NESTING} deep here"
-                            ),
-                            hint: Some("flatten the expression".into()),
-                        });
+                in_operator = false;
+                match c {
+                    '\'' | '"' => quote = Some(c),
+                    '-' => {
+                        // A line comment: skip to the end of the line.
+                        for n in chars.by_ref() {
+                            if n == '\n' {
+                                line += 1;
+                                col = 0;
+                                break;
+                            }
+                        }
                     }
+                    '/' => {
+                        // A block comment: skip past its end.
+                        chars.next();
+                        col += 1;
+                        let mut prev = ' ';
+                        for n in chars.by_ref() {
+                            col += 1;
+                            if n == '\n' {
+                                line += 1;
+                                col = 0;
+                            }
+                            if prev == '*' && n == '/' {
+                                break;
+                            }
+                            prev = n;
+                        }
+                    }
+                    '(' | '[' => {
+                        depth += 1;
+                        if depth > MAX_NESTING {
+                            return Some(SqlError {
+                                line,
+                                column: col,
+                                message: format!(
+                                    "the query nests brackets more than {MAX_NESTING} deep here"
+                                ),
+                                hint: Some("flatten the expression".into()),
+                            });
+                        }
+                    }
+                    ')' | ']' => depth = depth.saturating_sub(1),
+                    _ => {}
                 }
-                ')' | ']' => depth = depth.saturating_sub(1),
-                _ => {}
-            },
+            }
         }
     }
     None
+}
+
+/// Table references a query expands to when each reference to a `WITH` query counts that
+/// query's own references again — what planning walks (DataFusion plans every reference to a
+/// `WITH` query anew: a chain that uses the one before twice per level plans 2^n copies).
+fn expanded_references(q: &datafusion::sql::sqlparser::ast::Query) -> u64 {
+    use datafusion::sql::sqlparser::ast::{ObjectName, Visit, visit_relations};
+    use std::ops::ControlFlow;
+    fn refs<V: Visit>(v: &V, sizes: &HashMap<String, u64>) -> u64 {
+        let mut n = 0u64;
+        let _ = visit_relations(v, |name: &ObjectName| {
+            let key = name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.value.to_ascii_lowercase())
+                .unwrap_or_default();
+            n = n.saturating_add(sizes.get(&key).copied().unwrap_or(1));
+            ControlFlow::<()>::Continue(())
+        });
+        n
+    }
+    let mut sizes = HashMap::new();
+    if let Some(with) = &q.with {
+        for cte in &with.cte_tables {
+            let n = refs(&cte.query, &sizes);
+            sizes.insert(cte.alias.name.value.to_ascii_lowercase(), n);
+        }
+    }
+    refs(&q.body, &sizes)
+}
+
+/// Most table references a query may expand to ([`expanded_references`]).
+pub const MAX_REFERENCES: u64 = 1_000;
+
+/// A session to check hunts in: the default functions, no table functions (`range`,
+/// `generate_series`: their arguments are evaluated while planning).
+pub(crate) fn check_state(
+    config: SessionConfig,
+    runtime: Option<Arc<datafusion::execution::runtime_env::RuntimeEnv>>,
+) -> datafusion::execution::SessionState {
+    let mut b = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_table_functions(HashMap::new());
+    if let Some(rt) = runtime {
+        b = b.with_runtime_env(rt);
+    }
+    b.build()
 }
 
 async fn check_sql(hunt: &CompiledHunt, schema: &SchemaRef) -> Result<(), Vec<SqlError>> {
@@ -383,12 +477,29 @@ async fn check_sql(hunt: &CompiledHunt, schema: &SchemaRef) -> Result<(), Vec<Sq
             .set(k, v)
             .map_err(|e| vec![plain(e.to_string())])?;
     }
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = SessionContext::new_with_state(check_state(config, None));
     let empty =
         MemTable::try_new(schema.clone(), vec![vec![]]).map_err(|e| vec![plain(e.to_string())])?;
     ctx.register_table("events", Arc::new(empty))
         .map_err(|e| vec![plain(e.to_string())])?;
     let state = ctx.state();
+    if let Statement::Statement(st) = &statement
+        && let datafusion::sql::sqlparser::ast::Statement::Query(q) = st.as_ref()
+    {
+        let n = expanded_references(q);
+        if n > MAX_REFERENCES {
+            return Err(vec![SqlError {
+                line: 0,
+                column: 0,
+                message: format!(
+                    "the query reads tables {n} times once its WITH queries are expanded, more than {MAX_REFERENCES}"
+                ),
+                hint: Some(
+                    "reference each WITH query once, or join instead of repeating it".into(),
+                ),
+            }]);
+        }
+    }
     let plan = state.statement_to_plan(statement).await;
     let plan = plan.and_then(|p| sql_options().verify_plan(&p).map(|_| p));
     // The analyzer (type coercion, function signatures) catches type mismatches. The
@@ -555,6 +666,10 @@ mod tests {
                     .join(" OR ")
             )
         };
+        let in_block_comment = format!(
+            "SELECT * FROM events /* {} */ WHERE 1 = 1",
+            "( OR ".repeat(MAX_OPERATORS)
+        );
         let words_in_strings = format!(
             "SELECT * FROM events WHERE domain = '{}'",
             "and or ".repeat(MAX_OPERATORS)
@@ -565,10 +680,20 @@ mod tests {
             (ok_depth, None),
             (in_string, None),
             (in_comment, None),
-            (chain(MAX_OPERATORS + 1), None),
+            // n terms: n `=` and n - 1 `OR`.
+            (chain(MAX_OPERATORS / 2), None),
             (
-                chain(MAX_OPERATORS + 2),
-                Some((1, 0, "more than 2000 AND/OR")),
+                chain(MAX_OPERATORS / 2 + 1),
+                Some((1, 0, "more than 5000 operators")),
+            ),
+            (in_block_comment, None),
+            (
+                format!("SELECT 1{}", " + 1".repeat(MAX_OPERATORS + 1)),
+                Some((1, 0, "more than 5000 operators")),
+            ),
+            (
+                format!("SELECT 1 FROM events WHERE user = '{}'", "+".repeat(20_000)),
+                None,
             ),
             (words_in_strings, None),
         ];
@@ -600,6 +725,34 @@ mod tests {
             errs[0].message.contains("deep") && errs[0].line == 1,
             "{errs:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_query_that_expands_exponentially_or_calls_table_functions_is_refused() {
+        // Each WITH query uses the one before twice: 2^24 copies of the first when walked.
+        let mut sql = String::from("WITH t0 AS (SELECT src_ip FROM events)");
+        for i in 1..=24 {
+            sql.push_str(&format!(
+                ", t{i} AS (SELECT * FROM t{p} UNION ALL SELECT * FROM t{p})",
+                p = i - 1
+            ));
+        }
+        sql.push_str(" SELECT count(*) FROM t24");
+        let t = std::time::Instant::now();
+        let errs = check(&sql).await.expect_err("exponential");
+        assert!(errs[0].message.contains("16777216 times"), "{errs:?}");
+        assert!(t.elapsed() < CHECK_TIMEOUT, "{:?}", t.elapsed());
+        // A few levels are fine.
+        let small = "WITH a AS (SELECT src_ip FROM events), b AS (SELECT * FROM a UNION ALL SELECT * FROM a) SELECT * FROM b";
+        check(small).await.unwrap_or_else(|e| panic!("{e:?}"));
+        // Table functions evaluate their arguments while planning: not in hunts.
+        for sql in [
+            "SELECT * FROM generate_series(1, length(repeat('x', 2147483647)))",
+            "SELECT * FROM range(1, 10)",
+        ] {
+            let errs = check(sql).await.expect_err(sql);
+            assert!(errs[0].message.contains("not found"), "{sql}: {errs:?}");
+        }
     }
 
     #[tokio::test]

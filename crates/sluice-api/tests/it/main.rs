@@ -83,6 +83,7 @@ impl sluice_api::ResultReader for FakeResults {
         Ok(sluice_api::ResultPage {
             body,
             rows: rows.len(),
+            truncated: false,
         })
     }
 }

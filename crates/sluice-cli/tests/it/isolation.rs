@@ -281,7 +281,7 @@ async fn hostile_hunts_end_their_own_tasks_and_nobody_elses() {
         (
             "a huge range",
             "SELECT count(DISTINCT value) FROM range(1, 10000000000)".into(),
-            "longer than its limit of 6s|needed more than 128 MiB",
+            "table function 'range' not found|longer than its limit of 6s|needed more than 128 MiB",
         ),
         (
             "an endless recursive query",
@@ -299,7 +299,7 @@ async fn hostile_hunts_end_their_own_tasks_and_nobody_elses() {
             "passed the limit of 50000 rows",
         ),
         ("deeply nested brackets", deep, "nests brackets more than 40 deep"),
-        ("a very long predicate chain", chain, "more than 2000 AND/OR"),
+        ("a very long predicate chain", chain, "more than 5000 operators"),
     ];
     let (status, body) = submit(
         &b.addr,
@@ -330,6 +330,41 @@ async fn hostile_hunts_end_their_own_tasks_and_nobody_elses() {
         hostile.len() >= 7,
         "most classes reach a runner: {hostile:?}"
     );
+    // Eight hostile validations at once (the longest chain allowed, constants that would take
+    // minutes to fold): the API keeps answering, and each gets its answer.
+    let long_chain = format!(
+        "SELECT * FROM events WHERE {}",
+        (0..1000)
+            .map(|i| format!("src_ip = '10.0.{}.{}'", i / 250, i % 250))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    );
+    let checks: Vec<_> = (0..8)
+        .map(|i| {
+            let sql = if i % 2 == 0 {
+                long_chain.clone()
+            } else {
+                "SELECT * FROM events WHERE levenshtein(repeat('a', 100000), repeat('b', 100000)) > 0".into()
+            };
+            let (addr, token) = (b.addr.clone(), mallory.clone());
+            std::thread::spawn(move || {
+                let body = serde_json::json!({"hunt": {"kind": "sql", "sql": sql}}).to_string();
+                http(&addr, "POST", "/v1/validate", &token, Some(&body))
+            })
+        })
+        .collect();
+    // Each is checked, or told the server is busy (503, try again) — never a crash, a stall
+    // of the API, or a hunt called invalid for the server's sake.
+    let mut answered = 0;
+    for c in checks {
+        let (status, body) = c.join().expect("validation thread");
+        match status {
+            200 => answered += 1,
+            503 => assert!(body.contains("busy"), "{body}"),
+            _ => panic!("{status}: {body}"),
+        }
+    }
+    assert!(answered >= 2, "{answered} of 8 checked");
     // Every hostile job fails within its timeout plus slack, naming its limit, and spends
     // no retry on it (a limit is permanent).
     let slack = Duration::from_secs(TIMEOUT_SECS * 2 + 60);
@@ -346,10 +381,25 @@ async fn hostile_hunts_end_their_own_tasks_and_nobody_elses() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         assert_eq!(j["state"], "failed", "{class}: {j}");
+        assert!(
+            mentions(j["error"].as_str().unwrap_or(""), names),
+            "{class}: the job says why: {j}"
+        );
         for t in tasks(&store, *job).await {
             let err = t.last_error.clone().unwrap_or_default();
             assert!(mentions(&err, names), "{class}: task {:?}: {err}", t.id);
-            assert_eq!(t.attempt, 1, "{class}: one run, no retry: {err}");
+            // A limit is not retried — but a run stopped at its timeout that barely got the
+            // CPU (this machine is busy with every class at once) is tried once more.
+            let runs = if err.contains("longer than its limit") {
+                1..=2
+            } else {
+                1..=1
+            };
+            assert!(
+                runs.contains(&t.attempt),
+                "{class}: {} runs: {err}",
+                t.attempt
+            );
         }
     }
     // Bob's hunt: succeeded, exactly its needles, no attempt spent.
