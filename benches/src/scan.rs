@@ -149,6 +149,8 @@ async fn main() -> Result<()> {
             },
             engine,
         ));
+        // A worker starts its runners before its first claim.
+        pool.prewarm(args.concurrency).await;
         for label in ["isolated_cold", "isolated_warm"] {
             let t = Instant::now();
             let rows = run_isolated(&pool, &lakes, &hunt, args.concurrency).await?;
@@ -192,7 +194,15 @@ async fn run_isolated(
                 hunt,
             };
             let r = pool
-                .run(run, "bench", false, CancellationToken::new())
+                .run(
+                    run,
+                    sluice_engine::isolate::RunOptions {
+                        owner: "bench",
+                        fresh: false,
+                        retried: false,
+                    },
+                    CancellationToken::new(),
+                )
                 .await;
             drop(permit);
             r

@@ -311,7 +311,9 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
     wcfg.idle_poll = Duration::from_millis(50);
     let exec = match args.isolation {
         crate::Isolation::Process => {
-            crate::hunts::Executor::Isolated(Arc::new(crate::runner_pool(engine.clone(), 8)?))
+            let pool = Arc::new(crate::runner_pool(engine.clone(), 8)?);
+            pool.prewarm(8).await;
+            crate::hunts::Executor::Isolated(pool)
         }
         crate::Isolation::None => crate::hunts::Executor::InProcess(engine.clone()),
     };

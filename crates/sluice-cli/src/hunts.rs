@@ -476,7 +476,14 @@ impl Runner for HuntRunner {
         let out = match &self.exec {
             Executor::InProcess(engine) => engine.run(run, cancel).await,
             // A task that crashed a runner before runs in a runner of its own.
-            Executor::Isolated(pool) => pool.run(run, &job.owner, task.crashes > 0, cancel).await,
+            Executor::Isolated(pool) => {
+                let how = sluice_engine::isolate::RunOptions {
+                    owner: &job.owner,
+                    fresh: task.crashes > 0,
+                    retried: task.attempt > 0,
+                };
+                pool.run(run, how, cancel).await
+            }
         }
         .map_err(run_error)?;
         Ok(RunOutput {

@@ -498,7 +498,11 @@ async fn run_worker(
     };
     let exec = match args.isolation {
         Isolation::Process => {
-            hunts::Executor::Isolated(Arc::new(runner_pool(engine, args.concurrency as usize)?))
+            let pool = Arc::new(runner_pool(engine, args.concurrency as usize)?);
+            // Warm runners before the first claim: the first tasks do not wait for them.
+            let ready = pool.prewarm(args.concurrency as usize).await;
+            tracing::info!(runners = ready, "hunt runners ready");
+            hunts::Executor::Isolated(pool)
         }
         Isolation::None => {
             tracing::warn!("hunt isolation off: a hunt that runs out of memory ends this process");

@@ -256,6 +256,17 @@ impl Engine {
         &self.cfg
     }
 
+    /// Plans and runs a trivial query, so the one-time set-up of a process's first query is
+    /// not paid by a task.
+    pub async fn warm_up(&self) {
+        let Ok(ctx) = self.session(Vec::new(), &BTreeMap::new()) else {
+            return;
+        };
+        if let Ok(df) = ctx.sql_with_options("SELECT 1", sql_options()).await {
+            let _ = df.collect().await;
+        }
+    }
+
     /// Counts every call made to the results store into `counts` (tests: ranged reads).
     pub fn with_result_counts(mut self, counts: Arc<Counts>) -> Self {
         self.results = Arc::new(CountingStore::new(self.results.clone(), counts));

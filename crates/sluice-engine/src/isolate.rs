@@ -369,6 +369,9 @@ async fn serve(cfg: RunnerConfig) -> i32 {
             }
         }
     });
+    // DataFusion's first plan in a process pays for its one-time set-up (function registry,
+    // lazily built tables): pay it before saying ready, not in the first task.
+    engine.warm_up().await;
     let _ = out_tx.send(encode(&FromRunner::Ready));
     let mut stdin = BufReader::new(tokio::io::stdin());
     let mut buf = Vec::new();
@@ -557,6 +560,18 @@ pub fn nice_for(k: usize) -> i32 {
     ((k as f64).ln() / 1.25f64.ln()).round().clamp(0.0, 19.0) as i32
 }
 
+/// How to run one task in a runner pool.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions<'a> {
+    /// Whose task it is: CPU is shared by owner.
+    pub owner: &'a str,
+    /// In a runner of its own, started for it and stopped after (a task that crashed a
+    /// runner before).
+    pub fresh: bool,
+    /// The task ran before (a timeout that barely got the CPU is retried once only).
+    pub retried: bool,
+}
+
 /// Per owner, the runners running its tasks (pid → nice).
 type Owners = HashMap<String, HashMap<u32, i32>>;
 
@@ -598,6 +613,21 @@ impl RunnerPool {
     /// The timeout a task is killed at.
     pub fn timeout(&self) -> Duration {
         self.cfg.runner.timeout
+    }
+
+    /// Starts up to `n` runners ahead of the first tasks (a worker starts with warm runners);
+    /// returns how many are idle and ready.
+    pub async fn prewarm(&self, n: usize) -> usize {
+        let want = n.min(self.cfg.max_idle);
+        let have = self.idle.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let started = futures::future::join_all((have..want).map(|_| self.spawn())).await;
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        for p in started.into_iter().flatten() {
+            if idle.len() < self.cfg.max_idle {
+                idle.push(p);
+            }
+        }
+        idle.len()
     }
 
     /// Starts a runner and waits for it to say it is ready.
@@ -812,15 +842,18 @@ impl RunnerPool {
         nice
     }
 
-    /// Runs one task in a runner. `fresh`: in a runner of its own, started for it and stopped
-    /// after (a task that crashed a runner before).
+    /// Runs one task in a runner.
     pub async fn run(
         &self,
         task: TaskRun,
-        owner: &str,
-        fresh: bool,
+        how: RunOptions<'_>,
         cancel: CancellationToken,
     ) -> Result<TaskOutput, EngineError> {
+        let RunOptions {
+            owner,
+            fresh,
+            retried,
+        } = how;
         let lake = task.lake.name.clone();
         let target = {
             let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
@@ -836,7 +869,7 @@ impl RunnerPool {
             self.prioritize(owner, &mut p);
         }
         let pid = p.pid;
-        let result = self.run_on(&mut p, task, cancel).await;
+        let result = self.run_on(&mut p, task, retried, cancel).await;
         if let Some(nice) = self.release(owner, pid) {
             p.nice = p.nice.max(nice);
         }
@@ -864,6 +897,7 @@ impl RunnerPool {
         &self,
         p: &mut Proc,
         task: TaskRun,
+        retried: bool,
         cancel: CancellationToken,
     ) -> Result<TaskOutput, EngineError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -915,7 +949,7 @@ impl RunnerPool {
                 let cpu = sys::cpu_seconds_of(p.pid).unwrap_or(0.0) - cpu_before;
                 self.kill(p).await;
                 crate::metrics::RUNNER_DEATHS.with_label_values(&["timeout"]).inc();
-                Err(timed_out(timeout, cpu))
+                Err(timed_out(timeout, cpu, retried))
             }
         }
     }
@@ -934,9 +968,10 @@ fn not_started(reason: String) -> EngineError {
 /// What a run killed at its timeout means: the hunt's cost when it computed for a good part
 /// of that time (the same hunt would again: permanent), the machine's when it barely got the
 /// CPU (an overloaded worker: worth another attempt).
-fn timed_out(timeout: Duration, cpu_secs: f64) -> EngineError {
+fn timed_out(timeout: Duration, cpu_secs: f64, retried: bool) -> EngineError {
     let limit = human_secs(timeout);
-    if cpu_secs >= timeout.as_secs_f64() / 4.0 {
+    // Once only: a hunt that is starved twice fails rather than wait out every attempt.
+    if retried || cpu_secs >= timeout.as_secs_f64() / 4.0 {
         EngineError::Limit(format!("the hunt ran longer than its limit of {limit}"))
     } else {
         EngineError::Transient(format!(
@@ -1229,11 +1264,12 @@ mod tests {
     fn a_timeout_is_the_hunts_when_it_computed_and_the_machines_when_it_waited() {
         let t = Duration::from_secs(60);
         assert!(
-            matches!(timed_out(t, 59.0), EngineError::Limit(ref m) if m.contains("limit of 1m"))
+            matches!(timed_out(t, 59.0, false), EngineError::Limit(ref m) if m.contains("limit of 1m"))
         );
-        assert!(matches!(timed_out(t, 15.0), EngineError::Limit(_)));
+        assert!(matches!(timed_out(t, 15.0, false), EngineError::Limit(_)));
+        assert!(matches!(timed_out(t, 2.0, true), EngineError::Limit(_)));
         assert!(
-            matches!(timed_out(t, 2.0), EngineError::Transient(ref m) if m.contains("only 2.0s"))
+            matches!(timed_out(t, 2.0, false), EngineError::Transient(ref m) if m.contains("only 2.0s"))
         );
     }
 

@@ -355,16 +355,28 @@ async fn hostile_hunts_end_their_own_tasks_and_nobody_elses() {
         .collect();
     // Each is checked, or told the server is busy (503, try again) — never a crash, a stall
     // of the API, or a hunt called invalid for the server's sake.
-    let mut answered = 0;
     for c in checks {
         let (status, body) = c.join().expect("validation thread");
         match status {
-            200 => answered += 1,
+            200 => {}
             503 => assert!(body.contains("busy"), "{body}"),
             _ => panic!("{status}: {body}"),
         }
     }
-    assert!(answered >= 2, "{answered} of 8 checked");
+    // And the checks are not wedged by them: a plain hunt is checked (once a turn is free).
+    let plain = serde_json::json!({"hunt": {"kind": "sql", "sql": "SELECT src_ip FROM events WHERE dst_port = 22"}}).to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = http(&b.addr, "POST", "/v1/validate", &mallory, Some(&plain));
+        if status == 200 {
+            break;
+        }
+        assert!(
+            status == 503 && Instant::now() < deadline,
+            "{status}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // Every hostile job fails within its timeout plus slack, naming its limit, and spends
     // no retry on it (a limit is permanent).
     let slack = Duration::from_secs(TIMEOUT_SECS * 2 + 60);
