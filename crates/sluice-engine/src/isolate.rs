@@ -469,6 +469,9 @@ struct Proc {
     tail: Arc<Mutex<VecDeque<String>>>,
     stderr_eof: Option<oneshot::Receiver<()>>,
     last_lake: Option<String>,
+    /// Lakes this runner read, and when: its caches hold their listing and footers for the
+    /// listing TTL, so a task of one of them costs no LIST and no footer read there.
+    seen: HashMap<String, std::time::Instant>,
     nice: i32,
     /// What the runner is working for: the id it last acknowledged, and the one provider
     /// scope its gate and credential questions may name.
@@ -551,13 +554,17 @@ fn cut(s: &str, chars: usize) -> String {
     }
 }
 
-/// The nice value of a task whose owner runs `k` tasks in this worker: CFS weighs nice `n`
-/// about 1.25^-n, so `log1.25(k)` gives each owner about one task's weight in all.
+/// The nice value of a task whose owner runs `k` tasks in this worker. CFS weighs nice `n`
+/// about 1.25^-n, so `log1.25(1.5 k)` makes an owner's k tasks together weigh about two-thirds
+/// of one task of an owner that runs only one: beside a sweep, a small hunt gets more than
+/// half of the CPU (an even split would make it exactly twice as slow as alone).
 pub fn nice_for(k: usize) -> i32 {
     if k <= 1 {
         return 0;
     }
-    ((k as f64).ln() / 1.25f64.ln()).round().clamp(0.0, 19.0) as i32
+    ((1.5 * k as f64).ln() / 1.25f64.ln())
+        .round()
+        .clamp(0.0, 19.0) as i32
 }
 
 /// How to run one task in a runner pool.
@@ -717,6 +724,7 @@ impl RunnerPool {
             tail,
             stderr_eof: Some(eof_rx),
             last_lake: None,
+            seen: HashMap::new(),
             nice: 0,
             task,
         };
@@ -763,13 +771,21 @@ impl RunnerPool {
         crate::metrics::RUNNERS_KILLED.inc();
     }
 
-    /// An idle runner for a task of `lake` at nice `nice`, or a new one. Prefers one that may
-    /// run at that nice value, then one that last read the same lake (its caches are warm).
+    /// An idle runner for a task of `lake` at nice `nice`, or a new one. Prefers one whose
+    /// caches hold the lake (no LIST, no footer reads: provider calls saved), then one that may
+    /// run at that nice value, then the one that read the lake last.
     async fn take(&self, lake: &str, nice: i32, fresh: bool) -> Result<Proc, EngineError> {
         if !fresh {
+            let ttl = self.cfg.runner.list_ttl;
             let picked = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                let score = |p: &Proc| (p.nice <= nice, p.last_lake.as_deref() == Some(lake));
+                let score = |p: &Proc| {
+                    (
+                        p.seen.get(lake).is_some_and(|at| at.elapsed() < ttl),
+                        p.nice <= nice,
+                        p.last_lake.as_deref() == Some(lake),
+                    )
+                };
                 let best = (0..idle.len()).max_by_key(|&i| score(&idle[i]));
                 best.map(|i| idle.swap_remove(i))
             };
@@ -881,6 +897,15 @@ impl RunnerPool {
             | Err(EngineError::Io(_))
                 if !fresh && p.child.try_wait().ok().flatten().is_none() =>
             {
+                if p.seen.len() >= 4096 {
+                    // Bounded: forget what the caches have dropped by now anyway.
+                    let ttl = self.cfg.runner.list_ttl;
+                    p.seen.retain(|_, at| at.elapsed() < ttl);
+                    if p.seen.len() >= 4096 {
+                        p.seen.clear();
+                    }
+                }
+                p.seen.insert(lake.clone(), std::time::Instant::now());
                 p.last_lake = Some(lake);
                 self.give_back(p).await;
             }
@@ -1277,13 +1302,13 @@ mod tests {
     fn an_owner_with_more_tasks_runs_them_nicer() {
         assert_eq!(nice_for(0), 0);
         assert_eq!(nice_for(1), 0);
-        assert_eq!(nice_for(2), 3);
-        assert_eq!(nice_for(16), 12);
+        assert_eq!(nice_for(2), 5);
+        assert_eq!(nice_for(16), 14);
         assert_eq!(nice_for(10_000), 19);
-        // Each step keeps an owner's total weight near one task's: 1.25^-nice × k ≈ 1.
-        for k in 1..=40usize {
+        // An owner's k tasks weigh about two-thirds of a lone task: 1.25^-nice × k ≈ 2/3.
+        for k in 2..=40usize {
             let weight = k as f64 * 1.25f64.powi(-nice_for(k));
-            assert!((0.85..=1.2).contains(&weight), "k={k}: {weight}");
+            assert!((0.55..=0.8).contains(&weight), "k={k}: {weight}");
         }
     }
 

@@ -623,4 +623,28 @@ async fn one_warm_runner_runs_task_after_task() {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<u64>().ok());
     assert_eq!(rows, Some(b.needles.len() as u64), "{metrics}");
+    // The same hunt again on the warm runner: its caches answer, no lake is listed again
+    // (invariant 12, through a runner).
+    let lists = |m: &str| -> Option<u64> {
+        m.lines()
+            .find(|l| l.starts_with("sluice_engine_lake_calls_total{op=\"list\"}"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    let before = lists(&metrics);
+    assert!(before.is_some_and(|n| n > 0), "{metrics}");
+    let (status, body) = submit(
+        &b.addr,
+        &bob,
+        &serde_json::json!({"hunt": ioc_hunt(&b.needles)}),
+    );
+    assert_eq!(status, 202, "{body}");
+    let again = body["job"].as_u64().expect("job");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while job_state(&b.addr, &bob, again)["state"] != "succeeded" {
+        assert!(Instant::now() < deadline, "second hunt");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = http(&b.addr, "GET", "/metrics", "", None);
+    assert_eq!(lists(&metrics), before, "a repeat hunt listed a lake again");
 }
