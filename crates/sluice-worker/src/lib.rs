@@ -409,28 +409,34 @@ pub fn outcome_of(
     retry: RetryPolicy,
     unit: f64,
 ) -> TaskOutcome {
+    // The task's own failure: again after a backoff while attempts are left.
+    let retried = |error: String, crashed: bool| {
+        let spent = u32::try_from(task.attempt.saturating_add(1)).unwrap_or(u32::MAX);
+        let policy = RetryPolicy {
+            max_attempts: u32::try_from(task.max_attempts).unwrap_or(1),
+            ..retry
+        };
+        match (policy.decide(spent, unit), crashed) {
+            (RetryDecision::RetryAfter(d), false) => TaskOutcome::Retry {
+                run_after: after(now, d),
+                error,
+            },
+            (RetryDecision::RetryAfter(d), true) => TaskOutcome::Crashed {
+                run_after: after(now, d),
+                error,
+            },
+            (RetryDecision::GiveUp, _) => TaskOutcome::Failed {
+                error: format!("gave up after {spent} attempts: {error}"),
+            },
+        }
+    };
     match result {
         Ok(out) => TaskOutcome::Succeeded {
             rows: out.rows,
             result_uri: out.result_uri,
         },
         Err(RunError::Permanent(error)) => TaskOutcome::Failed { error },
-        Err(RunError::Transient(error)) => {
-            let spent = u32::try_from(task.attempt.saturating_add(1)).unwrap_or(u32::MAX);
-            let policy = RetryPolicy {
-                max_attempts: u32::try_from(task.max_attempts).unwrap_or(1),
-                ..retry
-            };
-            match policy.decide(spent, unit) {
-                RetryDecision::RetryAfter(d) => TaskOutcome::Retry {
-                    run_after: after(now, d),
-                    error,
-                },
-                RetryDecision::GiveUp => TaskOutcome::Failed {
-                    error: format!("gave up after {spent} attempts: {error}"),
-                },
-            }
-        }
+        Err(RunError::Transient(error)) => retried(error, false),
         Err(RunError::Deferred {
             reason,
             retry_after,
@@ -446,20 +452,7 @@ pub fn outcome_of(
         Err(RunError::Crashed(error)) if task.crashes > 0 => TaskOutcome::Failed {
             error: format!("{error} (the second time: not retried)"),
         },
-        Err(RunError::Crashed(error)) => {
-            let spent = u32::try_from(task.attempt.saturating_add(1)).unwrap_or(u32::MAX);
-            let policy = RetryPolicy {
-                max_attempts: u32::try_from(task.max_attempts).unwrap_or(1),
-                ..retry
-            };
-            match policy.decide(spent, unit) {
-                RetryDecision::RetryAfter(d) => TaskOutcome::Crashed {
-                    run_after: after(now, d),
-                    error,
-                },
-                RetryDecision::GiveUp => TaskOutcome::Failed { error },
-            }
-        }
+        Err(RunError::Crashed(error)) => retried(error, true),
     }
 }
 
@@ -573,6 +566,75 @@ async fn heartbeat_loop(
                     .inc();
                 warn!(error = %e, "heartbeat failed");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::{JobId, LeaseToken, TaskId};
+
+    fn task(attempt: i32, max_attempts: i32, crashes: i32) -> ClaimedTask {
+        ClaimedTask {
+            lease: Lease {
+                task_id: TaskId(1),
+                token: LeaseToken(1),
+            },
+            job_id: JobId(1),
+            lake: "l".into(),
+            scope: "s".into(),
+            attempt,
+            max_attempts,
+            crashes,
+            lease_expires_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_crash_is_retried_once_then_fails_and_other_errors_as_before() {
+        let now = chrono::Utc::now();
+        let check = |t: ClaimedTask, r: Result<RunOutput, RunError>| {
+            outcome_of(&t, r, now, RetryPolicy::default(), 0.5)
+        };
+        let crash = || {
+            Err(RunError::Crashed(
+                "the hunt crashed its runner (signal 6, SIGABRT)".into(),
+            ))
+        };
+        // (task, result, what the outcome must be)
+        let cases: Vec<(ClaimedTask, Result<RunOutput, RunError>, &str)> = vec![
+            (task(0, 5, 0), crash(), "crashed"),
+            (task(1, 5, 1), crash(), "failed: second time"),
+            (task(4, 5, 0), crash(), "failed: gave up"),
+            (
+                task(0, 5, 0),
+                Err(RunError::Transient("io".into())),
+                "retry",
+            ),
+            (
+                task(0, 5, 1),
+                Err(RunError::Permanent("limit".into())),
+                "failed",
+            ),
+            (task(0, 5, 1), Err(RunError::Cancelled), "defer"),
+        ];
+        for (t, r, want) in cases {
+            let got = check(t.clone(), r.clone());
+            let ok = match (&got, want) {
+                (TaskOutcome::Crashed { error, .. }, "crashed") => error.contains("signal 6"),
+                (TaskOutcome::Failed { error }, "failed: second time") => {
+                    error.contains("second time")
+                }
+                (TaskOutcome::Failed { error }, "failed: gave up") => {
+                    error.contains("gave up after 5")
+                }
+                (TaskOutcome::Failed { .. }, "failed") => true,
+                (TaskOutcome::Retry { .. }, "retry") => true,
+                (TaskOutcome::Defer { .. }, "defer") => true,
+                _ => false,
+            };
+            assert!(ok, "{t:?} {r:?}: {got:?}, want {want}");
         }
     }
 }

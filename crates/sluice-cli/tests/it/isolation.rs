@@ -111,6 +111,22 @@ fn job_state(addr: &str, token: &str, job: u64) -> serde_json::Value {
     serde_json::from_str(&text).expect("job")
 }
 
+/// Polls a job until it has ended (within `within`), and returns it.
+async fn ended(addr: &str, token: &str, job: u64, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let j = job_state(addr, token, job);
+        if j["state"] != "queued" && j["state"] != "running" {
+            return j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} not ended after {within:?}: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn tasks(store: &PgStore, job: u64) -> Vec<Task> {
     store
         .task_list(TaskListParams {
@@ -381,17 +397,8 @@ async fn hostile_hunts_end_their_own_tasks_and_nobody_elses() {
     // no retry on it (a limit is permanent).
     let slack = Duration::from_secs(TIMEOUT_SECS * 2 + 60);
     for (class, job, names, at) in &hostile {
-        let j = loop {
-            let j = job_state(&b.addr, &mallory, *job);
-            if j["state"] != "queued" && j["state"] != "running" {
-                break j;
-            }
-            assert!(
-                at.elapsed() < slack,
-                "{class}: not ended after {slack:?}: {j}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        // Within its timeout plus slack of its submission.
+        let j = ended(&b.addr, &mallory, *job, slack.saturating_sub(at.elapsed())).await;
         assert_eq!(j["state"], "failed", "{class}: {j}");
         assert!(
             mentions(j["error"].as_str().unwrap_or(""), names),
@@ -415,15 +422,7 @@ async fn hostile_hunts_end_their_own_tasks_and_nobody_elses() {
         }
     }
     // Bob's hunt: succeeded, exactly its needles, no attempt spent.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let j = loop {
-        let j = job_state(&b.addr, &bob, bob_job);
-        if j["state"] != "queued" && j["state"] != "running" {
-            break j;
-        }
-        assert!(Instant::now() < deadline, "bob's job: {j}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let j = ended(&b.addr, &bob, bob_job, Duration::from_secs(120)).await;
     assert_eq!(j["state"], "succeeded", "{j}");
     assert_eq!(
         j["rows_found"].as_u64(),
@@ -510,15 +509,7 @@ async fn a_runner_killed_mid_task_is_a_poison_pill_retried_once() {
             }
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let j = loop {
-        let j = job_state(&b.addr, &mallory, job);
-        if j["state"] != "queued" && j["state"] != "running" {
-            break j;
-        }
-        assert!(Instant::now() < deadline, "{j}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let j = ended(&b.addr, &mallory, job, Duration::from_secs(60)).await;
     assert_eq!(j["state"], "failed", "{j}");
     let t = &tasks(&store, job).await[0];
     let err = t.last_error.clone().unwrap_or_default();
@@ -549,15 +540,7 @@ async fn a_runner_killed_mid_task_is_a_poison_pill_retried_once() {
     );
     assert_eq!(status, 202, "{body}");
     let bob_job = body["job"].as_u64().expect("job");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let j = loop {
-        let j = job_state(&b.addr, &bob, bob_job);
-        if j["state"] != "queued" && j["state"] != "running" {
-            break j;
-        }
-        assert!(Instant::now() < deadline, "{j}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let j = ended(&b.addr, &bob, bob_job, Duration::from_secs(60)).await;
     assert_eq!(j["state"], "succeeded", "{j}");
     assert_eq!(
         j["rows_found"].as_u64(),
@@ -587,15 +570,7 @@ async fn one_warm_runner_runs_task_after_task() {
     );
     assert_eq!(status, 202, "{body}");
     let job = body["job"].as_u64().expect("job");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let j = loop {
-        let j = job_state(&b.addr, &bob, job);
-        if j["state"] != "queued" && j["state"] != "running" {
-            break j;
-        }
-        assert!(Instant::now() < deadline, "{j}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let j = ended(&b.addr, &bob, job, Duration::from_secs(60)).await;
     assert_eq!(j["state"], "succeeded", "{j}");
     assert_eq!(
         j["rows_found"].as_u64(),
