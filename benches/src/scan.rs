@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use sluice_engine::counting::Counts;
 use sluice_engine::generate::{GenerateParams, Manifest, generate};
-use sluice_engine::{Engine, EngineConfig, HuntSpec, LakeRef, LakeSelector, TaskRun};
+use sluice_engine::{Engine, EngineConfig, EngineError, HuntSpec, LakeRef, LakeSelector, TaskRun};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -108,7 +108,7 @@ async fn main() -> Result<()> {
         for pass in 0..passes {
             let before = counts.snapshot();
             let t = Instant::now();
-            rows = run_all(&engine, &lakes, &hunt, args.concurrency).await?;
+            rows = run_all(&On::Engine(engine.clone()), &lakes, &hunt, args.concurrency).await?;
             // A fast wrong answer is worth nothing: every needle, and only needles.
             anyhow::ensure!(
                 rows as usize == m.needles.len(),
@@ -143,7 +143,6 @@ async fn main() -> Result<()> {
         let pool = Arc::new(sluice_engine::isolate::RunnerPool::new(
             sluice_engine::isolate::PoolConfig {
                 program: program.clone(),
-                args: vec!["__runner".into()],
                 runner: sluice_engine::isolate::RunnerConfig::from_engine(engine.config())?,
                 max_idle: args.concurrency,
             },
@@ -151,9 +150,10 @@ async fn main() -> Result<()> {
         ));
         // A worker starts its runners before its first claim.
         pool.prewarm(args.concurrency).await;
+        let on = On::Runners(pool);
         for label in ["isolated_cold", "isolated_warm"] {
             let t = Instant::now();
-            let rows = run_isolated(&pool, &lakes, &hunt, args.concurrency).await?;
+            let rows = run_all(&on, &lakes, &hunt, args.concurrency).await?;
             anyhow::ensure!(
                 rows as usize == m.needles.len(),
                 "{label}: found {rows} rows, planted {}",
@@ -174,49 +174,31 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-async fn run_isolated(
-    pool: &Arc<sluice_engine::isolate::RunnerPool>,
-    lakes: &[LakeRef],
-    hunt: &sluice_engine::CompiledHunt,
-    concurrency: usize,
-) -> Result<i64> {
-    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, lake) in lakes.iter().enumerate() {
-        let permit = sem.clone().acquire_owned().await?;
-        let (pool, lake, hunt) = (pool.clone(), lake.clone(), hunt.clone());
-        tasks.spawn(async move {
-            let run = TaskRun {
-                job_id: 2,
-                task_id: i as i64 + 1,
-                token: 1,
-                lake,
-                hunt,
-            };
-            let r = pool
-                .run(
-                    run,
-                    sluice_engine::isolate::RunOptions {
-                        owner: "bench",
-                        fresh: false,
-                        retried: false,
-                    },
-                    CancellationToken::new(),
-                )
-                .await;
-            drop(permit);
-            r
-        });
+/// Where a task runs: in this process, or in a runner process (as a worker runs it).
+#[derive(Clone)]
+enum On {
+    Engine(Arc<Engine>),
+    Runners(Arc<sluice_engine::isolate::RunnerPool>),
+}
+
+impl On {
+    async fn run(&self, run: TaskRun) -> Result<sluice_engine::TaskOutput, EngineError> {
+        match self {
+            On::Engine(e) => e.run(run, CancellationToken::new()).await,
+            On::Runners(pool) => {
+                let how = sluice_engine::isolate::RunOptions {
+                    owner: "bench",
+                    fresh: false,
+                    retried: false,
+                };
+                pool.run(run, how, CancellationToken::new()).await
+            }
+        }
     }
-    let mut rows = 0;
-    while let Some(r) = tasks.join_next().await {
-        rows += r.context("task")??.rows;
-    }
-    Ok(rows)
 }
 
 async fn run_all(
-    engine: &Arc<Engine>,
+    on: &On,
     lakes: &[LakeRef],
     hunt: &sluice_engine::CompiledHunt,
     concurrency: usize,
@@ -225,7 +207,7 @@ async fn run_all(
     let mut tasks = tokio::task::JoinSet::new();
     for (i, lake) in lakes.iter().enumerate() {
         let permit = sem.clone().acquire_owned().await?;
-        let (engine, lake, hunt) = (engine.clone(), lake.clone(), hunt.clone());
+        let (on, lake, hunt) = (on.clone(), lake.clone(), hunt.clone());
         tasks.spawn(async move {
             let run = TaskRun {
                 job_id: 1,
@@ -234,7 +216,7 @@ async fn run_all(
                 lake,
                 hunt,
             };
-            let r = engine.run(run, CancellationToken::new()).await;
+            let r = on.run(run).await;
             drop(permit);
             r
         });

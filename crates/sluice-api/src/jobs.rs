@@ -52,7 +52,8 @@ async fn view(api: &Api, j: &Job) -> Result<JobView, ApiError> {
     };
     let eta = waits::eta_secs(j, &waiting, chrono::Utc::now());
     let mut v = JobView::new(j, waiting.into_iter().map(|w| w.text).collect(), eta);
-    if v.error.is_none() && j.counts.failed > 0 {
+    // Once the job has ended (not on every poll of a running one: it reads a page of tasks).
+    if v.error.is_none() && j.counts.failed > 0 && j.state.is_terminal() {
         v.error = failed_lakes(api, j).await?;
     }
     Ok(v)

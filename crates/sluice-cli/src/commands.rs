@@ -739,14 +739,9 @@ pub async fn backlog(c: &Client, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `95s` → `1m35s`, `4000s` → `1h06m`.
+/// `95s` → `1m35s`, `4000s` → `1h06m` (seconds as the API gives them).
 pub fn human_secs(s: f64) -> String {
-    let s = s.ceil() as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
+    sluice_core::human_duration(std::time::Duration::from_secs(s.max(0.0).ceil() as u64))
 }
 
 pub struct DrainArgs {

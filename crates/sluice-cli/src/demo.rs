@@ -311,9 +311,7 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
     wcfg.idle_poll = Duration::from_millis(50);
     let exec = match args.isolation {
         crate::Isolation::Process => {
-            let pool = Arc::new(crate::runner_pool(engine.clone(), 8)?);
-            pool.prewarm(8).await;
-            crate::hunts::Executor::Isolated(pool)
+            crate::hunts::Executor::Isolated(crate::runner_pool(engine.clone(), 8).await?)
         }
         crate::Isolation::None => crate::hunts::Executor::InProcess(engine.clone()),
     };

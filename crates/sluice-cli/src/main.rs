@@ -443,27 +443,26 @@ fn worker_engine(
     ))
 }
 
-/// The runner processes of a worker: this binary's `runner` verb with the engine's limits;
-/// as many kept warm as the worker has slots.
-pub(crate) fn runner_pool(
+/// The runner processes of a worker: this binary started as a runner, with the engine's
+/// limits; as many kept warm as the worker has slots, started before its first claim so the
+/// first tasks do not wait for them.
+pub(crate) async fn runner_pool(
     engine: Arc<sluice_engine::Engine>,
     slots: usize,
-) -> Result<sluice_engine::isolate::RunnerPool> {
+) -> Result<Arc<sluice_engine::isolate::RunnerPool>> {
     let program = std::env::current_exe().context("locating this binary to start hunt runners")?;
     let runner = sluice_engine::isolate::RunnerConfig::from_engine(engine.config())
         .context("the results folder")?;
     let cfg = sluice_engine::isolate::PoolConfig {
         program,
-        args: vec![RUNNER_VERB.into()],
         runner,
         max_idle: slots,
     };
-    Ok(sluice_engine::isolate::RunnerPool::new(cfg, engine))
+    let pool = Arc::new(sluice_engine::isolate::RunnerPool::new(cfg, engine));
+    let ready = pool.prewarm(slots).await;
+    tracing::info!(runners = ready, "hunt runners ready");
+    Ok(pool)
 }
-
-/// The verb a worker starts its hunt runners with: internal, not in `--help`; it takes the
-/// runner's configuration (JSON) as its one argument.
-const RUNNER_VERB: &str = "__runner";
 
 /// Runs a worker (and, with `--scheduler true`, a scheduler candidate) on `engine` until `stop`
 /// is cancelled and the worker has drained.
@@ -498,11 +497,7 @@ async fn run_worker(
     };
     let exec = match args.isolation {
         Isolation::Process => {
-            let pool = Arc::new(runner_pool(engine, args.concurrency as usize)?);
-            // Warm runners before the first claim: the first tasks do not wait for them.
-            let ready = pool.prewarm(args.concurrency as usize).await;
-            tracing::info!(runners = ready, "hunt runners ready");
-            hunts::Executor::Isolated(pool)
+            hunts::Executor::Isolated(runner_pool(engine, args.concurrency as usize).await?)
         }
         Isolation::None => {
             tracing::warn!("hunt isolation off: a hunt that runs out of memory ends this process");
@@ -1160,7 +1155,10 @@ fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // A hunt runner started by a worker: nothing of the CLI (no configuration file, no
     // runtime of its own) before it has put its limits on itself.
-    if args.get(1).is_some_and(|a| a == RUNNER_VERB) {
+    if args
+        .get(1)
+        .is_some_and(|a| a == sluice_engine::isolate::RUNNER_VERB)
+    {
         init_logs(LogFormat::Pretty, "warn");
         let config = args.get(2).and_then(|a| a.to_str()).unwrap_or("");
         return ExitCode::from(

@@ -5,6 +5,7 @@
 pub mod breaker;
 pub mod bucket;
 pub mod clock;
+pub mod human;
 pub mod ids;
 pub mod provider;
 pub mod retry;
@@ -13,6 +14,7 @@ pub mod state;
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use bucket::TokenBucket;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use human::{human_bytes, human_duration};
 pub use ids::{JobId, LeaseToken, TaskId};
 pub use provider::{Adaptive, AdaptiveConfig, CallClass, CallGate, OpenGate, Permit, Refusal};
 pub use retry::{RetryDecision, RetryPolicy};

@@ -31,6 +31,7 @@ use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use sluice_core::{human_bytes, human_duration};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -440,8 +441,8 @@ impl Engine {
                 .map_err(|e| EngineError::Transient(format!("task panicked or was aborted: {e}")))?
                 .map_err(|e| match e {
                     // DataFusion's pool said no: name the limit the researcher can act on.
-                    EngineError::Limit(m) if m.contains("esources exhausted") || m.contains("memory") => {
-                        EngineError::Limit(format!("the hunt needed more than {} of memory ({m})", human_bytes(memory)))
+                    EngineError::Limit(m) if m.starts_with(crate::error::RESOURCES_EXHAUSTED) => {
+                        EngineError::Limit(format!("the hunt needed more than {} of memory ({m})", human_bytes(memory as u64)))
                     }
                     other => other,
                 }),
@@ -451,7 +452,7 @@ impl Engine {
             }
             _ = tokio::time::sleep(timeout) => {
                 abort.abort();
-                Err(EngineError::Limit(format!("the hunt ran longer than its limit of {}", human_secs(timeout))))
+                Err(EngineError::Limit(format!("the hunt ran longer than its limit of {}", human_duration(timeout))))
             }
         }
     }
@@ -533,8 +534,8 @@ impl Engine {
                     if size > RESULT_ROW_GROUP_MAX_BYTES {
                         return Err(format!(
                             "{k}: a row group of {} is larger than a result page may be ({})",
-                            human_bytes(size),
-                            human_bytes(RESULT_ROW_GROUP_MAX_BYTES)
+                            human_bytes(size as u64),
+                            human_bytes(RESULT_ROW_GROUP_MAX_BYTES as u64)
                         ));
                     }
                     if first_offset.is_none() {
@@ -618,29 +619,6 @@ fn lake_table(
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
-/// `90s` as `1m30s`: limits in messages are read by people.
-pub fn human_secs(d: Duration) -> String {
-    let s = d.as_secs();
-    match (s / 3600, s % 3600 / 60, s % 60) {
-        (0, 0, 0) => format!("{}ms", d.as_millis()),
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, m, _) => format!("{h}h{m}m"),
-    }
-}
-
-/// `512 MiB`.
-pub fn human_bytes(b: usize) -> String {
-    if b >= 1 << 30 && b.is_multiple_of(1 << 30) {
-        format!("{} GiB", b >> 30)
-    } else if b >= 1 << 20 {
-        format!("{} MiB", b >> 20)
-    } else {
-        format!("{} KiB", b >> 10)
-    }
-}
-
 /// What one task may write.
 #[derive(Debug, Clone, Copy)]
 struct ResultCaps {
@@ -672,25 +650,25 @@ async fn execute_to_parquet(
         }
         rows += batch.num_rows() as i64;
         bytes += batch.get_array_memory_size() as u64;
-        if rows as u64 > caps.rows {
-            if let Some(w) = writer.take() {
-                let mut staged = w.into_inner();
-                let _ = staged.abort().await;
-            }
-            return Err(EngineError::Limit(format!(
+        let over = if rows as u64 > caps.rows {
+            Some(format!(
                 "the hunt's results from lake {lake} passed the limit of {} rows: narrow the query or add a LIMIT",
                 caps.rows
-            )));
-        }
-        if bytes > caps.bytes {
+            ))
+        } else if bytes > caps.bytes {
+            Some(format!(
+                "the hunt's results from lake {lake} passed the limit of {}: select fewer or smaller columns, or add a LIMIT",
+                human_bytes(caps.bytes)
+            ))
+        } else {
+            None
+        };
+        if let Some(m) = over {
+            // What was staged is nobody's result.
             if let Some(w) = writer.take() {
-                let mut staged = w.into_inner();
-                let _ = staged.abort().await;
+                let _ = w.into_inner().abort().await;
             }
-            return Err(EngineError::Limit(format!(
-                "the hunt's results from lake {lake} passed the limit of {} MiB: select fewer or smaller columns, or add a LIMIT",
-                caps.bytes >> 20
-            )));
+            return Err(EngineError::Limit(m));
         }
         let lake_col: ArrayRef = Arc::new(StringArray::from(vec![lake; batch.num_rows()]));
         let mut cols = vec![lake_col];

@@ -4,6 +4,10 @@
 
 use datafusion::error::DataFusionError;
 
+/// How a refusal of DataFusion's memory pool begins once converted (the engine names the
+/// task's memory limit in it).
+pub(crate) const RESOURCES_EXHAUSTED: &str = "resources exhausted";
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum EngineError {
     /// The query or spec is wrong: bad SQL, unknown column, forbidden statement. Permanent.
@@ -142,7 +146,7 @@ impl From<DataFusionError> for EngineError {
                 }
             }
             DataFusionError::ResourcesExhausted(m) => {
-                EngineError::Limit(format!("resources exhausted: {m}"))
+                EngineError::Limit(format!("{RESOURCES_EXHAUSTED}: {m}"))
             }
             DataFusionError::IoError(_) => EngineError::Transient(message),
             DataFusionError::ParquetError(pq) => provider_text(&message)

@@ -22,12 +22,13 @@
 //! The wire is one JSON object per line over the runner's stdin and stdout; its stderr is the
 //! runner's log, kept (the last lines) to read a death by.
 
-use crate::engine::{Engine, EngineConfig, TaskOutput, TaskRun, human_bytes, human_secs};
+use crate::engine::{Engine, EngineConfig, TaskOutput, TaskRun};
 use crate::s3::{CredentialSource, Credentials};
 use crate::{EngineError, sys};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sluice_core::{CallClass, CallGate, Permit, Refusal};
+use sluice_core::{human_bytes, human_duration};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -446,13 +447,15 @@ async fn serve(cfg: RunnerConfig) -> i32 {
 // ---------------------------------------------------------------------------------------------
 // The worker's side.
 
+/// The verb a runner is started with (`PROGRAM __runner CONFIG-JSON`): internal, not in any
+/// `--help`; the binary hands it to [`runner_main`] before anything else.
+pub const RUNNER_VERB: &str = "__runner";
+
 /// How a worker starts and keeps its runners.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
-    /// The program and arguments that start a runner; the runner's configuration (JSON) is
-    /// appended as the last argument. Usually this binary's `runner` verb.
+    /// The program that starts a runner with [`RUNNER_VERB`] and the runner's configuration.
     pub program: PathBuf,
-    pub args: Vec<String>,
     pub runner: RunnerConfig,
     /// Idle runners kept warm; more are started when all are busy, and stopped when done.
     pub max_idle: usize,
@@ -468,7 +471,6 @@ struct Proc {
     /// The last lines of its stderr; complete once `stderr_eof` fires.
     tail: Arc<Mutex<VecDeque<String>>>,
     stderr_eof: Option<oneshot::Receiver<()>>,
-    last_lake: Option<String>,
     /// Lakes this runner read, and when: its caches hold their listing and footers for the
     /// listing TTL, so a task of one of them costs no LIST and no footer read there.
     seen: HashMap<String, std::time::Instant>,
@@ -506,16 +508,16 @@ fn death_of(
     match status.signal() {
         Some(sys::SIGABRT) if mentions("memory allocation of") => EngineError::Limit(format!(
             "the hunt needed more than {} of memory",
-            human_bytes(cfg.memory_limit)
+            human_bytes(cfg.memory_limit as u64)
         )),
         Some(sys::SIGXCPU) => EngineError::Limit(format!(
             "the hunt used more CPU time than its limit ({}s for a {} task)",
             cfg.cpu_budget(),
-            human_secs(cfg.timeout)
+            human_duration(cfg.timeout)
         )),
         Some(sys::SIGXFSZ) => EngineError::Limit(format!(
             "the hunt's results passed the file size limit of {}",
-            human_bytes(cfg.max_result_bytes as usize)
+            human_bytes(cfg.max_result_bytes)
         )),
         Some(sig) => {
             let why = match (sig, &last) {
@@ -603,8 +605,8 @@ impl RunnerPool {
         {
             warn!(
                 slots = cfg.max_idle,
-                per_runner = %human_bytes(cfg.runner.data_limit() as usize),
-                container = %human_bytes(limit as usize),
+                per_runner = %human_bytes(cfg.runner.data_limit()),
+                container = %human_bytes(limit),
                 "the slots' runners may together use more memory than this container may: the container's limit would end the worker with them; lower --concurrency or --task-memory-mib"
             );
         }
@@ -615,11 +617,6 @@ impl RunnerPool {
             owners: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
         }
-    }
-
-    /// The timeout a task is killed at.
-    pub fn timeout(&self) -> Duration {
-        self.cfg.runner.timeout
     }
 
     /// Starts up to `n` runners ahead of the first tasks (a worker starts with warm runners);
@@ -642,7 +639,7 @@ impl RunnerPool {
         let config = serde_json::to_string(&self.cfg.runner)
             .map_err(|e| EngineError::Io(format!("runner configuration: {e}")))?;
         let mut cmd = tokio::process::Command::new(&self.cfg.program);
-        cmd.args(&self.cfg.args)
+        cmd.arg(RUNNER_VERB)
             .arg(config)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -723,7 +720,6 @@ impl RunnerPool {
             done,
             tail,
             stderr_eof: Some(eof_rx),
-            last_lake: None,
             seen: HashMap::new(),
             nice: 0,
             task,
@@ -772,19 +768,16 @@ impl RunnerPool {
     }
 
     /// An idle runner for a task of `lake` at nice `nice`, or a new one. Prefers one whose
-    /// caches hold the lake (no LIST, no footer reads: provider calls saved), then one that may
-    /// run at that nice value, then the one that read the lake last.
+    /// caches hold the lake (no LIST, no footer reads: provider calls saved), the most recent
+    /// reader first, then one that may run at that nice value.
     async fn take(&self, lake: &str, nice: i32, fresh: bool) -> Result<Proc, EngineError> {
         if !fresh {
             let ttl = self.cfg.runner.list_ttl;
             let picked = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
                 let score = |p: &Proc| {
-                    (
-                        p.seen.get(lake).is_some_and(|at| at.elapsed() < ttl),
-                        p.nice <= nice,
-                        p.last_lake.as_deref() == Some(lake),
-                    )
+                    let read = p.seen.get(lake).filter(|at| at.elapsed() < ttl);
+                    (read.is_some(), p.nice <= nice, read.copied())
                 };
                 let best = (0..idle.len()).max_by_key(|&i| score(&idle[i]));
                 best.map(|i| idle.swap_remove(i))
@@ -889,31 +882,26 @@ impl RunnerPool {
         if let Some(nice) = self.release(owner, pid) {
             p.nice = p.nice.max(nice);
         }
-        match &result {
-            // The runner is fine: keep it warm (a fresh one is not kept: it ran a suspect).
-            Ok(_)
-            | Err(EngineError::User(_) | EngineError::NotFound(_) | EngineError::Refused { .. })
-            | Err(EngineError::Throttled(_) | EngineError::Frozen(_) | EngineError::Transient(_))
-            | Err(EngineError::Io(_))
-                if !fresh && p.child.try_wait().ok().flatten().is_none() =>
-            {
+        // A runner that hit a limit, crashed or was stopped is not kept (nor a fresh one: it
+        // ran a suspect); any other is kept warm.
+        let spent = matches!(
+            result,
+            Err(EngineError::Limit(_) | EngineError::Crashed(_) | EngineError::Cancelled)
+        );
+        let alive = p.child.try_wait().ok().flatten().is_none();
+        if !fresh && !spent && alive {
+            if p.seen.len() >= 4096 {
+                // Bounded: forget what the caches have dropped by now anyway.
+                let ttl = self.cfg.runner.list_ttl;
+                p.seen.retain(|_, at| at.elapsed() < ttl);
                 if p.seen.len() >= 4096 {
-                    // Bounded: forget what the caches have dropped by now anyway.
-                    let ttl = self.cfg.runner.list_ttl;
-                    p.seen.retain(|_, at| at.elapsed() < ttl);
-                    if p.seen.len() >= 4096 {
-                        p.seen.clear();
-                    }
-                }
-                p.seen.insert(lake.clone(), std::time::Instant::now());
-                p.last_lake = Some(lake);
-                self.give_back(p).await;
-            }
-            _ => {
-                if p.child.try_wait().ok().flatten().is_none() {
-                    self.kill(&mut p).await;
+                    p.seen.clear();
                 }
             }
+            p.seen.insert(lake, std::time::Instant::now());
+            self.give_back(p).await;
+        } else if alive {
+            self.kill(&mut p).await;
         }
         result
     }
@@ -994,7 +982,7 @@ fn not_started(reason: String) -> EngineError {
 /// of that time (the same hunt would again: permanent), the machine's when it barely got the
 /// CPU (an overloaded worker: worth another attempt).
 fn timed_out(timeout: Duration, cpu_secs: f64, retried: bool) -> EngineError {
-    let limit = human_secs(timeout);
+    let limit = human_duration(timeout);
     // Once only: a hunt that is starved twice fails rather than wait out every attempt.
     if retried || cpu_secs >= timeout.as_secs_f64() / 4.0 {
         EngineError::Limit(format!("the hunt ran longer than its limit of {limit}"))

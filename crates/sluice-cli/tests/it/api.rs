@@ -7,6 +7,17 @@ use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+/// Waits (up to 30 s) until a `sluice server` at `addr` answers `/readyz` with 200.
+pub(crate) fn wait_ready(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err()
+        || http(addr, "GET", "/readyz", "", None).0 != 200
+    {
+        assert!(Instant::now() < deadline, "server never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// One HTTP/1.1 request; returns (status, body).
 pub(crate) fn http(
     addr: &str,
@@ -101,13 +112,7 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
                 .spawn()
                 .expect("server"),
         );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&addr).is_err()
-            || http(&addr, "GET", "/readyz", "", None).0 != 200
-        {
-            assert!(Instant::now() < deadline, "server never ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_ready(&addr);
 
         // A typo in the SQL: refused with its position and a hint, nothing submitted.
         let (status, body) = http(

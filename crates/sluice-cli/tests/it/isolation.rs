@@ -4,7 +4,7 @@
 //! without spending an attempt; a runner killed with SIGKILL mid-task (a poison pill) gets one
 //! more run, then its task fails saying so.
 
-use super::api::http;
+use super::api::{http, wait_ready};
 use super::{Proc, free_port, sluice, sluice_ok};
 use sluice_core::JobId;
 use sluice_store::{PgStore, Store, Task, TaskListParams};
@@ -81,13 +81,7 @@ fn start(db: &str, lakes: u32, extra: &[&str]) -> Bench {
             .spawn()
             .expect("server"),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&addr).is_err()
-        || http(&addr, "GET", "/readyz", "", None).0 != 200
-    {
-        assert!(Instant::now() < deadline, "server never ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_ready(&addr);
     Bench {
         needles: manifest["needles"].as_array().expect("needles").clone(),
         server_pid: server.id(),
@@ -136,6 +130,36 @@ async fn tasks(store: &PgStore, job: u64) -> Vec<Task> {
         })
         .await
         .expect("tasks")
+}
+
+/// Submits, as `token`, the IOC hunt for every needle of the bench's lakes; returns its job.
+fn hunt_the_needles(b: &Bench, token: &str, extra: serde_json::Value) -> u64 {
+    let mut body = serde_json::json!({"hunt": ioc_hunt(&b.needles)});
+    if let (Some(o), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    let (status, body) = submit(&b.addr, token, &body);
+    assert_eq!(status, 202, "{body}");
+    body["job"].as_u64().expect("job")
+}
+
+/// Waits for a needle hunt and checks it succeeded with exactly the needles and no attempt
+/// spent on any of its tasks.
+async fn found_every_needle(b: &Bench, store: &PgStore, token: &str, job: u64, within: Duration) {
+    let j = ended(&b.addr, token, job, within).await;
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(
+        j["rows_found"].as_u64(),
+        Some(b.needles.len() as u64),
+        "{j}"
+    );
+    for t in tasks(store, job).await {
+        assert_eq!(
+            t.attempt, 0,
+            "task {:?} spent an attempt: {:?}",
+            t.id, t.last_error
+        );
+    }
 }
 
 /// Polls `/healthz` every 50 ms until stopped: counts answers, failures and the slowest.
@@ -317,13 +341,7 @@ async fn hostile_hunts_end_their_own_tasks_and_nobody_elses() {
         ("deeply nested brackets", deep, "nests brackets more than 40 deep"),
         ("a very long predicate chain", chain, "more than 5000 operators"),
     ];
-    let (status, body) = submit(
-        &b.addr,
-        &bob,
-        &serde_json::json!({"hunt": ioc_hunt(&b.needles), "max_attempts": 3}),
-    );
-    assert_eq!(status, 202, "{body}");
-    let bob_job = body["job"].as_u64().expect("job");
+    let bob_job = hunt_the_needles(&b, &bob, serde_json::json!({"max_attempts": 3}));
     let mut hostile = Vec::new();
     for (class, sql, names) in &cases {
         let (status, body) = submit(
@@ -422,20 +440,7 @@ async fn hostile_hunts_end_their_own_tasks_and_nobody_elses() {
         }
     }
     // Bob's hunt: succeeded, exactly its needles, no attempt spent.
-    let j = ended(&b.addr, &bob, bob_job, Duration::from_secs(120)).await;
-    assert_eq!(j["state"], "succeeded", "{j}");
-    assert_eq!(
-        j["rows_found"].as_u64(),
-        Some(b.needles.len() as u64),
-        "{j}"
-    );
-    for t in tasks(&store, bob_job).await {
-        assert_eq!(
-            t.attempt, 0,
-            "bob's task {:?} spent an attempt: {:?}",
-            t.id, t.last_error
-        );
-    }
+    found_every_needle(&b, &store, &bob, bob_job, Duration::from_secs(120)).await;
     let (ok, failed, slowest) = health.finish();
     eprintln!("healthz: {ok} answers, {failed} failures, slowest {slowest} ms");
     assert_eq!(failed, 0, "/healthz failed {failed} times ({ok} answers)");
@@ -533,23 +538,8 @@ async fn a_runner_killed_mid_task_is_a_poison_pill_retried_once() {
         "{events}"
     );
     // The server is still there, and another researcher's hunt runs as usual.
-    let (status, body) = submit(
-        &b.addr,
-        &bob,
-        &serde_json::json!({"hunt": ioc_hunt(&b.needles)}),
-    );
-    assert_eq!(status, 202, "{body}");
-    let bob_job = body["job"].as_u64().expect("job");
-    let j = ended(&b.addr, &bob, bob_job, Duration::from_secs(60)).await;
-    assert_eq!(j["state"], "succeeded", "{j}");
-    assert_eq!(
-        j["rows_found"].as_u64(),
-        Some(b.needles.len() as u64),
-        "{j}"
-    );
-    for t in tasks(&store, bob_job).await {
-        assert_eq!(t.attempt, 0, "{t:?}");
-    }
+    let bob_job = hunt_the_needles(&b, &bob, serde_json::json!({}));
+    found_every_needle(&b, &store, &bob, bob_job, Duration::from_secs(60)).await;
 }
 
 /// A warm runner runs task after task: one slot, one runner, every lake of a hunt.
@@ -563,23 +553,8 @@ async fn one_warm_runner_runs_task_after_task() {
     .await
     .expect("start");
     let bob = token(&db, &std::env::temp_dir(), "bob");
-    let (status, body) = submit(
-        &b.addr,
-        &bob,
-        &serde_json::json!({"hunt": ioc_hunt(&b.needles)}),
-    );
-    assert_eq!(status, 202, "{body}");
-    let job = body["job"].as_u64().expect("job");
-    let j = ended(&b.addr, &bob, job, Duration::from_secs(60)).await;
-    assert_eq!(j["state"], "succeeded", "{j}");
-    assert_eq!(
-        j["rows_found"].as_u64(),
-        Some(b.needles.len() as u64),
-        "{j}"
-    );
-    for t in tasks(&store, job).await {
-        assert_eq!(t.attempt, 0, "{t:?}");
-    }
+    let job = hunt_the_needles(&b, &bob, serde_json::json!({}));
+    found_every_needle(&b, &store, &bob, job, Duration::from_secs(60)).await;
     let (_, metrics) = http(&b.addr, "GET", "/metrics", "", None);
     let started: Vec<&str> = metrics
         .lines()
@@ -608,18 +583,8 @@ async fn one_warm_runner_runs_task_after_task() {
     };
     let before = lists(&metrics);
     assert!(before.is_some_and(|n| n > 0), "{metrics}");
-    let (status, body) = submit(
-        &b.addr,
-        &bob,
-        &serde_json::json!({"hunt": ioc_hunt(&b.needles)}),
-    );
-    assert_eq!(status, 202, "{body}");
-    let again = body["job"].as_u64().expect("job");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while job_state(&b.addr, &bob, again)["state"] != "succeeded" {
-        assert!(Instant::now() < deadline, "second hunt");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let again = hunt_the_needles(&b, &bob, serde_json::json!({}));
+    found_every_needle(&b, &store, &bob, again, Duration::from_secs(60)).await;
     let (_, metrics) = http(&b.addr, "GET", "/metrics", "", None);
     assert_eq!(lists(&metrics), before, "a repeat hunt listed a lake again");
 }
