@@ -7,7 +7,10 @@
 # tasks first either way; what differs is the CPU his tasks get once they run.
 # Both hunts compare every row of their lakes (an edit distance: nothing prunes it), so their
 # tasks are CPU-bound, as a researcher's SQL hunt often is.
-#   env: LAKES (default 1000), ROWS per lake (default 100000), WORKERS (2), SLOTS (16),
+# It also prints the sweep's own pace (lakes done per second since it was submitted, when bob's
+# hunt ended): what isolation costs a CPU-bound bulk job.
+#   env: LAKES (default 2000), ROWS per lake (default 100000), WORKERS (2), SLOTS (16),
+#        CPU_THREADS (query threads per worker or runner, default the worker's),
 #        SLUICE_TEST_DATABASE_URL (server, default postgres://postgres@127.0.0.1:5432)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,7 +71,7 @@ for iso in process none; do
   alice="alice-$iso-$run" bob="bob-$iso-$run"
   pids=()
   for w in $(seq 1 "$workers"); do
-    "$bin" worker --concurrency "$slots" --isolation "$iso" --idle-poll 100ms \
+    "$bin" worker --concurrency "$slots" --isolation "$iso" --idle-poll 100ms ${CPU_THREADS:+--cpu-threads "$CPU_THREADS"} \
       --id "fair-$iso-$w" >"$dir/worker-$iso-$w.log" 2>&1 &
     pids+=($!)
   done
@@ -82,11 +85,13 @@ for iso in process none; do
   solo=$(took "$solo_job")
   # Behind alice's sweep of every lake, once it has run for a while.
   sweep=$(submit --owner "$alice" --sql "$dir/hunt.sql")
+  sweep_at=$(date +%s.%N)
   sleep 8
   behind_job=$(submit --owner "$bob" --sql "$dir/hunt.sql" --lakes "$small")
   [ "$(wait_job "$behind_job")" = succeeded ] || { echo "hunt behind the sweep did not succeed" >&2; exit 1; }
   behind=$(took "$behind_job")
   sweep_state=$("$bin" --output json status "$sweep" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["state"], j["lakes"]["done"])')
+  pace=$(python3 -c "import time; print(f'{${sweep_state#* } / (time.time() - $sweep_at):.1f}')")
   "$bin" cancel "$sweep" --reason "benchmark over" >/dev/null 2>&1 || true
   cleanup
   pids=()
@@ -95,7 +100,7 @@ for iso in process none; do
     *) echo "the sweep ended before bob's hunt did ($sweep_state): raise LAKES or ROWS" >&2; exit 1 ;;
   esac
   ratio=$(python3 -c "print(f'{$behind / $solo:.2f}')")
-  line="isolation=$iso: bob's 3-lake hunt alone ${solo}s, behind alice's $lakes-lake sweep ${behind}s: ${ratio}x  (sweep: ${sweep_state#* } lakes done when bob's ended; $workers workers x $slots slots)"
+  line="isolation=$iso: bob's 3-lake hunt alone ${solo}s, behind alice's $lakes-lake sweep ${behind}s: ${ratio}x  (sweep: ${sweep_state#* } lakes done when bob's ended, $pace lakes/s; $workers workers x $slots slots)"
   echo "$line"
   results+=("$line")
 done

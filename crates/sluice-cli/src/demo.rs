@@ -308,10 +308,11 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
     };
     let mut wcfg = WorkerConfig::new("demo-worker");
     wcfg.concurrency = 8;
+    wcfg.spare = 1;
     wcfg.idle_poll = Duration::from_millis(50);
     let exec = match args.isolation {
         crate::Isolation::Process => {
-            crate::hunts::Executor::Isolated(crate::runner_pool(engine.clone(), 8).await?)
+            crate::hunts::Executor::Isolated(crate::runner_pool(engine.clone(), 9).await?)
         }
         crate::Isolation::None => crate::hunts::Executor::InProcess(engine.clone()),
     };

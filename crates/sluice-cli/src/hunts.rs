@@ -312,14 +312,7 @@ pub async fn result_keys(store: &dyn Store, job: JobId) -> Result<Vec<String>> {
     Ok(keys)
 }
 
-/// What a job's spec asks a worker to do, and whose job it is, read once per job.
-#[derive(Debug)]
-struct JobInfo {
-    kind: JobKind,
-    owner: String,
-}
-
-/// What a job's spec asks a worker to do.
+/// What a job's spec asks a worker to do, read once per job.
 #[derive(Debug)]
 enum JobKind {
     Hunt(HuntSpec),
@@ -329,7 +322,7 @@ enum JobKind {
 }
 
 /// A job's kind, filled by the first run that needs it (concurrent runs wait for that one read).
-type KindCell = Arc<tokio::sync::OnceCell<Arc<JobInfo>>>;
+type KindCell = Arc<tokio::sync::OnceCell<Arc<JobKind>>>;
 
 /// Where a worker's hunts run.
 #[derive(Debug)]
@@ -364,7 +357,7 @@ impl HuntRunner {
         }
     }
 
-    async fn kind(&self, job: JobId) -> Result<Arc<JobInfo>, RunError> {
+    async fn kind(&self, job: JobId) -> Result<Arc<JobKind>, RunError> {
         let cell = {
             let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
             if jobs.len() > 10_000 && !jobs.contains_key(&job) {
@@ -375,7 +368,6 @@ impl HuntRunner {
         let kind = cell
             .get_or_try_init(|| async {
                 let j = self.store.job_get(job).await.map_err(store_err)?;
-                let owner = j.owner.clone();
                 let kind = match serde_json::from_value::<HuntSpec>(j.spec.clone()) {
                     Ok(h) => JobKind::Hunt(h),
                     Err(_) => match serde_json::from_value::<BuiltinSpec>(j.spec) {
@@ -385,7 +377,7 @@ impl HuntRunner {
                         )),
                     },
                 };
-                Ok::<_, RunError>(Arc::new(JobInfo { kind, owner }))
+                Ok::<_, RunError>(Arc::new(kind))
             })
             .await?;
         Ok(kind.clone())
@@ -456,8 +448,8 @@ impl Runner for HuntRunner {
         task: &ClaimedTask,
         cancel: CancellationToken,
     ) -> Result<RunOutput, RunError> {
-        let job = self.kind(task.job_id).await?;
-        let spec = match &job.kind {
+        let kind = self.kind(task.job_id).await?;
+        let spec = match kind.as_ref() {
             JobKind::Hunt(h) => h,
             JobKind::Builtin(b) => return run_builtin(b, task, cancel).await,
             JobKind::Unknown(m) => return Err(RunError::Permanent(m.clone())),
@@ -478,7 +470,7 @@ impl Runner for HuntRunner {
             // A task that crashed a runner before runs in a runner of its own.
             Executor::Isolated(pool) => {
                 let how = sluice_engine::isolate::RunOptions {
-                    owner: &job.owner,
+                    owner: &task.owner,
                     fresh: task.crashes > 0,
                     retried: task.attempt > 0,
                 };

@@ -342,6 +342,11 @@ struct WorkerArgs {
     /// Tasks run at once.
     #[arg(long, env = "SLUICE_WORKER_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     concurrency: u32,
+    /// Slots beyond --concurrency kept for owners that run fewer than this many tasks here, so
+    /// one owner's sweep holding every slot does not make another owner's small hunt wait
+    /// (default: concurrency / 8, rounded up; 0: none).
+    #[arg(long, env = "SLUICE_WORKER_SPARE_SLOTS", value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    spare_slots: Option<u32>,
     /// Most tasks taken per claim.
     #[arg(long, env = "SLUICE_WORKER_CLAIM_BATCH", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     claim_batch: u32,
@@ -392,6 +397,13 @@ struct WorkerArgs {
     cpu_threads: u32,
     #[command(flatten)]
     guard: provider::GuardArgs,
+}
+
+impl WorkerArgs {
+    fn spare_slots(&self) -> usize {
+        self.spare_slots
+            .unwrap_or_else(|| self.concurrency.div_ceil(8)) as usize
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -479,6 +491,7 @@ async fn run_worker(
             .unwrap_or_else(sluice_worker::default_worker_id),
     );
     cfg.concurrency = args.concurrency as usize;
+    cfg.spare = args.spare_slots();
     cfg.claim_batch = args.claim_batch;
     cfg.lease = args.lease.max(Duration::from_millis(100));
     cfg.heartbeat_every = cfg.lease / 3;
@@ -497,7 +510,8 @@ async fn run_worker(
     };
     let exec = match args.isolation {
         Isolation::Process => {
-            hunts::Executor::Isolated(runner_pool(engine, args.concurrency as usize).await?)
+            let slots = args.concurrency as usize + args.spare_slots();
+            hunts::Executor::Isolated(runner_pool(engine, slots).await?)
         }
         Isolation::None => {
             tracing::warn!("hunt isolation off: a hunt that runs out of memory ends this process");

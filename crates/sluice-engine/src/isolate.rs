@@ -16,8 +16,8 @@
 //!   credential provider are clients of its worker over the runner's pipes, so budgets,
 //!   breakers, the single probe and the one credential cache per scope stay the worker's.
 //! - **CPU is shared by owner**: a runner's threads get a nice value from how many tasks its
-//!   task's owner is running in this worker, so one owner's many tasks weigh about as much as
-//!   another owner's one.
+//!   task's owner is running in this worker, so an owner's many tasks weigh less than another
+//!   owner's one ([`nice_for`]).
 //!
 //! The wire is one JSON object per line over the runner's stdin and stdout; its stderr is the
 //! runner's log, kept (the last lines) to read a death by.
@@ -557,14 +557,17 @@ fn cut(s: &str, chars: usize) -> String {
 }
 
 /// The nice value of a task whose owner runs `k` tasks in this worker. CFS weighs nice `n`
-/// about 1.25^-n, so `log1.25(1.5 k)` makes an owner's k tasks together weigh about two-thirds
-/// of one task of an owner that runs only one: beside a sweep, a small hunt gets more than
-/// half of the CPU (an even split would make it exactly twice as slow as alone).
+/// about 1.25^-n, so `2 log1.25 k` weighs each of the k tasks 1/k² of a lone task, and all k
+/// together 1/k: the owner with fewer tasks running gets the larger share of the CPU. Beside
+/// a sweep of 16 tasks (nice 19), one task of a small hunt gets ~80 % of a core where an even
+/// split per owner would give it half (twice as slow as alone); two sweeps of equal size
+/// still share evenly. It is shortest-job-first by owner, as a researcher waiting for a
+/// 3-lake answer behind a 5,000-lake sweep expects.
 pub fn nice_for(k: usize) -> i32 {
     if k <= 1 {
         return 0;
     }
-    ((1.5 * k as f64).ln() / 1.25f64.ln())
+    (2.0 * (k as f64).ln() / 1.25f64.ln())
         .round()
         .clamp(0.0, 19.0) as i32
 }
@@ -1290,13 +1293,21 @@ mod tests {
     fn an_owner_with_more_tasks_runs_them_nicer() {
         assert_eq!(nice_for(0), 0);
         assert_eq!(nice_for(1), 0);
-        assert_eq!(nice_for(2), 5);
-        assert_eq!(nice_for(16), 14);
+        assert_eq!(nice_for(2), 6);
+        assert_eq!(nice_for(4), 12);
+        assert_eq!(nice_for(16), 19);
         assert_eq!(nice_for(10_000), 19);
-        // An owner's k tasks weigh about two-thirds of a lone task: 1.25^-nice × k ≈ 2/3.
-        for k in 2..=40usize {
+        // An owner's k tasks weigh about 1/k of a lone task (1.25^-nice × k ≈ 1/k) until nice
+        // reaches its floor at 19; never more than a lone task.
+        for k in 2..=7usize {
             let weight = k as f64 * 1.25f64.powi(-nice_for(k));
-            assert!((0.55..=0.8).contains(&weight), "k={k}: {weight}");
+            assert!(
+                (0.8 / k as f64..=1.25 / k as f64).contains(&weight),
+                "k={k}: {weight}"
+            );
+        }
+        for k in 2..=64usize {
+            assert!(k as f64 * 1.25f64.powi(-nice_for(k)) < 1.0, "k={k}");
         }
     }
 

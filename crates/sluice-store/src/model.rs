@@ -108,12 +108,17 @@ pub struct TaskClaimParams {
     pub limit: u32,
     pub lease: Duration,
     pub now: DateTime<Utc>,
+    /// Owners whose tasks this claim does not take (a worker's spare slots are for owners
+    /// that are not already running their share in it).
+    pub skip_owners: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedTask {
     pub lease: Lease,
     pub job_id: JobId,
+    /// The job's owner: CPU and spare slots are shared by owner.
+    pub owner: String,
     pub lake: String,
     pub scope: String,
     /// Attempts already spent before this claim.

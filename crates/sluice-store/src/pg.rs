@@ -60,7 +60,7 @@ impl PgStore {
                 UPDATE tasks SET state = 'running', lease_owner = $3, \
                     lease_token = tasks.lease_token + 1, lease_expires_at = $4, updated_at = $1 \
                 FROM c WHERE tasks.id = c.id \
-                RETURNING tasks.id, tasks.job_id, tasks.lake, tasks.scope, tasks.attempt, \
+                RETURNING tasks.id, tasks.job_id, tasks.owner, tasks.lake, tasks.scope, tasks.attempt, \
                     tasks.max_attempts, tasks.crashes, tasks.lease_token, tasks.priority, tasks.seq), \
              ev AS ( \
                 INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
@@ -72,7 +72,7 @@ impl PgStore {
                 WHERE id IN (SELECT DISTINCT job_id FROM t) AND state = 'queued' RETURNING id), \
              jev AS ( \
                 INSERT INTO events (at, job_id, kind) SELECT $1, id, 'job.started' FROM js) \
-             SELECT id, job_id, lake, scope, attempt, max_attempts, crashes, lease_token FROM t \
+             SELECT id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token FROM t \
              ORDER BY priority DESC, seq, id",
         )
         .bind(p.now)
@@ -93,6 +93,7 @@ impl PgStore {
                         token: LeaseToken(r.try_get("lease_token").map_err(from_sqlx)?),
                     },
                     job_id: JobId(r.try_get("job_id").map_err(from_sqlx)?),
+                    owner: r.try_get("owner").map_err(from_sqlx)?,
                     lake: r.try_get("lake").map_err(from_sqlx)?,
                     scope: r.try_get("scope").map_err(from_sqlx)?,
                     attempt: r.try_get("attempt").map_err(from_sqlx)?,
@@ -812,7 +813,7 @@ impl Store for PgStore {
         .await
         .map_err(from_sqlx)?;
         let (mut scopes, mut owners, mut jobs, mut dry) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            (Vec::new(), p.skip_owners.clone(), Vec::new(), Vec::new());
         for t in &targets {
             if let Some(scope) = t.strip_prefix("dry:") {
                 dry.push(scope.to_string());

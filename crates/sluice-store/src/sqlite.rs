@@ -310,7 +310,7 @@ fn adaptive_text(b: &Budget) -> Option<String> {
 }
 
 /// Claims up to `limit` runnable tasks in release order, skipping paused targets, scopes
-/// with open breakers and the scopes in the JSON array `skip`.
+/// with open breakers, the scopes in the JSON array `skip` and the owners `p` skips.
 async fn claim_rows(
     tx: &mut Transaction<'static, Sqlite>,
     p: &TaskClaimParams,
@@ -318,6 +318,8 @@ async fn claim_rows(
     expires: DateTime<Utc>,
     skip: Option<&str>,
 ) -> Result<Vec<SqliteRow>> {
+    let skip_owners =
+        serde_json::to_string(&p.skip_owners).map_err(|e| StoreError::Invalid(e.to_string()))?;
     sqlx::query(
         "UPDATE tasks SET state = 'running', lease_owner = ?, lease_token = lease_token + 1, \
              lease_expires_at = ?, updated_at = ? \
@@ -326,8 +328,9 @@ async fn claim_rows(
                  'owner:' || tasks.owner, 'job:' || tasks.job_id)) \
              AND NOT EXISTS (SELECT 1 FROM breakers WHERE breakers.scope = tasks.scope AND hold_until > ?) \
              AND (? IS NULL OR tasks.scope NOT IN (SELECT value FROM json_each(?))) \
+             AND tasks.owner NOT IN (SELECT value FROM json_each(?)) \
              ORDER BY priority DESC, seq, id LIMIT ?) \
-         RETURNING id, job_id, lake, scope, attempt, max_attempts, crashes, lease_token, priority, seq",
+         RETURNING id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token, priority, seq",
     )
     .bind(&p.worker)
     .bind(us(expires))
@@ -336,6 +339,7 @@ async fn claim_rows(
     .bind(us(p.now))
     .bind(skip)
     .bind(skip)
+    .bind(skip_owners)
     .bind(i64::from(limit))
     .fetch_all(&mut **tx)
     .await
@@ -778,6 +782,7 @@ impl Store for SqliteStore {
                     token: LeaseToken(r.try_get("lease_token").map_err(from_sqlx)?),
                 },
                 job_id: JobId(r.try_get("job_id").map_err(from_sqlx)?),
+                owner: r.try_get("owner").map_err(from_sqlx)?,
                 lake: r.try_get("lake").map_err(from_sqlx)?,
                 scope: r.try_get("scope").map_err(from_sqlx)?,
                 attempt: r.try_get("attempt").map_err(from_sqlx)?,

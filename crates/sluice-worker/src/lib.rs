@@ -35,6 +35,9 @@ pub struct WorkerConfig {
     pub id: String,
     /// Tasks run at once.
     pub concurrency: usize,
+    /// Slots beyond `concurrency` for owners running fewer than this many tasks here: while
+    /// one owner's sweep holds every slot, another owner's small hunt still starts at once.
+    pub spare: usize,
     /// Most tasks taken by one claim.
     pub claim_batch: u32,
     pub lease: Duration,
@@ -57,6 +60,7 @@ impl WorkerConfig {
         WorkerConfig {
             id: id.into(),
             concurrency: 16,
+            spare: 2,
             claim_batch: 64,
             lease: Duration::from_secs(30),
             heartbeat_every: Duration::from_secs(10),
@@ -161,16 +165,28 @@ impl Worker {
         info!(worker = %self.cfg.id, concurrency = self.cfg.concurrency, "worker started");
         metrics::init();
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
-        metrics::SLOTS.add(self.cfg.concurrency.max(1) as i64);
+        // Spare slots take only tasks of owners running fewer than `spare` tasks here. They
+        // are tried while the regular slots are full, and after a miss again once a job is
+        // submitted (or an idle poll passes).
+        let spare = Arc::new(Semaphore::new(self.cfg.spare));
+        let mut spare_armed = self.cfg.spare > 0;
+        let owners = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+        metrics::SLOTS.add((self.cfg.concurrency.max(1) + self.cfg.spare) as i64);
         let mut runs = tokio::task::JoinSet::new();
         let mut backoff = store_backoff();
         // Set when a claim failed: it may have committed with its reply lost, leaving tasks
         // leased to us that we never heard of. They are handed back before the next claim.
         let mut uncertain = false;
         'claim: loop {
-            let first = tokio::select! {
+            let (first, spare_claim) = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break 'claim,
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'claim },
+                p = slots.clone().acquire_owned() => match p { Ok(p) => (p, false), Err(_) => break 'claim },
+                p = spare.clone().acquire_owned(), if spare_armed => match p { Ok(p) => (p, true), Err(_) => break 'claim },
+                _ = self.store.task_wait(self.cfg.idle_poll), if !spare_armed && self.cfg.spare > 0 => {
+                    spare_armed = true;
+                    continue 'claim;
+                }
             };
             if uncertain {
                 match self
@@ -188,12 +204,23 @@ impl Worker {
                 }
             }
             let mut permits = vec![first];
+            let from = if spare_claim { &spare } else { &slots };
             while permits.len() < self.cfg.claim_batch.max(1) as usize {
-                match slots.clone().try_acquire_owned() {
+                match from.clone().try_acquire_owned() {
                     Ok(p) => permits.push(p),
                     Err(_) => break,
                 }
             }
+            let skip_owners = if spare_claim {
+                let owners = owners.lock().unwrap_or_else(|p| p.into_inner());
+                owners
+                    .iter()
+                    .filter(|(_, n)| **n >= self.cfg.spare)
+                    .map(|(o, _)| o.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let timer = metrics::CLAIM_SECONDS.start_timer();
             let claimed = self
                 .store
@@ -202,6 +229,7 @@ impl Worker {
                     limit: permits.len() as u32,
                     lease: self.cfg.lease,
                     now: self.clock.now(),
+                    skip_owners,
                 })
                 .await;
             timer.observe_duration();
@@ -224,6 +252,10 @@ impl Worker {
                 }
             };
             let idle = claimed.is_empty();
+            if spare_claim {
+                metrics::SPARE_CLAIMED.inc_by(claimed.len() as u64);
+                spare_armed = !idle;
+            }
             shared
                 .stats
                 .lock()
@@ -244,11 +276,17 @@ impl Worker {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(task.lease, cancel.clone());
-                let (runner, clock, retry, tx) = (
+                *owners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(task.owner.clone())
+                    .or_default() += 1;
+                let (runner, clock, retry, tx, owners) = (
                     self.runner.clone(),
                     self.clock.clone(),
                     self.cfg.retry,
                     tx.clone(),
+                    owners.clone(),
                 );
                 metrics::SLOTS_BUSY.inc();
                 // Every log line of the run (engine and provider guard included) carries the
@@ -260,6 +298,15 @@ impl Worker {
                         let started = std::time::Instant::now();
                         let result = runner.run(&task, cancel).await;
                         drop(permit);
+                        {
+                            let mut owners = owners.lock().unwrap_or_else(|p| p.into_inner());
+                            if let Some(n) = owners.get_mut(&task.owner) {
+                                *n -= 1;
+                                if *n == 0 {
+                                    owners.remove(&task.owner);
+                                }
+                            }
+                        }
                         metrics::SLOTS_BUSY.dec();
                         let outcome = outcome_of(&task, result, clock.now(), retry, rand::random());
                         let label = metrics::outcome_label(&outcome);
@@ -291,7 +338,7 @@ impl Worker {
             drop(permits);
             // Reap finished runs so the set does not grow.
             while runs.try_join_next().is_some() {}
-            if idle {
+            if idle && !spare_claim {
                 // Woken early when a job is submitted; the poll is the safety net.
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'claim,
@@ -340,7 +387,7 @@ impl Worker {
             debug!(?wait, "final hand-back failed; leases expire instead");
         }
         let stats = *shared.stats.lock().unwrap_or_else(|p| p.into_inner());
-        metrics::SLOTS.sub(self.cfg.concurrency.max(1) as i64);
+        metrics::SLOTS.sub((self.cfg.concurrency.max(1) + self.cfg.spare) as i64);
         info!(worker = %self.cfg.id, ?stats, "worker stopped");
         stats
     }
@@ -582,6 +629,7 @@ mod tests {
                 token: LeaseToken(1),
             },
             job_id: JobId(1),
+            owner: "o".into(),
             lake: "l".into(),
             scope: "s".into(),
             attempt,

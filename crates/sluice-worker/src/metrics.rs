@@ -24,6 +24,12 @@ const TASK_BUCKETS: &[f64] = &[
 ];
 const CALL_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 
+pub static SPARE_CLAIMED: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "sluice_worker_spare_claims_total",
+        "Tasks claimed into spare slots (for owners not already running their share here).",
+    ))
+});
 pub static CLAIMED: LazyLock<IntCounter> = LazyLock::new(|| {
     reg(IntCounter::new(
         "sluice_worker_tasks_claimed_total",
@@ -110,6 +116,7 @@ pub static SLOTS: LazyLock<IntGauge> = LazyLock::new(|| {
 /// Creates every metric and label set, so each has a series from the first scrape on.
 pub fn init() {
     LazyLock::force(&CLAIMED);
+    LazyLock::force(&SPARE_CLAIMED);
     LazyLock::force(&REJECTED);
     LazyLock::force(&LEASES_LOST);
     LazyLock::force(&HANDED_BACK);

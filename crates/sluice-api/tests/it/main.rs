@@ -1334,6 +1334,7 @@ async fn a_job_gives_an_eta_from_its_pace_and_none_while_held() {
             limit: 2,
             lease: std::time::Duration::from_secs(30),
             now,
+            skip_owners: Vec::new(),
         })
         .await
         .unwrap();

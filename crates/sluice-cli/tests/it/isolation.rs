@@ -542,13 +542,13 @@ async fn a_runner_killed_mid_task_is_a_poison_pill_retried_once() {
     found_every_needle(&b, &store, &bob, bob_job, Duration::from_secs(60)).await;
 }
 
-/// A warm runner runs task after task: one slot, one runner, every lake of a hunt.
+/// A warm runner runs task after task: one slot (no spare), one runner, every lake of a hunt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_warm_runner_runs_task_after_task() {
     let (store, db) = sluice_store::testing::pg_store().await;
     let b = tokio::task::spawn_blocking({
         let db = db.clone();
-        move || start(&db, 5, &["--concurrency", "1"])
+        move || start(&db, 5, &["--concurrency", "1", "--spare-slots", "0"])
     })
     .await
     .expect("start");

@@ -369,6 +369,7 @@ async fn one_scheduler_leads_and_a_standby_takes_over_when_it_is_killed() {
             limit: 1,
             lease: Duration::from_millis(300),
             now: chrono::Utc::now(),
+            skip_owners: Vec::new(),
         })
         .await
         .expect("claim");
@@ -485,6 +486,9 @@ fn bad_input_gets_one_clear_line_and_exit_code() {
     // (args, exit code, text stderr must contain)
     let cases: &[(&[&str], i32, &str)] = &[
         (&["worker", "--concurrency", "0"], 2, "--concurrency"),
+        (&["worker", "--spare-slots", "-1"], 2, "unexpected argument"),
+        (&["worker", "--spare-slots", "20000"], 2, "--spare-slots"),
+        (&["worker", "--spare-slots", "two"], 2, "--spare-slots"),
         (&["worker", "--lease", "3d"], 2, "unknown unit"),
         (&["worker", "--lease", "-1s"], 2, "unexpected argument"),
         (&["worker", "--lease=1.5s"], 2, "not a duration"),
@@ -1177,7 +1181,9 @@ async fn worker_metrics_are_served_and_pass_promtool() {
         "sluice_worker_tasks_claimed_total 5",
         "sluice_worker_task_outcomes_total{outcome=\"succeeded\"} 5",
         "sluice_worker_outcomes_rejected_total 0",
-        "sluice_worker_slots 16",
+        // 16 slots and 2 spare ones (16 / 8) for owners not running their share.
+        "sluice_worker_slots 18",
+        "sluice_worker_spare_claims_total 0",
         "sluice_engine_rows_matched_total 0",
     ] {
         assert!(

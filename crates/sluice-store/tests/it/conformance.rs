@@ -50,6 +50,7 @@ conformance!(
     hand_back_of_a_pause_target_defers_only_its_running_tasks,
     a_new_job_neither_starves_nor_is_starved_by_a_draining_one,
     owners_share_the_claims_not_their_jobs,
+    a_claim_skips_the_owners_it_is_told_to,
     one_leader_at_a_time_and_a_standby_takes_over,
     backlog_and_finished_jobs_come_from_the_job_rows,
     a_dry_budget_is_released_last_and_rediscovered,
@@ -70,6 +71,7 @@ async fn claim(s: &S, worker: &str, limit: u32, now: i64) -> Vec<ClaimedTask> {
         limit,
         lease: lease(),
         now: at(now),
+        skip_owners: Vec::new(),
     })
     .await
     .unwrap()
@@ -1110,6 +1112,7 @@ async fn pauses_hold_back_claims_of_their_target_only(s: S) {
                 limit: 100,
                 lease: lease(),
                 now: at(1),
+                skip_owners: Vec::new(),
             })
             .await
             .unwrap();
@@ -1589,6 +1592,34 @@ async fn owners_share_the_claims_not_their_jobs(s: S) {
     let light = order.iter().filter(|j| **j == l).count();
     assert_eq!(light, 3, "light keeps half the claims: {order:?}");
     assert!(order.contains(&h[0]) && order.contains(&h[1]), "{order:?}");
+}
+
+async fn a_claim_skips_the_owners_it_is_told_to(s: S) {
+    // A worker's spare slot claims for owners other than the one filling its slots.
+    let bulk = s.job_insert(job("bulk", 5)).await.unwrap().job.id;
+    let small = s.job_insert(job("small", 2)).await.unwrap().job.id;
+    let skipping = |owners: &[&str], limit| {
+        let s = s.clone();
+        let skip_owners = owners.iter().map(|o| o.to_string()).collect();
+        async move {
+            s.task_claim(TaskClaimParams {
+                worker: "w".into(),
+                limit,
+                lease: lease(),
+                now: at(1),
+                skip_owners,
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let got = skipping(&["bulk"], 10).await;
+    assert_eq!(got.len(), 2, "only small's tasks: {got:?}");
+    assert!(got.iter().all(|t| t.job_id == small && t.owner == "small"));
+    assert!(skipping(&["bulk", "small"], 10).await.is_empty());
+    let rest = skipping(&[], 10).await;
+    assert_eq!(rest.len(), 5);
+    assert!(rest.iter().all(|t| t.job_id == bulk && t.owner == "bulk"));
 }
 
 async fn one_leader_at_a_time_and_a_standby_takes_over(s: S) {

@@ -27,6 +27,7 @@ async fn eight_claimers_complete_ten_thousand_tasks_exactly_once() {
                         limit: 1 + (w * 7 + i) % 60,
                         lease: Duration::from_secs(300),
                         now: at(1),
+                        skip_owners: Vec::new(),
                     })
                     .await
                     .unwrap();
@@ -168,6 +169,7 @@ async fn cancel_racing_with_completions_leaves_consistent_counts() {
             limit: 2_000,
             lease: Duration::from_secs(60),
             now: at(1),
+            skip_owners: Vec::new(),
         })
         .await
         .unwrap();

@@ -394,3 +394,83 @@ async fn a_small_hunt_behind_a_big_backlog_finishes_about_as_fast_as_alone() {
     stop.cancel();
     w.await.unwrap();
 }
+
+async fn running(store: &Arc<dyn Store>, job: JobId) -> usize {
+    store
+        .task_list(TaskListParams {
+            job_id: job,
+            limit: 1000,
+            after: None,
+        })
+        .await
+        .unwrap()
+        .iter()
+        .filter(|t| t.state == TaskState::Running)
+        .count()
+}
+
+async fn submit_as(store: &Arc<dyn Store>, owner: &str, lakes: usize, ms: u64) -> Job {
+    store
+        .job_insert(JobInsertParams {
+            owner: owner.into(),
+            idempotency_key: None,
+            spec: serde_json::json!({"kind": "sleep", "ms": ms}),
+            sql: None,
+            priority: 0,
+            max_attempts: 3,
+            tasks: (0..lakes)
+                .map(|i| NewTask {
+                    lake: format!("{owner}-lake-{i}"),
+                    scope: "aws:1".into(),
+                    est_calls: 1,
+                })
+                .collect(),
+            now: chrono::Utc::now(),
+        })
+        .await
+        .unwrap()
+        .job
+}
+
+/// While one owner's tasks hold every regular slot, a spare slot takes another owner's task
+/// at once; the busy owner never gets it. Without spare slots the other owner waits for a
+/// regular slot: the mechanism, not luck, makes the difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spare_slot_starts_another_owners_task_while_one_owner_holds_every_slot() {
+    for spare in [1, 0] {
+        let store = sqlite().await;
+        let mut cfg = config();
+        cfg.concurrency = 2;
+        cfg.spare = spare;
+        let (stop, w) = start(&store, cfg);
+        // alice: 6 tasks of 2 s, two at a time in the regular slots.
+        let bulk = submit_as(&store, "alice", 6, 2_000).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running(&store, bulk.id).await < 2 {
+            assert!(Instant::now() < deadline, "alice's tasks never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // alice holds both slots and has 4 tasks pending: the spare slot is not hers.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(running(&store, bulk.id).await, 2, "spare {spare}");
+        let small = submit_as(&store, "bob", 1, 1).await;
+        let b = finished(&store, small.id, Duration::from_secs(20)).await;
+        assert_eq!(b.state, JobState::Succeeded);
+        let a = store.job_get(bulk.id).await.unwrap();
+        if spare == 1 {
+            assert_eq!(
+                a.counts.done, 0,
+                "bob's task waited for one of alice's: {:?}",
+                a.counts
+            );
+        } else {
+            assert!(
+                a.counts.done >= 1,
+                "without a spare slot bob's task cannot start before one of alice's ends: {:?}",
+                a.counts
+            );
+        }
+        stop.cancel();
+        w.await.unwrap();
+    }
+}
