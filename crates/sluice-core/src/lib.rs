@@ -18,4 +18,4 @@ pub use human::{human_bytes, human_duration};
 pub use ids::{JobId, LeaseToken, TaskId};
 pub use provider::{Adaptive, AdaptiveConfig, CallClass, CallGate, OpenGate, Permit, Refusal};
 pub use retry::{RetryDecision, RetryPolicy};
-pub use state::{IllegalTransition, JobEvent, JobState, TaskEvent, TaskState};
+pub use state::{EventKind, IllegalTransition, JobEvent, JobState, TaskEvent, TaskState};

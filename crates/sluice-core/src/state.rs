@@ -53,6 +53,84 @@ str_enum!(TaskState {
     Cancelled => "cancelled",
 });
 
+/// What the journal (`events.kind`) records: every kind written, named here only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    JobSubmitted,
+    JobStarted,
+    JobSucceeded,
+    JobPartial,
+    JobFailed,
+    JobCancelled,
+    JobRestrided,
+    TaskClaimed,
+    TaskSucceeded,
+    TaskFailed,
+    TaskRetried,
+    TaskDeferred,
+    TaskRescued,
+    TaskRescuedFailed,
+    TaskCancelled,
+    PauseSet,
+    PauseCleared,
+    IntakeClosed,
+    IntakeOpened,
+    LeaderElected,
+    LeaderResigned,
+    BreakerOpened,
+    BreakerHalfOpen,
+    BreakerClosed,
+    BreakerReset,
+    BreakerProbeLost,
+    ProviderThrottled,
+    ProviderFrozen,
+}
+
+str_enum!(EventKind {
+    JobSubmitted => "job.submitted",
+    JobStarted => "job.started",
+    JobSucceeded => "job.succeeded",
+    JobPartial => "job.partial",
+    JobFailed => "job.failed",
+    JobCancelled => "job.cancelled",
+    JobRestrided => "job.restrided",
+    TaskClaimed => "task.claimed",
+    TaskSucceeded => "task.succeeded",
+    TaskFailed => "task.failed",
+    TaskRetried => "task.retried",
+    TaskDeferred => "task.deferred",
+    TaskRescued => "task.rescued",
+    TaskRescuedFailed => "task.rescued_failed",
+    TaskCancelled => "task.cancelled",
+    PauseSet => "pause.set",
+    PauseCleared => "pause.cleared",
+    IntakeClosed => "intake.closed",
+    IntakeOpened => "intake.opened",
+    LeaderElected => "leader.elected",
+    LeaderResigned => "leader.resigned",
+    BreakerOpened => "breaker.opened",
+    BreakerHalfOpen => "breaker.half_open",
+    BreakerClosed => "breaker.closed",
+    BreakerReset => "breaker.reset",
+    BreakerProbeLost => "breaker.probe_lost",
+    ProviderThrottled => "provider.throttled",
+    ProviderFrozen => "provider.frozen",
+});
+
+impl EventKind {
+    /// The entry of a job reaching `state`.
+    pub fn of_job(state: JobState) -> EventKind {
+        match state {
+            JobState::Queued => EventKind::JobSubmitted,
+            JobState::Running => EventKind::JobStarted,
+            JobState::Succeeded => EventKind::JobSucceeded,
+            JobState::Partial => EventKind::JobPartial,
+            JobState::Failed => EventKind::JobFailed,
+            JobState::Cancelled => EventKind::JobCancelled,
+        }
+    }
+}
+
 /// What can happen to a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -100,17 +178,17 @@ impl TaskEvent {
         )
     }
 
-    /// The journal name of the event (`task.<name>`).
-    pub fn journal_kind(self) -> &'static str {
+    /// The journal entry of the event.
+    pub fn journal_kind(self) -> EventKind {
         match self {
-            TaskEvent::Claim => "task.claimed",
-            TaskEvent::Complete => "task.succeeded",
-            TaskEvent::Fail => "task.failed",
-            TaskEvent::Retry => "task.retried",
-            TaskEvent::Defer => "task.deferred",
-            TaskEvent::LeaseExpired => "task.rescued",
-            TaskEvent::LeaseExpiredFinal => "task.rescued_failed",
-            TaskEvent::Cancel => "task.cancelled",
+            TaskEvent::Claim => EventKind::TaskClaimed,
+            TaskEvent::Complete => EventKind::TaskSucceeded,
+            TaskEvent::Fail => EventKind::TaskFailed,
+            TaskEvent::Retry => EventKind::TaskRetried,
+            TaskEvent::Defer => EventKind::TaskDeferred,
+            TaskEvent::LeaseExpired => EventKind::TaskRescued,
+            TaskEvent::LeaseExpiredFinal => EventKind::TaskRescuedFailed,
+            TaskEvent::Cancel => EventKind::TaskCancelled,
         }
     }
 }

@@ -6,9 +6,12 @@
 //! Every write of a running task is guarded by its lease token (fencing): a worker that lost
 //! its lease — rescued after expiry, cancelled — has its late writes rejected, never applied.
 
+mod db;
 mod error;
 mod model;
 mod pg;
+mod rows;
+mod scripts;
 mod sqlite;
 #[doc(hidden)]
 pub mod testing;

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sluice_core::state::JobCounts;
-use sluice_core::{JobId, JobState, LeaseToken, TaskEvent, TaskId, TaskState};
+use sluice_core::{EventKind, JobId, JobState, LeaseToken, TaskEvent, TaskId, TaskState};
 use std::time::Duration;
 
 /// Tasks per round trip when inserting a job's tasks.
@@ -357,17 +357,6 @@ pub(crate) fn job_after(
     match counts.outcome() {
         Some(o) => Ok((counts, Some(state.apply(sluice_core::JobEvent::Finish(o))?))),
         None => Ok((counts, None)),
-    }
-}
-
-pub(crate) fn job_kind(state: JobState) -> &'static str {
-    match state {
-        JobState::Queued => "job.submitted",
-        JobState::Running => "job.started",
-        JobState::Succeeded => "job.succeeded",
-        JobState::Partial => "job.partial",
-        JobState::Failed => "job.failed",
-        JobState::Cancelled => "job.cancelled",
     }
 }
 
@@ -737,19 +726,37 @@ pub(crate) fn breaker_event(
     op: &BreakerOp,
     from: sluice_core::BreakerState,
     to: sluice_core::BreakerState,
-) -> Option<&'static str> {
+) -> Option<EventKind> {
     use sluice_core::BreakerState::*;
     match (op, from, to) {
-        (BreakerOp::Reset { .. }, _, _) => Some("breaker.reset"),
+        (BreakerOp::Reset { .. }, _, _) => Some(EventKind::BreakerReset),
         (_, a, b) if a == b => match op {
-            BreakerOp::Throttled => Some("provider.throttled"),
-            BreakerOp::Frozen => Some("provider.frozen"),
+            BreakerOp::Throttled => Some(EventKind::ProviderThrottled),
+            BreakerOp::Frozen => Some(EventKind::ProviderFrozen),
             _ => None,
         },
-        (BreakerOp::ProbeLost, _, _) => Some("breaker.probe_lost"),
-        (_, _, Open) => Some("breaker.opened"),
-        (_, _, HalfOpen) => Some("breaker.half_open"),
-        (_, _, Closed) => Some("breaker.closed"),
+        (BreakerOp::ProbeLost, _, _) => Some(EventKind::BreakerProbeLost),
+        (_, _, Open) => Some(EventKind::BreakerOpened),
+        (_, _, HalfOpen) => Some(EventKind::BreakerHalfOpen),
+        (_, _, Closed) => Some(EventKind::BreakerClosed),
+    }
+}
+
+/// What a breaker op does to its scope's budget: a close (or a reset) starts it slow, a
+/// throttle halves it.
+pub(crate) fn breaker_budget_feedback(
+    op: &BreakerOp,
+    from: sluice_core::BreakerState,
+    to: sluice_core::BreakerState,
+) -> Option<BudgetFeedback> {
+    let closing = to == sluice_core::BreakerState::Closed
+        && (from != to || matches!(op, BreakerOp::Reset { .. }));
+    if closing {
+        Some(BudgetFeedback::SlowStart)
+    } else if *op == BreakerOp::Throttled {
+        Some(BudgetFeedback::Throttled)
+    } else {
+        None
     }
 }
 
@@ -771,6 +778,14 @@ impl PauseTarget {
             PauseTarget::Scope(s) => format!("scope:{s}"),
             PauseTarget::Owner(o) => format!("owner:{o}"),
             PauseTarget::Job(j) => format!("job:{j}"),
+        }
+    }
+
+    /// The job a job pause holds back (its id is stored beside the key).
+    pub fn job_id(&self) -> Option<i64> {
+        match self {
+            PauseTarget::Job(j) => Some(j.0),
+            _ => None,
         }
     }
 

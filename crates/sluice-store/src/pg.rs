@@ -4,12 +4,15 @@
 
 use crate::error::{Result, StoreError, from_sqlx};
 use crate::model::*;
+use crate::rows::{
+    ClaimRow, IntakeRow, adaptive_json, intake_hold, job_cols, lease_end, read, state, task_cols,
+};
+use crate::scripts;
 use crate::{Store, StoreExt};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sluice_core::state::JobCounts;
-use sluice_core::{JobEvent, JobId, JobState, LeaseToken, TaskEvent, TaskId, TaskState};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sluice_core::{EventKind, JobEvent, JobId, JobState, TaskEvent, TaskId, TaskState};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, Postgres, Row, Transaction};
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
@@ -64,14 +67,14 @@ impl PgStore {
                     tasks.max_attempts, tasks.crashes, tasks.lease_token, tasks.priority, tasks.seq), \
              ev AS ( \
                 INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
-                SELECT $1, job_id, id, scope, 'task.claimed', \
+                SELECT $1, job_id, id, scope, $8::text, \
                     jsonb_build_object('worker', $3::text, 'token', lease_token, 'attempt', attempt) \
                 FROM t), \
              js AS ( \
                 UPDATE jobs SET state = 'running', started_at = $1 \
                 WHERE id IN (SELECT DISTINCT job_id FROM t) AND state = 'queued' RETURNING id), \
              jev AS ( \
-                INSERT INTO events (at, job_id, kind) SELECT $1, id, 'job.started' FROM js) \
+                INSERT INTO events (at, job_id, kind) SELECT $1, id, $9::text FROM js) \
              SELECT id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token FROM t \
              ORDER BY priority DESC, seq, id",
         )
@@ -82,26 +85,13 @@ impl PgStore {
         .bind(scopes)
         .bind(owners)
         .bind(jobs)
+        .bind(EventKind::TaskClaimed.as_str())
+        .bind(EventKind::JobStarted.as_str())
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
         rows.iter()
-            .map(|r| {
-                Ok(ClaimedTask {
-                    lease: Lease {
-                        task_id: TaskId(r.try_get("id").map_err(from_sqlx)?),
-                        token: LeaseToken(r.try_get("lease_token").map_err(from_sqlx)?),
-                    },
-                    job_id: JobId(r.try_get("job_id").map_err(from_sqlx)?),
-                    owner: r.try_get("owner").map_err(from_sqlx)?,
-                    lake: r.try_get("lake").map_err(from_sqlx)?,
-                    scope: r.try_get("scope").map_err(from_sqlx)?,
-                    attempt: r.try_get("attempt").map_err(from_sqlx)?,
-                    max_attempts: r.try_get("max_attempts").map_err(from_sqlx)?,
-                    crashes: r.try_get("crashes").map_err(from_sqlx)?,
-                    lease_expires_at: expires,
-                })
-            })
+            .map(|r| Ok(read::<ClaimRow, _>(r)?.leased_until(expires)))
             .collect()
     }
 
@@ -221,243 +211,6 @@ fn is_race(e: &sqlx::Error) -> bool {
     }
 }
 
-fn intake_hold(
-    (closed, reason, by, at): (bool, String, String, Option<DateTime<Utc>>),
-) -> Option<IntakeHold> {
-    Some(IntakeHold {
-        reason,
-        by,
-        at: at.filter(|_| closed)?,
-    })
-}
-
-fn state<T>(s: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
-    parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown state {s:?}")))
-}
-
-macro_rules! job_cols {
-    () => {
-        "id, owner, idempotency_key, spec, sql, state, priority, lakes_total, \
-    lakes_done, lakes_failed, lakes_cancelled, rows_found, created_at, started_at, finished_at, error"
-    };
-}
-
-fn token_from_row(r: &PgRow) -> Result<ApiToken> {
-    let role: String = r.try_get("role").map_err(from_sqlx)?;
-    Ok(ApiToken {
-        id: r.try_get("id").map_err(from_sqlx)?,
-        owner: r.try_get("owner").map_err(from_sqlx)?,
-        role: Role::parse(&role)
-            .ok_or_else(|| StoreError::Corrupt(format!("token role {role:?}")))?,
-        label: r.try_get("label").map_err(from_sqlx)?,
-        created_at: r.try_get("created_at").map_err(from_sqlx)?,
-        revoked_at: r.try_get("revoked_at").map_err(from_sqlx)?,
-    })
-}
-
-fn job_from_row(r: &PgRow) -> Result<Job> {
-    let s: String = r.try_get("state").map_err(from_sqlx)?;
-    Ok(Job {
-        id: JobId(r.try_get("id").map_err(from_sqlx)?),
-        owner: r.try_get("owner").map_err(from_sqlx)?,
-        idempotency_key: r.try_get("idempotency_key").map_err(from_sqlx)?,
-        spec: r.try_get("spec").map_err(from_sqlx)?,
-        sql: r.try_get("sql").map_err(from_sqlx)?,
-        state: state(&s, JobState::parse)?,
-        priority: r.try_get("priority").map_err(from_sqlx)?,
-        counts: JobCounts {
-            total: r.try_get("lakes_total").map_err(from_sqlx)?,
-            done: r.try_get("lakes_done").map_err(from_sqlx)?,
-            failed: r.try_get("lakes_failed").map_err(from_sqlx)?,
-            cancelled: r.try_get("lakes_cancelled").map_err(from_sqlx)?,
-        },
-        rows_found: r.try_get("rows_found").map_err(from_sqlx)?,
-        created_at: r.try_get("created_at").map_err(from_sqlx)?,
-        started_at: r.try_get("started_at").map_err(from_sqlx)?,
-        finished_at: r.try_get("finished_at").map_err(from_sqlx)?,
-        error: r.try_get("error").map_err(from_sqlx)?,
-    })
-}
-
-macro_rules! task_cols {
-    () => {
-        "id, job_id, lake, scope, state, priority, attempt, max_attempts, run_after, \
-    lease_owner, lease_token, lease_expires_at, est_calls, rows_found, result_uri, last_error, \
-    created_at, updated_at"
-    };
-}
-
-fn task_from_row(r: &PgRow) -> Result<Task> {
-    let s: String = r.try_get("state").map_err(from_sqlx)?;
-    Ok(Task {
-        id: TaskId(r.try_get("id").map_err(from_sqlx)?),
-        job_id: JobId(r.try_get("job_id").map_err(from_sqlx)?),
-        lake: r.try_get("lake").map_err(from_sqlx)?,
-        scope: r.try_get("scope").map_err(from_sqlx)?,
-        state: state(&s, TaskState::parse)?,
-        priority: r.try_get("priority").map_err(from_sqlx)?,
-        attempt: r.try_get("attempt").map_err(from_sqlx)?,
-        max_attempts: r.try_get("max_attempts").map_err(from_sqlx)?,
-        run_after: r.try_get("run_after").map_err(from_sqlx)?,
-        lease_owner: r.try_get("lease_owner").map_err(from_sqlx)?,
-        lease_token: LeaseToken(r.try_get("lease_token").map_err(from_sqlx)?),
-        lease_expires_at: r.try_get("lease_expires_at").map_err(from_sqlx)?,
-        est_calls: r.try_get("est_calls").map_err(from_sqlx)?,
-        rows_found: r.try_get("rows_found").map_err(from_sqlx)?,
-        result_uri: r.try_get("result_uri").map_err(from_sqlx)?,
-        last_error: r.try_get("last_error").map_err(from_sqlx)?,
-        created_at: r.try_get("created_at").map_err(from_sqlx)?,
-        updated_at: r.try_get("updated_at").map_err(from_sqlx)?,
-    })
-}
-
-fn leadership_from_row(r: &PgRow) -> Result<Leadership> {
-    Ok(Leadership {
-        name: r.try_get("name").map_err(from_sqlx)?,
-        holder: r.try_get("holder").map_err(from_sqlx)?,
-        term: r.try_get("term").map_err(from_sqlx)?,
-        expires_at: r.try_get("expires_at").map_err(from_sqlx)?,
-        elected_at: r.try_get("elected_at").map_err(from_sqlx)?,
-    })
-}
-
-fn chrono_lease(now: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>> {
-    chrono::Duration::from_std(lease)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .ok_or_else(|| StoreError::Invalid(format!("lease duration {lease:?} out of range")))
-}
-
-/// Applies counter deltas to jobs in id order (the lock order every transaction follows) and
-/// finishes the jobs whose last open task this was.
-async fn jobs_apply(
-    tx: &mut Transaction<'static, Postgres>,
-    deltas: &BTreeMap<i64, JobDelta>,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    for (&job_id, d) in deltas.iter().filter(|(_, d)| !d.is_empty()) {
-        let r = sqlx::query(
-            "SELECT state, lakes_total, lakes_done, lakes_failed, lakes_cancelled FROM jobs \
-             WHERE id = $1 FOR UPDATE",
-        )
-        .bind(job_id)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(from_sqlx)?;
-        let s: String = r.try_get("state").map_err(from_sqlx)?;
-        let before = state(&s, JobState::parse)?;
-        let counts = JobCounts {
-            total: r.try_get("lakes_total").map_err(from_sqlx)?,
-            done: r.try_get("lakes_done").map_err(from_sqlx)?,
-            failed: r.try_get("lakes_failed").map_err(from_sqlx)?,
-            cancelled: r.try_get("lakes_cancelled").map_err(from_sqlx)?,
-        };
-        let (counts, next) = job_after(before, counts, d)?;
-        let after = next.unwrap_or(before);
-        sqlx::query(
-            "WITH j AS (UPDATE jobs SET lakes_done = $2, lakes_failed = $3, lakes_cancelled = $4, \
-                 rows_found = rows_found + $5, state = $6, \
-                 finished_at = CASE WHEN $7 THEN $8 ELSE finished_at END \
-               WHERE id = $1 RETURNING id, rows_found) \
-             INSERT INTO events (at, job_id, kind, detail) \
-             SELECT $8, id, $9, jsonb_build_object('done', $2, 'failed', $3, 'cancelled', $4, \
-                 'rows', rows_found) FROM j WHERE $7",
-        )
-        .bind(job_id)
-        .bind(counts.done)
-        .bind(counts.failed)
-        .bind(counts.cancelled)
-        .bind(d.rows)
-        .bind(after.as_str())
-        .bind(next.is_some())
-        .bind(now)
-        .bind(job_kind(after))
-        .execute(&mut **tx)
-        .await
-        .map_err(from_sqlx)?;
-    }
-    Ok(())
-}
-
-fn lake_from_row(r: &PgRow) -> Result<Lake> {
-    fn de<T: serde::de::DeserializeOwned>(r: &PgRow, col: &str) -> Result<T> {
-        let v: serde_json::Value = r.try_get(col).map_err(from_sqlx)?;
-        serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("lakes.{col}: {e}")))
-    }
-    Ok(Lake {
-        id: r.try_get("id").map_err(from_sqlx)?,
-        name: r.try_get("name").map_err(from_sqlx)?,
-        url: r.try_get("url").map_err(from_sqlx)?,
-        scope: r.try_get("scope").map_err(from_sqlx)?,
-        partition_cols: de(r, "partition_cols")?,
-        schema: r.try_get("schema").map_err(from_sqlx)?,
-        tags: de(r, "tags")?,
-        options: de(r, "options")?,
-        created_at: r.try_get("created_at").map_err(from_sqlx)?,
-    })
-}
-
-fn budget_from_row(r: &PgRow) -> Result<Budget> {
-    Ok(Budget {
-        scope: r.try_get("scope").map_err(from_sqlx)?,
-        parent: r.try_get("parent").map_err(from_sqlx)?,
-        rate: r.try_get("rate").map_err(from_sqlx)?,
-        burst: r.try_get("burst").map_err(from_sqlx)?,
-        tokens: r.try_get("tokens").map_err(from_sqlx)?,
-        refilled_at: r.try_get("refilled_at").map_err(from_sqlx)?,
-        adaptive: r
-            .try_get::<Option<serde_json::Value>, _>("adaptive")
-            .map_err(from_sqlx)?
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("budget adaptive state: {e}")))?,
-        dry_until: r.try_get("dry_until").map_err(from_sqlx)?,
-    })
-}
-
-fn adaptive_json(b: &Budget) -> Option<serde_json::Value> {
-    b.adaptive.and_then(|a| serde_json::to_value(a).ok())
-}
-
-/// Applies feedback to a scope's own budget, if it has one, inside a transaction.
-async fn budget_feedback_tx(
-    tx: &mut Transaction<'static, Postgres>,
-    scope: &str,
-    f: BudgetFeedback,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let row = sqlx::query(
-        "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive, dry_until FROM budgets \
-         WHERE scope = $1 FOR UPDATE",
-    )
-    .bind(scope)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(from_sqlx)?;
-    let Some(row) = row else { return Ok(()) };
-    let mut b = budget_from_row(&row)?;
-    budget_feedback(&mut b, f, now);
-    sqlx::query("UPDATE budgets SET tokens = $2, refilled_at = $3, adaptive = $4 WHERE scope = $1")
-        .bind(scope)
-        .bind(b.tokens)
-        .bind(b.refilled_at)
-        .bind(adaptive_json(&b))
-        .execute(&mut **tx)
-        .await
-        .map_err(from_sqlx)?;
-    Ok(())
-}
-
-fn breaker_from_row(r: &PgRow) -> Result<BreakerRow> {
-    let detail: serde_json::Value = r.try_get("detail").map_err(from_sqlx)?;
-    Ok(BreakerRow {
-        scope: r.try_get("scope").map_err(from_sqlx)?,
-        breaker: serde_json::from_value(detail)
-            .map_err(|e| StoreError::Corrupt(format!("breaker state: {e}")))?,
-        updated_at: r.try_get("updated_at").map_err(from_sqlx)?,
-    })
-}
-
 /// The scopes charged for a call of `scope`: itself if it has a budget, then its ancestors up
 /// to the root (a scope without a budget is charged to the root alone).
 async fn budget_chain(tx: &mut Transaction<'static, Postgres>, scope: &str) -> Result<Vec<String>> {
@@ -480,24 +233,6 @@ async fn budget_chain(tx: &mut Transaction<'static, Postgres>, scope: &str) -> R
     .await
     .map_err(from_sqlx)?;
     Ok(chain)
-}
-
-fn pause_from_row(r: &PgRow) -> Result<Pause> {
-    let key: String = r.try_get("target").map_err(from_sqlx)?;
-    Ok(Pause {
-        target: PauseTarget::parse(&key)
-            .ok_or_else(|| StoreError::Corrupt(format!("pause target {key:?}")))?,
-        reason: r.try_get("reason").map_err(from_sqlx)?,
-        by: r.try_get("paused_by").map_err(from_sqlx)?,
-        at: r.try_get("at").map_err(from_sqlx)?,
-    })
-}
-
-fn pause_job(t: &PauseTarget) -> Option<i64> {
-    match t {
-        PauseTarget::Job(j) => Some(j.0),
-        _ => None,
-    }
 }
 
 #[async_trait]
@@ -570,7 +305,7 @@ impl Store for PgStore {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(from_sqlx)?;
-                    let job = job_from_row(&existing)?;
+                    let job = read::<Job, _>(&existing)?;
                     if job.spec != p.spec || job.sql != p.sql || job.counts.total != p.tasks.len() as i64 {
                         return Err(StoreError::Conflict(format!(
                             "idempotency key already used by job {} with a different request",
@@ -581,7 +316,7 @@ impl Store for PgStore {
                 };
                 // FOR SHARE: a drain closing intake waits for this transaction, or this one
                 // sees the close and rolls back (migration 0011).
-                let intake: Option<(bool, String, String, Option<DateTime<Utc>>)> = sqlx::query_as(
+                let intake: Option<IntakeRow> = sqlx::query_as(
                     "SELECT closed, reason, closed_by, closed_at FROM intake FOR SHARE",
                 )
                 .fetch_optional(&mut *tx)
@@ -617,7 +352,7 @@ impl Store for PgStore {
                     .map_err(from_sqlx)?;
                 }
                 sqlx::query(
-                    "INSERT INTO events (at, job_id, kind, detail) VALUES ($1, $2, 'job.submitted', \
+                    "INSERT INTO events (at, job_id, kind, detail) VALUES ($1, $2, $6, \
                      jsonb_build_object('owner', $3::text, 'tasks', $4::bigint, 'priority', $5::int))",
                 )
                 .bind(p.now)
@@ -625,6 +360,7 @@ impl Store for PgStore {
                 .bind(&p.owner)
                 .bind(p.tasks.len() as i64)
                 .bind(i32::from(p.priority))
+                .bind(EventKind::JobSubmitted.as_str())
                 .execute(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
@@ -650,7 +386,7 @@ impl Store for PgStore {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(from_sqlx)?;
-                Ok(JobInserted { job: job_from_row(&row)?, created: true })
+                Ok(JobInserted { job: read::<Job, _>(&row)?, created: true })
             }
             .await
         })
@@ -663,7 +399,7 @@ impl Store for PgStore {
             .await
             .map_err(from_sqlx)?
             .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
-        job_from_row(&row)
+        read::<Job, _>(&row)
     }
 
     async fn job_list(&self, p: JobListParams) -> Result<Vec<Job>> {
@@ -680,7 +416,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        rows.iter().map(job_from_row).collect()
+        rows.iter().map(read::<Job, _>).collect()
     }
 
     async fn token_insert(&self, p: TokenInsertParams) -> Result<ApiToken> {
@@ -697,7 +433,7 @@ impl Store for PgStore {
         .fetch_one(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        token_from_row(&row)
+        read::<ApiToken, _>(&row)
     }
 
     async fn token_find(&self, hash: &str) -> Result<ApiToken> {
@@ -710,7 +446,7 @@ impl Store for PgStore {
         .await
         .map_err(from_sqlx)?
         .ok_or_else(|| StoreError::NotFound("token".into()))?;
-        token_from_row(&row)
+        read::<ApiToken, _>(&row)
     }
 
     async fn token_list(&self) -> Result<Vec<ApiToken>> {
@@ -720,7 +456,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        rows.iter().map(token_from_row).collect()
+        rows.iter().map(read::<ApiToken, _>).collect()
     }
 
     async fn token_revoke(&self, id: i64, now: DateTime<Utc>) -> Result<ApiToken> {
@@ -734,7 +470,7 @@ impl Store for PgStore {
         .await
         .map_err(from_sqlx)?
         .ok_or_else(|| StoreError::NotFound(format!("token {id}")))?;
-        token_from_row(&row)
+        read::<ApiToken, _>(&row)
     }
 
     async fn job_cancel(&self, p: JobCancelParams) -> Result<Job> {
@@ -756,11 +492,12 @@ impl Store for PgStore {
                          lease_expires_at = NULL, updated_at = $2 \
                        WHERE job_id = $1 AND state IN ('pending', 'running') RETURNING id, scope), \
                      ev AS (INSERT INTO events (at, job_id, task_id, scope, kind) \
-                       SELECT $2, $1, id, scope, 'task.cancelled' FROM t) \
+                       SELECT $2, $1, id, scope, $3::text FROM t) \
                      SELECT count(*) FROM t",
                 )
                 .bind(p.id.0)
                 .bind(p.now)
+                .bind(EventKind::TaskCancelled.as_str())
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
@@ -768,7 +505,7 @@ impl Store for PgStore {
                          finished_at = $4, error = $5 \
                        WHERE id = $1 AND state IN ('queued', 'running') RETURNING ", job_cols!(), "), \
                      ev AS (INSERT INTO events (at, job_id, kind, detail) \
-                       SELECT $4, id, 'job.cancelled', jsonb_build_object('by', $6::text, \
+                       SELECT $4, id, $8::text, jsonb_build_object('by', $6::text, \
                            'reason', $7::text, 'tasks_cancelled', $3) FROM j) \
                      SELECT ", job_cols!(), " FROM j"))
                 .bind(p.id.0)
@@ -778,11 +515,12 @@ impl Store for PgStore {
                 .bind(format!("cancelled by {}{}", p.by, p.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()))
                 .bind(&p.by)
                 .bind(&p.reason)
+                .bind(EventKind::JobCancelled.as_str())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(from_sqlx)?
                 .ok_or_else(|| StoreError::Conflict(format!("job {} finished meanwhile", p.id)))?;
-                job_from_row(&row)
+                read::<Job, _>(&row)
             }
             .await
         })
@@ -792,7 +530,7 @@ impl Store for PgStore {
         if p.limit == 0 {
             return Ok(Vec::new());
         }
-        let expires = chrono_lease(p.now, p.lease)?;
+        let expires = lease_end(p.now, p.lease)?;
         // The pauses in force are read first and passed as arrays: a per-row lookup of the
         // pauses table in the claim (NOT EXISTS, or a joined aggregate) cost 15-50 % of the
         // claim's time in the queue benchmark. A pause set between the two statements takes
@@ -853,7 +591,7 @@ impl Store for PgStore {
         if p.leases.is_empty() {
             return Ok(Vec::new());
         }
-        let expires = chrono_lease(p.now, p.lease)?;
+        let expires = lease_end(p.now, p.lease)?;
         let ids: Vec<i64> = p.leases.iter().map(|l| l.task_id.0).collect();
         let tokens: Vec<i64> = p.leases.iter().map(|l| l.token.0).collect();
         let kept: Vec<i64> = sqlx::query_scalar(
@@ -910,7 +648,7 @@ impl Store for PgStore {
             rows.push(r);
             uris.push(uri);
             errors.push(err);
-            kinds.push(f.outcome.event().journal_kind());
+            kinds.push(f.outcome.event().journal_kind().as_str());
             crashes.push(f.outcome.crashes());
         }
         retry_races!(self, |tx| {
@@ -959,7 +697,7 @@ impl Store for PgStore {
                         .add(state(&s, TaskState::parse)?, r.try_get("rows_found").map_err(from_sqlx)?);
                     done.insert(id);
                 }
-                jobs_apply(&mut tx, &deltas, p.now).await?;
+                scripts::jobs_apply::<Postgres>(&mut tx, &deltas, p.now).await?;
                 let (applied, rejected) = p.finishes.iter().map(|f| f.lease.task_id).partition(|id| done.contains(&id.0));
                 Ok(FinishReport { applied, rejected })
             }
@@ -989,7 +727,7 @@ impl Store for PgStore {
         .bind(p.now)
         .bind(state.as_str())
         .bind(&p.reason)
-        .bind(ev.journal_kind())
+        .bind(ev.journal_kind().as_str())
         .bind(kind)
         .bind(job)
         .fetch_all(&self.pool)
@@ -1023,7 +761,7 @@ impl Store for PgStore {
                     ids.push(r.try_get::<i64, _>("id").map_err(from_sqlx)?);
                     tokens.push(r.try_get::<i64, _>("lease_token").map_err(from_sqlx)?);
                     states.push(TaskState::Running.apply(ev)?.as_str());
-                    kinds.push(ev.journal_kind());
+                    kinds.push(ev.journal_kind().as_str());
                 }
                 let rows = sqlx::query(
                     "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) \
@@ -1058,7 +796,7 @@ impl Store for PgStore {
                     deltas.entry(job_id).or_default().add(st, None);
                     out.push(RescuedTask { id: TaskId(r.try_get("id").map_err(from_sqlx)?), job_id: JobId(job_id), state: st });
                 }
-                jobs_apply(&mut tx, &deltas, p.now).await?;
+                scripts::jobs_apply::<Postgres>(&mut tx, &deltas, p.now).await?;
                 Ok(out)
             }
             .await
@@ -1081,7 +819,7 @@ impl Store for PgStore {
         .await
         .map_err(from_sqlx)?
         .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
-        task_from_row(&row)
+        read::<Task, _>(&row)
     }
 
     async fn task_list(&self, p: TaskListParams) -> Result<Vec<Task>> {
@@ -1096,7 +834,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        rows.iter().map(task_from_row).collect()
+        rows.iter().map(read::<Task, _>).collect()
     }
 
     async fn lake_insert(&self, p: LakeInsertParams) -> Result<Lake> {
@@ -1120,7 +858,7 @@ impl Store for PgStore {
             StoreError::Conflict(_) => StoreError::Conflict(format!("lake {:?} already exists", p.name)),
             other => other,
         })?;
-        lake_from_row(&row)
+        read::<Lake, _>(&row)
     }
 
     async fn lake_list(&self) -> Result<Vec<Lake>> {
@@ -1130,7 +868,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        rows.iter().map(lake_from_row).collect()
+        rows.iter().map(read::<Lake, _>).collect()
     }
 
     async fn lake_get(&self, name: &str) -> Result<Lake> {
@@ -1142,7 +880,7 @@ impl Store for PgStore {
         .await
         .map_err(from_sqlx)?
         .ok_or_else(|| StoreError::NotFound(format!("lake {name:?}")))?;
-        lake_from_row(&row)
+        read::<Lake, _>(&row)
     }
 
     async fn lake_remove(&self, name: &str) -> Result<()> {
@@ -1188,7 +926,7 @@ impl Store for PgStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-                budget_from_row(&row)
+                read::<Budget, _>(&row)
             }
             .await
         })
@@ -1201,7 +939,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        rows.iter().map(budget_from_row).collect()
+        rows.iter().map(read::<Budget, _>).collect()
     }
 
     async fn budget_take(&self, p: BudgetTakeParams) -> Result<u32> {
@@ -1223,7 +961,7 @@ impl Store for PgStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-                let budgets = rows.iter().map(budget_from_row).collect::<Result<Vec<_>>>()?;
+                let budgets = rows.iter().map(read::<Budget, _>).collect::<Result<Vec<_>>>()?;
                 let (grant, after) = take_from_chain(&budgets, p.n, p.hold, p.now);
                 let dry: Vec<Option<DateTime<Utc>>> = after.iter().map(|b| b.dry_until).collect();
                 let scopes: Vec<&str> = after.iter().map(|b| b.scope.as_str()).collect();
@@ -1257,7 +995,7 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         retry_races!(self, |tx| {
-            budget_feedback_tx(&mut tx, scope, f, now).await
+            scripts::budget_feedback_tx::<Postgres>(&mut tx, scope, f, now).await
         })
     }
 
@@ -1266,80 +1004,12 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(from_sqlx)?;
-        rows.iter().map(breaker_from_row).collect()
+        rows.iter().map(read::<BreakerRow, _>).collect()
     }
 
     async fn breaker_update(&self, p: BreakerUpdateParams) -> Result<BreakerUpdate> {
-        if p.scope.is_empty() || p.scope.len() > 200 {
-            return Err(StoreError::Invalid(
-                "scope must be 1 to 200 characters".into(),
-            ));
-        }
-        let closed = serde_json::to_value(sluice_core::Breaker::closed(p.now))
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        retry_races!(self, |tx| {
-            async {
-                sqlx::query(
-                    "INSERT INTO breakers (scope, state, detail, updated_at) VALUES ($1, 'closed', $2, $3) \
-                     ON CONFLICT (scope) DO NOTHING",
-                )
-                .bind(&p.scope)
-                .bind(&closed)
-                .bind(p.now)
-                .execute(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-                let row = sqlx::query("SELECT scope, detail, updated_at FROM breakers WHERE scope = $1 FOR UPDATE")
-                    .bind(&p.scope)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(from_sqlx)?;
-                let mut row = breaker_from_row(&row)?;
-                let before = row.breaker;
-                let admission = breaker_apply(&mut row.breaker, &p.op, &p.cfg, p.now);
-                if row.breaker != before {
-                    row.updated_at = p.now;
-                    sqlx::query("UPDATE breakers SET state = $2, hold_until = $3, detail = $4, updated_at = $5 WHERE scope = $1")
-                        .bind(&p.scope)
-                        .bind(row.breaker.state.as_str())
-                        .bind(breaker_hold_until(&row.breaker, &p.cfg))
-                        .bind(serde_json::to_value(row.breaker).map_err(|e| StoreError::Invalid(e.to_string()))?)
-                        .bind(p.now)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(from_sqlx)?;
-                }
-                let to = row.breaker.state;
-                if let Some(kind) = breaker_event(&p.op, before.state, to) {
-                    let by = match &p.op {
-                        BreakerOp::Reset { by } => Some(by.as_str()),
-                        _ => None,
-                    };
-                    sqlx::query("INSERT INTO events (at, scope, kind, detail) VALUES ($1, $2, $3, $4)")
-                        .bind(p.now)
-                        .bind(&p.scope)
-                        .bind(kind)
-                        .bind(serde_json::json!({"from": before.state.as_str(), "to": to.as_str(),
-                            "probe_after": row.breaker.probe_after, "by": by}))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(from_sqlx)?;
-                }
-                let closing = to == sluice_core::BreakerState::Closed
-                    && (before.state != to || matches!(p.op, BreakerOp::Reset { .. }));
-                if closing {
-                    budget_feedback_tx(&mut tx, &p.scope, BudgetFeedback::SlowStart, p.now).await?;
-                } else if p.op == BreakerOp::Throttled {
-                    budget_feedback_tx(&mut tx, &p.scope, BudgetFeedback::Throttled, p.now).await?;
-                }
-                Ok(BreakerUpdate {
-                    row,
-                    admission,
-                    changed_from: (before.state != to).then_some(before.state),
-                })
-            }
-            .await
-        })
+        retry_races!(self, |tx| scripts::breaker_update::<Postgres>(&mut tx, &p)
+            .await)
     }
 
     async fn pause_set(&self, p: PauseSetParams) -> Result<Pause> {
@@ -1349,7 +1019,7 @@ impl Store for PgStore {
                  ON CONFLICT (target) DO UPDATE SET reason = EXCLUDED.reason, paused_by = EXCLUDED.paused_by, \
                      at = EXCLUDED.at \
                  RETURNING target, reason, paused_by, at), \
-             ev AS (INSERT INTO events (at, job_id, kind, detail) SELECT $4, $5, 'pause.set', \
+             ev AS (INSERT INTO events (at, job_id, kind, detail) SELECT $4, $5, $6::text, \
                  jsonb_build_object('target', $1::text, 'reason', $2::text, 'by', $3::text)) \
              SELECT * FROM p",
         )
@@ -1357,24 +1027,26 @@ impl Store for PgStore {
         .bind(&p.reason)
         .bind(&p.by)
         .bind(p.now)
-        .bind(pause_job(&p.target))
+        .bind(p.target.job_id())
+        .bind(EventKind::PauseSet.as_str())
         .fetch_one(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        pause_from_row(&row)
+        read::<Pause, _>(&row)
     }
 
     async fn pause_clear(&self, target: &PauseTarget, by: &str, now: DateTime<Utc>) -> Result<()> {
         let n: i64 = sqlx::query_scalar(
             "WITH d AS (DELETE FROM pauses WHERE target = $1 RETURNING target), \
-             ev AS (INSERT INTO events (at, job_id, kind, detail) SELECT $2, $3, 'pause.cleared', \
+             ev AS (INSERT INTO events (at, job_id, kind, detail) SELECT $2, $3, $5::text, \
                  jsonb_build_object('target', target, 'by', $4::text) FROM d) \
              SELECT count(*) FROM d",
         )
         .bind(target.key())
         .bind(now)
-        .bind(pause_job(target))
+        .bind(target.job_id())
         .bind(by)
+        .bind(EventKind::PauseCleared.as_str())
         .fetch_one(&self.pool)
         .await
         .map_err(from_sqlx)?;
@@ -1386,16 +1058,17 @@ impl Store for PgStore {
 
     async fn intake_close(&self, p: IntakeCloseParams) -> Result<IntakeHold> {
         validate_intake(&p)?;
-        let row: (bool, String, String, Option<DateTime<Utc>>) = sqlx::query_as(
+        let row: IntakeRow = sqlx::query_as(
             "WITH i AS (UPDATE intake SET closed = TRUE, reason = $1, closed_by = $2, closed_at = $3 \
                  RETURNING closed, reason, closed_by, closed_at), \
-             ev AS (INSERT INTO events (at, kind, detail) SELECT $3, 'intake.closed', \
+             ev AS (INSERT INTO events (at, kind, detail) SELECT $3, $4::text, \
                  jsonb_build_object('reason', $1::text, 'by', $2::text)) \
              SELECT * FROM i",
         )
         .bind(&p.reason)
         .bind(&p.by)
         .bind(p.now)
+        .bind(EventKind::IntakeClosed.as_str())
         .fetch_one(&self.pool)
         .await
         .map_err(from_sqlx)?;
@@ -1405,12 +1078,13 @@ impl Store for PgStore {
     async fn intake_open(&self, by: &str, now: DateTime<Utc>) -> Result<()> {
         let n: i64 = sqlx::query_scalar(
             "WITH i AS (UPDATE intake SET closed = FALSE WHERE closed RETURNING id), \
-             ev AS (INSERT INTO events (at, kind, detail) SELECT $1, 'intake.opened', \
+             ev AS (INSERT INTO events (at, kind, detail) SELECT $1, $3::text, \
                  jsonb_build_object('by', $2::text) FROM i) \
              SELECT count(*) FROM i",
         )
         .bind(now)
         .bind(by)
+        .bind(EventKind::IntakeOpened.as_str())
         .fetch_one(&self.pool)
         .await
         .map_err(from_sqlx)?;
@@ -1421,7 +1095,7 @@ impl Store for PgStore {
     }
 
     async fn intake_get(&self) -> Result<Option<IntakeHold>> {
-        let row: Option<(bool, String, String, Option<DateTime<Utc>>)> =
+        let row: Option<IntakeRow> =
             sqlx::query_as("SELECT closed, reason, closed_by, closed_at FROM intake")
                 .fetch_optional(&self.pool)
                 .await
@@ -1434,7 +1108,7 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(from_sqlx)?;
-        rows.iter().map(pause_from_row).collect()
+        rows.iter().map(read::<Pause, _>).collect()
     }
 
     async fn pause_list_for_job(&self, job: JobId) -> Result<Vec<Pause>> {
@@ -1449,11 +1123,11 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        rows.iter().map(pause_from_row).collect()
+        rows.iter().map(read::<Pause, _>).collect()
     }
 
     async fn leader_elect(&self, p: LeaderElectParams) -> Result<Leadership> {
-        let expires = chrono_lease(p.now, p.ttl)?;
+        let expires = lease_end(p.now, p.ttl)?;
         retry_races!(self, |tx| {
             async {
                 // The row exists from the first round on; its lock orders concurrent rounds.
@@ -1472,7 +1146,7 @@ impl Store for PgStore {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-                let cur = leadership_from_row(&row)?;
+                let cur = read::<Leadership, _>(&row)?;
                 let Some(next) = elect(&cur, &p.holder, p.now, expires) else {
                     return Ok(cur);
                 };
@@ -1489,7 +1163,7 @@ impl Store for PgStore {
                 .map_err(from_sqlx)?;
                 if next.term != cur.term {
                     sqlx::query(
-                        "INSERT INTO events (at, kind, detail) VALUES ($1, 'leader.elected', \
+                        "INSERT INTO events (at, kind, detail) VALUES ($1, $6, \
                          jsonb_build_object('role', $2::text, 'holder', $3::text, 'term', $4::bigint, \
                              'previous', NULLIF($5::text, '')))",
                     )
@@ -1498,6 +1172,7 @@ impl Store for PgStore {
                     .bind(&next.holder)
                     .bind(next.term)
                     .bind(&cur.holder)
+                    .bind(EventKind::LeaderElected.as_str())
                     .execute(&mut *tx)
                     .await
                     .map_err(from_sqlx)?;
@@ -1587,13 +1262,14 @@ impl Store for PgStore {
         let n: i64 = sqlx::query_scalar(
             "WITH r AS (UPDATE leaders SET expires_at = $3 WHERE name = $1 AND holder = $2 \
                  AND expires_at > $3 RETURNING name, term), \
-             ev AS (INSERT INTO events (at, kind, detail) SELECT $3, 'leader.resigned', \
+             ev AS (INSERT INTO events (at, kind, detail) SELECT $3, $4::text, \
                  jsonb_build_object('role', name, 'holder', $2::text, 'term', term) FROM r) \
              SELECT count(*) FROM r",
         )
         .bind(name)
         .bind(holder)
         .bind(now)
+        .bind(EventKind::LeaderResigned.as_str())
         .fetch_one(&self.pool)
         .await
         .map_err(from_sqlx)?;
@@ -1640,7 +1316,7 @@ impl Store for PgStore {
                     .map_err(from_sqlx)?;
                     sqlx::query(
                         "WITH j AS (UPDATE jobs SET stride = $2 WHERE id = $1 RETURNING id) \
-                         INSERT INTO events (at, job_id, kind, detail) SELECT $3, id, 'job.restrided', \
+                         INSERT INTO events (at, job_id, kind, detail) SELECT $3, id, $6::text, \
                              jsonb_build_object('stride', $2, 'offset', $4::bigint, 'vtime', $5::bigint) FROM j",
                     )
                     .bind(js.job)
@@ -1648,6 +1324,7 @@ impl Store for PgStore {
                     .bind(p.now)
                     .bind(js.offset)
                     .bind(vtime)
+                    .bind(EventKind::JobRestrided.as_str())
                     .execute(&mut *tx)
                     .await
                     .map_err(from_sqlx)?;
@@ -1686,24 +1363,6 @@ impl Store for PgStore {
             .bind(limit),
         };
         let rows = q.fetch_all(&self.pool).await.map_err(from_sqlx)?;
-        rows.iter()
-            .map(|r| {
-                Ok(Event {
-                    id: r.try_get("id").map_err(from_sqlx)?,
-                    at: r.try_get("at").map_err(from_sqlx)?,
-                    job_id: r
-                        .try_get::<Option<i64>, _>("job_id")
-                        .map_err(from_sqlx)?
-                        .map(JobId),
-                    task_id: r
-                        .try_get::<Option<i64>, _>("task_id")
-                        .map_err(from_sqlx)?
-                        .map(TaskId),
-                    scope: r.try_get("scope").map_err(from_sqlx)?,
-                    kind: r.try_get("kind").map_err(from_sqlx)?,
-                    detail: r.try_get("detail").map_err(from_sqlx)?,
-                })
-            })
-            .collect()
+        rows.iter().map(read::<Event, _>).collect()
     }
 }

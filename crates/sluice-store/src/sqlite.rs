@@ -4,11 +4,12 @@
 
 use crate::error::{Result, StoreError, from_sqlx};
 use crate::model::*;
+use crate::rows::{ClaimRow, IntakeRow, intake_hold, job_cols, lease_end, read, state, task_cols};
+use crate::scripts;
 use crate::{Store, StoreExt};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sluice_core::state::JobCounts;
-use sluice_core::{JobEvent, JobId, JobState, LeaseToken, TaskEvent, TaskId, TaskState};
+use sluice_core::{EventKind, JobEvent, JobId, JobState, TaskEvent, TaskId, TaskState};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -53,15 +54,6 @@ async fn vtime(tx: &mut Transaction<'static, Sqlite>, priority: i16) -> Result<i
     .map_err(from_sqlx)
 }
 
-fn state<T>(s: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
-    parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown state {s:?}")))
-}
-
-fn json(s: Option<String>) -> Result<Option<serde_json::Value>> {
-    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("bad json: {e}"))))
-        .transpose()
-}
-
 impl SqliteStore {
     pub async fn connect(url: &str) -> Result<Self> {
         let o = SqliteConnectOptions::from_str(url)
@@ -94,167 +86,6 @@ impl SqliteStore {
     }
 }
 
-macro_rules! job_cols {
-    () => {
-        "id, owner, idempotency_key, spec, sql, state, priority, lakes_total, \
-    lakes_done, lakes_failed, lakes_cancelled, rows_found, created_at, started_at, finished_at, error"
-    };
-}
-
-fn token_from_row(r: &SqliteRow) -> Result<ApiToken> {
-    let role: String = r.try_get("role").map_err(from_sqlx)?;
-    Ok(ApiToken {
-        id: r.try_get("id").map_err(from_sqlx)?,
-        owner: r.try_get("owner").map_err(from_sqlx)?,
-        role: Role::parse(&role)
-            .ok_or_else(|| StoreError::Corrupt(format!("token role {role:?}")))?,
-        label: r.try_get("label").map_err(from_sqlx)?,
-        created_at: from_us(r.try_get("created_at").map_err(from_sqlx)?)?,
-        revoked_at: r
-            .try_get::<Option<i64>, _>("revoked_at")
-            .map_err(from_sqlx)?
-            .map(from_us)
-            .transpose()?,
-    })
-}
-
-fn job_from_row(r: &SqliteRow) -> Result<Job> {
-    let s: String = r.try_get("state").map_err(from_sqlx)?;
-    let spec: String = r.try_get("spec").map_err(from_sqlx)?;
-    Ok(Job {
-        id: JobId(r.try_get("id").map_err(from_sqlx)?),
-        owner: r.try_get("owner").map_err(from_sqlx)?,
-        idempotency_key: r.try_get("idempotency_key").map_err(from_sqlx)?,
-        spec: json(Some(spec))?.unwrap_or_default(),
-        sql: r.try_get("sql").map_err(from_sqlx)?,
-        state: state(&s, JobState::parse)?,
-        priority: r.try_get("priority").map_err(from_sqlx)?,
-        counts: JobCounts {
-            total: r.try_get("lakes_total").map_err(from_sqlx)?,
-            done: r.try_get("lakes_done").map_err(from_sqlx)?,
-            failed: r.try_get("lakes_failed").map_err(from_sqlx)?,
-            cancelled: r.try_get("lakes_cancelled").map_err(from_sqlx)?,
-        },
-        rows_found: r.try_get("rows_found").map_err(from_sqlx)?,
-        created_at: from_us(r.try_get("created_at").map_err(from_sqlx)?)?,
-        started_at: from_us_opt(r.try_get("started_at").map_err(from_sqlx)?)?,
-        finished_at: from_us_opt(r.try_get("finished_at").map_err(from_sqlx)?)?,
-        error: r.try_get("error").map_err(from_sqlx)?,
-    })
-}
-
-macro_rules! task_cols {
-    () => {
-        "id, job_id, lake, scope, state, priority, attempt, max_attempts, run_after, \
-    lease_owner, lease_token, lease_expires_at, est_calls, rows_found, result_uri, last_error, \
-    created_at, updated_at"
-    };
-}
-
-fn task_from_row(r: &SqliteRow) -> Result<Task> {
-    let s: String = r.try_get("state").map_err(from_sqlx)?;
-    Ok(Task {
-        id: TaskId(r.try_get("id").map_err(from_sqlx)?),
-        job_id: JobId(r.try_get("job_id").map_err(from_sqlx)?),
-        lake: r.try_get("lake").map_err(from_sqlx)?,
-        scope: r.try_get("scope").map_err(from_sqlx)?,
-        state: state(&s, TaskState::parse)?,
-        priority: r.try_get("priority").map_err(from_sqlx)?,
-        attempt: r.try_get("attempt").map_err(from_sqlx)?,
-        max_attempts: r.try_get("max_attempts").map_err(from_sqlx)?,
-        run_after: from_us(r.try_get("run_after").map_err(from_sqlx)?)?,
-        lease_owner: r.try_get("lease_owner").map_err(from_sqlx)?,
-        lease_token: LeaseToken(r.try_get("lease_token").map_err(from_sqlx)?),
-        lease_expires_at: from_us_opt(r.try_get("lease_expires_at").map_err(from_sqlx)?)?,
-        est_calls: r.try_get("est_calls").map_err(from_sqlx)?,
-        rows_found: r.try_get("rows_found").map_err(from_sqlx)?,
-        result_uri: r.try_get("result_uri").map_err(from_sqlx)?,
-        last_error: r.try_get("last_error").map_err(from_sqlx)?,
-        created_at: from_us(r.try_get("created_at").map_err(from_sqlx)?)?,
-        updated_at: from_us(r.try_get("updated_at").map_err(from_sqlx)?)?,
-    })
-}
-
-fn lease_end(now: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>> {
-    chrono::Duration::from_std(lease)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .ok_or_else(|| StoreError::Invalid(format!("lease duration {lease:?} out of range")))
-}
-
-async fn event_insert(
-    tx: &mut Transaction<'static, Sqlite>,
-    at: DateTime<Utc>,
-    job_id: Option<i64>,
-    task: Option<(i64, &str)>,
-    kind: &str,
-    detail: Option<serde_json::Value>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO events (at, job_id, task_id, scope, kind, detail) VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(us(at))
-    .bind(job_id)
-    .bind(task.map(|t| t.0))
-    .bind(task.map(|t| t.1))
-    .bind(kind)
-    .bind(detail.map(|d| d.to_string()))
-    .execute(&mut **tx)
-    .await
-    .map_err(from_sqlx)?;
-    Ok(())
-}
-
-async fn jobs_apply(
-    tx: &mut Transaction<'static, Sqlite>,
-    deltas: &BTreeMap<i64, JobDelta>,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    for (&job_id, d) in deltas.iter().filter(|(_, d)| !d.is_empty()) {
-        let r = sqlx::query(
-            "SELECT state, lakes_total, lakes_done, lakes_failed, lakes_cancelled FROM jobs WHERE id = ?",
-        )
-        .bind(job_id)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(from_sqlx)?;
-        let s: String = r.try_get("state").map_err(from_sqlx)?;
-        let before = state(&s, JobState::parse)?;
-        let counts = JobCounts {
-            total: r.try_get("lakes_total").map_err(from_sqlx)?,
-            done: r.try_get("lakes_done").map_err(from_sqlx)?,
-            failed: r.try_get("lakes_failed").map_err(from_sqlx)?,
-            cancelled: r.try_get("lakes_cancelled").map_err(from_sqlx)?,
-        };
-        let (counts, next) = job_after(before, counts, d)?;
-        let after = next.unwrap_or(before);
-        let rows: i64 = sqlx::query_scalar(
-            "UPDATE jobs SET lakes_done = ?, lakes_failed = ?, lakes_cancelled = ?, \
-                 rows_found = rows_found + ?, state = ?, \
-                 finished_at = CASE WHEN ? THEN ? ELSE finished_at END \
-             WHERE id = ? RETURNING rows_found",
-        )
-        .bind(counts.done)
-        .bind(counts.failed)
-        .bind(counts.cancelled)
-        .bind(d.rows)
-        .bind(after.as_str())
-        .bind(next.is_some())
-        .bind(us(now))
-        .bind(job_id)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(from_sqlx)?;
-        if next.is_some() {
-            let detail = serde_json::json!({
-                "done": counts.done, "failed": counts.failed, "cancelled": counts.cancelled, "rows": rows,
-            });
-            event_insert(tx, now, Some(job_id), None, job_kind(after), Some(detail)).await?;
-        }
-    }
-    Ok(())
-}
-
 async fn job_fetch(tx: &mut Transaction<'static, Sqlite>, id: i64) -> Result<Job> {
     let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE id = ?"))
         .bind(id)
@@ -262,51 +93,7 @@ async fn job_fetch(tx: &mut Transaction<'static, Sqlite>, id: i64) -> Result<Job
         .await
         .map_err(from_sqlx)?
         .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
-    job_from_row(&row)
-}
-
-fn lake_from_row(r: &SqliteRow) -> Result<Lake> {
-    fn de<T: serde::de::DeserializeOwned>(r: &SqliteRow, col: &str) -> Result<T> {
-        let s: String = r.try_get(col).map_err(from_sqlx)?;
-        serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("lakes.{col}: {e}")))
-    }
-    Ok(Lake {
-        id: r.try_get("id").map_err(from_sqlx)?,
-        name: r.try_get("name").map_err(from_sqlx)?,
-        url: r.try_get("url").map_err(from_sqlx)?,
-        scope: r.try_get("scope").map_err(from_sqlx)?,
-        partition_cols: de(r, "partition_cols")?,
-        schema: de(r, "schema")?,
-        tags: de(r, "tags")?,
-        options: de(r, "options")?,
-        created_at: from_us(r.try_get("created_at").map_err(from_sqlx)?)?,
-    })
-}
-
-fn budget_from_row(r: &SqliteRow) -> Result<Budget> {
-    Ok(Budget {
-        scope: r.try_get("scope").map_err(from_sqlx)?,
-        parent: r.try_get("parent").map_err(from_sqlx)?,
-        rate: r.try_get("rate").map_err(from_sqlx)?,
-        burst: r.try_get("burst").map_err(from_sqlx)?,
-        tokens: r.try_get("tokens").map_err(from_sqlx)?,
-        refilled_at: from_us(r.try_get("refilled_at").map_err(from_sqlx)?)?,
-        adaptive: r
-            .try_get::<Option<String>, _>("adaptive")
-            .map_err(from_sqlx)?
-            .map(|t| serde_json::from_str(&t))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("budget adaptive state: {e}")))?,
-        dry_until: r
-            .try_get::<Option<i64>, _>("dry_until")
-            .map_err(from_sqlx)?
-            .map(from_us)
-            .transpose()?,
-    })
-}
-
-fn adaptive_text(b: &Budget) -> Option<String> {
-    b.adaptive.and_then(|a| serde_json::to_string(&a).ok())
+    read::<Job, _>(&row)
 }
 
 /// Claims up to `limit` runnable tasks in release order, skipping paused targets, scopes
@@ -346,50 +133,6 @@ async fn claim_rows(
     .map_err(from_sqlx)
 }
 
-async fn budget_save(tx: &mut Transaction<'static, Sqlite>, b: &Budget) -> Result<()> {
-    sqlx::query(
-        "UPDATE budgets SET tokens = ?, refilled_at = ?, adaptive = ?, dry_until = ? WHERE scope = ?",
-    )
-    .bind(b.tokens)
-    .bind(us(b.refilled_at))
-    .bind(adaptive_text(b))
-    .bind(b.dry_until.map(us))
-        .bind(&b.scope)
-        .execute(&mut **tx)
-        .await
-        .map_err(from_sqlx)?;
-    Ok(())
-}
-
-async fn budget_feedback_tx(
-    tx: &mut Transaction<'static, Sqlite>,
-    scope: &str,
-    f: BudgetFeedback,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let row = sqlx::query(
-        "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive, dry_until FROM budgets WHERE scope = ?",
-    )
-    .bind(scope)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(from_sqlx)?;
-    let Some(row) = row else { return Ok(()) };
-    let mut b = budget_from_row(&row)?;
-    budget_feedback(&mut b, f, now);
-    budget_save(tx, &b).await
-}
-
-fn breaker_from_row(r: &SqliteRow) -> Result<BreakerRow> {
-    let detail: String = r.try_get("detail").map_err(from_sqlx)?;
-    Ok(BreakerRow {
-        scope: r.try_get("scope").map_err(from_sqlx)?,
-        breaker: serde_json::from_str(&detail)
-            .map_err(|e| StoreError::Corrupt(format!("breaker state: {e}")))?,
-        updated_at: from_us(r.try_get("updated_at").map_err(from_sqlx)?)?,
-    })
-}
-
 /// The budgets charged for a call of `scope`, nearest first (see the Postgres backend).
 async fn budget_chain(tx: &mut Transaction<'static, Sqlite>, scope: &str) -> Result<Vec<Budget>> {
     let mut chain: Vec<Budget> = Vec::new();
@@ -405,7 +148,7 @@ async fn budget_chain(tx: &mut Transaction<'static, Sqlite>, scope: &str) -> Res
         .map_err(from_sqlx)?;
         match row {
             Some(r) => {
-                let b = budget_from_row(&r)?;
+                let b = read::<Budget, _>(&r)?;
                 if chain.len() > 32 || chain.iter().any(|c| c.scope == b.scope) {
                     return Err(StoreError::Corrupt(format!(
                         "budget scopes form a cycle at {:?}",
@@ -422,37 +165,6 @@ async fn budget_chain(tx: &mut Transaction<'static, Sqlite>, scope: &str) -> Res
         first = false;
     }
     Ok(chain)
-}
-
-fn intake_hold(
-    (closed, reason, by, at): (bool, String, String, Option<i64>),
-) -> Result<Option<IntakeHold>> {
-    match at.filter(|_| closed) {
-        Some(at) => Ok(Some(IntakeHold {
-            reason,
-            by,
-            at: from_us(at)?,
-        })),
-        None => Ok(None),
-    }
-}
-
-fn pause_from_row(r: &SqliteRow) -> Result<Pause> {
-    let key: String = r.try_get("target").map_err(from_sqlx)?;
-    Ok(Pause {
-        target: PauseTarget::parse(&key)
-            .ok_or_else(|| StoreError::Corrupt(format!("pause target {key:?}")))?,
-        reason: r.try_get("reason").map_err(from_sqlx)?,
-        by: r.try_get("paused_by").map_err(from_sqlx)?,
-        at: from_us(r.try_get("at").map_err(from_sqlx)?)?,
-    })
-}
-
-fn pause_job(t: &PauseTarget) -> Option<i64> {
-    match t {
-        PauseTarget::Job(j) => Some(j.0),
-        _ => None,
-    }
 }
 
 #[async_trait]
@@ -524,7 +236,7 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(from_sqlx)?;
-            let job = job_from_row(&existing)?;
+            let job = read::<Job, _>(&existing)?;
             if job.spec != p.spec || job.sql != p.sql || job.counts.total != p.tasks.len() as i64 {
                 return Err(StoreError::Conflict(format!(
                     "idempotency key already used by job {} with a different request",
@@ -536,12 +248,12 @@ impl Store for SqliteStore {
                 created: false,
             });
         };
-        let intake: Option<(bool, String, String, Option<i64>)> =
+        let intake: Option<IntakeRow> =
             sqlx::query_as("SELECT closed, reason, closed_by, closed_at FROM intake")
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-        if let Some(h) = intake.map(intake_hold).transpose()?.flatten() {
+        if let Some(h) = intake.and_then(intake_hold) {
             return Err(h.refusal());
         }
         for (c, chunk) in p.tasks.chunks(TASK_INSERT_CHUNK).enumerate() {
@@ -572,12 +284,12 @@ impl Store for SqliteStore {
         }
         let detail =
             serde_json::json!({"owner": p.owner, "tasks": p.tasks.len(), "priority": p.priority});
-        event_insert(
+        scripts::event_insert::<Sqlite>(
             &mut tx,
             p.now,
             Some(id),
             None,
-            "job.submitted",
+            EventKind::JobSubmitted,
             Some(detail),
         )
         .await?;
@@ -605,7 +317,7 @@ impl Store for SqliteStore {
             .await
             .map_err(from_sqlx)?
             .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
-        job_from_row(&row)
+        read::<Job, _>(&row)
     }
 
     async fn job_list(&self, p: JobListParams) -> Result<Vec<Job>> {
@@ -622,7 +334,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        rows.iter().map(job_from_row).collect()
+        rows.iter().map(read::<Job, _>).collect()
     }
 
     async fn token_insert(&self, p: TokenInsertParams) -> Result<ApiToken> {
@@ -639,7 +351,7 @@ impl Store for SqliteStore {
         .fetch_one(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        token_from_row(&row)
+        read::<ApiToken, _>(&row)
     }
 
     async fn token_find(&self, hash: &str) -> Result<ApiToken> {
@@ -652,7 +364,7 @@ impl Store for SqliteStore {
         .await
         .map_err(from_sqlx)?
         .ok_or_else(|| StoreError::NotFound("token".into()))?;
-        token_from_row(&row)
+        read::<ApiToken, _>(&row)
     }
 
     async fn token_list(&self) -> Result<Vec<ApiToken>> {
@@ -662,7 +374,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        rows.iter().map(token_from_row).collect()
+        rows.iter().map(read::<ApiToken, _>).collect()
     }
 
     async fn token_revoke(&self, id: i64, now: DateTime<Utc>) -> Result<ApiToken> {
@@ -676,7 +388,7 @@ impl Store for SqliteStore {
         .await
         .map_err(from_sqlx)?
         .ok_or_else(|| StoreError::NotFound(format!("token {id}")))?;
-        token_from_row(&row)
+        read::<ApiToken, _>(&row)
     }
 
     async fn job_cancel(&self, p: JobCancelParams) -> Result<Job> {
@@ -698,12 +410,12 @@ impl Store for SqliteStore {
         for r in &cancelled {
             let id: i64 = r.try_get("id").map_err(from_sqlx)?;
             let scope: String = r.try_get("scope").map_err(from_sqlx)?;
-            event_insert(
+            scripts::event_insert::<Sqlite>(
                 &mut tx,
                 p.now,
                 Some(p.id.0),
                 Some((id, &scope)),
-                "task.cancelled",
+                EventKind::TaskCancelled,
                 None,
             )
             .await?;
@@ -729,12 +441,12 @@ impl Store for SqliteStore {
         .map_err(from_sqlx)?;
         let detail =
             serde_json::json!({"by": p.by, "reason": p.reason, "tasks_cancelled": cancelled.len()});
-        event_insert(
+        scripts::event_insert::<Sqlite>(
             &mut tx,
             p.now,
             Some(p.id.0),
             None,
-            "job.cancelled",
+            EventKind::JobCancelled,
             Some(detail),
         )
         .await?;
@@ -776,27 +488,14 @@ impl Store for SqliteStore {
         let mut jobs = std::collections::BTreeSet::new();
         let mut order = Vec::with_capacity(rows.len());
         for (i, r) in rows.iter().enumerate() {
-            let t = ClaimedTask {
-                lease: Lease {
-                    task_id: TaskId(r.try_get("id").map_err(from_sqlx)?),
-                    token: LeaseToken(r.try_get("lease_token").map_err(from_sqlx)?),
-                },
-                job_id: JobId(r.try_get("job_id").map_err(from_sqlx)?),
-                owner: r.try_get("owner").map_err(from_sqlx)?,
-                lake: r.try_get("lake").map_err(from_sqlx)?,
-                scope: r.try_get("scope").map_err(from_sqlx)?,
-                attempt: r.try_get("attempt").map_err(from_sqlx)?,
-                max_attempts: r.try_get("max_attempts").map_err(from_sqlx)?,
-                crashes: r.try_get("crashes").map_err(from_sqlx)?,
-                lease_expires_at: expires,
-            };
+            let t = read::<ClaimRow, _>(r)?.leased_until(expires);
             let detail = serde_json::json!({"worker": p.worker, "token": t.lease.token.0, "attempt": t.attempt});
-            event_insert(
+            scripts::event_insert::<Sqlite>(
                 &mut tx,
                 p.now,
                 Some(t.job_id.0),
                 Some((t.id().0, &t.scope)),
-                "task.claimed",
+                EventKind::TaskClaimed,
                 Some(detail),
             )
             .await?;
@@ -816,7 +515,15 @@ impl Store for SqliteStore {
                 .await
                 .map_err(from_sqlx)?;
             if started.rows_affected() > 0 {
-                event_insert(&mut tx, p.now, Some(job_id), None, "job.started", None).await?;
+                scripts::event_insert::<Sqlite>(
+                    &mut tx,
+                    p.now,
+                    Some(job_id),
+                    None,
+                    EventKind::JobStarted,
+                    None,
+                )
+                .await?;
             }
         }
         tx.commit().await.map_err(from_sqlx)?;
@@ -903,7 +610,7 @@ impl Store for SqliteStore {
             if let Some(e) = &err {
                 detail["error"] = e.clone().into();
             }
-            event_insert(
+            scripts::event_insert::<Sqlite>(
                 &mut tx,
                 p.now,
                 Some(job_id),
@@ -915,7 +622,7 @@ impl Store for SqliteStore {
             deltas.entry(job_id).or_default().add(st, rows);
             report.applied.push(f.lease.task_id);
         }
-        jobs_apply(&mut tx, &deltas, p.now).await?;
+        scripts::jobs_apply::<Sqlite>(&mut tx, &deltas, p.now).await?;
         tx.commit().await.map_err(from_sqlx)?;
         Ok(report)
     }
@@ -960,7 +667,7 @@ impl Store for SqliteStore {
             .await
             .map_err(from_sqlx)?;
             let detail = serde_json::json!({"reason": p.reason, "of": kind, "token": token});
-            event_insert(
+            scripts::event_insert::<Sqlite>(
                 &mut tx,
                 p.now,
                 Some(job_id),
@@ -1018,7 +725,7 @@ impl Store for SqliteStore {
                 continue;
             }
             let detail = serde_json::json!({"attempt": attempt + 1, "stale_token": token});
-            event_insert(
+            scripts::event_insert::<Sqlite>(
                 &mut tx,
                 p.now,
                 Some(job_id),
@@ -1034,7 +741,7 @@ impl Store for SqliteStore {
                 state: st,
             });
         }
-        jobs_apply(&mut tx, &deltas, p.now).await?;
+        scripts::jobs_apply::<Sqlite>(&mut tx, &deltas, p.now).await?;
         tx.commit().await.map_err(from_sqlx)?;
         Ok(out)
     }
@@ -1050,7 +757,7 @@ impl Store for SqliteStore {
             .await
             .map_err(from_sqlx)?
             .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
-        task_from_row(&row)
+        read::<Task, _>(&row)
     }
 
     async fn task_list(&self, p: TaskListParams) -> Result<Vec<Task>> {
@@ -1065,7 +772,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        rows.iter().map(task_from_row).collect()
+        rows.iter().map(read::<Task, _>).collect()
     }
 
     async fn lake_insert(&self, p: LakeInsertParams) -> Result<Lake> {
@@ -1089,7 +796,7 @@ impl Store for SqliteStore {
             StoreError::Conflict(_) => StoreError::Conflict(format!("lake {:?} already exists", p.name)),
             other => other,
         })?;
-        lake_from_row(&row)
+        read::<Lake, _>(&row)
     }
 
     async fn lake_list(&self) -> Result<Vec<Lake>> {
@@ -1099,7 +806,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        rows.iter().map(lake_from_row).collect()
+        rows.iter().map(read::<Lake, _>).collect()
     }
 
     async fn lake_get(&self, name: &str) -> Result<Lake> {
@@ -1111,7 +818,7 @@ impl Store for SqliteStore {
         .await
         .map_err(from_sqlx)?
         .ok_or_else(|| StoreError::NotFound(format!("lake {name:?}")))?;
-        lake_from_row(&row)
+        read::<Lake, _>(&row)
     }
 
     async fn lake_remove(&self, name: &str) -> Result<()> {
@@ -1163,7 +870,7 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(from_sqlx)?;
-        let b = budget_from_row(&row)?;
+        let b = read::<Budget, _>(&row)?;
         tx.commit().await.map_err(from_sqlx)?;
         Ok(b)
     }
@@ -1175,7 +882,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        rows.iter().map(budget_from_row).collect()
+        rows.iter().map(read::<Budget, _>).collect()
     }
 
     async fn budget_take(&self, p: BudgetTakeParams) -> Result<u32> {
@@ -1189,7 +896,7 @@ impl Store for SqliteStore {
         }
         let (grant, after) = take_from_chain(&chain, p.n, p.hold, p.now);
         for b in &after {
-            budget_save(&mut tx, b).await?;
+            scripts::budget_save::<Sqlite>(&mut tx, b).await?;
         }
         tx.commit().await.map_err(from_sqlx)?;
         Ok(grant)
@@ -1202,7 +909,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        budget_feedback_tx(&mut tx, scope, f, now).await?;
+        scripts::budget_feedback_tx::<Sqlite>(&mut tx, scope, f, now).await?;
         tx.commit().await.map_err(from_sqlx)
     }
 
@@ -1211,80 +918,14 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(from_sqlx)?;
-        rows.iter().map(breaker_from_row).collect()
+        rows.iter().map(read::<BreakerRow, _>).collect()
     }
 
     async fn breaker_update(&self, p: BreakerUpdateParams) -> Result<BreakerUpdate> {
-        if p.scope.is_empty() || p.scope.len() > 200 {
-            return Err(StoreError::Invalid(
-                "scope must be 1 to 200 characters".into(),
-            ));
-        }
-        let closed = serde_json::to_string(&sluice_core::Breaker::closed(p.now))
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO breakers (scope, state, detail, updated_at) VALUES (?, 'closed', ?, ?) \
-             ON CONFLICT (scope) DO NOTHING",
-        )
-        .bind(&p.scope)
-        .bind(&closed)
-        .bind(us(p.now))
-        .execute(&mut *tx)
-        .await
-        .map_err(from_sqlx)?;
-        let row = sqlx::query("SELECT scope, detail, updated_at FROM breakers WHERE scope = ?")
-            .bind(&p.scope)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(from_sqlx)?;
-        let mut row = breaker_from_row(&row)?;
-        let before = row.breaker;
-        let admission = breaker_apply(&mut row.breaker, &p.op, &p.cfg, p.now);
-        if row.breaker != before {
-            row.updated_at = p.now;
-            sqlx::query("UPDATE breakers SET state = ?, hold_until = ?, detail = ?, updated_at = ? WHERE scope = ?")
-                .bind(row.breaker.state.as_str())
-                .bind(breaker_hold_until(&row.breaker, &p.cfg).map(us))
-                .bind(serde_json::to_string(&row.breaker).map_err(|e| StoreError::Invalid(e.to_string()))?)
-                .bind(us(p.now))
-                .bind(&p.scope)
-                .execute(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-        }
-        let to = row.breaker.state;
-        if let Some(kind) = breaker_event(&p.op, before.state, to) {
-            let by = match &p.op {
-                BreakerOp::Reset { by } => Some(by.as_str()),
-                _ => None,
-            };
-            sqlx::query("INSERT INTO events (at, scope, kind, detail) VALUES (?, ?, ?, ?)")
-                .bind(us(p.now))
-                .bind(&p.scope)
-                .bind(kind)
-                .bind(
-                    serde_json::json!({"from": before.state.as_str(), "to": to.as_str(),
-                    "probe_after": row.breaker.probe_after, "by": by})
-                    .to_string(),
-                )
-                .execute(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-        }
-        let closing = to == sluice_core::BreakerState::Closed
-            && (before.state != to || matches!(p.op, BreakerOp::Reset { .. }));
-        if closing {
-            budget_feedback_tx(&mut tx, &p.scope, BudgetFeedback::SlowStart, p.now).await?;
-        } else if p.op == BreakerOp::Throttled {
-            budget_feedback_tx(&mut tx, &p.scope, BudgetFeedback::Throttled, p.now).await?;
-        }
+        let update = scripts::breaker_update::<Sqlite>(&mut tx, &p).await?;
         tx.commit().await.map_err(from_sqlx)?;
-        Ok(BreakerUpdate {
-            row,
-            admission,
-            changed_from: (before.state != to).then_some(before.state),
-        })
+        Ok(update)
     }
 
     async fn pause_set(&self, p: PauseSetParams) -> Result<Pause> {
@@ -1303,14 +944,14 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(from_sqlx)?;
-        let pause = pause_from_row(&row)?;
+        let pause = read::<Pause, _>(&row)?;
         let detail = serde_json::json!({"target": p.target.key(), "reason": p.reason, "by": p.by});
-        event_insert(
+        scripts::event_insert::<Sqlite>(
             &mut tx,
             p.now,
-            pause_job(&p.target),
+            p.target.job_id(),
             None,
-            "pause.set",
+            EventKind::PauseSet,
             Some(detail),
         )
         .await?;
@@ -1329,12 +970,12 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound(format!("pause of {target}")));
         }
         let detail = serde_json::json!({"target": target.key(), "by": by});
-        event_insert(
+        scripts::event_insert::<Sqlite>(
             &mut tx,
             now,
-            pause_job(target),
+            target.job_id(),
             None,
-            "pause.cleared",
+            EventKind::PauseCleared,
             Some(detail),
         )
         .await?;
@@ -1352,12 +993,16 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(from_sqlx)?;
-        sqlx::query("INSERT INTO events (at, kind, detail) VALUES (?, 'intake.closed', ?)")
-            .bind(us(p.now))
-            .bind(serde_json::json!({"reason": p.reason, "by": p.by}).to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(from_sqlx)?;
+        let detail = serde_json::json!({"reason": p.reason, "by": p.by});
+        scripts::event_insert::<Sqlite>(
+            &mut tx,
+            p.now,
+            None,
+            None,
+            EventKind::IntakeClosed,
+            Some(detail),
+        )
+        .await?;
         tx.commit().await.map_err(from_sqlx)?;
         Ok(IntakeHold {
             reason: p.reason,
@@ -1376,23 +1021,27 @@ impl Store for SqliteStore {
         if n == 0 {
             return Err(StoreError::NotFound("a drain: intake is open".into()));
         }
-        sqlx::query("INSERT INTO events (at, kind, detail) VALUES (?, 'intake.opened', ?)")
-            .bind(us(now))
-            .bind(serde_json::json!({ "by": by }).to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(from_sqlx)?;
+        let detail = serde_json::json!({ "by": by });
+        scripts::event_insert::<Sqlite>(
+            &mut tx,
+            now,
+            None,
+            None,
+            EventKind::IntakeOpened,
+            Some(detail),
+        )
+        .await?;
         tx.commit().await.map_err(from_sqlx)?;
         Ok(())
     }
 
     async fn intake_get(&self) -> Result<Option<IntakeHold>> {
-        let row: Option<(bool, String, String, Option<i64>)> =
+        let row: Option<IntakeRow> =
             sqlx::query_as("SELECT closed, reason, closed_by, closed_at FROM intake")
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(from_sqlx)?;
-        Ok(row.map(intake_hold).transpose()?.flatten())
+        Ok(row.and_then(intake_hold))
     }
 
     async fn pause_list(&self) -> Result<Vec<Pause>> {
@@ -1400,7 +1049,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(from_sqlx)?;
-        rows.iter().map(pause_from_row).collect()
+        rows.iter().map(read::<Pause, _>).collect()
     }
 
     async fn pause_list_for_job(&self, job: JobId) -> Result<Vec<Pause>> {
@@ -1415,7 +1064,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        rows.iter().map(pause_from_row).collect()
+        rows.iter().map(read::<Pause, _>).collect()
     }
 
     async fn leader_elect(&self, p: LeaderElectParams) -> Result<Leadership> {
@@ -1429,21 +1078,14 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(from_sqlx)?;
-        let (name, holder, term, expires_at, elected_at): (String, String, i64, i64, i64) =
-            sqlx::query_as(
-                "SELECT name, holder, term, expires_at, elected_at FROM leaders WHERE name = ?",
-            )
-            .bind(&p.name)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(from_sqlx)?;
-        let cur = Leadership {
-            name,
-            holder,
-            term,
-            expires_at: from_us(expires_at)?,
-            elected_at: from_us(elected_at)?,
-        };
+        let row = sqlx::query(
+            "SELECT name, holder, term, expires_at, elected_at FROM leaders WHERE name = ?",
+        )
+        .bind(&p.name)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        let cur: Leadership = read(&row)?;
         let Some(next) = elect(&cur, &p.holder, p.now, expires) else {
             return Ok(cur);
         };
@@ -1461,7 +1103,15 @@ impl Store for SqliteStore {
         if next.term != cur.term {
             let detail = serde_json::json!({"role": next.name, "holder": next.holder,
                 "term": next.term, "previous": (!cur.holder.is_empty()).then_some(&cur.holder)});
-            event_insert(&mut tx, p.now, None, None, "leader.elected", Some(detail)).await?;
+            scripts::event_insert::<Sqlite>(
+                &mut tx,
+                p.now,
+                None,
+                None,
+                EventKind::LeaderElected,
+                Some(detail),
+            )
+            .await?;
         }
         tx.commit().await.map_err(from_sqlx)?;
         Ok(next)
@@ -1544,7 +1194,15 @@ impl Store for SqliteStore {
         .map_err(from_sqlx)?;
         if let Some(term) = term {
             let detail = serde_json::json!({"role": name, "holder": holder, "term": term});
-            event_insert(&mut tx, now, None, None, "leader.resigned", Some(detail)).await?;
+            scripts::event_insert::<Sqlite>(
+                &mut tx,
+                now,
+                None,
+                None,
+                EventKind::LeaderResigned,
+                Some(detail),
+            )
+            .await?;
         }
         tx.commit().await.map_err(from_sqlx)?;
         Ok(term.is_some())
@@ -1587,12 +1245,12 @@ impl Store for SqliteStore {
                 .await
                 .map_err(from_sqlx)?;
             let detail = serde_json::json!({"stride": js.stride, "offset": js.offset, "vtime": v});
-            event_insert(
+            scripts::event_insert::<Sqlite>(
                 &mut tx,
                 p.now,
                 Some(js.job),
                 None,
-                "job.restrided",
+                EventKind::JobRestrided,
                 Some(detail),
             )
             .await?;
@@ -1616,24 +1274,6 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        rows.iter()
-            .map(|r| {
-                Ok(Event {
-                    id: r.try_get("id").map_err(from_sqlx)?,
-                    at: from_us(r.try_get("at").map_err(from_sqlx)?)?,
-                    job_id: r
-                        .try_get::<Option<i64>, _>("job_id")
-                        .map_err(from_sqlx)?
-                        .map(JobId),
-                    task_id: r
-                        .try_get::<Option<i64>, _>("task_id")
-                        .map_err(from_sqlx)?
-                        .map(TaskId),
-                    scope: r.try_get("scope").map_err(from_sqlx)?,
-                    kind: r.try_get("kind").map_err(from_sqlx)?,
-                    detail: json(r.try_get("detail").map_err(from_sqlx)?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(read::<Event, _>).collect()
     }
 }
