@@ -79,6 +79,7 @@ pub(crate) trait Db:
     + Bind<f64>
     + Bind<bool>
     + Bind<&'static str>
+    + Bind<Option<&'static str>>
     + Bind<String>
     + Bind<Option<String>>
     + Bind<Ts>
@@ -89,6 +90,12 @@ pub(crate) trait Db:
     + Reads<crate::model::BreakerRow>
     + Reads<crate::model::Job>
     + Reads<crate::model::Task>
+    + Reads<crate::model::ApiToken>
+    + Reads<crate::model::Lake>
+    + Reads<crate::model::Pause>
+    + Reads<crate::model::Leadership>
+    + Reads<crate::model::FinishedJob>
+    + Reads<crate::rows::IntakeRow>
     + Reads<crate::rows::JobCountsRow>
     + Reads<crate::rows::Scalar>
 {
@@ -98,6 +105,7 @@ pub(crate) trait Db:
     async fn execute(q: Q<'_, Self>, c: &mut Self::Connection) -> Result<u64>;
     async fn fetch_one(q: Q<'_, Self>, c: &mut Self::Connection) -> Result<Self::Row>;
     async fn fetch_optional(q: Q<'_, Self>, c: &mut Self::Connection) -> Result<Option<Self::Row>>;
+    async fn fetch_all(q: Q<'_, Self>, c: &mut Self::Connection) -> Result<Vec<Self::Row>>;
 }
 
 macro_rules! impl_db {
@@ -117,6 +125,9 @@ macro_rules! impl_db {
                 c: &mut Self::Connection,
             ) -> Result<Option<Self::Row>> {
                 q.fetch_optional(c).await.map_err(from_sqlx)
+            }
+            async fn fetch_all(q: Q<'_, Self>, c: &mut Self::Connection) -> Result<Vec<Self::Row>> {
+                q.fetch_all(c).await.map_err(from_sqlx)
             }
         }
     };

@@ -5,7 +5,7 @@
 use crate::error::{Result, StoreError, from_sqlx};
 use crate::model::*;
 use crate::rows::{
-    ClaimRow, IntakeRow, adaptive_json, intake_hold, job_cols, lease_end, read, state, task_cols,
+    ClaimRow, IntakeRow, adaptive_json, intake_hold, job_cols, lease_end, read, state,
 };
 use crate::scripts;
 use crate::{Store, StoreExt};
@@ -43,6 +43,11 @@ fn is_schema_name(s: &str) -> bool {
 }
 
 impl PgStore {
+    /// A connection of the pool, for a statement outside a transaction.
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Postgres>> {
+        self.pool.acquire().await.map_err(from_sqlx)
+    }
+
     /// Claims up to `limit` pending tasks in release order, skipping the given scopes, owners
     /// and jobs.
     async fn claim_rows(
@@ -393,84 +398,27 @@ impl Store for PgStore {
     }
 
     async fn job_get(&self, id: JobId) -> Result<Job> {
-        let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE id = $1"))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(from_sqlx)?
-            .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
-        read::<Job, _>(&row)
+        scripts::job_get::<Postgres>(&mut *self.conn().await?, id).await
     }
 
     async fn job_list(&self, p: JobListParams) -> Result<Vec<Job>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            job_cols!(),
-            " FROM jobs WHERE ($1::text IS NULL OR owner = $1) AND ($2::text IS NULL OR state = $2) \
-              AND ($3::bigint IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
-        ))
-        .bind(&p.owner)
-        .bind(p.state.map(|s| s.as_str()))
-        .bind(p.before.map(|j| j.0))
-        .bind(i64::from(p.limit.min(1000)))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        rows.iter().map(read::<Job, _>).collect()
+        scripts::job_list::<Postgres>(&mut *self.conn().await?, &p).await
     }
 
     async fn token_insert(&self, p: TokenInsertParams) -> Result<ApiToken> {
-        validate_token(&p)?;
-        let row = sqlx::query(
-            "INSERT INTO api_tokens (owner, role, hash, label, created_at) VALUES ($1, $2, $3, $4, $5) \
-             RETURNING id, owner, role, label, created_at, revoked_at",
-        )
-        .bind(&p.owner)
-        .bind(p.role.as_str())
-        .bind(&p.hash)
-        .bind(&p.label)
-        .bind(p.now)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        read::<ApiToken, _>(&row)
+        scripts::token_insert::<Postgres>(&mut *self.conn().await?, &p).await
     }
 
     async fn token_find(&self, hash: &str) -> Result<ApiToken> {
-        let row = sqlx::query(
-            "SELECT id, owner, role, label, created_at, revoked_at FROM api_tokens \
-             WHERE hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(from_sqlx)?
-        .ok_or_else(|| StoreError::NotFound("token".into()))?;
-        read::<ApiToken, _>(&row)
+        scripts::token_find::<Postgres>(&mut *self.conn().await?, hash).await
     }
 
     async fn token_list(&self) -> Result<Vec<ApiToken>> {
-        let rows = sqlx::query(
-            "SELECT id, owner, role, label, created_at, revoked_at FROM api_tokens ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        rows.iter().map(read::<ApiToken, _>).collect()
+        scripts::token_list::<Postgres>(&mut *self.conn().await?).await
     }
 
     async fn token_revoke(&self, id: i64, now: DateTime<Utc>) -> Result<ApiToken> {
-        let row = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 \
-             RETURNING id, owner, role, label, created_at, revoked_at",
-        )
-        .bind(id)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(from_sqlx)?
-        .ok_or_else(|| StoreError::NotFound(format!("token {id}")))?;
-        read::<ApiToken, _>(&row)
+        scripts::token_revoke::<Postgres>(&mut *self.conn().await?, id, now).await
     }
 
     async fn job_cancel(&self, p: JobCancelParams) -> Result<Job> {
@@ -809,90 +757,27 @@ impl Store for PgStore {
     }
 
     async fn task_get(&self, id: TaskId) -> Result<Task> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            task_cols!(),
-            " FROM tasks WHERE id = $1"
-        ))
-        .bind(id.0)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(from_sqlx)?
-        .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
-        read::<Task, _>(&row)
+        scripts::task_get::<Postgres>(&mut *self.conn().await?, id).await
     }
 
     async fn task_list(&self, p: TaskListParams) -> Result<Vec<Task>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            task_cols!(),
-            " FROM tasks WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-        ))
-        .bind(p.job_id.0)
-        .bind(p.after.map_or(0, |t| t.0))
-        .bind(i64::from(p.limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        rows.iter().map(read::<Task, _>).collect()
+        scripts::task_list::<Postgres>(&mut *self.conn().await?, &p).await
     }
 
     async fn lake_insert(&self, p: LakeInsertParams) -> Result<Lake> {
-        validate_lake(&p)?;
-        let row = sqlx::query(
-            "INSERT INTO lakes (name, url, scope, partition_cols, schema, tags, options, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             RETURNING id, name, url, scope, partition_cols, schema, tags, options, created_at",
-        )
-        .bind(&p.name)
-        .bind(&p.url)
-        .bind(&p.scope)
-        .bind(serde_json::json!(p.partition_cols))
-        .bind(&p.schema)
-        .bind(serde_json::json!(p.tags))
-        .bind(serde_json::json!(p.options))
-        .bind(p.now)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| match from_sqlx(e) {
-            StoreError::Conflict(_) => StoreError::Conflict(format!("lake {:?} already exists", p.name)),
-            other => other,
-        })?;
-        read::<Lake, _>(&row)
+        scripts::lake_insert::<Postgres>(&mut *self.conn().await?, &p).await
     }
 
     async fn lake_list(&self) -> Result<Vec<Lake>> {
-        let rows = sqlx::query(
-            "SELECT id, name, url, scope, partition_cols, schema, tags, options, created_at FROM lakes ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        rows.iter().map(read::<Lake, _>).collect()
+        scripts::lake_list::<Postgres>(&mut *self.conn().await?).await
     }
 
     async fn lake_get(&self, name: &str) -> Result<Lake> {
-        let row = sqlx::query(
-            "SELECT id, name, url, scope, partition_cols, schema, tags, options, created_at FROM lakes WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(from_sqlx)?
-        .ok_or_else(|| StoreError::NotFound(format!("lake {name:?}")))?;
-        read::<Lake, _>(&row)
+        scripts::lake_get::<Postgres>(&mut *self.conn().await?, name).await
     }
 
     async fn lake_remove(&self, name: &str) -> Result<()> {
-        let r = sqlx::query("DELETE FROM lakes WHERE name = $1")
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("lake {name:?}")));
-        }
-        Ok(())
+        scripts::lake_remove::<Postgres>(&mut *self.conn().await?, name).await
     }
 
     async fn budget_set(&self, p: BudgetSetParams) -> Result<Budget> {
@@ -933,13 +818,7 @@ impl Store for PgStore {
     }
 
     async fn budget_list(&self) -> Result<Vec<Budget>> {
-        let rows = sqlx::query(
-            "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive, dry_until FROM budgets ORDER BY scope",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        rows.iter().map(read::<Budget, _>).collect()
+        scripts::budget_list::<Postgres>(&mut *self.conn().await?).await
     }
 
     async fn budget_take(&self, p: BudgetTakeParams) -> Result<u32> {
@@ -1000,11 +879,7 @@ impl Store for PgStore {
     }
 
     async fn breaker_list(&self) -> Result<Vec<BreakerRow>> {
-        let rows = sqlx::query("SELECT scope, detail, updated_at FROM breakers ORDER BY scope")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
-        rows.iter().map(read::<BreakerRow, _>).collect()
+        scripts::breaker_list::<Postgres>(&mut *self.conn().await?).await
     }
 
     async fn breaker_update(&self, p: BreakerUpdateParams) -> Result<BreakerUpdate> {
@@ -1095,92 +970,20 @@ impl Store for PgStore {
     }
 
     async fn intake_get(&self) -> Result<Option<IntakeHold>> {
-        let row: Option<IntakeRow> =
-            sqlx::query_as("SELECT closed, reason, closed_by, closed_at FROM intake")
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(from_sqlx)?;
-        Ok(row.and_then(intake_hold))
+        scripts::intake_get::<Postgres>(&mut *self.conn().await?).await
     }
 
     async fn pause_list(&self) -> Result<Vec<Pause>> {
-        let rows = sqlx::query("SELECT target, reason, paused_by, at FROM pauses ORDER BY target")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
-        rows.iter().map(read::<Pause, _>).collect()
+        scripts::pause_list::<Postgres>(&mut *self.conn().await?).await
     }
 
     async fn pause_list_for_job(&self, job: JobId) -> Result<Vec<Pause>> {
-        let rows = sqlx::query(
-            "SELECT p.target, p.reason, p.paused_by, p.at FROM pauses p, jobs j WHERE j.id = $1 AND ( \
-                 p.target IN ('all', 'owner:' || j.owner, 'job:' || j.id) \
-                 OR (p.target LIKE 'scope:%' AND EXISTS (SELECT 1 FROM tasks t \
-                     WHERE t.job_id = j.id AND t.state = 'pending' AND 'scope:' || t.scope = p.target))) \
-             ORDER BY p.target",
-        )
-        .bind(job.0)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        rows.iter().map(read::<Pause, _>).collect()
+        scripts::pause_list_for_job::<Postgres>(&mut *self.conn().await?, job).await
     }
 
     async fn leader_elect(&self, p: LeaderElectParams) -> Result<Leadership> {
-        let expires = lease_end(p.now, p.ttl)?;
-        retry_races!(self, |tx| {
-            async {
-                // The row exists from the first round on; its lock orders concurrent rounds.
-                sqlx::query(
-                    "INSERT INTO leaders (name, holder, term, expires_at, elected_at) \
-                     VALUES ($1, '', 0, 'epoch', 'epoch') ON CONFLICT (name) DO NOTHING",
-                )
-                .bind(&p.name)
-                .execute(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-                let row = sqlx::query(
-                    "SELECT name, holder, term, expires_at, elected_at FROM leaders WHERE name = $1 FOR UPDATE",
-                )
-                .bind(&p.name)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-                let cur = read::<Leadership, _>(&row)?;
-                let Some(next) = elect(&cur, &p.holder, p.now, expires) else {
-                    return Ok(cur);
-                };
-                sqlx::query(
-                    "UPDATE leaders SET holder = $2, term = $3, expires_at = $4, elected_at = $5 WHERE name = $1",
-                )
-                .bind(&next.name)
-                .bind(&next.holder)
-                .bind(next.term)
-                .bind(next.expires_at)
-                .bind(next.elected_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-                if next.term != cur.term {
-                    sqlx::query(
-                        "INSERT INTO events (at, kind, detail) VALUES ($1, $6, \
-                         jsonb_build_object('role', $2::text, 'holder', $3::text, 'term', $4::bigint, \
-                             'previous', NULLIF($5::text, '')))",
-                    )
-                    .bind(p.now)
-                    .bind(&next.name)
-                    .bind(&next.holder)
-                    .bind(next.term)
-                    .bind(&cur.holder)
-                    .bind(EventKind::LeaderElected.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(from_sqlx)?;
-                }
-                Ok(next)
-            }
-            .await
-        })
+        retry_races!(self, |tx| scripts::leader_elect::<Postgres>(&mut tx, &p)
+            .await)
     }
 
     async fn job_backlog(&self) -> Result<Vec<Backlog>> {
@@ -1235,27 +1038,7 @@ impl Store for PgStore {
     }
 
     async fn job_finished(&self, p: JobFinishedParams) -> Result<Vec<FinishedJob>> {
-        let rows: Vec<(i64, i16, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT id, priority, state, created_at, finished_at FROM jobs \
-             WHERE finished_at > $1 AND finished_at <= $2 ORDER BY finished_at, id LIMIT $3",
-        )
-        .bind(p.after)
-        .bind(p.until)
-        .bind(i64::from(p.limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        rows.into_iter()
-            .map(|(id, priority, s, created_at, finished_at)| {
-                Ok(FinishedJob {
-                    id: JobId(id),
-                    priority,
-                    state: state(&s, JobState::parse)?,
-                    created_at,
-                    finished_at,
-                })
-            })
-            .collect()
+        scripts::job_finished::<Postgres>(&mut *self.conn().await?, &p).await
     }
 
     async fn leader_resign(&self, name: &str, holder: &str, now: DateTime<Utc>) -> Result<bool> {

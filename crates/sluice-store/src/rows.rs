@@ -400,14 +400,27 @@ impl Decoded for Event {
 }
 
 /// The intake row: closed, reason, by, closed at.
-pub(crate) type IntakeRow = (bool, String, String, Option<Ts>);
+#[derive(FromRow)]
+pub(crate) struct IntakeRow {
+    closed: bool,
+    reason: String,
+    closed_by: String,
+    closed_at: Option<Ts>,
+}
+
+impl Decoded for IntakeRow {
+    type Row = IntakeRow;
+    fn decode(r: IntakeRow) -> Result<IntakeRow> {
+        Ok(r)
+    }
+}
 
 /// The hold on intake, if it is closed.
-pub(crate) fn intake_hold((closed, reason, by, at): IntakeRow) -> Option<IntakeHold> {
+pub(crate) fn intake_hold(r: IntakeRow) -> Option<IntakeHold> {
     Some(IntakeHold {
-        reason,
-        by,
-        at: at.filter(|_| closed)?.0,
+        reason: r.reason,
+        by: r.closed_by,
+        at: r.closed_at.filter(|_| r.closed)?.0,
     })
 }
 
@@ -504,5 +517,27 @@ impl Decoded for Scalar {
     type Row = Scalar;
     fn decode(r: Scalar) -> Result<Scalar> {
         Ok(r)
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct FinishedRow {
+    id: i64,
+    priority: i16,
+    state: String,
+    created_at: Ts,
+    finished_at: Ts,
+}
+
+impl Decoded for crate::model::FinishedJob {
+    type Row = FinishedRow;
+    fn decode(r: FinishedRow) -> Result<Self> {
+        Ok(crate::model::FinishedJob {
+            id: JobId(r.id),
+            priority: r.priority,
+            state: state(&r.state, JobState::parse)?,
+            created_at: r.created_at.0,
+            finished_at: r.finished_at.0,
+        })
     }
 }

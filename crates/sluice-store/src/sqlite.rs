@@ -4,7 +4,7 @@
 
 use crate::error::{Result, StoreError, from_sqlx};
 use crate::model::*;
-use crate::rows::{ClaimRow, IntakeRow, intake_hold, job_cols, lease_end, read, state, task_cols};
+use crate::rows::{ClaimRow, IntakeRow, intake_hold, job_cols, lease_end, read};
 use crate::scripts;
 use crate::{Store, StoreExt};
 use async_trait::async_trait;
@@ -55,6 +55,11 @@ async fn vtime(tx: &mut Transaction<'static, Sqlite>, priority: i16) -> Result<i
 }
 
 impl SqliteStore {
+    /// A connection of the pool, for a statement outside a transaction.
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>> {
+        self.pool.acquire().await.map_err(from_sqlx)
+    }
+
     pub async fn connect(url: &str) -> Result<Self> {
         let o = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Invalid(format!("bad sqlite url: {e}")))?
@@ -311,84 +316,27 @@ impl Store for SqliteStore {
     }
 
     async fn job_get(&self, id: JobId) -> Result<Job> {
-        let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE id = ?"))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(from_sqlx)?
-            .ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
-        read::<Job, _>(&row)
+        scripts::job_get::<Sqlite>(&mut *self.conn().await?, id).await
     }
 
     async fn job_list(&self, p: JobListParams) -> Result<Vec<Job>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            job_cols!(),
-            " FROM jobs WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR state = ?2) \
-              AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
-        ))
-        .bind(&p.owner)
-        .bind(p.state.map(|s| s.as_str()))
-        .bind(p.before.map(|j| j.0))
-        .bind(i64::from(p.limit.min(1000)))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        rows.iter().map(read::<Job, _>).collect()
+        scripts::job_list::<Sqlite>(&mut *self.conn().await?, &p).await
     }
 
     async fn token_insert(&self, p: TokenInsertParams) -> Result<ApiToken> {
-        validate_token(&p)?;
-        let row = sqlx::query(
-            "INSERT INTO api_tokens (owner, role, hash, label, created_at) VALUES (?, ?, ?, ?, ?) \
-             RETURNING id, owner, role, label, created_at, revoked_at",
-        )
-        .bind(&p.owner)
-        .bind(p.role.as_str())
-        .bind(&p.hash)
-        .bind(&p.label)
-        .bind(us(p.now))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        read::<ApiToken, _>(&row)
+        scripts::token_insert::<Sqlite>(&mut *self.conn().await?, &p).await
     }
 
     async fn token_find(&self, hash: &str) -> Result<ApiToken> {
-        let row = sqlx::query(
-            "SELECT id, owner, role, label, created_at, revoked_at FROM api_tokens \
-             WHERE hash = ? AND revoked_at IS NULL",
-        )
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(from_sqlx)?
-        .ok_or_else(|| StoreError::NotFound("token".into()))?;
-        read::<ApiToken, _>(&row)
+        scripts::token_find::<Sqlite>(&mut *self.conn().await?, hash).await
     }
 
     async fn token_list(&self) -> Result<Vec<ApiToken>> {
-        let rows = sqlx::query(
-            "SELECT id, owner, role, label, created_at, revoked_at FROM api_tokens ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        rows.iter().map(read::<ApiToken, _>).collect()
+        scripts::token_list::<Sqlite>(&mut *self.conn().await?).await
     }
 
     async fn token_revoke(&self, id: i64, now: DateTime<Utc>) -> Result<ApiToken> {
-        let row = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? \
-             RETURNING id, owner, role, label, created_at, revoked_at",
-        )
-        .bind(us(now))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(from_sqlx)?
-        .ok_or_else(|| StoreError::NotFound(format!("token {id}")))?;
-        read::<ApiToken, _>(&row)
+        scripts::token_revoke::<Sqlite>(&mut *self.conn().await?, id, now).await
     }
 
     async fn job_cancel(&self, p: JobCancelParams) -> Result<Job> {
@@ -751,86 +699,27 @@ impl Store for SqliteStore {
     }
 
     async fn task_get(&self, id: TaskId) -> Result<Task> {
-        let row = sqlx::query(concat!("SELECT ", task_cols!(), " FROM tasks WHERE id = ?"))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(from_sqlx)?
-            .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
-        read::<Task, _>(&row)
+        scripts::task_get::<Sqlite>(&mut *self.conn().await?, id).await
     }
 
     async fn task_list(&self, p: TaskListParams) -> Result<Vec<Task>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            task_cols!(),
-            " FROM tasks WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?"
-        ))
-        .bind(p.job_id.0)
-        .bind(p.after.map_or(0, |t| t.0))
-        .bind(i64::from(p.limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        rows.iter().map(read::<Task, _>).collect()
+        scripts::task_list::<Sqlite>(&mut *self.conn().await?, &p).await
     }
 
     async fn lake_insert(&self, p: LakeInsertParams) -> Result<Lake> {
-        validate_lake(&p)?;
-        let row = sqlx::query(
-            "INSERT INTO lakes (name, url, scope, partition_cols, schema, tags, options, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-             RETURNING id, name, url, scope, partition_cols, schema, tags, options, created_at",
-        )
-        .bind(&p.name)
-        .bind(&p.url)
-        .bind(&p.scope)
-        .bind(serde_json::json!(p.partition_cols).to_string())
-        .bind(p.schema.to_string())
-        .bind(serde_json::json!(p.tags).to_string())
-        .bind(serde_json::json!(p.options).to_string())
-        .bind(us(p.now))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| match from_sqlx(e) {
-            StoreError::Conflict(_) => StoreError::Conflict(format!("lake {:?} already exists", p.name)),
-            other => other,
-        })?;
-        read::<Lake, _>(&row)
+        scripts::lake_insert::<Sqlite>(&mut *self.conn().await?, &p).await
     }
 
     async fn lake_list(&self) -> Result<Vec<Lake>> {
-        let rows = sqlx::query(
-            "SELECT id, name, url, scope, partition_cols, schema, tags, options, created_at FROM lakes ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        rows.iter().map(read::<Lake, _>).collect()
+        scripts::lake_list::<Sqlite>(&mut *self.conn().await?).await
     }
 
     async fn lake_get(&self, name: &str) -> Result<Lake> {
-        let row = sqlx::query(
-            "SELECT id, name, url, scope, partition_cols, schema, tags, options, created_at FROM lakes WHERE name = ?",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(from_sqlx)?
-        .ok_or_else(|| StoreError::NotFound(format!("lake {name:?}")))?;
-        read::<Lake, _>(&row)
+        scripts::lake_get::<Sqlite>(&mut *self.conn().await?, name).await
     }
 
     async fn lake_remove(&self, name: &str) -> Result<()> {
-        let r = sqlx::query("DELETE FROM lakes WHERE name = ?")
-            .bind(name)
-            .execute(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("lake {name:?}")));
-        }
-        Ok(())
+        scripts::lake_remove::<Sqlite>(&mut *self.conn().await?, name).await
     }
 
     async fn budget_set(&self, p: BudgetSetParams) -> Result<Budget> {
@@ -876,13 +765,7 @@ impl Store for SqliteStore {
     }
 
     async fn budget_list(&self) -> Result<Vec<Budget>> {
-        let rows = sqlx::query(
-            "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive, dry_until FROM budgets ORDER BY scope",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        rows.iter().map(read::<Budget, _>).collect()
+        scripts::budget_list::<Sqlite>(&mut *self.conn().await?).await
     }
 
     async fn budget_take(&self, p: BudgetTakeParams) -> Result<u32> {
@@ -914,11 +797,7 @@ impl Store for SqliteStore {
     }
 
     async fn breaker_list(&self) -> Result<Vec<BreakerRow>> {
-        let rows = sqlx::query("SELECT scope, detail, updated_at FROM breakers ORDER BY scope")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
-        rows.iter().map(read::<BreakerRow, _>).collect()
+        scripts::breaker_list::<Sqlite>(&mut *self.conn().await?).await
     }
 
     async fn breaker_update(&self, p: BreakerUpdateParams) -> Result<BreakerUpdate> {
@@ -1036,85 +915,22 @@ impl Store for SqliteStore {
     }
 
     async fn intake_get(&self) -> Result<Option<IntakeHold>> {
-        let row: Option<IntakeRow> =
-            sqlx::query_as("SELECT closed, reason, closed_by, closed_at FROM intake")
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(from_sqlx)?;
-        Ok(row.and_then(intake_hold))
+        scripts::intake_get::<Sqlite>(&mut *self.conn().await?).await
     }
 
     async fn pause_list(&self) -> Result<Vec<Pause>> {
-        let rows = sqlx::query("SELECT target, reason, paused_by, at FROM pauses ORDER BY target")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(from_sqlx)?;
-        rows.iter().map(read::<Pause, _>).collect()
+        scripts::pause_list::<Sqlite>(&mut *self.conn().await?).await
     }
 
     async fn pause_list_for_job(&self, job: JobId) -> Result<Vec<Pause>> {
-        let rows = sqlx::query(
-            "SELECT p.target, p.reason, p.paused_by, p.at FROM pauses p, jobs j WHERE j.id = ? AND ( \
-                 p.target IN ('all', 'owner:' || j.owner, 'job:' || j.id) \
-                 OR (p.target LIKE 'scope:%' AND EXISTS (SELECT 1 FROM tasks t \
-                     WHERE t.job_id = j.id AND t.state = 'pending' AND 'scope:' || t.scope = p.target))) \
-             ORDER BY p.target",
-        )
-        .bind(job.0)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        rows.iter().map(read::<Pause, _>).collect()
+        scripts::pause_list_for_job::<Sqlite>(&mut *self.conn().await?, job).await
     }
 
     async fn leader_elect(&self, p: LeaderElectParams) -> Result<Leadership> {
-        let expires = lease_end(p.now, p.ttl)?;
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO leaders (name, holder, term, expires_at, elected_at) VALUES (?, '', 0, 0, 0) \
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&p.name)
-        .execute(&mut *tx)
-        .await
-        .map_err(from_sqlx)?;
-        let row = sqlx::query(
-            "SELECT name, holder, term, expires_at, elected_at FROM leaders WHERE name = ?",
-        )
-        .bind(&p.name)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(from_sqlx)?;
-        let cur: Leadership = read(&row)?;
-        let Some(next) = elect(&cur, &p.holder, p.now, expires) else {
-            return Ok(cur);
-        };
-        sqlx::query(
-            "UPDATE leaders SET holder = ?, term = ?, expires_at = ?, elected_at = ? WHERE name = ?",
-        )
-        .bind(&next.holder)
-        .bind(next.term)
-        .bind(us(next.expires_at))
-        .bind(us(next.elected_at))
-        .bind(&next.name)
-        .execute(&mut *tx)
-        .await
-        .map_err(from_sqlx)?;
-        if next.term != cur.term {
-            let detail = serde_json::json!({"role": next.name, "holder": next.holder,
-                "term": next.term, "previous": (!cur.holder.is_empty()).then_some(&cur.holder)});
-            scripts::event_insert::<Sqlite>(
-                &mut tx,
-                p.now,
-                None,
-                None,
-                EventKind::LeaderElected,
-                Some(detail),
-            )
-            .await?;
-        }
+        let leader = scripts::leader_elect::<Sqlite>(&mut tx, &p).await?;
         tx.commit().await.map_err(from_sqlx)?;
-        Ok(next)
+        Ok(leader)
     }
 
     async fn job_backlog(&self) -> Result<Vec<Backlog>> {
@@ -1156,27 +972,7 @@ impl Store for SqliteStore {
     }
 
     async fn job_finished(&self, p: JobFinishedParams) -> Result<Vec<FinishedJob>> {
-        let rows: Vec<(i64, i16, String, i64, i64)> = sqlx::query_as(
-            "SELECT id, priority, state, created_at, finished_at FROM jobs \
-             WHERE finished_at > ? AND finished_at <= ? ORDER BY finished_at, id LIMIT ?",
-        )
-        .bind(us(p.after))
-        .bind(us(p.until))
-        .bind(i64::from(p.limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        rows.into_iter()
-            .map(|(id, priority, s, created_at, finished_at)| {
-                Ok(FinishedJob {
-                    id: JobId(id),
-                    priority,
-                    state: state(&s, JobState::parse)?,
-                    created_at: from_us(created_at)?,
-                    finished_at: from_us(finished_at)?,
-                })
-            })
-            .collect()
+        scripts::job_finished::<Sqlite>(&mut *self.conn().await?, &p).await
     }
 
     async fn leader_resign(&self, name: &str, holder: &str, now: DateTime<Utc>) -> Result<bool> {
