@@ -86,6 +86,19 @@ pub(crate) trait Decoded: Sized {
     fn decode(row: Self::Row) -> Result<Self>;
 }
 
+/// Rows a script uses as they are read.
+macro_rules! decoded_as_read {
+    ($($t:ty),+) => {$(
+        impl Decoded for $t {
+            type Row = $t;
+            fn decode(r: $t) -> Result<$t> {
+                Ok(r)
+            }
+        }
+    )+};
+}
+decoded_as_read!(IntakeRow, ClaimRow, JobCountsRow, Scalar);
+
 /// Reads a model type from a row of either database.
 pub(crate) fn read<'r, T, R>(r: &'r R) -> Result<T>
 where
@@ -408,13 +421,6 @@ pub(crate) struct IntakeRow {
     closed_at: Option<Ts>,
 }
 
-impl Decoded for IntakeRow {
-    type Row = IntakeRow;
-    fn decode(r: IntakeRow) -> Result<IntakeRow> {
-        Ok(r)
-    }
-}
-
 /// The hold on intake, if it is closed.
 pub(crate) fn intake_hold(r: IntakeRow) -> Option<IntakeHold> {
     Some(IntakeHold {
@@ -452,13 +458,6 @@ pub(crate) struct ClaimRow {
     lease_token: i64,
 }
 
-impl Decoded for ClaimRow {
-    type Row = ClaimRow;
-    fn decode(r: ClaimRow) -> Result<ClaimRow> {
-        Ok(r)
-    }
-}
-
 impl ClaimRow {
     pub(crate) fn leased_until(self, expires: DateTime<Utc>) -> ClaimedTask {
         ClaimedTask {
@@ -488,13 +487,6 @@ pub(crate) struct JobCountsRow {
     lakes_cancelled: i64,
 }
 
-impl Decoded for JobCountsRow {
-    type Row = JobCountsRow;
-    fn decode(r: JobCountsRow) -> Result<JobCountsRow> {
-        Ok(r)
-    }
-}
-
 impl JobCountsRow {
     pub(crate) fn into_parts(self) -> Result<(JobState, JobCounts)> {
         Ok((
@@ -512,13 +504,6 @@ impl JobCountsRow {
 /// One integer column.
 #[derive(FromRow)]
 pub(crate) struct Scalar(pub i64);
-
-impl Decoded for Scalar {
-    type Row = Scalar;
-    fn decode(r: Scalar) -> Result<Scalar> {
-        Ok(r)
-    }
-}
 
 #[derive(FromRow)]
 pub(crate) struct FinishedRow {

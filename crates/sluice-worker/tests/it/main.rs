@@ -27,26 +27,7 @@ async fn submit(
     max_attempts: i32,
     spec: serde_json::Value,
 ) -> Job {
-    store
-        .job_insert(JobInsertParams {
-            owner: "alice".into(),
-            idempotency_key: None,
-            spec,
-            sql: None,
-            priority: 0,
-            max_attempts,
-            tasks: (0..lakes)
-                .map(|i| NewTask {
-                    lake: format!("lake-{i}"),
-                    scope: "aws:1".into(),
-                    est_calls: 1,
-                })
-                .collect(),
-            now: chrono::Utc::now(),
-        })
-        .await
-        .unwrap()
-        .job
+    submit_as(store, "alice", lakes, max_attempts, spec).await
 }
 
 fn config() -> WorkerConfig {
@@ -409,15 +390,21 @@ async fn running(store: &Arc<dyn Store>, job: JobId) -> usize {
         .count()
 }
 
-async fn submit_as(store: &Arc<dyn Store>, owner: &str, lakes: usize, ms: u64) -> Job {
+async fn submit_as(
+    store: &Arc<dyn Store>,
+    owner: &str,
+    lakes: usize,
+    max_attempts: i32,
+    spec: serde_json::Value,
+) -> Job {
     store
         .job_insert(JobInsertParams {
             owner: owner.into(),
             idempotency_key: None,
-            spec: serde_json::json!({"kind": "sleep", "ms": ms}),
+            spec,
             sql: None,
             priority: 0,
-            max_attempts: 3,
+            max_attempts,
             tasks: (0..lakes)
                 .map(|i| NewTask {
                     lake: format!("{owner}-lake-{i}"),
@@ -444,7 +431,14 @@ async fn a_spare_slot_starts_another_owners_task_while_one_owner_holds_every_slo
         cfg.spare = spare;
         let (stop, w) = start(&store, cfg);
         // alice: 6 tasks of 2 s, two at a time in the regular slots.
-        let bulk = submit_as(&store, "alice", 6, 2_000).await;
+        let bulk = submit_as(
+            &store,
+            "alice",
+            6,
+            3,
+            serde_json::json!({"kind": "sleep", "ms": 2_000}),
+        )
+        .await;
         let deadline = Instant::now() + Duration::from_secs(10);
         while running(&store, bulk.id).await < 2 {
             assert!(Instant::now() < deadline, "alice's tasks never started");
@@ -453,7 +447,14 @@ async fn a_spare_slot_starts_another_owners_task_while_one_owner_holds_every_slo
         // alice holds both slots and has 4 tasks pending: the spare slot is not hers.
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(running(&store, bulk.id).await, 2, "spare {spare}");
-        let small = submit_as(&store, "bob", 1, 1).await;
+        let small = submit_as(
+            &store,
+            "bob",
+            1,
+            3,
+            serde_json::json!({"kind": "sleep", "ms": 1}),
+        )
+        .await;
         let b = finished(&store, small.id, Duration::from_secs(20)).await;
         assert_eq!(b.state, JobState::Succeeded);
         let a = store.job_get(bulk.id).await.unwrap();
