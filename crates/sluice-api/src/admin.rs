@@ -201,6 +201,12 @@ pub(crate) async fn budget_set(
             parent: req.parent,
             rate: req.rate,
             burst: req.burst,
+            ramp: req
+                .ramp
+                .as_ref()
+                .map(|r| r.config())
+                .transpose()
+                .map_err(ApiError::BadRequest)?,
             now,
         })
         .await?;

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sluice_core::TaskState;
-use sluice_store::{Budget, ROOT_SCOPE, TaskBacklog};
+use sluice_store::{Budget, TaskBacklog};
 use std::collections::BTreeMap;
 
 /// One scope's unfinished tasks and the soonest they can drain.
@@ -33,26 +33,10 @@ pub struct BacklogReport {
     pub drain_secs: Option<f64>,
 }
 
-/// The budgets a scope's calls are charged to: its own row and its ancestors', or the root
-/// alone for a scope without a budget (as `budget_take` charges them).
+/// The budgets a scope's calls are charged to, as `budget_take` charges them; a cycle
+/// (corrupt rows) ends the walk instead of looping.
 fn chain<'a>(scope: &str, budgets: &'a BTreeMap<&str, &'a Budget>) -> Vec<&'a Budget> {
-    let mut out = Vec::new();
-    let mut next = Some(scope.to_string());
-    let mut first = true;
-    while let Some(s) = next.take() {
-        match budgets.get(s.as_str()) {
-            // A cycle (corrupt rows) stops the walk instead of looping.
-            Some(b) if !out.iter().any(|o: &&Budget| o.scope == b.scope) => {
-                next = b.parent.clone();
-                out.push(*b);
-            }
-            Some(_) => {}
-            None if first && s != ROOT_SCOPE => next = Some(ROOT_SCOPE.to_string()),
-            None => {}
-        }
-        first = false;
-    }
-    out
+    sluice_core::budget::chain(scope, |s| budgets.get(s).copied()).unwrap_or_else(|c| c.walked)
 }
 
 /// Drain times from the counters and budgets: every budget must pass the calls of all the
@@ -135,6 +119,7 @@ mod tests {
             tokens: 0.0,
             refilled_at: now(),
             adaptive: None,
+            ramp: Default::default(),
             dry_until: None,
         }
     }

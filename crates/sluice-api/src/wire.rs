@@ -276,6 +276,62 @@ pub struct BudgetView {
     pub utilisation: f64,
     /// Claims prefer other scopes until then (a take came back short).
     pub dry_until: Option<DateTime<Utc>>,
+    /// How the effective rate moves after a throttle or a breaker close.
+    pub ramp: Ramp,
+}
+
+/// How a scope's effective rate moves: after a breaker closes or a pause lifts it restarts
+/// at `start_fraction` of the rate and doubles every `interval_secs`; a throttle halves it
+/// (at most once per interval, never below `min_fraction`), after which it grows by
+/// `increase` of the rate per interval. In a request every field is optional (the default:
+/// 2 s, 0.1, 0.02, 0.05); a change applies from the next adjustment on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ramp {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.01, maximum = 3600)]
+    pub interval_secs: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, maximum = 1)]
+    pub start_fraction: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, maximum = 1)]
+    pub min_fraction: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, maximum = 1)]
+    pub increase: Option<f64>,
+}
+
+impl Ramp {
+    /// The configuration this asks for: the defaults where a field is missing, each bound
+    /// checked.
+    pub fn config(&self) -> Result<sluice_core::AdaptiveConfig, String> {
+        let d = sluice_core::AdaptiveConfig::default();
+        let interval = match self.interval_secs {
+            None => d.interval,
+            Some(v) if (0.01..=3600.0).contains(&v) => std::time::Duration::from_secs_f64(v),
+            Some(v) => return Err(format!("ramp interval_secs must be 0.01 to 3600, got {v}")),
+        };
+        let c = sluice_core::AdaptiveConfig {
+            interval,
+            start_fraction: self.start_fraction.unwrap_or(d.start_fraction),
+            min_fraction: self.min_fraction.unwrap_or(d.min_fraction),
+            increase: self.increase.unwrap_or(d.increase),
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+impl From<&sluice_core::AdaptiveConfig> for Ramp {
+    fn from(c: &sluice_core::AdaptiveConfig) -> Self {
+        Ramp {
+            interval_secs: Some(c.interval.as_secs_f64()),
+            start_fraction: Some(c.start_fraction),
+            min_fraction: Some(c.min_fraction),
+            increase: Some(c.increase),
+        }
+    }
 }
 
 impl BudgetView {
@@ -294,6 +350,7 @@ impl BudgetView {
                 1.0
             },
             dry_until: b.dry_until.filter(|t| *t > now),
+            ramp: Ramp::from(&b.ramp),
         }
     }
 }
@@ -306,6 +363,10 @@ pub struct BudgetRequest {
     pub burst: f64,
     #[serde(default)]
     pub parent: Option<String>,
+    /// How the effective rate moves; missing: the scope keeps its ramp (the defaults at
+    /// first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<Ramp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -106,6 +106,7 @@ pub async fn setup(store: &dyn Store, engine: &Engine, a: &LabArgs) -> Result<La
                 parent: None,
                 rate: rate * f64::from(a.accounts),
                 burst: burst * f64::from(a.accounts),
+                ramp: None,
                 now,
             })
             .await?;
@@ -136,6 +137,7 @@ pub async fn setup(store: &dyn Store, engine: &Engine, a: &LabArgs) -> Result<La
                     parent: None,
                     rate,
                     burst,
+                    ramp: None,
                     now,
                 })
                 .await?;

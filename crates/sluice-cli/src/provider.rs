@@ -21,9 +21,43 @@ pub enum BudgetCmd {
         burst: f64,
         #[arg(long)]
         parent: Option<String>,
+        #[command(flatten)]
+        ramp: RampArgs,
     },
     /// Every budget: rate, effective rate (after throttling or during slow start), tokens.
     List,
+}
+
+/// How the scope's effective rate moves (each flag optional; unset: the scope keeps its
+/// ramp, the defaults at first).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RampArgs {
+    /// Slow start doubles, and growth adds `--ramp-increase`, once per this interval
+    /// (default 2s).
+    #[arg(long, value_parser = crate::parse_duration)]
+    ramp_interval: Option<Duration>,
+    /// After a breaker closes or a pause lifts, restart at this fraction of the rate
+    /// (0 < f <= 1, default 0.1).
+    #[arg(long, value_parser = finite)]
+    ramp_start: Option<f64>,
+    /// A throttle never cuts below this fraction of the rate (default 0.02).
+    #[arg(long, value_parser = finite)]
+    ramp_min: Option<f64>,
+    /// After a cut, grow by this fraction of the rate per interval (default 0.05).
+    #[arg(long, value_parser = finite)]
+    ramp_increase: Option<f64>,
+}
+
+impl RampArgs {
+    fn ramp(&self) -> Option<sluice_api::wire::Ramp> {
+        let r = sluice_api::wire::Ramp {
+            interval_secs: self.ramp_interval.map(|d| d.as_secs_f64()),
+            start_fraction: self.ramp_start,
+            min_fraction: self.ramp_min,
+            increase: self.ramp_increase,
+        };
+        (r != sluice_api::wire::Ramp::default()).then_some(r)
+    }
 }
 
 /// A number JSON can carry (the budget goes to the API as JSON): no NaN or infinity.
@@ -109,6 +143,7 @@ pub async fn budget(c: &Client, cmd: BudgetCmd, json: bool) -> Result<()> {
             rate,
             burst,
             parent,
+            ramp,
         } => {
             let b = c
                 .budget_set(
@@ -117,6 +152,7 @@ pub async fn budget(c: &Client, cmd: BudgetCmd, json: bool) -> Result<()> {
                         rate,
                         burst,
                         parent,
+                        ramp: ramp.ramp(),
                     },
                 )
                 .await?;

@@ -3,6 +3,8 @@
 //! for a longer one; each reopening without a successful close in between doubles the cooldown
 //! (up to a cap); half-open admits a single probe.
 
+use crate::EventKind;
+use crate::budget::BudgetFeedback;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -195,6 +197,82 @@ impl Breaker {
     }
 }
 
+/// What happens to a breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BreakerOp {
+    /// May a call go now? (open → half-open when the cooldown is over; one probe at a time)
+    Admit,
+    Success,
+    Throttled,
+    Frozen,
+    /// The probe got no answer: another may go now.
+    ProbeLost,
+    /// An operator closes it (journaled with who).
+    Reset {
+        by: String,
+    },
+}
+
+impl BreakerOp {
+    /// Applies the op to `b`; the answer to [`BreakerOp::Admit`] (`Allowed` for the others).
+    pub fn apply(&self, b: &mut Breaker, cfg: &BreakerConfig, now: DateTime<Utc>) -> Admission {
+        match self {
+            BreakerOp::Admit => return b.admit(now, cfg),
+            BreakerOp::Success => b.on_success(now),
+            BreakerOp::Throttled => b.on_throttle(now, cfg),
+            BreakerOp::Frozen => b.on_frozen(now, cfg),
+            BreakerOp::ProbeLost => b.on_probe_lost(now),
+            BreakerOp::Reset { .. } => *b = Breaker::closed(now),
+        }
+        Admission::Allowed
+    }
+
+    /// The journal kind of this op moving a breaker `from` → `to`, when it changed or
+    /// reported something.
+    pub fn journal_kind(&self, from: BreakerState, to: BreakerState) -> Option<EventKind> {
+        use BreakerState::*;
+        match (self, from, to) {
+            (BreakerOp::Reset { .. }, _, _) => Some(EventKind::BreakerReset),
+            (_, a, b) if a == b => match self {
+                BreakerOp::Throttled => Some(EventKind::ProviderThrottled),
+                BreakerOp::Frozen => Some(EventKind::ProviderFrozen),
+                _ => None,
+            },
+            (BreakerOp::ProbeLost, _, _) => Some(EventKind::BreakerProbeLost),
+            (_, _, Open) => Some(EventKind::BreakerOpened),
+            (_, _, HalfOpen) => Some(EventKind::BreakerHalfOpen),
+            (_, _, Closed) => Some(EventKind::BreakerClosed),
+        }
+    }
+
+    /// What this op does to the scope's budget: a close (or a reset) starts it slow, a
+    /// throttle halves it.
+    pub fn budget_feedback(&self, from: BreakerState, to: BreakerState) -> Option<BudgetFeedback> {
+        let closing =
+            to == BreakerState::Closed && (from != to || matches!(self, BreakerOp::Reset { .. }));
+        if closing {
+            Some(BudgetFeedback::SlowStart)
+        } else if *self == BreakerOp::Throttled {
+            Some(BudgetFeedback::Throttled)
+        } else {
+            None
+        }
+    }
+}
+
+impl Breaker {
+    /// Until when the breaker holds its scope's tasks back from claims.
+    pub fn hold_until(&self, cfg: &BreakerConfig) -> Option<DateTime<Utc>> {
+        match self.state {
+            BreakerState::Closed => None,
+            BreakerState::Open => self.probe_after,
+            BreakerState::HalfOpen => self.probe_started_at.map(|s| {
+                s + chrono::Duration::from_std(cfg.probe_timeout).unwrap_or(chrono::Duration::MAX)
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,5 +442,100 @@ mod tests {
             Throttle(52),
             Expect(Open),
         ]);
+    }
+
+    #[test]
+    fn ops_name_their_journal_kind_and_budget_feedback() {
+        use BreakerState::*;
+        let reset = BreakerOp::Reset { by: "op".into() };
+        let cases = [
+            (
+                BreakerOp::Throttled,
+                Closed,
+                Closed,
+                Some(EventKind::ProviderThrottled),
+                Some(BudgetFeedback::Throttled),
+            ),
+            (
+                BreakerOp::Throttled,
+                Closed,
+                Open,
+                Some(EventKind::BreakerOpened),
+                Some(BudgetFeedback::Throttled),
+            ),
+            (
+                BreakerOp::Frozen,
+                Open,
+                Open,
+                Some(EventKind::ProviderFrozen),
+                None,
+            ),
+            (
+                BreakerOp::Admit,
+                Open,
+                HalfOpen,
+                Some(EventKind::BreakerHalfOpen),
+                None,
+            ),
+            (BreakerOp::Admit, Closed, Closed, None, None),
+            (
+                BreakerOp::Success,
+                HalfOpen,
+                Closed,
+                Some(EventKind::BreakerClosed),
+                Some(BudgetFeedback::SlowStart),
+            ),
+            (BreakerOp::Success, Closed, Closed, None, None),
+            (BreakerOp::ProbeLost, HalfOpen, HalfOpen, None, None),
+            (
+                BreakerOp::ProbeLost,
+                HalfOpen,
+                Open,
+                Some(EventKind::BreakerProbeLost),
+                None,
+            ),
+            (
+                reset.clone(),
+                Closed,
+                Closed,
+                Some(EventKind::BreakerReset),
+                Some(BudgetFeedback::SlowStart),
+            ),
+            (
+                reset,
+                Open,
+                Closed,
+                Some(EventKind::BreakerReset),
+                Some(BudgetFeedback::SlowStart),
+            ),
+        ];
+        for (op, from, to, kind, feedback) in cases {
+            assert_eq!(op.journal_kind(from, to), kind, "{op:?} {from:?}->{to:?}");
+            assert_eq!(
+                op.budget_feedback(from, to),
+                feedback,
+                "{op:?} {from:?}->{to:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_open_breaker_holds_until_its_probe_and_a_probe_until_its_timeout() {
+        let cfg = BreakerConfig::default();
+        let now = t(0);
+        let mut b = Breaker::closed(now);
+        assert_eq!(b.hold_until(&cfg), None);
+        assert_eq!(
+            BreakerOp::Frozen.apply(&mut b, &cfg, now),
+            Admission::Allowed
+        );
+        assert_eq!(b.hold_until(&cfg), b.probe_after);
+        let later = b.probe_after.unwrap();
+        assert_eq!(
+            BreakerOp::Admit.apply(&mut b, &cfg, later),
+            Admission::Probe
+        );
+        let timeout = chrono::Duration::from_std(cfg.probe_timeout).unwrap();
+        assert_eq!(b.hold_until(&cfg), Some(later + timeout));
     }
 }

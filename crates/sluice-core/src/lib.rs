@@ -1,19 +1,24 @@
-//! Sluice's domain: ids, the job and task state machines, the durable retry policy, and the
-//! token-bucket and circuit-breaker maths. Pure: no I/O, no async runtime, no clock reads
-//! except through [`Clock`].
+//! Sluice's domain: ids, the job and task state machines, the durable retry policy, the
+//! token-bucket, budget and circuit-breaker maths, fair tags and leader election. Pure: no
+//! I/O, no async runtime, no clock reads except through [`Clock`].
 
 pub mod breaker;
 pub mod bucket;
+pub mod budget;
 pub mod clock;
+pub mod election;
+pub mod fair;
 pub mod human;
 pub mod ids;
 pub mod provider;
 pub mod retry;
 pub mod state;
 
-pub use breaker::{Breaker, BreakerConfig, BreakerState};
+pub use breaker::{Breaker, BreakerConfig, BreakerOp, BreakerState};
 pub use bucket::TokenBucket;
+pub use budget::{Budget, BudgetFeedback, MAX_BUDGET_DEPTH, MAX_DRY, ROOT_SCOPE};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use election::Leadership;
 pub use human::{human_bytes, human_duration};
 pub use ids::{JobId, LeaseToken, TaskId};
 pub use provider::{Adaptive, AdaptiveConfig, CallClass, CallGate, OpenGate, Permit, Refusal};

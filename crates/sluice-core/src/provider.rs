@@ -135,11 +135,14 @@ pub fn s3_error_code(body: &str) -> &str {
         .map_or("", |(code, _)| code.trim())
 }
 
-/// How a scope's effective rate moves.
+/// How a scope's effective rate moves (stored per budget; JSON fields `interval_secs`,
+/// `start_fraction`, `min_fraction`, `increase`, each optional).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdaptiveConfig {
     /// The unit of time of growth: slow start doubles once per interval, congestion avoidance
     /// adds `increase` of the configured rate once per interval.
+    #[serde(rename = "interval_secs", with = "secs_f64")]
     pub interval: Duration,
     /// Slow start begins at this fraction of the configured rate.
     pub start_fraction: f64,
@@ -156,6 +159,43 @@ impl Default for AdaptiveConfig {
             min_fraction: 0.02,
             increase: 0.05,
         }
+    }
+}
+
+impl AdaptiveConfig {
+    /// Checks the bounds: an interval from 10 ms to an hour, fractions in (0, 1].
+    pub fn validate(&self) -> Result<(), String> {
+        let secs = self.interval.as_secs_f64();
+        if !(0.01..=3600.0).contains(&secs) {
+            return Err(format!(
+                "ramp interval must be 0.01 to 3600 seconds, got {secs}"
+            ));
+        }
+        for (name, v) in [
+            ("start_fraction", self.start_fraction),
+            ("min_fraction", self.min_fraction),
+            ("increase", self.increase),
+        ] {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(format!("ramp {name} must be in (0, 1], got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A duration as fractional seconds in JSON.
+mod secs_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
     }
 }
 

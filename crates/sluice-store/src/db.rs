@@ -98,6 +98,10 @@ pub(crate) trait Db:
     + Reads<crate::rows::IntakeRow>
     + Reads<crate::rows::JobCountsRow>
     + Reads<crate::rows::Scalar>
+    + Reads<sluice_core::fair::OpenJob>
+    + Reads<crate::rows::Text>
+    + Reads<crate::model::Hold>
+    + Reads<crate::model::Event>
 {
     /// Appended to a `SELECT` whose rows the script will update.
     const FOR_UPDATE: &'static str;

@@ -6,6 +6,7 @@
 //! Every write of a running task is guarded by its lease token (fencing): a worker that lost
 //! its lease — rescued after expiry, cancelled — has its late writes rejected, never applied.
 
+mod backend;
 mod db;
 mod error;
 mod model;
@@ -191,31 +192,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Jobs that finished in `(after, until]`, oldest first (for time-to-answer).
     async fn job_finished(&self, p: JobFinishedParams) -> Result<Vec<FinishedJob>>;
 }
-
-/// Shared behaviour on top of the trait.
-#[async_trait]
-pub(crate) trait StoreExt: Store {
-    /// A lifted pause releases its backlog slowly (DESIGN.md invariant 5): the scope's budget,
-    /// or every budget for a global pause, restarts from slow start.
-    async fn slow_start_after_pause(&self, target: &PauseTarget, now: DateTime<Utc>) -> Result<()> {
-        match target {
-            PauseTarget::Scope(s) => {
-                self.budget_feedback(s, BudgetFeedback::SlowStart, now)
-                    .await
-            }
-            PauseTarget::All => {
-                for b in self.budget_list().await? {
-                    self.budget_feedback(&b.scope, BudgetFeedback::SlowStart, now)
-                        .await?;
-                }
-                Ok(())
-            }
-            PauseTarget::Owner(_) | PauseTarget::Job(_) => Ok(()),
-        }
-    }
-}
-
-impl<T: Store + ?Sized> StoreExt for T {}
 
 /// Opens the store a URL names: `postgres://…`/`postgresql://…` or `sqlite://PATH`
 /// (`sqlite::memory:` for a throwaway one), and applies migrations.

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sluice_core::state::JobCounts;
-use sluice_core::{EventKind, JobId, JobState, LeaseToken, TaskEvent, TaskId, TaskState};
+use sluice_core::{JobId, JobState, LeaseToken, TaskEvent, TaskId, TaskState};
 use std::time::Duration;
 
 /// Tasks per round trip when inserting a job's tasks.
@@ -442,47 +442,9 @@ pub(crate) fn validate_lake(p: &LakeInsertParams) -> crate::Result<()> {
     Ok(())
 }
 
-/// The root scope: the provider-wide budget.
-pub const ROOT_SCOPE: &str = "*";
-
-/// One scope's token bucket as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Budget {
-    pub scope: String,
-    /// `None` only for the root scope.
-    pub parent: Option<String>,
-    pub rate: f64,
-    pub burst: f64,
-    pub tokens: f64,
-    pub refilled_at: DateTime<Utc>,
-    /// The adaptive rate under `rate` after throttling or in slow start; `None`: full rate.
-    pub adaptive: Option<sluice_core::Adaptive>,
-    /// Set when a take came back short: until then claims prefer other scopes' tasks
-    /// (ADR 0007). In the past or `None`: not dry.
-    pub dry_until: Option<DateTime<Utc>>,
-}
-
-impl Budget {
-    /// The rate tokens accrue at now: `rate`, or less while cut back or ramping up.
-    pub fn effective_rate(&self, now: DateTime<Utc>) -> f64 {
-        match self.adaptive {
-            Some(mut a) => a.grow(self.rate, now, &sluice_core::AdaptiveConfig::default()),
-            None => self.rate,
-        }
-    }
-
-    /// Tokens in the bucket at `now`, refilled at the effective rate since the last write.
-    pub fn tokens_at(&self, now: DateTime<Utc>) -> f64 {
-        let mut t = sluice_core::TokenBucket::from_parts(
-            self.effective_rate(now),
-            self.burst,
-            self.tokens,
-            self.refilled_at,
-        );
-        t.refill(now);
-        t.tokens()
-    }
-}
+pub use sluice_core::budget::{
+    Budget, BudgetFeedback, MAX_BUDGET_DEPTH, MAX_DRY, ROOT_SCOPE, take_from_chain,
+};
 
 #[derive(Debug, Clone)]
 pub struct BudgetSetParams {
@@ -491,6 +453,8 @@ pub struct BudgetSetParams {
     pub parent: Option<String>,
     pub rate: f64,
     pub burst: f64,
+    /// How the scope's adaptive rate moves; `None` keeps what it has (the defaults at first).
+    pub ramp: Option<sluice_core::AdaptiveConfig>,
     pub now: DateTime<Utc>,
 }
 
@@ -506,16 +470,6 @@ pub struct BudgetTakeParams {
     pub now: DateTime<Utc>,
 }
 
-/// How the provider's answers move a scope's adaptive rate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BudgetFeedback {
-    /// Halve the effective rate (AIMD).
-    Throttled,
-    /// Restart from a fraction of the rate, doubling per interval (a breaker closed, a
-    /// pause lifted).
-    SlowStart,
-}
-
 pub(crate) fn validate_budget(p: &BudgetSetParams) -> crate::Result<()> {
     use crate::StoreError::Invalid;
     if p.scope.is_empty() || p.scope.len() > 200 {
@@ -528,6 +482,9 @@ pub(crate) fn validate_budget(p: &BudgetSetParams) -> crate::Result<()> {
             )));
         }
     }
+    if let Some(ramp) = &p.ramp {
+        ramp.validate().map_err(Invalid)?;
+    }
     if p.parent.as_deref() == Some(p.scope.as_str()) {
         return Err(Invalid(format!(
             "scope {:?} cannot be its own parent",
@@ -535,115 +492,6 @@ pub(crate) fn validate_budget(p: &BudgetSetParams) -> crate::Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Takes up to `n` tokens from a chain of buckets (a scope and its ancestors, all refilled to
-/// `now`): the grant is the smallest whole number of tokens every bucket has, and it is taken
-/// from every bucket. Returns the grant and the buckets after the take.
-pub(crate) fn take_from_chain(
-    chain: &[Budget],
-    n: u32,
-    hold: std::time::Duration,
-    now: DateTime<Utc>,
-) -> (u32, Vec<Budget>) {
-    let cfg = sluice_core::AdaptiveConfig::default();
-    let mut adaptive: Vec<Option<sluice_core::Adaptive>> =
-        chain.iter().map(|b| b.adaptive).collect();
-    let mut buckets: Vec<sluice_core::TokenBucket> = chain
-        .iter()
-        .zip(adaptive.iter_mut())
-        .map(|(b, a)| {
-            // Tokens accrued since the last refill at the rate in force: the adaptive rate
-            // as of now (growth is a function of time, so every taker sees the same).
-            let rate = match a {
-                Some(a) => a.grow(b.rate, now, &cfg),
-                None => b.rate,
-            };
-            if a.is_some_and(|a| a.settled(b.rate)) {
-                *a = None;
-            }
-            let mut t =
-                sluice_core::TokenBucket::from_parts(rate, b.burst, b.tokens, b.refilled_at);
-            t.refill(now);
-            t
-        })
-        .collect();
-    let headroom = |b: &Budget| (b.rate * hold.as_secs_f64()).min(b.burst - 1.0).max(0.0);
-    let grant = buckets
-        .iter()
-        .zip(chain)
-        .map(|(t, b)| (t.tokens() - headroom(b)).floor().max(0.0) as u64)
-        .min()
-        .unwrap_or(u64::from(n))
-        .min(u64::from(n)) as u32;
-    for t in &mut buckets {
-        let got = t.take_up_to(grant, now);
-        debug_assert_eq!(got, grant);
-    }
-    // A short grant marks every bucket that cannot grant one more token dry until it can;
-    // a full grant clears the marks (see `dry_until`).
-    let after = chain
-        .iter()
-        .zip(buckets)
-        .zip(adaptive)
-        .map(|((b, t), adaptive)| {
-            let need = headroom(b) + 1.0 - t.tokens();
-            Budget {
-                tokens: t.tokens(),
-                refilled_at: t.refilled_at(),
-                adaptive,
-                dry_until: (grant < n && need > 0.0).then(|| dry_until(need, t.rate(), now)),
-                ..b.clone()
-            }
-        })
-        .collect();
-    (grant, after)
-}
-
-/// The longest a scope is marked dry: past it claims try the scope again even if no taker
-/// has cleared the mark (a budget with rate 0, or takers that stopped asking).
-pub const MAX_DRY: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// When a bucket short of `need` tokens, refilling at `rate`, can grant again.
-fn dry_until(need: f64, rate: f64, now: DateTime<Utc>) -> DateTime<Utc> {
-    let secs = if rate > 0.0 {
-        (need / rate).min(MAX_DRY.as_secs_f64())
-    } else {
-        MAX_DRY.as_secs_f64()
-    };
-    now + chrono::Duration::microseconds((secs * 1e6).ceil() as i64)
-}
-
-/// Applies feedback to a budget's adaptive rate.
-pub(crate) fn budget_feedback(b: &mut Budget, f: BudgetFeedback, now: DateTime<Utc>) {
-    let cfg = sluice_core::AdaptiveConfig::default();
-    // Refill at the old rate up to now first, so the change applies from now on.
-    let mut a = b.adaptive;
-    let rate = match &mut a {
-        Some(a) => a.grow(b.rate, now, &cfg),
-        None => b.rate,
-    };
-    let mut t = sluice_core::TokenBucket::from_parts(rate, b.burst, b.tokens, b.refilled_at);
-    t.refill(now);
-    b.tokens = t.tokens();
-    b.refilled_at = t.refilled_at();
-    b.adaptive = Some(match (f, a) {
-        (BudgetFeedback::SlowStart, _) => sluice_core::Adaptive::slow_start(b.rate, now, &cfg),
-        (BudgetFeedback::Throttled, a) => {
-            let mut a = a.unwrap_or(sluice_core::Adaptive {
-                effective: b.rate,
-                ssthresh: b.rate,
-                adjusted_at: now,
-                cut_at: None,
-            });
-            a.on_throttle(b.rate, now, &cfg);
-            a
-        }
-    });
-    if f == BudgetFeedback::SlowStart {
-        // A ramp starts from a low rate: a full bucket would release a burst at once.
-        b.tokens = b.tokens.min((rate * 0.1).max(1.0));
-    }
 }
 
 /// A scope's circuit breaker as stored.
@@ -654,21 +502,7 @@ pub struct BreakerRow {
     pub updated_at: DateTime<Utc>,
 }
 
-/// What happens to a breaker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BreakerOp {
-    /// May a call go now? (open → half-open when the cooldown is over; one probe at a time)
-    Admit,
-    Success,
-    Throttled,
-    Frozen,
-    /// The probe got no answer: another may go now.
-    ProbeLost,
-    /// An operator closes it (journaled with who).
-    Reset {
-        by: String,
-    },
-}
+pub use sluice_core::BreakerOp;
 
 #[derive(Debug, Clone)]
 pub struct BreakerUpdateParams {
@@ -685,79 +519,6 @@ pub struct BreakerUpdate {
     pub admission: sluice_core::breaker::Admission,
     /// The state before, when it changed.
     pub changed_from: Option<sluice_core::BreakerState>,
-}
-
-/// Applies an op to a breaker (pure; the backends load, call this, store and journal).
-pub(crate) fn breaker_apply(
-    b: &mut sluice_core::Breaker,
-    op: &BreakerOp,
-    cfg: &sluice_core::BreakerConfig,
-    now: DateTime<Utc>,
-) -> sluice_core::breaker::Admission {
-    use sluice_core::breaker::Admission;
-    match op {
-        BreakerOp::Admit => return b.admit(now, cfg),
-        BreakerOp::Success => b.on_success(now),
-        BreakerOp::Throttled => b.on_throttle(now, cfg),
-        BreakerOp::Frozen => b.on_frozen(now, cfg),
-        BreakerOp::ProbeLost => b.on_probe_lost(now),
-        BreakerOp::Reset { .. } => *b = sluice_core::Breaker::closed(now),
-    }
-    Admission::Allowed
-}
-
-/// Until when a breaker holds its scope's tasks back from claims.
-pub(crate) fn breaker_hold_until(
-    b: &sluice_core::Breaker,
-    cfg: &sluice_core::BreakerConfig,
-) -> Option<DateTime<Utc>> {
-    use sluice_core::BreakerState::*;
-    match b.state {
-        Closed => None,
-        Open => b.probe_after,
-        HalfOpen => b.probe_started_at.map(|s| {
-            s + chrono::Duration::from_std(cfg.probe_timeout).unwrap_or(chrono::Duration::MAX)
-        }),
-    }
-}
-
-/// The journal kind of a breaker op that changed or reported something.
-pub(crate) fn breaker_event(
-    op: &BreakerOp,
-    from: sluice_core::BreakerState,
-    to: sluice_core::BreakerState,
-) -> Option<EventKind> {
-    use sluice_core::BreakerState::*;
-    match (op, from, to) {
-        (BreakerOp::Reset { .. }, _, _) => Some(EventKind::BreakerReset),
-        (_, a, b) if a == b => match op {
-            BreakerOp::Throttled => Some(EventKind::ProviderThrottled),
-            BreakerOp::Frozen => Some(EventKind::ProviderFrozen),
-            _ => None,
-        },
-        (BreakerOp::ProbeLost, _, _) => Some(EventKind::BreakerProbeLost),
-        (_, _, Open) => Some(EventKind::BreakerOpened),
-        (_, _, HalfOpen) => Some(EventKind::BreakerHalfOpen),
-        (_, _, Closed) => Some(EventKind::BreakerClosed),
-    }
-}
-
-/// What a breaker op does to its scope's budget: a close (or a reset) starts it slow, a
-/// throttle halves it.
-pub(crate) fn breaker_budget_feedback(
-    op: &BreakerOp,
-    from: sluice_core::BreakerState,
-    to: sluice_core::BreakerState,
-) -> Option<BudgetFeedback> {
-    let closing = to == sluice_core::BreakerState::Closed
-        && (from != to || matches!(op, BreakerOp::Reset { .. }));
-    if closing {
-        Some(BudgetFeedback::SlowStart)
-    } else if *op == BreakerOp::Throttled {
-        Some(BudgetFeedback::Throttled)
-    } else {
-        None
-    }
 }
 
 /// What an operator pauses.
@@ -798,6 +559,68 @@ impl PauseTarget {
             _ => None,
         }
     }
+}
+
+impl PauseTarget {
+    /// Whether this pause holds back job `job` of `owner`, whose pending tasks are in `scopes`.
+    pub fn holds(&self, job: JobId, owner: &str, scopes: &[String]) -> bool {
+        match self {
+            PauseTarget::All => true,
+            PauseTarget::Owner(o) => o == owner,
+            PauseTarget::Job(j) => *j == job,
+            PauseTarget::Scope(s) => scopes.contains(s),
+        }
+    }
+}
+
+/// What holds tasks back from claims: typed, each kind read from its own table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// An operator's pause.
+    Pause(PauseTarget),
+    /// The scope's breaker is open or probing.
+    Breaker(String),
+    /// The scope's budget, or an ancestor's, is dry: its tasks are claimed last (ADR 0007).
+    Dry(String),
+}
+
+/// What one claim pass leaves alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClaimSkip {
+    pub scopes: Vec<String>,
+    pub owners: Vec<String>,
+    pub jobs: Vec<i64>,
+}
+
+/// How a claim runs: what every pass skips, and the dry scopes, whose tasks a first pass
+/// leaves for a second.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ClaimPlan {
+    pub skip: ClaimSkip,
+    pub dry: Vec<String>,
+}
+
+/// The claim under `holds`: `None` when everything is paused. Under a dry root every scope
+/// is dry: nothing to prefer then.
+pub(crate) fn claim_plan(holds: Vec<Hold>, skip_owners: &[String]) -> Option<ClaimPlan> {
+    let mut skip = ClaimSkip {
+        owners: skip_owners.to_vec(),
+        ..ClaimSkip::default()
+    };
+    let mut dry = Vec::new();
+    for h in holds {
+        match h {
+            Hold::Pause(PauseTarget::All) => return None,
+            Hold::Pause(PauseTarget::Scope(s)) | Hold::Breaker(s) => skip.scopes.push(s),
+            Hold::Pause(PauseTarget::Owner(o)) => skip.owners.push(o),
+            Hold::Pause(PauseTarget::Job(j)) => skip.jobs.push(j.0),
+            Hold::Dry(s) => dry.push(s),
+        }
+    }
+    if dry.iter().any(|s| s == ROOT_SCOPE) {
+        dry.clear();
+    }
+    Some(ClaimPlan { skip, dry })
 }
 
 impl std::fmt::Display for PauseTarget {
@@ -890,84 +713,13 @@ pub struct LeaderElectParams {
     pub now: DateTime<Utc>,
 }
 
-/// Who holds a role's lease after an election round.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Leadership {
-    pub name: String,
-    pub holder: String,
-    /// +1 at every change of holder: a fencing number for the leader's work.
-    pub term: i64,
-    pub expires_at: DateTime<Utc>,
-    pub elected_at: DateTime<Utc>,
-}
-
-impl Leadership {
-    pub fn is(&self, holder: &str) -> bool {
-        self.holder == holder
-    }
-}
+pub use sluice_core::Leadership;
 
 /// The leader's fairness pass: re-stride the open jobs of every owner whose number of open jobs
 /// (at a priority) no longer matches their strides (ADR 0006).
 #[derive(Debug, Clone)]
 pub struct JobRebalanceParams {
     pub now: DateTime<Utc>,
-}
-
-/// The tag layout of one open job of an owner at a priority: `offset` is its place among the
-/// owner's open jobs (by id), `stride` their number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct JobStride {
-    pub job: i64,
-    pub priority: i16,
-    pub stride: i64,
-    pub offset: i64,
-}
-
-/// Which jobs need new tags: every open job of an owner and priority whose strides disagree
-/// with the owner's number of open jobs there. `open` is (job, owner, priority, stride) of the
-/// open jobs, ordered by (owner, priority, id).
-pub(crate) fn restrides(open: &[(i64, String, i16, i64)]) -> Vec<JobStride> {
-    let mut out = Vec::new();
-    for group in open.chunk_by(|a, b| a.1 == b.1 && a.2 == b.2) {
-        let k = group.len() as i64;
-        if group.iter().all(|j| j.3 == k) {
-            continue;
-        }
-        out.extend(group.iter().enumerate().map(|(i, j)| JobStride {
-            job: j.0,
-            priority: j.2,
-            stride: k,
-            offset: i as i64,
-        }));
-    }
-    out
-}
-
-/// One election round on the current lease (shared by both backends): the holder renews (same
-/// term), anyone takes an expired lease (next term), otherwise nothing changes (`None`).
-pub(crate) fn elect(
-    cur: &Leadership,
-    holder: &str,
-    now: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-) -> Option<Leadership> {
-    if cur.holder == holder {
-        Some(Leadership {
-            expires_at,
-            ..cur.clone()
-        })
-    } else if cur.expires_at <= now {
-        Some(Leadership {
-            name: cur.name.clone(),
-            holder: holder.to_string(),
-            term: cur.term + 1,
-            expires_at,
-            elected_at: now,
-        })
-    } else {
-        None
-    }
 }
 
 /// The open backlog of one priority, from the jobs' counters (no scan of tasks).
@@ -1129,4 +881,69 @@ pub struct JobListParams {
     /// Jobs with a smaller id than this (the cursor of the previous page).
     pub before: Option<JobId>,
     pub limit: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(s: &str) -> Hold {
+        Hold::Pause(PauseTarget::Scope(s.into()))
+    }
+
+    #[test]
+    fn claim_plan_sorts_holds_into_what_a_pass_skips() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let plan = |skip, dry| Some(ClaimPlan { skip, dry });
+        let cases: Vec<(Vec<Hold>, Option<ClaimPlan>)> = vec![
+            (vec![], plan(ClaimSkip::default(), vec![])),
+            (vec![scope("a"), Hold::Pause(PauseTarget::All)], None),
+            (
+                vec![
+                    scope("a"),
+                    Hold::Breaker("b".into()),
+                    Hold::Pause(PauseTarget::Owner("eve".into())),
+                    Hold::Pause(PauseTarget::Job(JobId(7))),
+                    Hold::Dry("c".into()),
+                ],
+                plan(
+                    ClaimSkip {
+                        scopes: s(&["a", "b"]),
+                        owners: s(&["bob", "eve"]),
+                        jobs: vec![7],
+                    },
+                    s(&["c"]),
+                ),
+            ),
+            // Under a dry root every scope is dry: nothing to prefer.
+            (
+                vec![Hold::Dry("c".into()), Hold::Dry(ROOT_SCOPE.into())],
+                plan(ClaimSkip::default(), vec![]),
+            ),
+        ];
+        for (holds, want) in cases {
+            let skip_owners = match &want {
+                Some(p) if p.skip.owners.first().map(String::as_str) == Some("bob") => s(&["bob"]),
+                _ => vec![],
+            };
+            assert_eq!(claim_plan(holds.clone(), &skip_owners), want, "{holds:?}");
+        }
+    }
+
+    #[test]
+    fn a_pause_holds_its_target_only() {
+        let scopes = vec!["aws:1".to_string()];
+        let cases = [
+            (PauseTarget::All, true),
+            (PauseTarget::Owner("alice".into()), true),
+            (PauseTarget::Owner("bob".into()), false),
+            (PauseTarget::Job(JobId(3)), true),
+            (PauseTarget::Job(JobId(4)), false),
+            (PauseTarget::Scope("aws:1".into()), true),
+            (PauseTarget::Scope("aws:2".into()), false),
+        ];
+        for (t, want) in cases {
+            assert_eq!(t.holds(JobId(3), "alice", &scopes), want, "{t}");
+        }
+    }
 }

@@ -2,32 +2,30 @@
 //! Claims use `FOR UPDATE SKIP LOCKED`; each hot-path call is one statement (data-modifying
 //! CTEs write the journal in the same round trip); job rows are locked in id order.
 
+use crate::backend::{Backend, SqlStore, in_tx};
 use crate::error::{Result, StoreError, from_sqlx};
 use crate::model::*;
 use crate::rows::{
-    ClaimRow, IntakeRow, adaptive_json, intake_hold, job_cols, lease_end, read, state,
+    ClaimRow, IntakeRow, adaptive_json, budget_cols, intake_hold, job_cols, lease_end, read, state,
 };
 use crate::scripts;
-use crate::{Store, StoreExt};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sluice_core::{EventKind, JobEvent, JobId, JobState, TaskEvent, TaskId, TaskState};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Connection, Executor, PgConnection, Postgres, Row, Transaction};
+use sqlx::{Connection, Executor, PgConnection, Postgres, Row};
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
-/// Times a transaction that lost a race (deadlock, serialization failure) is run again.
-const RACE_RETRIES: usize = 5;
-
 /// The channel a job submission notifies; idle workers listen on it.
 const TASKS_CHANNEL: &str = "sluice_tasks";
 
+/// The Postgres backend; the store is [`PgStore`].
 #[derive(Debug, Clone)]
-pub struct PgStore {
+pub struct PgBackend {
     pool: PgPool,
     /// Woken by NOTIFYs on [`TASKS_CHANNEL`]; the listener starts with the first waiter.
     wake: std::sync::Arc<tokio::sync::Notify>,
@@ -42,104 +40,7 @@ fn is_schema_name(s: &str) -> bool {
         && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
-impl PgStore {
-    /// A connection of the pool, for a statement outside a transaction.
-    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Postgres>> {
-        self.pool.acquire().await.map_err(from_sqlx)
-    }
-
-    /// Claims up to `limit` pending tasks in release order, skipping the given scopes, owners
-    /// and jobs.
-    async fn claim_rows(
-        &self,
-        p: &TaskClaimParams,
-        limit: u32,
-        expires: DateTime<Utc>,
-        scopes: &[String],
-        owners: &[String],
-        jobs: &[i64],
-    ) -> Result<Vec<ClaimedTask>> {
-        let rows = sqlx::query(
-            "WITH c AS ( \
-                SELECT id FROM tasks WHERE state = 'pending' AND run_after <= $1 \
-                  AND scope <> ALL ($5::text[]) AND owner <> ALL ($6::text[]) AND job_id <> ALL ($7::bigint[]) \
-                ORDER BY priority DESC, seq, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
-             t AS ( \
-                UPDATE tasks SET state = 'running', lease_owner = $3, \
-                    lease_token = tasks.lease_token + 1, lease_expires_at = $4, updated_at = $1 \
-                FROM c WHERE tasks.id = c.id \
-                RETURNING tasks.id, tasks.job_id, tasks.owner, tasks.lake, tasks.scope, tasks.attempt, \
-                    tasks.max_attempts, tasks.crashes, tasks.lease_token, tasks.priority, tasks.seq), \
-             ev AS ( \
-                INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
-                SELECT $1, job_id, id, scope, $8::text, \
-                    jsonb_build_object('worker', $3::text, 'token', lease_token, 'attempt', attempt) \
-                FROM t), \
-             js AS ( \
-                UPDATE jobs SET state = 'running', started_at = $1 \
-                WHERE id IN (SELECT DISTINCT job_id FROM t) AND state = 'queued' RETURNING id), \
-             jev AS ( \
-                INSERT INTO events (at, job_id, kind) SELECT $1, id, $9::text FROM js) \
-             SELECT id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token FROM t \
-             ORDER BY priority DESC, seq, id",
-        )
-        .bind(p.now)
-        .bind(i64::from(limit))
-        .bind(&p.worker)
-        .bind(expires)
-        .bind(scopes)
-        .bind(owners)
-        .bind(jobs)
-        .bind(EventKind::TaskClaimed.as_str())
-        .bind(EventKind::JobStarted.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        rows.iter()
-            .map(|r| Ok(read::<ClaimRow, _>(r)?.leased_until(expires)))
-            .collect()
-    }
-
-    pub async fn connect(url: &str, opts: ConnectOptions) -> Result<Self> {
-        let mut o = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Invalid(format!("bad postgres url: {e}")))?;
-        o = o.application_name(opts.application_name.as_deref().unwrap_or("sluice"));
-        if let Some(schema) = &opts.schema {
-            if !is_schema_name(schema) {
-                return Err(StoreError::Invalid(format!(
-                    "schema name {schema:?} must match [a-z_][a-z0-9_]{{0,62}}"
-                )));
-            }
-            let mut c = PgConnection::connect_with(&o).await.map_err(from_sqlx)?;
-            c.execute(sqlx::AssertSqlSafe(format!(
-                "CREATE SCHEMA IF NOT EXISTS {schema}"
-            )))
-            .await
-            .map_err(from_sqlx)?;
-            c.close().await.map_err(from_sqlx)?;
-            o = o.options([("search_path", schema.as_str())]);
-        }
-        let pool = PgPoolOptions::new()
-            .max_connections(if opts.max_connections == 0 {
-                10
-            } else {
-                opts.max_connections
-            })
-            .acquire_timeout(opts.connect_timeout.unwrap_or(Duration::from_secs(10)))
-            .connect_with(o)
-            .await
-            .map_err(from_sqlx)?;
-        Ok(PgStore {
-            pool,
-            wake: std::sync::Arc::default(),
-            listening: std::sync::Arc::default(),
-        })
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
+impl PgBackend {
     /// Starts (once) the background listener that turns NOTIFYs into wake-ups. It reconnects
     /// by itself; while it is down, waiters simply time out and poll.
     fn ensure_listener(&self) {
@@ -182,46 +83,62 @@ impl PgStore {
     }
 }
 
+/// The production store: many processes on many machines share it.
+pub type PgStore = SqlStore<PgBackend>;
+
+impl PgStore {
+    pub async fn connect(url: &str, opts: ConnectOptions) -> Result<Self> {
+        let mut o = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Invalid(format!("bad postgres url: {e}")))?;
+        o = o.application_name(opts.application_name.as_deref().unwrap_or("sluice"));
+        if let Some(schema) = &opts.schema {
+            if !is_schema_name(schema) {
+                return Err(StoreError::Invalid(format!(
+                    "schema name {schema:?} must match [a-z_][a-z0-9_]{{0,62}}"
+                )));
+            }
+            let mut c = PgConnection::connect_with(&o).await.map_err(from_sqlx)?;
+            c.execute(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
+            )))
+            .await
+            .map_err(from_sqlx)?;
+            c.close().await.map_err(from_sqlx)?;
+            o = o.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(if opts.max_connections == 0 {
+                10
+            } else {
+                opts.max_connections
+            })
+            .acquire_timeout(opts.connect_timeout.unwrap_or(Duration::from_secs(10)))
+            .connect_with(o)
+            .await
+            .map_err(from_sqlx)?;
+        Ok(SqlStore(PgBackend {
+            pool,
+            wake: std::sync::Arc::default(),
+            listening: std::sync::Arc::default(),
+        }))
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.0.pool
+    }
+}
+
 /// The virtual time of priority `$1` (ADR 0006): the newest tag running, else the oldest tag
 /// pending, else 0. New jobs start their tags here.
 const VTIME: &str = "SELECT COALESCE((SELECT max(seq) FROM tasks WHERE state = 'running' AND priority = $1), \
      (SELECT min(seq) FROM tasks WHERE state = 'pending' AND priority = $1), 0)::bigint";
 
-/// Runs `$body` (an expression using a fresh transaction `$tx`) again when it lost a race.
-macro_rules! retry_races {
-    ($self:ident, |$tx:ident| $body:expr) => {{
-        let mut tries = 0;
-        loop {
-            let mut $tx = $self.pool.begin().await.map_err(from_sqlx)?;
-            let r = $body;
-            let r = match r {
-                Ok(v) => $tx.commit().await.map_err(from_sqlx).map(|_| v),
-                Err(e) => Err(e),
-            };
-            match r {
-                Err(StoreError::Unavailable(e)) if tries < RACE_RETRIES && is_race(&e) => {
-                    tries += 1;
-                    tracing::debug!(error = %e, tries, "transaction lost a race, running it again");
-                }
-                other => break other,
-            }
-        }
-    }};
-}
-
-fn is_race(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40001" | "40P01")),
-        _ => false,
-    }
-}
-
 /// The scopes charged for a call of `scope`: itself if it has a budget, then its ancestors up
 /// to the root (a scope without a budget is charged to the root alone).
-async fn budget_chain(tx: &mut Transaction<'static, Postgres>, scope: &str) -> Result<Vec<String>> {
+async fn budget_chain(tx: &mut PgConnection, scope: &str) -> Result<Vec<String>> {
     let start: Option<String> = sqlx::query_scalar("SELECT scope FROM budgets WHERE scope = $1")
         .bind(scope)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(from_sqlx)?;
     let start = start.unwrap_or_else(|| ROOT_SCOPE.to_string());
@@ -230,20 +147,31 @@ async fn budget_chain(tx: &mut Transaction<'static, Postgres>, scope: &str) -> R
              SELECT scope, parent, 0 AS depth FROM budgets WHERE scope = $1 \
              UNION ALL \
              SELECT b.scope, b.parent, c.depth + 1 FROM budgets b JOIN chain c ON b.scope = c.parent \
-             WHERE c.depth < 32) \
+             WHERE c.depth < $2) \
          SELECT scope FROM chain ORDER BY depth",
     )
     .bind(&start)
-    .fetch_all(&mut **tx)
+    .bind(MAX_BUDGET_DEPTH as i32)
+    .fetch_all(&mut *tx)
     .await
     .map_err(from_sqlx)?;
     Ok(chain)
 }
 
 #[async_trait]
-impl Store for PgStore {
-    fn backend(&self) -> &'static str {
-        "postgres"
+impl Backend for PgBackend {
+    type D = Postgres;
+    const NAME: &'static str = "postgres";
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn is_race(e: &sqlx::Error) -> bool {
+        match e {
+            sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40001" | "40P01")),
+            _ => false,
+        }
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -267,8 +195,7 @@ impl Store for PgStore {
     }
 
     async fn job_insert(&self, p: JobInsertParams) -> Result<JobInserted> {
-        validate_job(&p)?;
-        retry_races!(self, |tx| {
+        in_tx!(self, |tx| {
             async {
                 // The job's tags (ADR 0006): its owner's open jobs at this priority share one
                 // stream, and the job starts at the priority's current virtual time.
@@ -397,148 +324,55 @@ impl Store for PgStore {
         })
     }
 
-    async fn job_get(&self, id: JobId) -> Result<Job> {
-        scripts::job_get::<Postgres>(&mut *self.conn().await?, id).await
-    }
-
-    async fn job_list(&self, p: JobListParams) -> Result<Vec<Job>> {
-        scripts::job_list::<Postgres>(&mut *self.conn().await?, &p).await
-    }
-
-    async fn token_insert(&self, p: TokenInsertParams) -> Result<ApiToken> {
-        scripts::token_insert::<Postgres>(&mut *self.conn().await?, &p).await
-    }
-
-    async fn token_find(&self, hash: &str) -> Result<ApiToken> {
-        scripts::token_find::<Postgres>(&mut *self.conn().await?, hash).await
-    }
-
-    async fn token_list(&self) -> Result<Vec<ApiToken>> {
-        scripts::token_list::<Postgres>(&mut *self.conn().await?).await
-    }
-
-    async fn token_revoke(&self, id: i64, now: DateTime<Utc>) -> Result<ApiToken> {
-        scripts::token_revoke::<Postgres>(&mut *self.conn().await?, id, now).await
-    }
-
-    async fn job_cancel(&self, p: JobCancelParams) -> Result<Job> {
-        retry_races!(self, |tx| {
-            async {
-                let s: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
-                    .bind(p.id.0)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(from_sqlx)?;
-                let s = s.ok_or_else(|| StoreError::NotFound(format!("job {}", p.id)))?;
-                let before = state(&s, JobState::parse)?;
-                let next = before.apply(JobEvent::Cancel).map_err(|_| {
-                    StoreError::Conflict(format!("job {} is already {before}", p.id))
-                })?;
-                // Tasks first, then the job row: the lock order of every other transaction.
-                let cancelled: i64 = sqlx::query_scalar(
-                    "WITH t AS (UPDATE tasks SET state = 'cancelled', lease_owner = NULL, \
-                         lease_expires_at = NULL, updated_at = $2 \
-                       WHERE job_id = $1 AND state IN ('pending', 'running') RETURNING id, scope), \
-                     ev AS (INSERT INTO events (at, job_id, task_id, scope, kind) \
-                       SELECT $2, $1, id, scope, $3::text FROM t) \
-                     SELECT count(*) FROM t",
-                )
-                .bind(p.id.0)
-                .bind(p.now)
-                .bind(EventKind::TaskCancelled.as_str())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-                let row = sqlx::query(concat!("WITH j AS (UPDATE jobs SET state = $2, lakes_cancelled = lakes_cancelled + $3, \
-                         finished_at = $4, error = $5 \
-                       WHERE id = $1 AND state IN ('queued', 'running') RETURNING ", job_cols!(), "), \
-                     ev AS (INSERT INTO events (at, job_id, kind, detail) \
-                       SELECT $4, id, $8::text, jsonb_build_object('by', $6::text, \
-                           'reason', $7::text, 'tasks_cancelled', $3) FROM j) \
-                     SELECT ", job_cols!(), " FROM j"))
-                .bind(p.id.0)
-                .bind(next.as_str())
-                .bind(cancelled)
-                .bind(p.now)
-                .bind(format!("cancelled by {}{}", p.by, p.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()))
-                .bind(&p.by)
-                .bind(&p.reason)
-                .bind(EventKind::JobCancelled.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(from_sqlx)?
-                .ok_or_else(|| StoreError::Conflict(format!("job {} finished meanwhile", p.id)))?;
-                read::<Job, _>(&row)
-            }
-            .await
-        })
-    }
-
-    async fn task_claim(&self, p: TaskClaimParams) -> Result<Vec<ClaimedTask>> {
-        if p.limit == 0 {
-            return Ok(Vec::new());
-        }
-        let expires = lease_end(p.now, p.lease)?;
-        // The pauses in force are read first and passed as arrays: a per-row lookup of the
-        // pauses table in the claim (NOT EXISTS, or a joined aggregate) cost 15-50 % of the
-        // claim's time in the queue benchmark. A pause set between the two statements takes
-        // effect at the next claim, as documented.
-        // Scopes whose breaker is open (or probing) are held back like paused scopes. Scopes
-        // whose budget (or an ancestor's) is dry are released last: only when nothing else
-        // is runnable (`dry:` rows).
-        let targets: Vec<String> = sqlx::query_scalar(
-            "WITH RECURSIVE dry(scope) AS ( \
-                 SELECT scope FROM budgets WHERE dry_until > $1 \
-                 UNION SELECT b.scope FROM budgets b JOIN dry ON b.parent = dry.scope) \
-             SELECT target FROM pauses \
-             UNION ALL SELECT 'scope:' || scope FROM breakers WHERE hold_until > $1 \
-             UNION ALL SELECT 'dry:' || scope FROM dry",
+    async fn claim_rows(
+        &self,
+        p: &TaskClaimParams,
+        limit: u32,
+        expires: DateTime<Utc>,
+        skip: &ClaimSkip,
+    ) -> Result<Vec<ClaimedTask>> {
+        let rows = sqlx::query(
+            "WITH c AS ( \
+                SELECT id FROM tasks WHERE state = 'pending' AND run_after <= $1 \
+                  AND scope <> ALL ($5::text[]) AND owner <> ALL ($6::text[]) AND job_id <> ALL ($7::bigint[]) \
+                ORDER BY priority DESC, seq, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             t AS ( \
+                UPDATE tasks SET state = 'running', lease_owner = $3, \
+                    lease_token = tasks.lease_token + 1, lease_expires_at = $4, updated_at = $1 \
+                FROM c WHERE tasks.id = c.id \
+                RETURNING tasks.id, tasks.job_id, tasks.owner, tasks.lake, tasks.scope, tasks.attempt, \
+                    tasks.max_attempts, tasks.crashes, tasks.lease_token, tasks.priority, tasks.seq), \
+             ev AS ( \
+                INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
+                SELECT $1, job_id, id, scope, $8::text, \
+                    jsonb_build_object('worker', $3::text, 'token', lease_token, 'attempt', attempt) \
+                FROM t), \
+             js AS ( \
+                UPDATE jobs SET state = 'running', started_at = $1 \
+                WHERE id IN (SELECT DISTINCT job_id FROM t) AND state = 'queued' RETURNING id), \
+             jev AS ( \
+                INSERT INTO events (at, job_id, kind) SELECT $1, id, $9::text FROM js) \
+             SELECT id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token FROM t \
+             ORDER BY priority DESC, seq, id",
         )
         .bind(p.now)
+        .bind(i64::from(limit))
+        .bind(&p.worker)
+        .bind(expires)
+        .bind(&skip.scopes)
+        .bind(&skip.owners)
+        .bind(&skip.jobs)
+        .bind(EventKind::TaskClaimed.as_str())
+        .bind(EventKind::JobStarted.as_str())
         .fetch_all(&self.pool)
         .await
         .map_err(from_sqlx)?;
-        let (mut scopes, mut owners, mut jobs, mut dry) =
-            (Vec::new(), p.skip_owners.clone(), Vec::new(), Vec::new());
-        for t in &targets {
-            if let Some(scope) = t.strip_prefix("dry:") {
-                dry.push(scope.to_string());
-            }
-        }
-        for t in targets.iter().filter_map(|t| PauseTarget::parse(t)) {
-            match t {
-                PauseTarget::All => return Ok(Vec::new()),
-                PauseTarget::Scope(s) => scopes.push(s),
-                PauseTarget::Owner(o) => owners.push(o),
-                PauseTarget::Job(j) => jobs.push(j.0),
-            }
-        }
-        // Every scope under the root goes dry with it: nothing to prefer then.
-        if dry.iter().any(|s| s == ROOT_SCOPE) {
-            dry.clear();
-        }
-        let mut claimed = Vec::new();
-        if !dry.is_empty() {
-            let mut wet = scopes.clone();
-            wet.extend(dry);
-            claimed = self
-                .claim_rows(&p, p.limit, expires, &wet, &owners, &jobs)
-                .await?;
-        }
-        let left = p.limit - claimed.len() as u32;
-        if left > 0 {
-            claimed.extend(
-                self.claim_rows(&p, left, expires, &scopes, &owners, &jobs)
-                    .await?,
-            );
-        }
-        Ok(claimed)
+        rows.iter()
+            .map(|r| Ok(read::<ClaimRow, _>(r)?.leased_until(expires)))
+            .collect()
     }
 
     async fn task_heartbeat(&self, p: TaskHeartbeatParams) -> Result<Vec<Lease>> {
-        if p.leases.is_empty() {
-            return Ok(Vec::new());
-        }
         let expires = lease_end(p.now, p.lease)?;
         let ids: Vec<i64> = p.leases.iter().map(|l| l.task_id.0).collect();
         let tokens: Vec<i64> = p.leases.iter().map(|l| l.token.0).collect();
@@ -562,9 +396,6 @@ impl Store for PgStore {
     }
 
     async fn task_finish(&self, p: TaskFinishParams) -> Result<FinishReport> {
-        if p.finishes.is_empty() {
-            return Ok(FinishReport::default());
-        }
         let n = p.finishes.len();
         let (mut ids, mut tokens, mut states, mut spent, mut run_after) = (
             Vec::with_capacity(n),
@@ -599,7 +430,7 @@ impl Store for PgStore {
             kinds.push(f.outcome.event().journal_kind().as_str());
             crashes.push(f.outcome.crashes());
         }
-        retry_races!(self, |tx| {
+        in_tx!(self, |tx| {
             async {
                 let applied = sqlx::query(
                     "WITH u AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[], \
@@ -645,7 +476,7 @@ impl Store for PgStore {
                         .add(state(&s, TaskState::parse)?, r.try_get("rows_found").map_err(from_sqlx)?);
                     done.insert(id);
                 }
-                scripts::jobs_apply::<Postgres>(&mut tx, &deltas, p.now).await?;
+                scripts::jobs_apply::<Postgres>(&mut *tx, &deltas, p.now).await?;
                 let (applied, rejected) = p.finishes.iter().map(|f| f.lease.task_id).partition(|id| done.contains(&id.0));
                 Ok(FinishReport { applied, rejected })
             }
@@ -685,7 +516,7 @@ impl Store for PgStore {
     }
 
     async fn task_rescue_expired(&self, p: TaskRescueParams) -> Result<Vec<RescuedTask>> {
-        retry_races!(self, |tx| {
+        in_tx!(self, |tx| {
             async {
                 let cands = sqlx::query(
                     "SELECT id, lease_token, attempt, max_attempts, crashes FROM tasks \
@@ -744,7 +575,7 @@ impl Store for PgStore {
                     deltas.entry(job_id).or_default().add(st, None);
                     out.push(RescuedTask { id: TaskId(r.try_get("id").map_err(from_sqlx)?), job_id: JobId(job_id), state: st });
                 }
-                scripts::jobs_apply::<Postgres>(&mut tx, &deltas, p.now).await?;
+                scripts::jobs_apply::<Postgres>(&mut *tx, &deltas, p.now).await?;
                 Ok(out)
             }
             .await
@@ -756,85 +587,17 @@ impl Store for PgStore {
         let _ = tokio::time::timeout(timeout, self.wake.notified()).await;
     }
 
-    async fn task_get(&self, id: TaskId) -> Result<Task> {
-        scripts::task_get::<Postgres>(&mut *self.conn().await?, id).await
-    }
-
-    async fn task_list(&self, p: TaskListParams) -> Result<Vec<Task>> {
-        scripts::task_list::<Postgres>(&mut *self.conn().await?, &p).await
-    }
-
-    async fn lake_insert(&self, p: LakeInsertParams) -> Result<Lake> {
-        scripts::lake_insert::<Postgres>(&mut *self.conn().await?, &p).await
-    }
-
-    async fn lake_list(&self) -> Result<Vec<Lake>> {
-        scripts::lake_list::<Postgres>(&mut *self.conn().await?).await
-    }
-
-    async fn lake_get(&self, name: &str) -> Result<Lake> {
-        scripts::lake_get::<Postgres>(&mut *self.conn().await?, name).await
-    }
-
-    async fn lake_remove(&self, name: &str) -> Result<()> {
-        scripts::lake_remove::<Postgres>(&mut *self.conn().await?, name).await
-    }
-
-    async fn budget_set(&self, p: BudgetSetParams) -> Result<Budget> {
-        validate_budget(&p)?;
-        let parent = (p.scope != ROOT_SCOPE)
-            .then(|| p.parent.clone().unwrap_or_else(|| ROOT_SCOPE.to_string()));
-        retry_races!(self, |tx| {
-            async {
-                if let Some(parent) = &parent {
-                    let chain = budget_chain(&mut tx, parent).await?;
-                    if chain.first() != Some(parent) {
-                        return Err(StoreError::Invalid(format!("parent scope {parent:?} has no budget: set it first")));
-                    }
-                    if chain.contains(&p.scope) {
-                        return Err(StoreError::Invalid(format!("{:?} under {parent:?} would make a cycle", p.scope)));
-                    }
-                }
-                let row = sqlx::query(
-                    "INSERT INTO budgets (scope, parent, rate, burst, tokens, refilled_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $4, $5, $5) \
-                     ON CONFLICT (scope) DO UPDATE SET parent = EXCLUDED.parent, rate = EXCLUDED.rate, \
-                         burst = EXCLUDED.burst, tokens = LEAST(budgets.tokens, EXCLUDED.burst), \
-                         updated_at = EXCLUDED.updated_at, dry_until = NULL \
-                     RETURNING scope, parent, rate, burst, tokens, refilled_at, adaptive, dry_until",
-                )
-                .bind(&p.scope)
-                .bind(&parent)
-                .bind(p.rate)
-                .bind(p.burst)
-                .bind(p.now)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-                read::<Budget, _>(&row)
-            }
-            .await
-        })
-    }
-
-    async fn budget_list(&self) -> Result<Vec<Budget>> {
-        scripts::budget_list::<Postgres>(&mut *self.conn().await?).await
-    }
-
     async fn budget_take(&self, p: BudgetTakeParams) -> Result<u32> {
-        if p.n == 0 {
-            return Ok(0);
-        }
-        retry_races!(self, |tx| {
+        in_tx!(self, |tx| {
             async {
-                let chain = budget_chain(&mut tx, &p.scope).await?;
+                let chain = budget_chain(&mut *tx, &p.scope).await?;
                 if chain.is_empty() {
                     return Ok(p.n); // no budget anywhere: unlimited
                 }
                 // Lock in scope order, the order every taker uses.
                 let rows = sqlx::query(
-                    "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive, dry_until FROM budgets \
-                     WHERE scope = ANY($1) ORDER BY scope FOR UPDATE",
+                    concat!("SELECT ", budget_cols!(), " FROM budgets \
+                     WHERE scope = ANY($1) ORDER BY scope FOR UPDATE"),
                 )
                 .bind(&chain)
                 .fetch_all(&mut *tx)
@@ -865,125 +628,6 @@ impl Store for PgStore {
             }
             .await
         })
-    }
-
-    async fn budget_feedback(
-        &self,
-        scope: &str,
-        f: BudgetFeedback,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        retry_races!(self, |tx| {
-            scripts::budget_feedback_tx::<Postgres>(&mut tx, scope, f, now).await
-        })
-    }
-
-    async fn breaker_list(&self) -> Result<Vec<BreakerRow>> {
-        scripts::breaker_list::<Postgres>(&mut *self.conn().await?).await
-    }
-
-    async fn breaker_update(&self, p: BreakerUpdateParams) -> Result<BreakerUpdate> {
-        retry_races!(self, |tx| scripts::breaker_update::<Postgres>(&mut tx, &p)
-            .await)
-    }
-
-    async fn pause_set(&self, p: PauseSetParams) -> Result<Pause> {
-        validate_pause(&p)?;
-        let row = sqlx::query(
-            "WITH p AS (INSERT INTO pauses (target, reason, paused_by, at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (target) DO UPDATE SET reason = EXCLUDED.reason, paused_by = EXCLUDED.paused_by, \
-                     at = EXCLUDED.at \
-                 RETURNING target, reason, paused_by, at), \
-             ev AS (INSERT INTO events (at, job_id, kind, detail) SELECT $4, $5, $6::text, \
-                 jsonb_build_object('target', $1::text, 'reason', $2::text, 'by', $3::text)) \
-             SELECT * FROM p",
-        )
-        .bind(p.target.key())
-        .bind(&p.reason)
-        .bind(&p.by)
-        .bind(p.now)
-        .bind(p.target.job_id())
-        .bind(EventKind::PauseSet.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        read::<Pause, _>(&row)
-    }
-
-    async fn pause_clear(&self, target: &PauseTarget, by: &str, now: DateTime<Utc>) -> Result<()> {
-        let n: i64 = sqlx::query_scalar(
-            "WITH d AS (DELETE FROM pauses WHERE target = $1 RETURNING target), \
-             ev AS (INSERT INTO events (at, job_id, kind, detail) SELECT $2, $3, $5::text, \
-                 jsonb_build_object('target', target, 'by', $4::text) FROM d) \
-             SELECT count(*) FROM d",
-        )
-        .bind(target.key())
-        .bind(now)
-        .bind(target.job_id())
-        .bind(by)
-        .bind(EventKind::PauseCleared.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("pause of {target}")));
-        }
-        self.slow_start_after_pause(target, now).await
-    }
-
-    async fn intake_close(&self, p: IntakeCloseParams) -> Result<IntakeHold> {
-        validate_intake(&p)?;
-        let row: IntakeRow = sqlx::query_as(
-            "WITH i AS (UPDATE intake SET closed = TRUE, reason = $1, closed_by = $2, closed_at = $3 \
-                 RETURNING closed, reason, closed_by, closed_at), \
-             ev AS (INSERT INTO events (at, kind, detail) SELECT $3, $4::text, \
-                 jsonb_build_object('reason', $1::text, 'by', $2::text)) \
-             SELECT * FROM i",
-        )
-        .bind(&p.reason)
-        .bind(&p.by)
-        .bind(p.now)
-        .bind(EventKind::IntakeClosed.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        intake_hold(row).ok_or_else(|| StoreError::Corrupt("intake did not close".into()))
-    }
-
-    async fn intake_open(&self, by: &str, now: DateTime<Utc>) -> Result<()> {
-        let n: i64 = sqlx::query_scalar(
-            "WITH i AS (UPDATE intake SET closed = FALSE WHERE closed RETURNING id), \
-             ev AS (INSERT INTO events (at, kind, detail) SELECT $1, $3::text, \
-                 jsonb_build_object('by', $2::text) FROM i) \
-             SELECT count(*) FROM i",
-        )
-        .bind(now)
-        .bind(by)
-        .bind(EventKind::IntakeOpened.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        if n == 0 {
-            return Err(StoreError::NotFound("a drain: intake is open".into()));
-        }
-        Ok(())
-    }
-
-    async fn intake_get(&self) -> Result<Option<IntakeHold>> {
-        scripts::intake_get::<Postgres>(&mut *self.conn().await?).await
-    }
-
-    async fn pause_list(&self) -> Result<Vec<Pause>> {
-        scripts::pause_list::<Postgres>(&mut *self.conn().await?).await
-    }
-
-    async fn pause_list_for_job(&self, job: JobId) -> Result<Vec<Pause>> {
-        scripts::pause_list_for_job::<Postgres>(&mut *self.conn().await?, job).await
-    }
-
-    async fn leader_elect(&self, p: LeaderElectParams) -> Result<Leadership> {
-        retry_races!(self, |tx| scripts::leader_elect::<Postgres>(&mut tx, &p)
-            .await)
     }
 
     async fn job_backlog(&self) -> Result<Vec<Backlog>> {
@@ -1035,117 +679,5 @@ impl Store for PgStore {
                 .await
                 .map_err(from_sqlx)?;
         task_backlog(rows, oldest_pending_at)
-    }
-
-    async fn job_finished(&self, p: JobFinishedParams) -> Result<Vec<FinishedJob>> {
-        scripts::job_finished::<Postgres>(&mut *self.conn().await?, &p).await
-    }
-
-    async fn leader_resign(&self, name: &str, holder: &str, now: DateTime<Utc>) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar(
-            "WITH r AS (UPDATE leaders SET expires_at = $3 WHERE name = $1 AND holder = $2 \
-                 AND expires_at > $3 RETURNING name, term), \
-             ev AS (INSERT INTO events (at, kind, detail) SELECT $3, $4::text, \
-                 jsonb_build_object('role', name, 'holder', $2::text, 'term', term) FROM r) \
-             SELECT count(*) FROM r",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(now)
-        .bind(EventKind::LeaderResigned.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        Ok(n > 0)
-    }
-
-    async fn job_rebalance(&self, p: JobRebalanceParams) -> Result<usize> {
-        retry_races!(self, |tx| {
-            async {
-                let open: Vec<(i64, String, i16, i32)> = sqlx::query_as(
-                    "SELECT id, owner, priority, stride FROM jobs WHERE state IN ('queued', 'running') \
-                     ORDER BY owner, priority, id",
-                )
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-                let open: Vec<_> = open.into_iter().map(|(j, o, p, s)| (j, o, p, i64::from(s))).collect();
-                let todo = restrides(&open);
-                let mut vtimes: std::collections::HashMap<i16, i64> = Default::default();
-                for js in &todo {
-                    let vtime = match vtimes.get(&js.priority) {
-                        Some(v) => *v,
-                        None => {
-                            let v: i64 = sqlx::query_scalar(VTIME)
-                                .bind(js.priority)
-                                .fetch_one(&mut *tx)
-                                .await
-                                .map_err(from_sqlx)?;
-                            *vtimes.entry(js.priority).or_insert(v)
-                        }
-                    };
-                    // Tasks first, then the job row: the lock order of every transaction.
-                    sqlx::query(
-                        "WITH r AS (SELECT id, row_number() OVER (ORDER BY seq, id) - 1 AS n \
-                             FROM tasks WHERE job_id = $1 AND state = 'pending') \
-                         UPDATE tasks SET seq = $2 + r.n * $3 FROM r \
-                         WHERE tasks.id = r.id AND tasks.state = 'pending'",
-                    )
-                    .bind(js.job)
-                    .bind(vtime + js.offset)
-                    .bind(js.stride)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(from_sqlx)?;
-                    sqlx::query(
-                        "WITH j AS (UPDATE jobs SET stride = $2 WHERE id = $1 RETURNING id) \
-                         INSERT INTO events (at, job_id, kind, detail) SELECT $3, id, $6::text, \
-                             jsonb_build_object('stride', $2, 'offset', $4::bigint, 'vtime', $5::bigint) FROM j",
-                    )
-                    .bind(js.job)
-                    .bind(js.stride as i32)
-                    .bind(p.now)
-                    .bind(js.offset)
-                    .bind(vtime)
-                    .bind(EventKind::JobRestrided.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(from_sqlx)?;
-                }
-                Ok(todo.len())
-            }
-            .await
-        })
-    }
-
-    async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>> {
-        // Two statements, so each gets the plan of its index: per job the btree, else BRIN.
-        let after = p.after_id.unwrap_or(0);
-        let limit = i64::from(p.limit);
-        let q = match (p.job_id, &p.scope) {
-            (None, Some(scope)) => sqlx::query(
-                "SELECT id, at, job_id, task_id, scope, kind, detail FROM events \
-                 WHERE scope = $1 AND job_id IS NULL AND id > $2 ORDER BY id LIMIT $3",
-            )
-            .bind(scope)
-            .bind(after)
-            .bind(limit),
-            (Some(_), Some(_)) => return Ok(Vec::new()), // job events are never scope-only events
-            (Some(job), None) => sqlx::query(
-                "SELECT id, at, job_id, task_id, scope, kind, detail FROM events \
-                 WHERE job_id = $1 AND id > $2 ORDER BY job_id, id LIMIT $3",
-            )
-            .bind(job.0)
-            .bind(after)
-            .bind(limit),
-            (None, None) => sqlx::query(
-                "SELECT id, at, job_id, task_id, scope, kind, detail FROM events \
-                 WHERE id > $1 ORDER BY id LIMIT $2",
-            )
-            .bind(after)
-            .bind(limit),
-        };
-        let rows = q.fetch_all(&self.pool).await.map_err(from_sqlx)?;
-        rows.iter().map(read::<Event, _>).collect()
     }
 }

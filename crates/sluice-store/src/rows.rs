@@ -97,7 +97,7 @@ macro_rules! decoded_as_read {
         }
     )+};
 }
-decoded_as_read!(IntakeRow, ClaimRow, JobCountsRow, Scalar);
+decoded_as_read!(IntakeRow, ClaimRow, JobCountsRow, Scalar, Text);
 
 /// Reads a model type from a row of either database.
 pub(crate) fn read<'r, T, R>(r: &'r R) -> Result<T>
@@ -317,6 +317,14 @@ impl Decoded for Lake {
     }
 }
 
+/// The columns of a budget row, in [`BudgetRow`]'s order.
+macro_rules! budget_cols {
+    () => {
+        "scope, parent, rate, burst, tokens, refilled_at, adaptive, ramp, dry_until"
+    };
+}
+pub(crate) use budget_cols;
+
 #[derive(FromRow)]
 pub(crate) struct BudgetRow {
     scope: String,
@@ -326,6 +334,7 @@ pub(crate) struct BudgetRow {
     tokens: f64,
     refilled_at: Ts,
     adaptive: Option<Value>,
+    ramp: Option<Value>,
     dry_until: Option<Ts>,
 }
 
@@ -343,6 +352,11 @@ impl Decoded for Budget {
                 .adaptive
                 .map(|a| de("budget adaptive state", a))
                 .transpose()?,
+            ramp: r
+                .ramp
+                .map(|a| de("budget ramp", a))
+                .transpose()?
+                .unwrap_or_default(),
             dry_until: ts(r.dry_until),
         })
     }
@@ -504,6 +518,53 @@ impl JobCountsRow {
 /// One integer column.
 #[derive(FromRow)]
 pub(crate) struct Scalar(pub i64);
+
+/// One text column, named `v`.
+#[derive(FromRow)]
+pub(crate) struct Text {
+    pub v: String,
+}
+
+/// A hold as the claim reads it: its kind and its pause key or scope.
+#[derive(FromRow)]
+pub(crate) struct HoldRow {
+    kind: String,
+    v: String,
+}
+
+impl Decoded for crate::model::Hold {
+    type Row = HoldRow;
+    fn decode(r: HoldRow) -> Result<Self> {
+        use crate::model::Hold;
+        Ok(match r.kind.as_str() {
+            "pause" => Hold::Pause(parsed("pause target", &r.v, PauseTarget::parse)?),
+            "breaker" => Hold::Breaker(r.v),
+            "dry" => Hold::Dry(r.v),
+            other => return Err(StoreError::Corrupt(format!("unknown hold kind {other:?}"))),
+        })
+    }
+}
+
+/// An open job's fairness tag layout, as the rebalance pass reads it.
+#[derive(FromRow)]
+pub(crate) struct OpenJobRow {
+    id: i64,
+    owner: String,
+    priority: i16,
+    stride: i64,
+}
+
+impl Decoded for sluice_core::fair::OpenJob {
+    type Row = OpenJobRow;
+    fn decode(r: OpenJobRow) -> Result<Self> {
+        Ok(sluice_core::fair::OpenJob {
+            id: r.id,
+            owner: r.owner,
+            priority: r.priority,
+            stride: r.stride,
+        })
+    }
+}
 
 #[derive(FromRow)]
 pub(crate) struct FinishedRow {

@@ -5,7 +5,9 @@
 use crate::db::{Args, Db, to_json};
 use crate::error::{Result, StoreError};
 use crate::model::*;
-use crate::rows::{JobCountsRow, Scalar, Ts, adaptive_json, intake_hold, job_cols, task_cols};
+use crate::rows::{
+    JobCountsRow, Scalar, Ts, adaptive_json, budget_cols, intake_hold, job_cols, task_cols,
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sluice_core::EventKind;
@@ -61,16 +63,17 @@ pub(crate) async fn budget_feedback_tx<D: Db>(
     f: BudgetFeedback,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let q = sqlx::query(locking::<D>(
-        "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive, dry_until \
-         FROM budgets WHERE scope = $1",
-    ))
+    let q = sqlx::query(locking::<D>(concat!(
+        "SELECT ",
+        budget_cols!(),
+        " FROM budgets WHERE scope = $1"
+    )))
     .arg(scope.to_string());
     let Some(row) = D::fetch_optional(q, c).await? else {
         return Ok(());
     };
     let mut b: Budget = D::read(&row)?;
-    budget_feedback(&mut b, f, now);
+    b.feedback(f, now);
     budget_save::<D>(c, &b).await
 }
 
@@ -152,7 +155,7 @@ pub(crate) async fn breaker_update<D: Db>(
     .arg(p.scope.clone());
     let mut row: BreakerRow = D::read(&D::fetch_one(q, c).await?)?;
     let before = row.breaker;
-    let admission = breaker_apply(&mut row.breaker, &p.op, &p.cfg, p.now);
+    let admission = p.op.apply(&mut row.breaker, &p.cfg, p.now);
     if row.breaker != before {
         row.updated_at = p.now;
         let q = sqlx::query(
@@ -160,14 +163,14 @@ pub(crate) async fn breaker_update<D: Db>(
              WHERE scope = $5",
         )
         .arg(row.breaker.state.as_str())
-        .arg(breaker_hold_until(&row.breaker, &p.cfg).map(Ts))
+        .arg(row.breaker.hold_until(&p.cfg).map(Ts))
         .arg(to_json(&row.breaker)?)
         .arg(Ts(p.now))
         .arg(p.scope.clone());
         D::execute(q, c).await?;
     }
     let to = row.breaker.state;
-    if let Some(kind) = breaker_event(&p.op, before.state, to) {
+    if let Some(kind) = p.op.journal_kind(before.state, to) {
         let by = match &p.op {
             BreakerOp::Reset { by } => Some(by.as_str()),
             _ => None,
@@ -182,7 +185,7 @@ pub(crate) async fn breaker_update<D: Db>(
             );
         D::execute(q, c).await?;
     }
-    if let Some(f) = breaker_budget_feedback(&p.op, before.state, to) {
+    if let Some(f) = p.op.budget_feedback(before.state, to) {
         budget_feedback_tx::<D>(c, &p.scope, f, p.now).await?;
     }
     Ok(BreakerUpdate {
@@ -358,10 +361,11 @@ pub(crate) async fn lake_remove<D: Db>(c: &mut D::Connection, name: &str) -> Res
 }
 
 pub(crate) async fn budget_list<D: Db>(c: &mut D::Connection) -> Result<Vec<Budget>> {
-    let q = sqlx::query(
-        "SELECT scope, parent, rate, burst, tokens, refilled_at, adaptive, dry_until \
-         FROM budgets ORDER BY scope",
-    );
+    let q = sqlx::query(concat!(
+        "SELECT ",
+        budget_cols!(),
+        " FROM budgets ORDER BY scope"
+    ));
     all::<D, _>(c, q).await
 }
 
@@ -376,20 +380,56 @@ pub(crate) async fn pause_list<D: Db>(c: &mut D::Connection) -> Result<Vec<Pause
 }
 
 /// The pauses that hold a job back: of everything, its owner, itself, or a scope one of its
-/// pending tasks is in.
+/// pending tasks is in ([`PauseTarget::holds`]).
 pub(crate) async fn pause_list_for_job<D: Db>(
     c: &mut D::Connection,
     job: sluice_core::JobId,
 ) -> Result<Vec<Pause>> {
-    let q = sqlx::query(
-        "SELECT p.target, p.reason, p.paused_by, p.at FROM pauses p, jobs j WHERE j.id = $1 AND ( \
-             p.target IN ('all', 'owner:' || j.owner, 'job:' || j.id) \
-             OR (p.target LIKE 'scope:%' AND EXISTS (SELECT 1 FROM tasks t \
-                 WHERE t.job_id = j.id AND t.state = 'pending' AND 'scope:' || t.scope = p.target))) \
-         ORDER BY p.target",
+    let pauses = pause_list::<D>(c).await?;
+    if pauses.is_empty() {
+        return Ok(pauses);
+    }
+    let owner: crate::rows::Text = found::<D, _>(
+        c,
+        sqlx::query("SELECT owner AS v FROM jobs WHERE id = $1").arg(job.0),
+        format!("job {job}"),
     )
-    .arg(job.0);
-    all::<D, _>(c, q).await
+    .await?;
+    let scopes = if pauses
+        .iter()
+        .any(|p| matches!(p.target, PauseTarget::Scope(_)))
+    {
+        let q = sqlx::query(
+            "SELECT DISTINCT scope AS v FROM tasks WHERE job_id = $1 AND state = 'pending'",
+        )
+        .arg(job.0);
+        all::<D, crate::rows::Text>(c, q)
+            .await?
+            .into_iter()
+            .map(|t| t.v)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(pauses
+        .into_iter()
+        .filter(|p| p.target.holds(job, &owner.v, &scopes))
+        .collect())
+}
+
+/// What holds tasks back from claims now: pauses, open breakers, and dry budgets with every
+/// scope under them.
+pub(crate) async fn holds<D: Db>(c: &mut D::Connection, now: DateTime<Utc>) -> Result<Vec<Hold>> {
+    let q = sqlx::query(
+        "WITH RECURSIVE dry(scope) AS ( \
+             SELECT scope FROM budgets WHERE dry_until > $1 \
+             UNION SELECT b.scope FROM budgets b JOIN dry ON b.parent = dry.scope) \
+         SELECT 'pause' AS kind, target AS v FROM pauses \
+         UNION ALL SELECT 'breaker', scope FROM breakers WHERE hold_until > $1 \
+         UNION ALL SELECT 'dry', scope FROM dry",
+    )
+    .arg(Ts(now));
+    all::<D, Hold>(c, q).await
 }
 
 /// One round of an election: the holder renews, or a candidate takes an expired lease (a new
@@ -412,7 +452,7 @@ pub(crate) async fn leader_elect<D: Db>(
     ))
     .arg(p.name.clone());
     let cur: Leadership = D::read(&D::fetch_one(q, c).await?)?;
-    let Some(next) = elect(&cur, &p.holder, p.now, expires) else {
+    let Some(next) = cur.elect(&p.holder, p.now, expires) else {
         return Ok(cur);
     };
     let q = sqlx::query(
@@ -454,4 +494,358 @@ pub(crate) async fn intake_get<D: Db>(c: &mut D::Connection) -> Result<Option<In
         Some(row) => intake_hold(D::read(&row)?),
         None => None,
     })
+}
+
+/// The buckets charged for a call of `scope`, the scope first ([`sluice_core::budget::chain`]),
+/// read without locks. Budgets are one row per scope: few enough to read whole.
+pub(crate) async fn budget_chain<D: Db>(c: &mut D::Connection, scope: &str) -> Result<Vec<Budget>> {
+    let all = budget_list::<D>(c).await?;
+    let by_scope: BTreeMap<&str, &Budget> = all.iter().map(|b| (b.scope.as_str(), b)).collect();
+    match sluice_core::budget::chain(scope, |s| by_scope.get(s).copied()) {
+        Ok(chain) => Ok(chain.into_iter().cloned().collect()),
+        Err(at) => Err(StoreError::Corrupt(format!(
+            "budget scopes form a cycle at {at:?}"
+        ))),
+    }
+}
+
+/// Sets a scope's rate and burst (creating its budget under its parent, which must exist);
+/// the bucket keeps its tokens up to the new burst.
+pub(crate) async fn budget_set<D: Db>(
+    c: &mut D::Connection,
+    p: &BudgetSetParams,
+) -> Result<Budget> {
+    validate_budget(p)?;
+    let parent =
+        (p.scope != ROOT_SCOPE).then(|| p.parent.clone().unwrap_or_else(|| ROOT_SCOPE.to_string()));
+    if let Some(parent) = &parent {
+        let chain = budget_chain::<D>(c, parent).await?;
+        if chain.first().map(|b| &b.scope) != Some(parent) {
+            return Err(StoreError::Invalid(format!(
+                "parent scope {parent:?} has no budget: set it first"
+            )));
+        }
+        if chain.iter().any(|b| b.scope == p.scope) {
+            return Err(StoreError::Invalid(format!(
+                "{:?} under {parent:?} would make a cycle",
+                p.scope
+            )));
+        }
+    }
+    let ramp = p.ramp.as_ref().map(to_json).transpose()?;
+    let q = sqlx::query(concat!(
+        "INSERT INTO budgets (scope, parent, rate, burst, tokens, refilled_at, updated_at, ramp) \
+         VALUES ($1, $2, $3, $4, $4, $5, $5, $6) \
+         ON CONFLICT (scope) DO UPDATE SET parent = excluded.parent, rate = excluded.rate, \
+             burst = excluded.burst, \
+             tokens = CASE WHEN budgets.tokens < excluded.burst THEN budgets.tokens ELSE excluded.burst END, \
+             ramp = COALESCE(excluded.ramp, budgets.ramp), \
+             updated_at = excluded.updated_at, dry_until = NULL \
+         RETURNING ",
+        budget_cols!()
+    ))
+    .arg(p.scope.clone())
+    .arg(parent)
+    .arg(p.rate)
+    .arg(p.burst)
+    .arg(Ts(p.now))
+    .arg(ramp);
+    D::read(&D::fetch_one(q, c).await?)
+}
+
+/// Sets (or replaces) a pause, journaled.
+pub(crate) async fn pause_set<D: Db>(c: &mut D::Connection, p: &PauseSetParams) -> Result<Pause> {
+    validate_pause(p)?;
+    let q = sqlx::query(
+        "INSERT INTO pauses (target, reason, paused_by, at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (target) DO UPDATE SET reason = excluded.reason, \
+             paused_by = excluded.paused_by, at = excluded.at \
+         RETURNING target, reason, paused_by, at",
+    )
+    .arg(p.target.key())
+    .arg(p.reason.clone())
+    .arg(p.by.clone())
+    .arg(Ts(p.now));
+    let pause: Pause = D::read(&D::fetch_one(q, c).await?)?;
+    let detail = serde_json::json!({"target": p.target.key(), "reason": p.reason, "by": p.by});
+    event_insert::<D>(
+        c,
+        p.now,
+        p.target.job_id(),
+        None,
+        EventKind::PauseSet,
+        Some(detail),
+    )
+    .await?;
+    Ok(pause)
+}
+
+/// Lifts a pause, journaled; `NotFound` when there is none. The caller starts the paused
+/// budgets slow afterwards ([`slow_start_after_pause`]).
+pub(crate) async fn pause_clear<D: Db>(
+    c: &mut D::Connection,
+    target: &PauseTarget,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let q = sqlx::query("DELETE FROM pauses WHERE target = $1").arg(target.key());
+    if D::execute(q, c).await? == 0 {
+        return Err(StoreError::NotFound(format!("pause of {target}")));
+    }
+    let detail = serde_json::json!({"target": target.key(), "by": by});
+    event_insert::<D>(
+        c,
+        now,
+        target.job_id(),
+        None,
+        EventKind::PauseCleared,
+        Some(detail),
+    )
+    .await?;
+    slow_start_after_pause::<D>(c, target, now).await
+}
+
+/// A lifted pause releases its backlog slowly (DESIGN.md invariant 5): the scope's budget,
+/// or every budget for a global pause, restarts from slow start — in the same transaction as
+/// the lift.
+pub(crate) async fn slow_start_after_pause<D: Db>(
+    c: &mut D::Connection,
+    target: &PauseTarget,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let scopes: Vec<String> = match target {
+        PauseTarget::Scope(s) => vec![s.clone()],
+        PauseTarget::All => budget_list::<D>(c)
+            .await?
+            .into_iter()
+            .map(|b| b.scope)
+            .collect(),
+        PauseTarget::Owner(_) | PauseTarget::Job(_) => Vec::new(),
+    };
+    for s in scopes {
+        budget_feedback_tx::<D>(c, &s, BudgetFeedback::SlowStart, now).await?;
+    }
+    Ok(())
+}
+
+/// Closes intake (a drain), journaled.
+pub(crate) async fn intake_close<D: Db>(
+    c: &mut D::Connection,
+    p: &IntakeCloseParams,
+) -> Result<IntakeHold> {
+    validate_intake(p)?;
+    let q =
+        sqlx::query("UPDATE intake SET closed = $1, reason = $2, closed_by = $3, closed_at = $4")
+            .arg(true)
+            .arg(p.reason.clone())
+            .arg(p.by.clone())
+            .arg(Ts(p.now));
+    D::execute(q, c).await?;
+    let detail = serde_json::json!({"reason": p.reason, "by": p.by});
+    event_insert::<D>(c, p.now, None, None, EventKind::IntakeClosed, Some(detail)).await?;
+    Ok(IntakeHold {
+        reason: p.reason.clone(),
+        by: p.by.clone(),
+        at: p.now,
+    })
+}
+
+/// Reopens intake, journaled; `NotFound` when it is open.
+pub(crate) async fn intake_open<D: Db>(
+    c: &mut D::Connection,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let q = sqlx::query("UPDATE intake SET closed = $1 WHERE closed = $2")
+        .arg(false)
+        .arg(true);
+    if D::execute(q, c).await? == 0 {
+        return Err(StoreError::NotFound("a drain: intake is open".into()));
+    }
+    let detail = serde_json::json!({ "by": by });
+    event_insert::<D>(c, now, None, None, EventKind::IntakeOpened, Some(detail)).await
+}
+
+/// Gives up a held lease at once (a scheduler shutting down), journaled; false when `holder`
+/// does not hold it.
+pub(crate) async fn leader_resign<D: Db>(
+    c: &mut D::Connection,
+    name: &str,
+    holder: &str,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let q = sqlx::query(
+        "UPDATE leaders SET expires_at = $1 WHERE name = $2 AND holder = $3 AND expires_at > $1 \
+         RETURNING term",
+    )
+    .arg(Ts(now))
+    .arg(name.to_string())
+    .arg(holder.to_string());
+    let Some(row) = D::fetch_optional(q, c).await? else {
+        return Ok(false);
+    };
+    let Scalar(term) = D::read(&row)?;
+    let detail = serde_json::json!({"role": name, "holder": holder, "term": term});
+    event_insert::<D>(c, now, None, None, EventKind::LeaderResigned, Some(detail)).await?;
+    Ok(true)
+}
+
+/// The virtual time of a priority (ADR 0006): the newest tag running, else the oldest tag
+/// pending, else 0. New jobs start their tags here.
+pub(crate) async fn vtime<D: Db>(c: &mut D::Connection, priority: i16) -> Result<i64> {
+    let q = sqlx::query(
+        "SELECT CAST(COALESCE( \
+             (SELECT max(seq) FROM tasks WHERE state = 'running' AND priority = $1), \
+             (SELECT min(seq) FROM tasks WHERE state = 'pending' AND priority = $1), 0) AS BIGINT)",
+    )
+    .arg(priority);
+    let Scalar(v) = D::read(&D::fetch_one(q, c).await?)?;
+    Ok(v)
+}
+
+/// The leader's fairness pass (ADR 0006): re-tags the pending tasks of every open job whose
+/// owner's number of open jobs at its priority changed. Tasks first, then the job row: the
+/// lock order of every transaction.
+pub(crate) async fn job_rebalance<D: Db>(
+    c: &mut D::Connection,
+    p: &JobRebalanceParams,
+) -> Result<usize> {
+    let q = sqlx::query(
+        "SELECT id, owner, priority, CAST(stride AS BIGINT) AS stride FROM jobs \
+         WHERE state IN ('queued', 'running') ORDER BY owner, priority, id",
+    );
+    let open: Vec<sluice_core::fair::OpenJob> = all::<D, _>(c, q).await?;
+    let todo = sluice_core::fair::restrides(&open);
+    let mut vtimes: std::collections::HashMap<i16, i64> = Default::default();
+    for js in &todo {
+        let v = match vtimes.get(&js.priority) {
+            Some(v) => *v,
+            None => {
+                let v = vtime::<D>(c, js.priority).await?;
+                *vtimes.entry(js.priority).or_insert(v)
+            }
+        };
+        let q = sqlx::query(
+            "WITH r AS (SELECT id, row_number() OVER (ORDER BY seq, id) - 1 AS n \
+                 FROM tasks WHERE job_id = $1 AND state = 'pending') \
+             UPDATE tasks SET seq = $2 + r.n * $3 FROM r \
+             WHERE tasks.id = r.id AND tasks.state = 'pending'",
+        )
+        .arg(js.job)
+        .arg(v + js.offset)
+        .arg(js.stride);
+        D::execute(q, c).await?;
+        let q = sqlx::query("UPDATE jobs SET stride = $1 WHERE id = $2")
+            .arg(js.stride as i32)
+            .arg(js.job);
+        D::execute(q, c).await?;
+        let detail = serde_json::json!({"stride": js.stride, "offset": js.offset, "vtime": v});
+        event_insert::<D>(
+            c,
+            p.now,
+            Some(js.job),
+            None,
+            EventKind::JobRestrided,
+            Some(detail),
+        )
+        .await?;
+    }
+    Ok(todo.len())
+}
+
+/// Cancels a job: its unfinished tasks (each journaled), then the job. Tasks are locked
+/// first, then the job row: the lock order of every transaction. A job that finished
+/// meanwhile is a conflict, not a second end.
+pub(crate) async fn job_cancel<D: Db>(c: &mut D::Connection, p: &JobCancelParams) -> Result<Job> {
+    let q = sqlx::query("SELECT state AS v FROM jobs WHERE id = $1").arg(p.id.0);
+    let crate::rows::Text { v } = found::<D, _>(c, q, format!("job {}", p.id)).await?;
+    let before = crate::rows::state(&v, sluice_core::JobState::parse)?;
+    let next = before
+        .apply(sluice_core::JobEvent::Cancel)
+        .map_err(|_| StoreError::Conflict(format!("job {} is already {before}", p.id)))?;
+    const OPEN: &str = "job_id = $1 AND state IN ('pending', 'running')";
+    let q = sqlx::query(locking::<D>(&format!(
+        "SELECT id AS v FROM tasks WHERE {OPEN}"
+    )))
+    .arg(p.id.0);
+    D::fetch_all(q, c).await?;
+    let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO events (at, job_id, task_id, scope, kind) \
+         SELECT $2, job_id, id, scope, $3 FROM tasks WHERE {OPEN}"
+    )))
+    .arg(p.id.0)
+    .arg(Ts(p.now))
+    .arg(EventKind::TaskCancelled.as_str());
+    D::execute(q, c).await?;
+    let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE tasks SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, \
+             updated_at = $2 WHERE {OPEN}"
+    )))
+    .arg(p.id.0)
+    .arg(Ts(p.now));
+    let cancelled = D::execute(q, c).await? as i64;
+    let error = format!(
+        "cancelled by {}{}",
+        p.by,
+        p.reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
+    );
+    let q = sqlx::query(concat!(
+        "UPDATE jobs SET state = $2, lakes_cancelled = lakes_cancelled + $3, finished_at = $4, \
+             error = $5 \
+         WHERE id = $1 AND state IN ('queued', 'running') RETURNING ",
+        job_cols!()
+    ))
+    .arg(p.id.0)
+    .arg(next.as_str())
+    .arg(cancelled)
+    .arg(Ts(p.now))
+    .arg(error);
+    let Some(row) = D::fetch_optional(q, c).await? else {
+        return Err(StoreError::Conflict(format!(
+            "job {} finished meanwhile",
+            p.id
+        )));
+    };
+    let job: Job = D::read(&row)?;
+    let detail = serde_json::json!({"by": p.by, "reason": p.reason, "tasks_cancelled": cancelled});
+    event_insert::<D>(
+        c,
+        p.now,
+        Some(p.id.0),
+        None,
+        EventKind::JobCancelled,
+        Some(detail),
+    )
+    .await?;
+    Ok(job)
+}
+
+/// A page of the journal: one job's, one scope's own (not its jobs'), or everything's; each
+/// filter is its own statement so that each gets the plan of its index.
+pub(crate) async fn event_list<D: Db>(
+    c: &mut D::Connection,
+    p: &EventListParams,
+) -> Result<Vec<Event>> {
+    const COLS: &str = "SELECT id, at, job_id, task_id, scope, kind, detail FROM events";
+    let after = p.after_id.unwrap_or(0);
+    let limit = i64::from(p.limit);
+    let q = match (p.job_id, &p.scope) {
+        (Some(_), Some(_)) => return Ok(Vec::new()), // job events are never scope-only events
+        (None, Some(scope)) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{COLS} WHERE scope = $1 AND job_id IS NULL AND id > $2 ORDER BY id LIMIT $3"
+        )))
+        .arg(scope.clone()),
+        (Some(job), None) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{COLS} WHERE job_id = $1 AND id > $2 ORDER BY job_id, id LIMIT $3"
+        )))
+        .arg(job.0),
+        (None, None) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{COLS} WHERE $1 IS NULL AND id > $2 ORDER BY id LIMIT $3"
+        )))
+        .arg(None::<i64>),
+    };
+    all::<D, _>(c, q.arg(after).arg(limit)).await
 }

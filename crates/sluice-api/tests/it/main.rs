@@ -888,6 +888,27 @@ async fn admin_bad_requests_get_a_problem_and_change_nothing() {
             "missing field `burst`",
         ),
         (
+            "PUT",
+            "/v1/admin/budgets/aws:1",
+            r#"{"rate": 5, "burst": 5, "ramp": {"start_fraction": 0}}"#,
+            StatusCode::BAD_REQUEST,
+            "start_fraction must be in (0, 1]",
+        ),
+        (
+            "PUT",
+            "/v1/admin/budgets/aws:1",
+            r#"{"rate": 5, "burst": 5, "ramp": {"interval_secs": -1}}"#,
+            StatusCode::BAD_REQUEST,
+            "interval_secs must be 0.01 to 3600",
+        ),
+        (
+            "PUT",
+            "/v1/admin/budgets/aws:1",
+            r#"{"rate": 5, "burst": 5, "ramp": {"slope": 2}}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field `slope`",
+        ),
+        (
             "POST",
             "/v1/admin/drain",
             r#"{"reason": ""}"#,
@@ -929,6 +950,7 @@ async fn validate_plans_and_estimates_without_submitting() {
                 parent: None,
                 rate,
                 burst: rate,
+                ramp: None,
                 now: chrono::Utc::now(),
             })
             .await

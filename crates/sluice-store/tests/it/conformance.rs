@@ -22,6 +22,7 @@ macro_rules! conformance {
 
 conformance!(
     job_insert_writes_job_tasks_and_journal,
+    a_scopes_ramp_is_kept_until_changed_and_drives_its_slow_start,
     idempotency_key_returns_same_job_or_conflicts,
     job_without_tasks_succeeds_at_once,
     malformed_job_input_is_rejected_and_nothing_written,
@@ -995,6 +996,7 @@ fn budget(scope: &str, parent: Option<&str>, rate: f64, burst: f64) -> BudgetSet
         parent: parent.map(Into::into),
         rate,
         burst,
+        ramp: None,
         now: t0(),
     }
 }
@@ -1059,6 +1061,62 @@ async fn budgets_charge_scope_and_ancestors(s: S) {
     assert!(b.tokens <= 1.0, "{b:?}");
 }
 
+fn ramp(
+    mut p: BudgetSetParams,
+    f: impl FnOnce(&mut sluice_core::AdaptiveConfig),
+) -> BudgetSetParams {
+    let mut r = sluice_core::AdaptiveConfig::default();
+    f(&mut r);
+    p.ramp = Some(r);
+    p
+}
+
+async fn a_scopes_ramp_is_kept_until_changed_and_drives_its_slow_start(s: S) {
+    s.budget_set(budget("*", None, 1000.0, 1000.0))
+        .await
+        .unwrap();
+    let b = s
+        .budget_set(budget("aws:1", None, 100.0, 100.0))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.ramp,
+        sluice_core::AdaptiveConfig::default(),
+        "the defaults at first"
+    );
+    let fast = ramp(budget("aws:1", None, 100.0, 100.0), |r| {
+        r.start_fraction = 0.5;
+        r.interval = Duration::from_millis(500);
+    });
+    let want = fast.ramp.unwrap();
+    assert_eq!(s.budget_set(fast).await.unwrap().ramp, want);
+    // A change of rate alone keeps the ramp.
+    let b = s
+        .budget_set(budget("aws:1", None, 200.0, 100.0))
+        .await
+        .unwrap();
+    assert_eq!(b.ramp, want);
+    // A breaker that closes starts the scope at its own start fraction.
+    let op = |op| BreakerUpdateParams {
+        scope: "aws:1".into(),
+        op,
+        cfg: sluice_core::BreakerConfig::default(),
+        now: t0(),
+    };
+    s.breaker_update(op(BreakerOp::Frozen)).await.unwrap();
+    s.breaker_update(op(BreakerOp::Reset { by: "op".into() }))
+        .await
+        .unwrap();
+    let b = s.budget_list().await.unwrap();
+    let b = b.iter().find(|b| b.scope == "aws:1").unwrap();
+    assert_eq!(b.effective_rate(t0()), 100.0, "0.5 of 200 calls/s");
+    assert_eq!(
+        b.effective_rate(at(1)),
+        200.0,
+        "doubled twice in a second, capped"
+    );
+}
+
 async fn budget_input_is_checked(s: S) {
     let missing_root = s
         .budget_set(budget("aws:1", None, 1.0, 1.0))
@@ -1081,6 +1139,13 @@ async fn budget_input_is_checked(s: S) {
         budget("x", Some("nope"), 1.0, 1.0),
         budget("x", Some("x"), 1.0, 1.0),
         budget("a", Some("b"), 1.0, 1.0), // a -> b -> a
+        ramp(budget("x", None, 1.0, 1.0), |r| r.start_fraction = 0.0),
+        ramp(budget("x", None, 1.0, 1.0), |r| r.min_fraction = 1.5),
+        ramp(budget("x", None, 1.0, 1.0), |r| r.increase = f64::NAN),
+        ramp(budget("x", None, 1.0, 1.0), |r| r.interval = Duration::ZERO),
+        ramp(budget("x", None, 1.0, 1.0), |r| {
+            r.interval = Duration::from_secs(7200)
+        }),
     ];
     for c in cases {
         let e = s.budget_set(c.clone()).await.unwrap_err();

@@ -232,6 +232,7 @@ async fn many_takers_never_exceed_burst_plus_rate_times_window() {
         parent: None,
         rate,
         burst,
+        ramp: None,
         now: at(0),
     })
     .await
@@ -241,6 +242,7 @@ async fn many_takers_never_exceed_burst_plus_rate_times_window() {
         parent: None,
         rate: 1e6,
         burst: 1e6,
+        ramp: None,
         now: at(0),
     })
     .await

@@ -1,0 +1,301 @@
+//! One [`Store`] over a thin per-database [`Backend`] (River's driver layering): every method
+//! is written here once, as a transaction script of [`crate::scripts`], except the operations
+//! where a database's own statements pay — PostgreSQL's one-statement CTEs on the claim path
+//! (insert, claim, heartbeat, finish, hand-back, rescue, the token take) and the backlog
+//! aggregates. Those the backend overrides, whole.
+
+use crate::Store;
+use crate::db::Db;
+use crate::error::{Result, from_sqlx};
+use crate::model::*;
+use crate::scripts;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sluice_core::{JobId, TaskId};
+
+/// What differs between PostgreSQL and SQLite: connections, transactions, migrations and the
+/// operations written per database for speed.
+#[async_trait]
+pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
+    type D: Db;
+    /// `postgres` or `sqlite`.
+    const NAME: &'static str;
+
+    fn pool(&self) -> &sqlx::Pool<Self::D>;
+
+    /// A write transaction (SQLite takes the write lock up front: `BEGIN IMMEDIATE`).
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, Self::D>> {
+        self.pool().begin().await.map_err(from_sqlx)
+    }
+
+    /// A connection of the pool, for a statement outside a transaction.
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Self::D>> {
+        self.pool().acquire().await.map_err(from_sqlx)
+    }
+
+    /// Whether a transaction that failed with `e` lost a race and may run again.
+    fn is_race(_e: &sqlx::Error) -> bool {
+        false
+    }
+
+    async fn migrate(&self) -> Result<()>;
+    async fn ready(&self) -> Result<()>;
+    async fn job_insert(&self, p: JobInsertParams) -> Result<JobInserted>;
+    /// One claim pass: up to `limit` pending tasks runnable at `p.now`, in release order
+    /// (priority, then fairness tag), none of `skip`, leased until `expires` and journaled.
+    async fn claim_rows(
+        &self,
+        p: &TaskClaimParams,
+        limit: u32,
+        expires: DateTime<Utc>,
+        skip: &ClaimSkip,
+    ) -> Result<Vec<ClaimedTask>>;
+    async fn task_heartbeat(&self, p: TaskHeartbeatParams) -> Result<Vec<Lease>>;
+    async fn task_finish(&self, p: TaskFinishParams) -> Result<FinishReport>;
+    async fn task_hand_back(&self, p: TaskHandBackParams) -> Result<Vec<TaskId>>;
+    async fn task_rescue_expired(&self, p: TaskRescueParams) -> Result<Vec<RescuedTask>>;
+    async fn task_wait(&self, timeout: std::time::Duration);
+    async fn budget_take(&self, p: BudgetTakeParams) -> Result<u32>;
+    async fn job_backlog(&self) -> Result<Vec<Backlog>>;
+    async fn task_backlog(&self) -> Result<TaskBacklog>;
+}
+
+/// Times a transaction that lost a race (deadlock, serialization failure) is run again.
+const RACE_RETRIES: usize = 5;
+
+/// Runs `$body` — an expression using `$c`, the connection of a fresh transaction of backend
+/// `$b` — and commits; runs it again when it lost a race.
+macro_rules! in_tx {
+    ($b:expr, |$c:ident| $body:expr) => {{
+        let b = $b;
+        let mut tries = 0;
+        loop {
+            let mut tx = $crate::backend::Backend::begin(b).await?;
+            let r = {
+                let $c = &mut *tx;
+                $body
+            };
+            let r = match r {
+                Ok(v) => tx
+                    .commit()
+                    .await
+                    .map_err($crate::error::from_sqlx)
+                    .map(|_| v),
+                Err(e) => Err(e),
+            };
+            match r {
+                Err($crate::error::StoreError::Unavailable(e))
+                    if tries < $crate::backend::race_retries() && $crate::backend::is_race_of(b, &e) =>
+                {
+                    tries += 1;
+                    tracing::debug!(error = %e, tries, "transaction lost a race, running it again");
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+pub(crate) use in_tx;
+
+pub(crate) fn race_retries() -> usize {
+    RACE_RETRIES
+}
+
+pub(crate) fn is_race_of<B: Backend>(_b: &B, e: &sqlx::Error) -> bool {
+    B::is_race(e)
+}
+
+/// The store over backend `B` (see the module docs).
+#[derive(Debug, Clone)]
+pub struct SqlStore<B>(pub(crate) B);
+
+#[async_trait]
+impl<B: Backend> Store for SqlStore<B> {
+    fn backend(&self) -> &'static str {
+        B::NAME
+    }
+    async fn migrate(&self) -> Result<()> {
+        self.0.migrate().await
+    }
+    async fn ready(&self) -> Result<()> {
+        self.0.ready().await
+    }
+
+    async fn token_insert(&self, p: TokenInsertParams) -> Result<ApiToken> {
+        scripts::token_insert::<B::D>(&mut *self.0.conn().await?, &p).await
+    }
+    async fn token_find(&self, hash: &str) -> Result<ApiToken> {
+        scripts::token_find::<B::D>(&mut *self.0.conn().await?, hash).await
+    }
+    async fn token_list(&self) -> Result<Vec<ApiToken>> {
+        scripts::token_list::<B::D>(&mut *self.0.conn().await?).await
+    }
+    async fn token_revoke(&self, id: i64, now: DateTime<Utc>) -> Result<ApiToken> {
+        scripts::token_revoke::<B::D>(&mut *self.0.conn().await?, id, now).await
+    }
+
+    async fn job_insert(&self, p: JobInsertParams) -> Result<JobInserted> {
+        validate_job(&p)?;
+        self.0.job_insert(p).await
+    }
+    async fn job_get(&self, id: JobId) -> Result<Job> {
+        scripts::job_get::<B::D>(&mut *self.0.conn().await?, id).await
+    }
+    async fn job_list(&self, p: JobListParams) -> Result<Vec<Job>> {
+        scripts::job_list::<B::D>(&mut *self.0.conn().await?, &p).await
+    }
+    async fn job_cancel(&self, p: JobCancelParams) -> Result<Job> {
+        in_tx!(&self.0, |c| scripts::job_cancel::<B::D>(c, &p).await)
+    }
+
+    async fn task_claim(&self, p: TaskClaimParams) -> Result<Vec<ClaimedTask>> {
+        if p.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let expires = crate::rows::lease_end(p.now, p.lease)?;
+        // The holds in force are read first and passed as arrays: a per-row lookup of the
+        // pauses in the claim (NOT EXISTS, or a joined aggregate) cost 15-50 % of the claim's
+        // time in the queue benchmark. A pause set between the two statements takes effect
+        // at the next claim, as documented.
+        let holds = scripts::holds::<B::D>(&mut *self.0.conn().await?, p.now).await?;
+        let Some(ClaimPlan { skip, dry }) = claim_plan(holds, &p.skip_owners) else {
+            return Ok(Vec::new());
+        };
+        // Tasks of dry scopes are released last: only when nothing else is runnable.
+        let mut claimed = Vec::new();
+        if !dry.is_empty() {
+            let mut wet = skip.clone();
+            wet.scopes.extend(dry);
+            claimed = self.0.claim_rows(&p, p.limit, expires, &wet).await?;
+        }
+        let left = p.limit - claimed.len() as u32;
+        if left > 0 {
+            claimed.extend(self.0.claim_rows(&p, left, expires, &skip).await?);
+        }
+        Ok(claimed)
+    }
+    async fn task_heartbeat(&self, p: TaskHeartbeatParams) -> Result<Vec<Lease>> {
+        if p.leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.0.task_heartbeat(p).await
+    }
+    async fn task_finish(&self, p: TaskFinishParams) -> Result<FinishReport> {
+        if p.finishes.is_empty() {
+            return Ok(FinishReport::default());
+        }
+        self.0.task_finish(p).await
+    }
+    async fn task_hand_back(&self, p: TaskHandBackParams) -> Result<Vec<TaskId>> {
+        self.0.task_hand_back(p).await
+    }
+    async fn task_rescue_expired(&self, p: TaskRescueParams) -> Result<Vec<RescuedTask>> {
+        self.0.task_rescue_expired(p).await
+    }
+    async fn task_wait(&self, timeout: std::time::Duration) {
+        self.0.task_wait(timeout).await
+    }
+    async fn task_get(&self, id: TaskId) -> Result<Task> {
+        scripts::task_get::<B::D>(&mut *self.0.conn().await?, id).await
+    }
+    async fn task_list(&self, p: TaskListParams) -> Result<Vec<Task>> {
+        scripts::task_list::<B::D>(&mut *self.0.conn().await?, &p).await
+    }
+
+    async fn lake_insert(&self, p: LakeInsertParams) -> Result<Lake> {
+        scripts::lake_insert::<B::D>(&mut *self.0.conn().await?, &p).await
+    }
+    async fn lake_list(&self) -> Result<Vec<Lake>> {
+        scripts::lake_list::<B::D>(&mut *self.0.conn().await?).await
+    }
+    async fn lake_get(&self, name: &str) -> Result<Lake> {
+        scripts::lake_get::<B::D>(&mut *self.0.conn().await?, name).await
+    }
+    async fn lake_remove(&self, name: &str) -> Result<()> {
+        scripts::lake_remove::<B::D>(&mut *self.0.conn().await?, name).await
+    }
+
+    async fn budget_set(&self, p: BudgetSetParams) -> Result<Budget> {
+        in_tx!(&self.0, |c| scripts::budget_set::<B::D>(c, &p).await)
+    }
+    async fn budget_list(&self) -> Result<Vec<Budget>> {
+        scripts::budget_list::<B::D>(&mut *self.0.conn().await?).await
+    }
+    async fn budget_take(&self, p: BudgetTakeParams) -> Result<u32> {
+        if p.n == 0 {
+            return Ok(0);
+        }
+        self.0.budget_take(p).await
+    }
+    async fn budget_feedback(
+        &self,
+        scope: &str,
+        f: BudgetFeedback,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        in_tx!(&self.0, |c| scripts::budget_feedback_tx::<B::D>(
+            c, scope, f, now
+        )
+        .await)
+    }
+
+    async fn breaker_list(&self) -> Result<Vec<BreakerRow>> {
+        scripts::breaker_list::<B::D>(&mut *self.0.conn().await?).await
+    }
+    async fn breaker_update(&self, p: BreakerUpdateParams) -> Result<BreakerUpdate> {
+        in_tx!(&self.0, |c| scripts::breaker_update::<B::D>(c, &p).await)
+    }
+
+    async fn pause_set(&self, p: PauseSetParams) -> Result<Pause> {
+        in_tx!(&self.0, |c| scripts::pause_set::<B::D>(c, &p).await)
+    }
+    async fn pause_clear(&self, target: &PauseTarget, by: &str, now: DateTime<Utc>) -> Result<()> {
+        in_tx!(&self.0, |c| scripts::pause_clear::<B::D>(
+            c, target, by, now
+        )
+        .await)
+    }
+    async fn pause_list(&self) -> Result<Vec<Pause>> {
+        scripts::pause_list::<B::D>(&mut *self.0.conn().await?).await
+    }
+    async fn pause_list_for_job(&self, job: JobId) -> Result<Vec<Pause>> {
+        scripts::pause_list_for_job::<B::D>(&mut *self.0.conn().await?, job).await
+    }
+
+    async fn intake_close(&self, p: IntakeCloseParams) -> Result<IntakeHold> {
+        in_tx!(&self.0, |c| scripts::intake_close::<B::D>(c, &p).await)
+    }
+    async fn intake_open(&self, by: &str, now: DateTime<Utc>) -> Result<()> {
+        in_tx!(&self.0, |c| scripts::intake_open::<B::D>(c, by, now).await)
+    }
+    async fn intake_get(&self) -> Result<Option<IntakeHold>> {
+        scripts::intake_get::<B::D>(&mut *self.0.conn().await?).await
+    }
+
+    async fn event_list(&self, p: EventListParams) -> Result<Vec<Event>> {
+        scripts::event_list::<B::D>(&mut *self.0.conn().await?, &p).await
+    }
+
+    async fn leader_elect(&self, p: LeaderElectParams) -> Result<Leadership> {
+        in_tx!(&self.0, |c| scripts::leader_elect::<B::D>(c, &p).await)
+    }
+    async fn leader_resign(&self, name: &str, holder: &str, now: DateTime<Utc>) -> Result<bool> {
+        in_tx!(&self.0, |c| scripts::leader_resign::<B::D>(
+            c, name, holder, now
+        )
+        .await)
+    }
+
+    async fn job_rebalance(&self, p: JobRebalanceParams) -> Result<usize> {
+        in_tx!(&self.0, |c| scripts::job_rebalance::<B::D>(c, &p).await)
+    }
+    async fn job_backlog(&self) -> Result<Vec<Backlog>> {
+        self.0.job_backlog().await
+    }
+    async fn task_backlog(&self) -> Result<TaskBacklog> {
+        self.0.task_backlog().await
+    }
+    async fn job_finished(&self, p: JobFinishedParams) -> Result<Vec<FinishedJob>> {
+        scripts::job_finished::<B::D>(&mut *self.0.conn().await?, &p).await
+    }
+}
