@@ -97,7 +97,7 @@ async fn main() -> Result<()> {
         let counts = Arc::new(Counts::default());
         let engine =
             Arc::new(Engine::new(EngineConfig::new(&scratch))?.with_call_counts(counts.clone()));
-        let mut hunt = spec.compile(&lakes[0].partition_cols)?;
+        let mut hunt = sluice_engine::compile(&spec, &lakes[0].partition_cols)?;
         hunt.options.insert(
             "datafusion.execution.parquet.bloom_filter_on_read".into(),
             bloom.to_string(),
@@ -138,7 +138,7 @@ async fn main() -> Result<()> {
     // The same hunt in runner processes (ADR 0010): a pool of `concurrency` warm runners,
     // cold (first hunt, new runners) then warm (repeat: runners and their caches reused).
     if let Some(program) = &args.runner {
-        let hunt = spec.compile(&lakes[0].partition_cols)?;
+        let hunt = sluice_engine::compile(&spec, &lakes[0].partition_cols)?;
         let engine = Arc::new(Engine::new(EngineConfig::new(&scratch))?);
         let pool = Arc::new(sluice_engine::isolate::RunnerPool::new(
             sluice_engine::isolate::PoolConfig {

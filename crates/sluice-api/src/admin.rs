@@ -55,8 +55,7 @@ fn path(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
 #[utoipa::path(get, path = "/v1/admin/backlog", tag = "admin", security(("bearer" = [])),
     responses(
         (status = 200, description = "Unfinished tasks per scope and drain time at the current budgets", body = crate::backlog::BacklogReport),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Denied,
     ))]
 pub(crate) async fn backlog(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
     at_least(&caller, Role::Operator)?;
@@ -66,8 +65,7 @@ pub(crate) async fn backlog(State(api): State<Api>, caller: Caller) -> Result<Re
 #[utoipa::path(get, path = "/v1/admin/pauses", tag = "admin", security(("bearer" = [])),
     responses(
         (status = 200, description = "Pauses in force", body = Vec<PauseView>),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Denied,
     ))]
 pub(crate) async fn pauses(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
     at_least(&caller, Role::Operator)?;
@@ -86,8 +84,7 @@ pub(crate) async fn pauses(State(api): State<Api>, caller: Caller) -> Result<Res
     responses(
         (status = 201, description = "Paused", body = Paused),
         (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Denied,
     ))]
 pub(crate) async fn pause(
     State(api): State<Api>,
@@ -106,8 +103,9 @@ pub(crate) async fn pause(
             now: chrono::Utc::now(),
         })
         .await?;
-    // With `now`, the target's running tasks are handed back (no attempt spent) after the
-    // pause is in force, so no new claim races the hand-back.
+    // With `now`, the target's running tasks are handed back (no attempt spent) once the
+    // pause is in force. On Postgres a claim that read the holds just before the pause
+    // committed may still take a task of the target (pauses apply from the next claim).
     let handed_back = if req.now {
         api.store
             .task_hand_back(TaskHandBackParams {
@@ -134,8 +132,7 @@ pub(crate) async fn pause(
     responses(
         (status = 200, description = "Resumed", body = crate::wire::Resumed),
         (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Denied,
         (status = 404, description = "The target is not paused", body = crate::wire::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn resume(
@@ -158,8 +155,7 @@ pub(crate) async fn resume(
 #[utoipa::path(get, path = "/v1/admin/budgets", tag = "admin", security(("bearer" = [])),
     responses(
         (status = 200, description = "Budgets with their effective rate and tokens now", body = Vec<BudgetView>),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Denied,
     ))]
 pub(crate) async fn budgets(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
     at_least(&caller, Role::Operator)?;
@@ -180,8 +176,7 @@ pub(crate) async fn budgets(State(api): State<Api>, caller: Caller) -> Result<Re
     responses(
         (status = 200, description = "The budget as set", body = BudgetView),
         (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Denied,
     ))]
 pub(crate) async fn budget_set(
     State(api): State<Api>,
@@ -216,8 +211,7 @@ pub(crate) async fn budget_set(
 #[utoipa::path(get, path = "/v1/admin/breakers", tag = "admin", security(("bearer" = [])),
     responses(
         (status = 200, description = "Breakers that ever opened", body = Vec<BreakerView>),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Denied,
     ))]
 pub(crate) async fn breakers(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
     at_least(&caller, Role::Operator)?;
@@ -236,8 +230,7 @@ pub(crate) async fn breakers(State(api): State<Api>, caller: Caller) -> Result<R
     responses(
         (status = 200, description = "Closed; the scope ramps up from slow start", body = BreakerView),
         (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Denied,
         (status = 404, description = "The scope's breaker never opened", body = crate::wire::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn breaker_reset(
@@ -289,8 +282,7 @@ async fn intake_view(api: &Api) -> Result<IntakeView, ApiError> {
 #[utoipa::path(get, path = "/v1/admin/intake", tag = "admin", security(("bearer" = [])),
     responses(
         (status = 200, description = "Intake and what is left of the backlog", body = IntakeView),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Denied,
     ))]
 pub(crate) async fn intake(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
     at_least(&caller, Role::Operator)?;
@@ -304,8 +296,7 @@ pub(crate) async fn intake(State(api): State<Api>, caller: Caller) -> Result<Res
     responses(
         (status = 200, description = "Intake closed", body = IntakeView),
         (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Denied,
     ))]
 pub(crate) async fn drain(
     State(api): State<Api>,
@@ -329,8 +320,7 @@ pub(crate) async fn drain(
     responses(
         (status = 200, description = "Intake open", body = IntakeView),
         (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Role too low", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Denied,
         (status = 404, description = "No drain to end", body = crate::wire::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn drain_end(

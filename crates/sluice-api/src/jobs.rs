@@ -189,7 +189,7 @@ async fn plan(api: &Api, hunt: &serde_json::Value) -> Result<crate::Planned, Api
     responses(
         (status = 200, description = "The hunt is valid", body = Validated),
         (status = 400, description = "Malformed request or invalid hunt", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Unauthorized,
         (status = 413, description = "Body over the limit", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = crate::wire::Problem, content_type = "application/problem+json"),
     ))]
@@ -254,7 +254,7 @@ fn planned_backlog(tasks: &[sluice_store::NewTask]) -> sluice_store::TaskBacklog
     responses(
         (status = 202, description = "Accepted: one task per selected lake", body = Submitted),
         (status = 400, description = "Malformed request or invalid hunt", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Unauthorized,
         (status = 409, description = "Idempotency key used with another body", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = crate::wire::Problem, content_type = "application/problem+json"),
@@ -323,7 +323,7 @@ pub(crate) async fn submit(
     responses(
         (status = 200, description = "The job", body = JobView),
         (status = 400, description = "Not a job id", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Unauthorized,
         (status = 404, description = "No such job, or another owner's", body = crate::wire::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn get(
@@ -373,7 +373,7 @@ fn limit(raw: Option<u32>) -> Result<u32, ApiError> {
     responses(
         (status = 200, description = "The caller's jobs, newest first", body = JobPage),
         (status = 400, description = "Bad state, cursor or limit", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Unauthorized,
         (status = 403, description = "A researcher asking for another owner", body = crate::wire::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn list(
@@ -436,7 +436,7 @@ pub(crate) async fn list(
     responses(
         (status = 200, description = "Cancelled", body = JobView),
         (status = 400, description = "Not a job id, or a malformed body", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Unauthorized,
         (status = 404, description = "No such job, or another owner's", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already ended", body = crate::wire::Problem, content_type = "application/problem+json"),
     ))]
@@ -506,7 +506,7 @@ pub(crate) struct ResultsQuery {
             ),
             headers(("X-Next-Cursor" = String), ("X-Partial" = String))),
         (status = 400, description = "Bad id, format, cursor or limit", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Unauthorized,
         (status = 404, description = "No such job, or another owner's", body = crate::wire::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn results(
@@ -571,7 +571,7 @@ pub(crate) struct EventsQuery {
     responses(
         (status = 200, description = "The job's journal, oldest first", body = EventPage),
         (status = 400, description = "Bad id, cursor or limit", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or unknown token", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Unauthorized,
         (status = 404, description = "No such job, or another owner's", body = crate::wire::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn events(

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 pub struct SubmitRequest {
     /// The hunt: `{"kind": "ioc", "ips": [...], "lakes": {...}}` or
     /// `{"kind": "sql", "sql": "SELECT ...", "lakes": {...}}`.
-    #[schema(value_type = Hunt)]
+    #[schema(value_type = sluice_core::hunt::HuntSpec)]
     pub hunt: serde_json::Value,
     /// Higher runs first; -100 to 100, default 0.
     #[serde(default)]
@@ -22,78 +22,7 @@ pub struct SubmitRequest {
     pub max_attempts: Option<i32>,
 }
 
-/// A hunt, as the `hunt` of a submission. This type only documents it: the binary's planner
-/// reads the hunt (this crate does not link the engine), and a test in `sluice-cli` checks
-/// that both name the same fields.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Hunt {
-    /// One read-only SQL statement over the table `events` of each selected lake.
-    Sql {
-        #[schema(min_length = 1)]
-        sql: String,
-        #[serde(default)]
-        lakes: LakeSelector,
-    },
-    /// Indicators of compromise, compiled to SQL: at least one IP, hash or domain.
-    Ioc {
-        /// IPv4 or IPv6 addresses.
-        #[serde(default)]
-        #[schema(max_items = 10000)]
-        ips: Vec<String>,
-        /// SHA-256 file hashes (64 hex digits).
-        #[serde(default)]
-        #[schema(max_items = 10000)]
-        hashes: Vec<String>,
-        #[serde(default)]
-        #[schema(max_items = 10000)]
-        domains: Vec<String>,
-        /// Only events at or after this time.
-        #[serde(default)]
-        since: Option<DateTime<Utc>>,
-        /// Only events before this time.
-        #[serde(default)]
-        until: Option<DateTime<Utc>>,
-        #[serde(default)]
-        lakes: LakeSelector,
-    },
-}
-
-/// Which lakes a hunt reads: by name, glob (`lake-0*`) or tags; empty: every lake.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LakeSelector {
-    #[serde(default)]
-    pub names: Vec<String>,
-    #[serde(default)]
-    pub globs: Vec<String>,
-    /// Every tag must match.
-    #[serde(default)]
-    pub tags: std::collections::BTreeMap<String, String>,
-}
-
-/// One problem with a submitted hunt; `line`/`column` start at 1 (0: no position).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct HuntError {
-    pub line: u64,
-    pub column: u64,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-}
-
-impl std::fmt::Display for HuntError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.line > 0 {
-            write!(f, "line {}, column {}: ", self.line, self.column)?;
-        }
-        f.write_str(&self.message)?;
-        if let Some(h) = &self.hint {
-            write!(f, " (hint: {h})")?;
-        }
-        Ok(())
-    }
-}
+pub use sluice_core::hunt::{HuntError, HuntSpec as Hunt, LakeSelector};
 
 /// `202 Accepted` of `POST /v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -415,6 +344,34 @@ pub struct IntakeView {
     pub pending: i64,
     pub running: i64,
     pub drained: bool,
+}
+
+/// The answers of every route that needs a token (for the OpenAPI document).
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum Unauthorized {
+    #[response(
+        status = 401,
+        description = "No or unknown token",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+}
+
+/// The answers of a route above the researcher role (for the OpenAPI document).
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum Denied {
+    #[response(
+        status = 401,
+        description = "No or unknown token",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    #[response(
+        status = 403,
+        description = "Role too low",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(Problem),
 }
 
 /// Every error: RFC 9457 problem details (`application/problem+json`).

@@ -1,9 +1,11 @@
 //! Settings from flags, environment (`SLUICE_…`) and an optional TOML file, in that order of
-//! precedence. The file is one more source of the same environment names: `worker.concurrency =
-//! 32` (or `worker_concurrency = 32` at the top) is `SLUICE_WORKER_CONCURRENCY=32`. Before clap
-//! parses, every file setting whose variable is not set already is exported, so a flag beats the
-//! environment, the environment beats the file, and the file beats the defaults — with one
-//! parser, one set of checks and one name per setting. Unknown names are refused.
+//! precedence. The file names settings as the environment does, without `SLUICE_`:
+//! `worker.concurrency = 32` (or `worker_concurrency = 32` at the top) is
+//! `SLUICE_WORKER_CONCURRENCY`. Its values become the defaults of the arguments that read
+//! those variables ([`with_file_defaults`]), so clap layers them itself — flag, then
+//! environment, then file, then built-in default — with one parser, one set of checks and one
+//! name per setting, and reports where each value came from (`ValueSource`). Nothing is
+//! written to the process environment. Unknown names are refused.
 
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -102,8 +104,7 @@ fn flatten(prefix: &str, t: &toml::Table, out: &mut Vec<(String, String)>) -> Re
     Ok(())
 }
 
-/// Reads the file (if any) and exports its settings that the environment does not set yet.
-/// Must run before any thread is started (it sets environment variables).
+/// Reads the file (if any): the settings it supplies that the environment does not set.
 pub fn load(args: &[std::ffi::OsString], cmd: &clap::Command) -> Result<FileSettings> {
     let Some((path, named)) = config_path(args) else {
         return Ok(FileSettings::default());
@@ -116,22 +117,41 @@ pub fn load(args: &[std::ffi::OsString], cmd: &clap::Command) -> Result<FileSett
         Err(e) => return Err(e).with_context(|| format!("reading config {}", path.display())),
     };
     let settings = parse(&text, &path, cmd)?;
-    let mut applied = BTreeMap::new();
-    for (env, value) in settings {
-        if std::env::var_os(&env).is_none() {
-            // SAFETY (of the std requirement): called from `main` before the runtime or any
-            // other thread exists.
-            #[allow(unsafe_code)]
-            unsafe {
-                std::env::set_var(&env, &value);
-            }
-            applied.insert(env, value);
-        }
-    }
+    let applied = settings
+        .into_iter()
+        .filter(|(env, _)| std::env::var_os(env).is_none())
+        .collect();
     Ok(FileSettings {
         path: Some(path),
         applied,
     })
+}
+
+/// `cmd` with the file's settings as the defaults of the arguments that read their variables,
+/// in every subcommand.
+pub fn with_file_defaults(cmd: clap::Command, file: &FileSettings) -> clap::Command {
+    if file.applied.is_empty() {
+        return cmd;
+    }
+    let ids: Vec<(clap::Id, String)> = cmd
+        .get_arguments()
+        .filter_map(|a| {
+            let env = a.get_env()?.to_string_lossy().into_owned();
+            let v = file.applied.get(&env)?;
+            Some((a.get_id().clone(), v.clone()))
+        })
+        .collect();
+    let mut cmd = ids
+        .into_iter()
+        .fold(cmd, |c, (id, v)| c.mut_arg(id, |a| a.default_value(v)));
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in subs {
+        cmd = cmd.mut_subcommand(name, |s| with_file_defaults(s, file));
+    }
+    cmd
 }
 
 /// The file's settings as environment names and values; malformed TOML and unknown names are
@@ -166,9 +186,35 @@ fn is_secret(env: &str) -> bool {
         .any(|s| env.contains(s))
 }
 
+/// What `sluice config show` prints: every setting (the JSON), and the file.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(transparent)]
+pub struct Shown {
+    pub settings: Vec<Setting>,
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+/// The settings of this run: the file's and the global flags given on the command line.
+#[derive(Debug, Default)]
+pub struct Settings {
+    pub file: FileSettings,
+    pub flags: BTreeMap<String, String>,
+}
+
+impl Settings {
+    pub fn shown(&self) -> Shown {
+        use clap::CommandFactory;
+        Shown {
+            settings: show(&crate::cli::Cli::command(), &self.file, &self.flags),
+            file: self.file.path.clone(),
+        }
+    }
+}
+
 /// One setting as `sluice config show` prints it.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Shown {
+pub struct Setting {
     pub setting: String,
     pub env: String,
     pub value: Option<String>,
@@ -181,17 +227,17 @@ pub fn show(
     cmd: &clap::Command,
     file: &FileSettings,
     flags: &BTreeMap<String, String>,
-) -> Vec<Shown> {
+) -> Vec<Setting> {
     known_env(cmd)
         .into_iter()
         .filter(|(env, _)| env != "SLUICE_CONFIG")
         .map(|(env, default)| {
             let (value, source) = if let Some(v) = flags.get(&env) {
                 (Some(v.clone()), Source::Flag)
-            } else if let Some(v) = file.applied.get(&env) {
-                (Some(v.clone()), Source::File)
             } else if let Ok(v) = std::env::var(&env) {
                 (Some(v), Source::Env)
+            } else if let Some(v) = file.applied.get(&env) {
+                (Some(v.clone()), Source::File)
             } else {
                 (default, Source::Default)
             };
@@ -204,7 +250,7 @@ pub fn show(
                     v
                 }
             });
-            Shown {
+            Setting {
                 setting: env.trim_start_matches("SLUICE_").to_ascii_lowercase(),
                 env,
                 value,
@@ -289,5 +335,59 @@ mod tests {
             Some((Some("postgres://u:***@db/s".into()), Source::File))
         );
         assert!(is_secret("SLUICE_API_TOKEN") && !is_secret("SLUICE_WORKER_LEASE"));
+    }
+
+    #[test]
+    fn the_file_is_the_default_layer_under_flags_in_every_subcommand() {
+        let file = FileSettings {
+            path: None,
+            applied: [
+                (
+                    "SLUICE_DATABASE_URL".to_string(),
+                    "sqlite://file.db".to_string(),
+                ),
+                ("SLUICE_WORKER_CONCURRENCY".to_string(), "7".to_string()),
+            ]
+            .into(),
+        };
+        let get = |args: &[&str]| {
+            let m = with_file_defaults(cmd(), &file).get_matches_from(args);
+            let db = m.get_one::<String>("database_url").cloned();
+            let src = m.value_source("database_url");
+            let n = m
+                .subcommand_matches("worker")
+                .and_then(|w| w.get_one::<String>("concurrency").cloned());
+            (db, src, n)
+        };
+        use clap::parser::ValueSource::*;
+        assert_eq!(
+            get(&["t", "worker"]),
+            (
+                Some("sqlite://file.db".into()),
+                Some(DefaultValue),
+                Some("7".into())
+            )
+        );
+        assert_eq!(
+            get(&[
+                "t",
+                "--database-url",
+                "sqlite://flag.db",
+                "worker",
+                "--concurrency",
+                "3"
+            ]),
+            (
+                Some("sqlite://flag.db".into()),
+                Some(CommandLine),
+                Some("3".into())
+            )
+        );
+        let none = FileSettings::default();
+        let m = with_file_defaults(cmd(), &none).get_matches_from(["t"]);
+        assert_eq!(
+            m.get_one::<String>("database_url").map(String::as_str),
+            Some("sqlite://sluice.db")
+        );
     }
 }

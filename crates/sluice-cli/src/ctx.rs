@@ -75,10 +75,10 @@ impl Ctx {
         let engine = self.engine()?;
         let api = sluice_api::Api {
             store: store.clone(),
-            planner: Arc::new(crate::hunts::HuntPlanner {
+            planner: Arc::new(sluice_hunt::HuntPlanner {
                 store: store.clone(),
             }),
-            results: Arc::new(crate::hunts::EngineResults { store, engine }),
+            results: Arc::new(sluice_hunt::EngineResults { store, engine }),
             cfg: sluice_api::ApiConfig::default(),
         };
         Ok(Client::local(
@@ -156,9 +156,6 @@ mod tests {
         };
         let v = V { n: 3 };
         assert_eq!(ctx(Output::Text).format(&v).unwrap(), "n is 3\n");
-        assert_eq!(
-            ctx(Output::Json).format(&v).unwrap(),
-            "{\n  \"n\": 3\n}\n"
-        );
+        assert_eq!(ctx(Output::Json).format(&v).unwrap(), "{\n  \"n\": 3\n}\n");
     }
 }

@@ -100,7 +100,7 @@ impl Budget {
         });
         if f == BudgetFeedback::SlowStart {
             // A ramp starts from a low rate: a full bucket would release a burst at once.
-            self.tokens = self.tokens.min((rate * 0.1).max(1.0));
+            self.tokens = self.tokens.min((rate * self.ramp.start_fraction).max(1.0));
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod election;
 pub mod fair;
 pub mod human;
+pub mod hunt;
 pub mod ids;
 pub mod provider;
 pub mod retry;

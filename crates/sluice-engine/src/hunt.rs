@@ -9,49 +9,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-/// Most IOC values one hunt may carry (all lists together).
-pub const MAX_IOCS: usize = 10_000;
+pub use sluice_core::hunt::{HuntSpec, LakeSelector, MAX_IOCS, glob_match};
 
-/// A hunt as submitted (JSON, or built from CLI flags). Unknown fields are rejected, so a typo
-/// (`ipz`) is an error rather than a hunt for nothing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum HuntSpec {
-    /// SQL over the table `events` (one SELECT).
-    Sql {
-        sql: String,
-        #[serde(default)]
-        lakes: LakeSelector,
-    },
-    /// Indicators of compromise, matched against the telemetry columns.
-    Ioc {
-        #[serde(default)]
-        ips: Vec<String>,
-        #[serde(default)]
-        hashes: Vec<String>,
-        #[serde(default)]
-        domains: Vec<String>,
-        /// Inclusive start of the time range (`ts >= since`).
-        #[serde(default)]
-        since: Option<DateTime<Utc>>,
-        /// Exclusive end of the time range (`ts < until`).
-        #[serde(default)]
-        until: Option<DateTime<Utc>>,
-        #[serde(default)]
-        lakes: LakeSelector,
-    },
-}
-
-impl HuntSpec {
-    pub fn lakes(&self) -> &LakeSelector {
-        match self {
-            HuntSpec::Sql { lakes, .. } | HuntSpec::Ioc { lakes, .. } => lakes,
-        }
-    }
-
-    /// The SQL (and session settings) a task runs.
-    pub fn compile(&self, partition_cols: &[String]) -> Result<CompiledHunt, EngineError> {
-        match self {
+/// The SQL (and session settings) a task of `spec` runs.
+pub fn compile(spec: &HuntSpec, partition_cols: &[String]) -> Result<CompiledHunt, EngineError> {
+    {
+        match spec {
             HuntSpec::Sql { sql, .. } => Ok(CompiledHunt {
                 sql: sql.clone(),
                 options: BTreeMap::new(),
@@ -83,56 +46,6 @@ pub struct IocSpec {
     pub domains: Vec<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
-}
-
-/// Which lakes a hunt runs on: names, globs (`*`, `?`) and tags (all must match). Empty: every
-/// lake.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LakeSelector {
-    #[serde(default)]
-    pub names: Vec<String>,
-    #[serde(default)]
-    pub globs: Vec<String>,
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-}
-
-impl LakeSelector {
-    pub fn is_all(&self) -> bool {
-        self.names.is_empty() && self.globs.is_empty() && self.tags.is_empty()
-    }
-
-    /// Whether a lake is selected: by name or glob (if any are given) and by every tag.
-    pub fn matches(&self, name: &str, tags: &BTreeMap<String, String>) -> bool {
-        let by_name = (self.names.is_empty() && self.globs.is_empty())
-            || self.names.iter().any(|n| n == name)
-            || self.globs.iter().any(|g| glob_match(g, name));
-        by_name && self.tags.iter().all(|(k, v)| tags.get(k) == Some(v))
-    }
-}
-
-/// `*` matches any run of characters, `?` one character; everything else literally.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// SQL plus the session settings it needs (e.g. a raised IN-list pruning limit).
@@ -466,7 +379,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.lakes().globs, vec!["lake-*"]);
-        assert!(ok.compile(&[]).unwrap().sql.contains("'1.1.1.1'"));
+        assert!(compile(&ok, &[]).unwrap().sql.contains("'1.1.1.1'"));
         let sql: HuntSpec = serde_json::from_str(r#"{"kind":"sql","sql":"select 1"}"#).unwrap();
         assert!(sql.lakes().is_all());
         for bad in [

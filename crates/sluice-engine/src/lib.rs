@@ -16,7 +16,7 @@ pub mod validate;
 
 pub use engine::{Engine, EngineConfig, LAKE_COLUMN, LakeRef, TaskOutput, TaskRun};
 pub use error::EngineError;
-pub use hunt::{CompiledHunt, HuntSpec, LakeSelector};
+pub use hunt::{CompiledHunt, HuntSpec, LakeSelector, compile};
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use std::sync::Arc;

@@ -9,7 +9,6 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,36 +16,10 @@ use std::time::Duration;
 /// Longest SQL accepted (bytes); a hunt is a query, not a program.
 pub const MAX_SQL_BYTES: usize = 256 * 1024;
 
-/// One problem with a hunt. `line`/`column` start at 1; 0 when the problem has no position.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SqlError {
-    pub line: u64,
-    pub column: u64,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-}
+pub use sluice_core::hunt::HuntError;
 
-impl std::fmt::Display for SqlError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.line > 0 {
-            write!(f, "line {}, column {}: ", self.line, self.column)?;
-        }
-        f.write_str(&self.message)?;
-        if let Some(h) = &self.hint {
-            write!(f, " (hint: {h})")?;
-        }
-        Ok(())
-    }
-}
-
-fn plain(message: impl Into<String>) -> SqlError {
-    SqlError {
-        line: 0,
-        column: 0,
-        message: message.into(),
-        hint: None,
-    }
+fn plain(message: impl Into<String>) -> HuntError {
+    HuntError::plain(message)
 }
 
 /// `Line: 3, Column: 14` as sqlparser writes positions into its messages.
@@ -194,10 +167,9 @@ pub async fn validate(
     spec: &HuntSpec,
     file_schema: &Schema,
     partition_cols: &[String],
-) -> Result<CompiledHunt, Vec<SqlError>> {
-    let compiled = spec
-        .compile(partition_cols)
-        .map_err(|e| vec![plain(e.to_string())])?;
+) -> Result<CompiledHunt, Vec<HuntError>> {
+    let compiled =
+        crate::hunt::compile(spec, partition_cols).map_err(|e| vec![plain(e.to_string())])?;
     let schema = table_schema(file_schema, partition_cols);
     let hunt = compiled.clone();
     bounded(move || {
@@ -215,7 +187,7 @@ pub async fn validate(
 const BUSY: &str = "the server is busy checking other hunts";
 
 /// Whether `validate` refused for want of time (try again later), not for the hunt itself.
-pub fn is_busy(errors: &[SqlError]) -> bool {
+pub fn is_busy(errors: &[HuntError]) -> bool {
     errors.len() == 1 && errors[0].line == 0 && errors[0].message.starts_with(BUSY)
 }
 
@@ -224,9 +196,9 @@ static CHECKS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
 
 /// Runs `check` on a thread of its own (a large stack, a low priority), one of
 /// [`CHECKS_AT_ONCE`], within [`CHECK_TIMEOUT`] of being asked.
-async fn bounded<F>(check: F) -> Result<(), Vec<SqlError>>
+async fn bounded<F>(check: F) -> Result<(), Vec<HuntError>>
 where
-    F: FnOnce() -> Result<(), Vec<SqlError>> + Send + 'static,
+    F: FnOnce() -> Result<(), Vec<HuntError>> + Send + 'static,
 {
     let busy = || {
         vec![plain(format!(
@@ -265,7 +237,7 @@ where
 /// The first place the query nests brackets deeper than [`MAX_NESTING`], or where it passes
 /// [`MAX_OPERATORS`] operators (`AND`, `OR`, and each run of `+-*/%|&^=<>!~`), outside strings
 /// and comments.
-fn too_deep(sql: &str) -> Option<SqlError> {
+fn too_deep(sql: &str) -> Option<HuntError> {
     const OPERATOR: &str = "+-*/%|&^=<>!~";
     let (mut line, mut col) = (1u64, 0u64);
     let (mut depth, mut ops) = (0usize, 0usize);
@@ -274,7 +246,7 @@ fn too_deep(sql: &str) -> Option<SqlError> {
     let mut word = String::new();
     let mut word_at = (1u64, 1u64);
     let mut in_operator = false;
-    let too_many = |line, column| SqlError {
+    let too_many = |line, column| HuntError {
         line,
         column,
         message: format!("the query has more than {MAX_OPERATORS} operators (AND, OR, =, +, …)"),
@@ -349,7 +321,7 @@ fn too_deep(sql: &str) -> Option<SqlError> {
                     '(' | '[' => {
                         depth += 1;
                         if depth > MAX_NESTING {
-                            return Some(SqlError {
+                            return Some(HuntError {
                                 line,
                                 column: col,
                                 message: format!(
@@ -417,7 +389,7 @@ pub(crate) fn check_state(
     b.build()
 }
 
-async fn check_sql(hunt: &CompiledHunt, schema: &SchemaRef) -> Result<(), Vec<SqlError>> {
+async fn check_sql(hunt: &CompiledHunt, schema: &SchemaRef) -> Result<(), Vec<HuntError>> {
     let sql = &hunt.sql;
     if sql.trim().is_empty() {
         return Err(vec![plain("the query is empty")]);
@@ -446,7 +418,7 @@ async fn check_sql(hunt: &CompiledHunt, schema: &SchemaRef) -> Result<(), Vec<Sq
             )),
             None => None,
         };
-        vec![SqlError {
+        vec![HuntError {
             line,
             column,
             message: msg,
@@ -488,7 +460,7 @@ async fn check_sql(hunt: &CompiledHunt, schema: &SchemaRef) -> Result<(), Vec<Sq
     {
         let n = expanded_references(q);
         if n > MAX_REFERENCES {
-            return Err(vec![SqlError {
+            return Err(vec![HuntError {
                 line: 0,
                 column: 0,
                 message: format!(
@@ -524,7 +496,7 @@ async fn check_sql(hunt: &CompiledHunt, schema: &SchemaRef) -> Result<(), Vec<Sq
             e.diagnostic()
                 .and_then(|d| d.helps.first().map(|h| h.message.clone()))
         });
-        return Err(vec![SqlError {
+        return Err(vec![HuntError {
             line,
             column,
             message,
@@ -539,7 +511,7 @@ mod tests {
     use super::*;
     use crate::generate::telemetry_schema;
 
-    async fn check(sql: &str) -> Result<CompiledHunt, Vec<SqlError>> {
+    async fn check(sql: &str) -> Result<CompiledHunt, Vec<HuntError>> {
         let spec = HuntSpec::Sql {
             sql: sql.into(),
             lakes: Default::default(),

@@ -1,12 +1,9 @@
-//! The scheduler's metrics (Prometheus, default registry): the provider guard's
-//! (`sluice_provider_<name>_<unit>`) and the elected scheduler's (`sluice_scheduler_…`, and what its leader reads off the
-//! database: `sluice_jobs_…`, `sluice_budget_…`, `sluice_pauses_active`).
+//! The elected scheduler's metrics (Prometheus, default registry): `sluice_scheduler_…`, and
+//! what its leader reads off the database: `sluice_jobs_…`, `sluice_budget_…`,
+//! `sluice_pauses_active`.
 
 use prometheus::core::Collector;
-use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts,
-};
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec, Opts};
 use std::sync::LazyLock;
 
 /// Registers a metric in the default registry. Every definition below is static with a valid,
@@ -19,78 +16,6 @@ fn reg<M: Collector + Clone + 'static>(m: prometheus::Result<M>) -> M {
         .register(Box::new(m.clone()))
         .expect("metric names are unique");
     m
-}
-
-pub static CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    reg(IntCounterVec::new(
-        Opts::new(
-            "sluice_provider_calls_total",
-            "Provider HTTP attempts (credential fetches and retries included), by scope and answer class (ok, throttled, frozen, transient, permanent).",
-        ),
-        &["scope", "class"],
-    ))
-});
-
-pub static REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    reg(IntCounterVec::new(
-        Opts::new(
-            "sluice_provider_refusals_total",
-            "Calls the guard did not let go, by scope and reason (breaker_open, budget, unavailable); their tasks were deferred.",
-        ),
-        &["scope", "reason"],
-    ))
-});
-
-pub static TOKENS_FORFEITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    reg(IntCounterVec::new(
-        Opts::new(
-            "sluice_provider_tokens_forfeited_total",
-            "Leased budget tokens that expired unspent (never returned), by scope.",
-        ),
-        &["scope"],
-    ))
-});
-
-pub static BREAKER_STATE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    reg(IntGaugeVec::new(
-        Opts::new(
-            "sluice_provider_breaker_state",
-            "Circuit breaker state per scope as this process last read it: 0 closed, 1 half-open, 2 open.",
-        ),
-        &["scope"],
-    ))
-});
-
-pub static BUDGET_WAIT: LazyLock<Histogram> = LazyLock::new(|| {
-    reg(Histogram::with_opts(
-        HistogramOpts::new(
-            "sluice_provider_budget_wait_seconds",
-            "Time a call waited for a budget token.",
-        )
-        .buckets(vec![0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0]),
-    ))
-});
-
-/// Registers every metric (so a scrape shows them before the first call).
-pub fn init() {
-    LazyLock::force(&CALLS);
-    LazyLock::force(&REFUSALS);
-    LazyLock::force(&TOKENS_FORFEITED);
-    LazyLock::force(&BREAKER_STATE);
-    LazyLock::force(&BUDGET_WAIT);
-}
-
-/// Creates a scope's series at zero the first time this process calls into it, so dashboards
-/// and alerts see "no throttling" as 0 rather than as no data.
-pub fn init_scope(scope: &str) {
-    for class in ["ok", "throttled", "frozen", "transient", "permanent"] {
-        CALLS.with_label_values(&[scope, class]);
-    }
-    for reason in ["breaker_open", "budget", "unavailable"] {
-        REFUSALS.with_label_values(&[scope, reason]);
-    }
-    TOKENS_FORFEITED.with_label_values(&[scope]);
-    BREAKER_STATE.with_label_values(&[scope]);
 }
 
 pub static LEADER: LazyLock<IntGauge> = LazyLock::new(|| {

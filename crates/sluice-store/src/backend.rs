@@ -38,17 +38,16 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
         false
     }
 
-    async fn migrate(&self) -> Result<()>;
-    async fn ready(&self) -> Result<()>;
+    /// The database's migrations (`migrations/postgres`, `migrations/sqlite`).
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator;
     async fn job_insert(&self, p: JobInsertParams) -> Result<JobInserted>;
-    /// One claim pass: up to `limit` pending tasks runnable at `p.now`, in release order
-    /// (priority, then fairness tag), none of `skip`, leased until `expires` and journaled.
-    async fn claim_rows(
+    /// Claims up to `p.limit` (> 0) pending tasks runnable at `p.now`, in release order,
+    /// under the holds in force ([`claim_plan`]: one pass per [`ClaimPlan::passes`]), leased
+    /// until `expires` and journaled.
+    async fn task_claim(
         &self,
         p: &TaskClaimParams,
-        limit: u32,
         expires: DateTime<Utc>,
-        skip: &ClaimSkip,
     ) -> Result<Vec<ClaimedTask>>;
     async fn task_heartbeat(&self, p: TaskHeartbeatParams) -> Result<Vec<Lease>>;
     async fn task_finish(&self, p: TaskFinishParams) -> Result<FinishReport>;
@@ -110,15 +109,21 @@ pub(crate) fn is_race_of<B: Backend>(_b: &B, e: &sqlx::Error) -> bool {
 pub struct SqlStore<B>(pub(crate) B);
 
 #[async_trait]
-impl<B: Backend> Store for SqlStore<B> {
+impl<B: Backend> Store for SqlStore<B>
+where
+    <B::D as sqlx::Database>::Connection: sqlx::migrate::Migrate,
+{
     fn backend(&self) -> &'static str {
         B::NAME
     }
     async fn migrate(&self) -> Result<()> {
-        self.0.migrate().await
+        self.0.migrator().run(self.0.pool()).await?;
+        Ok(())
     }
     async fn ready(&self) -> Result<()> {
-        self.0.ready().await
+        let built = self.0.migrator().iter().map(|m| m.version).max();
+        let applied = scripts::schema_version::<B::D>(&mut *self.0.conn().await?).await?;
+        schema_ready(applied, built.unwrap_or(0))
     }
 
     async fn token_insert(&self, p: TokenInsertParams) -> Result<ApiToken> {
@@ -153,26 +158,7 @@ impl<B: Backend> Store for SqlStore<B> {
             return Ok(Vec::new());
         }
         let expires = crate::rows::lease_end(p.now, p.lease)?;
-        // The holds in force are read first and passed as arrays: a per-row lookup of the
-        // pauses in the claim (NOT EXISTS, or a joined aggregate) cost 15-50 % of the claim's
-        // time in the queue benchmark. A pause set between the two statements takes effect
-        // at the next claim, as documented.
-        let holds = scripts::holds::<B::D>(&mut *self.0.conn().await?, p.now).await?;
-        let Some(ClaimPlan { skip, dry }) = claim_plan(holds, &p.skip_owners) else {
-            return Ok(Vec::new());
-        };
-        // Tasks of dry scopes are released last: only when nothing else is runnable.
-        let mut claimed = Vec::new();
-        if !dry.is_empty() {
-            let mut wet = skip.clone();
-            wet.scopes.extend(dry);
-            claimed = self.0.claim_rows(&p, p.limit, expires, &wet).await?;
-        }
-        let left = p.limit - claimed.len() as u32;
-        if left > 0 {
-            claimed.extend(self.0.claim_rows(&p, left, expires, &skip).await?);
-        }
-        Ok(claimed)
+        self.0.task_claim(&p, expires).await
     }
     async fn task_heartbeat(&self, p: TaskHeartbeatParams) -> Result<Vec<Lease>> {
         if p.leases.is_empty() {

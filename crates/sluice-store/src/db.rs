@@ -98,9 +98,10 @@ pub(crate) trait Db:
     + Reads<crate::rows::IntakeRow>
     + Reads<crate::rows::JobCountsRow>
     + Reads<crate::rows::Scalar>
+    + Reads<crate::rows::MaybeScalar>
     + Reads<sluice_core::fair::OpenJob>
     + Reads<crate::rows::Text>
-    + Reads<crate::model::Hold>
+    + Reads<crate::rows::HoldRow>
     + Reads<crate::model::Event>
 {
     /// Appended to a `SELECT` whose rows the script will update.

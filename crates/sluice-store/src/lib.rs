@@ -193,6 +193,52 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn job_finished(&self, p: JobFinishedParams) -> Result<Vec<FinishedJob>>;
 }
 
+/// Whole listings on top of the paged ones.
+#[async_trait]
+pub trait StoreExt: Store {
+    /// Every task of a job, in id order (pages of 5,000).
+    async fn task_list_all(&self, job_id: JobId) -> Result<Vec<Task>> {
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .task_list(TaskListParams {
+                    job_id,
+                    limit: 5_000,
+                    after: out.last().map(|t: &Task| t.id),
+                })
+                .await?;
+            if page.is_empty() {
+                return Ok(out);
+            }
+            out.extend(page);
+        }
+    }
+
+    /// The journal rows `p` selects from `p.after_id` on, in id order, until `stop` says so
+    /// of the last row read (pages of `p.limit`).
+    async fn event_list_until(
+        &self,
+        mut p: EventListParams,
+        stop: &(dyn for<'e> Fn(&'e Event) -> bool + Sync),
+    ) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        loop {
+            let page = self.event_list(p.clone()).await?;
+            let Some(last) = page.last() else {
+                return Ok(out);
+            };
+            p.after_id = Some(last.id);
+            let done = stop(last);
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+impl<T: Store + ?Sized> StoreExt for T {}
+
 /// Opens the store a URL names: `postgres://…`/`postgresql://…` or `sqlite://PATH`
 /// (`sqlite::memory:` for a throwaway one), and applies migrations.
 pub async fn connect(url: &str, opts: ConnectOptions) -> Result<Arc<dyn Store>> {

@@ -600,6 +600,21 @@ pub(crate) struct ClaimPlan {
     pub dry: Vec<String>,
 }
 
+impl ClaimPlan {
+    /// What each pass skips, in order: the dry scopes too first (when any is dry), then only
+    /// the holds.
+    pub(crate) fn passes(self) -> Vec<ClaimSkip> {
+        let mut out = Vec::with_capacity(2);
+        if !self.dry.is_empty() {
+            let mut wet = self.skip.clone();
+            wet.scopes.extend(self.dry);
+            out.push(wet);
+        }
+        out.push(self.skip);
+        out
+    }
+}
+
 /// The claim under `holds`: `None` when everything is paused. Under a dry root every scope
 /// is dry: nothing to prefer then.
 pub(crate) fn claim_plan(holds: Vec<Hold>, skip_owners: &[String]) -> Option<ClaimPlan> {
@@ -645,16 +660,23 @@ pub struct PauseSetParams {
     pub now: DateTime<Utc>,
 }
 
+/// An operator's hold needs a reason (`who` reads it); reason and author are bounded.
+fn check_reason(act: &str, noun: &str, who: &str, reason: &str, by: &str) -> crate::Result<()> {
+    use crate::StoreError::Invalid;
+    if reason.trim().is_empty() {
+        return Err(Invalid(format!(
+            "{act} needs a reason (it is what {who} see)"
+        )));
+    }
+    if reason.len() > 1000 || by.len() > 200 {
+        return Err(Invalid(format!("{noun} reason or author too long")));
+    }
+    Ok(())
+}
+
 pub(crate) fn validate_pause(p: &PauseSetParams) -> crate::Result<()> {
     use crate::StoreError::Invalid;
-    if p.reason.trim().is_empty() {
-        return Err(Invalid(
-            "a pause needs a reason (it is what researchers see)".into(),
-        ));
-    }
-    if p.reason.len() > 1000 || p.by.len() > 200 {
-        return Err(Invalid("pause reason or author too long".into()));
-    }
+    check_reason("a pause", "pause", "researchers", &p.reason, &p.by)?;
     match &p.target {
         PauseTarget::Scope(s) | PauseTarget::Owner(s) if s.trim().is_empty() => {
             Err(Invalid("pause target must not be empty".into()))
@@ -691,16 +713,7 @@ pub struct IntakeCloseParams {
 }
 
 pub(crate) fn validate_intake(p: &IntakeCloseParams) -> crate::Result<()> {
-    use crate::StoreError::Invalid;
-    if p.reason.trim().is_empty() {
-        return Err(Invalid(
-            "closing intake needs a reason (it is what submitters see)".into(),
-        ));
-    }
-    if p.reason.len() > 1000 || p.by.len() > 200 {
-        return Err(Invalid("intake reason or author too long".into()));
-    }
-    Ok(())
+    check_reason("closing intake", "intake", "submitters", &p.reason, &p.by)
 }
 
 /// One leader-election round for role `name`: take the lease if it is free or expired, renew it

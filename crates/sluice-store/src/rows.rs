@@ -97,7 +97,15 @@ macro_rules! decoded_as_read {
         }
     )+};
 }
-decoded_as_read!(IntakeRow, ClaimRow, JobCountsRow, Scalar, Text);
+decoded_as_read!(
+    IntakeRow,
+    ClaimRow,
+    JobCountsRow,
+    Scalar,
+    MaybeScalar,
+    Text,
+    HoldRow
+);
 
 /// Reads a model type from a row of either database.
 pub(crate) fn read<'r, T, R>(r: &'r R) -> Result<T>
@@ -519,6 +527,10 @@ impl JobCountsRow {
 #[derive(FromRow)]
 pub(crate) struct Scalar(pub i64);
 
+/// One integer column that may be NULL.
+#[derive(FromRow)]
+pub(crate) struct MaybeScalar(pub Option<i64>);
+
 /// One text column, named `v`.
 #[derive(FromRow)]
 pub(crate) struct Text {
@@ -532,14 +544,13 @@ pub(crate) struct HoldRow {
     v: String,
 }
 
-impl Decoded for crate::model::Hold {
-    type Row = HoldRow;
-    fn decode(r: HoldRow) -> Result<Self> {
+impl HoldRow {
+    pub(crate) fn hold(self) -> Result<crate::model::Hold> {
         use crate::model::Hold;
-        Ok(match r.kind.as_str() {
-            "pause" => Hold::Pause(parsed("pause target", &r.v, PauseTarget::parse)?),
-            "breaker" => Hold::Breaker(r.v),
-            "dry" => Hold::Dry(r.v),
+        Ok(match self.kind.as_str() {
+            "pause" => Hold::Pause(parsed("pause target", &self.v, PauseTarget::parse)?),
+            "breaker" => Hold::Breaker(self.v),
+            "dry" => Hold::Dry(self.v),
             other => return Err(StoreError::Corrupt(format!("unknown hold kind {other:?}"))),
         })
     }

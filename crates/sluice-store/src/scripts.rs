@@ -389,32 +389,31 @@ pub(crate) async fn pause_list_for_job<D: Db>(
     if pauses.is_empty() {
         return Ok(pauses);
     }
-    let owner: crate::rows::Text = found::<D, _>(
-        c,
-        sqlx::query("SELECT owner AS v FROM jobs WHERE id = $1").arg(job.0),
-        format!("job {job}"),
-    )
-    .await?;
-    let scopes = if pauses
-        .iter()
-        .any(|p| matches!(p.target, PauseTarget::Scope(_)))
-    {
-        let q = sqlx::query(
-            "SELECT DISTINCT scope AS v FROM tasks WHERE job_id = $1 AND state = 'pending'",
-        )
-        .arg(job.0);
-        all::<D, crate::rows::Text>(c, q)
-            .await?
-            .into_iter()
-            .map(|t| t.v)
-            .collect()
-    } else {
-        Vec::new()
+    let q = sqlx::query("SELECT owner AS v FROM jobs WHERE id = $1").arg(job.0);
+    let Some(row) = D::fetch_optional(q, c).await? else {
+        return Ok(Vec::new());
     };
-    Ok(pauses
-        .into_iter()
-        .filter(|p| p.target.holds(job, &owner.v, &scopes))
-        .collect())
+    let crate::rows::Text { v: owner } = D::read(&row)?;
+    let mut held = Vec::new();
+    for p in pauses {
+        let holds = match &p.target {
+            PauseTarget::Scope(scope) => {
+                let q = sqlx::query(
+                    "SELECT count(*) AS v FROM (SELECT 1 FROM tasks \
+                     WHERE job_id = $1 AND state = 'pending' AND scope = $2 LIMIT 1) t",
+                )
+                .arg(job.0)
+                .arg(scope.clone());
+                let Scalar(n) = D::read(&D::fetch_one(q, c).await?)?;
+                n > 0
+            }
+            t => t.holds(job, &owner, &[]),
+        };
+        if holds {
+            held.push(p);
+        }
+    }
+    Ok(held)
 }
 
 /// What holds tasks back from claims now: pauses, open breakers, and dry budgets with every
@@ -429,7 +428,19 @@ pub(crate) async fn holds<D: Db>(c: &mut D::Connection, now: DateTime<Utc>) -> R
          UNION ALL SELECT 'dry', scope FROM dry",
     )
     .arg(Ts(now));
-    all::<D, Hold>(c, q).await
+    let rows: Vec<crate::rows::HoldRow> = all::<D, _>(c, q).await?;
+    // A pause key nobody can read (corrupt data) is reported and skipped: it must not stop
+    // every claim.
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| match r.hold() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an unreadable hold");
+                None
+            }
+        })
+        .collect())
 }
 
 /// One round of an election: the holder renews, or a candidate takes an expired lease (a new
@@ -503,8 +514,9 @@ pub(crate) async fn budget_chain<D: Db>(c: &mut D::Connection, scope: &str) -> R
     let by_scope: BTreeMap<&str, &Budget> = all.iter().map(|b| (b.scope.as_str(), b)).collect();
     match sluice_core::budget::chain(scope, |s| by_scope.get(s).copied()) {
         Ok(chain) => Ok(chain.into_iter().cloned().collect()),
-        Err(at) => Err(StoreError::Corrupt(format!(
-            "budget scopes form a cycle at {at:?}"
+        Err(c) => Err(StoreError::Corrupt(format!(
+            "budget scopes form a cycle (or nest deeper than {MAX_BUDGET_DEPTH}) at {:?}",
+            c.at
         ))),
     }
 }
@@ -523,6 +535,12 @@ pub(crate) async fn budget_set<D: Db>(
         if chain.first().map(|b| &b.scope) != Some(parent) {
             return Err(StoreError::Invalid(format!(
                 "parent scope {parent:?} has no budget: set it first"
+            )));
+        }
+        if chain.len() >= MAX_BUDGET_DEPTH {
+            return Err(StoreError::Invalid(format!(
+                "{:?} under {parent:?} would nest budgets deeper than {MAX_BUDGET_DEPTH}",
+                p.scope
             )));
         }
         if chain.iter().any(|b| b.scope == p.scope) {
@@ -764,11 +782,14 @@ pub(crate) async fn job_cancel<D: Db>(c: &mut D::Connection, p: &JobCancelParams
         .apply(sluice_core::JobEvent::Cancel)
         .map_err(|_| StoreError::Conflict(format!("job {} is already {before}", p.id)))?;
     const OPEN: &str = "job_id = $1 AND state IN ('pending', 'running')";
-    let q = sqlx::query(locking::<D>(&format!(
-        "SELECT id AS v FROM tasks WHERE {OPEN}"
+    // Locks the open tasks (without sending their ids back), so the journal below names
+    // exactly the tasks the update cancels.
+    let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) AS v FROM ({}) l",
+        locking::<D>(&format!("SELECT id FROM tasks WHERE {OPEN}")).0
     )))
     .arg(p.id.0);
-    D::fetch_all(q, c).await?;
+    D::fetch_one(q, c).await?;
     let q = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO events (at, job_id, task_id, scope, kind) \
          SELECT $2, job_id, id, scope, $3 FROM tasks WHERE {OPEN}"
@@ -848,4 +869,18 @@ pub(crate) async fn event_list<D: Db>(
         .arg(None::<i64>),
     };
     all::<D, _>(c, q.arg(after).arg(limit)).await
+}
+
+/// The newest migration applied, `None` on a database nobody has migrated (no migrations
+/// table).
+pub(crate) async fn schema_version<D: Db>(c: &mut D::Connection) -> Result<Option<i64>> {
+    let q = sqlx::query("SELECT max(version) AS v FROM _sqlx_migrations WHERE success");
+    match D::fetch_one(q, c).await {
+        Ok(row) => {
+            let crate::rows::MaybeScalar(v) = D::read(&row)?;
+            Ok(v)
+        }
+        Err(StoreError::Database(e)) if e.to_string().contains("_sqlx_migrations") => Ok(None),
+        Err(e) => Err(e),
+    }
 }

@@ -65,6 +65,84 @@ async fn job_fetch(tx: &mut Transaction<'static, Sqlite>, id: i64) -> Result<Job
     read::<Job, _>(&row)
 }
 
+/// One claim pass in the caller's transaction: up to `limit` tasks not in `skip`, in
+/// release order, journaled, their jobs started.
+async fn claim_pass(
+    tx: &mut Transaction<'static, Sqlite>,
+    p: &TaskClaimParams,
+    limit: u32,
+    expires: DateTime<Utc>,
+    skip: &ClaimSkip,
+) -> Result<Vec<ClaimedTask>> {
+    let rows = sqlx::query(
+        "UPDATE tasks SET state = 'running', lease_owner = ?, lease_token = lease_token + 1, \
+             lease_expires_at = ?, updated_at = ? \
+         WHERE id IN (SELECT id FROM tasks WHERE state = 'pending' AND run_after <= ? \
+             AND tasks.scope NOT IN (SELECT value FROM json_each(?)) \
+             AND tasks.owner NOT IN (SELECT value FROM json_each(?)) \
+             AND tasks.job_id NOT IN (SELECT value FROM json_each(?)) \
+             ORDER BY priority DESC, seq, id LIMIT ?) \
+         RETURNING id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token, priority, seq",
+    )
+    .bind(&p.worker)
+    .bind(us(expires))
+    .bind(us(p.now))
+    .bind(us(p.now))
+    .bind(to_json(&skip.scopes)?.to_string())
+    .bind(to_json(&skip.owners)?.to_string())
+    .bind(to_json(&skip.jobs)?.to_string())
+    .bind(i64::from(limit))
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    let mut out = Vec::with_capacity(rows.len());
+    let mut jobs = std::collections::BTreeSet::new();
+    for r in &rows {
+        let t = read::<ClaimRow, _>(r)?.leased_until(expires);
+        let detail =
+            serde_json::json!({"worker": p.worker, "token": t.lease.token.0, "attempt": t.attempt});
+        scripts::event_insert::<Sqlite>(
+            tx,
+            p.now,
+            Some(t.job_id.0),
+            Some((t.id().0, &t.scope)),
+            EventKind::TaskClaimed,
+            Some(detail),
+        )
+        .await?;
+        jobs.insert(t.job_id.0);
+        let order = (
+            -i64::from(r.try_get::<i16, _>("priority").map_err(from_sqlx)?),
+            r.try_get::<i64, _>("seq").map_err(from_sqlx)?,
+        );
+        out.push((order, t));
+    }
+    for job_id in jobs {
+        let started = sqlx::query(
+            "UPDATE jobs SET state = 'running', started_at = ? WHERE id = ? AND state = 'queued'",
+        )
+        .bind(us(p.now))
+        .bind(job_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(from_sqlx)?;
+        if started.rows_affected() > 0 {
+            scripts::event_insert::<Sqlite>(
+                tx,
+                p.now,
+                Some(job_id),
+                None,
+                EventKind::JobStarted,
+                None,
+            )
+            .await?;
+        }
+    }
+    // RETURNING has no defined order: hand tasks out in release order.
+    out.sort_by_key(|(order, t)| (*order, t.id()));
+    Ok(out.into_iter().map(|(_, t)| t).collect())
+}
+
 /// The embedded default store: one process on one machine.
 pub type SqliteStore = SqlStore<SqliteBackend>;
 
@@ -109,24 +187,8 @@ impl Backend for SqliteBackend {
             .map_err(from_sqlx)
     }
 
-    async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn ready(&self) -> Result<()> {
-        let built = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-        let applied: Option<i64> =
-            match sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&self.pool)
-                .await
-            {
-                Ok(v) => v,
-                // No migrations table: a database nobody has migrated.
-                Err(sqlx::Error::Database(e)) if e.message().contains("_sqlx_migrations") => None,
-                Err(e) => return Err(from_sqlx(e)),
-            };
-        schema_ready(applied, built)
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
     }
 
     async fn job_insert(&self, p: JobInsertParams) -> Result<JobInserted> {
@@ -245,79 +307,27 @@ impl Backend for SqliteBackend {
         Ok(JobInserted { job, created: true })
     }
 
-    async fn claim_rows(
+    async fn task_claim(
         &self,
         p: &TaskClaimParams,
-        limit: u32,
         expires: DateTime<Utc>,
-        skip: &ClaimSkip,
     ) -> Result<Vec<ClaimedTask>> {
+        // One writer: the holds and every pass in one transaction, so a pause that commits
+        // first holds its tasks back from this claim.
         let mut tx = self.begin().await?;
-        let rows = sqlx::query(
-            "UPDATE tasks SET state = 'running', lease_owner = ?, lease_token = lease_token + 1, \
-                 lease_expires_at = ?, updated_at = ? \
-             WHERE id IN (SELECT id FROM tasks WHERE state = 'pending' AND run_after <= ? \
-                 AND tasks.scope NOT IN (SELECT value FROM json_each(?)) \
-                 AND tasks.owner NOT IN (SELECT value FROM json_each(?)) \
-                 AND tasks.job_id NOT IN (SELECT value FROM json_each(?)) \
-                 ORDER BY priority DESC, seq, id LIMIT ?) \
-             RETURNING id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token, priority, seq",
-        )
-        .bind(&p.worker)
-        .bind(us(expires))
-        .bind(us(p.now))
-        .bind(us(p.now))
-        .bind(to_json(&skip.scopes)?.to_string())
-        .bind(to_json(&skip.owners)?.to_string())
-        .bind(to_json(&skip.jobs)?.to_string())
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(from_sqlx)?;
-        let mut out = Vec::with_capacity(rows.len());
-        let mut jobs = std::collections::BTreeSet::new();
-        for r in &rows {
-            let t = read::<ClaimRow, _>(r)?.leased_until(expires);
-            let detail = serde_json::json!({"worker": p.worker, "token": t.lease.token.0, "attempt": t.attempt});
-            scripts::event_insert::<Sqlite>(
-                &mut tx,
-                p.now,
-                Some(t.job_id.0),
-                Some((t.id().0, &t.scope)),
-                EventKind::TaskClaimed,
-                Some(detail),
-            )
-            .await?;
-            jobs.insert(t.job_id.0);
-            let order = (
-                -i64::from(r.try_get::<i16, _>("priority").map_err(from_sqlx)?),
-                r.try_get::<i64, _>("seq").map_err(from_sqlx)?,
-            );
-            out.push((order, t));
-        }
-        for job_id in jobs {
-            let started = sqlx::query("UPDATE jobs SET state = 'running', started_at = ? WHERE id = ? AND state = 'queued'")
-                .bind(us(p.now))
-                .bind(job_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(from_sqlx)?;
-            if started.rows_affected() > 0 {
-                scripts::event_insert::<Sqlite>(
-                    &mut tx,
-                    p.now,
-                    Some(job_id),
-                    None,
-                    EventKind::JobStarted,
-                    None,
-                )
-                .await?;
+        let holds = scripts::holds::<Sqlite>(&mut tx, p.now).await?;
+        let mut claimed = Vec::new();
+        if let Some(plan) = claim_plan(holds, &p.skip_owners) {
+            for skip in plan.passes() {
+                let left = p.limit - claimed.len() as u32;
+                if left == 0 {
+                    break;
+                }
+                claimed.extend(claim_pass(&mut tx, p, left, expires, &skip).await?);
             }
         }
         tx.commit().await.map_err(from_sqlx)?;
-        // RETURNING has no defined order: hand tasks out in release order.
-        out.sort_by_key(|(order, t)| (*order, t.id()));
-        Ok(out.into_iter().map(|(_, t)| t).collect())
+        Ok(claimed)
     }
 
     async fn task_heartbeat(&self, p: TaskHeartbeatParams) -> Result<Vec<Lease>> {

@@ -10,9 +10,11 @@
 //! rest and hand them back as *deferred* (no attempt spent); flush every outcome; exit with
 //! nothing of ours left `running`.
 
+mod guard;
 pub mod metrics;
 mod runner;
 
+pub use guard::{GuardConfig, ProviderGuard};
 pub use runner::{BuiltinRunner, BuiltinSpec, RunError, RunOutput, Runner, run_builtin};
 
 use backon::BackoffBuilder;

@@ -143,18 +143,7 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
         assert!(body.contains("unknown field `ipz`"), "{body}");
 
         // The IOC hunt for every planted needle.
-        let mut hunt = serde_json::json!({"kind": "ioc", "ips": [], "hashes": [], "domains": []});
-        for n in &needles {
-            let key = match n["kind"].as_str() {
-                Some("ip") => "ips",
-                Some("hash") => "hashes",
-                _ => "domains",
-            };
-            hunt[key]
-                .as_array_mut()
-                .expect("array")
-                .push(n["value"].clone());
-        }
+        let hunt = crate::ioc_hunt(&needles);
         let body = serde_json::json!({"hunt": hunt}).to_string();
         let (status, text) = http(&addr, "POST", "/v1/jobs", &token, Some(&body));
         assert_eq!(status, 202, "{text}");

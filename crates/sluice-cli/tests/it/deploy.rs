@@ -5,7 +5,6 @@
 //! task's ids on every line of its run.
 
 use super::{Proc, free_port, http_get, signal, sluice, submit, wait_exit};
-use sluice_store::Store;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -233,17 +232,7 @@ async fn json_logs_carry_the_task_ids_on_every_line() {
             .spawn()
             .expect("worker"),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !store
-        .job_get(job.id)
-        .await
-        .expect("job")
-        .state
-        .is_terminal()
-    {
-        assert!(Instant::now() < deadline, "job did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::until_job_ends(&store, job.id, Duration::from_secs(30)).await;
     signal(&worker, libc::SIGTERM);
     assert!(wait_exit(&mut worker, Duration::from_secs(30)).success());
     let text = std::fs::read_to_string(&log).expect("log");

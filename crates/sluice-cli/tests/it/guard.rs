@@ -84,15 +84,9 @@ impl Lab {
         let mut args: Vec<String> = ["--output", "json", "submit", "--lakes", lakes]
             .map(String::from)
             .to_vec();
-        for n in self.manifest["needles"].as_array().expect("needles") {
-            let flag = match n["kind"].as_str() {
-                Some("ip") => "--ioc-ip",
-                Some("hash") => "--ioc-hash",
-                _ => "--ioc-domain",
-            };
-            args.push(flag.into());
-            args.push(n["value"].as_str().expect("value").into());
-        }
+        args.extend(crate::ioc_flags(
+            self.manifest["needles"].as_array().expect("needles"),
+        ));
         let out = self.cli(&args).await;
         let v: serde_json::Value = serde_json::from_str(&out).expect("submit json");
         JobId(v["job"].as_i64().expect("job id"))

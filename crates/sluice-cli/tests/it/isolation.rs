@@ -134,7 +134,7 @@ async fn tasks(store: &PgStore, job: u64) -> Vec<Task> {
 
 /// Submits, as `token`, the IOC hunt for every needle of the bench's lakes; returns its job.
 fn hunt_the_needles(b: &Bench, token: &str, extra: serde_json::Value) -> u64 {
-    let mut body = serde_json::json!({"hunt": ioc_hunt(&b.needles)});
+    let mut body = serde_json::json!({"hunt": crate::ioc_hunt(&b.needles)});
     if let (Some(o), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         o.extend(e.clone());
     }
@@ -227,23 +227,6 @@ impl Health {
             self.slowest_ms.load(Ordering::Relaxed),
         )
     }
-}
-
-/// The IOC hunt for every needle of the lakes.
-fn ioc_hunt(needles: &[serde_json::Value]) -> serde_json::Value {
-    let mut hunt = serde_json::json!({"kind": "ioc", "ips": [], "hashes": [], "domains": []});
-    for n in needles {
-        let key = match n["kind"].as_str() {
-            Some("ip") => "ips",
-            Some("hash") => "hashes",
-            _ => "domains",
-        };
-        hunt[key]
-            .as_array_mut()
-            .expect("array")
-            .push(n["value"].clone());
-    }
-    hunt
 }
 
 const TIMEOUT_SECS: u64 = 6;

@@ -151,6 +151,47 @@ async fn until_tasks(
     }
 }
 
+/// The IOC hunt for every needle of the lakes.
+pub(crate) fn ioc_hunt(needles: &[serde_json::Value]) -> serde_json::Value {
+    let mut hunt = serde_json::json!({"kind": "ioc", "ips": [], "hashes": [], "domains": []});
+    for n in needles {
+        let key = match n["kind"].as_str() {
+            Some("ip") => "ips",
+            Some("hash") => "hashes",
+            _ => "domains",
+        };
+        hunt[key]
+            .as_array_mut()
+            .expect("array")
+            .push(n["value"].clone());
+    }
+    hunt
+}
+
+/// `sluice submit` flags for every needle of the lakes.
+pub(crate) fn ioc_flags(needles: &[serde_json::Value]) -> Vec<String> {
+    let mut args = Vec::new();
+    for n in needles {
+        let flag = match n["kind"].as_str() {
+            Some("ip") => "--ioc-ip",
+            Some("hash") => "--ioc-hash",
+            _ => "--ioc-domain",
+        };
+        args.push(flag.into());
+        args.push(n["value"].as_str().expect("value").into());
+    }
+    args
+}
+
+/// Waits until the job has ended.
+pub(crate) async fn until_job_ends(store: &PgStore, job: JobId, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !store.job_get(job).await.expect("job").state.is_terminal() {
+        assert!(Instant::now() < deadline, "job {job} did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn kinds(store: &PgStore, job: JobId) -> Vec<String> {
     let ev = store
         .event_list(EventListParams {
@@ -961,15 +1002,7 @@ fn hunt_finds_exactly_the_needles(db: &str) {
         "--lakes".to_string(),
         "lake-*".to_string(),
     ];
-    for n in needles {
-        let flag = match n["kind"].as_str() {
-            Some("ip") => "--ioc-ip",
-            Some("hash") => "--ioc-hash",
-            _ => "--ioc-domain",
-        };
-        args.push(flag.into());
-        args.push(n["value"].as_str().expect("value").into());
-    }
+    args.extend(ioc_flags(needles));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let submitted: serde_json::Value =
         serde_json::from_str(&sluice_ok(db, &results, &args)).expect("submit json");
@@ -1161,17 +1194,7 @@ async fn worker_metrics_are_served_and_pass_promtool() {
     let job = submit(&store, 5, serde_json::json!({"kind": "noop"})).await;
     let addr = format!("127.0.0.1:{}", free_port());
     let mut w = spawn_worker(&url, &["--metrics-listen", &addr]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !store
-        .job_get(job.id)
-        .await
-        .expect("job")
-        .state
-        .is_terminal()
-    {
-        assert!(Instant::now() < deadline, "job did not finish");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_job_ends(&store, job.id, Duration::from_secs(30)).await;
     // The outcome is recorded before the counter moves on; give the finisher a moment.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let resp = http_get(&addr, "/metrics");

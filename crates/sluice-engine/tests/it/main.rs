@@ -102,9 +102,7 @@ async fn ioc_hunt_finds_exactly_the_planted_needles() {
     assert_eq!(f.lakes[0].partition_cols, vec!["dt"]);
     let out = tempfile::tempdir().unwrap();
     let e = engine(out.path());
-    let hunt = ioc_all(&f.manifest)
-        .compile(&f.lakes[0].partition_cols)
-        .unwrap();
+    let hunt = sluice_engine::compile(&ioc_all(&f.manifest), &f.lakes[0].partition_cols).unwrap();
     let mut keys = Vec::new();
     let mut total = 0;
     for (i, lake) in f.lakes.iter().enumerate() {
@@ -343,7 +341,7 @@ async fn repeat_hunt_makes_no_list_and_no_footer_read() {
         .iter()
         .find(|l| !f.manifest.needles.iter().any(|n| n.lake == l.name))
         .unwrap_or(&f.lakes[0]);
-    let hunt = ioc_all(&f.manifest).compile(&lake.partition_cols).unwrap();
+    let hunt = sluice_engine::compile(&ioc_all(&f.manifest), &lake.partition_cols).unwrap();
     let before = counts.snapshot();
     e.run(run(lake, hunt.clone(), 1), CancellationToken::new())
         .await
@@ -410,7 +408,7 @@ async fn bloom_filters_save_reads_for_absent_values() {
     for bloom in ["true", "false"] {
         let counts = Arc::new(Counts::default());
         let e = engine(dir.path()).with_call_counts(counts.clone());
-        let mut hunt = spec.compile(&lake.partition_cols).unwrap();
+        let mut hunt = sluice_engine::compile(&spec, &lake.partition_cols).unwrap();
         hunt.options.insert(
             "datafusion.execution.parquet.bloom_filter_on_read".into(),
             bloom.into(),

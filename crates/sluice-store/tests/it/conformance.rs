@@ -23,6 +23,7 @@ macro_rules! conformance {
 conformance!(
     job_insert_writes_job_tasks_and_journal,
     a_scopes_ramp_is_kept_until_changed_and_drives_its_slow_start,
+    budgets_nest_at_most_32_deep,
     idempotency_key_returns_same_job_or_conflicts,
     job_without_tasks_succeeds_at_once,
     malformed_job_input_is_rejected_and_nothing_written,
@@ -729,6 +730,16 @@ async fn missing_rows_are_not_found(s: S) {
         .await
         .unwrap();
     assert!(none.is_empty());
+    // A missing job is held by no pause, even when pauses exist.
+    s.pause_set(PauseSetParams {
+        target: PauseTarget::All,
+        reason: "r".into(),
+        by: "op".into(),
+        now: t0(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.pause_list_for_job(JobId(5)).await.unwrap(), vec![]);
 }
 
 async fn every_state_change_is_journaled(s: S) {
@@ -1114,6 +1125,28 @@ async fn a_scopes_ramp_is_kept_until_changed_and_drives_its_slow_start(s: S) {
         b.effective_rate(at(1)),
         200.0,
         "doubled twice in a second, capped"
+    );
+}
+
+async fn budgets_nest_at_most_32_deep(s: S) {
+    s.budget_set(budget("*", None, 10.0, 10.0)).await.unwrap();
+    let mut parent = "*".to_string();
+    for i in 1..MAX_BUDGET_DEPTH {
+        let scope = format!("s{i}");
+        s.budget_set(budget(&scope, Some(&parent), 1.0, 1.0))
+            .await
+            .unwrap();
+        parent = scope;
+    }
+    // The deepest scope is charged to all 32 levels.
+    assert_eq!(take(&s, &parent, 1, 0).await, 1);
+    let e = s
+        .budget_set(budget("too-deep", Some(&parent), 1.0, 1.0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::Invalid(ref m) if m.contains("deeper than 32")),
+        "{e:?}"
     );
 }
 

@@ -11,6 +11,34 @@ use sluice_store::{BudgetSetParams, LakeInsertParams, Store};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+#[derive(Debug, clap::Subcommand)]
+pub enum LabCmd {
+    /// Lay out S3 lakes for the simulator, write its accounts file, register the lakes.
+    Setup(LabArgs),
+    /// The outage replay: the same backlog with the guard off (the account freezes), then on.
+    ReplayOutage(ReplayArgs),
+}
+
+impl LabCmd {
+    pub async fn run(self, ctx: &crate::ctx::Ctx) -> Result<std::process::ExitCode> {
+        use std::process::ExitCode;
+        match self {
+            LabCmd::Setup(args) => {
+                let store = ctx.store("lab setup").await?;
+                let engine = ctx.engine()?;
+                let m = setup(store.as_ref(), &engine, &args).await?;
+                println!("{}", serde_json::to_string_pretty(&m)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            LabCmd::ReplayOutage(args) => Ok(if replay(args).await? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct LabArgs {
     /// Folder for the simulator's buckets (`DIR/sim`) and accounts file (`DIR/accounts.json`).
@@ -285,7 +313,7 @@ async fn replay_run(
         .local_addr()?
         .port();
     let results = a.dir.join(format!("results-{label}"));
-    let engine = crate::commands::engine(&results)?;
+    let engine = crate::ctx::engine(&results)?;
     let lab = LabArgs {
         dir: a.dir.clone(),
         sim_url: format!("http://127.0.0.1:{port}"),
@@ -329,10 +357,10 @@ async fn replay_run(
     let mut jobs = Vec::new();
     for i in 0..a.jobs as usize {
         let s = spec(i);
-        let plan = crate::hunts::plan(store.as_ref(), &s)
+        let plan = sluice_hunt::plan(store.as_ref(), &s)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let sub = crate::hunts::Submission {
+        let sub = sluice_hunt::Submission {
             owner: format!("researcher-{}", i % 7),
             idempotency_key: None,
             priority: 0,
@@ -340,7 +368,7 @@ async fn replay_run(
         };
         jobs.push(
             store
-                .job_insert(crate::hunts::job_params(&s, &plan, &sub)?)
+                .job_insert(sluice_hunt::job_params(&s, &plan, &sub)?)
                 .await?
                 .job
                 .id,

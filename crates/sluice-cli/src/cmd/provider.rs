@@ -1,10 +1,11 @@
 //! Operator verbs of the provider guard (`sluice budget …`, `sluice breaker …`), the
 //! simulator (`sluice sim`), and the guard's settings shared by `sluice worker`.
 
-use crate::client::Client;
+use crate::ctx::{Ctx, Render, line};
 use anyhow::{Context, Result, bail};
-use sluice_api::wire::BudgetRequest;
-use sluice_scheduler::GuardConfig;
+use sluice_api::wire::{BreakerView, BudgetRequest, BudgetView};
+use sluice_worker::GuardConfig;
+use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Debug, clap::Subcommand)]
@@ -136,103 +137,151 @@ impl GuardArgs {
     }
 }
 
-pub async fn budget(c: &Client, cmd: BudgetCmd, json: bool) -> Result<()> {
-    match cmd {
-        BudgetCmd::Set {
-            scope,
-            rate,
-            burst,
-            parent,
-            ramp,
-        } => {
-            let b = c
-                .budget_set(
-                    &scope,
-                    &BudgetRequest {
-                        rate,
-                        burst,
-                        parent,
-                        ramp: ramp.ramp(),
-                    },
-                )
-                .await?;
-            if json {
-                println!("{}", serde_json::to_string(&b)?);
-            } else {
-                println!("budget {}: {} calls/s, burst {}", b.scope, b.rate, b.burst);
+impl BudgetCmd {
+    pub async fn run(self, ctx: &Ctx) -> Result<ExitCode> {
+        let c = ctx.api("cli").await?;
+        match self {
+            BudgetCmd::Set {
+                scope,
+                rate,
+                burst,
+                parent,
+                ramp,
+            } => {
+                let req = BudgetRequest {
+                    rate,
+                    burst,
+                    parent,
+                    ramp: ramp.ramp(),
+                };
+                ctx.show(&BudgetSet(c.budget_set(&scope, &req).await?))?;
             }
+            BudgetCmd::List => ctx.show(&Budgets(c.budgets().await?))?,
         }
-        BudgetCmd::List => {
-            let list = c.budgets().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                println!(
-                    "{:<28} {:<12} {:>10} {:>10} {:>14} {:>10} {:>6}  DRY UNTIL",
-                    "SCOPE", "PARENT", "RATE/s", "BURST", "EFFECTIVE/s", "TOKENS", "USED"
-                );
-                for b in &list {
-                    println!(
-                        "{:<28} {:<12} {:>10.1} {:>10.1} {:>14.1} {:>10.1} {:>5.0}%  {}",
-                        b.scope,
-                        b.parent.as_deref().unwrap_or("-"),
-                        b.rate,
-                        b.burst,
-                        b.effective_rate,
-                        b.tokens,
-                        b.utilisation * 100.0,
-                        b.dry_until
-                            .map_or("-".into(), |t| t.format("%H:%M:%S%.3f UTC").to_string())
-                    );
-                }
-            }
-        }
+        Ok(ExitCode::SUCCESS)
     }
-    Ok(())
 }
 
-pub async fn breaker(c: &Client, cmd: BreakerCmd, json: bool) -> Result<()> {
-    match cmd {
-        BreakerCmd::List => {
-            let list = c.breakers().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                println!("{:<28} {:<10} {:<26} SINCE", "SCOPE", "STATE", "NEXT PROBE");
-                for b in &list {
-                    let probe = match b.state.as_str() {
-                        "closed" => "-".to_string(),
-                        _ => b.probe_after.map_or("-".into(), |t| {
-                            t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
-                        }),
-                    };
-                    println!(
-                        "{:<28} {:<10} {:<26} {}",
-                        b.scope,
-                        b.state,
-                        probe,
-                        b.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
-                    );
-                }
-            }
-        }
-        BreakerCmd::Reset { scope, .. } => {
-            let row = c.breaker_reset(&scope).await.map_err(|e| {
-                match e.downcast_ref::<crate::client::ApiFailure>() {
-                    Some(f) if f.status == axum::http::StatusCode::NOT_FOUND => anyhow::anyhow!(
-                        "scope {scope:?} has no breaker (it never opened); `sluice breaker list` shows those that did"
-                    ),
-                    _ => e,
-                }
-            })?;
-            if json {
-                println!("{}", serde_json::to_string(&row)?);
-            } else {
-                println!("breaker {scope} closed; the scope ramps up from slow start");
-            }
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct BudgetSet(BudgetView);
+
+impl Render for BudgetSet {
+    fn render(&self, out: &mut String) {
+        let b = &self.0;
+        line!(
+            out,
+            "budget {}: {} calls/s, burst {}",
+            b.scope,
+            b.rate,
+            b.burst
+        );
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct Budgets(Vec<BudgetView>);
+
+impl Render for Budgets {
+    fn render(&self, out: &mut String) {
+        line!(
+            out,
+            "{:<28} {:<12} {:>10} {:>10} {:>14} {:>10} {:>6}  DRY UNTIL",
+            "SCOPE",
+            "PARENT",
+            "RATE/s",
+            "BURST",
+            "EFFECTIVE/s",
+            "TOKENS",
+            "USED"
+        );
+        for b in &self.0 {
+            line!(
+                out,
+                "{:<28} {:<12} {:>10.1} {:>10.1} {:>14.1} {:>10.1} {:>5.0}%  {}",
+                b.scope,
+                b.parent.as_deref().unwrap_or("-"),
+                b.rate,
+                b.burst,
+                b.effective_rate,
+                b.tokens,
+                b.utilisation * 100.0,
+                b.dry_until
+                    .map_or("-".into(), |t| t.format("%H:%M:%S%.3f UTC").to_string())
+            );
         }
     }
-    Ok(())
+}
+
+impl BreakerCmd {
+    pub async fn run(self, ctx: &Ctx) -> Result<ExitCode> {
+        match self {
+            BreakerCmd::List => {
+                let c = ctx.api("cli").await?;
+                ctx.show(&Breakers(c.breakers().await?))?;
+            }
+            BreakerCmd::Reset { scope, by } => {
+                let c = ctx.api(&by).await?;
+                let row = c.breaker_reset(&scope).await.map_err(|e| {
+                    match e.downcast_ref::<crate::client::ApiFailure>() {
+                        Some(f) if f.status == axum::http::StatusCode::NOT_FOUND => anyhow::anyhow!(
+                            "scope {scope:?} has no breaker (it never opened); `sluice breaker list` shows those that did"
+                        ),
+                        _ => e,
+                    }
+                })?;
+                ctx.show(&Reset(row))?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct Breakers(Vec<BreakerView>);
+
+impl Render for Breakers {
+    fn render(&self, out: &mut String) {
+        line!(
+            out,
+            "{:<28} {:<10} {:<26} SINCE",
+            "SCOPE",
+            "STATE",
+            "NEXT PROBE"
+        );
+        for b in &self.0 {
+            let probe = match b.state.as_str() {
+                "closed" => "-".to_string(),
+                _ => b.probe_after.map_or("-".into(), |t| {
+                    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+                }),
+            };
+            line!(
+                out,
+                "{:<28} {:<10} {:<26} {}",
+                b.scope,
+                b.state,
+                probe,
+                b.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct Reset(BreakerView);
+
+impl Render for Reset {
+    fn render(&self, out: &mut String) {
+        line!(
+            out,
+            "breaker {} closed; the scope ramps up from slow start",
+            self.0.scope
+        );
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -248,7 +297,17 @@ pub struct SimArgs {
     accounts: std::path::PathBuf,
 }
 
-pub async fn sim(args: SimArgs, stop: tokio_util::sync::CancellationToken) -> Result<()> {
+impl SimArgs {
+    /// Serves the simulator until SIGTERM/SIGINT.
+    pub async fn run(self) -> Result<ExitCode> {
+        let stop = tokio_util::sync::CancellationToken::new();
+        crate::cmd::serve::on_signals(stop.clone())?;
+        sim(self, stop).await?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+async fn sim(args: SimArgs, stop: tokio_util::sync::CancellationToken) -> Result<()> {
     let text = std::fs::read_to_string(&args.accounts)
         .with_context(|| format!("reading {}", args.accounts.display()))?;
     let cfg = sluice_sim::SimConfig::from_json(&text).map_err(anyhow::Error::msg)?;

@@ -75,7 +75,7 @@ pub struct ProviderGuard {
 
 impl ProviderGuard {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, cfg: GuardConfig) -> Self {
-        metrics::init();
+        metrics::init_provider();
         ProviderGuard {
             store,
             clock,

@@ -8,8 +8,8 @@
 //! itself under the budget once the account thaws.
 
 use crate::client::Client;
-use crate::hunts::{EngineResults, HuntPlanner, HuntRunner};
-use crate::lab::{self, LabArgs, LabManifest};
+use crate::cmd::lab::{self, LabArgs, LabManifest};
+use crate::progress::Progress;
 use anyhow::{Context, Result, bail};
 use datafusion::arrow::array::{Array, StringArray};
 use datafusion::arrow::compute::cast;
@@ -19,11 +19,12 @@ use sluice_api::wire::{JobView, SubmitRequest};
 use sluice_core::SystemClock;
 use sluice_engine::generate::NeedleKind;
 use sluice_engine::{HuntSpec, LakeSelector};
-use sluice_scheduler::{GuardConfig, ProviderGuard, RescuerConfig, Scheduler, SchedulerConfig};
-use sluice_store::{EventListParams, Role, Store, TaskListParams, TokenInsertParams};
+use sluice_hunt::{EngineResults, HuntPlanner, HuntRunner};
+use sluice_scheduler::{RescuerConfig, Scheduler, SchedulerConfig};
+use sluice_store::{EventListParams, Role, Store, StoreExt, TaskListParams, TokenInsertParams};
+use sluice_worker::{GuardConfig, ProviderGuard};
 use sluice_worker::{Worker, WorkerConfig};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -58,8 +59,8 @@ pub struct DemoArgs {
     timeout: Duration,
     /// Where the server's slots run hunts: in runner processes (`process`, as a worker does)
     /// or in the demo's own process (`none`, to compare the cost of isolation).
-    #[arg(long, value_enum, default_value_t = crate::Isolation::Process)]
-    isolation: crate::Isolation,
+    #[arg(long, value_enum, default_value_t = crate::cmd::serve::Isolation::Process)]
+    isolation: crate::cmd::serve::Isolation,
 }
 
 fn budget_rate(s: &str) -> Result<f64, String> {
@@ -107,108 +108,6 @@ async fn token(store: &dyn Store, owner: &str) -> Result<String> {
     Ok(token)
 }
 
-/// What the demo shows on the terminal: progress bars when stderr is one, a line a second
-/// otherwise; nothing with `--output json`.
-struct Screen {
-    json: bool,
-    bars: Option<(indicatif::MultiProgress, Vec<indicatif::ProgressBar>)>,
-    last_line: Option<Instant>,
-}
-
-impl Screen {
-    fn new(json: bool, jobs: &[(&str, &JobView)]) -> Screen {
-        let bars = (!json && std::io::stderr().is_terminal()).then(|| {
-            let multi = indicatif::MultiProgress::new();
-            let style = indicatif::ProgressStyle::with_template(
-                "{prefix:<22} [{bar:32}] {pos:>4}/{len:<4} lakes  {wide_msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> ");
-            let bars = jobs
-                .iter()
-                .map(|(label, j)| {
-                    let b = multi.add(indicatif::ProgressBar::new(j.lakes.total.max(0) as u64));
-                    b.set_style(style.clone());
-                    b.set_prefix(format!("job {} {label}", j.id));
-                    b
-                })
-                .collect();
-            (multi, bars)
-        });
-        Screen {
-            json,
-            bars,
-            last_line: None,
-        }
-    }
-
-    fn say(&self, s: &str) {
-        if self.json {
-            return;
-        }
-        match &self.bars {
-            Some((multi, _)) => {
-                let _ = multi.println(s);
-            }
-            None => println!("{s}"),
-        }
-    }
-
-    fn progress(&mut self, jobs: &[JobView]) {
-        if self.json {
-            return;
-        }
-        let msg = |j: &JobView| {
-            let mut m = format!("{} {} rows", j.state, j.rows_found);
-            if j.lakes.failed > 0 {
-                m.push_str(&format!(", {} failed", j.lakes.failed));
-            }
-            if let Some(eta) = j.eta_secs {
-                m.push_str(&format!(", eta {}", crate::commands::human_secs(eta)));
-            }
-            if let Some(w) = j.waiting.first() {
-                m.push_str(&format!("; waiting: {w}"));
-            }
-            m
-        };
-        if let Some((_, bars)) = &self.bars {
-            for (b, j) in bars.iter().zip(jobs) {
-                b.set_position((j.lakes.done + j.lakes.failed + j.lakes.cancelled).max(0) as u64);
-                b.set_message(msg(j));
-            }
-            return;
-        }
-        if self
-            .last_line
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            return;
-        }
-        self.last_line = Some(Instant::now());
-        let line: Vec<String> = jobs
-            .iter()
-            .map(|j| {
-                format!(
-                    "job {} {}/{} lakes, {}",
-                    j.id,
-                    j.lakes.done,
-                    j.lakes.total,
-                    msg(j)
-                )
-            })
-            .collect();
-        println!("  {}", line.join(" | "));
-    }
-
-    fn finish(&self) {
-        if let Some((_, bars)) = &self.bars {
-            for b in bars {
-                b.finish();
-            }
-        }
-    }
-}
-
 /// The freeze of `--outage`: when it began and ended, and what the jobs said meanwhile.
 #[derive(Debug, Default, serde::Serialize)]
 struct Outage {
@@ -228,7 +127,7 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
     let db = data_dir.join("demo.db");
     remove_db(&db)?;
     let db_url = format!("sqlite://{}", db.display());
-    let store = crate::open_store(&db_url, connect_timeout).await?;
+    let store = crate::ctx::open_store(&db_url, connect_timeout).await?;
     let results_dir = data_dir.join("results");
     if results_dir.exists() {
         std::fs::remove_dir_all(&results_dir)?;
@@ -250,7 +149,7 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
         budget_rate: Some(args.budget),
         budget_burst: Some(args.budget),
     };
-    let setup_engine = crate::commands::engine(&results_dir)?;
+    let setup_engine = crate::ctx::engine(&results_dir)?;
     let m: LabManifest = lab::setup(store.as_ref(), &setup_engine, &lab_args).await?;
     drop(setup_engine);
     let sim_cfg = sluice_sim::SimConfig::from_json(&std::fs::read_to_string(&m.accounts_file)?)
@@ -311,10 +210,10 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
     wcfg.spare = 1;
     wcfg.idle_poll = Duration::from_millis(50);
     let exec = match args.isolation {
-        crate::Isolation::Process => {
-            crate::hunts::Executor::Isolated(crate::runner_pool(engine.clone(), 9).await?)
-        }
-        crate::Isolation::None => crate::hunts::Executor::InProcess(engine.clone()),
+        crate::cmd::serve::Isolation::Process => sluice_hunt::Executor::Isolated(
+            crate::cmd::serve::runner_pool(engine.clone(), 9).await?,
+        ),
+        crate::cmd::serve::Isolation::None => sluice_hunt::Executor::InProcess(engine.clone()),
     };
     let runner = Arc::new(HuntRunner::with(store.clone(), exec));
     let worker =
@@ -410,8 +309,8 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
     println!(
         "{tasks} hunt tasks in {last:.1}s: {tasks_per_second:.1} tasks/s ({} isolation)",
         match args.isolation {
-            crate::Isolation::Process => "runner-process",
-            crate::Isolation::None => "no",
+            crate::cmd::serve::Isolation::Process => "runner-process",
+            crate::cmd::serve::Isolation::None => "no",
         }
     );
     if args.outage {
@@ -583,7 +482,7 @@ async fn drive(
     let (sweep_id, urgent_id) = (s.job, u.job);
 
     let first = [as_alice.job(sweep_id).await?, as_bob.job(urgent_id).await?];
-    let mut screen = Screen::new(
+    let mut screen = Progress::new(
         json,
         &[("alice sweep", &first[0]), ("bob urgent", &first[1])],
     );
@@ -605,7 +504,7 @@ async fn drive(
                 seconds.entry(j.id).or_insert(t);
             }
         }
-        screen.progress(&now);
+        screen.update(&now);
         let sweep = &now[0];
         outage.most_lakes_failed = outage.most_lakes_failed.max(sweep.lakes.failed);
         if args.outage {
@@ -754,22 +653,15 @@ fn walk_bytes(dir: &std::path::Path) -> u64 {
 }
 
 async fn journal(store: &dyn Store) -> Result<BTreeMap<String, usize>> {
+    let all = EventListParams {
+        job_id: None,
+        scope: None,
+        after_id: None,
+        limit: 5_000,
+    };
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .event_list(EventListParams {
-                job_id: None,
-                scope: None,
-                after_id: after,
-                limit: 5_000,
-            })
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        for e in &page {
-            *kinds.entry(e.kind.clone()).or_default() += 1;
-        }
+    for e in store.event_list_until(all, &|_| false).await? {
+        *kinds.entry(e.kind).or_default() += 1;
     }
     Ok(kinds)
 }
