@@ -101,6 +101,22 @@ pub struct GeneratedLake {
     pub bytes: u64,
 }
 
+impl GeneratedLake {
+    /// The lake as a task reads it, in scope `local`, with the generator's schema and no
+    /// partitions (`Engine::discover` finds the real ones).
+    pub fn local_ref(&self, id: i64) -> crate::LakeRef {
+        crate::LakeRef {
+            id,
+            name: self.name.clone(),
+            url: format!("file://{}/", self.path.display()),
+            scope: "local".into(),
+            partition_cols: vec![],
+            schema: telemetry_schema(),
+            options: Default::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub lakes: Vec<GeneratedLake>,

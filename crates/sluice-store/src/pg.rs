@@ -265,20 +265,7 @@ impl Backend for PgBackend {
                 .await
                 .map_err(from_sqlx)?;
                 let Some(id) = id else {
-                    let existing = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE owner = $1 AND idempotency_key = $2"))
-                    .bind(&p.owner)
-                    .bind(&p.idempotency_key)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(from_sqlx)?;
-                    let job = read::<Job, _>(&existing)?;
-                    if job.spec != p.spec || job.sql != p.sql || job.counts.total != p.tasks.len() as i64 {
-                        return Err(StoreError::Conflict(format!(
-                            "idempotency key already used by job {} with a different request",
-                            job.id
-                        )));
-                    }
-                    return Ok(JobInserted { job, created: false });
+                    return scripts::job_replay::<Postgres>(&mut *tx, &p).await;
                 };
                 // FOR SHARE: a drain closing intake waits for this transaction, or this one
                 // sees the close and rolls back (migration 0011).

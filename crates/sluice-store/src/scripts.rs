@@ -884,3 +884,29 @@ pub(crate) async fn schema_version<D: Db>(c: &mut D::Connection) -> Result<Optio
         Err(e) => Err(e),
     }
 }
+
+/// A submission whose idempotency key its owner used before: the same job again, or a
+/// conflict when the request differs.
+pub(crate) async fn job_replay<D: Db>(
+    c: &mut D::Connection,
+    p: &JobInsertParams,
+) -> Result<JobInserted> {
+    let q = sqlx::query(concat!(
+        "SELECT ",
+        job_cols!(),
+        " FROM jobs WHERE owner = $1 AND idempotency_key = $2"
+    ))
+    .arg(p.owner.clone())
+    .arg(p.idempotency_key.clone());
+    let job: Job = D::read(&D::fetch_one(q, c).await?)?;
+    if job.spec != p.spec || job.sql != p.sql || job.counts.total != p.tasks.len() as i64 {
+        return Err(StoreError::Conflict(format!(
+            "idempotency key already used by job {} with a different request",
+            job.id
+        )));
+    }
+    Ok(JobInserted {
+        job,
+        created: false,
+    })
+}

@@ -223,27 +223,7 @@ impl Backend for SqliteBackend {
         .await
         .map_err(from_sqlx)?;
         let Some(id) = id else {
-            let existing = sqlx::query(concat!(
-                "SELECT ",
-                job_cols!(),
-                " FROM jobs WHERE owner = ? AND idempotency_key = ?"
-            ))
-            .bind(&p.owner)
-            .bind(&p.idempotency_key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(from_sqlx)?;
-            let job = read::<Job, _>(&existing)?;
-            if job.spec != p.spec || job.sql != p.sql || job.counts.total != p.tasks.len() as i64 {
-                return Err(StoreError::Conflict(format!(
-                    "idempotency key already used by job {} with a different request",
-                    job.id
-                )));
-            }
-            return Ok(JobInserted {
-                job,
-                created: false,
-            });
+            return scripts::job_replay::<Sqlite>(&mut tx, &p).await;
         };
         let intake: Option<IntakeRow> =
             sqlx::query_as("SELECT closed, reason, closed_by, closed_at FROM intake")

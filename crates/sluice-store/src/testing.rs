@@ -228,3 +228,49 @@ pub async fn disable_task_counters(store: &PgStore) -> crate::Result<()> {
     }
     Ok(())
 }
+
+/// A job of `owner` over `lakes` lakes (`{owner}-lake-{i}`, all in scope `aws:1`), submitted
+/// at `now`: the test crates' submission.
+pub async fn submit(
+    store: &dyn Store,
+    owner: &str,
+    lakes: usize,
+    max_attempts: i32,
+    spec: serde_json::Value,
+    now: chrono::DateTime<chrono::Utc>,
+) -> crate::Job {
+    let p = crate::JobInsertParams {
+        owner: owner.into(),
+        idempotency_key: None,
+        spec,
+        sql: None,
+        priority: 0,
+        max_attempts,
+        tasks: (0..lakes)
+            .map(|i| crate::NewTask {
+                lake: format!("{owner}-lake-{i}"),
+                scope: "aws:1".into(),
+                est_calls: 1,
+            })
+            .collect(),
+        now,
+    };
+    match store.job_insert(p).await {
+        Ok(j) => j.job,
+        Err(e) => panic!("submit: {e}"),
+    }
+}
+
+/// The kinds of a job's journal rows, in order.
+pub async fn kinds(store: &dyn Store, job: sluice_core::JobId) -> Vec<String> {
+    let all = crate::EventListParams {
+        job_id: Some(job),
+        scope: None,
+        after_id: None,
+        limit: 5_000,
+    };
+    match crate::StoreExt::event_list_until(store, all, &|_| false).await {
+        Ok(ev) => ev.into_iter().map(|e| e.kind).collect(),
+        Err(e) => panic!("events of job {job}: {e}"),
+    }
+}

@@ -5,8 +5,8 @@
 //! endpoint — the same path a production worker takes to a cloud account.
 
 use anyhow::{Context, Result};
+use sluice_engine::Engine;
 use sluice_engine::generate::{GenerateParams, Manifest, Needle, generate};
-use sluice_engine::{Engine, LakeRef};
 use sluice_store::{BudgetSetParams, LakeInsertParams, Store};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -172,15 +172,7 @@ pub async fn setup(store: &dyn Store, engine: &Engine, a: &LabArgs) -> Result<La
         }
         if probe.is_none() {
             let l = &m.lakes[0];
-            let local = LakeRef {
-                id: 0,
-                name: l.name.clone(),
-                url: format!("file://{}/", l.path.display()),
-                scope: "local".into(),
-                partition_cols: vec![],
-                schema: sluice_engine::generate::telemetry_schema(),
-                options: BTreeMap::new(),
-            };
+            let local = l.local_ref(0);
             probe = Some(engine.discover(&local).await?);
         }
         let Some((schema, partition_cols)) = &probe else {

@@ -55,26 +55,7 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
     let (db2, results2, addr2) = (db.clone(), results.clone(), addr.clone());
     tokio::task::spawn_blocking(move || {
         let (db, results, addr) = (db2, results2, addr2);
-        let manifest: serde_json::Value = serde_json::from_str(&sluice_ok(
-            &db,
-            &results,
-            &[
-                "--output",
-                "json",
-                "lakes",
-                "generate",
-                "--dir",
-                &lakes.display().to_string(),
-                "--count",
-                "20",
-                "--rows",
-                "400",
-                "--seed",
-                "11",
-                "--register",
-            ],
-        ))
-        .expect("manifest");
+        let manifest: serde_json::Value = crate::generate_lakes(&db, &results, &lakes, 20, 400, 11);
         let needles = manifest["needles"].as_array().expect("needles").clone();
         // A token made with the CLI, printed once.
         let make = |owner: &str, role: &str| -> Option<String> {

@@ -18,6 +18,21 @@ pub(crate) struct Lab {
     manifest: serde_json::Value,
 }
 
+/// Runs `cmd` (no standard input) off the runtime and returns its standard output; it must
+/// succeed.
+async fn succeeds(mut cmd: std::process::Command, what: &str) -> String {
+    cmd.stdin(Stdio::null());
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("spawn"))
+        .await
+        .expect("join");
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 impl Lab {
     pub(crate) async fn new(url: &str, args: &[&str]) -> Lab {
         let dir = tempfile::tempdir().expect("tmp");
@@ -39,17 +54,9 @@ impl Lab {
             "--sim-url",
             &sim_url,
         ])
-        .args(args)
-        .stdin(Stdio::null());
-        let out = tokio::task::spawn_blocking(move || cmd.output().expect("lab setup"))
-            .await
-            .expect("join");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).expect("manifest");
+        .args(args);
+        let out = succeeds(cmd, "lab setup").await;
+        let manifest: serde_json::Value = serde_json::from_str(&out).expect("manifest");
         let cfg = std::fs::read_to_string(manifest["accounts_file"].as_str().expect("file"))
             .expect("accounts file");
         let sim = Sim::new(
@@ -95,17 +102,8 @@ impl Lab {
     pub(crate) async fn cli(&self, args: &[String]) -> String {
         let mut cmd = sluice();
         cmd.args(["--database-url", &self.url, "--results-dir", &self.results])
-            .args(args)
-            .stdin(Stdio::null());
-        let out = tokio::task::spawn_blocking(move || cmd.output().expect("sluice"))
-            .await
-            .expect("join");
-        assert!(
-            out.status.success(),
-            "sluice {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .args(args);
+        succeeds(cmd, &format!("sluice {args:?}")).await
     }
 
     /// Needles planted in lakes whose name matches the prefix.

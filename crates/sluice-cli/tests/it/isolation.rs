@@ -44,26 +44,8 @@ fn token(db: &str, results: &std::path::Path, owner: &str) -> String {
 fn start(db: &str, lakes: u32, extra: &[&str]) -> Bench {
     let dir = tempfile::tempdir().expect("tmp");
     let results = dir.path().join("results");
-    let manifest: serde_json::Value = serde_json::from_str(&sluice_ok(
-        db,
-        &results,
-        &[
-            "--output",
-            "json",
-            "lakes",
-            "generate",
-            "--dir",
-            &dir.path().join("lakes").display().to_string(),
-            "--count",
-            &lakes.to_string(),
-            "--rows",
-            "400",
-            "--seed",
-            "5",
-            "--register",
-        ],
-    ))
-    .expect("manifest");
+    let manifest: serde_json::Value =
+        crate::generate_lakes(db, &results, &dir.path().join("lakes"), lakes, 400, 5);
     let addr = format!("127.0.0.1:{}", free_port());
     let server = Proc(
         sluice()

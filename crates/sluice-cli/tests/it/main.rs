@@ -12,8 +12,8 @@ mod observe;
 
 use sluice_core::{JobId, JobState, TaskState};
 use sluice_store::{
-    EventListParams, Job, JobInsertParams, Lease, NewTask, PgStore, Store, Task, TaskFinish,
-    TaskFinishParams, TaskListParams, TaskOutcome,
+    EventListParams, Job, Lease, PgStore, Store, StoreExt, Task, TaskFinish, TaskFinishParams,
+    TaskOutcome,
 };
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -96,37 +96,11 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 }
 
 async fn submit(store: &PgStore, lakes: usize, spec: serde_json::Value) -> Job {
-    store
-        .job_insert(JobInsertParams {
-            owner: "alice".into(),
-            idempotency_key: None,
-            spec,
-            sql: None,
-            priority: 0,
-            max_attempts: 3,
-            tasks: (0..lakes)
-                .map(|i| NewTask {
-                    lake: format!("lake-{i}"),
-                    scope: "aws:1".into(),
-                    est_calls: 1,
-                })
-                .collect(),
-            now: chrono::Utc::now(),
-        })
-        .await
-        .expect("submit")
-        .job
+    sluice_store::testing::submit(store, "alice", lakes, 3, spec, chrono::Utc::now()).await
 }
 
 async fn tasks(store: &PgStore, job: JobId) -> Vec<Task> {
-    store
-        .task_list(TaskListParams {
-            job_id: job,
-            limit: 1000,
-            after: None,
-        })
-        .await
-        .expect("task_list")
+    store.task_list_all(job).await.expect("task_list")
 }
 
 /// Polls until `cond` holds for the job's tasks.
@@ -192,17 +166,17 @@ pub(crate) async fn until_job_ends(store: &PgStore, job: JobId, within: Duration
     }
 }
 
+/// Waits until every task of the job runs, then asks the worker to stop.
+async fn sigterm_once_all_run(store: &PgStore, job: JobId, worker: &Child) {
+    until_tasks(store, job, Duration::from_secs(20), "all running", |t| {
+        t.iter().all(|t| t.state == TaskState::Running)
+    })
+    .await;
+    signal(worker, libc::SIGTERM);
+}
+
 async fn kinds(store: &PgStore, job: JobId) -> Vec<String> {
-    let ev = store
-        .event_list(EventListParams {
-            job_id: Some(job),
-            scope: None,
-            after_id: None,
-            limit: 10_000,
-        })
-        .await
-        .expect("events");
-    ev.into_iter().map(|e| e.kind).collect()
+    sluice_store::testing::kinds(store, job).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,15 +445,7 @@ async fn sigterm_hands_back_long_tasks_without_spending_attempts() {
             "300ms",
         ],
     );
-    until_tasks(
-        &store,
-        job.id,
-        Duration::from_secs(20),
-        "all running",
-        |t| t.iter().all(|t| t.state == TaskState::Running),
-    )
-    .await;
-    signal(&w, libc::SIGTERM);
+    sigterm_once_all_run(&store, job.id, &w).await;
     let st = wait_exit(&mut w, Duration::from_secs(10));
     assert!(st.success(), "graceful exit: {st:?}");
     for t in tasks(&store, job.id).await {
@@ -505,15 +471,7 @@ async fn sigterm_lets_short_tasks_finish_within_grace() {
         &url,
         &["--id", "w", "--concurrency", "3", "--shutdown-grace", "20s"],
     );
-    until_tasks(
-        &store,
-        job.id,
-        Duration::from_secs(20),
-        "all running",
-        |t| t.iter().all(|t| t.state == TaskState::Running),
-    )
-    .await;
-    signal(&w, libc::SIGTERM);
+    sigterm_once_all_run(&store, job.id, &w).await;
     assert!(wait_exit(&mut w, Duration::from_secs(15)).success());
     let j = store.job_get(job.id).await.expect("job");
     assert_eq!((j.state, j.counts.done), (JobState::Succeeded, 3));
@@ -947,6 +905,40 @@ fn demo_runs_end_to_end_on_the_embedded_store() {
 }
 
 /// Runs `sluice` with a database and results folder, failing the test on a non-zero exit.
+/// Writes `count` lakes of `rows` rows with planted needles into `dir` and registers them:
+/// the generator's manifest.
+pub(crate) fn generate_lakes(
+    db: &str,
+    results: &std::path::Path,
+    dir: &std::path::Path,
+    count: u32,
+    rows: u32,
+    seed: u64,
+) -> serde_json::Value {
+    let (dir, count, rows, seed) = (
+        dir.display().to_string(),
+        count.to_string(),
+        rows.to_string(),
+        seed.to_string(),
+    );
+    let args = [
+        "--output",
+        "json",
+        "lakes",
+        "generate",
+        "--dir",
+        &dir,
+        "--count",
+        &count,
+        "--rows",
+        &rows,
+        "--seed",
+        &seed,
+        "--register",
+    ];
+    serde_json::from_str(&sluice_ok(db, results, &args)).expect("manifest")
+}
+
 fn sluice_ok(db: &str, results: &std::path::Path, args: &[&str]) -> String {
     let out = sluice()
         .args([
@@ -973,26 +965,7 @@ fn hunt_finds_exactly_the_needles(db: &str) {
     let dir = tempfile::tempdir().expect("tmp");
     let results = dir.path().join("results");
     let lakes = dir.path().join("lakes");
-    let manifest: serde_json::Value = serde_json::from_str(&sluice_ok(
-        db,
-        &results,
-        &[
-            "--output",
-            "json",
-            "lakes",
-            "generate",
-            "--dir",
-            &lakes.display().to_string(),
-            "--count",
-            "200",
-            "--rows",
-            "900",
-            "--seed",
-            "42",
-            "--register",
-        ],
-    ))
-    .expect("manifest json");
+    let manifest: serde_json::Value = generate_lakes(db, &results, &lakes, 200, 900, 42);
     let needles = manifest["needles"].as_array().expect("needles");
     assert!(!needles.is_empty());
     let mut args = vec![

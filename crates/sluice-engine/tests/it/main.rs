@@ -32,15 +32,7 @@ async fn fixture() -> Fixture {
     let engine = Engine::new(EngineConfig::new(dir.path().join("scratch"))).unwrap();
     let mut lakes = Vec::new();
     for (i, l) in manifest.lakes.iter().enumerate() {
-        let mut lake = LakeRef {
-            id: i as i64 + 1,
-            name: l.name.clone(),
-            url: format!("file://{}/", l.path.display()),
-            scope: "local".into(),
-            partition_cols: vec![],
-            schema: sluice_engine::generate::telemetry_schema(),
-            options: BTreeMap::new(),
-        };
+        let mut lake = l.local_ref(i as i64 + 1);
         let (schema, parts) = engine.discover(&lake).await.unwrap();
         lake.schema = schema;
         lake.partition_cols = parts;

@@ -96,16 +96,7 @@ fn ok(rows: i64) -> TaskOutcome {
 }
 
 async fn kinds(s: &S, job: JobId) -> Vec<String> {
-    let ev = s
-        .event_list(EventListParams {
-            job_id: Some(job),
-            scope: None,
-            after_id: None,
-            limit: 10_000,
-        })
-        .await
-        .unwrap();
-    ev.into_iter().map(|e| e.kind).collect()
+    sluice_store::testing::kinds(s.as_ref(), job).await
 }
 
 fn count(kinds: &[String], kind: &str) -> usize {
@@ -1012,6 +1003,13 @@ fn budget(scope: &str, parent: Option<&str>, rate: f64, burst: f64) -> BudgetSet
     }
 }
 
+async fn budget_of(s: &S, scope: &str) -> Budget {
+    let all = s.budget_list().await.unwrap();
+    all.into_iter()
+        .find(|b| b.scope == scope)
+        .unwrap_or_else(|| panic!("no budget {scope}"))
+}
+
 async fn take(s: &S, scope: &str, n: u32, at_ms: i64) -> u32 {
     let now = t0() + chrono::Duration::milliseconds(at_ms);
     s.budget_take(BudgetTakeParams {
@@ -1338,13 +1336,7 @@ async fn budget_hold_keeps_headroom_and_feedback_moves_the_rate(s: S) {
     s.budget_feedback("aws:1", BudgetFeedback::Throttled, at(20))
         .await
         .unwrap();
-    let b = s
-        .budget_list()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|b| b.scope == "aws:1")
-        .unwrap();
+    let b = budget_of(&s, "aws:1").await;
     assert_eq!(b.effective_rate(at(20)), 5.0);
     assert_eq!(take_hold(100, 20_000, 0).await, 10); // what had accrued before the cut
     assert_eq!(take_hold(100, 21_000, 0).await, 5); // one second at 5/s (+ a sliver of growth)
@@ -1352,13 +1344,7 @@ async fn budget_hold_keeps_headroom_and_feedback_moves_the_rate(s: S) {
     s.budget_feedback("aws:1", BudgetFeedback::SlowStart, at(30))
         .await
         .unwrap();
-    let b = s
-        .budget_list()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|b| b.scope == "aws:1")
-        .unwrap();
+    let b = budget_of(&s, "aws:1").await;
     assert_eq!(b.effective_rate(at(30)), 1.0);
     assert!(b.tokens <= 1.0, "{b:?}");
     // Growth is a function of time: doubled after one interval, full rate after a while.
@@ -1386,13 +1372,7 @@ async fn budget_hold_keeps_headroom_and_feedback_moves_the_rate(s: S) {
     .await
     .unwrap();
     s.pause_clear(&target, "op", at(301)).await.unwrap();
-    let b = s
-        .budget_list()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|b| b.scope == "aws:1")
-        .unwrap();
+    let b = budget_of(&s, "aws:1").await;
     assert_eq!(b.effective_rate(at(301)), 1.0, "{b:?}");
 }
 
@@ -1435,13 +1415,7 @@ async fn breakers_hold_back_their_scope_probe_once_and_close_with_slow_start(s: 
         .await
         .unwrap();
     assert_eq!(u.row.breaker.state, Closed);
-    let b = s
-        .budget_list()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|b| b.scope == "aws:1")
-        .unwrap();
+    let b = budget_of(&s, "aws:1").await;
     assert_eq!(b.effective_rate(at(1)), 50.0);
     // A frozen account opens it at once with the long cooldown.
     let u = s
@@ -1504,13 +1478,7 @@ async fn breakers_hold_back_their_scope_probe_once_and_close_with_slow_start(s: 
         (u.row.breaker.state, u.changed_from),
         (Closed, Some(HalfOpen))
     );
-    let b = s
-        .budget_list()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|b| b.scope == "aws:1")
-        .unwrap();
+    let b = budget_of(&s, "aws:1").await;
     assert_eq!(b.effective_rate(at(185)), 10.0);
     let got = claim(&s, "w", 100, 186).await;
     assert_eq!(got.len(), 2);

@@ -34,16 +34,7 @@ async fn eight_claimers_complete_ten_thousand_tasks_exactly_once() {
                 if got.is_empty() {
                     break;
                 }
-                let finishes = got
-                    .iter()
-                    .map(|t| TaskFinish {
-                        lease: t.lease,
-                        outcome: TaskOutcome::Succeeded {
-                            rows: 1,
-                            result_uri: None,
-                        },
-                    })
-                    .collect();
+                let finishes = succeeded(&got);
                 let r = s
                     .task_finish(TaskFinishParams {
                         finishes,
@@ -178,16 +169,7 @@ async fn cancel_racing_with_completions_leaves_consistent_counts() {
         tokio::spawn(async move {
             let mut applied = 0;
             for chunk in claimed.chunks(25) {
-                let finishes = chunk
-                    .iter()
-                    .map(|t| TaskFinish {
-                        lease: t.lease,
-                        outcome: TaskOutcome::Succeeded {
-                            rows: 1,
-                            result_uri: None,
-                        },
-                    })
-                    .collect();
+                let finishes = succeeded(chunk);
                 applied += s
                     .task_finish(TaskFinishParams {
                         finishes,
@@ -370,4 +352,18 @@ async fn no_submission_commits_after_a_drain_closed_intake() {
         at_close,
         "a job committed after the close"
     );
+}
+
+/// Every claimed task succeeded with one row.
+fn succeeded(tasks: &[sluice_store::ClaimedTask]) -> Vec<TaskFinish> {
+    tasks
+        .iter()
+        .map(|t| TaskFinish {
+            lease: t.lease,
+            outcome: TaskOutcome::Succeeded {
+                rows: 1,
+                result_uri: None,
+            },
+        })
+        .collect()
 }

@@ -7,8 +7,8 @@
 
 use sluice_core::{JobId, JobState, SystemClock, TaskState};
 use sluice_store::{
-    ConnectOptions, EventListParams, Job, JobCancelParams, JobInsertParams, NewTask, PgStore,
-    SqliteStore, Store, TaskListParams,
+    ConnectOptions, EventListParams, Job, JobCancelParams, PgStore, SqliteStore, Store, StoreExt,
+    TaskListParams,
 };
 use sluice_worker::{BuiltinRunner, Worker, WorkerConfig, WorkerStats};
 use std::sync::Arc;
@@ -123,15 +123,7 @@ async fn outcomes_follow_the_retry_policy() {
         stop.cancel();
         w.await.unwrap();
         assert_eq!(j.state, job_state, "{spec}");
-        for t in store
-            .task_list(TaskListParams {
-                job_id: job.id,
-                limit: 10,
-                after: None,
-            })
-            .await
-            .unwrap()
-        {
+        for t in store.task_list_all(job.id).await.unwrap() {
             assert_eq!((t.state, t.attempt), (task_state, spent), "{spec}: {t:?}");
             assert!(
                 t.last_error.clone().unwrap_or_default().contains(err),
@@ -159,11 +151,7 @@ async fn cancelling_a_job_stops_its_running_tasks_via_the_heartbeat() {
     let (stop, w) = start(&store, cfg);
     let deadline = Instant::now() + Duration::from_secs(10);
     while store
-        .task_list(TaskListParams {
-            job_id: job.id,
-            limit: 10,
-            after: None,
-        })
+        .task_list_all(job.id)
         .await
         .unwrap()
         .iter()
@@ -378,11 +366,7 @@ async fn a_small_hunt_behind_a_big_backlog_finishes_about_as_fast_as_alone() {
 
 async fn running(store: &Arc<dyn Store>, job: JobId) -> usize {
     store
-        .task_list(TaskListParams {
-            job_id: job,
-            limit: 1000,
-            after: None,
-        })
+        .task_list_all(job)
         .await
         .unwrap()
         .iter()
@@ -397,26 +381,15 @@ async fn submit_as(
     max_attempts: i32,
     spec: serde_json::Value,
 ) -> Job {
-    store
-        .job_insert(JobInsertParams {
-            owner: owner.into(),
-            idempotency_key: None,
-            spec,
-            sql: None,
-            priority: 0,
-            max_attempts,
-            tasks: (0..lakes)
-                .map(|i| NewTask {
-                    lake: format!("{owner}-lake-{i}"),
-                    scope: "aws:1".into(),
-                    est_calls: 1,
-                })
-                .collect(),
-            now: chrono::Utc::now(),
-        })
-        .await
-        .unwrap()
-        .job
+    sluice_store::testing::submit(
+        store.as_ref(),
+        owner,
+        lakes,
+        max_attempts,
+        spec,
+        chrono::Utc::now(),
+    )
+    .await
 }
 
 /// While one owner's tasks hold every regular slot, a spare slot takes another owner's task
