@@ -88,16 +88,32 @@ async fn main() -> Result<()> {
         lakes.push(lake);
     }
     drop(probe_engine);
-    // Cold (first hunt: LIST and footers), warm (repeat on the same worker), and bloom off.
-    for (label, bloom, repeat) in [
-        ("cold", true, false),
-        ("warm", true, true),
-        ("no_bloom", false, false),
+    // The same needles in an IOC list at its documented size: the rest are hashes no lake
+    // holds, so bloom filters and statistics must still skip what holds no needle.
+    let (ips, domains) = (m.ips(), m.domains());
+    let mut hashes = m.hashes();
+    let pad = sluice_engine::hunt::MAX_IOCS - ips.len() - domains.len() - hashes.len();
+    hashes.extend((0..pad).map(|i| format!("{:064x}", 0xdead_0000_u64 + i as u64)));
+    let ioc_10k = HuntSpec::Ioc {
+        ips,
+        hashes,
+        domains,
+        since: None,
+        until: None,
+        lakes: LakeSelector::default(),
+    };
+    // Cold (first hunt: LIST and footers), warm (repeat on the same worker), bloom off, and
+    // the 10,000-IOC hunt (cold).
+    for (label, spec, bloom, repeat) in [
+        ("cold", &spec, true, false),
+        ("warm", &spec, true, true),
+        ("no_bloom", &spec, false, false),
+        ("ioc_10k", &ioc_10k, true, false),
     ] {
         let counts = Arc::new(Counts::default());
         let engine =
             Arc::new(Engine::new(EngineConfig::new(&scratch))?.with_call_counts(counts.clone()));
-        let mut hunt = sluice_engine::compile(&spec, &lakes[0].partition_cols)?;
+        let mut hunt = sluice_engine::compile(spec, &lakes[0].partition_cols)?;
         hunt.options.insert(
             "datafusion.execution.parquet.bloom_filter_on_read".into(),
             bloom.to_string(),
@@ -123,6 +139,7 @@ async fn main() -> Result<()> {
                     serde_json::json!({
                         "system": "sluice", "run": label, "lakes": lakes.len(), "bytes_on_disk": bytes,
                         "rows_found": rows, "needles": m.needles.len(), "secs": (secs * 1000.0).round() / 1000.0,
+                        "sql_bytes": hunt.sql.len(),
                         "per_lake": {
                             "calls": c.calls() as f64 / lakes.len() as f64,
                             "list": c.list as f64 / lakes.len() as f64,

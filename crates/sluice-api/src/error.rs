@@ -40,8 +40,8 @@ impl From<StoreError> for ApiError {
                 detail,
                 retry_after: 60,
             },
-            e if e.is_transient() => ApiError::Unavailable(e.to_string()),
-            e => ApiError::Internal(e.to_string()),
+            e if e.is_transient() => ApiError::Unavailable(sluice_core::error_line(&e)),
+            e => ApiError::Internal(sluice_core::error_line(&e)),
         }
     }
 }

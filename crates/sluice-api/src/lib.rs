@@ -29,6 +29,9 @@ pub struct ApiConfig {
     /// Submissions get 503 with Retry-After while the open backlog has at least this many
     /// unfinished tasks (`None`: no limit). Accepted jobs are never affected.
     pub max_backlog_tasks: Option<i64>,
+    /// Serve `/metrics` (no token) on the API's listener; off when the operator serves the
+    /// metrics on a listener of their own.
+    pub metrics: bool,
 }
 
 impl Default for ApiConfig {
@@ -36,6 +39,7 @@ impl Default for ApiConfig {
         ApiConfig {
             max_body_bytes: 1 << 20,
             max_backlog_tasks: None,
+            metrics: true,
         }
     }
 }
@@ -194,8 +198,14 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
 pub fn router(api: Api) -> Router {
     metrics::init();
     let limit = api.cfg.max_body_bytes;
+    let serve_metrics = api.cfg.metrics;
     let (routes, doc) = routes();
     let doc: Arc<str> = doc.to_pretty_json().unwrap_or_default().into();
+    let routes = if serve_metrics {
+        routes.route("/metrics", get(metrics::serve))
+    } else {
+        routes
+    };
     routes
         .route(
             "/openapi.json",
@@ -209,7 +219,6 @@ pub fn router(api: Api) -> Router {
                 }
             }),
         )
-        .route("/metrics", get(metrics::serve))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(axum::middleware::from_fn(metrics::observe))
         .layer(axum::extract::DefaultBodyLimit::max(limit))

@@ -181,9 +181,7 @@ pub fn parse(text: &str, path: &Path, cmd: &clap::Command) -> Result<Vec<(String
 
 /// Whether a setting holds a secret (shown masked).
 fn is_secret(env: &str) -> bool {
-    ["PASSWORD", "SECRET", "TOKEN", "KEY"]
-        .iter()
-        .any(|s| env.contains(s))
+    sluice_core::secrets::is_secret_key(env.trim_start_matches("SLUICE_"))
 }
 
 /// What `sluice config show` prints: every setting (the JSON), and the file.
@@ -242,7 +240,7 @@ pub fn show(
                 (default, Source::Default)
             };
             let value = value.map(|v| {
-                if env.ends_with("DATABASE_URL") {
+                if v.contains("://") {
                     sluice_store::redact_url(&v)
                 } else if is_secret(&env) {
                     "***".into()

@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     let file = match config::load(&args, &Cli::command()) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", sluice_core::error_line(e.as_ref()));
             return ExitCode::from(2);
         }
     };
@@ -116,7 +116,7 @@ fn main() -> ExitCode {
     match rt.block_on(cli.command.run(&ctx, &settings)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", sluice_core::error_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -1,4 +1,4 @@
-//! Durations and sizes as people read them in messages and on the terminal.
+//! Durations, sizes and errors as people read them in messages and on the terminal.
 
 use std::time::Duration;
 
@@ -27,6 +27,22 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
+/// An error and its causes on one line, each cause said once: a cause whose text the line
+/// already holds (a wrapper that prints its source, then the source again) is dropped.
+pub fn error_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +67,53 @@ mod tests {
             (64 << 10, "64 KiB"),
         ] {
             assert_eq!(human_bytes(b), want, "{b}");
+        }
+    }
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        let chain = |links: &[&'static str]| {
+            links
+                .iter()
+                .rev()
+                .fold(None, |inner, l| Some(Box::new(E(l, inner))))
+                .map(|b| *b)
+                .unwrap_or(E("", None))
+        };
+        let cases: &[(&[&str], &str)] = &[
+            (&["opening database"], "opening database"),
+            (
+                &["opening database", "pool timed out"],
+                "opening database: pool timed out",
+            ),
+            // The store's error prints its source; the chain then has the source again.
+            (
+                &[
+                    "opening database",
+                    "migration failed: while executing migration 8: duplicate column name: dry_until",
+                    "while executing migration 8: duplicate column name: dry_until",
+                    "duplicate column name: dry_until",
+                ],
+                "opening database: migration failed: while executing migration 8: duplicate column name: dry_until",
+            ),
+        ];
+        for (links, want) in cases {
+            assert_eq!(error_line(&chain(links)), *want);
         }
     }
 }

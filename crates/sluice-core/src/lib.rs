@@ -13,6 +13,7 @@ pub mod hunt;
 pub mod ids;
 pub mod provider;
 pub mod retry;
+pub mod secrets;
 pub mod state;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerOp, BreakerState};
@@ -20,7 +21,7 @@ pub use bucket::TokenBucket;
 pub use budget::{Budget, BudgetFeedback, MAX_BUDGET_DEPTH, MAX_DRY, ROOT_SCOPE};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use election::Leadership;
-pub use human::{human_bytes, human_duration};
+pub use human::{error_line, human_bytes, human_duration};
 pub use ids::{JobId, LeaseToken, TaskId};
 pub use provider::{Adaptive, AdaptiveConfig, CallClass, CallGate, OpenGate, Permit, Refusal};
 pub use retry::{RetryDecision, RetryPolicy};

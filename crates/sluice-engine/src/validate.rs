@@ -172,11 +172,14 @@ pub async fn validate(
         crate::hunt::compile(spec, partition_cols).map_err(|e| vec![plain(e.to_string())])?;
     let schema = table_schema(file_schema, partition_cols);
     let hunt = compiled.clone();
+    // The size cap is the researcher's SQL's; an IOC hunt is bounded by its number of IOCs
+    // (`MAX_IOCS`), whatever the size of the SQL it compiles to.
+    let max_bytes = matches!(spec, HuntSpec::Sql { .. }).then_some(MAX_SQL_BYTES);
     bounded(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .map_err(|e| vec![plain(format!("cannot start a check: {e}"))])?;
-        rt.block_on(check_sql(&hunt, &schema))
+        rt.block_on(check_sql(&hunt, &schema, max_bytes))
     })
     .await?;
     Ok(compiled)
@@ -389,12 +392,16 @@ pub(crate) fn check_state(
     b.build()
 }
 
-async fn check_sql(hunt: &CompiledHunt, schema: &SchemaRef) -> Result<(), Vec<HuntError>> {
+async fn check_sql(
+    hunt: &CompiledHunt,
+    schema: &SchemaRef,
+    max_bytes: Option<usize>,
+) -> Result<(), Vec<HuntError>> {
     let sql = &hunt.sql;
     if sql.trim().is_empty() {
         return Err(vec![plain("the query is empty")]);
     }
-    if sql.len() > MAX_SQL_BYTES {
+    if max_bytes.is_some_and(|m| sql.len() > m) {
         return Err(vec![plain(format!(
             "the query is {} bytes; at most {MAX_SQL_BYTES}",
             sql.len()
@@ -510,6 +517,7 @@ async fn check_sql(hunt: &CompiledHunt, schema: &SchemaRef) -> Result<(), Vec<Hu
 mod tests {
     use super::*;
     use crate::generate::telemetry_schema;
+    use crate::hunt::MAX_IOCS;
 
     async fn check(sql: &str) -> Result<CompiledHunt, Vec<HuntError>> {
         let spec = HuntSpec::Sql {
@@ -528,6 +536,33 @@ mod tests {
         ] {
             check(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
         }
+    }
+
+    /// An IOC hunt at its documented size passes (its SQL is far over the SQL size cap),
+    /// and one IOC more is refused in IOCs, not in bytes.
+    #[tokio::test]
+    async fn ioc_hunts_of_ten_thousand_indicators_pass() {
+        let hunt = |n: usize| HuntSpec::Ioc {
+            ips: (0..n / 4)
+                .map(|i| format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255))
+                .collect(),
+            hashes: (0..n - n / 4).map(|i| format!("{i:064x}")).collect(),
+            domains: vec![],
+            since: None,
+            until: None,
+            lakes: Default::default(),
+        };
+        let ok = validate(&hunt(MAX_IOCS), &telemetry_schema(), &["dt".to_string()])
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(ok.sql.len() > MAX_SQL_BYTES, "{}", ok.sql.len());
+        let e = validate(&hunt(MAX_IOCS + 1), &telemetry_schema(), &[])
+            .await
+            .unwrap_err();
+        assert!(
+            e[0].message.contains("IOCs in one hunt; at most 10000"),
+            "{e:?}"
+        );
     }
 
     #[tokio::test]

@@ -40,6 +40,12 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// The database's migrations (`migrations/postgres`, `migrations/sqlite`).
     fn migrator(&self) -> &'static sqlx::migrate::Migrator;
+
+    /// A file every process locks while it migrates, where the database cannot serialize
+    /// migrations itself (SQLite; Postgres takes an advisory lock).
+    fn migrate_lock(&self) -> Option<&std::path::Path> {
+        None
+    }
     async fn job_insert(&self, p: JobInsertParams) -> Result<JobInserted>;
     /// Claims up to `p.limit` (> 0) pending tasks runnable at `p.now`, in release order,
     /// under the holds in force ([`claim_plan`]: one pass per [`ClaimPlan::passes`]), leased
@@ -117,6 +123,12 @@ where
         B::NAME
     }
     async fn migrate(&self) -> Result<()> {
+        // Processes started together on a fresh SQLite file would each apply the first
+        // migration ("table already exists"): one at a time, the others then find it done.
+        let _lock = match self.0.migrate_lock() {
+            Some(path) => Some(lock_file(path.to_path_buf()).await?),
+            None => None,
+        };
         self.0.migrator().run(self.0.pool()).await?;
         Ok(())
     }
@@ -283,5 +295,29 @@ where
     }
     async fn job_finished(&self, p: JobFinishedParams) -> Result<Vec<FinishedJob>> {
         scripts::job_finished::<B::D>(&mut *self.0.conn().await?, &p).await
+    }
+}
+
+/// Opens and locks `path` (exclusively, waiting for other processes); the lock lasts as long
+/// as the returned file.
+async fn lock_file(path: std::path::PathBuf) -> Result<std::fs::File> {
+    let locked = tokio::task::spawn_blocking(move || {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        f.lock()?;
+        Ok::<_, std::io::Error>(f)
+    })
+    .await;
+    match locked {
+        Ok(Ok(f)) => Ok(f),
+        Ok(Err(e)) => Err(crate::StoreError::Invalid(format!(
+            "locking the database for its migrations: {e}"
+        ))),
+        Err(e) => Err(crate::StoreError::Invalid(format!(
+            "locking the database for its migrations: {e}"
+        ))),
     }
 }

@@ -257,35 +257,4 @@ pub async fn connect(url: &str, opts: ConnectOptions) -> Result<Arc<dyn Store>> 
     Ok(store)
 }
 
-/// The URL with any password replaced, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn redact_url_hides_passwords_only() {
-        let cases = [
-            (
-                "postgres://u:secret@h:5432/db",
-                "postgres://u:***@h:5432/db",
-            ),
-            ("postgres://u@h/db", "postgres://u@h/db"),
-            ("sqlite://./x.db", "sqlite://./x.db"),
-            ("postgres://u:p@ss:w@h/db", "postgres://u:***@h/db"),
-        ];
-        for (url, want) in cases {
-            assert_eq!(super::redact_url(url), want);
-        }
-    }
-}
+pub use sluice_core::secrets::redact_url;

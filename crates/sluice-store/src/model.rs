@@ -439,6 +439,26 @@ pub(crate) fn validate_lake(p: &LakeInsertParams) -> crate::Result<()> {
     if p.url.is_empty() || p.scope.is_empty() {
         return Err(Invalid("lake url and scope must not be empty".into()));
     }
+    // Lake rows are read by every process and shown by `lakes list`: no long-lived secret
+    // may land there, in the options or in the URL.
+    if let Some(k) = p
+        .options
+        .keys()
+        .find(|k| sluice_core::secrets::is_secret_key(k))
+    {
+        return Err(Invalid(format!(
+            "lake option {k:?} would store a credential in the database: workers take \
+             credentials from their environment or workload identity (AWS_* variables, an \
+             instance or pod role), never from lake rows"
+        )));
+    }
+    if sluice_core::secrets::redact_url(&p.url) != p.url {
+        return Err(Invalid(
+            "the lake url carries a credential: give the location only; workers take \
+             credentials from their environment or workload identity"
+                .into(),
+        ));
+    }
     Ok(())
 }
 

@@ -886,7 +886,7 @@ pub(crate) async fn schema_version<D: Db>(c: &mut D::Connection) -> Result<Optio
 }
 
 /// A submission whose idempotency key its owner used before: the same job again, or a
-/// conflict when the request differs.
+/// conflict naming what differs (the hunt, its lakes, the priority, the attempts).
 pub(crate) async fn job_replay<D: Db>(
     c: &mut D::Connection,
     p: &JobInsertParams,
@@ -899,9 +899,32 @@ pub(crate) async fn job_replay<D: Db>(
     .arg(p.owner.clone())
     .arg(p.idempotency_key.clone());
     let job: Job = D::read(&D::fetch_one(q, c).await?)?;
-    if job.spec != p.spec || job.sql != p.sql || job.counts.total != p.tasks.len() as i64 {
+    let q =
+        sqlx::query("SELECT CAST(max(max_attempts) AS BIGINT) AS v FROM tasks WHERE job_id = $1")
+            .arg(job.id.0);
+    let crate::rows::MaybeScalar(attempts) = D::read(&D::fetch_one(q, c).await?)?;
+    let differs = if job.spec != p.spec || job.sql != p.sql {
+        Some("hunt".to_string())
+    } else if job.counts.total != p.tasks.len() as i64 {
+        Some(format!(
+            "set of lakes ({} lakes, not {})",
+            job.counts.total,
+            p.tasks.len()
+        ))
+    } else if job.priority != p.priority {
+        Some(format!("priority ({}, not {})", job.priority, p.priority))
+    } else if attempts.is_some_and(|a| a != i64::from(p.max_attempts)) {
+        Some(format!(
+            "max_attempts ({}, not {})",
+            attempts.unwrap_or_default(),
+            p.max_attempts
+        ))
+    } else {
+        None
+    };
+    if let Some(what) = differs {
         return Err(StoreError::Conflict(format!(
-            "idempotency key already used by job {} with a different request",
+            "idempotency key already used by job {} with a different {what}",
             job.id
         )));
     }

@@ -27,6 +27,9 @@ pub struct SqliteBackend {
     pool: SqlitePool,
     /// One process: a submission wakes idle workers directly.
     wake: std::sync::Arc<tokio::sync::Notify>,
+    /// The file beside the database that processes lock while they migrate it (`None` in
+    /// memory).
+    migrate_lock: Option<std::path::PathBuf>,
 }
 
 fn us(t: DateTime<Utc>) -> i64 {
@@ -149,7 +152,14 @@ pub type SqliteStore = SqlStore<SqliteBackend>;
 impl SqliteStore {
     pub async fn connect(url: &str) -> Result<Self> {
         let o = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Invalid(format!("bad sqlite url: {e}")))?
+            .map_err(|e| StoreError::Invalid(format!("bad sqlite url: {e}")))?;
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let migrate_lock = (!in_memory).then(|| {
+            let mut p = o.get_filename().as_os_str().to_owned();
+            p.push(".migrate-lock");
+            std::path::PathBuf::from(p)
+        });
+        let o = o
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -167,6 +177,7 @@ impl SqliteStore {
         Ok(SqlStore(SqliteBackend {
             pool,
             wake: std::sync::Arc::default(),
+            migrate_lock,
         }))
     }
 }
@@ -178,6 +189,10 @@ impl Backend for SqliteBackend {
 
     fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    fn migrate_lock(&self) -> Option<&std::path::Path> {
+        self.migrate_lock.as_deref()
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {

@@ -117,6 +117,21 @@ pub struct SubmitArgs {
     /// Attempts per lake before it counts as failed (provider trouble spends none).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=20))]
     max_attempts: i32,
+    /// When intake is closed (a drain, the backlog cap: 503), wait for it to reopen and submit
+    /// then, for at most this long (default 24h); the retries carry one idempotency key, so
+    /// the hunt is submitted once.
+    #[arg(long, value_name = "MAX", num_args = 0..=1, default_missing_value = "24h",
+        value_parser = crate::parse_duration)]
+    wait_intake: Option<Duration>,
+}
+
+/// The API refused the submission for now (intake closed): when to try again.
+fn busy(e: &anyhow::Error) -> Option<Duration> {
+    let f = e.downcast_ref::<crate::client::ApiFailure>()?;
+    (f.status == axum::http::StatusCode::SERVICE_UNAVAILABLE).then(|| {
+        let secs = f.retry_after.as_deref().and_then(|s| s.parse().ok());
+        Duration::from_secs(secs.unwrap_or(5))
+    })
 }
 
 impl SubmitArgs {
@@ -133,10 +148,46 @@ impl SubmitArgs {
             priority: self.priority,
             max_attempts: Some(self.max_attempts),
         };
-        let s = c
-            .submit(&req, self.idempotency_key.as_deref())
-            .await
-            .inspect_err(|e| report_invalid(e, ctx.json()))?;
+        // Retries after a refusal must not make a second job if a reply was lost.
+        let key = match (&self.idempotency_key, self.wait_intake) {
+            (Some(k), _) => Some(k.clone()),
+            (None, Some(_)) => Some(format!("wait-intake-{}", sluice_api::new_token())),
+            (None, None) => None,
+        };
+        let started = std::time::Instant::now();
+        let s = loop {
+            match c.submit(&req, key.as_deref()).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    let Some(after) = busy(&e) else {
+                        report_invalid(&e, ctx.json());
+                        return Err(e);
+                    };
+                    let Some(max) = self.wait_intake else {
+                        return Err(e.context(
+                            "intake is closed (`sluice submit --wait-intake` waits for it)",
+                        ));
+                    };
+                    let left = max.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        return Err(e.context(format!(
+                            "intake still closed after waiting {}",
+                            sluice_core::human_duration(max)
+                        )));
+                    }
+                    // Polled at least every 5 s: intake may reopen before Retry-After says.
+                    let wait = after.min(Duration::from_secs(5)).min(left);
+                    if !ctx.json() {
+                        eprintln!(
+                            "{}; trying again in {}",
+                            sluice_core::error_line(e.as_ref()),
+                            sluice_core::human_duration(wait)
+                        );
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
         ctx.show(&s)?;
         Ok(ExitCode::SUCCESS)
     }
@@ -437,9 +488,17 @@ impl ResultsArgs {
             bail!("refusing to write Parquet to a terminal: redirect to a file");
         }
         let page = c.results(job.0, wire, offset, limit).await?;
+        // Lake data goes to a terminal with its control characters escaped (a cell holding
+        // an escape sequence must not rewrite the screen); a file gets the data as it is.
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
         let mut out = std::io::stdout().lock();
         if format != ResultFormat::Table {
-            out.write_all(&page.body)?;
+            match format {
+                ResultFormat::Csv if tty => {
+                    out.write_all(for_terminal(&String::from_utf8_lossy(&page.body)).as_bytes())?
+                }
+                _ => out.write_all(&page.body)?,
+            }
             if format == ResultFormat::Json {
                 writeln!(out)?;
             }
@@ -456,10 +515,16 @@ impl ResultsArgs {
         };
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if rows > 0 {
+            let table = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?;
+            let table = table.to_string();
             writeln!(
                 out,
                 "{}",
-                datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
+                if tty {
+                    for_terminal(&table)
+                } else {
+                    table.into()
+                }
             )?;
         }
         let partial = if page.partial {
@@ -473,6 +538,25 @@ impl ResultsArgs {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Text for a terminal: control characters (escape sequences among them) written as escapes
+/// (`\u{1b}`), line breaks kept.
+fn for_terminal(s: &str) -> std::borrow::Cow<'_, str> {
+    let shown = |c: char| !c.is_control() || c == '\n';
+    if s.chars().all(shown) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if shown(c) {
+                c.to_string()
+            } else {
+                c.escape_default().to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// `sluice explain`.
@@ -656,4 +740,23 @@ async fn provider_events(
     }
     out.sort_by_key(|e| e.id);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_reach_a_terminal_escaped() {
+        let cases = [
+            ("plain, text\n", "plain, text\n"),
+            (
+                "\u{1b}[2J\u{1b}]0;pwned\u{7}",
+                "\\u{1b}[2J\\u{1b}]0;pwned\\u{7}",
+            ),
+            ("a\rb\tc\u{9b}d", "a\\rb\\tc\\u{9b}d"),
+            ("ümlaut ✓\n", "ümlaut ✓\n"),
+        ];
+        for (raw, shown) in cases {
+            assert_eq!(super::for_terminal(raw), shown, "{raw:?}");
+        }
+    }
 }

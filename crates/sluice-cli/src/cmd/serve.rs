@@ -86,6 +86,8 @@ impl ServerArgs {
             cfg: sluice_api::ApiConfig {
                 max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
                 max_backlog_tasks: self.max_backlog_tasks,
+                // With --metrics-listen the metrics are served there only.
+                metrics: self.worker.metrics_listen.is_none(),
             },
         };
         let listener = tokio::net::TcpListener::bind(self.listen)

@@ -1430,7 +1430,34 @@ fn drain_refuses_new_jobs_and_waits_for_the_backlog() {
         (&serde_json::json!(true), &serde_json::json!(0)),
         "{v}"
     );
+    // A submission that waits for intake goes in once intake reopens, exactly once.
+    let waiting = {
+        let (db, results) = (db.clone(), results.display().to_string());
+        std::thread::spawn(move || {
+            sluice()
+                .args(["--database-url", &db, "--results-dir", &results])
+                .args(["--output", "json", "submit", "--ioc-ip", "10.0.0.2"])
+                .args(["--lakes", "lake-*", "--wait-intake", "60s"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("sluice")
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let jobs_while_closed = sluice_ok(&db, &results, &["jobs"]).lines().count();
     sluice_ok(&db, &results, &["drain", "--end"]);
+    let out = waiting.join().expect("waiting submit");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("submit json");
+    assert_eq!(v["created"], true, "{v}");
+    assert_eq!(
+        sluice_ok(&db, &results, &["jobs"]).lines().count(),
+        jobs_while_closed + 1
+    );
     sluice_ok(&db, &results, &submit);
 }
 
@@ -1527,4 +1554,33 @@ fn config_file_env_and_flags_in_that_order() {
         );
     }
     assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2));
+}
+
+/// Processes started together on a fresh SQLite file all migrate it: one at a time, the
+/// others find the migrations applied (six at once, twenty rounds).
+#[test]
+fn processes_started_together_migrate_a_fresh_sqlite_file() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = format!("sqlite://{}/s.db", dir.path().display());
+        let procs: Vec<Child> = (0..6)
+            .map(|_| {
+                sluice()
+                    .args(["--database-url", &db, "migrate"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("sluice")
+            })
+            .collect();
+        for p in procs {
+            let out = p.wait_with_output().expect("sluice");
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }

@@ -165,10 +165,29 @@ async fn idempotency_key_returns_same_job_or_conflicts(s: S) {
         .unwrap();
     assert_eq!(tasks.len(), 2, "a replay must not add tasks");
 
-    let mut other = p.clone();
-    other.spec = serde_json::json!({"kind": "noop", "x": 1});
-    let err = s.job_insert(other).await.unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    // A repeat that differs in anything is refused, naming the difference.
+    type Mutate = Box<dyn Fn(&mut JobInsertParams)>;
+    let cases: Vec<(&str, Mutate)> = vec![
+        (
+            "different hunt",
+            Box::new(|o| o.spec = serde_json::json!({"kind": "noop", "x": 1})),
+        ),
+        (
+            "set of lakes (2 lakes, not 1)",
+            Box::new(|o| o.tasks.truncate(1)),
+        ),
+        ("priority (0, not 9)", Box::new(|o| o.priority = 9)),
+        ("max_attempts (3, not 1)", Box::new(|o| o.max_attempts = 1)),
+    ];
+    for (want, mutate) in cases {
+        let mut other = p.clone();
+        mutate(&mut other);
+        let err = s.job_insert(other).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(ref m) if m.contains(want)),
+            "{want}: {err:?}"
+        );
+    }
 
     let mut bob = p.clone();
     bob.owner = "bob".into();
@@ -930,6 +949,34 @@ async fn lake_registry_round_trips_and_rejects_bad_names(s: S) {
             "{bad:?}"
         );
     }
+    // No credential is stored in a lake row: not as an option, not in the URL.
+    let secret_option = |k: &str| {
+        let mut l = p("lake-c");
+        l.options = [(k.to_string(), "x".to_string())].into();
+        l
+    };
+    let mut bad = vec![
+        secret_option("aws_secret_access_key"),
+        secret_option("aws_session_token"),
+        secret_option("azure_storage_account_key"),
+        secret_option("password"),
+    ];
+    let mut in_url = p("lake-c");
+    in_url.url = "https://h/lake/?X-Amz-Signature=abc".into();
+    bad.push(in_url);
+    let mut user_pass = p("lake-c");
+    user_pass.url = "https://u:pw@h/lake/".into();
+    bad.push(user_pass);
+    for l in bad {
+        let e = s.lake_insert(l.clone()).await.unwrap_err();
+        assert!(
+            matches!(e, StoreError::Invalid(ref m) if m.contains("credential")),
+            "{l:?}: {e:?}"
+        );
+    }
+    let fine = secret_option("aws_skip_signature");
+    s.lake_insert(fine).await.unwrap();
+    s.lake_remove("lake-c").await.unwrap();
     s.lake_remove("lake-a").await.unwrap();
     assert!(matches!(
         s.lake_get("lake-a").await,
