@@ -19,6 +19,10 @@ demo: ## Run the demo (SQLite, the provider simulator and a server in one proces
 	$(CARGO) build -q --workspace --bins
 	$(CARGO_TARGET_DIR)/debug/sluice demo
 
+.PHONY: install
+install: ## Put `sluice` on the PATH (cargo install into ~/.cargo/bin; a release build)
+	$(CARGO) install --locked --path crates/sluice-cli
+
 .PHONY: build
 build: ## Build every crate (debug)
 	$(CARGO) build --workspace

@@ -9,6 +9,7 @@ pub mod backlog;
 pub mod error;
 mod jobs;
 pub mod metrics;
+mod serve;
 pub mod waits;
 pub mod wire;
 
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 pub use auth::{Caller, hash_token, new_token};
 pub use error::ApiError;
+pub use serve::{ServeConfig, serve};
 
 /// Limits and intake policy of the API.
 #[derive(Debug, Clone)]

@@ -63,6 +63,9 @@ impl SchedulerArgs {
 
 impl ServerArgs {
     pub async fn run(self, ctx: &Ctx) -> Result<ExitCode> {
+        if self.header_timeout.is_zero() || self.request_timeout.is_zero() {
+            anyhow::bail!("--header-timeout and --request-timeout must be more than 0");
+        }
         self.worker.election.check()?;
         let store = ctx.store("server").await?;
         let stop = CancellationToken::new();
@@ -96,10 +99,16 @@ impl ServerArgs {
         tracing::info!(addr = %listener.local_addr().unwrap_or(self.listen), "serving the API");
         // The API stops taking requests at the first signal; the worker then drains.
         let api_stop = stop.clone();
+        let limits = sluice_api::ServeConfig {
+            max_connections: self.max_connections as usize,
+            header_timeout: self.header_timeout,
+            request_timeout: self.request_timeout,
+        };
         let server = tokio::spawn(async move {
-            axum::serve(listener, sluice_api::router(api))
-                .with_graceful_shutdown(async move { api_stop.cancelled().await })
-                .await
+            sluice_api::serve(listener, sluice_api::router(api), limits, async move {
+                api_stop.cancelled().await
+            })
+            .await
         });
         let metrics_stop = CancellationToken::new();
         if let Some(addr) = self.worker.metrics_listen {
@@ -129,10 +138,8 @@ impl ServerArgs {
             None
         };
         metrics_stop.cancel();
-        match server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "API server stopped"),
-            Err(e) => tracing::warn!(error = %e, "API server task failed"),
+        if let Err(e) = server.await {
+            tracing::warn!(error = %e, "API server task failed");
         }
         print_stats(ctx.output, stats);
         Ok(ExitCode::SUCCESS)
@@ -384,6 +391,19 @@ pub struct ServerArgs {
     /// Submissions get 503 + Retry-After while this many lakes of open jobs are unfinished.
     #[arg(long, env = "SLUICE_API_MAX_BACKLOG", value_parser = clap::value_parser!(i64).range(1..))]
     max_backlog_tasks: Option<i64>,
+    /// Connections the API keeps open at once; more wait to be accepted (so slow or idle
+    /// clients cannot take every file descriptor of the process).
+    #[arg(long, env = "SLUICE_API_MAX_CONNECTIONS", default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// A client must send a request's headers within this, or it is disconnected.
+    #[arg(long, env = "SLUICE_API_HEADER_TIMEOUT", default_value = "10s",
+        value_parser = crate::parse_duration)]
+    header_timeout: Duration,
+    /// Longest a request may take (503 past it).
+    #[arg(long, env = "SLUICE_API_REQUEST_TIMEOUT", default_value = "60s",
+        value_parser = crate::parse_duration)]
+    request_timeout: Duration,
     /// Also run hunt tasks in this process (`false`: API and scheduler only).
     #[arg(long, env = "SLUICE_SERVER_SLOTS", default_value_t = true, action = clap::ArgAction::Set)]
     slots: bool,
@@ -439,12 +459,14 @@ async fn serve_metrics(
         .await
         .with_context(|| format!("binding metrics listener {addr}"))?;
     tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving /metrics, /healthz and /readyz");
+    // Prometheus and the probes: a few connections, short deadlines.
+    let limits = sluice_api::ServeConfig {
+        max_connections: 64,
+        header_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(30),
+    };
     tokio::spawn(async move {
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::warn!(error = %e, "metrics server stopped");
-        }
+        sluice_api::serve(listener, app, limits, async move { stop.cancelled().await }).await;
     });
     Ok(())
 }

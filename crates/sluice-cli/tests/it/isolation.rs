@@ -42,26 +42,40 @@ fn token(db: &str, results: &std::path::Path, owner: &str) -> String {
 }
 
 fn start(db: &str, lakes: u32, extra: &[&str]) -> Bench {
+    start_under(None, db, lakes, extra)
+}
+
+/// [`start`], the server started through `wrapper` (e.g. `prlimit --nofile=…`).
+fn start_under(wrapper: Option<&[&str]>, db: &str, lakes: u32, extra: &[&str]) -> Bench {
     let dir = tempfile::tempdir().expect("tmp");
     let results = dir.path().join("results");
     let manifest: serde_json::Value =
         crate::generate_lakes(db, &results, &dir.path().join("lakes"), lakes, 400, 5);
     let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = match wrapper {
+        None => sluice(),
+        Some(w) => {
+            let mut c = std::process::Command::new(w[0]);
+            c.args(&w[1..])
+                .arg(env!("CARGO_BIN_EXE_sluice"))
+                .env_remove("SLUICE_DATABASE_URL");
+            c
+        }
+    };
     let server = Proc(
-        sluice()
-            .args([
-                "--database-url",
-                db,
-                "--results-dir",
-                &results.display().to_string(),
-            ])
-            .args(["server", "--listen", &addr, "--idle-poll", "50ms"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("server"),
+        cmd.args([
+            "--database-url",
+            db,
+            "--results-dir",
+            &results.display().to_string(),
+        ])
+        .args(["server", "--listen", &addr, "--idle-poll", "50ms"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server"),
     );
     wait_ready(&addr);
     Bench {
@@ -552,4 +566,77 @@ async fn one_warm_runner_runs_task_after_task() {
     found_every_needle(&b, &store, &bob, again, Duration::from_secs(60)).await;
     let (_, metrics) = http(&b.addr, "GET", "/metrics", "", None);
     assert_eq!(lists(&metrics), before, "a repeat hunt listed a lake again");
+}
+
+/// Five thousand clients that never finish their headers (slow loris) against a server
+/// allowed 2,048 file descriptors: the connection cap keeps descriptors for the worker slots,
+/// the header deadline frees the slots, and `/healthz` and a hunt in the same process still
+/// complete. (An uncapped server accepts until it has no descriptor left: no probe answers,
+/// no lake opens.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_loris_clients_starve_neither_the_api_nor_the_hunts() {
+    let (store, db) = sluice_store::testing::pg_store().await;
+    let b = tokio::task::spawn_blocking({
+        let db = db.clone();
+        move || {
+            start_under(
+                Some(&["prlimit", "--nofile=2048:2048"]),
+                &db,
+                3,
+                &[
+                    "--concurrency",
+                    "2",
+                    "--max-connections",
+                    "256",
+                    "--header-timeout",
+                    "2s",
+                ],
+            )
+        }
+    })
+    .await
+    .expect("start");
+    let bob = token(&db, &std::env::temp_dir(), "bob");
+    // The flood: every client connects, sends half a request and waits.
+    let addr: std::net::SocketAddr = b.addr.parse().expect("addr");
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..5_000 {
+        flood.spawn(async move {
+            let mut s =
+                tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+                    .await
+                    .ok()?
+                    .ok()?;
+            tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .ok()?;
+            Some(s)
+        });
+    }
+    let mut held = Vec::new();
+    while let Some(r) = flood.join_next().await {
+        if let Ok(Some(s)) = r {
+            held.push(s);
+        }
+    }
+    // Past the cap and the kernel's accept queue, the rest are never connected: that is the
+    // point. Enough of them hold a socket to have taken every descriptor of an uncapped server.
+    assert!(
+        held.len() >= 1_000,
+        "only {} slow clients connected",
+        held.len()
+    );
+    // While they hold their sockets: the probe answers, a hunt runs to the end.
+    let probe = tokio::task::spawn_blocking({
+        let addr = b.addr.clone();
+        move || http(&addr, "GET", "/healthz", "", None)
+    });
+    let (status, body) = tokio::time::timeout(Duration::from_secs(90), probe)
+        .await
+        .expect("/healthz answered in time")
+        .expect("probe");
+    assert_eq!(status, 200, "{body}");
+    let job = hunt_the_needles(&b, &bob, serde_json::json!({}));
+    found_every_needle(&b, &store, &bob, job, Duration::from_secs(120)).await;
+    drop(held);
 }
