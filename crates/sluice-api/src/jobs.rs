@@ -365,9 +365,9 @@ fn limit(raw: Option<u32>) -> Result<u32, ApiError> {
 
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
     params(
-        ("state" = Option<String>, Query, description = "queued, running, succeeded, partial, failed or cancelled"),
+        ("state" = Option<String>, Query, pattern = "^(queued|running|succeeded|partial|failed|cancelled)$", description = "queued, running, succeeded, partial, failed or cancelled"),
         ("owner" = Option<String>, Query, description = "Operators and admins: this owner's jobs"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("cursor" = Option<String>, Query, pattern = "^[1-9][0-9]{0,17}$", description = "`next_cursor` of the previous page"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 50"),
     ),
     responses(
@@ -450,7 +450,9 @@ pub(crate) async fn cancel(
     let id = job_id(id)?;
     // No body, or a JSON object with an optional reason.
     let req: CancelRequest = match &body {
-        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => CancelRequest::default(),
+        Ok(b) if b.iter().all(u8::is_ascii_whitespace) || b.trim_ascii() == b"null" => {
+            CancelRequest::default()
+        }
         _ => json_body(&api, &headers, body)?,
     };
     let reason = match req.reason {
@@ -494,7 +496,7 @@ pub(crate) struct ResultsQuery {
     params(
         ("id" = i64, Path, minimum = 1, description = "Job id"),
         ("format" = inline(Option<crate::ResultFormat>), Query, description = "json (default), csv or parquet"),
-        ("cursor" = Option<String>, Query, description = "`X-Next-Cursor` of the previous page"),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9]{1,18}$", description = "`X-Next-Cursor` of the previous page"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "Rows per page, 1 to 100000, default 1000"),
     ),
     responses(
@@ -565,7 +567,7 @@ pub(crate) struct EventsQuery {
 #[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", security(("bearer" = [])),
     params(
         ("id" = i64, Path, minimum = 1, description = "Job id"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("cursor" = Option<String>, Query, pattern = "^[1-9][0-9]{0,17}$", description = "`next_cursor` of the previous page"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 50"),
     ),
     responses(

@@ -174,7 +174,7 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
     use utoipa::OpenApi;
     use utoipa_axum::router::OpenApiRouter;
     use utoipa_axum::routes;
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(jobs::submit, jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))
@@ -193,7 +193,42 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::drain_end))
         .routes(routes!(healthz))
         .routes(routes!(jobs::ready))
-        .split_for_parts()
+        .split_for_parts();
+    let mut doc = doc;
+    ioc_needs_an_indicator(&mut doc);
+    (router, doc)
+}
+
+/// The document says what the server checks: an IOC hunt carries at least one IP, hash or
+/// domain (the derive cannot express it).
+fn ioc_needs_an_indicator(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder};
+    use utoipa::openapi::{RefOr, Schema};
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let Some(RefOr::T(Schema::OneOf(one))) = components.schemas.get_mut("Hunt") else {
+        return;
+    };
+    for item in one.items.iter_mut() {
+        let RefOr::T(Schema::Object(ioc)) = item else {
+            continue;
+        };
+        if !ioc.properties.contains_key("ips") {
+            continue;
+        }
+        let needs = |field: &str| -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .required(field)
+                .property(field, ArrayBuilder::new().min_items(Some(1)))
+                .into()
+        };
+        let any = AnyOfBuilder::new()
+            .item(needs("ips"))
+            .item(needs("hashes"))
+            .item(needs("domains"));
+        *item = AllOfBuilder::new().item(ioc.clone()).item(any).into();
+    }
 }
 
 /// The API's routes (the caller adds the listener).
@@ -225,4 +260,36 @@ pub fn router(api: Api) -> Router {
         .layer(axum::middleware::from_fn(metrics::observe))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(api)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The document states the constraints the server checks, so generated clients and
+    /// schema-driven fuzzers send what it accepts.
+    #[test]
+    fn the_document_states_the_real_constraints() {
+        let doc = serde_json::to_value(super::routes().1).unwrap_or_default();
+        let schemas = &doc["components"]["schemas"];
+        let submit = &schemas["SubmitRequest"]["properties"];
+        assert_eq!(
+            (
+                &submit["max_attempts"]["minimum"],
+                &submit["max_attempts"]["maximum"]
+            ),
+            (&serde_json::json!(1), &serde_json::json!(20)),
+            "{submit}"
+        );
+        assert_eq!(submit["priority"]["minimum"], -100, "{submit}");
+        let hunt = schemas["Hunt"].to_string();
+        assert!(
+            hunt.contains("anyOf") && hunt.contains("\"minItems\":1"),
+            "an IOC hunt needs an indicator: {hunt}"
+        );
+        let list = &doc["paths"]["/v1/jobs"]["get"]["parameters"];
+        let cursor = list
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "cursor"))
+            .map(|p| p["schema"]["pattern"].clone());
+        assert_eq!(cursor, Some(serde_json::json!("^[1-9][0-9]{0,17}$")));
+    }
 }

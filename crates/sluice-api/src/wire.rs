@@ -16,9 +16,11 @@ pub struct SubmitRequest {
     pub hunt: serde_json::Value,
     /// Higher runs first; -100 to 100, default 0.
     #[serde(default)]
+    #[schema(minimum = -100, maximum = 100)]
     pub priority: i16,
     /// Attempts per lake before it counts as failed; 1 to 20, default 5.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 20)]
     pub max_attempts: Option<i32>,
 }
 
@@ -393,8 +395,9 @@ pub struct Problem {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
-    /// Why (kept in the job's timeline); at most 500 characters.
+    /// Why (kept in the job's timeline); 1 to 500 characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: Option<String>,
 }
 

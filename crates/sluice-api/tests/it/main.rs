@@ -303,13 +303,14 @@ async fn submit_then_poll_list_and_read_the_timeline() {
         .json();
     assert_eq!(queued["jobs"].as_array().unwrap().len(), 3);
 
-    // Cancel, then the timeline has it; cancelling again is a conflict.
+    // Cancel (a JSON `null` body is no body), then the timeline has it; cancelling again is
+    // a conflict.
     let r = call(
         &t.app,
         "POST",
         &format!("/v1/jobs/{id}/cancel"),
         Some(&t.alice),
-        None,
+        Some("null"),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
