@@ -195,6 +195,9 @@ pub(crate) fn sql_options() -> SQLOptions {
         .with_allow_statements(false)
 }
 
+/// The stack of a thread that runs query plans.
+const CPU_STACK: usize = 16 << 20;
+
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Result<Engine, EngineError> {
         std::fs::create_dir_all(&cfg.results_dir)
@@ -203,6 +206,9 @@ impl Engine {
         let cpu = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.cpu_threads.max(1))
             .thread_name("sluice-cpu")
+            // DataFusion walks expressions recursively (pruning turns an IN list into an OR
+            // chain): a 2 MiB stack overflowed on a 10,000-IOC hunt.
+            .thread_stack_size(CPU_STACK)
             .enable_all()
             .build()
             .map_err(|e| EngineError::Io(format!("cpu runtime: {e}")))?;

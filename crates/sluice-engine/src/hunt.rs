@@ -11,6 +11,9 @@ use std::net::IpAddr;
 
 pub use sluice_core::hunt::{HuntSpec, LakeSelector, MAX_IOCS, glob_match};
 
+/// The most values in one compiled `IN` list; a longer IOC list becomes several branches.
+const IN_LIST_CHUNK: usize = 1000;
+
 /// The SQL (and session settings) a task of `spec` runs.
 pub fn compile(spec: &HuntSpec, partition_cols: &[String]) -> Result<CompiledHunt, EngineError> {
     {
@@ -153,16 +156,17 @@ impl IocSpec {
                 "since ({s}) must be before until ({u})"
             )));
         }
+        // Long lists go in chunks: pruning turns `col IN (…)` into an OR chain that
+        // DataFusion walks recursively, one frame per item.
         let mut branches: Vec<(&str, &[String])> = Vec::new();
-        if !ips.is_empty() {
-            branches.push(("src_ip", &ips));
-            branches.push(("dst_ip", &ips));
-        }
-        if !hashes.is_empty() {
-            branches.push(("file_sha256", &hashes));
-        }
-        if !domains.is_empty() {
-            branches.push(("domain", &domains));
+        for (cols, values) in [
+            (&["src_ip", "dst_ip"][..], &ips),
+            (&["file_sha256"][..], &hashes),
+            (&["domain"][..], &domains),
+        ] {
+            for col in cols {
+                branches.extend(values.chunks(IN_LIST_CHUNK).map(|c| (*col, c)));
+            }
         }
         let mut range = Vec::new();
         let has_dt = partition_cols.iter().any(|c| c == "dt");
@@ -188,16 +192,18 @@ impl IocSpec {
             .enumerate()
             .map(|(k, (col, values))| {
                 let mut conds = vec![in_list(col, values)];
+                // Chunks of one column hold different values: no row matches two of them.
                 conds.extend(
                     branches[..k]
                         .iter()
+                        .filter(|(c, _)| c != col)
                         .map(|(c, v)| format!("({}) IS NOT TRUE", in_list(c, v))),
                 );
                 conds.extend(range.iter().cloned());
                 format!("SELECT * FROM events\nWHERE {}", conds.join("\n  AND "))
             })
             .collect();
-        let longest = ips.len().max(hashes.len()).max(domains.len());
+        let longest = branches.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
         let mut options = BTreeMap::new();
         options.insert(
             "datafusion.execution.parquet.max_in_list_size".to_string(),
@@ -294,6 +300,25 @@ mod tests {
         assert_eq!(
             many.compile(&[]).unwrap().options["datafusion.execution.parquet.max_in_list_size"],
             "300"
+        );
+
+        // A long list becomes branches of at most IN_LIST_CHUNK values; chunks of one column
+        // do not exclude each other (no row matches two), other columns' do.
+        let long = IocSpec {
+            hashes: (0..2_500).map(|i| format!("{i:064x}")).collect(),
+            domains: vec!["x.example".into()],
+            ..Default::default()
+        };
+        let c = long.compile(&[]).unwrap();
+        let branches: Vec<&str> = c.sql.split("\nUNION ALL\n").collect();
+        assert_eq!(branches.len(), 4, "3 hash chunks and the domain");
+        for b in &branches[..3] {
+            assert_eq!(b.matches("file_sha256 IN (").count(), 1, "{b}");
+        }
+        assert_eq!(branches[3].matches("file_sha256 IN (").count(), 3);
+        assert_eq!(
+            c.options["datafusion.execution.parquet.max_in_list_size"],
+            IN_LIST_CHUNK.to_string()
         );
 
         let bad: Vec<(IocSpec, &str)> = vec![
