@@ -66,7 +66,7 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// Times a transaction that lost a race (deadlock, serialization failure) is run again.
-const RACE_RETRIES: usize = 5;
+pub(crate) const RACE_RETRIES: usize = 5;
 
 /// Runs `$body` — an expression using `$c`, the connection of a fresh transaction of backend
 /// `$b` — and commits; runs it again when it lost a race.
@@ -90,7 +90,7 @@ macro_rules! in_tx {
             };
             match r {
                 Err($crate::error::StoreError::Unavailable(e))
-                    if tries < $crate::backend::race_retries() && $crate::backend::is_race_of(b, &e) =>
+                    if tries < $crate::backend::RACE_RETRIES && $crate::backend::is_race_of(b, &e) =>
                 {
                     tries += 1;
                     tracing::debug!(error = %e, tries, "transaction lost a race, running it again");
@@ -101,10 +101,6 @@ macro_rules! in_tx {
     }};
 }
 pub(crate) use in_tx;
-
-pub(crate) fn race_retries() -> usize {
-    RACE_RETRIES
-}
 
 pub(crate) fn is_race_of<B: Backend>(_b: &B, e: &sqlx::Error) -> bool {
     B::is_race(e)

@@ -928,9 +928,14 @@ mod tests {
     fn claim_plan_sorts_holds_into_what_a_pass_skips() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let plan = |skip, dry| Some(ClaimPlan { skip, dry });
-        let cases: Vec<(Vec<Hold>, Option<ClaimPlan>)> = vec![
-            (vec![], plan(ClaimSkip::default(), vec![])),
-            (vec![scope("a"), Hold::Pause(PauseTarget::All)], None),
+        // (holds, owners the worker skips, plan)
+        let cases: Vec<(Vec<Hold>, Vec<String>, Option<ClaimPlan>)> = vec![
+            (vec![], vec![], plan(ClaimSkip::default(), vec![])),
+            (
+                vec![scope("a"), Hold::Pause(PauseTarget::All)],
+                vec![],
+                None,
+            ),
             (
                 vec![
                     scope("a"),
@@ -939,6 +944,7 @@ mod tests {
                     Hold::Pause(PauseTarget::Job(JobId(7))),
                     Hold::Dry("c".into()),
                 ],
+                s(&["bob"]),
                 plan(
                     ClaimSkip {
                         scopes: s(&["a", "b"]),
@@ -951,14 +957,11 @@ mod tests {
             // Under a dry root every scope is dry: nothing to prefer.
             (
                 vec![Hold::Dry("c".into()), Hold::Dry(ROOT_SCOPE.into())],
+                vec![],
                 plan(ClaimSkip::default(), vec![]),
             ),
         ];
-        for (holds, want) in cases {
-            let skip_owners = match &want {
-                Some(p) if p.skip.owners.first().map(String::as_str) == Some("bob") => s(&["bob"]),
-                _ => vec![],
-            };
+        for (holds, skip_owners, want) in cases {
             assert_eq!(claim_plan(holds.clone(), &skip_owners), want, "{holds:?}");
         }
     }

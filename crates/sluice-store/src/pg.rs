@@ -178,11 +178,6 @@ impl PgStore {
     }
 }
 
-/// The virtual time of priority `$1` (ADR 0006): the newest tag running, else the oldest tag
-/// pending, else 0. New jobs start their tags here.
-const VTIME: &str = "SELECT COALESCE((SELECT max(seq) FROM tasks WHERE state = 'running' AND priority = $1), \
-     (SELECT min(seq) FROM tasks WHERE state = 'pending' AND priority = $1), 0)::bigint";
-
 /// The scopes charged for a call of `scope`: itself if it has a budget, then its ancestors up
 /// to the root (a scope without a budget is charged to the root alone).
 async fn budget_chain(tx: &mut PgConnection, scope: &str) -> Result<Vec<String>> {
@@ -242,11 +237,7 @@ impl Backend for PgBackend {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-                let vtime: i64 = sqlx::query_scalar(VTIME)
-                    .bind(p.priority)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(from_sqlx)?;
+                let vtime = scripts::vtime::<Postgres>(&mut *tx, p.priority).await?;
                 let stride = others + 1;
                 let id: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO jobs (owner, idempotency_key, spec, sql, priority, lakes_total, created_at, stride) \

@@ -508,10 +508,23 @@ pub(crate) async fn intake_get<D: Db>(c: &mut D::Connection) -> Result<Option<In
 }
 
 /// The buckets charged for a call of `scope`, the scope first ([`sluice_core::budget::chain`]),
-/// read without locks. Budgets are one row per scope: few enough to read whole.
+/// read without locks: the rows of the scope (or the root, for a scope without a budget) and
+/// its ancestors, one statement, whatever the number of budgets.
 pub(crate) async fn budget_chain<D: Db>(c: &mut D::Connection, scope: &str) -> Result<Vec<Budget>> {
-    let all = budget_list::<D>(c).await?;
-    let by_scope: BTreeMap<&str, &Budget> = all.iter().map(|b| (b.scope.as_str(), b)).collect();
+    let q = sqlx::query(concat!(
+        "WITH RECURSIVE up(scope, depth) AS ( \
+             SELECT COALESCE((SELECT scope FROM budgets WHERE scope = $1), $2), 0 \
+             UNION ALL SELECT b.parent, up.depth + 1 FROM budgets b JOIN up ON b.scope = up.scope \
+             WHERE b.parent IS NOT NULL AND up.depth < $3) \
+         SELECT ",
+        budget_cols!(),
+        " FROM budgets WHERE scope IN (SELECT scope FROM up)"
+    ))
+    .arg(scope.to_string())
+    .arg(ROOT_SCOPE)
+    .arg(MAX_BUDGET_DEPTH as i64);
+    let rows: Vec<Budget> = all::<D, _>(c, q).await?;
+    let by_scope: BTreeMap<&str, &Budget> = rows.iter().map(|b| (b.scope.as_str(), b)).collect();
     match sluice_core::budget::chain(scope, |s| by_scope.get(s).copied()) {
         Ok(chain) => Ok(chain.into_iter().cloned().collect()),
         Err(c) => Err(StoreError::Corrupt(format!(

@@ -45,19 +45,6 @@ fn from_us_opt(v: Option<i64>) -> Result<Option<DateTime<Utc>>> {
     v.map(from_us).transpose()
 }
 
-/// The virtual time of a priority (ADR 0006): the newest tag running, else the oldest tag
-/// pending, else 0. New jobs start their tags here.
-async fn vtime(tx: &mut Transaction<'static, Sqlite>, priority: i16) -> Result<i64> {
-    sqlx::query_scalar(
-        "SELECT COALESCE((SELECT max(seq) FROM tasks WHERE state = 'running' AND priority = ?1), \
-             (SELECT min(seq) FROM tasks WHERE state = 'pending' AND priority = ?1), 0)",
-    )
-    .bind(priority)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(from_sqlx)
-}
-
 async fn job_fetch(tx: &mut Transaction<'static, Sqlite>, id: i64) -> Result<Job> {
     let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE id = ?"))
         .bind(id)
@@ -220,7 +207,7 @@ impl Backend for SqliteBackend {
         .fetch_one(&mut *tx)
         .await
         .map_err(from_sqlx)?;
-        let vtime = vtime(&mut tx, p.priority).await?;
+        let vtime = scripts::vtime::<Sqlite>(&mut tx, p.priority).await?;
         let stride = others + 1;
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO jobs (owner, idempotency_key, spec, sql, priority, lakes_total, created_at, stride) \

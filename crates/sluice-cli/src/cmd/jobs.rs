@@ -733,7 +733,7 @@ async fn provider_events(
         let ended = |e: &sluice_store::Event| j.finished_at.is_some_and(|f| e.at > f);
         let pages = std::sync::atomic::AtomicUsize::new(0);
         let stop = |e: &sluice_store::Event| {
-            ended(e) || pages.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 2
+            ended(e) || pages.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 1
         };
         let page = store.event_list_until(of_scope, &stop).await?;
         out.extend(page.into_iter().filter(|e| !ended(e)));

@@ -599,31 +599,36 @@ async fn slow_loris_clients_starve_neither_the_api_nor_the_hunts() {
     let bob = token(&db, &std::env::temp_dir(), "bob");
     // The flood: every client connects, sends half a request and waits.
     let addr: std::net::SocketAddr = b.addr.parse().expect("addr");
-    let mut flood = tokio::task::JoinSet::new();
-    for _ in 0..5_000 {
-        flood.spawn(async move {
-            let mut s =
-                tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+    // Waves of a thousand until more clients hold a socket than the server has descriptors
+    // (an uncapped server would have taken them all and run out): at least 5,000 attempts.
+    let mut held = Vec::new();
+    let (mut attempts, started) = (0, Instant::now());
+    while attempts < 5_000 || (held.len() < 2_100 && started.elapsed() < Duration::from_secs(60)) {
+        let mut wave = tokio::task::JoinSet::new();
+        for _ in 0..1_000 {
+            wave.spawn(async move {
+                let connect = tokio::net::TcpStream::connect(addr);
+                let mut s = tokio::time::timeout(Duration::from_secs(3), connect)
                     .await
                     .ok()?
                     .ok()?;
-            tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-                .await
-                .ok()?;
-            Some(s)
-        });
-    }
-    let mut held = Vec::new();
-    while let Some(r) = flood.join_next().await {
-        if let Ok(Some(s)) = r {
-            held.push(s);
+                let half = b"GET /healthz HTTP/1.1\r\nHost: x\r\n";
+                tokio::io::AsyncWriteExt::write_all(&mut s, half)
+                    .await
+                    .ok()?;
+                Some(s)
+            });
+        }
+        attempts += 1_000;
+        while let Some(r) = wave.join_next().await {
+            if let Ok(Some(s)) = r {
+                held.push(s);
+            }
         }
     }
-    // Past the cap and the kernel's accept queue, the rest are never connected: that is the
-    // point. Enough of them hold a socket to have taken every descriptor of an uncapped server.
     assert!(
-        held.len() >= 1_000,
-        "only {} slow clients connected",
+        held.len() >= 2_100,
+        "only {} of {attempts} slow clients connected",
         held.len()
     );
     // While they hold their sockets: the probe answers, a hunt runs to the end.
