@@ -340,6 +340,35 @@ impl Store for Timed {
     async fn pause_list(&self) -> sluice_store::Result<Vec<sluice_store::Pause>> {
         self.inner.pause_list().await
     }
+    async fn job_set_priority(
+        &self,
+        p: sluice_store::JobPriorityParams,
+    ) -> sluice_store::Result<sluice_store::Job> {
+        self.inner.job_set_priority(p).await
+    }
+    async fn quota_set(
+        &self,
+        p: sluice_store::QuotaSetParams,
+    ) -> sluice_store::Result<sluice_store::Quota> {
+        self.inner.quota_set(p).await
+    }
+    async fn quota_clear(
+        &self,
+        target: &sluice_store::QuotaTarget,
+        by: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> sluice_store::Result<()> {
+        self.inner.quota_clear(target, by, now).await
+    }
+    async fn quota_list(&self) -> sluice_store::Result<Vec<sluice_store::Quota>> {
+        self.inner.quota_list().await
+    }
+    async fn quota_usage(
+        &self,
+        owner: &str,
+    ) -> sluice_store::Result<Option<sluice_store::QuotaUsage>> {
+        self.inner.quota_usage(owner).await
+    }
     async fn pause_list_for_job(
         &self,
         job: JobId,

@@ -1,11 +1,11 @@
 //! The operator endpoints under `/v1/admin`: what `sluice backlog`, `pause`, `resume`, `drain`,
-//! `budget` and `breaker` do (the CLI calls these, over HTTP or in its process). Reading needs
+//! `budget`, `breaker` and `quota` do (the CLI calls these, over HTTP or in its process). Reading needs
 //! the operator role; changing anything needs admin.
 
 use crate::jobs::{json, json_body};
 use crate::wire::{
     BreakerView, BudgetRequest, BudgetView, DrainRequest, IntakeView, PauseRequest, PauseView,
-    Paused, ResumeRequest,
+    Paused, QuotaClearRequest, QuotaRequest, QuotaView, ResumeRequest,
 };
 use crate::{Api, ApiError, Caller};
 use axum::body::Bytes;
@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use sluice_store::{
     BreakerOp, BreakerUpdateParams, BudgetSetParams, HandBack, IntakeCloseParams, PauseSetParams,
-    PauseTarget, Role, TaskHandBackParams,
+    PauseTarget, QuotaSetParams, QuotaTarget, Role, TaskHandBackParams,
 };
 
 fn at_least(caller: &Caller, role: Role) -> Result<(), ApiError> {
@@ -332,4 +332,74 @@ pub(crate) async fn drain_end(
         .intake_open(&caller.owner, chrono::Utc::now())
         .await?;
     Ok(json(StatusCode::OK, &intake_view(&api).await?))
+}
+
+#[utoipa::path(get, path = "/v1/admin/quotas", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Owners' quotas of running tasks (owner null: the default)", body = Vec<QuotaView>),
+        crate::wire::Denied,
+    ))]
+pub(crate) async fn quotas(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
+    at_least(&caller, Role::Operator)?;
+    let list: Vec<QuotaView> = api
+        .store
+        .quota_list()
+        .await?
+        .iter()
+        .map(QuotaView::from)
+        .collect();
+    Ok(json(StatusCode::OK, &list))
+}
+
+#[utoipa::path(post, path = "/v1/admin/quotas", tag = "admin", security(("bearer" = [])),
+    request_body = QuotaRequest,
+    responses(
+        (status = 200, description = "The quota as set: claims keep the owner within it from the next claim on", body = QuotaView),
+        (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Denied,
+    ))]
+pub(crate) async fn quota_set(
+    State(api): State<Api>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    at_least(&caller, Role::Admin)?;
+    let req: QuotaRequest = json_body(&api, &headers, body)?;
+    let q = api
+        .store
+        .quota_set(QuotaSetParams {
+            target: req.owner.into(),
+            max_running: req.max_running,
+            by: caller.owner.clone(),
+            now: chrono::Utc::now(),
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &QuotaView::from(&q)))
+}
+
+#[utoipa::path(post, path = "/v1/admin/quotas/clear", tag = "admin", security(("bearer" = [])),
+    request_body = QuotaClearRequest,
+    responses(
+        (status = 200, description = "The quota is removed"),
+        (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Denied,
+        (status = 404, description = "No such quota", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn quota_clear(
+    State(api): State<Api>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    at_least(&caller, Role::Admin)?;
+    let req: QuotaClearRequest = json_body(&api, &headers, body)?;
+    let target: QuotaTarget = req.owner.clone().into();
+    api.store
+        .quota_clear(&target, &caller.owner, chrono::Utc::now())
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"cleared": req.owner}),
+    ))
 }

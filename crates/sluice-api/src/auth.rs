@@ -6,7 +6,7 @@ use crate::{Api, ApiError};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
-use sluice_store::{Role, StoreError};
+use sluice_store::{LakeAccess, Role, StoreError};
 
 const PREFIX: &str = "slc_";
 
@@ -21,11 +21,13 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Who is calling: the owner their jobs belong to, and what they may do.
+/// Who is calling: the owner their jobs belong to, what they may do, and which lakes they may
+/// hunt, list and read results of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub owner: String,
     pub role: Role,
+    pub lakes: LakeAccess,
 }
 
 impl Caller {
@@ -64,6 +66,7 @@ impl FromRequestParts<Api> for Caller {
             Ok(t) => Ok(Caller {
                 owner: t.owner,
                 role: t.role,
+                lakes: t.lakes,
             }),
             Err(StoreError::NotFound(_)) => {
                 Err(ApiError::Unauthorized("unknown or revoked token".into()))
@@ -93,6 +96,7 @@ mod tests {
         let r = Caller {
             owner: "alice".into(),
             role: Role::Researcher,
+            lakes: LakeAccess::all(),
         };
         assert!(r.may_see("alice") && !r.may_see("bob"));
         for role in [Role::Operator, Role::Admin] {

@@ -1,7 +1,8 @@
 //! The job endpoints: submit, get, list, cancel, events; and readiness.
 
 use crate::wire::{
-    CancelRequest, EventPage, EventView, JobPage, JobView, SubmitRequest, Submitted, Validated,
+    CancelRequest, EventPage, EventView, JobPage, JobView, PriorityRequest, SubmitRequest,
+    Submitted, Validated,
 };
 use crate::{Api, ApiError, Caller, Rejection, waits};
 use axum::body::Bytes;
@@ -12,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sluice_core::{JobId, JobState};
 use sluice_store::{
-    EventListParams, Job, JobCancelParams, JobInsertParams, JobListParams, StoreError,
+    EventListParams, Job, JobCancelParams, JobInsertParams, JobListParams, JobPriorityParams,
+    StoreError,
 };
 
 const DEFAULT_MAX_ATTEMPTS: i32 = 5;
@@ -48,7 +50,7 @@ async fn view(api: &Api, j: &Job) -> Result<JobView, ApiError> {
     let waiting = if j.state.is_terminal() {
         Vec::new()
     } else {
-        waits::wait_reasons(api.store.as_ref(), j.id).await?
+        waits::wait_reasons(api.store.as_ref(), j).await?
     };
     let eta = waits::eta_secs(j, &waiting, chrono::Utc::now());
     let mut v = JobView::new(j, waiting.into_iter().map(|w| w.text).collect(), eta);
@@ -151,14 +153,24 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// The request's own limits; returns its max attempts.
-fn check_request(req: &SubmitRequest) -> Result<i32, ApiError> {
-    if !(-100..=100).contains(&req.priority) {
+/// A priority in range (400) that the caller's role may set (403).
+fn check_priority(api: &Api, caller: &Caller, priority: i16) -> Result<(), ApiError> {
+    let priority = i32::from(priority);
+    let max = sluice_core::access::MAX_PRIORITY;
+    if !(-max..=max).contains(&priority) {
         return Err(ApiError::BadRequest(format!(
-            "priority must be -100 to 100, got {}",
-            req.priority
+            "priority must be -{max} to {max}, got {priority}"
         )));
     }
+    api.cfg
+        .priority
+        .check(caller.role, priority)
+        .map_err(ApiError::Forbidden)
+}
+
+/// The request's own limits; returns its max attempts.
+fn check_request(api: &Api, caller: &Caller, req: &SubmitRequest) -> Result<i32, ApiError> {
+    check_priority(api, caller, req.priority)?;
     let max_attempts = req.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
     if !(1..=20).contains(&max_attempts) {
         return Err(ApiError::BadRequest(format!(
@@ -168,12 +180,20 @@ fn check_request(req: &SubmitRequest) -> Result<i32, ApiError> {
     Ok(max_attempts)
 }
 
-async fn plan(api: &Api, hunt: &serde_json::Value) -> Result<crate::Planned, ApiError> {
-    api.planner.plan(hunt).await.map_err(|r| match r {
+async fn plan(
+    api: &Api,
+    caller: &Caller,
+    hunt: &serde_json::Value,
+) -> Result<crate::Planned, ApiError> {
+    api.planner.plan(hunt, &caller.lakes).await.map_err(|r| match r {
         Rejection::Invalid(errors) => ApiError::InvalidHunt(errors),
-        Rejection::NoLakes => {
+        Rejection::NoLakes if caller.lakes.is_all() => {
             ApiError::BadRequest("no registered lake matches the selector".into())
         }
+        Rejection::NoLakes => ApiError::BadRequest(format!(
+            "no lake open to this token matches the selector (the token may hunt lakes tagged {}; GET /v1/lakes lists them)",
+            caller.lakes
+        )),
         Rejection::Busy(detail) => ApiError::Busy {
             detail,
             retry_after: 5,
@@ -190,18 +210,19 @@ async fn plan(api: &Api, hunt: &serde_json::Value) -> Result<crate::Planned, Api
         (status = 200, description = "The hunt is valid", body = Validated),
         (status = 400, description = "Malformed request or invalid hunt", body = crate::wire::Problem, content_type = "application/problem+json"),
         crate::wire::Unauthorized,
+        (status = 403, description = "A priority above the role's ceiling", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = crate::wire::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn validate(
     State(api): State<Api>,
-    _caller: Caller,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req: SubmitRequest = json_body(&api, &headers, body)?;
-    check_request(&req)?;
-    let planned = plan(&api, &req.hunt).await?;
+    check_request(&api, &caller, &req)?;
+    let planned = plan(&api, &caller, &req.hunt).await?;
     let now = chrono::Utc::now();
     let budgets = api.store.budget_list().await?;
     let mine = planned_backlog(&planned.tasks);
@@ -255,6 +276,7 @@ fn planned_backlog(tasks: &[sluice_store::NewTask]) -> sluice_store::TaskBacklog
         (status = 202, description = "Accepted: one task per selected lake", body = Submitted),
         (status = 400, description = "Malformed request or invalid hunt", body = crate::wire::Problem, content_type = "application/problem+json"),
         crate::wire::Unauthorized,
+        (status = 403, description = "A priority above the role's ceiling", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Idempotency key used with another body", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over the limit", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = crate::wire::Problem, content_type = "application/problem+json"),
@@ -268,7 +290,7 @@ pub(crate) async fn submit(
 ) -> Result<Response, ApiError> {
     let req: SubmitRequest = json_body(&api, &headers, body)?;
     let key = idempotency_key(&headers)?;
-    let max_attempts = check_request(&req)?;
+    let max_attempts = check_request(&api, &caller, &req)?;
     if let Some(max) = api.cfg.max_backlog_tasks {
         let open: i64 = api
             .store
@@ -286,7 +308,7 @@ pub(crate) async fn submit(
             });
         }
     }
-    let planned = plan(&api, &req.hunt).await?;
+    let planned = plan(&api, &caller, &req.hunt).await?;
     let inserted = api
         .store
         .job_insert(JobInsertParams {
@@ -484,6 +506,40 @@ pub(crate) async fn cancel(
     Ok(json(StatusCode::OK, &view(&api, &j).await?))
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/priority", tag = "jobs", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "Job id")),
+    request_body = PriorityRequest,
+    responses(
+        (status = 200, description = "The job at its new priority (its unfinished lakes move with it)", body = JobView),
+        (status = 400, description = "Not a job id, or a malformed body", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Unauthorized,
+        (status = 403, description = "A priority above the role's ceiling", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job, or another owner's", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already ended", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn priority(
+    State(api): State<Api>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = job_id(id)?;
+    let req: PriorityRequest = json_body(&api, &headers, body)?;
+    let j = visible_job(&api, &caller, id).await?;
+    check_priority(&api, &caller, req.priority)?;
+    let j = api
+        .store
+        .job_set_priority(JobPriorityParams {
+            id: j.id,
+            priority: i32::from(req.priority),
+            by: caller.owner.clone(),
+            now: chrono::Utc::now(),
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &view(&api, &j).await?))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ResultsQuery {
@@ -536,7 +592,7 @@ pub(crate) async fn results(
     let format = q.format.unwrap_or(crate::ResultFormat::Json);
     let page = api
         .results
-        .page(&j, format, offset, limit)
+        .page(&j, &caller.lakes, format, offset, limit)
         .await
         .map_err(|e| ApiError::Internal(format!("reading the results of job {}: {e}", j.id)))?;
     let mut resp = (

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backlog;
 pub mod error;
 mod jobs;
+mod lakes;
 pub mod metrics;
 mod serve;
 pub mod waits;
@@ -34,6 +35,8 @@ pub struct ApiConfig {
     /// Serve `/metrics` (no token) on the API's listener; off when the operator serves the
     /// metrics on a listener of their own.
     pub metrics: bool,
+    /// The highest priority each role may give a job.
+    pub priority: sluice_core::PriorityCeiling,
 }
 
 impl Default for ApiConfig {
@@ -42,6 +45,7 @@ impl Default for ApiConfig {
             max_body_bytes: 1 << 20,
             max_backlog_tasks: None,
             metrics: true,
+            priority: sluice_core::PriorityCeiling::default(),
         }
     }
 }
@@ -62,18 +66,23 @@ pub struct Planned {
 pub enum Rejection {
     /// Problems with the hunt, each with its position in the SQL when it has one.
     Invalid(Vec<wire::HuntError>),
-    /// No registered lake matches the selector.
+    /// No registered lake open to the caller matches the selector.
     NoLakes,
     /// The hunt could not be checked now (the checks are busy): try again shortly.
     Busy(String),
     Store(StoreError),
 }
 
-/// Turns a submitted hunt (the JSON of `hunt` in `POST /v1/jobs`) into a job's tasks, or
-/// says why not. Implemented by the binary with the query engine.
+/// Turns a submitted hunt (the JSON of `hunt` in `POST /v1/jobs`) into a job's tasks over the
+/// lakes open to the caller (`access`), or says why not. Implemented by the binary with the
+/// query engine.
 #[async_trait]
 pub trait Planner: Send + Sync + std::fmt::Debug {
-    async fn plan(&self, hunt: &serde_json::Value) -> Result<Planned, Rejection>;
+    async fn plan(
+        &self,
+        hunt: &serde_json::Value,
+        access: &sluice_store::LakeAccess,
+    ) -> Result<Planned, Rejection>;
 }
 
 /// How a page of results is encoded.
@@ -109,10 +118,12 @@ pub struct ResultPage {
 /// which this crate must not link).
 #[async_trait]
 pub trait ResultReader: Send + Sync + std::fmt::Debug {
-    /// Rows `offset..offset + limit` of the job's results so far, in task order.
+    /// Rows `offset..offset + limit` of the job's results so far, in task order, from the
+    /// lakes open to the caller (`access`) only.
     async fn page(
         &self,
         job: &sluice_store::Job,
+        access: &sluice_store::LakeAccess,
         format: ResultFormat,
         offset: usize,
         limit: usize,
@@ -138,8 +149,9 @@ pub struct Api {
     ),
     modifiers(&BearerAuth),
     tags(
-        (name = "jobs", description = "Researchers: submit, validate, poll, cancel"),
-        (name = "admin", description = "Operators read, admins change: backlog, pauses, budgets, breakers, intake"),
+        (name = "jobs", description = "Researchers: submit, validate, poll, cancel, re-prioritise"),
+        (name = "lakes", description = "The lakes open to the token"),
+        (name = "admin", description = "Operators read, admins change: backlog, pauses, budgets, breakers, quotas, intake"),
         (name = "health", description = "Probes and metrics (no token)"),
     )
 )]
@@ -178,6 +190,8 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::submit, jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::priority))
+        .routes(routes!(lakes::list))
         .routes(routes!(jobs::events))
         .routes(routes!(jobs::results))
         .routes(routes!(jobs::validate))
@@ -188,6 +202,8 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::budget_set))
         .routes(routes!(admin::breakers))
         .routes(routes!(admin::breaker_reset))
+        .routes(routes!(admin::quotas, admin::quota_set))
+        .routes(routes!(admin::quota_clear))
         .routes(routes!(admin::intake))
         .routes(routes!(admin::drain))
         .routes(routes!(admin::drain_end))

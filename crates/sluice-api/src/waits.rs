@@ -1,7 +1,7 @@
 //! Why a job waits, in words, from the pauses, breakers and budgets its tasks are held by,
 //! and how long it has left: shown by `GET /v1/jobs/{id}` (and so `sluice status`).
 
-use sluice_core::{BreakerState, JobId};
+use sluice_core::BreakerState;
 use sluice_store::{Result, Store};
 
 /// One reason a job's lakes wait.
@@ -14,10 +14,22 @@ pub struct Wait {
     pub held: bool,
 }
 
-/// Why a job's unfinished tasks wait: pauses, then breakers and exhausted budgets of their
-/// scopes (with the lakes waiting behind each).
-pub async fn wait_reasons(store: &dyn Store, job: JobId) -> Result<Vec<Wait>> {
+/// Why a job's unfinished tasks wait: pauses, its owner's quota, then breakers and exhausted
+/// budgets of their scopes (with the lakes waiting behind each).
+pub async fn wait_reasons(store: &dyn Store, job: &sluice_store::Job) -> Result<Vec<Wait>> {
     let mut out = Vec::new();
+    if let Some(u) = store.quota_usage(&job.owner).await?
+        && u.running >= u.max_running
+    {
+        out.push(Wait {
+            text: format!(
+                "owner {} has {} tasks running, their quota: the rest start as those finish",
+                job.owner, u.running
+            ),
+            held: false,
+        });
+    }
+    let job = job.id;
     for p in store.pause_list_for_job(job).await? {
         out.push(Wait {
             text: format!(

@@ -359,6 +359,83 @@ pub enum Unauthorized {
     Unauthorized(Problem),
 }
 
+/// `POST /v1/jobs/{id}/priority`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityRequest {
+    /// -100 to 100; researchers up to the server's ceiling for them (default 10).
+    #[schema(minimum = -100, maximum = 100)]
+    pub priority: i16,
+}
+
+/// A lake open to the token: what a hunt's selector matches on and its SQL reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LakeView {
+    pub name: String,
+    /// The provider account its calls are charged to.
+    pub scope: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Hive partition columns, in path order.
+    pub partition_cols: Vec<String>,
+    /// The Arrow schema of its files (without the partition columns).
+    #[schema(value_type = Object)]
+    pub schema: serde_json::Value,
+}
+
+impl From<&sluice_store::Lake> for LakeView {
+    fn from(l: &sluice_store::Lake) -> LakeView {
+        LakeView {
+            name: l.name.clone(),
+            scope: l.scope.clone(),
+            tags: l.tags.clone(),
+            partition_cols: l.partition_cols.clone(),
+            schema: l.schema.clone(),
+        }
+    }
+}
+
+/// An owner's quota of running tasks: `owner` null is the default of every owner without
+/// one of their own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QuotaView {
+    pub owner: Option<String>,
+    pub max_running: i64,
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+impl From<&sluice_store::Quota> for QuotaView {
+    fn from(q: &sluice_store::Quota) -> QuotaView {
+        QuotaView {
+            owner: q.target.clone().into(),
+            max_running: q.max_running,
+            by: q.by.clone(),
+            at: q.at,
+        }
+    }
+}
+
+/// `POST /v1/admin/quotas`: at most `max_running` tasks of `owner` (null: of every owner
+/// without a quota of their own) run at once, on every worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaRequest {
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
+    pub owner: Option<String>,
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub max_running: i64,
+}
+
+/// `POST /v1/admin/quotas/clear`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaClearRequest {
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
+    pub owner: Option<String>,
+}
+
 /// The answers of a route above the researcher role (for the OpenAPI document).
 #[derive(Debug, utoipa::IntoResponses)]
 pub enum Denied {

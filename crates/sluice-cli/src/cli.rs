@@ -89,6 +89,9 @@ pub enum Command {
     /// Cancel a job: its pending tasks never run, running ones lose their lease (their late
     /// results are rejected).
     Cancel(jobs::CancelArgs),
+    /// Set a job's priority; its unfinished lakes move with it (researchers: their own jobs, up
+    /// to the server's ceiling for them; operators: any job, -100 to 100).
+    Priority(jobs::PriorityArgs),
     /// A job's timeline from the journal: what happened to it and why.
     Explain(jobs::ExplainArgs),
     /// Pause a target: its pending tasks are not claimed (on any machine) until resumed; running
@@ -98,6 +101,9 @@ pub enum Command {
     Resume(ops::ResumeArgs),
     /// The pauses in force.
     Pauses,
+    /// Owners' quotas of running tasks, so one owner's backlog cannot hold every slot.
+    #[command(subcommand)]
+    Quota(ops::QuotaCmd),
     /// The effective settings (flags, environment, config file, defaults), secrets masked.
     #[command(subcommand)]
     Config(admin::ConfigCmd),
@@ -165,6 +171,8 @@ impl Command {
             Command::Status(a) => a.run(ctx).await,
             Command::Jobs(a) => a.run(ctx).await,
             Command::Cancel(a) => a.run(ctx).await,
+            Command::Priority(a) => a.run(ctx).await,
+            Command::Quota(c) => c.run(ctx).await,
             Command::Explain(a) => a.run(ctx).await,
             Command::Submit(a) => a.run(ctx).await,
             Command::Validate(a) => a.run(ctx).await,

@@ -253,6 +253,22 @@ impl Client {
         .await
     }
 
+    pub async fn set_priority(&self, id: i64, priority: i16) -> Result<JobView> {
+        let body = serde_json::to_vec(&sluice_api::wire::PriorityRequest { priority })?;
+        self.json(
+            Method::POST,
+            &format!("/v1/jobs/{id}/priority"),
+            &[],
+            Some(body),
+        )
+        .await
+    }
+
+    /// The lakes open to the caller.
+    pub async fn lakes(&self) -> Result<Vec<sluice_api::wire::LakeView>> {
+        self.json(Method::GET, "/v1/lakes", &[], None).await
+    }
+
     /// Newest first, up to `limit`, following the API's cursor across pages.
     pub async fn jobs(
         &self,
@@ -362,6 +378,27 @@ impl Client {
     pub async fn breaker_reset(&self, scope: &str) -> Result<BreakerView> {
         let path = format!("/v1/admin/breakers/{}/reset", segment(scope));
         self.json(Method::POST, &path, &[], None).await
+    }
+
+    pub async fn quotas(&self) -> Result<Vec<sluice_api::wire::QuotaView>> {
+        self.json(Method::GET, "/v1/admin/quotas", &[], None).await
+    }
+
+    pub async fn quota_set(
+        &self,
+        req: &sluice_api::wire::QuotaRequest,
+    ) -> Result<sluice_api::wire::QuotaView> {
+        let body = serde_json::to_vec(req)?;
+        self.json(Method::POST, "/v1/admin/quotas", &[], Some(body))
+            .await
+    }
+
+    pub async fn quota_clear(&self, owner: Option<&str>) -> Result<serde_json::Value> {
+        let body = serde_json::to_vec(&sluice_api::wire::QuotaClearRequest {
+            owner: owner.map(str::to_string),
+        })?;
+        self.json(Method::POST, "/v1/admin/quotas/clear", &[], Some(body))
+            .await
     }
 
     pub async fn intake(&self) -> Result<IntakeView> {

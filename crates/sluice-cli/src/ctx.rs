@@ -86,6 +86,7 @@ impl Ctx {
             sluice_api::Caller {
                 owner: owner.to_string(),
                 role: sluice_store::Role::Admin,
+                lakes: sluice_store::LakeAccess::all(),
             },
         ))
     }

@@ -2,6 +2,7 @@
 //! token-bucket, budget and circuit-breaker maths, fair tags and leader election. Pure: no
 //! I/O, no async runtime, no clock reads except through [`Clock`].
 
+pub mod access;
 pub mod breaker;
 pub mod bucket;
 pub mod budget;
@@ -16,6 +17,7 @@ pub mod retry;
 pub mod secrets;
 pub mod state;
 
+pub use access::{LakeAccess, PriorityCeiling, QuotaTarget, Quotas, Role, Rooms};
 pub use breaker::{Breaker, BreakerConfig, BreakerOp, BreakerState};
 pub use bucket::TokenBucket;
 pub use budget::{Budget, BudgetFeedback, MAX_BUDGET_DEPTH, MAX_DRY, ROOT_SCOPE};

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use sluice_core::JobId;
 use sluice_engine::validate::{HuntError, validate};
 use sluice_engine::{CompiledHunt, Engine, EngineError, HuntSpec, LakeRef, TaskRun};
-use sluice_store::{ClaimedTask, JobInsertParams, Lake, NewTask, Store, StoreError, StoreExt};
+use sluice_store::{
+    ClaimedTask, JobInsertParams, Lake, LakeAccess, NewTask, Store, StoreError, StoreExt,
+};
 use sluice_worker::{BuiltinSpec, RunError, RunOutput, Runner, run_builtin};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -69,14 +71,19 @@ pub enum PlanError {
     Store(#[from] StoreError),
 }
 
-/// Selects the lakes, validates the hunt against their schema, estimates the cost. Nothing is
-/// written and no lake is read.
-pub async fn plan(store: &dyn Store, spec: &HuntSpec) -> Result<Plan, PlanError> {
+/// Selects the lakes (of those open to `access`), validates the hunt against their schema,
+/// estimates the cost. Nothing is written and no lake is read. A lake closed to `access` is
+/// treated as unregistered, even when named.
+pub async fn plan(
+    store: &dyn Store,
+    spec: &HuntSpec,
+    access: &LakeAccess,
+) -> Result<Plan, PlanError> {
     let lakes: Vec<Lake> = store
         .lake_list()
         .await?
         .into_iter()
-        .filter(|l| spec.lakes().matches(&l.name, &l.tags))
+        .filter(|l| access.allows(&l.tags) && spec.lakes().matches(&l.name, &l.tags))
         .collect();
     let Some(first) = lakes.first() else {
         return Err(PlanError::NoLakes);
@@ -130,12 +137,13 @@ impl sluice_api::Planner for HuntPlanner {
     async fn plan(
         &self,
         hunt: &serde_json::Value,
+        access: &LakeAccess,
     ) -> Result<sluice_api::Planned, sluice_api::Rejection> {
         use sluice_api::Rejection;
         let invalid = |message: String| Rejection::Invalid(vec![HuntError::plain(message)]);
         let spec: HuntSpec =
             serde_json::from_value(hunt.clone()).map_err(|e| invalid(format!("hunt: {e}")))?;
-        let p = plan(self.store.as_ref(), &spec)
+        let p = plan(self.store.as_ref(), &spec, access)
             .await
             .map_err(|e| match e {
                 PlanError::Invalid(errors) => Rejection::Invalid(errors),
@@ -172,11 +180,12 @@ impl sluice_api::ResultReader for EngineResults {
     async fn page(
         &self,
         job: &sluice_store::Job,
+        access: &LakeAccess,
         format: sluice_api::ResultFormat,
         offset: usize,
         limit: usize,
     ) -> Result<sluice_api::ResultPage, String> {
-        let keys = result_keys(self.store.as_ref(), job.id)
+        let keys = result_keys(self.store.as_ref(), job.id, access)
             .await
             .map_err(|e| e.to_string())?;
         let (batches, truncated) = self
@@ -281,12 +290,32 @@ pub fn interleave_scopes(lakes: &[Lake]) -> Vec<&Lake> {
 }
 
 /// The keys of a job's committed results, in task order.
-pub async fn result_keys(store: &dyn Store, job: JobId) -> Result<Vec<String>> {
+/// The committed result objects of a job's succeeded tasks, in task order, of the lakes open
+/// to `access` (a lake no longer registered is open only to a token for every lake).
+pub async fn result_keys(
+    store: &dyn Store,
+    job: JobId,
+    access: &LakeAccess,
+) -> Result<Vec<String>> {
+    let open: Option<std::collections::HashSet<String>> = if access.is_all() {
+        None
+    } else {
+        Some(
+            store
+                .lake_list()
+                .await?
+                .into_iter()
+                .filter(|l| access.allows(&l.tags))
+                .map(|l| l.name)
+                .collect(),
+        )
+    };
     Ok(store
         .task_list_all(job)
         .await?
         .into_iter()
         .filter(|t| t.state == sluice_core::TaskState::Succeeded)
+        .filter(|t| open.as_ref().is_none_or(|o| o.contains(&t.lake)))
         .filter_map(|t| t.result_uri)
         .collect())
 }

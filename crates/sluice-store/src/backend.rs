@@ -11,7 +11,7 @@ use crate::model::*;
 use crate::scripts;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sluice_core::{JobId, TaskId};
+use sluice_core::{JobId, QuotaTarget, TaskId};
 
 /// What differs between PostgreSQL and SQLite: connections, transactions, migrations and the
 /// operations written per database for speed.
@@ -48,7 +48,7 @@ pub(crate) trait Backend: Send + Sync + std::fmt::Debug + 'static {
     }
     async fn job_insert(&self, p: JobInsertParams) -> Result<JobInserted>;
     /// Claims up to `p.limit` (> 0) pending tasks runnable at `p.now`, in release order,
-    /// under the holds in force ([`claim_plan`]: one pass per [`ClaimPlan::passes`]), leased
+    /// under the holds in force ([`claim_plan`]: passes from [`ClaimPlan::next_pass`]), leased
     /// until `expires` and journaled.
     async fn task_claim(
         &self,
@@ -238,6 +238,31 @@ where
     }
     async fn breaker_update(&self, p: BreakerUpdateParams) -> Result<BreakerUpdate> {
         in_tx!(&self.0, |c| scripts::breaker_update::<B::D>(c, &p).await)
+    }
+
+    async fn job_set_priority(&self, p: JobPriorityParams) -> Result<Job> {
+        if !(-100..=100).contains(&p.priority) {
+            return Err(crate::StoreError::Invalid(format!(
+                "priority must be -100 to 100, got {}",
+                p.priority
+            )));
+        }
+        in_tx!(&self.0, |c| scripts::job_set_priority::<B::D>(c, &p).await)
+    }
+    async fn quota_set(&self, p: QuotaSetParams) -> Result<Quota> {
+        in_tx!(&self.0, |c| scripts::quota_set::<B::D>(c, &p).await)
+    }
+    async fn quota_clear(&self, target: &QuotaTarget, by: &str, now: DateTime<Utc>) -> Result<()> {
+        in_tx!(&self.0, |c| scripts::quota_clear::<B::D>(
+            c, target, by, now
+        )
+        .await)
+    }
+    async fn quota_list(&self) -> Result<Vec<Quota>> {
+        scripts::quota_list::<B::D>(&mut *self.0.conn().await?).await
+    }
+    async fn quota_usage(&self, owner: &str) -> Result<Option<QuotaUsage>> {
+        scripts::quota_usage::<B::D>(&mut *self.0.conn().await?, owner).await
     }
 
     async fn pause_set(&self, p: PauseSetParams) -> Result<Pause> {

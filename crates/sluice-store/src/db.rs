@@ -93,6 +93,7 @@ pub(crate) trait Db:
     + Reads<crate::model::ApiToken>
     + Reads<crate::model::Lake>
     + Reads<crate::model::Pause>
+    + Reads<crate::model::Quota>
     + Reads<crate::model::Leadership>
     + Reads<crate::model::FinishedJob>
     + Reads<crate::rows::IntakeRow>
@@ -102,6 +103,7 @@ pub(crate) trait Db:
     + Reads<sluice_core::fair::OpenJob>
     + Reads<crate::rows::Text>
     + Reads<crate::rows::HoldRow>
+    + Reads<crate::rows::Pair>
     + Reads<crate::model::Event>
 {
     /// Appended to a `SELECT` whose rows the script will update.

@@ -20,6 +20,7 @@ pub mod testing;
 pub use error::{Result, StoreError};
 pub use model::*;
 pub use pg::PgStore;
+pub use sluice_core::{LakeAccess, QuotaTarget};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -141,6 +142,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Pauses a target (replacing an earlier pause of the same target): from the next claim on,
     /// on every process, its pending tasks are not claimed; running ones finish. Journaled.
     async fn pause_set(&self, p: PauseSetParams) -> Result<Pause>;
+
+    /// Sets a job's priority and its unfinished tasks'; a finished job is a conflict. Journaled.
+    async fn job_set_priority(&self, p: JobPriorityParams) -> Result<Job>;
+
+    /// Sets the most tasks an owner (or every owner without a quota of their own) may have
+    /// running at once, across every worker: claims skip an owner at the limit. Journaled.
+    async fn quota_set(&self, p: QuotaSetParams) -> Result<Quota>;
+
+    /// Removes a quota; [`StoreError::NotFound`] if there was none. Journaled.
+    async fn quota_clear(&self, target: &QuotaTarget, by: &str, now: DateTime<Utc>) -> Result<()>;
+
+    /// Every quota set.
+    async fn quota_list(&self) -> Result<Vec<Quota>>;
+
+    /// The quota that applies to `owner` (their own, else the default), if any, and how many
+    /// of their tasks run now.
+    async fn quota_usage(&self, owner: &str) -> Result<Option<QuotaUsage>>;
 
     /// Lifts a pause; [`StoreError::NotFound`] if the target was not paused. Journaled.
     async fn pause_clear(&self, target: &PauseTarget, by: &str, now: DateTime<Utc>) -> Result<()>;

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sluice_core::state::JobCounts;
 use sluice_core::{JobId, JobState, LeaseToken, TaskEvent, TaskId, TaskState};
+use sluice_core::{LakeAccess, QuotaTarget, Quotas, Rooms};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Tasks per round trip when inserting a job's tasks.
@@ -602,36 +604,82 @@ pub enum Hold {
     Breaker(String),
     /// The scope's budget, or an ancestor's, is dry: its tasks are claimed last (ADR 0007).
     Dry(String),
+    /// An owner's (or every owner's) quota of running tasks.
+    Quota(QuotaTarget, i64),
+    /// Tasks of `owner` running now (read only while a quota is set).
+    Running(String, i64),
 }
 
-/// What one claim pass leaves alone.
+/// What one claim pass leaves alone, and how many tasks of each owner it may start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClaimSkip {
     pub scopes: Vec<String>,
     pub owners: Vec<String>,
     pub jobs: Vec<i64>,
+    /// Owners with a limited room (more than 0), and their rooms, in the same order.
+    pub room_owners: Vec<String>,
+    pub rooms: Vec<i64>,
+    /// The room of every owner not listed; `None`: unlimited.
+    pub default_room: Option<i64>,
 }
 
-/// How a claim runs: what every pass skips, and the dry scopes, whose tasks a first pass
-/// leaves for a second.
+/// How a claim runs: what every pass skips, the dry scopes, whose tasks a first pass leaves
+/// for a second, and the owners' rooms under their quotas.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ClaimPlan {
     pub skip: ClaimSkip,
     pub dry: Vec<String>,
+    pub rooms: Rooms,
+    /// Passes run so far (first the one without the dry scopes, when any is dry).
+    pass: usize,
+    /// The last pass came back short because an owner filled their room in it: run it again
+    /// without them.
+    again: bool,
 }
 
 impl ClaimPlan {
-    /// What each pass skips, in order: the dry scopes too first (when any is dry), then only
-    /// the holds.
-    pub(crate) fn passes(self) -> Vec<ClaimSkip> {
-        let mut out = Vec::with_capacity(2);
-        if !self.dry.is_empty() {
-            let mut wet = self.skip.clone();
-            wet.scopes.extend(self.dry);
-            out.push(wet);
+    fn passes(&self) -> usize {
+        if self.dry.is_empty() { 1 } else { 2 }
+    }
+
+    /// Whether any owner's running tasks are limited.
+    pub(crate) fn has_quotas(&self) -> bool {
+        !self.rooms.owners.is_empty() || self.rooms.default.is_some()
+    }
+
+    /// What the next pass skips and may start; `None` when every pass has run.
+    pub(crate) fn next_pass(&mut self) -> Option<ClaimSkip> {
+        if self.again {
+            self.again = false;
+        } else {
+            self.pass += 1;
         }
-        out.push(self.skip);
-        out
+        if self.pass > self.passes() {
+            return None;
+        }
+        let mut skip = self.skip.clone();
+        if self.pass == 1 && !self.dry.is_empty() {
+            skip.scopes.extend(self.dry.iter().cloned());
+        }
+        skip.owners.extend(self.rooms.full().map(str::to_string));
+        for (o, r) in &self.rooms.owners {
+            if *r > 0 {
+                skip.room_owners.push(o.clone());
+                skip.rooms.push(*r);
+            }
+        }
+        skip.default_room = self.rooms.default;
+        Some(skip)
+    }
+
+    /// A pass asked for `asked` tasks and got `got`: the owners' rooms shrink, and a pass cut
+    /// short by a room that filled runs again.
+    pub(crate) fn claimed(&mut self, got: &[ClaimedTask], asked: u32) {
+        let mut filled = false;
+        for t in got {
+            filled |= self.rooms.take(&t.owner, 1);
+        }
+        self.again = filled && (got.len() as u32) < asked;
     }
 }
 
@@ -643,6 +691,8 @@ pub(crate) fn claim_plan(holds: Vec<Hold>, skip_owners: &[String]) -> Option<Cla
         ..ClaimSkip::default()
     };
     let mut dry = Vec::new();
+    let mut quotas = Quotas::default();
+    let mut running = BTreeMap::new();
     for h in holds {
         match h {
             Hold::Pause(PauseTarget::All) => return None,
@@ -650,12 +700,21 @@ pub(crate) fn claim_plan(holds: Vec<Hold>, skip_owners: &[String]) -> Option<Cla
             Hold::Pause(PauseTarget::Owner(o)) => skip.owners.push(o),
             Hold::Pause(PauseTarget::Job(j)) => skip.jobs.push(j.0),
             Hold::Dry(s) => dry.push(s),
+            Hold::Quota(target, max) => quotas.set(target, max),
+            Hold::Running(owner, n) => {
+                running.insert(owner, n);
+            }
         }
     }
     if dry.iter().any(|s| s == ROOT_SCOPE) {
         dry.clear();
     }
-    Some(ClaimPlan { skip, dry })
+    Some(ClaimPlan {
+        skip,
+        dry,
+        rooms: quotas.rooms(&running),
+        ..ClaimPlan::default()
+    })
 }
 
 impl std::fmt::Display for PauseTarget {
@@ -841,34 +900,7 @@ pub(crate) fn schema_ready(applied: Option<i64>, built: i64) -> crate::Result<()
     }
 }
 
-/// What an API token may do. Researchers see and act on their own jobs only; operators see
-/// every job and use the operator endpoints; admins also manage tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Researcher,
-    Operator,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Researcher => "researcher",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "researcher" => Some(Role::Researcher),
-            "operator" => Some(Role::Operator),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
+pub use sluice_core::Role;
 
 /// An API token as stored: its SHA-256 hash, never the token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -876,6 +908,8 @@ pub struct ApiToken {
     pub id: i64,
     pub owner: String,
     pub role: Role,
+    /// The lakes the token may hunt, list and read results of.
+    pub lakes: LakeAccess,
     pub label: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -887,20 +921,81 @@ pub struct TokenInsertParams {
     pub role: Role,
     /// Hex SHA-256 of the token.
     pub hash: String,
+    pub lakes: LakeAccess,
     pub label: String,
     pub now: DateTime<Utc>,
 }
 
 pub(crate) fn validate_token(p: &TokenInsertParams) -> crate::Result<()> {
     use crate::StoreError::Invalid;
-    if p.owner.trim().is_empty() || p.owner.len() > 200 {
-        return Err(Invalid("owner must be 1 to 200 characters".into()));
-    }
+    validate_owner(&p.owner)?;
+    p.lakes.check().map_err(Invalid)?;
     if p.label.len() > 200 {
         return Err(Invalid("label must be at most 200 characters".into()));
     }
     if p.hash.len() != 64 || !p.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Invalid("token hash must be 64 hex digits".into()));
+    }
+    Ok(())
+}
+
+/// An owner's name: 1 to 200 characters, and not `*` (which names every owner in quotas).
+pub(crate) fn validate_owner(owner: &str) -> crate::Result<()> {
+    use crate::StoreError::Invalid;
+    if owner.trim().is_empty() || owner.len() > 200 {
+        return Err(Invalid("owner must be 1 to 200 characters".into()));
+    }
+    if owner == "*" {
+        return Err(Invalid(
+            "owner `*` is reserved (it names every owner in quotas)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A job's new priority, set by `by` (journaled); its unfinished tasks move with it.
+#[derive(Debug, Clone)]
+pub struct JobPriorityParams {
+    pub id: JobId,
+    pub priority: i32,
+    pub by: String,
+    pub now: DateTime<Utc>,
+}
+
+/// An owner's quota of running tasks, as set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quota {
+    pub target: QuotaTarget,
+    pub max_running: i64,
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+/// An owner's quota and their tasks running now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaUsage {
+    pub max_running: i64,
+    pub running: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct QuotaSetParams {
+    pub target: QuotaTarget,
+    pub max_running: i64,
+    pub by: String,
+    pub now: DateTime<Utc>,
+}
+
+pub(crate) fn validate_quota(p: &QuotaSetParams) -> crate::Result<()> {
+    use crate::StoreError::Invalid;
+    if let QuotaTarget::Owner(o) = &p.target {
+        validate_owner(o)?;
+    }
+    if !(0..=1_000_000).contains(&p.max_running) {
+        return Err(Invalid(format!(
+            "max running tasks must be 0 to 1000000, got {}",
+            p.max_running
+        )));
     }
     Ok(())
 }
@@ -927,10 +1022,10 @@ mod tests {
     #[test]
     fn claim_plan_sorts_holds_into_what_a_pass_skips() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let plan = |skip, dry| Some(ClaimPlan { skip, dry });
-        // (holds, owners the worker skips, plan)
-        let cases: Vec<(Vec<Hold>, Vec<String>, Option<ClaimPlan>)> = vec![
-            (vec![], vec![], plan(ClaimSkip::default(), vec![])),
+        // (holds, owners the worker skips, what each pass skips)
+        type Case = (Vec<Hold>, Vec<String>, Option<Vec<ClaimSkip>>);
+        let cases: Vec<Case> = vec![
+            (vec![], vec![], Some(vec![ClaimSkip::default()])),
             (
                 vec![scope("a"), Hold::Pause(PauseTarget::All)],
                 vec![],
@@ -945,25 +1040,89 @@ mod tests {
                     Hold::Dry("c".into()),
                 ],
                 s(&["bob"]),
-                plan(
+                Some(vec![
+                    ClaimSkip {
+                        scopes: s(&["a", "b", "c"]),
+                        owners: s(&["bob", "eve"]),
+                        jobs: vec![7],
+                        ..ClaimSkip::default()
+                    },
                     ClaimSkip {
                         scopes: s(&["a", "b"]),
                         owners: s(&["bob", "eve"]),
                         jobs: vec![7],
+                        ..ClaimSkip::default()
                     },
-                    s(&["c"]),
-                ),
+                ]),
             ),
             // Under a dry root every scope is dry: nothing to prefer.
             (
                 vec![Hold::Dry("c".into()), Hold::Dry(ROOT_SCOPE.into())],
                 vec![],
-                plan(ClaimSkip::default(), vec![]),
+                Some(vec![ClaimSkip::default()]),
+            ),
+            // Quotas: a full owner is skipped, the others get their rooms.
+            (
+                vec![
+                    Hold::Quota(QuotaTarget::Default, 3),
+                    Hold::Quota(QuotaTarget::Owner("carol".into()), 10),
+                    Hold::Running("alice".into(), 3),
+                    Hold::Running("bob".into(), 1),
+                ],
+                vec![],
+                Some(vec![ClaimSkip {
+                    owners: s(&["alice"]),
+                    room_owners: s(&["bob", "carol"]),
+                    rooms: vec![2, 10],
+                    default_room: Some(3),
+                    ..ClaimSkip::default()
+                }]),
             ),
         ];
         for (holds, skip_owners, want) in cases {
-            assert_eq!(claim_plan(holds.clone(), &skip_owners), want, "{holds:?}");
+            let got = claim_plan(holds.clone(), &skip_owners)
+                .map(|mut plan| std::iter::from_fn(|| plan.next_pass()).collect::<Vec<_>>());
+            assert_eq!(got, want, "{holds:?}");
         }
+    }
+
+    fn claimed(owner: &str) -> ClaimedTask {
+        ClaimedTask {
+            job_id: JobId(1),
+            owner: owner.into(),
+            lake: "l".into(),
+            scope: "s".into(),
+            attempt: 1,
+            max_attempts: 1,
+            crashes: 0,
+            lease: Lease {
+                task_id: sluice_core::TaskId(1),
+                token: sluice_core::LeaseToken(1),
+            },
+            lease_expires_at: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_pass_cut_short_by_a_filled_room_runs_again_without_that_owner() {
+        let holds = vec![
+            Hold::Quota(QuotaTarget::Owner("alice".into()), 2),
+            Hold::Running("alice".into(), 1),
+        ];
+        let mut plan = claim_plan(holds, &[]).unwrap();
+        let first = plan.next_pass().unwrap();
+        assert_eq!(
+            (first.room_owners.clone(), first.rooms.clone()),
+            (vec!["alice".to_string()], vec![1])
+        );
+        // Asked for 8, got alice's one: her room is full, so the pass runs again without her.
+        plan.claimed(&[claimed("alice")], 8);
+        let again = plan.next_pass().unwrap();
+        assert_eq!(again.owners, ["alice"]);
+        assert!(again.room_owners.is_empty());
+        // Short again, but nobody filled: the queue is empty, no third pass.
+        plan.claimed(&[claimed("bob")], 7);
+        assert_eq!(plan.next_pass(), None);
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct PgBackend {
     listening: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// The advisory lock claims take turns on while an owner quota is set ("sluice:quota").
+const QUOTA_CLAIM_LOCK: i64 = 0x736c_7563_655f_7175;
+
 fn is_schema_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -43,22 +46,31 @@ fn is_schema_name(s: &str) -> bool {
 impl PgBackend {
     /// One claim pass: up to `limit` tasks not in `skip`, claimed and journaled in one
     /// statement.
-    async fn claim_rows(
-        &self,
+    async fn claim_rows<'e>(
+        ex: impl sqlx::PgExecutor<'e>,
         p: &TaskClaimParams,
         limit: u32,
         expires: DateTime<Utc>,
         skip: &ClaimSkip,
     ) -> Result<Vec<ClaimedTask>> {
         let rows = sqlx::query(
+            // `c` locks the candidates; `r` keeps, of each owner's, as many as the owner's
+            // room under a quota (`row_number` cannot sit beside FOR UPDATE); candidates left
+            // out are unlocked when the statement ends, and the caller runs another pass.
             "WITH c AS ( \
-                SELECT id FROM tasks WHERE state = 'pending' AND run_after <= $1 \
+                SELECT id, owner, priority, seq FROM tasks WHERE state = 'pending' AND run_after <= $1 \
                   AND scope <> ALL ($5::text[]) AND owner <> ALL ($6::text[]) AND job_id <> ALL ($7::bigint[]) \
                 ORDER BY priority DESC, seq, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             r AS ( \
+                SELECT id FROM ( \
+                    SELECT c.id, row_number() OVER (PARTITION BY c.owner ORDER BY c.priority DESC, c.seq, c.id) AS rn, \
+                        COALESCE(q.room, $12::bigint) AS room \
+                    FROM c LEFT JOIN unnest($10::text[], $11::bigint[]) AS q(owner, room) ON q.owner = c.owner) x \
+                WHERE room IS NULL OR rn <= room), \
              t AS ( \
                 UPDATE tasks SET state = 'running', lease_owner = $3, \
                     lease_token = tasks.lease_token + 1, lease_expires_at = $4, updated_at = $1 \
-                FROM c WHERE tasks.id = c.id \
+                FROM r WHERE tasks.id = r.id \
                 RETURNING tasks.id, tasks.job_id, tasks.owner, tasks.lake, tasks.scope, tasks.attempt, \
                     tasks.max_attempts, tasks.crashes, tasks.lease_token, tasks.priority, tasks.seq), \
              ev AS ( \
@@ -83,7 +95,10 @@ impl PgBackend {
         .bind(&skip.jobs)
         .bind(EventKind::TaskClaimed.as_str())
         .bind(EventKind::JobStarted.as_str())
-        .fetch_all(&self.pool)
+        .bind(&skip.room_owners)
+        .bind(&skip.rooms)
+        .bind(skip.default_room)
+        .fetch_all(ex)
         .await
         .map_err(from_sqlx)?;
         rows.iter()
@@ -345,18 +360,49 @@ impl Backend for PgBackend {
         // pauses in the claim (NOT EXISTS, or a joined aggregate) cost 15-50 % of the claim's
         // time in the queue benchmark. A pause set between the two statements takes effect
         // at the next claim.
-        let holds = scripts::holds::<Postgres>(&mut *self.conn().await?, p.now).await?;
-        let Some(plan) = claim_plan(holds, &p.skip_owners) else {
+        let mut conn = self.conn().await?;
+        let holds = scripts::holds::<Postgres>(&mut conn, p.now).await?;
+        let Some(mut plan) = claim_plan(holds, &p.skip_owners) else {
             return Ok(Vec::new());
         };
         let mut claimed = Vec::new();
-        for skip in plan.passes() {
-            let left = p.limit - claimed.len() as u32;
-            if left == 0 {
-                break;
+        if !plan.has_quotas() {
+            drop(conn);
+            while let Some(skip) = plan.next_pass() {
+                let left = p.limit - claimed.len() as u32;
+                if left == 0 {
+                    break;
+                }
+                let got = Self::claim_rows(&self.pool, p, left, expires, &skip).await?;
+                plan.claimed(&got, left);
+                claimed.extend(got);
             }
-            claimed.extend(self.claim_rows(p, left, expires, &skip).await?);
+            return Ok(claimed);
         }
+        // While a quota is set, claims take turns (one transaction-scoped advisory lock) and
+        // count the running tasks after the previous claim committed: two workers never both
+        // fill the same owner's last free room.
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(from_sqlx)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(QUOTA_CLAIM_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(from_sqlx)?;
+        let holds = scripts::holds::<Postgres>(&mut tx, p.now).await?;
+        if let Some(mut plan) = claim_plan(holds, &p.skip_owners) {
+            while let Some(skip) = plan.next_pass() {
+                let left = p.limit - claimed.len() as u32;
+                if left == 0 {
+                    break;
+                }
+                let got = Self::claim_rows(&mut *tx, p, left, expires, &skip).await?;
+                plan.claimed(&got, left);
+                claimed.extend(got);
+            }
+        }
+        tx.commit().await.map_err(from_sqlx)?;
         Ok(claimed)
     }
 

@@ -104,7 +104,8 @@ decoded_as_read!(
     Scalar,
     MaybeScalar,
     Text,
-    HoldRow
+    HoldRow,
+    Pair
 );
 
 /// Reads a model type from a row of either database.
@@ -254,6 +255,7 @@ pub(crate) struct TokenRow {
     id: i64,
     owner: String,
     role: String,
+    lakes: Value,
     label: String,
     created_at: Ts,
     revoked_at: Option<Ts>,
@@ -266,6 +268,7 @@ impl Decoded for ApiToken {
             id: r.id,
             owner: r.owner,
             role: parsed("token role", &r.role, Role::parse)?,
+            lakes: de("api_tokens.lakes", r.lakes)?,
             label: r.label,
             created_at: r.created_at.0,
             revoked_at: ts(r.revoked_at),
@@ -409,6 +412,26 @@ impl Decoded for Pause {
 }
 
 #[derive(FromRow)]
+pub(crate) struct QuotaRow {
+    owner: String,
+    max_running: i64,
+    set_by: String,
+    at: Ts,
+}
+
+impl Decoded for crate::model::Quota {
+    type Row = QuotaRow;
+    fn decode(r: QuotaRow) -> Result<Self> {
+        Ok(crate::model::Quota {
+            target: sluice_core::QuotaTarget::from_key(&r.owner),
+            max_running: r.max_running,
+            by: r.set_by,
+            at: r.at.0,
+        })
+    }
+}
+
+#[derive(FromRow)]
 pub(crate) struct EventRow {
     id: i64,
     at: Ts,
@@ -527,6 +550,10 @@ impl JobCountsRow {
 #[derive(FromRow)]
 pub(crate) struct Scalar(pub i64);
 
+/// Two integer columns.
+#[derive(FromRow)]
+pub(crate) struct Pair(pub i64, pub i64);
+
 /// One integer column that may be NULL.
 #[derive(FromRow)]
 pub(crate) struct MaybeScalar(pub Option<i64>);
@@ -542,6 +569,7 @@ pub(crate) struct Text {
 pub(crate) struct HoldRow {
     kind: String,
     v: String,
+    n: Option<i64>,
 }
 
 impl HoldRow {
@@ -551,6 +579,11 @@ impl HoldRow {
             "pause" => Hold::Pause(parsed("pause target", &self.v, PauseTarget::parse)?),
             "breaker" => Hold::Breaker(self.v),
             "dry" => Hold::Dry(self.v),
+            "quota" => Hold::Quota(
+                sluice_core::QuotaTarget::from_key(&self.v),
+                self.n.unwrap_or(0),
+            ),
+            "running" => Hold::Running(self.v, self.n.unwrap_or(0)),
             other => return Err(StoreError::Corrupt(format!("unknown hold kind {other:?}"))),
         })
     }

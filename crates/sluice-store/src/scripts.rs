@@ -10,7 +10,7 @@ use crate::rows::{
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sluice_core::EventKind;
+use sluice_core::{EventKind, QuotaTarget};
 use std::collections::BTreeMap;
 
 /// A statement whose text ends with the database's row lock (see [`Db::FOR_UPDATE`]).
@@ -214,7 +214,7 @@ where
     D::fetch_all(q, c).await?.iter().map(D::read).collect()
 }
 
-const TOKEN_COLS: &str = "id, owner, role, label, created_at, revoked_at";
+const TOKEN_COLS: &str = "id, owner, role, lakes, label, created_at, revoked_at";
 const LAKE_COLS: &str = "id, name, url, scope, partition_cols, schema, tags, options, created_at";
 
 pub(crate) async fn job_get<D: Db>(c: &mut D::Connection, id: sluice_core::JobId) -> Result<Job> {
@@ -270,14 +270,15 @@ pub(crate) async fn token_insert<D: Db>(
 ) -> Result<ApiToken> {
     validate_token(p)?;
     let q = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO api_tokens (owner, role, hash, label, created_at) \
-         VALUES ($1, $2, $3, $4, $5) RETURNING {TOKEN_COLS}"
+        "INSERT INTO api_tokens (owner, role, hash, label, created_at, lakes) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {TOKEN_COLS}"
     )))
     .arg(p.owner.clone())
     .arg(p.role.as_str())
     .arg(p.hash.clone())
     .arg(p.label.clone())
-    .arg(Ts(p.now));
+    .arg(Ts(p.now))
+    .arg(serde_json::json!(p.lakes));
     D::read(&D::fetch_one(q, c).await?)
 }
 
@@ -423,9 +424,12 @@ pub(crate) async fn holds<D: Db>(c: &mut D::Connection, now: DateTime<Utc>) -> R
         "WITH RECURSIVE dry(scope) AS ( \
              SELECT scope FROM budgets WHERE dry_until > $1 \
              UNION SELECT b.scope FROM budgets b JOIN dry ON b.parent = dry.scope) \
-         SELECT 'pause' AS kind, target AS v FROM pauses \
-         UNION ALL SELECT 'breaker', scope FROM breakers WHERE hold_until > $1 \
-         UNION ALL SELECT 'dry', scope FROM dry",
+         SELECT 'pause' AS kind, target AS v, CAST(NULL AS BIGINT) AS n FROM pauses \
+         UNION ALL SELECT 'breaker', scope, NULL FROM breakers WHERE hold_until > $1 \
+         UNION ALL SELECT 'dry', scope, NULL FROM dry \
+         UNION ALL SELECT 'quota', owner, max_running FROM owner_quotas \
+         UNION ALL SELECT 'running', owner, count(*) FROM tasks \
+             WHERE state = 'running' AND EXISTS (SELECT 1 FROM owner_quotas) GROUP BY owner",
     )
     .arg(Ts(now));
     let rows: Vec<crate::rows::HoldRow> = all::<D, _>(c, q).await?;
@@ -609,6 +613,107 @@ pub(crate) async fn pause_set<D: Db>(c: &mut D::Connection, p: &PauseSetParams) 
     )
     .await?;
     Ok(pause)
+}
+
+/// Sets a job's priority and its unfinished tasks' (the claim orders by the task's), journaled.
+/// The tasks are written before the job row, as everywhere (invariant 4).
+pub(crate) async fn job_set_priority<D: Db>(
+    c: &mut D::Connection,
+    p: &JobPriorityParams,
+) -> Result<Job> {
+    let before = job_get::<D>(c, p.id).await?;
+    if before.state.is_terminal() {
+        return Err(StoreError::Conflict(format!(
+            "job {} already ended ({})",
+            p.id, before.state
+        )));
+    }
+    let q = sqlx::query(
+        "UPDATE tasks SET priority = $2 WHERE job_id = $1 AND state IN ('pending', 'running')",
+    )
+    .arg(p.id.0)
+    .arg(p.priority);
+    D::execute(q, c).await?;
+    let q = sqlx::query(concat!(
+        "UPDATE jobs SET priority = $2 WHERE id = $1 AND state IN ('queued', 'running') RETURNING ",
+        job_cols!()
+    ))
+    .arg(p.id.0)
+    .arg(p.priority);
+    let Some(row) = D::fetch_optional(q, c).await? else {
+        return Err(StoreError::Conflict(format!("job {} already ended", p.id)));
+    };
+    let job: Job = D::read(&row)?;
+    let detail = serde_json::json!({"from": before.priority, "to": p.priority, "by": p.by});
+    event_insert::<D>(
+        c,
+        p.now,
+        Some(p.id.0),
+        None,
+        EventKind::JobReprioritized,
+        Some(detail),
+    )
+    .await?;
+    Ok(job)
+}
+
+/// Sets an owner's (or the default) quota of running tasks, journaled.
+pub(crate) async fn quota_set<D: Db>(c: &mut D::Connection, p: &QuotaSetParams) -> Result<Quota> {
+    validate_quota(p)?;
+    let q = sqlx::query(
+        "INSERT INTO owner_quotas (owner, max_running, set_by, at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (owner) DO UPDATE SET max_running = excluded.max_running, \
+             set_by = excluded.set_by, at = excluded.at \
+         RETURNING owner, max_running, set_by, at",
+    )
+    .arg(p.target.key().to_string())
+    .arg(p.max_running)
+    .arg(p.by.clone())
+    .arg(Ts(p.now));
+    let quota: Quota = D::read(&D::fetch_one(q, c).await?)?;
+    let detail = serde_json::json!({"owner": p.target, "max_running": p.max_running, "by": p.by});
+    event_insert::<D>(c, p.now, None, None, EventKind::QuotaSet, Some(detail)).await?;
+    Ok(quota)
+}
+
+/// Removes a quota, journaled; `NotFound` when there is none.
+pub(crate) async fn quota_clear<D: Db>(
+    c: &mut D::Connection,
+    target: &QuotaTarget,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let q = sqlx::query("DELETE FROM owner_quotas WHERE owner = $1").arg(target.key().to_string());
+    if D::execute(q, c).await? == 0 {
+        return Err(StoreError::NotFound(format!("quota of {target}")));
+    }
+    let detail = serde_json::json!({"owner": target, "by": by});
+    event_insert::<D>(c, now, None, None, EventKind::QuotaCleared, Some(detail)).await
+}
+
+/// The quota that applies to `owner` (their own, else the default) and their running tasks.
+pub(crate) async fn quota_usage<D: Db>(
+    c: &mut D::Connection,
+    owner: &str,
+) -> Result<Option<QuotaUsage>> {
+    let q = sqlx::query(
+        "SELECT max_running, (SELECT count(*) FROM tasks WHERE state = 'running' AND owner = $1) \
+         FROM owner_quotas WHERE owner = $1 OR owner = '*' ORDER BY owner = '*' LIMIT 1",
+    )
+    .arg(owner.to_string());
+    Ok(D::fetch_optional(q, c)
+        .await?
+        .map(|r| D::read(&r))
+        .transpose()?
+        .map(|crate::rows::Pair(max_running, running)| QuotaUsage {
+            max_running,
+            running,
+        }))
+}
+
+pub(crate) async fn quota_list<D: Db>(c: &mut D::Connection) -> Result<Vec<Quota>> {
+    let q = sqlx::query("SELECT owner, max_running, set_by, at FROM owner_quotas ORDER BY owner");
+    all::<D, _>(c, q).await
 }
 
 /// Lifts a pause, journaled; `NotFound` when there is none. The caller starts the paused

@@ -67,21 +67,29 @@ async fn claim_pass(
     let rows = sqlx::query(
         "UPDATE tasks SET state = 'running', lease_owner = ?, lease_token = lease_token + 1, \
              lease_expires_at = ?, updated_at = ? \
-         WHERE id IN (SELECT id FROM tasks WHERE state = 'pending' AND run_after <= ? \
-             AND tasks.scope NOT IN (SELECT value FROM json_each(?)) \
-             AND tasks.owner NOT IN (SELECT value FROM json_each(?)) \
-             AND tasks.job_id NOT IN (SELECT value FROM json_each(?)) \
-             ORDER BY priority DESC, seq, id LIMIT ?) \
+         WHERE id IN (SELECT id FROM ( \
+             SELECT c.id, row_number() OVER (PARTITION BY c.owner ORDER BY c.priority DESC, c.seq, c.id) AS rn, \
+                 COALESCE(q.room, ?) AS room \
+             FROM (SELECT id, owner, priority, seq FROM tasks WHERE state = 'pending' AND run_after <= ? \
+                 AND tasks.scope NOT IN (SELECT value FROM json_each(?)) \
+                 AND tasks.owner NOT IN (SELECT value FROM json_each(?)) \
+                 AND tasks.job_id NOT IN (SELECT value FROM json_each(?)) \
+                 ORDER BY priority DESC, seq, id LIMIT ?) c \
+             LEFT JOIN (SELECT json_extract(value, '$[0]') AS owner, json_extract(value, '$[1]') AS room FROM json_each(?)) q \
+                 ON q.owner = c.owner) \
+             WHERE room IS NULL OR rn <= room) \
          RETURNING id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token, priority, seq",
     )
     .bind(&p.worker)
     .bind(us(expires))
     .bind(us(p.now))
+    .bind(skip.default_room)
     .bind(us(p.now))
     .bind(to_json(&skip.scopes)?.to_string())
     .bind(to_json(&skip.owners)?.to_string())
     .bind(to_json(&skip.jobs)?.to_string())
     .bind(i64::from(limit))
+    .bind(to_json(&skip.room_owners.iter().zip(&skip.rooms).collect::<Vec<_>>())?.to_string())
     .fetch_all(&mut **tx)
     .await
     .map_err(from_sqlx)?;
@@ -299,13 +307,15 @@ impl Backend for SqliteBackend {
         let mut tx = self.begin().await?;
         let holds = scripts::holds::<Sqlite>(&mut tx, p.now).await?;
         let mut claimed = Vec::new();
-        if let Some(plan) = claim_plan(holds, &p.skip_owners) {
-            for skip in plan.passes() {
+        if let Some(mut plan) = claim_plan(holds, &p.skip_owners) {
+            while let Some(skip) = plan.next_pass() {
                 let left = p.limit - claimed.len() as u32;
                 if left == 0 {
                     break;
                 }
-                claimed.extend(claim_pass(&mut tx, p, left, expires, &skip).await?);
+                let got = claim_pass(&mut tx, p, left, expires, &skip).await?;
+                plan.claimed(&got, left);
+                claimed.extend(got);
             }
         }
         tx.commit().await.map_err(from_sqlx)?;

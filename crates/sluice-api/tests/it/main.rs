@@ -11,32 +11,49 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use sluice_api::wire::HuntError;
 use sluice_api::{Api, ApiConfig, Planned, Planner, Rejection, hash_token, new_token};
-use sluice_store::{NewTask, Role, Store, TokenInsertParams};
+use sluice_store::{LakeAccess, NewTask, Role, Store, StoreExt, TokenInsertParams};
 use std::sync::Arc;
 use tower::ServiceExt;
 
-/// `{"kind": "noop", "lakes": N}` plans N tasks; `{"kind": "bad"}` is invalid at line 1,
-/// column 8; `{"kind": "none"}` selects no lake.
+/// The team a stand-in lake belongs to: `lake-0` red, `lake-1` blue, and so on.
+fn team(i: usize) -> &'static str {
+    if i.is_multiple_of(2) { "red" } else { "blue" }
+}
+
+/// `{"kind": "noop", "lakes": N}` plans one task for each of `lake-0..N` (`lake-F..N` with
+/// `"from": F`) open to the caller
+/// (tagged `team` by [`team`]); `{"kind": "bad"}` is invalid at line 1, column 8;
+/// `{"kind": "none"}` selects no lake.
 #[derive(Debug)]
 struct FakePlanner;
 
 #[async_trait]
 impl Planner for FakePlanner {
-    async fn plan(&self, hunt: &serde_json::Value) -> Result<Planned, Rejection> {
+    async fn plan(
+        &self,
+        hunt: &serde_json::Value,
+        access: &LakeAccess,
+    ) -> Result<Planned, Rejection> {
         match hunt["kind"].as_str() {
             Some("noop") => {
                 let n = hunt["lakes"].as_u64().unwrap_or(1) as usize;
+                let from = hunt["from"].as_u64().unwrap_or(0) as usize;
+                let tasks: Vec<NewTask> = (from..n)
+                    .filter(|i| access.allows(&[("team".to_string(), team(*i).to_string())].into()))
+                    .map(|i| NewTask {
+                        lake: format!("lake-{i}"),
+                        scope: "aws:1".into(),
+                        est_calls: 8,
+                    })
+                    .collect();
+                if tasks.is_empty() {
+                    return Err(Rejection::NoLakes);
+                }
                 Ok(Planned {
                     spec: serde_json::json!({"kind": "noop"}),
                     sql: None,
-                    tasks: (0..n)
-                        .map(|i| NewTask {
-                            lake: format!("lake-{i}"),
-                            scope: "aws:1".into(),
-                            est_calls: 8,
-                        })
-                        .collect(),
-                    est_calls: 8 * n as i64,
+                    est_calls: 8 * tasks.len() as i64,
+                    tasks,
                 })
             }
             Some("none") => Err(Rejection::NoLakes),
@@ -59,6 +76,7 @@ impl sluice_api::ResultReader for FakeResults {
     async fn page(
         &self,
         job: &sluice_store::Job,
+        _access: &LakeAccess,
         format: sluice_api::ResultFormat,
         offset: usize,
         limit: usize,
@@ -99,11 +117,16 @@ struct T {
 }
 
 async fn token(store: &dyn Store, owner: &str, role: Role) -> (String, i64) {
+    token_for(store, owner, role, LakeAccess::all()).await
+}
+
+async fn token_for(store: &dyn Store, owner: &str, role: Role, lakes: LakeAccess) -> (String, i64) {
     let t = new_token();
     let row = store
         .token_insert(TokenInsertParams {
             owner: owner.into(),
             role,
+            lakes,
             hash: hash_token(&t),
             label: String::new(),
             now: chrono::Utc::now(),
@@ -670,7 +693,9 @@ async fn authorization_matrix() {
         ("GET", "/v1/jobs/1/events"),
         ("GET", "/v1/jobs/1/results"),
         ("POST", "/v1/jobs/1/cancel"),
+        ("POST", "/v1/jobs/1/priority"),
         ("POST", "/v1/jobs"),
+        ("GET", "/v1/lakes"),
     ] {
         assert_eq!(
             call(&t.app, m, p, None, None).await.status,
@@ -796,6 +821,23 @@ async fn admin_endpoints_need_operator_to_read_and_admin_to_change() {
             S::NOT_FOUND,
         ),
         ("GET", "/v1/admin/intake", None, S::FORBIDDEN, S::OK, S::OK),
+        ("GET", "/v1/admin/quotas", None, S::FORBIDDEN, S::OK, S::OK),
+        (
+            "POST",
+            "/v1/admin/quotas",
+            Some(r#"{"owner": "alice", "max_running": 4}"#),
+            S::FORBIDDEN,
+            S::FORBIDDEN,
+            S::OK,
+        ),
+        (
+            "POST",
+            "/v1/admin/quotas/clear",
+            Some(r#"{"owner": "alice"}"#),
+            S::FORBIDDEN,
+            S::FORBIDDEN,
+            S::OK,
+        ),
         (
             "POST",
             "/v1/admin/drain",
@@ -1094,6 +1136,11 @@ async fn the_openapi_document_lists_every_route() {
         ("get", "/v1/jobs"),
         ("get", "/v1/jobs/{id}"),
         ("post", "/v1/jobs/{id}/cancel"),
+        ("post", "/v1/jobs/{id}/priority"),
+        ("get", "/v1/lakes"),
+        ("get", "/v1/admin/quotas"),
+        ("post", "/v1/admin/quotas"),
+        ("post", "/v1/admin/quotas/clear"),
         ("get", "/v1/jobs/{id}/events"),
         ("get", "/v1/jobs/{id}/results"),
         ("post", "/v1/validate"),
@@ -1309,6 +1356,7 @@ async fn an_in_process_caller_needs_no_token_and_keeps_its_role() {
         req.extensions_mut().insert(sluice_api::Caller {
             owner: owner.into(),
             role,
+            lakes: LakeAccess::all(),
         });
         req
     };
@@ -1406,4 +1454,305 @@ async fn a_job_gives_an_eta_from_its_pace_and_none_while_held() {
     .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(get().await["eta_secs"].is_null(), "ended");
+}
+
+fn red() -> LakeAccess {
+    LakeAccess(vec![[("team".to_string(), "red".to_string())].into()])
+}
+
+/// A token limited to lakes by tag plans, validates and lists only those lakes; a hunt that
+/// selects none of them is refused naming the token's access.
+#[tokio::test]
+async fn a_token_limited_to_tagged_lakes_hunts_and_lists_only_those() {
+    let t = setup(ApiConfig::default()).await;
+    let (carol, _) = token_for(t.store.as_ref(), "carol", Role::Researcher, red()).await;
+    let r = call(
+        &t.app,
+        "POST",
+        "/v1/validate",
+        Some(&carol),
+        Some(r#"{"hunt": {"kind": "noop", "lakes": 4}}"#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["lakes"], serde_json::json!(["lake-0", "lake-2"]));
+    let id = submit(&t, &carol, r#"{"hunt": {"kind": "noop", "lakes": 4}}"#).await;
+    let tasks = t.store.task_list_all(sluice_core::JobId(id)).await.unwrap();
+    assert_eq!(
+        tasks.iter().map(|t| t.lake.as_str()).collect::<Vec<_>>(),
+        ["lake-0", "lake-2"]
+    );
+    // lake-1 is blue: as if it did not exist, and the error says what the token may hunt.
+    let blue = r#"{"hunt": {"kind": "noop", "lakes": 2, "from": 1}}"#;
+    for path in ["/v1/jobs", "/v1/validate"] {
+        let r = call(&t.app, "POST", path, Some(&carol), Some(blue)).await;
+        problem(
+            &r,
+            StatusCode::BAD_REQUEST,
+            "no lake open to this token matches the selector (the token may hunt lakes tagged team=red",
+        );
+        let r = call(&t.app, "POST", path, Some(&t.alice), Some(blue)).await;
+        assert!(r.status.is_success(), "{}", r.text);
+    }
+    let none = r#"{"hunt": {"kind": "none"}}"#;
+    let r = call(&t.app, "POST", "/v1/jobs", Some(&carol), Some(none)).await;
+    problem(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "no lake open to this token matches the selector (the token may hunt lakes tagged team=red",
+    );
+    let r = call(&t.app, "POST", "/v1/jobs", Some(&t.alice), Some(none)).await;
+    problem(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "no registered lake matches the selector",
+    );
+
+    // The lake listing: every lake for alice, the red ones for carol.
+    for (i, name) in ["lake-0", "lake-1", "lake-2"].iter().enumerate() {
+        t.store
+            .lake_insert(sluice_store::LakeInsertParams {
+                name: name.to_string(),
+                url: format!("file:///lakes/{name}/"),
+                scope: "aws:1".into(),
+                partition_cols: vec!["dt".into()],
+                schema: serde_json::json!({"fields": []}),
+                tags: [("team".to_string(), team(i).to_string())].into(),
+                options: Default::default(),
+                now: chrono::Utc::now(),
+            })
+            .await
+            .unwrap();
+    }
+    let names = |r: &Resp| -> Vec<String> {
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let r = call(&t.app, "GET", "/v1/lakes", Some(&t.alice), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(names(&r), ["lake-0", "lake-1", "lake-2"]);
+    assert_eq!(r.json()[0]["tags"], serde_json::json!({"team": "red"}));
+    assert_eq!(r.json()[0]["partition_cols"], serde_json::json!(["dt"]));
+    assert!(
+        r.json()[0].get("url").is_none(),
+        "locations stay server-side"
+    );
+    let r = call(&t.app, "GET", "/v1/lakes", Some(&carol), None).await;
+    assert_eq!(names(&r), ["lake-0", "lake-2"]);
+    let r = call(&t.app, "GET", "/v1/lakes", None, None).await;
+    problem(&r, StatusCode::UNAUTHORIZED, "Bearer");
+}
+
+/// Researchers submit and re-prioritise up to their ceiling; operators re-prioritise any job.
+#[tokio::test]
+async fn priorities_stop_at_the_roles_ceiling_and_operators_reprioritise() {
+    let t = setup(ApiConfig {
+        priority: sluice_core::PriorityCeiling { researcher: 10 },
+        ..ApiConfig::default()
+    })
+    .await;
+    let body = |p: i32| format!(r#"{{"hunt": {{"kind": "noop", "lakes": 2}}, "priority": {p}}}"#);
+    // (token, priority, status)
+    let cases = [
+        (&t.alice, 10, StatusCode::ACCEPTED),
+        (&t.alice, 11, StatusCode::FORBIDDEN),
+        (&t.alice, -100, StatusCode::ACCEPTED),
+        (&t.ops, 100, StatusCode::ACCEPTED),
+        (&t.ops, 101, StatusCode::BAD_REQUEST),
+    ];
+    for (token, p, want) in cases {
+        for path in ["/v1/validate", "/v1/jobs"] {
+            let r = call(&t.app, "POST", path, Some(token), Some(&body(p))).await;
+            assert_eq!(
+                r.status.as_u16() / 100 == 2,
+                want.as_u16() / 100 == 2,
+                "{path} {p}: {}",
+                r.text
+            );
+            if want == StatusCode::FORBIDDEN {
+                problem(&r, want, "above the researcher ceiling of 10");
+            }
+        }
+    }
+    let before = t
+        .store
+        .job_list(sluice_store::JobListParams {
+            owner: None,
+            state: None,
+            before: None,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(before, 3, "refused submissions wrote nothing");
+
+    let id = submit(&t, &t.alice, &body(0)).await;
+    let set = |token: &str, p: &str| {
+        let (app, token, path, p) = (
+            t.app.clone(),
+            token.to_string(),
+            format!("/v1/jobs/{id}/priority"),
+            p.to_string(),
+        );
+        async move { call(&app, "POST", &path, Some(&token), Some(&p)).await }
+    };
+    problem(
+        &set(&t.alice, r#"{"priority": 50}"#).await,
+        StatusCode::FORBIDDEN,
+        "researcher ceiling",
+    );
+    problem(
+        &set(&t.bob, r#"{"priority": 5}"#).await,
+        StatusCode::NOT_FOUND,
+        &format!("job {id}"),
+    );
+    problem(
+        &set(&t.alice, r#"{"priority": "high"}"#).await,
+        StatusCode::BAD_REQUEST,
+        "malformed JSON",
+    );
+    problem(
+        &set(&t.alice, r#"{"priority": 5, "why": 1}"#).await,
+        StatusCode::BAD_REQUEST,
+        "unknown field",
+    );
+    problem(
+        &set(&t.ops, r#"{"priority": 300}"#).await,
+        StatusCode::BAD_REQUEST,
+        "",
+    );
+    let r = set(&t.alice, r#"{"priority": -5}"#).await;
+    assert_eq!(
+        (r.status, r.json()["priority"].clone()),
+        (StatusCode::OK, serde_json::json!(-5)),
+        "{}",
+        r.text
+    );
+    let r = set(&t.ops, r#"{"priority": 90}"#).await;
+    assert_eq!(
+        (r.status, r.json()["priority"].clone()),
+        (StatusCode::OK, serde_json::json!(90)),
+        "{}",
+        r.text
+    );
+    let tasks = t.store.task_list_all(sluice_core::JobId(id)).await.unwrap();
+    assert!(
+        tasks.iter().all(|t| t.priority == 90),
+        "the tasks move with the job"
+    );
+    let ev = call(
+        &t.app,
+        "GET",
+        &format!("/v1/jobs/{id}/events"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    assert!(ev.text.contains("job.reprioritized"), "{}", ev.text);
+    call(
+        &t.app,
+        "POST",
+        &format!("/v1/jobs/{id}/cancel"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    problem(
+        &set(&t.ops, r#"{"priority": 1}"#).await,
+        StatusCode::CONFLICT,
+        "already ended",
+    );
+}
+
+/// Quotas: operators read them, admins set and clear them; bad ones change nothing.
+#[tokio::test]
+async fn quotas_are_read_by_operators_and_set_by_admins() {
+    let t = setup(ApiConfig::default()).await;
+    let get = |token: &String| {
+        let (app, token) = (t.app.clone(), token.clone());
+        async move { call(&app, "GET", "/v1/admin/quotas", Some(&token), None).await }
+    };
+    problem(&get(&t.alice).await, StatusCode::FORBIDDEN, "operator role");
+    assert_eq!(get(&t.ops).await.json(), serde_json::json!([]));
+    let set = r#"{"owner": "alice", "max_running": 8}"#;
+    let r = call(&t.app, "POST", "/v1/admin/quotas", Some(&t.ops), Some(set)).await;
+    problem(&r, StatusCode::FORBIDDEN, "admin role");
+    let r = call(&t.app, "POST", "/v1/admin/quotas", Some(&t.root), Some(set)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (r.json()["owner"].clone(), r.json()["max_running"].clone()),
+        (serde_json::json!("alice"), serde_json::json!(8))
+    );
+    let r = call(
+        &t.app,
+        "POST",
+        "/v1/admin/quotas",
+        Some(&t.root),
+        Some(r#"{"max_running": 4}"#),
+    )
+    .await;
+    assert_eq!(r.json()["owner"], serde_json::Value::Null, "{}", r.text);
+    for (bad, detail) in [
+        (r#"{"owner": "bob", "max_running": -1}"#, "0 to 1000000"),
+        (r#"{"owner": "*", "max_running": 1}"#, "reserved"),
+        (r#"{"owner": "", "max_running": 1}"#, "1 to 200"),
+        (r#"{"owner": "bob"}"#, "max_running"),
+        (
+            r#"{"owner": "bob", "max_running": 1, "x": 1}"#,
+            "unknown field",
+        ),
+    ] {
+        let r = call(&t.app, "POST", "/v1/admin/quotas", Some(&t.root), Some(bad)).await;
+        problem(&r, StatusCode::BAD_REQUEST, detail);
+    }
+    let listed = get(&t.ops).await.json();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    // A job whose owner is at their quota says so.
+    let id = submit(&t, &t.alice, NOOP3).await;
+    let job = |t: &T| {
+        let (app, token) = (t.app.clone(), t.alice.clone());
+        async move {
+            call(&app, "GET", &format!("/v1/jobs/{id}"), Some(&token), None)
+                .await
+                .json()
+        }
+    };
+    assert_eq!(job(&t).await["waiting"], serde_json::json!([]));
+    let zero = r#"{"owner": "alice", "max_running": 0}"#;
+    let r = call(
+        &t.app,
+        "POST",
+        "/v1/admin/quotas",
+        Some(&t.root),
+        Some(zero),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let waiting = job(&t).await["waiting"].to_string();
+    assert!(
+        waiting.contains("owner alice has 0 tasks running, their quota"),
+        "{waiting}"
+    );
+    let clear = |body: &'static str| {
+        call(
+            &t.app,
+            "POST",
+            "/v1/admin/quotas/clear",
+            Some(&t.root),
+            Some(body),
+        )
+    };
+    assert_eq!(clear(r#"{"owner": "alice"}"#).await.status, StatusCode::OK);
+    problem(
+        &clear(r#"{"owner": "alice"}"#).await,
+        StatusCode::NOT_FOUND,
+        "quota of owner alice",
+    );
+    assert_eq!(clear(r#"{}"#).await.status, StatusCode::OK);
+    assert_eq!(get(&t.ops).await.json(), serde_json::json!([]));
 }

@@ -28,7 +28,7 @@ pub enum LakesCmd {
         #[arg(long = "option", value_parser = key_value)]
         options: Vec<(String, String)>,
     },
-    /// List registered lakes.
+    /// List registered lakes (with --url: the lakes open to the token).
     List,
     /// Unregister a lake (its files are not touched).
     Remove { name: String },
@@ -54,6 +54,11 @@ pub enum LakesCmd {
 
 impl LakesCmd {
     pub async fn run(self, ctx: &Ctx) -> Result<ExitCode> {
+        if matches!(self, LakesCmd::List) && ctx.url.is_some() {
+            let c = ctx.api("cli").await?;
+            ctx.show(&OpenLakes(c.lakes().await?))?;
+            return Ok(ExitCode::SUCCESS);
+        }
         let store = ctx.store("lakes").await?;
         let store = store.as_ref();
         let engine = ctx.engine()?;
@@ -161,6 +166,21 @@ impl Render for Lakes {
                 l.url,
                 tags.join(",")
             );
+        }
+        line!(out, "{} lakes", self.0.len());
+    }
+}
+
+/// The lakes open to a token, as the API lists them.
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct OpenLakes(Vec<sluice_api::wire::LakeView>);
+
+impl Render for OpenLakes {
+    fn render(&self, out: &mut String) {
+        for l in &self.0 {
+            let tags: Vec<String> = l.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            line!(out, "{:<24} {:<20} {}", l.name, l.scope, tags.join(","));
         }
         line!(out, "{} lakes", self.0.len());
     }
@@ -283,6 +303,11 @@ pub enum TokensCmd {
         /// A note to tell tokens apart (e.g. the laptop or service using it).
         #[arg(long, default_value = "")]
         label: String,
+        /// Limit the token to lakes with these tags (`team=red` or `customer=acme,env=prod`:
+        /// every tag must match). Repeat for more groups: a lake is open if it matches any.
+        /// Without it: every lake.
+        #[arg(long = "lakes", value_name = "KEY=VALUE[,KEY=VALUE]", value_parser = lake_group)]
+        lakes: Vec<std::collections::BTreeMap<String, String>>,
     },
     /// Every token (never the token itself).
     List,
@@ -312,12 +337,18 @@ impl TokensCmd {
         let store = ctx.store("tokens").await?;
         let now = chrono::Utc::now();
         match self {
-            TokensCmd::Create { owner, role, label } => {
+            TokensCmd::Create {
+                owner,
+                role,
+                label,
+                lakes,
+            } => {
                 let token = sluice_api::new_token();
                 let t = store
                     .token_insert(sluice_store::TokenInsertParams {
                         owner,
                         role: role.into(),
+                        lakes: sluice_store::LakeAccess(lakes),
                         hash: sluice_api::hash_token(&token),
                         label,
                         now,
@@ -325,10 +356,11 @@ impl TokensCmd {
                     .await?;
                 if !ctx.json() {
                     eprintln!(
-                        "token {} for {} ({}): shown once, keep it secret; revoke with `sluice tokens revoke {}`",
+                        "token {} for {} ({}, {}): shown once, keep it secret; revoke with `sluice tokens revoke {}`",
                         t.id,
                         t.owner,
                         t.role.as_str(),
+                        t.lakes,
                         t.id
                     );
                 }
@@ -336,6 +368,7 @@ impl TokensCmd {
                     id: t.id,
                     owner: t.owner,
                     role: t.role,
+                    lakes: t.lakes,
                     token,
                 })?;
             }
@@ -352,7 +385,13 @@ struct NewToken {
     id: i64,
     owner: String,
     role: sluice_store::Role,
+    lakes: sluice_store::LakeAccess,
     token: String,
+}
+
+/// One `--lakes` group.
+fn lake_group(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    sluice_store::LakeAccess::parse_group(s)
 }
 
 impl Render for NewToken {
@@ -369,23 +408,25 @@ impl Render for Tokens {
     fn render(&self, out: &mut String) {
         line!(
             out,
-            "{:>6} {:<20} {:<11} {:<24} {:<20} LABEL",
+            "{:>6} {:<20} {:<11} {:<24} {:<20} {:<24} LABEL",
             "ID",
             "OWNER",
             "ROLE",
             "CREATED",
-            "REVOKED"
+            "REVOKED",
+            "LAKES"
         );
         for t in &self.0 {
             line!(
                 out,
-                "{:>6} {:<20} {:<11} {:<24} {:<20} {}",
+                "{:>6} {:<20} {:<11} {:<24} {:<20} {:<24} {}",
                 t.id,
                 t.owner,
                 t.role.as_str(),
                 t.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
                 t.revoked_at
                     .map_or("-".into(), |r| r.format("%Y-%m-%d %H:%M").to_string()),
+                t.lakes.to_string(),
                 t.label
             );
         }

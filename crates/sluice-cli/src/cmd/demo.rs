@@ -98,6 +98,7 @@ async fn token(store: &dyn Store, owner: &str) -> Result<String> {
     let token = sluice_api::new_token();
     store
         .token_insert(TokenInsertParams {
+            lakes: sluice_store::LakeAccess::all(),
             owner: owner.into(),
             role: Role::Researcher,
             hash: sluice_api::hash_token(&token),

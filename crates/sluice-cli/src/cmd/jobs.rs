@@ -432,6 +432,45 @@ impl CancelArgs {
     }
 }
 
+/// `sluice priority`.
+#[derive(Debug, clap::Args)]
+pub struct PriorityArgs {
+    job: JobId,
+    /// -100 to 100, higher first (researchers: up to the server's ceiling for them).
+    #[arg(allow_negative_numbers = true, value_parser = clap::value_parser!(i16).range(-100..=100))]
+    priority: i16,
+    /// Who sets it (with --url: the token's owner).
+    #[arg(long, env = "USER", default_value = "operator")]
+    by: String,
+}
+
+impl PriorityArgs {
+    pub async fn run(self, ctx: &Ctx) -> Result<ExitCode> {
+        let c = ctx.api(&self.by).await?;
+        let j = c.set_priority(self.job.0, self.priority).await?;
+        ctx.show(&Reprioritized(j))?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct Reprioritized(JobView);
+
+impl Render for Reprioritized {
+    fn render(&self, out: &mut String) {
+        let j = &self.0;
+        let open = j.lakes.total - j.lakes.done - j.lakes.failed - j.lakes.cancelled;
+        line!(
+            out,
+            "job {} now at priority {}: its {} unfinished lakes move with it",
+            j.id,
+            j.priority,
+            open
+        );
+    }
+}
+
 #[derive(serde::Serialize)]
 #[serde(transparent)]
 struct Cancelled(JobView);

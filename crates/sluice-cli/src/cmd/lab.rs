@@ -349,7 +349,7 @@ async fn replay_run(
     let mut jobs = Vec::new();
     for i in 0..a.jobs as usize {
         let s = spec(i);
-        let plan = sluice_hunt::plan(store.as_ref(), &s)
+        let plan = sluice_hunt::plan(store.as_ref(), &s, &sluice_store::LakeAccess::all())
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let sub = sluice_hunt::Submission {

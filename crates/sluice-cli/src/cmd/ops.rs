@@ -1,4 +1,4 @@
-//! The operator verbs of the backlog: `pause`, `resume`, `pauses`, `backlog`, `drain`
+//! The operator verbs of the backlog: `pause`, `resume`, `pauses`, `backlog`, `drain`, `quota`
 //! (through the API; see `client`).
 
 use crate::ctx::{Ctx, Render, human_secs, line};
@@ -310,5 +310,109 @@ impl DrainArgs {
         } else {
             ExitCode::SUCCESS
         })
+    }
+}
+
+/// Whose quota: one owner's, or the default of every owner without one of their own.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct QuotaOwnerArgs {
+    /// One owner (as their tokens name them).
+    #[arg(long)]
+    owner: Option<String>,
+    /// Every owner without a quota of their own.
+    #[arg(long)]
+    default: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum QuotaCmd {
+    /// Let at most N tasks of an owner run at once, across every worker, from the next claim
+    /// on (their other tasks wait; other owners' take the slots).
+    Set {
+        #[command(flatten)]
+        who: QuotaOwnerArgs,
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..=1_000_000))]
+        max_running: i64,
+        /// Who sets it (with --url: the token's owner).
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+    },
+    /// Remove a quota: the owner falls back to the default (or no limit).
+    Clear {
+        #[command(flatten)]
+        who: QuotaOwnerArgs,
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+    },
+    /// The quotas set.
+    List,
+}
+
+impl QuotaCmd {
+    pub async fn run(self, ctx: &Ctx) -> Result<ExitCode> {
+        match self {
+            QuotaCmd::Set {
+                who,
+                max_running,
+                by,
+            } => {
+                let c = ctx.api(&by).await?;
+                let q = c
+                    .quota_set(&sluice_api::wire::QuotaRequest {
+                        owner: who.owner,
+                        max_running,
+                    })
+                    .await?;
+                ctx.show(&Quotas(vec![q]))?;
+            }
+            QuotaCmd::Clear { who, by } => {
+                let c = ctx.api(&by).await?;
+                let v = c.quota_clear(who.owner.as_deref()).await?;
+                if ctx.json() {
+                    ctx.show(&Cleared(v))?;
+                } else {
+                    println!(
+                        "quota of {} removed",
+                        who.owner.as_deref().unwrap_or("every owner")
+                    );
+                }
+            }
+            QuotaCmd::List => {
+                let c = ctx.api("cli").await?;
+                ctx.show(&Quotas(c.quotas().await?))?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct Cleared(serde_json::Value);
+
+impl Render for Cleared {
+    fn render(&self, out: &mut String) {
+        line!(out, "{}", self.0);
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct Quotas(Vec<sluice_api::wire::QuotaView>);
+
+impl Render for Quotas {
+    fn render(&self, out: &mut String) {
+        for q in &self.0 {
+            line!(
+                out,
+                "{:<24} at most {} running  (set by {} at {})",
+                q.owner.as_deref().unwrap_or("(every owner)"),
+                q.max_running,
+                q.by,
+                q.at.to_rfc3339()
+            );
+        }
+        line!(out, "{} quotas", self.0.len());
     }
 }

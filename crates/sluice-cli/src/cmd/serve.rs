@@ -91,6 +91,9 @@ impl ServerArgs {
                 max_backlog_tasks: self.max_backlog_tasks,
                 // With --metrics-listen the metrics are served there only.
                 metrics: self.worker.metrics_listen.is_none(),
+                priority: sluice_core::PriorityCeiling {
+                    researcher: self.researcher_max_priority,
+                },
             },
         };
         let listener = tokio::net::TcpListener::bind(self.listen)
@@ -391,6 +394,11 @@ pub struct ServerArgs {
     /// Submissions get 503 + Retry-After while this many lakes of open jobs are unfinished.
     #[arg(long, env = "SLUICE_API_MAX_BACKLOG", value_parser = clap::value_parser!(i64).range(1..))]
     max_backlog_tasks: Option<i64>,
+    /// The highest priority a researcher's token may give a job (operators and admins may set
+    /// any, and re-prioritise any job with `sluice priority`).
+    #[arg(long, env = "SLUICE_API_RESEARCHER_MAX_PRIORITY", default_value_t = sluice_core::access::DEFAULT_RESEARCHER_MAX_PRIORITY,
+          value_parser = clap::value_parser!(i32).range(-100..=100), allow_negative_numbers = true)]
+    researcher_max_priority: i32,
     /// Connections the API keeps open at once; more wait to be accepted (so slow or idle
     /// clients cannot take every file descriptor of the process).
     #[arg(long, env = "SLUICE_API_MAX_CONNECTIONS", default_value_t = 1024,

@@ -409,3 +409,248 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
     .await
     .expect("end to end");
 }
+
+/// Quotas between researchers, end to end through `sluice server` and the CLI: a token limited
+/// to lakes by tag (`tokens create --lakes`) lists, validates, hunts and reads results of only
+/// those lakes; a researcher's priority stops at the ceiling, an operator re-prioritises; an
+/// admin sets an owner's quota of running tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_limited_to_tagged_lakes_sees_and_reads_only_those() {
+    let (_store, db) = sluice_store::testing::pg_store().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let results = dir.path().join("results");
+    let lakes = dir.path().join("lakes");
+    let addr = format!("127.0.0.1:{}", free_port());
+    tokio::task::spawn_blocking(move || {
+        let ok = |args: &[&str]| super::sluice_ok(&db, &results, args);
+        let dir_s = lakes.display().to_string();
+        let manifest: serde_json::Value = serde_json::from_str(&ok(&[
+            "--output", "json", "lakes", "generate", "--dir", &dir_s, "--count", "6", "--rows",
+            "300", "--seed", "5",
+        ]))
+        .expect("manifest");
+        // Lakes 0, 2, 4 are the red team's; 1, 3, 5 the blue team's.
+        let mut red = Vec::new();
+        for (i, l) in manifest["lakes"]
+            .as_array()
+            .expect("lakes")
+            .iter()
+            .enumerate()
+        {
+            let name = l["name"].as_str().expect("name");
+            let path = std::fs::canonicalize(l["path"].as_str().expect("path")).expect("path");
+            let team = if i % 2 == 0 { "red" } else { "blue" };
+            if team == "red" {
+                red.push(name.to_string());
+            }
+            ok(&[
+                "lakes",
+                "add",
+                name,
+                &format!("file://{}/", path.display()),
+                "--scope",
+                "aws:1",
+                "--tag",
+                &format!("team={team}"),
+            ]);
+        }
+        let needles = manifest["needles"].as_array().expect("needles").clone();
+        let token = |owner: &str, role: &str, extra: &[&str]| -> serde_json::Value {
+            let mut args = vec![
+                "--output", "json", "tokens", "create", "--owner", owner, "--role", role,
+            ];
+            args.extend_from_slice(extra);
+            serde_json::from_str(&ok(&args)).expect("token json")
+        };
+        let limited = token("carol", "researcher", &["--lakes", "team=red"]);
+        assert_eq!(limited["lakes"], serde_json::json!([{"team": "red"}]));
+        let limited = limited["token"].as_str().expect("token").to_string();
+        let full = token("carol", "researcher", &[]);
+        let full = full["token"].as_str().expect("token").to_string();
+        let ops = token("ops", "operator", &[]);
+        let ops = ops["token"].as_str().expect("token").to_string();
+        let root = token("root", "admin", &[]);
+        let root = root["token"].as_str().expect("token").to_string();
+        // Malformed groups are refused before anything is written.
+        let bad = sluice()
+            .args(["--database-url", &db, "tokens", "create", "--owner", "x"])
+            .args(["--role", "researcher", "--lakes", "team"])
+            .output()
+            .expect("sluice");
+        assert_eq!(bad.status.code(), Some(2));
+        assert!(
+            String::from_utf8_lossy(&bad.stderr).contains("not key=value"),
+            "{}",
+            String::from_utf8_lossy(&bad.stderr)
+        );
+
+        let mut server = Proc(
+            sluice()
+                .args(["--database-url", &db, "--results-dir"])
+                .arg(&results)
+                .args(["server", "--listen", &addr, "--idle-poll", "50ms"])
+                .args(["--concurrency", "4", "--researcher-max-priority", "5"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("server"),
+        );
+        wait_ready(&addr);
+        let base = format!("http://{addr}");
+        let cli = |token: &str, args: &[&str]| {
+            let out = sluice()
+                .args(["--url", &base, "--token", token])
+                .env_remove("SLUICE_DATABASE_URL")
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("sluice");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+
+        // Listing: the red lakes only.
+        let (code, out, err) = cli(&limited, &["--output", "json", "lakes", "list"]);
+        assert_eq!(code, Some(0), "{err}");
+        let listed: Vec<serde_json::Value> = serde_json::from_str(&out).expect("lakes");
+        let names: Vec<&str> = listed.iter().filter_map(|l| l["name"].as_str()).collect();
+        assert_eq!(names, red, "{out}");
+        let (_, out, _) = cli(&full, &["--output", "json", "lakes", "list"]);
+        assert_eq!(
+            serde_json::from_str::<Vec<serde_json::Value>>(&out)
+                .expect("lakes")
+                .len(),
+            6
+        );
+
+        // Validate and submit: every lake means every red lake; a blue lake is not there.
+        let hunt = crate::ioc_hunt(&needles);
+        let body = serde_json::json!({"hunt": hunt}).to_string();
+        let (status, text) = http(&addr, "POST", "/v1/validate", &limited, Some(&body));
+        assert_eq!(status, 200, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("validated");
+        assert_eq!(v["lakes"], serde_json::json!(red), "{v}");
+        let blue = manifest["lakes"][1]["name"].as_str().expect("name");
+        let mut named = hunt.clone();
+        named["lakes"] = serde_json::json!({"names": [blue]});
+        let named = serde_json::json!({"hunt": named}).to_string();
+        for path in ["/v1/validate", "/v1/jobs"] {
+            let (status, text) = http(&addr, "POST", path, &limited, Some(&named));
+            assert_eq!(status, 400, "{text}");
+            assert!(text.contains("no lake open to this token"), "{text}");
+        }
+        let (status, _) = http(&addr, "POST", "/v1/validate", &full, Some(&named));
+        assert_eq!(status, 200);
+
+        // A job over all six lakes (the unlimited token): the limited token of the same owner
+        // sees the job but reads the red lakes' rows only.
+        let (status, text) = http(&addr, "POST", "/v1/jobs", &full, Some(&body));
+        assert_eq!(status, 202, "{text}");
+        let s: serde_json::Value = serde_json::from_str(&text).expect("submitted");
+        assert_eq!(s["tasks"], 6);
+        let url = s["status_url"].as_str().expect("url").to_string();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (_, text) = http(&addr, "GET", &url, &full, None);
+            let j: serde_json::Value = serde_json::from_str(&text).expect("job");
+            if j["state"] == "succeeded" {
+                break;
+            }
+            assert!(Instant::now() < deadline && j["state"] != "failed", "{j}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let rows = |token: &str| -> Vec<serde_json::Value> {
+            let (status, text) = http(
+                &addr,
+                "GET",
+                &format!("{url}/results?limit=10000"),
+                token,
+                None,
+            );
+            assert_eq!(status, 200, "{text}");
+            serde_json::from_str(&text).expect("rows")
+        };
+        let in_red = needles
+            .iter()
+            .filter(|n| red.iter().any(|r| n["lake"].as_str() == Some(r)))
+            .count();
+        assert!(
+            in_red > 0 && in_red < needles.len(),
+            "both teams have needles"
+        );
+        assert_eq!(rows(&full).len(), needles.len());
+        let seen = rows(&limited);
+        assert_eq!(seen.len(), in_red, "{seen:?}");
+        for r in &seen {
+            let lake = r["_lake"].as_str().unwrap_or("?");
+            assert!(red.iter().any(|l| l == lake), "a row of {lake} leaked: {r}");
+        }
+
+        // Priorities: up to 5 for researchers here; operators re-prioritise any job.
+        let id = s["job"].to_string();
+        let (code, _, err) = cli(
+            &full,
+            &["submit", "--ioc-ip", "10.0.0.1", "--priority", "6"],
+        );
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("above the researcher ceiling of 5"), "{err}");
+        let (code, out, err) = cli(
+            &full,
+            &[
+                "submit",
+                "--ioc-ip",
+                "10.0.0.1",
+                "--priority",
+                "5",
+                "--output",
+                "json",
+            ],
+        );
+        assert_eq!(code, Some(0), "{err}");
+        let queued: serde_json::Value = serde_json::from_str(&out).expect("submitted");
+        let queued = queued["job"].to_string();
+        let (code, _, err) = cli(&full, &["priority", &queued, "9"]);
+        assert_eq!(code, Some(1));
+        assert!(err.contains("ceiling"), "{err}");
+        let (code, out, err) = cli(&ops, &["priority", &queued, "--", "-20"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.contains("now at priority -20"), "{out}");
+        let (code, _, err) = cli(&ops, &["priority", &id, "9"]);
+        assert_eq!(code, Some(1));
+        assert!(err.contains("already ended"), "{err}");
+
+        // Quotas: an admin sets, anyone operating lists, a researcher may not.
+        let (code, out, err) = cli(
+            &root,
+            &["quota", "set", "--owner", "carol", "--max-running", "2"],
+        );
+        assert_eq!(code, Some(0), "{err}");
+        assert!(
+            out.contains("carol") && out.contains("at most 2 running"),
+            "{out}"
+        );
+        let (code, out, _) = cli(&ops, &["--output", "json", "quota", "list"]);
+        assert_eq!(code, Some(0));
+        let q: serde_json::Value = serde_json::from_str(&out).expect("quotas");
+        assert_eq!(
+            (&q[0]["owner"], &q[0]["max_running"]),
+            (&"carol".into(), &2.into())
+        );
+        let (code, _, err) = cli(&full, &["quota", "list"]);
+        assert_eq!(code, Some(1));
+        assert!(err.contains("operator"), "{err}");
+        let (code, _, err) = cli(&root, &["quota", "set", "--max-running", "2"]);
+        assert_eq!(code, Some(2), "one of --owner and --default: {err}");
+        let (code, _, err) = cli(&root, &["quota", "clear", "--owner", "carol"]);
+        assert_eq!(code, Some(0), "{err}");
+
+        signal(&server, libc::SIGTERM);
+        assert!(wait_exit(&mut server, Duration::from_secs(30)).success());
+    })
+    .await
+    .expect("test thread");
+}

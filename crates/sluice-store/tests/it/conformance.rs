@@ -61,6 +61,8 @@ conformance!(
     job_list_pages_newest_first_by_owner_and_state,
     task_counts_follow_every_move_of_a_task,
     a_drain_closes_intake_until_reopened,
+    owner_quotas_cap_running_tasks_across_claims,
+    a_new_priority_moves_a_jobs_unfinished_tasks,
 );
 
 fn lease() -> Duration {
@@ -1953,6 +1955,7 @@ fn token(owner: &str, role: Role, hash: &str) -> TokenInsertParams {
         owner: owner.into(),
         role,
         hash: hash.into(),
+        lakes: LakeAccess::all(),
         label: "laptop".into(),
         now: t0(),
     }
@@ -1985,10 +1988,27 @@ async fn tokens_are_found_by_hash_until_revoked(s: S) {
             .await
             .is_err()
     );
+    // A token limited to lakes by tags keeps its groups.
+    let red = LakeAccess(vec![[("team".to_string(), "red".to_string())].into()]);
+    let t3 = s
+        .token_insert(TokenInsertParams {
+            lakes: red.clone(),
+            ..token("carol", Role::Researcher, &"e".repeat(64))
+        })
+        .await
+        .unwrap();
+    assert_eq!(t3.lakes, red);
+    assert_eq!(s.token_find(&"e".repeat(64)).await.unwrap().lakes, red);
+    assert!(t1.lakes.is_all(), "no groups: every lake");
     for bad in [
         token("", Role::Researcher, &"d".repeat(64)),
+        token("*", Role::Researcher, &"d".repeat(64)),
         token("alice", Role::Researcher, "short"),
         token("alice", Role::Researcher, &"z".repeat(64)),
+        TokenInsertParams {
+            lakes: LakeAccess(vec![Default::default()]),
+            ..token("alice", Role::Researcher, &"d".repeat(64))
+        },
     ] {
         assert!(matches!(
             s.token_insert(bad).await,
@@ -2012,8 +2032,208 @@ async fn tokens_are_found_by_hash_until_revoked(s: S) {
     let all = s.token_list().await.unwrap();
     assert_eq!(
         all.iter().map(|t| t.id).collect::<Vec<_>>(),
-        vec![t1.id, t2.id]
+        vec![t1.id, t2.id, t3.id]
     );
+}
+
+/// Claims everything claimable now; returns how many tasks each owner got.
+async fn claimed_by_owner(
+    s: &S,
+    limit: u32,
+    now: i64,
+) -> (Vec<ClaimedTask>, HashMap<String, usize>) {
+    let got = claim(s, "w", limit, now).await;
+    let mut by = HashMap::new();
+    for t in &got {
+        *by.entry(t.owner.clone()).or_insert(0) += 1;
+    }
+    (got, by)
+}
+
+async fn owner_quotas_cap_running_tasks_across_claims(s: S) {
+    // alice has a 40-lake bulk job at a higher priority; bob and carol one small job each.
+    let mut bulk = job("alice", 40);
+    bulk.priority = 5;
+    s.job_insert(bulk).await.unwrap();
+    s.job_insert(job("bob", 6)).await.unwrap();
+    s.job_insert(job("carol", 6)).await.unwrap();
+    let set = |target: QuotaTarget, max_running| QuotaSetParams {
+        target,
+        max_running,
+        by: "op".into(),
+        now: t0(),
+    };
+    s.quota_set(set(QuotaTarget::Default, 4)).await.unwrap();
+    s.quota_set(set(QuotaTarget::Owner("carol".into()), 1))
+        .await
+        .unwrap();
+    let listed = s.quota_list().await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|q| (q.target.clone(), q.max_running))
+            .collect::<Vec<_>>(),
+        vec![
+            (QuotaTarget::Default, 4),
+            (QuotaTarget::Owner("carol".into()), 1)
+        ]
+    );
+    // One claim of 100: alice's priority would take every slot; the quota keeps her at 4,
+    // bob at the default 4, carol at her own 1. Claims in small batches reach the same.
+    let (first, by) = claimed_by_owner(&s, 3, 1).await;
+    assert_eq!(first.len(), 3);
+    let (_, more) = claimed_by_owner(&s, 100, 1).await;
+    let mut total = by.clone();
+    for (o, n) in more {
+        *total.entry(o).or_insert(0) += n;
+    }
+    let want: HashMap<String, usize> =
+        [("alice".into(), 4), ("bob".into(), 4), ("carol".into(), 1)].into();
+    assert_eq!(total, want, "running per owner under the quotas");
+    let usage = |max_running, running| {
+        Some(QuotaUsage {
+            max_running,
+            running,
+        })
+    };
+    assert_eq!(s.quota_usage("alice").await.unwrap(), usage(4, 4));
+    assert_eq!(
+        s.quota_usage("carol").await.unwrap(),
+        usage(1, 1),
+        "her own beats the default"
+    );
+    assert_eq!(s.quota_usage("erin").await.unwrap(), usage(4, 0));
+    assert!(
+        claim(&s, "w", 100, 2).await.is_empty(),
+        "every owner is at their limit"
+    );
+    // A finished task makes room for one more of its owner's, not more.
+    s.task_finish(TaskFinishParams {
+        finishes: vec![TaskFinish {
+            lease: first[0].lease,
+            outcome: TaskOutcome::Succeeded {
+                rows: 0,
+                result_uri: None,
+            },
+        }],
+        now: at(3),
+    })
+    .await
+    .unwrap();
+    let (_, by) = claimed_by_owner(&s, 100, 3).await;
+    assert_eq!(by, [(first[0].owner.clone(), 1)].into());
+    // Raising a quota takes effect at the next claim; clearing it lifts the limit.
+    s.quota_set(set(QuotaTarget::Owner("carol".into()), 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed_by_owner(&s, 100, 4).await.1,
+        [("carol".into(), 2)].into()
+    );
+    s.quota_clear(&QuotaTarget::Default, "op", at(5))
+        .await
+        .unwrap();
+    assert_eq!(s.quota_usage("alice").await.unwrap(), None);
+    let (_, by) = claimed_by_owner(&s, 100, 5).await;
+    assert_eq!(by.get("alice"), Some(&(40 - 5)), "{by:?}");
+    assert!(matches!(
+        s.quota_clear(&QuotaTarget::Default, "op", at(5)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Bad quotas change nothing.
+    for bad in [
+        set(QuotaTarget::Owner("dave".into()), -1),
+        set(QuotaTarget::Owner(String::new()), 2),
+        set(QuotaTarget::Owner("*".into()), 2),
+    ] {
+        assert!(
+            matches!(s.quota_set(bad.clone()).await, Err(StoreError::Invalid(_))),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(s.quota_list().await.unwrap().len(), 1);
+    let kinds: Vec<String> = s
+        .event_list(EventListParams {
+            job_id: None,
+            scope: None,
+            after_id: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| k.starts_with("quota."))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["quota.set", "quota.set", "quota.set", "quota.cleared"]
+    );
+}
+
+async fn a_new_priority_moves_a_jobs_unfinished_tasks(s: S) {
+    let bulk = s.job_insert(job("alice", 6)).await.unwrap().job;
+    let urgent = s.job_insert(job("bob", 2)).await.unwrap().job;
+    // One of alice's tasks runs; then an operator puts bob's job first.
+    let running = claim(&s, "w", 1, 1).await;
+    assert_eq!(running[0].job_id, bulk.id);
+    let j = s
+        .job_set_priority(JobPriorityParams {
+            id: urgent.id,
+            priority: 50,
+            by: "op".into(),
+            now: at(2),
+        })
+        .await
+        .unwrap();
+    assert_eq!(j.priority, 50);
+    let next = claim(&s, "w", 2, 3).await;
+    assert!(next.iter().all(|t| t.job_id == urgent.id), "{next:?}");
+    let events = s
+        .event_list(EventListParams {
+            job_id: Some(urgent.id),
+            scope: None,
+            after_id: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let e = events
+        .iter()
+        .find(|e| e.kind == "job.reprioritized")
+        .expect("journaled");
+    assert_eq!(
+        e.detail,
+        Some(serde_json::json!({"from": 0, "to": 50, "by": "op"}))
+    );
+    // Out of range, a missing job and a finished one change nothing.
+    let set = |id, priority| JobPriorityParams {
+        id,
+        priority,
+        by: "op".into(),
+        now: at(4),
+    };
+    assert!(matches!(
+        s.job_set_priority(set(bulk.id, 101)).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.job_set_priority(set(JobId(999), 1)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    s.job_cancel(JobCancelParams {
+        id: bulk.id,
+        by: "alice".into(),
+        reason: None,
+        now: at(5),
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        s.job_set_priority(set(bulk.id, 1)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.job_get(bulk.id).await.unwrap().priority, 0);
 }
 
 async fn job_list_pages_newest_first_by_owner_and_state(s: S) {

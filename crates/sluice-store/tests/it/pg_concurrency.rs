@@ -367,3 +367,76 @@ fn succeeded(tasks: &[sluice_store::ClaimedTask]) -> Vec<TaskFinish> {
         })
         .collect()
 }
+
+/// Eight claimers race over one owner's backlog under a quota: at no moment do more of the
+/// owner's tasks run than the quota, and every task still runs exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_claimers_never_exceed_an_owners_quota() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let s = pg().await;
+    let n = 400;
+    let quota = 5;
+    s.job_insert(job("alice", n)).await.unwrap();
+    s.quota_set(QuotaSetParams {
+        target: QuotaTarget::Owner("alice".into()),
+        max_running: quota,
+        by: "op".into(),
+        now: at(0),
+    })
+    .await
+    .unwrap();
+    // Tasks held between a claim's return and their finish: never more than the database
+    // counts as running, so a quota the claims overshoot shows up here.
+    let held = Arc::new(AtomicI64::new(0));
+    let peak = Arc::new(AtomicI64::new(0));
+    let mut handles = Vec::new();
+    for w in 0..8 {
+        let (s, held, peak) = (s.clone(), held.clone(), peak.clone());
+        handles.push(tokio::spawn(async move {
+            let mut done = 0usize;
+            let mut idle = 0;
+            while idle < 50 {
+                let got = s
+                    .task_claim(TaskClaimParams {
+                        worker: format!("w{w}"),
+                        limit: 4,
+                        lease: Duration::from_secs(300),
+                        now: at(1),
+                        skip_owners: Vec::new(),
+                    })
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    idle += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
+                idle = 0;
+                let now = held.fetch_add(got.len() as i64, Ordering::SeqCst) + got.len() as i64;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                held.fetch_sub(got.len() as i64, Ordering::SeqCst);
+                done += got.len();
+                s.task_finish(TaskFinishParams {
+                    finishes: succeeded(&got),
+                    now: at(2),
+                })
+                .await
+                .unwrap();
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    assert_eq!(total, n, "every task ran exactly once");
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(
+        peak <= quota,
+        "{peak} of alice's tasks ran at once (quota {quota})"
+    );
+    assert!(peak >= 2, "the claimers ran in parallel at all ({peak})");
+}
