@@ -44,6 +44,11 @@ struct Args {
     /// Without the task counters' triggers (ADR 0009): to measure what they cost, side by side.
     #[arg(long)]
     no_task_counters: bool,
+    /// Set a quota of running tasks for every owner (`sluice quota set --default`): claims
+    /// then take turns on an advisory lock and count running tasks. Above the slots, it
+    /// measures what enforcing a quota costs without limiting anything.
+    #[arg(long)]
+    owner_quota: Option<i64>,
 }
 
 #[tokio::main]
@@ -73,6 +78,16 @@ async fn main() -> Result<()> {
         calls: Mutex::default(),
     });
     let store: Arc<dyn Store> = timed.clone();
+    if let Some(max_running) = args.owner_quota {
+        store
+            .quota_set(sluice_store::QuotaSetParams {
+                target: sluice_store::QuotaTarget::Default,
+                max_running,
+                by: "bench".into(),
+                now: chrono::Utc::now(),
+            })
+            .await?;
+    }
 
     let t = Instant::now();
     let mut jobs = Vec::new();
@@ -152,6 +167,7 @@ async fn main() -> Result<()> {
             "claim_batch": args.claim_batch,
             "synchronous_commit": sync,
             "task_counters": !args.no_task_counters,
+            "owner_quota": args.owner_quota,
             "bulk": {"secs": round(enqueue_secs), "per_sec": (args.tasks as f64 / enqueue_secs).round()},
             "process": {"secs": round(process_secs), "per_sec_db": (args.tasks as f64 / process_secs).round(), "claimed": claimed},
             "store_calls": timed.report(),

@@ -11,3 +11,7 @@ CREATE TABLE owner_quotas (
     set_by      TEXT        NOT NULL,
     at          TIMESTAMPTZ NOT NULL
 );
+
+-- While a quota is set, claims take each owner's next tasks (up to the owner's room) from
+-- this index, instead of walking the release order past a full owner's whole backlog.
+CREATE INDEX tasks_owner_claimable ON tasks (owner, priority DESC, seq, id) WHERE state = 'pending';

@@ -2,7 +2,7 @@
 //! `budget`, `breaker` and `quota` do (the CLI calls these, over HTTP or in its process). Reading needs
 //! the operator role; changing anything needs admin.
 
-use crate::jobs::{json, json_body};
+use crate::jobs::{json, json_body, views};
 use crate::wire::{
     BreakerView, BudgetRequest, BudgetView, DrainRequest, IntakeView, PauseRequest, PauseView,
     Paused, QuotaClearRequest, QuotaRequest, QuotaView, ResumeRequest,
@@ -69,14 +69,8 @@ pub(crate) async fn backlog(State(api): State<Api>, caller: Caller) -> Result<Re
     ))]
 pub(crate) async fn pauses(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
     at_least(&caller, Role::Operator)?;
-    let list: Vec<PauseView> = api
-        .store
-        .pause_list()
-        .await?
-        .iter()
-        .map(PauseView::from)
-        .collect();
-    Ok(json(StatusCode::OK, &list))
+    let list = api.store.pause_list().await?;
+    Ok(views(list.iter().map(PauseView::from)))
 }
 
 #[utoipa::path(post, path = "/v1/admin/pauses", tag = "admin", security(("bearer" = [])),
@@ -215,14 +209,8 @@ pub(crate) async fn budget_set(
     ))]
 pub(crate) async fn breakers(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
     at_least(&caller, Role::Operator)?;
-    let list: Vec<BreakerView> = api
-        .store
-        .breaker_list()
-        .await?
-        .iter()
-        .map(BreakerView::from)
-        .collect();
-    Ok(json(StatusCode::OK, &list))
+    let list = api.store.breaker_list().await?;
+    Ok(views(list.iter().map(BreakerView::from)))
 }
 
 #[utoipa::path(post, path = "/v1/admin/breakers/{scope}/reset", tag = "admin", security(("bearer" = [])),
@@ -341,14 +329,8 @@ pub(crate) async fn drain_end(
     ))]
 pub(crate) async fn quotas(State(api): State<Api>, caller: Caller) -> Result<Response, ApiError> {
     at_least(&caller, Role::Operator)?;
-    let list: Vec<QuotaView> = api
-        .store
-        .quota_list()
-        .await?
-        .iter()
-        .map(QuotaView::from)
-        .collect();
-    Ok(json(StatusCode::OK, &list))
+    let list = api.store.quota_list().await?;
+    Ok(views(list.iter().map(QuotaView::from)))
 }
 
 #[utoipa::path(post, path = "/v1/admin/quotas", tag = "admin", security(("bearer" = [])),

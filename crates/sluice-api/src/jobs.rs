@@ -26,6 +26,11 @@ pub(crate) fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Respons
     }
 }
 
+/// 200 with a JSON array of `items`.
+pub(crate) fn views<T: serde::Serialize>(items: impl Iterator<Item = T>) -> Response {
+    json(StatusCode::OK, &items.collect::<Vec<T>>())
+}
+
 fn job_id(p: Result<Path<String>, PathRejection>) -> Result<JobId, ApiError> {
     let Path(raw) = p.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     raw.parse::<i64>()

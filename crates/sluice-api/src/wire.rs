@@ -420,8 +420,10 @@ impl From<&sluice_store::Quota> for QuotaView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaRequest {
-    #[serde(default)]
-    #[schema(min_length = 1, max_length = 200)]
+    /// Required: an owner, or `null` for the default (so a forgotten field cannot set the
+    /// default by accident).
+    #[serde(deserialize_with = "present")]
+    #[schema(required = true, min_length = 1, max_length = 200)]
     pub owner: Option<String>,
     #[schema(minimum = 0, maximum = 1000000)]
     pub max_running: i64,
@@ -431,9 +433,16 @@ pub struct QuotaRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaClearRequest {
-    #[serde(default)]
-    #[schema(min_length = 1, max_length = 200)]
+    /// Required: an owner, or `null` for the default.
+    #[serde(deserialize_with = "present")]
+    #[schema(required = true, min_length = 1, max_length = 200)]
     pub owner: Option<String>,
+}
+
+/// An `Option` field that must be present (`null` allowed): serde's default for a missing
+/// `Option` is `None`, which a custom deserializer turns off.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
 }
 
 /// The answers of a route above the researcher role (for the OpenAPI document).

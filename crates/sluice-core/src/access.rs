@@ -104,12 +104,14 @@ impl LakeAccess {
         self.0.is_empty()
     }
 
+    /// Whether a lake with `tags` is open. An empty group opens nothing (a group is refused
+    /// empty at creation; a row edited by hand must not open every lake).
     pub fn allows(&self, tags: &BTreeMap<String, String>) -> bool {
         self.is_all()
             || self
                 .0
                 .iter()
-                .any(|g| g.iter().all(|(k, v)| tags.get(k) == Some(v)))
+                .any(|g| !g.is_empty() && g.iter().all(|(k, v)| tags.get(k) == Some(v)))
     }
 
     /// `Err` says what is wrong: an empty group would open every lake by accident, so it is
@@ -353,6 +355,10 @@ mod tests {
         );
         let empty = LakeAccess(vec![BTreeMap::new()]);
         assert!(empty.check().unwrap_err().contains("at least one tag"));
+        assert!(
+            !empty.allows(&tags(&[("team", "red")])),
+            "an empty group opens nothing"
+        );
         let many = LakeAccess(vec![tags(&[("a", "b")]); MAX_ACCESS_GROUPS + 1]);
         assert!(many.check().is_err());
         assert!(LakeAccess(vec![tags(&[("team", "red")])]).check().is_ok());

@@ -291,13 +291,15 @@ pub fn interleave_scopes(lakes: &[Lake]) -> Vec<&Lake> {
 
 /// The keys of a job's committed results, in task order.
 /// The committed result objects of a job's succeeded tasks, in task order, of the lakes open
-/// to `access` (a lake no longer registered is open only to a token for every lake).
+/// to `access`. For a limited token, a task's lake must still be the one it was planned
+/// against: registered (a removed lake is closed) before the task was created (a lake
+/// registered again under the name, maybe with other tags, is another lake).
 pub async fn result_keys(
     store: &dyn Store,
     job: JobId,
     access: &LakeAccess,
 ) -> Result<Vec<String>> {
-    let open: Option<std::collections::HashSet<String>> = if access.is_all() {
+    let open: Option<HashMap<String, chrono::DateTime<chrono::Utc>>> = if access.is_all() {
         None
     } else {
         Some(
@@ -306,16 +308,19 @@ pub async fn result_keys(
                 .await?
                 .into_iter()
                 .filter(|l| access.allows(&l.tags))
-                .map(|l| l.name)
+                .map(|l| (l.name, l.created_at))
                 .collect(),
         )
+    };
+    let is_open = |t: &sluice_store::Task| match &open {
+        None => true,
+        Some(o) => o.get(&t.lake).is_some_and(|since| *since <= t.created_at),
     };
     Ok(store
         .task_list_all(job)
         .await?
         .into_iter()
-        .filter(|t| t.state == sluice_core::TaskState::Succeeded)
-        .filter(|t| open.as_ref().is_none_or(|o| o.contains(&t.lake)))
+        .filter(|t| t.state == sluice_core::TaskState::Succeeded && is_open(t))
         .filter_map(|t| t.result_uri)
         .collect())
 }

@@ -288,9 +288,7 @@ pub struct Event {
 /// Checks shared by both backends before a job is written.
 pub(crate) fn validate_job(p: &JobInsertParams) -> crate::Result<()> {
     use crate::StoreError::Invalid;
-    if p.owner.trim().is_empty() {
-        return Err(Invalid("owner must not be empty".into()));
-    }
+    validate_owner(&p.owner)?;
     if p.max_attempts < 1 {
         return Err(Invalid(format!(
             "max_attempts must be at least 1, got {}",
@@ -942,7 +940,7 @@ pub(crate) fn validate_token(p: &TokenInsertParams) -> crate::Result<()> {
 /// An owner's name: 1 to 200 characters, and not `*` (which names every owner in quotas).
 pub(crate) fn validate_owner(owner: &str) -> crate::Result<()> {
     use crate::StoreError::Invalid;
-    if owner.trim().is_empty() || owner.len() > 200 {
+    if owner.trim().is_empty() || owner.chars().count() > 200 {
         return Err(Invalid("owner must be 1 to 200 characters".into()));
     }
     if owner == "*" {

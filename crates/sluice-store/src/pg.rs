@@ -32,8 +32,9 @@ pub struct PgBackend {
     listening: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// The advisory lock claims take turns on while an owner quota is set ("sluice:quota").
-const QUOTA_CLAIM_LOCK: i64 = 0x736c_7563_655f_7175;
+/// The advisory lock claims take turns on while an owner quota is set (with the schema's hash
+/// as its second key).
+const QUOTA_CLAIM_LOCK: i32 = 0x736c_7571; // "sluq"
 
 fn is_schema_name(s: &str) -> bool {
     !s.is_empty()
@@ -41,6 +42,31 @@ fn is_schema_name(s: &str) -> bool {
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// What a claim does with the candidates `c` it locked: lease them, journal the claims and
+/// start their jobs, in the same statement.
+macro_rules! claim_tail {
+    () => {
+        "t AS ( \
+            UPDATE tasks SET state = 'running', lease_owner = $3, \
+                lease_token = tasks.lease_token + 1, lease_expires_at = $4, updated_at = $1 \
+            FROM c WHERE tasks.id = c.id \
+            RETURNING tasks.id, tasks.job_id, tasks.owner, tasks.lake, tasks.scope, tasks.attempt, \
+                tasks.max_attempts, tasks.crashes, tasks.lease_token, tasks.priority, tasks.seq), \
+         ev AS ( \
+            INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
+            SELECT $1, job_id, id, scope, $8::text, \
+                jsonb_build_object('worker', $3::text, 'token', lease_token, 'attempt', attempt) \
+            FROM t), \
+         js AS ( \
+            UPDATE jobs SET state = 'running', started_at = $1 \
+            WHERE id IN (SELECT DISTINCT job_id FROM t) AND state = 'queued' RETURNING id), \
+         jev AS ( \
+            INSERT INTO events (at, job_id, kind) SELECT $1, id, $9::text FROM js) \
+         SELECT id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token FROM t \
+         ORDER BY priority DESC, seq, id"
+    };
 }
 
 impl PgBackend {
@@ -53,54 +79,55 @@ impl PgBackend {
         expires: DateTime<Utc>,
         skip: &ClaimSkip,
     ) -> Result<Vec<ClaimedTask>> {
-        let rows = sqlx::query(
-            // `c` locks the candidates; `r` keeps, of each owner's, as many as the owner's
-            // room under a quota (`row_number` cannot sit beside FOR UPDATE); candidates left
-            // out are unlocked when the statement ends, and the caller runs another pass.
-            "WITH c AS ( \
-                SELECT id, owner, priority, seq FROM tasks WHERE state = 'pending' AND run_after <= $1 \
-                  AND scope <> ALL ($5::text[]) AND owner <> ALL ($6::text[]) AND job_id <> ALL ($7::bigint[]) \
-                ORDER BY priority DESC, seq, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
-             r AS ( \
-                SELECT id FROM ( \
-                    SELECT c.id, row_number() OVER (PARTITION BY c.owner ORDER BY c.priority DESC, c.seq, c.id) AS rn, \
-                        COALESCE(q.room, $12::bigint) AS room \
-                    FROM c LEFT JOIN unnest($10::text[], $11::bigint[]) AS q(owner, room) ON q.owner = c.owner) x \
-                WHERE room IS NULL OR rn <= room), \
-             t AS ( \
-                UPDATE tasks SET state = 'running', lease_owner = $3, \
-                    lease_token = tasks.lease_token + 1, lease_expires_at = $4, updated_at = $1 \
-                FROM r WHERE tasks.id = r.id \
-                RETURNING tasks.id, tasks.job_id, tasks.owner, tasks.lake, tasks.scope, tasks.attempt, \
-                    tasks.max_attempts, tasks.crashes, tasks.lease_token, tasks.priority, tasks.seq), \
-             ev AS ( \
-                INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
-                SELECT $1, job_id, id, scope, $8::text, \
-                    jsonb_build_object('worker', $3::text, 'token', lease_token, 'attempt', attempt) \
-                FROM t), \
-             js AS ( \
-                UPDATE jobs SET state = 'running', started_at = $1 \
-                WHERE id IN (SELECT DISTINCT job_id FROM t) AND state = 'queued' RETURNING id), \
-             jev AS ( \
-                INSERT INTO events (at, job_id, kind) SELECT $1, id, $9::text FROM js) \
-             SELECT id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token FROM t \
-             ORDER BY priority DESC, seq, id",
-        )
-        .bind(p.now)
-        .bind(i64::from(limit))
-        .bind(&p.worker)
-        .bind(expires)
-        .bind(&skip.scopes)
-        .bind(&skip.owners)
-        .bind(&skip.jobs)
-        .bind(EventKind::TaskClaimed.as_str())
-        .bind(EventKind::JobStarted.as_str())
-        .bind(&skip.room_owners)
-        .bind(&skip.rooms)
-        .bind(skip.default_room)
-        .fetch_all(ex)
-        .await
-        .map_err(from_sqlx)?;
+        // Rooms in play (a quota is set): every owner's next tasks, at most their room, from
+        // one probe of `tasks_owner_claimable` each, then the first `limit` of those in
+        // release order. A scan of the release order would walk a full owner's whole backlog
+        // at every claim when it sits at the head of the queue.
+        let limited = skip.default_room.is_some() || !skip.room_owners.is_empty();
+        let sql = if limited {
+            concat!(
+                "WITH o AS ( \
+                    SELECT DISTINCT owner FROM jobs \
+                    WHERE state IN ('queued', 'running') AND owner <> ALL ($6::text[])), \
+                 c AS ( \
+                    SELECT l.id FROM o CROSS JOIN LATERAL ( \
+                        SELECT id, priority, seq FROM tasks \
+                        WHERE tasks.owner = o.owner AND state = 'pending' AND run_after <= $1 \
+                          AND scope <> ALL ($5::text[]) AND job_id <> ALL ($7::bigint[]) \
+                        ORDER BY priority DESC, seq, id \
+                        LIMIT LEAST($2, COALESCE( \
+                            (SELECT q.room FROM unnest($10::text[], $11::bigint[]) AS q(owner, room) \
+                             WHERE q.owner = o.owner), $12::bigint, $2)) \
+                        FOR UPDATE SKIP LOCKED) l \
+                    ORDER BY l.priority DESC, l.seq, l.id LIMIT $2), ",
+                claim_tail!()
+            )
+        } else {
+            concat!(
+                "WITH c AS ( \
+                    SELECT id FROM tasks WHERE state = 'pending' AND run_after <= $1 \
+                      AND scope <> ALL ($5::text[]) AND owner <> ALL ($6::text[]) AND job_id <> ALL ($7::bigint[]) \
+                    ORDER BY priority DESC, seq, id LIMIT $2 FOR UPDATE SKIP LOCKED), ",
+                claim_tail!()
+            )
+        };
+        let mut q = sqlx::query(sql)
+            .bind(p.now)
+            .bind(i64::from(limit))
+            .bind(&p.worker)
+            .bind(expires)
+            .bind(&skip.scopes)
+            .bind(&skip.owners)
+            .bind(&skip.jobs)
+            .bind(EventKind::TaskClaimed.as_str())
+            .bind(EventKind::JobStarted.as_str());
+        if limited {
+            q = q
+                .bind(&skip.room_owners)
+                .bind(&skip.rooms)
+                .bind(skip.default_room);
+        }
+        let rows = q.fetch_all(ex).await.map_err(from_sqlx)?;
         rows.iter()
             .map(|r| Ok(read::<ClaimRow, _>(r)?.leased_until(expires)))
             .collect()

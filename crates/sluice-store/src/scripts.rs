@@ -353,7 +353,20 @@ pub(crate) async fn lake_get<D: Db>(c: &mut D::Connection, name: &str) -> Result
     found::<D, _>(c, q, format!("lake {name:?}")).await
 }
 
+/// Unregisters a lake, refused while tasks of it are unfinished: a lake registered again
+/// under the name must not receive tasks (nor show its results to tokens) planned against
+/// the one removed.
 pub(crate) async fn lake_remove<D: Db>(c: &mut D::Connection, name: &str) -> Result<()> {
+    let q = sqlx::query(
+        "SELECT count(*) FROM tasks WHERE state IN ('pending', 'running') AND lake = $1",
+    )
+    .arg(name.to_string());
+    let Scalar(open) = D::read(&D::fetch_one(q, c).await?)?;
+    if open > 0 {
+        return Err(StoreError::Conflict(format!(
+            "lake {name:?} has {open} unfinished tasks: cancel their jobs or let them finish first"
+        )));
+    }
     let q = sqlx::query("DELETE FROM lakes WHERE name = $1").arg(name.to_string());
     if D::execute(q, c).await? == 0 {
         return Err(StoreError::NotFound(format!("lake {name:?}")));
@@ -628,11 +641,26 @@ pub(crate) async fn job_set_priority<D: Db>(
             p.id, before.state
         )));
     }
+    // The pending tasks take fair tags from the new priority's virtual time (each priority
+    // has its own clock): a job moved down does not keep its place, a job moved up does not
+    // queue behind everything there. The leader's next rebalance fixes the stride.
+    let priority = i16::try_from(p.priority)
+        .map_err(|_| StoreError::Invalid(format!("priority {} out of range", p.priority)))?;
+    let v = vtime::<D>(c, priority).await?;
     let q = sqlx::query(
-        "UPDATE tasks SET priority = $2 WHERE job_id = $1 AND state IN ('pending', 'running')",
+        "WITH r AS (SELECT id, row_number() OVER (ORDER BY seq, id) - 1 AS n \
+             FROM tasks WHERE job_id = $1 AND state = 'pending') \
+         UPDATE tasks SET priority = $2, \
+             seq = $3 + r.n * (SELECT CAST(stride AS BIGINT) FROM jobs WHERE id = $1) \
+         FROM r WHERE tasks.id = r.id AND tasks.state = 'pending'",
     )
     .arg(p.id.0)
-    .arg(p.priority);
+    .arg(p.priority)
+    .arg(v);
+    D::execute(q, c).await?;
+    let q = sqlx::query("UPDATE tasks SET priority = $2 WHERE job_id = $1 AND state = 'running'")
+        .arg(p.id.0)
+        .arg(p.priority);
     D::execute(q, c).await?;
     let q = sqlx::query(concat!(
         "UPDATE jobs SET priority = $2 WHERE id = $1 AND state IN ('queued', 'running') RETURNING ",
@@ -683,6 +711,9 @@ pub(crate) async fn quota_clear<D: Db>(
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    if let QuotaTarget::Owner(o) = target {
+        validate_owner(o)?;
+    }
     let q = sqlx::query("DELETE FROM owner_quotas WHERE owner = $1").arg(target.key().to_string());
     if D::execute(q, c).await? == 0 {
         return Err(StoreError::NotFound(format!("quota of {target}")));

@@ -64,6 +64,7 @@ async fn claim_pass(
     expires: DateTime<Utc>,
     skip: &ClaimSkip,
 ) -> Result<Vec<ClaimedTask>> {
+    let rooms = to_json(&skip.room_owners.iter().zip(&skip.rooms).collect::<Vec<_>>())?.to_string();
     let rows = sqlx::query(
         "UPDATE tasks SET state = 'running', lease_owner = ?, lease_token = lease_token + 1, \
              lease_expires_at = ?, updated_at = ? \
@@ -74,6 +75,8 @@ async fn claim_pass(
                  AND tasks.scope NOT IN (SELECT value FROM json_each(?)) \
                  AND tasks.owner NOT IN (SELECT value FROM json_each(?)) \
                  AND tasks.job_id NOT IN (SELECT value FROM json_each(?)) \
+                 AND (? IS NULL OR ? > 0 OR tasks.owner IN \
+                     (SELECT json_extract(value, '$[0]') FROM json_each(?))) \
                  ORDER BY priority DESC, seq, id LIMIT ?) c \
              LEFT JOIN (SELECT json_extract(value, '$[0]') AS owner, json_extract(value, '$[1]') AS room FROM json_each(?)) q \
                  ON q.owner = c.owner) \
@@ -88,8 +91,13 @@ async fn claim_pass(
     .bind(to_json(&skip.scopes)?.to_string())
     .bind(to_json(&skip.owners)?.to_string())
     .bind(to_json(&skip.jobs)?.to_string())
+    // An owner without a room of their own under a default of 0 has no candidate at all (so
+    // their tasks at the head of the queue cannot fill every pass with nothing).
+    .bind(skip.default_room)
+    .bind(skip.default_room)
+    .bind(rooms.clone())
     .bind(i64::from(limit))
-    .bind(to_json(&skip.room_owners.iter().zip(&skip.rooms).collect::<Vec<_>>())?.to_string())
+    .bind(rooms)
     .fetch_all(&mut **tx)
     .await
     .map_err(from_sqlx)?;

@@ -1693,7 +1693,7 @@ async fn quotas_are_read_by_operators_and_set_by_admins() {
         "POST",
         "/v1/admin/quotas",
         Some(&t.root),
-        Some(r#"{"max_running": 4}"#),
+        Some(r#"{"owner": null, "max_running": 4}"#),
     )
     .await;
     assert_eq!(r.json()["owner"], serde_json::Value::Null, "{}", r.text);
@@ -1702,6 +1702,8 @@ async fn quotas_are_read_by_operators_and_set_by_admins() {
         (r#"{"owner": "*", "max_running": 1}"#, "reserved"),
         (r#"{"owner": "", "max_running": 1}"#, "1 to 200"),
         (r#"{"owner": "bob"}"#, "max_running"),
+        (r#"{"max_running": 1}"#, "missing field `owner`"),
+        (r#"{"owner": "   ", "max_running": 1}"#, "1 to 200"),
         (
             r#"{"owner": "bob", "max_running": 1, "x": 1}"#,
             "unknown field",
@@ -1753,6 +1755,16 @@ async fn quotas_are_read_by_operators_and_set_by_admins() {
         StatusCode::NOT_FOUND,
         "quota of owner alice",
     );
-    assert_eq!(clear(r#"{}"#).await.status, StatusCode::OK);
+    problem(
+        &clear(r#"{}"#).await,
+        StatusCode::BAD_REQUEST,
+        "missing field `owner`",
+    );
+    problem(
+        &clear(r#"{"owner": "*"}"#).await,
+        StatusCode::BAD_REQUEST,
+        "reserved",
+    );
+    assert_eq!(clear(r#"{"owner": null}"#).await.status, StatusCode::OK);
     assert_eq!(get(&t.ops).await.json(), serde_json::json!([]));
 }

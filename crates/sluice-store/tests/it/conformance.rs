@@ -63,6 +63,8 @@ conformance!(
     a_drain_closes_intake_until_reopened,
     owner_quotas_cap_running_tasks_across_claims,
     a_new_priority_moves_a_jobs_unfinished_tasks,
+    a_default_quota_of_zero_holds_back_only_owners_without_their_own,
+    a_demoted_job_takes_its_place_in_the_new_priority,
 );
 
 fn lease() -> Duration {
@@ -989,6 +991,24 @@ async fn lake_registry_round_trips_and_rejects_bad_names(s: S) {
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(s.lake_list().await.unwrap().len(), 1);
+    // A lake with unfinished tasks stays until they end (a lake registered again under its
+    // name must not receive them).
+    s.lake_insert(p("lake-00000")).await.unwrap();
+    let j = s.job_insert(job("alice", 1)).await.unwrap().job;
+    let e = s.lake_remove("lake-00000").await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::Conflict(ref m) if m.contains("1 unfinished tasks")),
+        "{e:?}"
+    );
+    s.job_cancel(JobCancelParams {
+        id: j.id,
+        by: "alice".into(),
+        reason: None,
+        now: at(1),
+    })
+    .await
+    .unwrap();
+    s.lake_remove("lake-00000").await.unwrap();
 }
 
 async fn task_wait_wakes_when_a_job_is_submitted(s: S) {
@@ -2168,6 +2188,77 @@ async fn owner_quotas_cap_running_tasks_across_claims(s: S) {
     assert_eq!(
         kinds,
         ["quota.set", "quota.set", "quota.set", "quota.cleared"]
+    );
+}
+
+async fn a_default_quota_of_zero_holds_back_only_owners_without_their_own(s: S) {
+    // mallory's tasks sit at the head of the queue; carol has a quota of her own.
+    let mut head = job("mallory", 20);
+    head.priority = 10;
+    s.job_insert(head).await.unwrap();
+    s.job_insert(job("carol", 5)).await.unwrap();
+    for (target, max_running) in [
+        (QuotaTarget::Default, 0),
+        (QuotaTarget::Owner("carol".into()), 10),
+    ] {
+        s.quota_set(QuotaSetParams {
+            target,
+            max_running,
+            by: "op".into(),
+            now: t0(),
+        })
+        .await
+        .unwrap();
+    }
+    let (_, by) = claimed_by_owner(&s, 4, 1).await;
+    assert_eq!(
+        by,
+        [("carol".into(), 4)].into(),
+        "mallory's head does not block"
+    );
+    let (_, by) = claimed_by_owner(&s, 4, 1).await;
+    assert_eq!(by, [("carol".into(), 1)].into());
+}
+
+async fn a_demoted_job_takes_its_place_in_the_new_priority(s: S) {
+    // bob's priority-0 job has run for a while (its fair tags moved on); alice's priority-5 job
+    // is then moved down to 0: it takes turns with bob's from now on, it does not go first on
+    // the strength of tags from another priority's clock.
+    let b = s.job_insert(job("bob", 8)).await.unwrap().job;
+    for t in claim(&s, "w", 4, 1).await {
+        s.task_finish(TaskFinishParams {
+            finishes: vec![TaskFinish {
+                lease: t.lease,
+                outcome: TaskOutcome::Succeeded {
+                    rows: 0,
+                    result_uri: None,
+                },
+            }],
+            now: at(1),
+        })
+        .await
+        .unwrap();
+    }
+    let mut urgent = job("alice", 4);
+    urgent.priority = 5;
+    let a = s.job_insert(urgent).await.unwrap().job;
+    s.job_set_priority(JobPriorityParams {
+        id: a.id,
+        priority: 0,
+        by: "op".into(),
+        now: at(2),
+    })
+    .await
+    .unwrap();
+    let next: Vec<JobId> = claim(&s, "w", 4, 3)
+        .await
+        .iter()
+        .map(|t| t.job_id)
+        .collect();
+    assert_eq!(
+        next.iter().filter(|j| **j == b.id).count(),
+        2,
+        "bob's and alice's tasks take turns: {next:?}"
     );
 }
 
