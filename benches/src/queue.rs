@@ -49,6 +49,13 @@ struct Args {
     /// measures what enforcing a quota costs without limiting anything.
     #[arg(long)]
     owner_quota: Option<i64>,
+    /// Rounds of enqueue and burn-down in one schema (a line each), to watch table sizes.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// Purge each round's jobs (tasks, journal) while the next round burns down, and the last
+    /// round's after it: what retention costs claims, and whether the tables stop growing.
+    #[arg(long)]
+    purge: bool,
 }
 
 #[tokio::main]
@@ -76,6 +83,7 @@ async fn main() -> Result<()> {
     let timed = Arc::new(Timed {
         inner: Arc::new(store),
         calls: Mutex::default(),
+        claims: Mutex::default(),
     });
     let store: Arc<dyn Store> = timed.clone();
     if let Some(max_running) = args.owner_quota {
@@ -89,6 +97,56 @@ async fn main() -> Result<()> {
             .await?;
     }
 
+    let mut previous: Vec<JobId> = Vec::new();
+    for round in 1..=args.rounds {
+        // The previous round's jobs go while this round burns down.
+        let purger = args.purge.then(|| {
+            let (store, ids) = (store.clone(), std::mem::take(&mut previous));
+            tokio::spawn(async move { purge_jobs(store.as_ref(), &ids).await })
+        });
+        let line = run_round(&args, &store, &timed, &sync, round, &mut previous).await?;
+        let purged = match purger {
+            Some(h) => Some(h.await??),
+            None => None,
+        };
+        let sizes = table_sizes(&url, &schema).await?;
+        let mut line = line;
+        line["round"] = round.into();
+        line["purged_during"] = serde_json::json!(purged);
+        line["table_bytes_after"] = sizes;
+        println!("{line}");
+    }
+    if args.purge && !previous.is_empty() {
+        let (jobs, secs) = purge_jobs(store.as_ref(), &previous).await?;
+        sqlx::PgConnection::connect(&url)
+            .await?
+            .execute(sqlx::AssertSqlSafe(format!(
+                "VACUUM {schema}.tasks, {schema}.events, {schema}.jobs"
+            )))
+            .await?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "system": "sluice", "after": "last purge and VACUUM", "purged": [jobs, secs],
+                "table_bytes_after": table_sizes(&url, &schema).await?,
+            })
+        );
+    }
+    let mut c = sqlx::PgConnection::connect(&url).await?;
+    c.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .await?;
+    Ok(())
+}
+
+/// One round: enqueue `--tasks` in jobs of `--job-size`, burn them down with the workers.
+async fn run_round(
+    args: &Args,
+    store: &Arc<dyn Store>,
+    timed: &Arc<Timed>,
+    sync: &str,
+    _round: u32,
+    previous: &mut Vec<JobId>,
+) -> Result<serde_json::Value> {
     let t = Instant::now();
     let mut jobs = Vec::new();
     let mut left = args.tasks;
@@ -104,6 +162,7 @@ async fn main() -> Result<()> {
             .collect();
         let j = store
             .job_insert(JobInsertParams {
+                retention_secs: None,
                 owner: "bench".into(),
                 idempotency_key: None,
                 spec: serde_json::json!({"kind": "noop"}),
@@ -156,27 +215,66 @@ async fn main() -> Result<()> {
     for h in handles {
         claimed += h.await?.claimed;
     }
-    println!(
-        "{}",
-        serde_json::json!({
-            "system": "sluice",
-            "tasks": args.tasks,
-            "jobs": jobs.len(),
-            "workers": args.workers,
-            "concurrency": args.concurrency,
-            "claim_batch": args.claim_batch,
-            "synchronous_commit": sync,
-            "task_counters": !args.no_task_counters,
-            "owner_quota": args.owner_quota,
-            "bulk": {"secs": round(enqueue_secs), "per_sec": (args.tasks as f64 / enqueue_secs).round()},
-            "process": {"secs": round(process_secs), "per_sec_db": (args.tasks as f64 / process_secs).round(), "claimed": claimed},
-            "store_calls": timed.report(),
-        })
-    );
-    let mut c = sqlx::PgConnection::connect(&url).await?;
-    c.execute(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+    *previous = jobs.clone();
+    let claims = std::mem::take(&mut *timed.claims.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(serde_json::json!({
+        "system": "sluice",
+        "tasks": args.tasks,
+        "jobs": jobs.len(),
+        "workers": args.workers,
+        "concurrency": args.concurrency,
+        "claim_batch": args.claim_batch,
+        "synchronous_commit": sync,
+        "task_counters": !args.no_task_counters,
+        "owner_quota": args.owner_quota,
+        "bulk": {"secs": round(enqueue_secs), "per_sec": (args.tasks as f64 / enqueue_secs).round()},
+        "process": {"secs": round(process_secs), "per_sec_db": (args.tasks as f64 / process_secs).round(), "claimed": claimed},
+        "store_calls": timed.report(),
+        "claim_ms": percentiles(claims),
+    }))
+}
+
+/// Purges these finished jobs one by one; returns how many and how long it took.
+async fn purge_jobs(store: &dyn Store, ids: &[JobId]) -> Result<(usize, f64)> {
+    let t = Instant::now();
+    let mut n = 0;
+    for id in ids {
+        n += store
+            .job_purge(sluice_store::JobPurgeParams {
+                select: sluice_store::PurgeSelect::Job(*id),
+                limit: 1,
+                by: "bench".into(),
+                now: chrono::Utc::now(),
+            })
+            .await?
+            .len();
+    }
+    Ok((n, round(t.elapsed().as_secs_f64())))
+}
+
+/// Bytes of each table with its indexes.
+async fn table_sizes(url: &str, schema: &str) -> Result<serde_json::Value> {
+    let mut c = sqlx::PgConnection::connect(url).await?;
+    let mut out = serde_json::Map::new();
+    for t in ["tasks", "events", "jobs"] {
+        let b: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_total_relation_size('{schema}.{t}')"
+        )))
+        .fetch_one(&mut c)
         .await?;
-    Ok(())
+        out.insert(t.into(), b.into());
+    }
+    Ok(out.into())
+}
+
+/// p50, p99 and max of claim latencies, in milliseconds.
+fn percentiles(mut ms: Vec<f64>) -> serde_json::Value {
+    if ms.is_empty() {
+        return serde_json::Value::Null;
+    }
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    serde_json::json!({"p50": round(at(0.5)), "p99": round(at(0.99)), "max": round(at(1.0)), "n": ms.len()})
 }
 
 /// A store that times every call, to show where a burn-down spends its time.
@@ -185,6 +283,8 @@ struct Timed {
     inner: Arc<dyn Store>,
     /// method -> (calls, items, total time)
     calls: Mutex<BTreeMap<&'static str, (u64, u64, Duration)>>,
+    /// Each claim's latency, in milliseconds.
+    claims: Mutex<Vec<f64>>,
 }
 
 impl Timed {
@@ -263,6 +363,10 @@ impl Store for Timed {
         let t = Instant::now();
         let r = self.inner.task_claim(p).await;
         self.note("task_claim", r.as_ref().map_or(0, Vec::len), t);
+        self.claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(t.elapsed().as_secs_f64() * 1000.0);
         r
     }
     async fn task_heartbeat(&self, p: TaskHeartbeatParams) -> sluice_store::Result<Vec<Lease>> {
@@ -355,6 +459,12 @@ impl Store for Timed {
     }
     async fn pause_list(&self) -> sluice_store::Result<Vec<sluice_store::Pause>> {
         self.inner.pause_list().await
+    }
+    async fn job_purge(
+        &self,
+        p: sluice_store::JobPurgeParams,
+    ) -> sluice_store::Result<Vec<sluice_store::PurgedJob>> {
+        self.inner.job_purge(p).await
     }
     async fn job_set_priority(
         &self,

@@ -385,3 +385,61 @@ pub(crate) async fn quota_clear(
         &serde_json::json!({"cleared": req.owner}),
     ))
 }
+
+#[utoipa::path(post, path = "/v1/admin/purge", tag = "admin", security(("bearer" = [])),
+    request_body = crate::wire::PurgeRequest,
+    responses(
+        (status = 200, description = "What was removed (at most 100 jobs a call; `more` when others match)", body = crate::wire::Purged),
+        (status = 400, description = "Neither or both of job and older_than_secs, or a bad value", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Denied,
+    ))]
+pub(crate) async fn purge(
+    State(api): State<Api>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    at_least(&caller, Role::Admin)?;
+    let req: crate::wire::PurgeRequest = json_body(&api, &headers, body)?;
+    let select = match (req.job, req.older_than_secs) {
+        (Some(id), None) if id > 0 => sluice_store::PurgeSelect::Job(sluice_core::JobId(id)),
+        (None, Some(secs)) if (0..=sluice_store::MAX_RETENTION_SECS).contains(&secs) => {
+            sluice_store::PurgeSelect::OlderThan { secs }
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of job (a job id) and older_than_secs (0 to 316224000)".into(),
+            ));
+        }
+    };
+    const LIMIT: u32 = 100;
+    let purged = api
+        .store
+        .job_purge(sluice_store::JobPurgeParams {
+            select,
+            limit: LIMIT,
+            by: caller.owner.clone(),
+            now: chrono::Utc::now(),
+        })
+        .await?;
+    let mut objects = 0;
+    for j in &purged {
+        // The rows are gone: an object that cannot be removed now is an orphan the leader's
+        // sweep removes.
+        match api.results.remove(j.id).await {
+            Ok(n) => objects += n,
+            Err(e) => {
+                tracing::warn!(job = %j.id, error = %e, "removing a purged job's results failed")
+            }
+        }
+    }
+    Ok(json(
+        StatusCode::OK,
+        &crate::wire::Purged {
+            more: purged.len() as u32 == LIMIT,
+            tasks: purged.iter().map(|j| j.tasks).sum(),
+            jobs: purged.iter().map(|j| j.id.0).collect(),
+            objects,
+        },
+    ))
+}

@@ -323,6 +323,7 @@ pub(crate) async fn submit(
             sql: planned.sql,
             priority: req.priority,
             max_attempts,
+            retention_secs: req.retention_secs,
             tasks: planned.tasks,
             now: chrono::Utc::now(),
         })

@@ -128,6 +128,9 @@ pub trait ResultReader: Send + Sync + std::fmt::Debug {
         offset: usize,
         limit: usize,
     ) -> Result<ResultPage, String>;
+
+    /// Removes every result object of a purged job; returns how many.
+    async fn remove(&self, job: sluice_core::JobId) -> Result<u64, String>;
 }
 
 /// What every handler shares.
@@ -207,6 +210,7 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::intake))
         .routes(routes!(admin::drain))
         .routes(routes!(admin::drain_end))
+        .routes(routes!(admin::purge))
         .routes(routes!(healthz))
         .routes(routes!(jobs::ready))
         .split_for_parts();

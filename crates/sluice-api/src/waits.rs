@@ -170,6 +170,7 @@ mod tests {
             started_at: Some(now - Duration::seconds(100)),
             finished_at: None,
             error: None,
+            retention_secs: None,
         };
         // 25 lakes in 100 s: the other 75 in 300 s.
         let eta = eta_secs(&j, &[], now).unwrap();

@@ -22,6 +22,11 @@ pub struct SubmitRequest {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 20)]
     pub max_attempts: Option<i32>,
+    /// How long the finished job (its results, lakes and timeline) is kept, in seconds; 0:
+    /// kept until purged; default: the server's retention.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 316224000)]
+    pub retention_secs: Option<i64>,
 }
 
 pub use sluice_core::hunt::{HuntError, HuntSpec as Hunt, LakeSelector};
@@ -84,6 +89,8 @@ pub struct JobView {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    /// Seconds the finished job is kept; 0: kept; `null`: the server's retention.
+    pub retention_secs: Option<i64>,
 }
 
 impl JobView {
@@ -106,6 +113,7 @@ impl JobView {
             started_at: j.started_at,
             finished_at: j.finished_at,
             error: j.error.clone(),
+            retention_secs: j.retention_secs,
         }
     }
 }
@@ -327,6 +335,30 @@ impl From<&BreakerRow> for BreakerView {
             updated_at: r.updated_at,
         }
     }
+}
+
+/// `POST /v1/admin/purge`: remove finished jobs now, with their tasks, journal and results.
+/// Exactly one of `job` (that finished job, whatever its retention) and `older_than_secs`
+/// (finished jobs finished longer ago, but those kept with retention 0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub job: Option<i64>,
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub older_than_secs: Option<i64>,
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Purged {
+    pub jobs: Vec<i64>,
+    pub tasks: u64,
+    pub objects: u64,
+    /// More jobs match: purge again.
+    pub more: bool,
 }
 
 /// `POST /v1/admin/drain`.

@@ -401,6 +401,15 @@ impl Client {
             .await
     }
 
+    pub async fn purge(
+        &self,
+        req: &sluice_api::wire::PurgeRequest,
+    ) -> Result<sluice_api::wire::Purged> {
+        let body = serde_json::to_vec(req)?;
+        self.json(Method::POST, "/v1/admin/purge", &[], Some(body))
+            .await
+    }
+
     pub async fn intake(&self) -> Result<IntakeView> {
         self.json(Method::GET, "/v1/admin/intake", &[], None).await
     }

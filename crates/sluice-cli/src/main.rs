@@ -40,6 +40,35 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A retention: whole seconds, minutes, hours, days or weeks (`90d`), `0` to keep; at most ten
+/// years.
+pub(crate) fn parse_retention(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a retention like 90d, 12h or 0 (keep)"))?;
+    let secs = match unit {
+        "" | "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        "w" => n.checked_mul(7 * 86_400),
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {s:?}: use s, m, h, d or w"
+            ));
+        }
+    };
+    match secs {
+        Some(secs) if secs <= sluice_store::MAX_RETENTION_SECS as u64 => {
+            Ok(Duration::from_secs(secs))
+        }
+        _ => Err(format!("{s:?} is longer than ten years")),
+    }
+}
+
 fn init_logs(format: LogFormat, default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

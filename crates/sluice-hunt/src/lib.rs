@@ -199,6 +199,14 @@ impl sluice_api::ResultReader for EngineResults {
             truncated,
         })
     }
+
+    async fn remove(&self, job: JobId) -> Result<u64, String> {
+        use sluice_scheduler::ResultObjects;
+        StoredResults::local(&self.engine.config().results_dir)
+            .map_err(|e| e.to_string())?
+            .remove_job(job)
+            .await
+    }
 }
 
 /// Result rows as JSON (an array of objects), CSV (with a header) or Parquet.
@@ -255,6 +263,7 @@ pub fn job_params(spec: &HuntSpec, plan: &Plan, sub: &Submission) -> Result<JobI
         sql: Some(plan.compiled.sql.clone()),
         priority: sub.priority,
         max_attempts: sub.max_attempts,
+        retention_secs: None,
         tasks: interleave_scopes(&plan.lakes)
             .into_iter()
             .map(|l| NewTask {
@@ -546,5 +555,92 @@ mod tests {
             doc["components"]["schemas"]["SubmitRequest"]["properties"]["hunt"]["$ref"],
             "#/components/schemas/Hunt"
         );
+    }
+}
+
+/// Jobs' result objects where the engine writes them (`jobs/{job}/…`), for retention and the
+/// orphan sweep.
+#[derive(Debug)]
+pub struct StoredResults {
+    objects: Arc<dyn object_store::ObjectStore>,
+}
+
+impl StoredResults {
+    /// The results folder's objects.
+    pub fn local(results_dir: &std::path::Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(results_dir)?;
+        // Empty job folders go with their last object.
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(results_dir)
+            .map_err(std::io::Error::other)?
+            .with_automatic_cleanup(true);
+        Ok(StoredResults {
+            objects: Arc::new(fs),
+        })
+    }
+
+    fn prefix(job: JobId) -> object_store::path::Path {
+        object_store::path::Path::from(format!("jobs/{}", job.0))
+    }
+}
+
+#[async_trait]
+impl sluice_scheduler::ResultObjects for StoredResults {
+    async fn remove_job(&self, job: JobId) -> Result<u64, String> {
+        let keys: Vec<String> = self
+            .objects(job)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        self.remove(&keys).await
+    }
+
+    async fn jobs(&self) -> Result<Vec<JobId>, String> {
+        let root = object_store::path::Path::from("jobs");
+        let listed = self
+            .objects
+            .list_with_delimiter(Some(&root))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().and_then(|f| f.parse::<i64>().ok()))
+            .map(JobId)
+            .collect())
+    }
+
+    async fn objects(&self, job: JobId) -> Result<Vec<sluice_scheduler::ResultObject>, String> {
+        use futures::TryStreamExt;
+        let metas: Vec<object_store::ObjectMeta> = self
+            .objects
+            .list(Some(&Self::prefix(job)))
+            .try_collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(metas
+            .into_iter()
+            .map(|m| sluice_scheduler::ResultObject {
+                key: m.location.to_string(),
+                written: m.last_modified,
+            })
+            .collect())
+    }
+
+    async fn remove(&self, keys: &[String]) -> Result<u64, String> {
+        use object_store::ObjectStoreExt;
+        let mut n = 0;
+        for k in keys {
+            match self
+                .objects
+                .delete(&object_store::path::Path::from(k.as_str()))
+                .await
+            {
+                Ok(()) => n += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(format!("{k}: {e}")),
+            }
+        }
+        Ok(n)
     }
 }

@@ -8,7 +8,7 @@
 //! harmless.
 
 use crate::metrics;
-use crate::{Rescuer, RescuerConfig};
+use crate::{Cleaner, CleanerConfig, Rescuer, RescuerConfig, ResultObjects};
 use chrono::{DateTime, Utc};
 use sluice_core::{Clock, TaskState};
 use sluice_store::{JobFinishedParams, JobRebalanceParams, LeaderElectParams, Store};
@@ -32,6 +32,8 @@ pub struct SchedulerConfig {
     pub rebalance_every: Duration,
     /// How often the leader reads the backlog, budgets, pauses and finished jobs into metrics.
     pub observe_every: Duration,
+    /// Retention: how long finished jobs are kept, how often the leader removes them.
+    pub clean: CleanerConfig,
 }
 
 impl SchedulerConfig {
@@ -43,6 +45,7 @@ impl SchedulerConfig {
             rescue: RescuerConfig::default(),
             rebalance_every: Duration::from_secs(2),
             observe_every: Duration::from_secs(5),
+            clean: CleanerConfig::default(),
         }
     }
 }
@@ -53,6 +56,7 @@ pub struct Scheduler {
     clock: Arc<dyn Clock>,
     cfg: SchedulerConfig,
     leading: Arc<AtomicBool>,
+    results: Option<Arc<dyn ResultObjects>>,
 }
 
 impl Scheduler {
@@ -62,7 +66,15 @@ impl Scheduler {
             clock,
             cfg,
             leading: Arc::new(AtomicBool::new(false)),
+            results: None,
         }
+    }
+
+    /// Where the jobs' result objects are, so retention removes them with their jobs and sweeps
+    /// orphans (without it, only rows are removed).
+    pub fn with_results(mut self, results: Arc<dyn ResultObjects>) -> Self {
+        self.results = Some(results);
+        self
     }
 
     /// True while this process is the leader (for status lines and tests).
@@ -77,8 +89,15 @@ impl Scheduler {
             .min(self.cfg.rescue.every)
             .min(self.cfg.rebalance_every)
             .min(self.cfg.observe_every)
+            .min(self.cfg.clean.every)
             .max(Duration::from_millis(50));
         let rescuer = Rescuer::new(self.store.clone(), self.clock.clone(), self.cfg.rescue);
+        let cleaner = Cleaner::new(
+            self.store.clone(),
+            self.results.clone(),
+            self.cfg.clean.clone(),
+        );
+        let (mut last_clean, mut last_sweep) = (None, None);
         // Until when this process may act as leader, by its own clock: its lease's length
         // measured from *before* the election round that granted it.
         let mut lead_until: Option<Instant> = None;
@@ -142,6 +161,25 @@ impl Scheduler {
                             info!(jobs = n, "owners' jobs re-strided");
                         }
                         Err(e) => warn!(error = %e, "rebalance pass failed"),
+                    }
+                }
+                if due(last_clean, self.cfg.clean.every) {
+                    last_clean = Some(Instant::now());
+                    if let Err(e) = cleaner.pass(self.now()).await {
+                        metrics::CLEANER_ERRORS.inc();
+                        warn!(error = %e, "retention pass failed");
+                    }
+                }
+                // The first sweep waits a full interval: a new leader does not list every
+                // result object at once.
+                if last_sweep.is_none() {
+                    last_sweep = Some(Instant::now());
+                }
+                if due(last_sweep, self.cfg.clean.sweep_every) {
+                    last_sweep = Some(Instant::now());
+                    if let Err(e) = cleaner.sweep(self.now()).await {
+                        metrics::CLEANER_ERRORS.inc();
+                        warn!(error = %e, "orphan result sweep failed");
                     }
                 }
                 if due(last_observe, self.cfg.observe_every) {

@@ -39,6 +39,41 @@ pub static REBALANCED: LazyLock<IntCounter> = LazyLock::new(|| {
     ))
 });
 
+pub static CLEANER_JOBS: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "sluice_cleaner_jobs_purged_total",
+        "Finished jobs removed with their tasks, journal and result objects (retention or purge).",
+    ))
+});
+
+pub static CLEANER_OBJECTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "sluice_cleaner_objects_removed_total",
+        "Result objects removed with their purged jobs.",
+    ))
+});
+
+pub static CLEANER_ORPHANS: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "sluice_cleaner_orphans_removed_total",
+        "Result objects no task names (rejected claims, cut-short uploads, jobs gone) removed by the sweep.",
+    ))
+});
+
+pub static CLEANER_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "sluice_cleaner_errors_total",
+        "Cleaner passes or object removals that failed (retried at the next pass).",
+    ))
+});
+
+pub static CLEANER_BEHIND: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "sluice_cleaner_behind",
+        "1 when the leader's last retention pass stopped at its time budget with expired jobs left.",
+    ))
+});
+
 // What the leader reads off the database every observation pass (ADR 0006); a standby exports
 // none of them, so `max()`/`sum()` across processes never double-counts.
 

@@ -240,6 +240,18 @@ where
         in_tx!(&self.0, |c| scripts::breaker_update::<B::D>(c, &p).await)
     }
 
+    async fn job_purge(&self, p: JobPurgeParams) -> Result<Vec<PurgedJob>> {
+        let ids = scripts::job_purge_select::<B::D>(&mut *self.0.conn().await?, &p).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let purged = in_tx!(&self.0, |c| scripts::job_purge_one::<B::D>(
+                c, id, &p.by, p.now
+            )
+            .await)?;
+            out.extend(purged);
+        }
+        Ok(out)
+    }
     async fn job_set_priority(&self, p: JobPriorityParams) -> Result<Job> {
         if !(-100..=100).contains(&p.priority) {
             return Err(crate::StoreError::Invalid(format!(

@@ -108,6 +108,8 @@ pub(crate) trait Db:
 {
     /// Appended to a `SELECT` whose rows the script will update.
     const FOR_UPDATE: &'static str;
+    /// Around a timestamp column: its seconds since the epoch (a number).
+    const EPOCH_SECS: (&'static str, &'static str);
 
     async fn execute(q: Q<'_, Self>, c: &mut Self::Connection) -> Result<u64>;
     async fn fetch_one(q: Q<'_, Self>, c: &mut Self::Connection) -> Result<Self::Row>;
@@ -116,10 +118,11 @@ pub(crate) trait Db:
 }
 
 macro_rules! impl_db {
-    ($db:ty, $for_update:literal) => {
+    ($db:ty, $for_update:literal, $epoch:expr) => {
         #[async_trait]
         impl Db for $db {
             const FOR_UPDATE: &'static str = $for_update;
+            const EPOCH_SECS: (&'static str, &'static str) = $epoch;
 
             async fn execute(q: Q<'_, Self>, c: &mut Self::Connection) -> Result<u64> {
                 Ok(q.execute(c).await.map_err(from_sqlx)?.rows_affected())
@@ -140,8 +143,9 @@ macro_rules! impl_db {
     };
 }
 
-impl_db!(Postgres, " FOR UPDATE");
-impl_db!(Sqlite, "");
+impl_db!(Postgres, " FOR UPDATE", ("EXTRACT(EPOCH FROM ", ")"));
+// Timestamps are integer microseconds there.
+impl_db!(Sqlite, "", ("(", " / 1000000)"));
 
 /// A JSON value of a model type, for a bind.
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<Value> {

@@ -143,6 +143,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// on every process, its pending tasks are not claimed; running ones finish. Journaled.
     async fn pause_set(&self, p: PauseSetParams) -> Result<Pause>;
 
+    /// Removes finished jobs as `p.select` says, oldest first, at most `p.limit`, each with its
+    /// tasks and journal in a transaction of its own (no claim-path lock is taken: finished
+    /// tasks are never claimed). Journaled as `job.purged`. The caller removes the jobs'
+    /// result objects afterwards (an object left by a crash in between is an orphan the
+    /// cleaner's sweep removes).
+    async fn job_purge(&self, p: JobPurgeParams) -> Result<Vec<PurgedJob>>;
+
     /// Sets a job's priority and its unfinished tasks'; a finished job is a conflict. Journaled.
     async fn job_set_priority(&self, p: JobPriorityParams) -> Result<Job>;
 

@@ -38,6 +38,8 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
+    /// How long the job is kept once finished; `None`: the cleaner's default; 0: kept.
+    pub retention_secs: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +57,8 @@ pub struct JobInsertParams {
     pub sql: Option<String>,
     pub priority: i16,
     pub max_attempts: i32,
+    /// How long the job is kept once finished; `None`: the cleaner's default; 0: kept.
+    pub retention_secs: Option<i64>,
     pub tasks: Vec<NewTask>,
     pub now: DateTime<Utc>,
 }
@@ -285,10 +289,51 @@ pub struct Event {
     pub detail: Option<serde_json::Value>,
 }
 
+/// The longest retention a job may ask for: ten years.
+pub const MAX_RETENTION_SECS: i64 = 10 * 366 * 86_400;
+
+/// Which finished jobs a purge removes (their tasks, journal and result objects with them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeSelect {
+    /// Jobs past their retention: their own, else `default_secs` (`None`: jobs without one of
+    /// their own are kept).
+    Expired { default_secs: Option<i64> },
+    /// Jobs finished more than this many seconds ago, unless they are to be kept (retention 0).
+    OlderThan { secs: i64 },
+    /// This job, if it has finished.
+    Job(JobId),
+}
+
+#[derive(Debug, Clone)]
+pub struct JobPurgeParams {
+    pub select: PurgeSelect,
+    /// Most jobs this call removes (each in a transaction of its own).
+    pub limit: u32,
+    /// Who purges (journaled).
+    pub by: String,
+    pub now: DateTime<Utc>,
+}
+
+/// A job a purge removed, with what went with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgedJob {
+    pub id: JobId,
+    pub owner: String,
+    pub tasks: u64,
+    pub events: u64,
+}
+
 /// Checks shared by both backends before a job is written.
 pub(crate) fn validate_job(p: &JobInsertParams) -> crate::Result<()> {
     use crate::StoreError::Invalid;
     validate_owner(&p.owner)?;
+    if let Some(r) = p.retention_secs
+        && !(0..=MAX_RETENTION_SECS).contains(&r)
+    {
+        return Err(Invalid(format!(
+            "retention must be 0 (keep) to {MAX_RETENTION_SECS} seconds (10 years), got {r}"
+        )));
+    }
     if p.max_attempts < 1 {
         return Err(Invalid(format!(
             "max_attempts must be at least 1, got {}",

@@ -282,8 +282,8 @@ impl Backend for PgBackend {
                 let vtime = scripts::vtime::<Postgres>(&mut *tx, p.priority).await?;
                 let stride = others + 1;
                 let id: Option<i64> = sqlx::query_scalar(
-                    "INSERT INTO jobs (owner, idempotency_key, spec, sql, priority, lakes_total, created_at, stride) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                    "INSERT INTO jobs (owner, idempotency_key, spec, sql, priority, lakes_total, created_at, stride, retention_secs) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                      ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id",
                 )
                 .bind(&p.owner)
@@ -294,6 +294,7 @@ impl Backend for PgBackend {
                 .bind(p.tasks.len() as i64)
                 .bind(p.now)
                 .bind(stride as i32)
+                .bind(p.retention_secs)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;

@@ -141,7 +141,8 @@ fn de<T: serde::de::DeserializeOwned>(what: &str, v: Value) -> Result<T> {
 macro_rules! job_cols {
     () => {
         "id, owner, idempotency_key, spec, sql, state, priority, lakes_total, \
-    lakes_done, lakes_failed, lakes_cancelled, rows_found, created_at, started_at, finished_at, error"
+    lakes_done, lakes_failed, lakes_cancelled, rows_found, created_at, started_at, finished_at, error, \
+    retention_secs"
     };
 }
 pub(crate) use job_cols;
@@ -164,6 +165,7 @@ pub(crate) struct JobRow {
     started_at: Option<Ts>,
     finished_at: Option<Ts>,
     error: Option<String>,
+    retention_secs: Option<i64>,
 }
 
 impl Decoded for Job {
@@ -188,6 +190,7 @@ impl Decoded for Job {
             started_at: ts(r.started_at),
             finished_at: ts(r.finished_at),
             error: r.error,
+            retention_secs: r.retention_secs,
         })
     }
 }

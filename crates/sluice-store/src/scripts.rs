@@ -685,6 +685,82 @@ pub(crate) async fn job_set_priority<D: Db>(
     Ok(job)
 }
 
+const FINISHED: &str =
+    "state IN ('succeeded', 'partial', 'failed', 'cancelled') AND finished_at IS NOT NULL";
+
+/// The finished jobs a purge removes, oldest first, at most `limit`.
+pub(crate) async fn job_purge_select<D: Db>(
+    c: &mut D::Connection,
+    p: &JobPurgeParams,
+) -> Result<Vec<i64>> {
+    let limit = i64::from(p.limit.clamp(1, 10_000));
+    let q = match &p.select {
+        PurgeSelect::Job(id) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM jobs WHERE id = $1 AND {FINISHED}"
+        )))
+        .arg(id.0),
+        PurgeSelect::OlderThan { secs } => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM jobs WHERE {FINISHED} \
+               AND (retention_secs IS NULL OR retention_secs > 0) AND finished_at <= $1 \
+             ORDER BY finished_at, id LIMIT $2"
+        )))
+        .arg(Ts(p.now - chrono::Duration::seconds(*secs)))
+        .arg(limit),
+        PurgeSelect::Expired { default_secs } => {
+            let (a, b) = D::EPOCH_SECS;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT id FROM jobs WHERE {FINISHED} AND COALESCE(retention_secs, $1) > 0 \
+                   AND {a}finished_at{b} + COALESCE(retention_secs, $1) <= $2 \
+                 ORDER BY finished_at, id LIMIT $3"
+            )))
+            .arg(*default_secs)
+            .arg(p.now.timestamp())
+            .arg(limit)
+        }
+    };
+    let rows: Vec<Scalar> = all::<D, _>(c, q).await?;
+    Ok(rows.into_iter().map(|Scalar(id)| id).collect())
+}
+
+/// Removes one finished job with its journal and tasks (tasks before the job row, as
+/// everywhere), journaled as `job.purged` without a job. `None` if it is gone or not finished
+/// (a finished job never runs again, so the check needs no lock).
+pub(crate) async fn job_purge_one<D: Db>(
+    c: &mut D::Connection,
+    id: i64,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<PurgedJob>> {
+    let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT owner AS v FROM jobs WHERE id = $1 AND {FINISHED}"
+    )))
+    .arg(id);
+    let Some(row) = D::fetch_optional(q, c).await? else {
+        return Ok(None);
+    };
+    let crate::rows::Text { v: owner } = D::read(&row)?;
+    let events = D::execute(
+        sqlx::query("DELETE FROM events WHERE job_id = $1").arg(id),
+        c,
+    )
+    .await?;
+    let tasks = D::execute(
+        sqlx::query("DELETE FROM tasks WHERE job_id = $1").arg(id),
+        c,
+    )
+    .await?;
+    D::execute(sqlx::query("DELETE FROM jobs WHERE id = $1").arg(id), c).await?;
+    let detail =
+        serde_json::json!({"job": id, "owner": owner, "tasks": tasks, "events": events, "by": by});
+    event_insert::<D>(c, now, None, None, EventKind::JobPurged, Some(detail)).await?;
+    Ok(Some(PurgedJob {
+        id: sluice_core::JobId(id),
+        owner,
+        tasks,
+        events,
+    }))
+}
+
 /// Sets an owner's (or the default) quota of running tasks, journaled.
 pub(crate) async fn quota_set<D: Db>(c: &mut D::Connection, p: &QuotaSetParams) -> Result<Quota> {
     validate_quota(p)?;

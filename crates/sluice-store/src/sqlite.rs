@@ -226,8 +226,8 @@ impl Backend for SqliteBackend {
         let vtime = scripts::vtime::<Sqlite>(&mut tx, p.priority).await?;
         let stride = others + 1;
         let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO jobs (owner, idempotency_key, spec, sql, priority, lakes_total, created_at, stride) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id",
+            "INSERT INTO jobs (owner, idempotency_key, spec, sql, priority, lakes_total, created_at, stride, retention_secs) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id",
         )
         .bind(&p.owner)
         .bind(&p.idempotency_key)
@@ -237,6 +237,7 @@ impl Backend for SqliteBackend {
         .bind(p.tasks.len() as i64)
         .bind(us(p.now))
         .bind(stride)
+        .bind(p.retention_secs)
         .fetch_optional(&mut *tx)
         .await
         .map_err(from_sqlx)?;

@@ -240,6 +240,7 @@ pub async fn submit(
     now: chrono::DateTime<chrono::Utc>,
 ) -> crate::Job {
     let p = crate::JobInsertParams {
+        retention_secs: None,
         owner: owner.into(),
         idempotency_key: None,
         spec,

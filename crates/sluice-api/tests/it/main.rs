@@ -104,6 +104,11 @@ impl sluice_api::ResultReader for FakeResults {
             truncated: false,
         })
     }
+
+    /// Three objects per job.
+    async fn remove(&self, _job: sluice_core::JobId) -> Result<u64, String> {
+        Ok(3)
+    }
 }
 
 struct T {
@@ -1141,6 +1146,7 @@ async fn the_openapi_document_lists_every_route() {
         ("get", "/v1/admin/quotas"),
         ("post", "/v1/admin/quotas"),
         ("post", "/v1/admin/quotas/clear"),
+        ("post", "/v1/admin/purge"),
         ("get", "/v1/jobs/{id}/events"),
         ("get", "/v1/jobs/{id}/results"),
         ("post", "/v1/validate"),
@@ -1767,4 +1773,73 @@ async fn quotas_are_read_by_operators_and_set_by_admins() {
     );
     assert_eq!(clear(r#"{"owner": null}"#).await.status, StatusCode::OK);
     assert_eq!(get(&t.ops).await.json(), serde_json::json!([]));
+}
+
+/// An admin purges finished jobs now: by id or by age; unfinished ones and bad requests change
+/// nothing.
+#[tokio::test]
+async fn an_admin_purges_finished_jobs_now() {
+    let t = setup(ApiConfig::default()).await;
+    let done = submit(&t, &t.alice, NOOP3).await;
+    let open = submit(&t, &t.alice, NOOP3).await;
+    call(
+        &t.app,
+        "POST",
+        &format!("/v1/jobs/{done}/cancel"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    let purge = |token: &String, body: &str| {
+        let (app, token, body) = (t.app.clone(), token.clone(), body.to_string());
+        async move { call(&app, "POST", "/v1/admin/purge", Some(&token), Some(&body)).await }
+    };
+    problem(
+        &purge(&t.ops, r#"{"job": 1}"#).await,
+        StatusCode::FORBIDDEN,
+        "admin role",
+    );
+    for bad in [
+        r#"{}"#,
+        r#"{"job": 1, "older_than_secs": 5}"#,
+        r#"{"job": 0}"#,
+        r#"{"older_than_secs": -1}"#,
+        r#"{"job": 1, "x": 2}"#,
+    ] {
+        let r = purge(&t.root, bad).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+    let r = purge(&t.root, &format!(r#"{{"job": {open}}}"#)).await;
+    assert_eq!(r.json()["jobs"], serde_json::json!([]), "an open job stays");
+    let r = purge(&t.root, &format!(r#"{{"job": {done}}}"#)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let p = r.json();
+    assert_eq!(
+        (&p["jobs"], &p["tasks"], &p["objects"]),
+        (&serde_json::json!([done]), &3.into(), &3.into())
+    );
+    let r = call(
+        &t.app,
+        "GET",
+        &format!("/v1/jobs/{done}"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    problem(&r, StatusCode::NOT_FOUND, &format!("job {done}"));
+    let r = call(
+        &t.app,
+        "GET",
+        &format!("/v1/jobs/{open}"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = purge(&t.root, r#"{"older_than_secs": 0}"#).await;
+    assert_eq!(
+        r.json()["jobs"],
+        serde_json::json!([]),
+        "nothing else finished"
+    );
 }

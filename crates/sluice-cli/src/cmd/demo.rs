@@ -468,6 +468,7 @@ async fn drive(
             hunt: serde_json::to_value(spec)?,
             priority,
             max_attempts: Some(3),
+            retention_secs: None,
         })
     };
     let s = as_alice.submit(&submit(&sweep, 0)?, None).await?;

@@ -114,6 +114,10 @@ pub struct SubmitArgs {
     /// Same key and same hunt: the same job is returned instead of a second one.
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// How long the finished job is kept (`90d`, `0`: until purged); default: the server's
+    /// `--retention`.
+    #[arg(long, value_parser = crate::parse_retention)]
+    retention: Option<std::time::Duration>,
     /// Attempts per lake before it counts as failed (provider trouble spends none).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=20))]
     max_attempts: i32,
@@ -147,6 +151,7 @@ impl SubmitArgs {
             hunt: serde_json::to_value(self.hunt.spec()?)?,
             priority: self.priority,
             max_attempts: Some(self.max_attempts),
+            retention_secs: self.retention.map(|d| d.as_secs() as i64),
         };
         // Retries after a refusal must not make a second job if a reply was lost.
         let key = match (&self.idempotency_key, self.wait_intake) {
@@ -225,6 +230,7 @@ impl ValidateArgs {
             hunt: serde_json::to_value(self.hunt.spec()?)?,
             priority: 0,
             max_attempts: None,
+            retention_secs: None,
         };
         let v = c
             .validate(&req)
@@ -349,7 +355,10 @@ impl Render for JobView {
 
 /// `sluice jobs`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct JobsArgs {
+    #[command(subcommand)]
+    cmd: Option<JobsCmd>,
     #[arg(long)]
     owner: Option<String>,
     /// queued, running, succeeded, partial, failed or cancelled.
@@ -365,8 +374,74 @@ fn parse_job_state(s: &str) -> Result<sluice_core::JobState, String> {
     })
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum JobsCmd {
+    /// Remove finished jobs now, with their tasks, timeline and result objects (admin). The
+    /// elected scheduler does this by itself past `--retention`.
+    Purge(PurgeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct PurgeArgs {
+    /// This finished job, whatever its retention.
+    #[arg(long)]
+    job: Option<JobId>,
+    /// Finished jobs that finished longer ago (`90d`), but those kept with retention 0.
+    #[arg(long, value_parser = crate::parse_retention)]
+    older_than: Option<std::time::Duration>,
+}
+
+impl PurgeArgs {
+    async fn run(self, ctx: &Ctx) -> Result<ExitCode> {
+        let c = ctx.api("cli").await?;
+        let req = sluice_api::wire::PurgeRequest {
+            job: self.job.map(|j| j.0),
+            older_than_secs: self.older_than.map(|d| d.as_secs() as i64),
+        };
+        // At most 100 jobs a call: go on while more match.
+        let mut total = sluice_api::wire::Purged {
+            jobs: Vec::new(),
+            tasks: 0,
+            objects: 0,
+            more: false,
+        };
+        loop {
+            let p = c.purge(&req).await?;
+            total.jobs.extend(&p.jobs);
+            total.tasks += p.tasks;
+            total.objects += p.objects;
+            if !p.more {
+                break;
+            }
+        }
+        ctx.show(&PurgedJobs(total))?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct PurgedJobs(sluice_api::wire::Purged);
+
+impl Render for PurgedJobs {
+    fn render(&self, out: &mut String) {
+        let p = &self.0;
+        line!(
+            out,
+            "{} finished jobs removed ({} tasks, {} result objects)",
+            p.jobs.len(),
+            p.tasks,
+            p.objects
+        );
+    }
+}
+
 impl JobsArgs {
     pub async fn run(self, ctx: &Ctx) -> Result<ExitCode> {
+        if let Some(JobsCmd::Purge(p)) = self.cmd {
+            return p.run(ctx).await;
+        }
         let c = ctx.api("cli").await?;
         let jobs = c
             .jobs(

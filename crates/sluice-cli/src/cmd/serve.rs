@@ -13,6 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// The results folder's objects, for retention and the orphan sweep.
+pub(crate) fn stored_results(
+    results_dir: &std::path::Path,
+) -> Result<Arc<dyn sluice_scheduler::ResultObjects>> {
+    let r = hunts::StoredResults::local(results_dir)
+        .with_context(|| format!("opening the results folder {}", results_dir.display()))?;
+    Ok(Arc::new(r))
+}
+
 /// `sluice migrate`: applies the migrations (also done at every start-up).
 pub async fn migrate(ctx: &Ctx) -> Result<ExitCode> {
     let store = ctx.store("migrate").await?;
@@ -54,6 +63,7 @@ impl SchedulerArgs {
             serve_metrics(addr, store.clone(), stop.clone(), metrics_stop.clone()).await?;
         }
         Scheduler::new(store, Arc::new(SystemClock), cfg)
+            .with_results(stored_results(&ctx.results_dir)?)
             .run(stop)
             .await;
         metrics_stop.cancel();
@@ -129,7 +139,9 @@ impl ServerArgs {
             let scheduler = if self.worker.scheduler {
                 let cfg = self.worker.election.config(id, Duration::from_secs(5))?;
                 Some(tokio::spawn(
-                    Scheduler::new(store, Arc::new(SystemClock), cfg).run(stop.clone()),
+                    Scheduler::new(store, Arc::new(SystemClock), cfg)
+                        .with_results(stored_results(&ctx.results_dir)?)
+                        .run(stop.clone()),
                 ))
             } else {
                 None
@@ -155,6 +167,13 @@ pub struct ElectionArgs {
     /// stops renewing it (crash, SIGKILL, lost database).
     #[arg(long, env = "SLUICE_LEADER_TTL", default_value = "15s", value_parser = crate::parse_duration)]
     leader_ttl: Duration,
+    /// How long finished jobs are kept (their tasks, journal and result objects) unless a job
+    /// says otherwise; `0`: kept. The elected leader removes them.
+    #[arg(long, env = "SLUICE_RETENTION", default_value = "30d", value_parser = crate::parse_retention)]
+    retention: Duration,
+    /// How often the leader removes finished jobs past their retention.
+    #[arg(long, env = "SLUICE_CLEAN_EVERY", default_value = "1m", value_parser = crate::parse_duration)]
+    clean_every: Duration,
 }
 
 impl ElectionArgs {
@@ -173,6 +192,8 @@ impl ElectionArgs {
             every: rescue_every,
             ..Default::default()
         };
+        cfg.clean.retention = (!self.retention.is_zero()).then_some(self.retention);
+        cfg.clean.every = self.clean_every.max(Duration::from_secs(1));
         Ok(cfg)
     }
 }
@@ -358,7 +379,8 @@ async fn run_worker(
             store.clone(),
             clock.clone(),
             args.election.config(cfg.id.clone(), every)?,
-        );
+        )
+        .with_results(stored_results(&engine.config().results_dir)?);
         Some(tokio::spawn(s.run(stop.clone())))
     } else {
         None

@@ -654,3 +654,116 @@ async fn a_token_limited_to_tagged_lakes_sees_and_reads_only_those() {
     .await
     .expect("test thread");
 }
+
+/// Retention end to end: a server whose leader keeps finished jobs 2 s removes a job, its
+/// timeline and its result files by itself; a job kept with retention 0 stays until an admin
+/// purges it with `sluice jobs purge`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_go_with_their_results_after_their_retention() {
+    let (_store, db) = sluice_store::testing::pg_store().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let results = dir.path().join("results");
+    let lakes = dir.path().join("lakes");
+    let addr = format!("127.0.0.1:{}", free_port());
+    tokio::task::spawn_blocking(move || {
+        let manifest = crate::generate_lakes(&db, &results, &lakes, 4, 300, 3);
+        let needles = manifest["needles"].as_array().expect("needles").clone();
+        let ok = |args: &[&str]| super::sluice_ok(&db, &results, args);
+        let token = |role: &str| -> String {
+            let t: serde_json::Value = serde_json::from_str(&ok(&[
+                "--output", "json", "tokens", "create", "--owner", "alice", "--role", role,
+            ]))
+            .expect("token");
+            t["token"].as_str().expect("token").to_string()
+        };
+        let (alice, root) = (token("researcher"), token("admin"));
+        let mut server = Proc(
+            sluice()
+                .args(["--database-url", &db, "--results-dir"])
+                .arg(&results)
+                .args(["server", "--listen", &addr, "--idle-poll", "50ms"])
+                .args(["--retention", "2s", "--clean-every", "1s"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("server"),
+        );
+        wait_ready(&addr);
+        let hunt = crate::ioc_hunt(&needles);
+        let submit = |extra: serde_json::Value| -> i64 {
+            let mut body = serde_json::json!({"hunt": hunt});
+            if let Some(o) = extra.as_object() {
+                for (k, v) in o {
+                    body[k] = v.clone();
+                }
+            }
+            let (status, text) = http(&addr, "POST", "/v1/jobs", &alice, Some(&body.to_string()));
+            assert_eq!(status, 202, "{text}");
+            serde_json::from_str::<serde_json::Value>(&text).expect("json")["job"]
+                .as_i64()
+                .expect("id")
+        };
+        let finished = |id: i64| {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let (_, text) = http(&addr, "GET", &format!("/v1/jobs/{id}"), &alice, None);
+                let j: serde_json::Value = serde_json::from_str(&text).expect("job");
+                if j["state"] == "succeeded" {
+                    return j;
+                }
+                assert!(Instant::now() < deadline, "{j}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        let kept = submit(serde_json::json!({"retention_secs": 0}));
+        assert_eq!(finished(kept)["retention_secs"], 0);
+        let gone = submit(serde_json::json!({}));
+        finished(gone);
+        let folder = |id: i64| results.join("jobs").join(id.to_string());
+        assert!(
+            folder(gone).is_dir() && folder(kept).is_dir(),
+            "results written"
+        );
+        // Within a few clean passes of its retention the job is gone, files and all.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, _) = http(&addr, "GET", &format!("/v1/jobs/{gone}"), &alice, None);
+            if status == 404 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "job {gone} still there");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(!folder(gone).exists(), "its result files went with it");
+        assert!(folder(kept).is_dir(), "retention 0 keeps a job");
+        let (status, _) = http(&addr, "GET", &format!("/v1/jobs/{kept}"), &alice, None);
+        assert_eq!(status, 200);
+        // An admin purges the kept job; a researcher may not.
+        let base = format!("http://{addr}");
+        let purge = |token: &str| {
+            sluice()
+                .args(["--url", &base, "--token", token])
+                .env_remove("SLUICE_DATABASE_URL")
+                .args(["jobs", "purge", "--job", &kept.to_string()])
+                .stdin(Stdio::null())
+                .output()
+                .expect("sluice")
+        };
+        let out = purge(&alice);
+        assert_eq!(out.status.code(), Some(1));
+        let out = purge(&root);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(said.starts_with("1 finished jobs removed"), "{said}");
+        assert!(!folder(kept).exists());
+        signal(&server, libc::SIGTERM);
+        assert!(wait_exit(&mut server, Duration::from_secs(30)).success());
+    })
+    .await
+    .expect("test thread");
+}

@@ -65,6 +65,7 @@ conformance!(
     a_new_priority_moves_a_jobs_unfinished_tasks,
     a_default_quota_of_zero_holds_back_only_owners_without_their_own,
     a_demoted_job_takes_its_place_in_the_new_priority,
+    the_cleaner_removes_finished_jobs_past_their_retention_only,
 );
 
 fn lease() -> Duration {
@@ -2188,6 +2189,121 @@ async fn owner_quotas_cap_running_tasks_across_claims(s: S) {
     assert_eq!(
         kinds,
         ["quota.set", "quota.set", "quota.set", "quota.cleared"]
+    );
+}
+
+/// Claims and finishes every claimable task at `now` (the jobs they belong to finish then).
+async fn finish_all(s: &S, now: i64) -> usize {
+    let got = claim(s, "w", 1000, now).await;
+    let finishes = got
+        .iter()
+        .map(|t| TaskFinish {
+            lease: t.lease,
+            outcome: TaskOutcome::Succeeded {
+                rows: 1,
+                result_uri: Some(format!("jobs/{}/{}.parquet", t.job_id, t.id())),
+            },
+        })
+        .collect();
+    s.task_finish(TaskFinishParams {
+        finishes,
+        now: at(now),
+    })
+    .await
+    .unwrap();
+    got.len()
+}
+
+async fn the_cleaner_removes_finished_jobs_past_their_retention_only(s: S) {
+    let with = |owner: &str, retention_secs: Option<i64>| JobInsertParams {
+        retention_secs,
+        ..job(owner, 2)
+    };
+    let a = s.job_insert(with("alice", None)).await.unwrap().job;
+    let keep = s.job_insert(with("bob", Some(0))).await.unwrap().job;
+    let long = s.job_insert(with("carol", Some(100))).await.unwrap().job;
+    assert_eq!(s.job_get(long.id).await.unwrap().retention_secs, Some(100));
+    assert_eq!(finish_all(&s, 10).await, 6);
+    // dave's job runs: one task claimed, one pending.
+    let running = s.job_insert(job("dave", 2)).await.unwrap().job;
+    assert_eq!(claim(&s, "w", 1, 11).await.len(), 1);
+    let purge = |select, now| JobPurgeParams {
+        select,
+        limit: 100,
+        by: "cleaner".into(),
+        now: at(now),
+    };
+    let expired = |default_secs| PurgeSelect::Expired { default_secs };
+    let ids = |v: Vec<PurgedJob>| v.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    // (what, when, purged)
+    let cases = [
+        (expired(Some(60)), 69, vec![]),
+        (PurgeSelect::Job(running.id), 70, vec![]),
+        (expired(None), 70, vec![]),
+        (expired(Some(60)), 70, vec![a.id]),
+        (expired(Some(60)), 109, vec![]),
+        (expired(Some(60)), 110, vec![long.id]),
+        (PurgeSelect::OlderThan { secs: 1 }, 10_000, vec![]),
+    ];
+    for (select, now, want) in cases {
+        let got = s.job_purge(purge(select.clone(), now)).await.unwrap();
+        assert_eq!(ids(got), want, "{select:?} at {now}");
+    }
+    // What went with alice's job: tasks, journal; what stays: the others, and one journal row
+    // of the purge itself.
+    assert!(matches!(
+        s.job_get(a.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(s.task_list_all(a.id).await.unwrap().is_empty());
+    let events = s
+        .event_list(EventListParams {
+            job_id: None,
+            scope: None,
+            after_id: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap();
+    assert!(!events.iter().any(|e| e.job_id == Some(a.id)));
+    let purged: Vec<&Event> = events.iter().filter(|e| e.kind == "job.purged").collect();
+    assert_eq!(purged.len(), 2);
+    assert_eq!(purged[0].detail.as_ref().unwrap()["job"], a.id.0);
+    assert_eq!(purged[0].detail.as_ref().unwrap()["tasks"], 2);
+    assert_eq!(s.job_get(keep.id).await.unwrap().state, JobState::Succeeded);
+    assert_eq!(s.task_list_all(running.id).await.unwrap().len(), 2);
+    // An operator's purge takes any finished job but one kept (retention 0) by age, and a
+    // named finished job whatever its retention.
+    let e = s.job_insert(with("erin", None)).await.unwrap().job;
+    finish_all(&s, 200).await;
+    let got = s
+        .job_purge(purge(PurgeSelect::OlderThan { secs: 10 }, 300))
+        .await
+        .unwrap();
+    assert_eq!(ids(got), vec![e.id], "not bob's, kept");
+    let got = s
+        .job_purge(purge(PurgeSelect::Job(keep.id), 300))
+        .await
+        .unwrap();
+    assert_eq!(ids(got), vec![keep.id]);
+    // Bad retentions are refused before anything is written.
+    let bad = s.job_insert(with("frank", Some(-1))).await.unwrap_err();
+    assert!(
+        matches!(bad, StoreError::Invalid(ref m) if m.contains("retention")),
+        "{bad:?}"
+    );
+    // dave's job is untouched: its task claimed at 11 still runs (the other finished at 200).
+    let counts = s.task_backlog().await.unwrap();
+    let open: i64 = counts
+        .counts
+        .iter()
+        .filter(|c| matches!(c.state, TaskState::Pending | TaskState::Running))
+        .map(|c| c.tasks)
+        .sum();
+    assert_eq!(open, 1);
+    assert_eq!(
+        s.job_get(running.id).await.unwrap().state,
+        JobState::Running
     );
 }
 

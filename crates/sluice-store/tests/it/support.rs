@@ -31,6 +31,7 @@ pub fn job(owner: &str, lakes: usize) -> JobInsertParams {
         sql: None,
         priority: 0,
         max_attempts: 3,
+        retention_secs: None,
         tasks: (0..lakes)
             .map(|i| NewTask {
                 lake: format!("lake-{i:05}"),
