@@ -56,6 +56,10 @@ struct Args {
     /// round's after it: what retention costs claims, and whether the tables stop growing.
     #[arg(long)]
     purge: bool,
+    /// VACUUM the tables after each round (what autovacuum does in a steady state, given the
+    /// time a bench round does not leave it).
+    #[arg(long)]
+    vacuum: bool,
 }
 
 #[tokio::main]
@@ -109,6 +113,9 @@ async fn main() -> Result<()> {
             Some(h) => Some(h.await??),
             None => None,
         };
+        if args.vacuum {
+            vacuum(&url, &schema).await?;
+        }
         let sizes = table_sizes(&url, &schema).await?;
         let mut line = line;
         line["round"] = round.into();
@@ -118,12 +125,7 @@ async fn main() -> Result<()> {
     }
     if args.purge && !previous.is_empty() {
         let (jobs, secs) = purge_jobs(store.as_ref(), &previous).await?;
-        sqlx::PgConnection::connect(&url)
-            .await?
-            .execute(sqlx::AssertSqlSafe(format!(
-                "VACUUM {schema}.tasks, {schema}.events, {schema}.jobs"
-            )))
-            .await?;
+        vacuum(&url, &schema).await?;
         println!(
             "{}",
             serde_json::json!({
@@ -250,6 +252,16 @@ async fn purge_jobs(store: &dyn Store, ids: &[JobId]) -> Result<(usize, f64)> {
             .len();
     }
     Ok((n, round(t.elapsed().as_secs_f64())))
+}
+
+async fn vacuum(url: &str, schema: &str) -> Result<()> {
+    sqlx::PgConnection::connect(url)
+        .await?
+        .execute(sqlx::AssertSqlSafe(format!(
+            "VACUUM {schema}.tasks, {schema}.events, {schema}.jobs"
+        )))
+        .await?;
+    Ok(())
 }
 
 /// Bytes of each table with its indexes.
