@@ -79,6 +79,7 @@ pub(crate) async fn pauses(State(api): State<Api>, caller: Caller) -> Result<Res
         (status = 201, description = "Paused", body = Paused),
         (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
         crate::wire::Denied,
+        crate::wire::BodyRefused,
     ))]
 pub(crate) async fn pause(
     State(api): State<Api>,
@@ -128,6 +129,7 @@ pub(crate) async fn pause(
         (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
         crate::wire::Denied,
         (status = 404, description = "The target is not paused", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::BodyRefused,
     ))]
 pub(crate) async fn resume(
     State(api): State<Api>,
@@ -171,6 +173,7 @@ pub(crate) async fn budgets(State(api): State<Api>, caller: Caller) -> Result<Re
         (status = 200, description = "The budget as set", body = BudgetView),
         (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
         crate::wire::Denied,
+        crate::wire::BodyRefused,
     ))]
 pub(crate) async fn budget_set(
     State(api): State<Api>,
@@ -285,6 +288,7 @@ pub(crate) async fn intake(State(api): State<Api>, caller: Caller) -> Result<Res
         (status = 200, description = "Intake closed", body = IntakeView),
         (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
         crate::wire::Denied,
+        crate::wire::BodyRefused,
     ))]
 pub(crate) async fn drain(
     State(api): State<Api>,
@@ -339,6 +343,7 @@ pub(crate) async fn quotas(State(api): State<Api>, caller: Caller) -> Result<Res
         (status = 200, description = "The quota as set: claims keep the owner within it from the next claim on", body = QuotaView),
         (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
         crate::wire::Denied,
+        crate::wire::BodyRefused,
     ))]
 pub(crate) async fn quota_set(
     State(api): State<Api>,
@@ -367,6 +372,7 @@ pub(crate) async fn quota_set(
         (status = 400, description = "Bad request", body = crate::wire::Problem, content_type = "application/problem+json"),
         crate::wire::Denied,
         (status = 404, description = "No such quota", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::BodyRefused,
     ))]
 pub(crate) async fn quota_clear(
     State(api): State<Api>,
@@ -392,6 +398,7 @@ pub(crate) async fn quota_clear(
         (status = 200, description = "What was removed (at most 100 jobs a call; `more` when others match)", body = crate::wire::Purged),
         (status = 400, description = "Neither or both of job and older_than_secs, or a bad value", body = crate::wire::Problem, content_type = "application/problem+json"),
         crate::wire::Denied,
+        crate::wire::BodyRefused,
     ))]
 pub(crate) async fn purge(
     State(api): State<Api>,

@@ -216,8 +216,7 @@ async fn plan(
         (status = 400, description = "Malformed request or invalid hunt", body = crate::wire::Problem, content_type = "application/problem+json"),
         crate::wire::Unauthorized,
         (status = 403, description = "A priority above the role's ceiling", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over the limit", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::BodyRefused,
     ))]
 pub(crate) async fn validate(
     State(api): State<Api>,
@@ -283,8 +282,7 @@ fn planned_backlog(tasks: &[sluice_store::NewTask]) -> sluice_store::TaskBacklog
         crate::wire::Unauthorized,
         (status = 403, description = "A priority above the role's ceiling", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Idempotency key used with another body", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over the limit", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::BodyRefused,
         (status = 503, description = "Intake closed (drain) or backlog over the limit: retry after Retry-After", body = crate::wire::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn submit(
@@ -467,6 +465,7 @@ pub(crate) async fn list(
         crate::wire::Unauthorized,
         (status = 404, description = "No such job, or another owner's", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already ended", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::BodyRefused,
     ))]
 pub(crate) async fn cancel(
     State(api): State<Api>,
@@ -522,6 +521,7 @@ pub(crate) async fn cancel(
         (status = 403, description = "A priority above the role's ceiling", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job, or another owner's", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already ended", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::BodyRefused,
     ))]
 pub(crate) async fn priority(
     State(api): State<Api>,

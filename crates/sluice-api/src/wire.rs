@@ -477,6 +477,24 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     Option::<String>::deserialize(d)
 }
 
+/// The answers of a route that reads a JSON body, to a body it cannot read (for the OpenAPI
+/// document).
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum BodyRefused {
+    #[response(
+        status = 413,
+        description = "Body over the limit",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(Problem),
+    #[response(
+        status = 415,
+        description = "Not JSON",
+        content_type = "application/problem+json"
+    )]
+    NotJson(Problem),
+}
+
 /// The answers of a route above the researcher role (for the OpenAPI document).
 #[derive(Debug, utoipa::IntoResponses)]
 pub enum Denied {
