@@ -10,6 +10,7 @@ import pathlib
 import sys
 
 import jsonschema
+import re
 import yaml
 
 try:
@@ -46,7 +47,7 @@ def check_kubernetes():
     for f in sorted(kdir.glob("*.yaml")):
         if f.name == "kustomization.yaml":
             continue
-        if f.name not in listed and f.name not in ("secret.example.yaml", "servicemonitor.yaml"):
+        if f.name not in listed and f.name not in ("secret.example.yaml", "servicemonitor.yaml", "keda-scaledobject.yaml"):
             problems.append(f"kubernetes/{f.name}: not in kustomization.yaml resources")
         for i, doc in enumerate(yaml.safe_load_all(f.read_text())):
             if doc is None:
@@ -54,6 +55,9 @@ def check_kubernetes():
             where = f"kubernetes/{f.name}#{i} {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
             if doc.get("apiVersion") == "monitoring.coreos.com/v1":
                 check_servicemonitor(where, doc)
+                continue
+            if doc.get("apiVersion") == "keda.sh/v1alpha1":
+                check_scaledobject(where, doc, kdir)
                 continue
             if doc.get("kind") == "Deployment":
                 check_probes(where, doc)
@@ -104,6 +108,36 @@ def check_compose_scrapes(doc):
                 env = {k: v for k, v in svc.get("environment", {}).items()}
                 if listen_port(env) != sd["port"]:
                     problems.append(f"compose/prometheus.yml: {name} listens on {listen_port(env)}, scraped on {sd['port']}")
+
+
+def check_scaledobject(where, doc, kdir):
+    """KEDA's CRD is not in the Kubernetes schemas: its target must be a Deployment of ours and
+    its Prometheus query must name a metric Sluice exports."""
+    spec = doc.get("spec", {})
+    if doc.get("kind") != "ScaledObject":
+        problems.append(f"{where}: unexpected kind")
+    target = spec.get("scaleTargetRef", {}).get("name")
+    names = set()
+    for f in kdir.glob("*.yaml"):
+        for d in yaml.safe_load_all(f.read_text()):
+            if d and d.get("kind") == "Deployment":
+                names.add(d["metadata"]["name"])
+    if target not in names:
+        problems.append(f"{where}: scaleTargetRef {target!r} is not one of the Deployments {sorted(names)}")
+    if not (1 <= spec.get("minReplicaCount", 0) <= spec.get("maxReplicaCount", 0)):
+        problems.append(f"{where}: replica counts out of order")
+    for t in spec.get("triggers", []):
+        if t.get("type") != "prometheus":
+            problems.append(f"{where}: trigger {t.get('type')!r} is not prometheus")
+            continue
+        query = t.get("metadata", {}).get("query", "")
+        metrics = set(re.findall(r"sluice_[a-z_]+", query))
+        sources = "".join(p.read_text() for p in (DEPLOY / "../crates").glob("*/src/**/*.rs"))
+        for m in metrics:
+            if f'"{m}"' not in sources:
+                problems.append(f"{where}: query names {m}, which no crate exports")
+        if not metrics:
+            problems.append(f"{where}: query names no sluice metric")
 
 
 def check_servicemonitor(where, doc):

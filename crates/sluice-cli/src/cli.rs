@@ -34,6 +34,12 @@ pub struct Cli {
     )]
     pub results_dir: std::path::PathBuf,
 
+    /// Keep results in object storage instead of --results-dir (which then only stages hunt
+    /// runners' files): `s3://bucket/prefix` for any S3-compatible store (credentials,
+    /// endpoint and region from AWS_* variables or workload identity), or `file:///folder`.
+    #[arg(long, global = true, env = "SLUICE_RESULTS_URL")]
+    pub results_url: Option<String>,
+
     /// How long to wait for the database before giving up.
     #[arg(long, global = true, env = "SLUICE_CONNECT_TIMEOUT", default_value = "10s", value_parser = crate::parse_duration)]
     pub connect_timeout: Duration,
@@ -152,6 +158,7 @@ impl Cli {
         Ctx {
             database_url: self.database_url.clone(),
             results_dir: self.results_dir.clone(),
+            results_url: self.results_url.clone(),
             connect_timeout: self.connect_timeout,
             url: self.url.clone(),
             token: self.token.clone(),

@@ -36,6 +36,7 @@ pub(crate) use line;
 pub struct Ctx {
     pub database_url: String,
     pub results_dir: PathBuf,
+    pub results_url: Option<String>,
     pub connect_timeout: Duration,
     pub url: Option<String>,
     pub token: Option<String>,
@@ -102,14 +103,21 @@ impl Ctx {
         open_store(&self.database_url, self.connect_timeout).await
     }
 
-    /// A query engine writing to and reading from the results folder.
+    /// Where results are kept (and staged).
+    pub fn engine_config(&self) -> EngineConfig {
+        let mut cfg = EngineConfig::new(&self.results_dir);
+        cfg.results_url = self.results_url.clone();
+        cfg
+    }
+
+    /// A query engine writing to and reading from the results store.
     pub fn engine(&self) -> Result<Arc<Engine>> {
-        engine(&self.results_dir)
+        engine(self.engine_config())
     }
 }
 
-pub fn engine(results_dir: &std::path::Path) -> Result<Arc<Engine>> {
-    let e = Engine::new(EngineConfig::new(results_dir)).context("starting the query engine")?;
+pub fn engine(cfg: EngineConfig) -> Result<Arc<Engine>> {
+    let e = Engine::new(cfg).context("starting the query engine")?;
     Ok(Arc::new(e))
 }
 
@@ -150,6 +158,7 @@ mod tests {
         let ctx = |output| Ctx {
             database_url: String::new(),
             results_dir: PathBuf::new(),
+            results_url: None,
             connect_timeout: Duration::ZERO,
             url: None,
             token: None,

@@ -52,8 +52,13 @@ pub struct EngineConfig {
     /// Time one task may run.
     pub timeout: Duration,
     pub target_partitions: usize,
-    /// The results store: a local folder.
+    /// The results folder: where results are kept, or, with `results_url`, where hunt runners
+    /// stage theirs before the worker uploads them.
     pub results_dir: PathBuf,
+    /// Where results are kept instead of `results_dir`: `s3://bucket/prefix` (any
+    /// S3-compatible store; credentials, endpoint and region from the environment's `AWS_*`
+    /// or workload identity, never the database) or `file:///folder`.
+    pub results_url: Option<String>,
     /// How long a lake's file listing is reused. Lakes grow (a new day's partition); within
     /// this time a worker does not see new files, after it one LIST per lake picks them up.
     pub list_ttl: Duration,
@@ -71,6 +76,7 @@ impl EngineConfig {
             timeout: Duration::from_secs(600),
             target_partitions: 2,
             results_dir: results_dir.into(),
+            results_url: None,
             list_ttl: Duration::from_secs(300),
             max_result_rows: 1_000_000,
             max_result_bytes: 256 << 20,
@@ -195,14 +201,56 @@ pub(crate) fn sql_options() -> SQLOptions {
         .with_allow_statements(false)
 }
 
+/// The store results are kept in: `cfg.results_url`, else the results folder. Empty job
+/// folders go with their last object.
+pub fn results_store(cfg: &EngineConfig) -> Result<Arc<dyn ObjectStore>, EngineError> {
+    let local = |dir: &std::path::Path| -> Result<Arc<dyn ObjectStore>, EngineError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| EngineError::Io(format!("{}: {e}", dir.display())))?;
+        Ok(Arc::new(
+            LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true),
+        ))
+    };
+    let Some(raw) = cfg.results_url.as_deref() else {
+        return local(&cfg.results_dir);
+    };
+    let bad = |why: String| EngineError::User(format!("--results-url {raw:?}: {why}"));
+    let url = url::Url::parse(raw).map_err(|e| bad(e.to_string()))?;
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+        return Err(bad(
+            "no credentials or options in the URL: they come from the environment (AWS_* variables or workload identity)".into(),
+        ));
+    }
+    match url.scheme() {
+        "file" => local(std::path::Path::new(url.path())),
+        "s3" | "s3a" => {
+            let bucket = url
+                .host_str()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| bad("no bucket".into()))?;
+            let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+            let prefix = url.path().trim_matches('/');
+            Ok(if prefix.is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+            })
+        }
+        other => Err(bad(format!(
+            "{other}:// is not built into this sluice: use s3:// (any S3-compatible store, MinIO included) or file://"
+        ))),
+    }
+}
+
 /// The stack of a thread that runs query plans.
 const CPU_STACK: usize = 16 << 20;
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Result<Engine, EngineError> {
-        std::fs::create_dir_all(&cfg.results_dir)
-            .map_err(|e| EngineError::Io(format!("{}: {e}", cfg.results_dir.display())))?;
-        let results = LocalFileSystem::new_with_prefix(&cfg.results_dir)?;
+        let results = results_store(&cfg)?;
         let cpu = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.cpu_threads.max(1))
             .thread_name("sluice-cpu")
@@ -222,7 +270,7 @@ impl Engine {
             cfg,
             cpu: Some(cpu),
             cache,
-            results: Arc::new(results),
+            results,
             local: Arc::new(LocalFileSystem::new()),
             memory: Mutex::default(),
             counts: None,
@@ -259,6 +307,11 @@ impl Engine {
     }
 
     /// This engine's limits.
+    /// The store results are kept in.
+    pub fn results_store(&self) -> Arc<dyn ObjectStore> {
+        self.results.clone()
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }

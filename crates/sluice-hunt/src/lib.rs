@@ -202,8 +202,7 @@ impl sluice_api::ResultReader for EngineResults {
 
     async fn remove(&self, job: JobId) -> Result<u64, String> {
         use sluice_scheduler::ResultObjects;
-        StoredResults::local(&self.engine.config().results_dir)
-            .map_err(|e| e.to_string())?
+        StoredResults::new(self.engine.results_store())
             .remove_job(job)
             .await
     }
@@ -362,6 +361,9 @@ pub enum Executor {
 pub struct HuntRunner {
     store: Arc<dyn Store>,
     exec: Executor,
+    /// Runners stage results in a local folder; with results kept elsewhere (`--results-url`)
+    /// the worker uploads each committed file there.
+    upload: Option<Upload>,
     /// Per job: what its tasks do, read once even when many of them start at the same moment.
     jobs: Mutex<HashMap<JobId, KindCell>>,
     /// Lakes by name, with when they were read: re-read after [`LAKE_TTL`] so a lake removed
@@ -374,9 +376,20 @@ impl HuntRunner {
         HuntRunner {
             store,
             exec,
+            upload: None,
             jobs: Mutex::default(),
             lakes: Mutex::default(),
         }
+    }
+
+    /// Results staged by runners in `staging` are uploaded to `to` (and removed here).
+    pub fn with_upload(
+        mut self,
+        staging: std::path::PathBuf,
+        to: Arc<dyn object_store::ObjectStore>,
+    ) -> Self {
+        self.upload = Some(Upload { staging, to });
+        self
     }
 
     async fn kind(&self, job: JobId) -> Result<Arc<JobKind>, RunError> {
@@ -499,6 +512,13 @@ impl Runner for HuntRunner {
             }
         }
         .map_err(run_error)?;
+        if let (Some(up), Some(key), Executor::Isolated(_)) =
+            (&self.upload, &out.result_uri, &self.exec)
+        {
+            // Before the finish commits the key: a key recorded is always readable. A failed
+            // upload is retried like any transient error; what it left is an orphan.
+            up.put(key).await.map_err(RunError::Transient)?;
+        }
         Ok(RunOutput {
             rows: out.rows,
             result_uri: out.result_uri,
@@ -558,7 +578,43 @@ mod tests {
     }
 }
 
-/// Jobs' result objects where the engine writes them (`jobs/{job}/…`), for retention and the
+/// Where a worker uploads what its runners staged.
+#[derive(Debug)]
+struct Upload {
+    staging: std::path::PathBuf,
+    to: Arc<dyn object_store::ObjectStore>,
+}
+
+impl Upload {
+    async fn put(&self, key: &str) -> Result<(), String> {
+        use tokio::io::AsyncWriteExt;
+        let local = self.staging.join(key);
+        let mut file = tokio::fs::File::open(&local)
+            .await
+            .map_err(|e| format!("staged result {}: {e}", local.display()))?;
+        let mut w = object_store::buffered::BufWriter::new(
+            self.to.clone(),
+            object_store::path::Path::from(key),
+        );
+        let sent = async {
+            tokio::io::copy(&mut file, &mut w).await?;
+            w.shutdown().await
+        }
+        .await;
+        if let Err(e) = sent {
+            let _ = w.abort().await;
+            return Err(format!("uploading result {key}: {e}"));
+        }
+        let _ = tokio::fs::remove_file(&local).await;
+        if let Some(dir) = local.parent() {
+            // Empty once its job's last staged file went.
+            let _ = tokio::fs::remove_dir(dir).await;
+        }
+        Ok(())
+    }
+}
+
+/// Jobs' result objects where the engine keeps them (`jobs/{job}/…`), for retention and the
 /// orphan sweep.
 #[derive(Debug)]
 pub struct StoredResults {
@@ -566,16 +622,8 @@ pub struct StoredResults {
 }
 
 impl StoredResults {
-    /// The results folder's objects.
-    pub fn local(results_dir: &std::path::Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(results_dir)?;
-        // Empty job folders go with their last object.
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(results_dir)
-            .map_err(std::io::Error::other)?
-            .with_automatic_cleanup(true);
-        Ok(StoredResults {
-            objects: Arc::new(fs),
-        })
+    pub fn new(objects: Arc<dyn object_store::ObjectStore>) -> Self {
+        StoredResults { objects }
     }
 
     fn prefix(job: JobId) -> object_store::path::Path {

@@ -25,6 +25,7 @@ pub fn access_key(account: &str) -> String {
     format!("SIMAK{account}")
 }
 
-pub(crate) fn secret_key(account: &str) -> String {
+/// The secret key of `account`'s access key (the simulator's, well known: it guards nothing).
+pub fn secret_key(account: &str) -> String {
     format!("sim-secret-{account}")
 }

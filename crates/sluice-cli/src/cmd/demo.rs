@@ -150,7 +150,7 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
         budget_rate: Some(args.budget),
         budget_burst: Some(args.budget),
     };
-    let setup_engine = crate::ctx::engine(&results_dir)?;
+    let setup_engine = crate::ctx::engine(sluice_engine::EngineConfig::new(&results_dir))?;
     let m: LabManifest = lab::setup(store.as_ref(), &setup_engine, &lab_args).await?;
     drop(setup_engine);
     let sim_cfg = sluice_sim::SimConfig::from_json(&std::fs::read_to_string(&m.accounts_file)?)

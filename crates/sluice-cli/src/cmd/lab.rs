@@ -305,7 +305,7 @@ async fn replay_run(
         .local_addr()?
         .port();
     let results = a.dir.join(format!("results-{label}"));
-    let engine = crate::ctx::engine(&results)?;
+    let engine = crate::ctx::engine(sluice_engine::EngineConfig::new(&results))?;
     let lab = LabArgs {
         dir: a.dir.clone(),
         sim_url: format!("http://127.0.0.1:{port}"),

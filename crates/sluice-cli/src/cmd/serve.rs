@@ -13,13 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// The results folder's objects, for retention and the orphan sweep.
-pub(crate) fn stored_results(
-    results_dir: &std::path::Path,
-) -> Result<Arc<dyn sluice_scheduler::ResultObjects>> {
-    let r = hunts::StoredResults::local(results_dir)
-        .with_context(|| format!("opening the results folder {}", results_dir.display()))?;
-    Ok(Arc::new(r))
+/// A scheduler that removes result files with their jobs, if it can reach the results store;
+/// if not, it still rescues and rebalances (stopping those for want of a folder would be
+/// worse), removes rows only, and says so (the files are swept once a leader can reach them).
+fn with_results(s: Scheduler, ctx: &Ctx) -> Scheduler {
+    match sluice_engine::results_store(&ctx.engine_config()) {
+        Ok(r) => s.with_results(Arc::new(hunts::StoredResults::new(r))),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the results store: retention will remove finished jobs' rows but not their result files");
+            s
+        }
+    }
 }
 
 /// `sluice migrate`: applies the migrations (also done at every start-up).
@@ -40,7 +44,7 @@ impl WorkerArgs {
         if let Some(addr) = self.metrics_listen {
             serve_metrics(addr, store.clone(), stop.clone(), metrics_stop.clone()).await?;
         }
-        let engine = worker_engine(&store, &ctx.results_dir, &self)?;
+        let engine = worker_engine(&store, ctx, &self)?;
         let stats = run_worker(store, engine, &self, stop).await?;
         metrics_stop.cancel();
         print_stats(ctx.output, Some(stats));
@@ -62,8 +66,7 @@ impl SchedulerArgs {
         if let Some(addr) = self.metrics_listen {
             serve_metrics(addr, store.clone(), stop.clone(), metrics_stop.clone()).await?;
         }
-        Scheduler::new(store, Arc::new(SystemClock), cfg)
-            .with_results(stored_results(&ctx.results_dir)?)
+        with_results(Scheduler::new(store, Arc::new(SystemClock), cfg), ctx)
             .run(stop)
             .await;
         metrics_stop.cancel();
@@ -83,9 +86,9 @@ impl ServerArgs {
         // One engine: the slots run hunts on it and the API reads results with it (without
         // slots it only reads results).
         let engine = if self.slots {
-            worker_engine(&store, &ctx.results_dir, &self.worker)?
+            worker_engine(&store, ctx, &self.worker)?
         } else {
-            crate::ctx::engine(&ctx.results_dir)?
+            ctx.engine()?
         };
         let api = sluice_api::Api {
             store: store.clone(),
@@ -139,8 +142,7 @@ impl ServerArgs {
             let scheduler = if self.worker.scheduler {
                 let cfg = self.worker.election.config(id, Duration::from_secs(5))?;
                 Some(tokio::spawn(
-                    Scheduler::new(store, Arc::new(SystemClock), cfg)
-                        .with_results(stored_results(&ctx.results_dir)?)
+                    with_results(Scheduler::new(store, Arc::new(SystemClock), cfg), ctx)
                         .run(stop.clone()),
                 ))
             } else {
@@ -303,10 +305,10 @@ fn print_stats(output: Output, stats: Option<sluice_worker::WorkerStats>) {
 /// `--provider-guard off`). `sluice server` also reads results with it.
 fn worker_engine(
     store: &Arc<dyn Store>,
-    results_dir: &std::path::Path,
+    ctx: &Ctx,
     args: &WorkerArgs,
 ) -> Result<Arc<sluice_engine::Engine>> {
-    let mut ecfg = sluice_engine::EngineConfig::new(results_dir);
+    let mut ecfg = ctx.engine_config();
     ecfg.timeout = args.task_timeout;
     ecfg.memory_limit = usize::try_from(args.task_memory_mib << 20).unwrap_or(usize::MAX);
     ecfg.cpu_threads = args.cpu_threads as usize;
@@ -380,11 +382,17 @@ async fn run_worker(
             clock.clone(),
             args.election.config(cfg.id.clone(), every)?,
         )
-        .with_results(stored_results(&engine.config().results_dir)?);
+        .with_results(Arc::new(hunts::StoredResults::new(engine.results_store())));
         Some(tokio::spawn(s.run(stop.clone())))
     } else {
         None
     };
+    // Runners stage results in the results folder; kept elsewhere, the worker uploads them.
+    let upload = engine
+        .config()
+        .results_url
+        .is_some()
+        .then(|| (engine.config().results_dir.clone(), engine.results_store()));
     let exec = match args.isolation {
         Isolation::Process => {
             let slots = args.concurrency as usize + args.spare_slots();
@@ -395,7 +403,13 @@ async fn run_worker(
             hunts::Executor::InProcess(engine)
         }
     };
-    let runner = Arc::new(hunts::HuntRunner::with(store.clone(), exec));
+    let mut runner = hunts::HuntRunner::with(store.clone(), exec);
+    if let Some((staging, to)) = upload {
+        let staging = std::fs::canonicalize(&staging)
+            .with_context(|| format!("the results staging folder {}", staging.display()))?;
+        runner = runner.with_upload(staging, to);
+    }
+    let runner = Arc::new(runner);
     let worker = Worker::new(store.clone(), runner, clock, cfg);
     let stats = worker.run(stop.clone()).await;
     if let Some(s) = scheduler {

@@ -767,3 +767,152 @@ async fn finished_jobs_go_with_their_results_after_their_retention() {
     .await
     .expect("test thread");
 }
+
+/// Results in object storage: a server with `--results-url s3://…` (the S3 protocol through
+/// the provider simulator, credentials from the environment) keeps every result file in the
+/// bucket, none in its folder (runners stage there, the worker uploads), serves the pages from
+/// the bucket, and a purge removes them from the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_live_in_object_storage_when_given_a_results_url() {
+    let (_store, db) = sluice_store::testing::pg_store().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let results = dir.path().join("staging");
+    let lakes = dir.path().join("lakes");
+    let bucket_dir = dir.path().join("s3");
+    std::fs::create_dir_all(bucket_dir.join("hunt-results")).expect("bucket");
+    let cfg = sluice_sim::SimConfig::from_json(
+        r#"{"accounts": {"results": {"buckets": ["hunt-results"], "rate": 100000, "burst": 100000}}}"#,
+    )
+    .expect("sim config");
+    let sim = sluice_sim::Sim::new(cfg, &bucket_dir)
+        .expect("sim")
+        .start("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("sim listens");
+    let endpoint = sim.url();
+    let addr = format!("127.0.0.1:{}", free_port());
+    tokio::task::spawn_blocking(move || {
+        let manifest = crate::generate_lakes(&db, &results, &lakes, 6, 300, 9);
+        let needles = manifest["needles"].as_array().expect("needles").clone();
+        let ok = |args: &[&str]| super::sluice_ok(&db, &results, args);
+        let token = |role: &str| -> String {
+            let t: serde_json::Value = serde_json::from_str(&ok(&[
+                "--output", "json", "tokens", "create", "--owner", "alice", "--role", role,
+            ]))
+            .expect("token");
+            t["token"].as_str().expect("token").to_string()
+        };
+        let (alice, root) = (token("researcher"), token("admin"));
+        let with_s3 = |cmd: &mut std::process::Command| {
+            cmd.env("AWS_ENDPOINT", &endpoint)
+                .env("AWS_ALLOW_HTTP", "true")
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ACCESS_KEY_ID", sluice_sim::access_key("results"))
+                .env("AWS_SECRET_ACCESS_KEY", sluice_sim::secret_key("results"));
+        };
+        let mut cmd = sluice();
+        cmd.args(["--database-url", &db, "--results-dir"])
+            .arg(&results)
+            .args(["--results-url", "s3://hunt-results/sluice"])
+            .args(["server", "--listen", &addr, "--idle-poll", "50ms"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        with_s3(&mut cmd);
+        let mut server = Proc(cmd.spawn().expect("server"));
+        wait_ready(&addr);
+        let body = serde_json::json!({"hunt": crate::ioc_hunt(&needles)}).to_string();
+        let (status, text) = http(&addr, "POST", "/v1/jobs", &alice, Some(&body));
+        assert_eq!(status, 202, "{text}");
+        let id = serde_json::from_str::<serde_json::Value>(&text).expect("json")["job"]
+            .as_i64()
+            .expect("id");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (_, text) = http(&addr, "GET", &format!("/v1/jobs/{id}"), &alice, None);
+            let j: serde_json::Value = serde_json::from_str(&text).expect("job");
+            if j["state"] == "succeeded" {
+                break;
+            }
+            assert!(Instant::now() < deadline && j["state"] != "failed", "{j}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (status, text) = http(
+            &addr,
+            "GET",
+            &format!("/v1/jobs/{id}/results?limit=10000"),
+            &alice,
+            None,
+        );
+        assert_eq!(status, 200, "{text}");
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&text).expect("rows");
+        assert_eq!(rows.len(), needles.len());
+        // Every file in the bucket, under the prefix; none left where runners staged them.
+        let files = |root: &std::path::Path| -> Vec<std::path::PathBuf> {
+            fn walk(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+                for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(&p, out);
+                    } else if p.extension().is_some_and(|x| x == "parquet") {
+                        out.push(p);
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            walk(root, &mut out);
+            out
+        };
+        let in_bucket = files(
+            &bucket_dir
+                .join("hunt-results/sluice/jobs")
+                .join(id.to_string()),
+        );
+        assert!(!in_bucket.is_empty(), "results uploaded to the bucket");
+        assert!(
+            files(&results.join("jobs")).is_empty(),
+            "nothing left in staging"
+        );
+        // A purge removes them from the bucket.
+        let base = format!("http://{addr}");
+        let mut purge = sluice();
+        purge
+            .args(["--url", &base, "--token", &root])
+            .env_remove("SLUICE_DATABASE_URL")
+            .args(["jobs", "purge", "--job", &id.to_string()])
+            .stdin(Stdio::null());
+        let out = purge.output().expect("sluice");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            files(&bucket_dir.join("hunt-results/sluice/jobs")).is_empty(),
+            "purged from the bucket"
+        );
+        // A results URL the binary cannot serve is refused with what to use instead.
+        let mut bad = sluice();
+        bad.args([
+            "--database-url",
+            &db,
+            "--results-url",
+            "gs://b/p",
+            "results",
+            "1",
+        ])
+        .stdin(Stdio::null());
+        let out = bad.output().expect("sluice");
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("gs:// is not built into this sluice: use s3://"),
+            "{err}"
+        );
+        signal(&server, libc::SIGTERM);
+        assert!(wait_exit(&mut server, Duration::from_secs(30)).success());
+    })
+    .await
+    .expect("test thread");
+    sim.stop();
+}

@@ -68,6 +68,7 @@ fn deploy_manifests_pass_their_schemas_and_name_real_settings() {
         &["--help"][..],
         &["worker", "--help"],
         &["scheduler", "--help"],
+        &["server", "--help"],
     ] {
         known.extend(sluice_vars(&ok(sluice().args(cmd))));
     }
@@ -78,10 +79,12 @@ fn deploy_manifests_pass_their_schemas_and_name_real_settings() {
         "kubernetes/secret.example.yaml",
         "kubernetes/scheduler.yaml",
         "kubernetes/worker.yaml",
+        "kubernetes/server.yaml",
         "kubernetes/migrate-job.yaml",
         "systemd/worker.env.example",
         "systemd/sluice-worker.service",
         "systemd/sluice-scheduler.service",
+        "systemd/sluice-server.service",
     ];
     for f in files {
         let text = std::fs::read_to_string(dir.join(f)).expect(f);
