@@ -47,6 +47,10 @@ api-fuzz: ## Schemathesis against a running server's /openapi.json: no 5xx allow
 bench-queue: ## Queue throughput on Postgres vs the peers (release build; see docs/benchmarks.md)
 	bash benches/queue.sh
 
+.PHONY: bench-scale
+bench-scale: ## A million-task backlog vs 100,000, and graphile-worker at both sizes (release build; see docs/benchmarks.md)
+	bash benches/scale.sh
+
 .PHONY: replay-outage
 replay-outage: ## The incident replayed: the same backlog with the guard off (freeze), then on (release build)
 	bash benches/replay-outage.sh

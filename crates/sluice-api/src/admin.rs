@@ -395,7 +395,7 @@ pub(crate) async fn quota_clear(
 #[utoipa::path(post, path = "/v1/admin/purge", tag = "admin", security(("bearer" = [])),
     request_body = crate::wire::PurgeRequest,
     responses(
-        (status = 200, description = "What was removed (at most 100 jobs a call; `more` when others match)", body = crate::wire::Purged),
+        (status = 200, description = "What was removed (at most 20 jobs a call; `more` when others may match)", body = crate::wire::Purged),
         (status = 400, description = "Neither or both of job and older_than_secs, or a bad value", body = crate::wire::Problem, content_type = "application/problem+json"),
         crate::wire::Denied,
         crate::wire::BodyRefused,
@@ -419,7 +419,8 @@ pub(crate) async fn purge(
             ));
         }
     };
-    const LIMIT: u32 = 100;
+    // Small enough to finish well within the request deadline.
+    const LIMIT: u32 = 20;
     let purged = api
         .store
         .job_purge(sluice_store::JobPurgeParams {

@@ -347,7 +347,7 @@ pub struct PurgeRequest {
     #[schema(minimum = 1)]
     pub job: Option<i64>,
     #[serde(default)]
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 316224000)]
     pub older_than_secs: Option<i64>,
 }
 

@@ -201,6 +201,29 @@ pub(crate) fn sql_options() -> SQLOptions {
         .with_allow_statements(false)
 }
 
+/// The one key a task's results may have: by job, task and lease token (invariant 13).
+pub fn result_key(job: i64, task: i64, token: i64) -> String {
+    format!("jobs/{job}/{task:019}-{token}.parquet")
+}
+
+/// Whether `key` has the shape of a result key (what retention and the sweep may remove).
+pub fn is_result_key(key: &str) -> bool {
+    let mut parts = key.split('/');
+    let (Some("jobs"), Some(job), Some(file), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let Some((task, token)) = file
+        .strip_suffix(".parquet")
+        .and_then(|f| f.split_once('-'))
+    else {
+        return false;
+    };
+    digits(job) && task.len() == 19 && digits(task) && digits(token)
+}
+
 /// The store results are kept in: `cfg.results_url`, else the results folder. Empty job
 /// folders go with their last object.
 pub fn results_store(cfg: &EngineConfig) -> Result<Arc<dyn ObjectStore>, EngineError> {
@@ -211,10 +234,13 @@ pub fn results_store(cfg: &EngineConfig) -> Result<Arc<dyn ObjectStore>, EngineE
             LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true),
         ))
     };
+    // The folder exists either way: with a URL, hunt runners stage their files there.
+    let staging = local(&cfg.results_dir)?;
     let Some(raw) = cfg.results_url.as_deref() else {
-        return local(&cfg.results_dir);
+        return Ok(staging);
     };
-    let bad = |why: String| EngineError::User(format!("--results-url {raw:?}: {why}"));
+    let shown = sluice_core::secrets::redact_url(raw);
+    let bad = |why: String| EngineError::User(format!("--results-url {shown:?}: {why}"));
     let url = url::Url::parse(raw).map_err(|e| bad(e.to_string()))?;
     if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
         return Err(bad(
@@ -222,7 +248,20 @@ pub fn results_store(cfg: &EngineConfig) -> Result<Arc<dyn ObjectStore>, EngineE
         ));
     }
     match url.scheme() {
-        "file" => local(std::path::Path::new(url.path())),
+        "file" => {
+            let dir = url
+                .to_file_path()
+                .map_err(|()| bad("not a local folder".into()))?;
+            // The upload would rename a file onto itself, then remove it.
+            let same =
+                std::fs::canonicalize(&dir).ok() == std::fs::canonicalize(&cfg.results_dir).ok();
+            if same || dir.starts_with(&cfg.results_dir) || cfg.results_dir.starts_with(&dir) {
+                return Err(bad(
+                    "must not be --results-dir, inside it or around it (that folder stages runners' files)".into(),
+                ));
+            }
+            local(&dir)
+        }
         "s3" | "s3a" => {
             let bucket = url
                 .host_str()
@@ -482,7 +521,7 @@ impl Engine {
         let ctx = self.lake_session(&t.lake, &t.hunt.options).await?;
         let results = self.results.clone();
         // Zero-padded so that keys sort in task order (result pages follow it).
-        let key = format!("jobs/{}/{:019}-{}.parquet", t.job_id, t.task_id, t.token);
+        let key = result_key(t.job_id, t.task_id, t.token);
         let lake_name = t.lake.name.clone();
         let sql = t.hunt.sql.clone();
         let caps = ResultCaps {
@@ -762,5 +801,26 @@ async fn execute_to_parquet(
             rows: 0,
             result_uri: None,
         }),
+    }
+}
+
+#[cfg(test)]
+mod result_key_tests {
+    use super::*;
+
+    #[test]
+    fn only_result_shaped_keys_are_result_keys() {
+        assert!(is_result_key(&result_key(12, 345, 6)));
+        for k in [
+            "jobs/12/0000000000000000345-6.parquet/x",
+            "jobs/12/345-6.parquet",
+            "jobs/../0000000000000000345-6.parquet",
+            "jobs/12/0000000000000000345-6.parquet#1",
+            "other/12/0000000000000000345-6.parquet",
+            "jobs//0000000000000000345-6.parquet",
+            "/etc/passwd",
+        ] {
+            assert!(!is_result_key(k), "{k}");
+        }
     }
 }

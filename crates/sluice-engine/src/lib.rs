@@ -14,7 +14,10 @@ pub mod s3;
 pub mod sys;
 pub mod validate;
 
-pub use engine::{Engine, EngineConfig, LAKE_COLUMN, LakeRef, TaskOutput, TaskRun, results_store};
+pub use engine::{
+    Engine, EngineConfig, LAKE_COLUMN, LakeRef, TaskOutput, TaskRun, is_result_key, result_key,
+    results_store,
+};
 pub use error::EngineError;
 pub use hunt::{CompiledHunt, HuntSpec, LakeSelector, compile};
 

@@ -512,12 +512,23 @@ impl Runner for HuntRunner {
             }
         }
         .map_err(run_error)?;
-        if let (Some(up), Some(key), Executor::Isolated(_)) =
-            (&self.upload, &out.result_uri, &self.exec)
-        {
-            // Before the finish commits the key: a key recorded is always readable. A failed
-            // upload is retried like any transient error; what it left is an orphan.
-            up.put(key).await.map_err(RunError::Transient)?;
+        // A runner runs researchers' SQL: the key it reports is checked, never trusted (another
+        // job's key would show that job's rows to this job's owner).
+        if let Some(key) = &out.result_uri {
+            let want = sluice_engine::result_key(task.job_id.0, task.id().0, task.lease.token.0);
+            if *key != want {
+                return Err(RunError::Crashed(format!(
+                    "the runner reported result {key:?}, not this task's {want:?}"
+                )));
+            }
+            if let (Some(up), Executor::Isolated(_)) = (&self.upload, &self.exec) {
+                // Before the finish commits the key: a key recorded is always readable. The
+                // results store being down is not the hunt's fault: no attempt is spent.
+                up.put(key).await.map_err(|e| RunError::Deferred {
+                    reason: e,
+                    retry_after: Duration::from_secs(30),
+                })?;
+            }
         }
         Ok(RunOutput {
             rows: out.rows,
@@ -587,11 +598,31 @@ struct Upload {
 
 impl Upload {
     async fn put(&self, key: &str) -> Result<(), String> {
+        use std::os::unix::fs::OpenOptionsExt;
         use tokio::io::AsyncWriteExt;
         let local = self.staging.join(key);
-        let mut file = tokio::fs::File::open(&local)
-            .await
-            .map_err(|e| format!("staged result {}: {e}", local.display()))?;
+        let gone = || async {
+            let _ = tokio::fs::remove_file(&local).await;
+        };
+        // Not through a link a runner planted, and a plain file only.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&local)
+            .and_then(|f| {
+                if f.metadata()?.is_file() {
+                    Ok(f)
+                } else {
+                    Err(std::io::Error::other("not a regular file"))
+                }
+            });
+        let mut file = match file {
+            Ok(f) => tokio::fs::File::from_std(f),
+            Err(e) => {
+                gone().await;
+                return Err(format!("staged result {}: {e}", local.display()));
+            }
+        };
         let mut w = object_store::buffered::BufWriter::new(
             self.to.clone(),
             object_store::path::Path::from(key),
@@ -601,14 +632,14 @@ impl Upload {
             w.shutdown().await
         }
         .await;
-        if let Err(e) = sent {
-            let _ = w.abort().await;
-            return Err(format!("uploading result {key}: {e}"));
-        }
-        let _ = tokio::fs::remove_file(&local).await;
+        gone().await;
         if let Some(dir) = local.parent() {
             // Empty once its job's last staged file went.
             let _ = tokio::fs::remove_dir(dir).await;
+        }
+        if let Err(e) = sent {
+            let _ = w.abort().await;
+            return Err(format!("uploading result {key}: {e}"));
         }
         Ok(())
     }
@@ -675,18 +706,24 @@ impl sluice_scheduler::ResultObjects for StoredResults {
             .collect())
     }
 
+    /// Removes result-shaped keys only (never what a link or a stray file put in the listing),
+    /// in batches (one DeleteObjects request per 1,000 on S3).
     async fn remove(&self, keys: &[String]) -> Result<u64, String> {
-        use object_store::ObjectStoreExt;
+        use futures::StreamExt;
+        let paths: Vec<object_store::Result<object_store::path::Path>> = keys
+            .iter()
+            .filter(|k| sluice_engine::is_result_key(k))
+            .map(|k| Ok(object_store::path::Path::from(k.as_str())))
+            .collect();
+        let mut results = self
+            .objects
+            .delete_stream(futures::stream::iter(paths).boxed());
         let mut n = 0;
-        for k in keys {
-            match self
-                .objects
-                .delete(&object_store::path::Path::from(k.as_str()))
-                .await
-            {
-                Ok(()) => n += 1,
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(_) => n += 1,
                 Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(format!("{k}: {e}")),
+                Err(e) => return Err(e.to_string()),
             }
         }
         Ok(n)

@@ -51,7 +51,8 @@ pub struct CleanerConfig {
 impl Default for CleanerConfig {
     fn default() -> Self {
         CleanerConfig {
-            retention: Some(Duration::from_secs(30 * 86_400)),
+            // Keep: deleting is the operator's decision (`--retention`), not an upgrade's.
+            retention: None,
             every: Duration::from_secs(60),
             batch: 20,
             budget: Duration::from_secs(10),
@@ -177,13 +178,24 @@ impl Cleaner {
             return Ok(0);
         };
         let grace = chrono::Duration::from_std(self.cfg.orphan_grace).unwrap_or_default();
+        let old = |o: &ResultObject| o.written + grace <= now;
+        let started = Instant::now();
         let mut removed = 0;
         for id in results.jobs().await? {
+            if started.elapsed() >= self.cfg.budget * 6 {
+                // The rest waits for the next sweep.
+                break;
+            }
             let orphans: Vec<String> = match self.store.job_get(id).await {
-                Err(StoreError::NotFound(_)) => {
-                    removed += results.remove_job(id).await?;
-                    continue;
-                }
+                // Gone (purged, or never ours: a restored database, a shared prefix): only
+                // files older than the grace, like any orphan.
+                Err(StoreError::NotFound(_)) => results
+                    .objects(id)
+                    .await?
+                    .into_iter()
+                    .filter(old)
+                    .map(|o| o.key)
+                    .collect(),
                 Err(e) => return Err(e.to_string()),
                 Ok(j) if !j.state.is_terminal() => continue,
                 Ok(j) => {
@@ -199,7 +211,7 @@ impl Cleaner {
                         .objects(id)
                         .await?
                         .into_iter()
-                        .filter(|o| !named.contains(&o.key) && o.written + grace <= now)
+                        .filter(|o| !named.contains(&o.key) && old(o))
                         .map(|o| o.key)
                         .collect()
                 }

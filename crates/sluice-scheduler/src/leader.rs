@@ -98,6 +98,7 @@ impl Scheduler {
             self.cfg.clean.clone(),
         );
         let (mut last_clean, mut last_sweep) = (None, None);
+        let mut clean: Option<tokio::task::JoinHandle<()>> = None;
         // Until when this process may act as leader, by its own clock: its lease's length
         // measured from *before* the election round that granted it.
         let mut lead_until: Option<Instant> = None;
@@ -114,13 +115,21 @@ impl Scheduler {
                 match self.elect().await {
                     Ok(l) if l.is(&self.cfg.holder) => {
                         if lead_until.is_none() {
-                            info!(role = %l.name, term = l.term, "elected leader");
+                            info!(
+                                role = %l.name,
+                                term = l.term,
+                                retention = ?self.cfg.clean.retention,
+                                "elected leader (retention: finished jobs kept this long, None: kept)"
+                            );
                         }
                         lead_until = Some(asked + self.cfg.ttl);
                         last_renew = Some(asked);
                     }
                     Ok(l) => {
                         finished_after = None;
+                        if let Some(h) = clean.take() {
+                            h.abort();
+                        }
                         if lead_until.take().is_some() {
                             metrics::reset_leader_gauges();
                             warn!(role = %l.name, leader = %l.holder, term = l.term, "lost leadership");
@@ -134,6 +143,9 @@ impl Scheduler {
             if lead_until.is_some_and(|u| Instant::now() + self.cfg.ttl / 3 >= u) {
                 warn!("leader lease not renewed in time: standing down");
                 lead_until = None;
+                if let Some(h) = clean.take() {
+                    h.abort();
+                }
                 finished_after = None;
                 metrics::reset_leader_gauges();
             }
@@ -163,24 +175,30 @@ impl Scheduler {
                         Err(e) => warn!(error = %e, "rebalance pass failed"),
                     }
                 }
-                if due(last_clean, self.cfg.clean.every) {
+                // Retention and the sweep run in a task of their own, so a long pass never
+                // holds up the lease renewal and the rescues; it stops with the leadership.
+                if clean.as_ref().is_none_or(|h| h.is_finished())
+                    && (due(last_clean, self.cfg.clean.every)
+                        || due(last_sweep, self.cfg.clean.sweep_every))
+                {
+                    let sweep = last_sweep.is_some() && due(last_sweep, self.cfg.clean.sweep_every);
                     last_clean = Some(Instant::now());
-                    if let Err(e) = cleaner.pass(self.now()).await {
-                        metrics::CLEANER_ERRORS.inc();
-                        warn!(error = %e, "retention pass failed");
+                    if sweep || last_sweep.is_none() {
+                        // The first sweep waits a full interval: a new leader does not list
+                        // every result object at once.
+                        last_sweep = Some(Instant::now());
                     }
-                }
-                // The first sweep waits a full interval: a new leader does not list every
-                // result object at once.
-                if last_sweep.is_none() {
-                    last_sweep = Some(Instant::now());
-                }
-                if due(last_sweep, self.cfg.clean.sweep_every) {
-                    last_sweep = Some(Instant::now());
-                    if let Err(e) = cleaner.sweep(self.now()).await {
-                        metrics::CLEANER_ERRORS.inc();
-                        warn!(error = %e, "orphan result sweep failed");
-                    }
+                    let (cleaner, clock) = (cleaner.clone(), self.clock.clone());
+                    clean = Some(tokio::spawn(async move {
+                        if let Err(e) = cleaner.pass(clock.now()).await {
+                            metrics::CLEANER_ERRORS.inc();
+                            warn!(error = %e, "retention pass failed");
+                        }
+                        if sweep && let Err(e) = cleaner.sweep(clock.now()).await {
+                            metrics::CLEANER_ERRORS.inc();
+                            warn!(error = %e, "orphan result sweep failed");
+                        }
+                    }));
                 }
                 if due(last_observe, self.cfg.observe_every) {
                     last_observe = Some(Instant::now());
@@ -193,6 +211,9 @@ impl Scheduler {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(tick) => {}
             }
+        }
+        if let Some(h) = clean.take() {
+            h.abort();
         }
         self.leading.store(false, Ordering::Relaxed);
         metrics::LEADER.set(0);

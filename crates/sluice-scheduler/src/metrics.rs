@@ -190,4 +190,5 @@ pub fn reset_leader_gauges() {
     BUDGET_EFFECTIVE.reset();
     BUDGET_TOKENS.reset();
     PAUSES.set(0);
+    CLEANER_BEHIND.set(0);
 }

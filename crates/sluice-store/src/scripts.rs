@@ -749,7 +749,18 @@ pub(crate) async fn job_purge_one<D: Db>(
         c,
     )
     .await?;
-    D::execute(sqlx::query("DELETE FROM jobs WHERE id = $1").arg(id), c).await?;
+    if D::execute(sqlx::query("DELETE FROM jobs WHERE id = $1").arg(id), c).await? == 0 {
+        // Another purge took it first.
+        return Ok(None);
+    }
+    let pause = PauseTarget::Job(sluice_core::JobId(id)).key();
+    D::execute(
+        sqlx::query("DELETE FROM pauses WHERE target = $1").arg(pause),
+        c,
+    )
+    .await?;
+    let q = sqlx::query("UPDATE job_id_floor SET id = $1 WHERE id < $1").arg(id);
+    D::execute(q, c).await?;
     let detail =
         serde_json::json!({"job": id, "owner": owner, "tasks": tasks, "events": events, "by": by});
     event_insert::<D>(c, now, None, None, EventKind::JobPurged, Some(detail)).await?;

@@ -226,8 +226,11 @@ impl Backend for SqliteBackend {
         let vtime = scripts::vtime::<Sqlite>(&mut tx, p.priority).await?;
         let stride = others + 1;
         let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO jobs (owner, idempotency_key, spec, sql, priority, lakes_total, created_at, stride, retention_secs) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id",
+            // Ids above any ever purged: an id is never reused (caches, pauses and result
+            // keys name jobs by id).
+            "INSERT INTO jobs (id, owner, idempotency_key, spec, sql, priority, lakes_total, created_at, stride, retention_secs) \
+             VALUES (max((SELECT COALESCE(max(id), 0) FROM jobs), (SELECT id FROM job_id_floor)) + 1, \
+                 ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id",
         )
         .bind(&p.owner)
         .bind(&p.idempotency_key)

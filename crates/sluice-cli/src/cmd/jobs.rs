@@ -399,7 +399,7 @@ impl PurgeArgs {
             job: self.job.map(|j| j.0),
             older_than_secs: self.older_than.map(|d| d.as_secs() as i64),
         };
-        // At most 100 jobs a call: go on while more match.
+        // At most 20 jobs a call: go on while more may match.
         let mut total = sluice_api::wire::Purged {
             jobs: Vec::new(),
             tasks: 0,

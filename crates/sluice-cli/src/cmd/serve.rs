@@ -170,8 +170,9 @@ pub struct ElectionArgs {
     #[arg(long, env = "SLUICE_LEADER_TTL", default_value = "15s", value_parser = crate::parse_duration)]
     leader_ttl: Duration,
     /// How long finished jobs are kept (their tasks, journal and result objects) unless a job
-    /// says otherwise; `0`: kept. The elected leader removes them.
-    #[arg(long, env = "SLUICE_RETENTION", default_value = "30d", value_parser = crate::parse_retention)]
+    /// says otherwise; `0` (the default): kept. The elected leader removes them: give every
+    /// scheduler candidate the same value.
+    #[arg(long, env = "SLUICE_RETENTION", default_value = "0", value_parser = crate::parse_retention)]
     retention: Duration,
     /// How often the leader removes finished jobs past their retention.
     #[arg(long, env = "SLUICE_CLEAN_EVERY", default_value = "1m", value_parser = crate::parse_duration)]

@@ -2276,11 +2276,23 @@ async fn the_cleaner_removes_finished_jobs_past_their_retention_only(s: S) {
     // named finished job whatever its retention.
     let e = s.job_insert(with("erin", None)).await.unwrap().job;
     finish_all(&s, 200).await;
+    s.pause_set(PauseSetParams {
+        target: PauseTarget::Job(e.id),
+        reason: "look".into(),
+        by: "op".into(),
+        now: at(200),
+    })
+    .await
+    .unwrap();
     let got = s
         .job_purge(purge(PurgeSelect::OlderThan { secs: 10 }, 300))
         .await
         .unwrap();
     assert_eq!(ids(got), vec![e.id], "not bob's, kept");
+    // The newest job's id is never handed out again, and its pause went with it.
+    let next = s.job_insert(job("zed", 1)).await.unwrap().job;
+    assert!(next.id > e.id, "{} reused", next.id);
+    assert!(s.pause_list().await.unwrap().is_empty());
     let got = s
         .job_purge(purge(PurgeSelect::Job(keep.id), 300))
         .await
@@ -2292,7 +2304,8 @@ async fn the_cleaner_removes_finished_jobs_past_their_retention_only(s: S) {
         matches!(bad, StoreError::Invalid(ref m) if m.contains("retention")),
         "{bad:?}"
     );
-    // dave's job is untouched: its task claimed at 11 still runs (the other finished at 200).
+    // dave's job is untouched: its task claimed at 11 still runs (the other finished at 200);
+    // zed's one task waits.
     let counts = s.task_backlog().await.unwrap();
     let open: i64 = counts
         .counts
@@ -2300,7 +2313,7 @@ async fn the_cleaner_removes_finished_jobs_past_their_retention_only(s: S) {
         .filter(|c| matches!(c.state, TaskState::Pending | TaskState::Running))
         .map(|c| c.tasks)
         .sum();
-    assert_eq!(open, 1);
+    assert_eq!(open, 2);
     assert_eq!(
         s.job_get(running.id).await.unwrap().state,
         JobState::Running
