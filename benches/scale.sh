@@ -22,6 +22,14 @@ if [ -z "$bench" ]; then
 fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
+# Queue tables live on autovacuum (migration 0017 tunes it for `tasks`); a server with it off
+# (CI machines turn it off) measures a queue nobody runs in production.
+av=$(psql "$server/postgres" -Atc "show autovacuum" 2>/dev/null || echo unknown)
+nap=$(psql "$server/postgres" -Atc "show autovacuum_naptime" 2>/dev/null || echo unknown)
+echo "# server: autovacuum=$av naptime=$nap" >&2
+if [ "$av" != "on" ]; then
+  echo "WARNING: autovacuum is $av on this server: dead index entries pile up at the head of the queue and statistics go stale; figures will not be a production server's" >&2
+fi
 
 for n in "$small" "$big"; do
   echo "# sluice, $n tasks in jobs of $job_size" >&2
