@@ -35,8 +35,10 @@ pub struct Cli {
     pub results_dir: std::path::PathBuf,
 
     /// Keep results in object storage instead of --results-dir (which then only stages hunt
-    /// runners' files): `s3://bucket/prefix` for any S3-compatible store (credentials,
-    /// endpoint and region from AWS_* variables or workload identity), or `file:///folder`.
+    /// runners' files): `s3://bucket/prefix` for any S3-compatible store, or `file:///folder`.
+    /// The bucket's credentials, endpoint and region: SLUICE_RESULTS_AWS_ACCESS_KEY_ID and the
+    /// like when any is set (the results' own, apart from the lakes'), else AWS_* variables or
+    /// workload identity.
     #[arg(long, global = true, env = "SLUICE_RESULTS_URL")]
     pub results_url: Option<String>,
 

@@ -267,7 +267,8 @@ pub fn results_store(cfg: &EngineConfig) -> Result<Arc<dyn ObjectStore>, EngineE
                 .host_str()
                 .filter(|b| !b.is_empty())
                 .ok_or_else(|| bad("no bucket".into()))?;
-            let s3 = object_store::aws::AmazonS3Builder::from_env()
+            let s3 = results_s3_builder(std::env::vars())
+                .map_err(bad)?
                 .with_bucket_name(bucket)
                 .build()
                 .map_err(|e| bad(e.to_string()))?;
@@ -282,6 +283,30 @@ pub fn results_store(cfg: &EngineConfig) -> Result<Arc<dyn ObjectStore>, EngineE
             "{other}:// is not built into this sluice: use s3:// (any S3-compatible store, MinIO included) or file://"
         ))),
     }
+}
+
+/// Where the results bucket's settings come from: `SLUICE_RESULTS_AWS_*` when any is set (the
+/// results' own credentials, endpoint and region: lakes' credentials, which runners receive,
+/// then cannot write results), else the process's `AWS_*` (and workload identity).
+fn results_s3_builder(
+    env: impl Iterator<Item = (String, String)>,
+) -> Result<object_store::aws::AmazonS3Builder, String> {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    const PREFIX: &str = "SLUICE_RESULTS_AWS_";
+    let own: Vec<(String, String)> = env
+        .filter_map(|(k, v)| k.strip_prefix(PREFIX).map(|rest| (rest.to_string(), v)))
+        .collect();
+    if own.is_empty() {
+        return Ok(AmazonS3Builder::from_env());
+    }
+    let mut b = AmazonS3Builder::new();
+    for (k, v) in own {
+        let key: AmazonS3ConfigKey = format!("aws_{}", k.to_ascii_lowercase())
+            .parse()
+            .map_err(|_| format!("{PREFIX}{k} is not an S3 setting (AWS_{k} is not one)"))?;
+        b = b.with_config(key, v);
+    }
+    Ok(b)
 }
 
 /// The stack of a thread that runs query plans.
@@ -807,6 +832,33 @@ async fn execute_to_parquet(
 #[cfg(test)]
 mod result_key_tests {
     use super::*;
+
+    #[test]
+    fn the_results_bucket_takes_its_own_settings_when_given() {
+        let env = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        use object_store::aws::AmazonS3ConfigKey as K;
+        let b = results_s3_builder(env(&[
+            ("AWS_ACCESS_KEY_ID", "lakes"),
+            ("SLUICE_RESULTS_AWS_ACCESS_KEY_ID", "results"),
+            ("SLUICE_RESULTS_AWS_ENDPOINT", "http://results:9000"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            b.get_config_value(&K::AccessKeyId).as_deref(),
+            Some("results")
+        );
+        assert_eq!(
+            b.get_config_value(&K::Endpoint).as_deref(),
+            Some("http://results:9000")
+        );
+        let e = results_s3_builder(env(&[("SLUICE_RESULTS_AWS_PASSWORD", "x")])).unwrap_err();
+        assert!(e.contains("not an S3 setting"), "{e}");
+    }
 
     #[test]
     fn only_result_shaped_keys_are_result_keys() {

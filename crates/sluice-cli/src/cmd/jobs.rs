@@ -415,6 +415,13 @@ impl PurgeArgs {
                 break;
             }
         }
+        if let Some(j) = self.job
+            && total.jobs.is_empty()
+        {
+            anyhow::bail!(
+                "job {j} was not purged: it has not finished (cancel it first) or does not exist"
+            );
+        }
         ctx.show(&PurgedJobs(total))?;
         Ok(ExitCode::SUCCESS)
     }

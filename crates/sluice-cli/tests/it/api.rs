@@ -761,6 +761,11 @@ async fn finished_jobs_go_with_their_results_after_their_retention() {
         let said = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(said.starts_with("1 finished jobs removed"), "{said}");
         assert!(!folder(kept).exists());
+        // Purging it again says why nothing happened, and fails.
+        let out = purge(&root);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains("was not purged: it has not finished"), "{err}");
         signal(&server, libc::SIGTERM);
         assert!(wait_exit(&mut server, Duration::from_secs(30)).success());
     })
@@ -803,12 +808,23 @@ async fn results_live_in_object_storage_when_given_a_results_url() {
             t["token"].as_str().expect("token").to_string()
         };
         let (alice, root) = (token("researcher"), token("admin"));
+        // The results bucket's own settings; the lakes' AWS_* (wrong for the bucket) must not
+        // be the ones used.
         let with_s3 = |cmd: &mut std::process::Command| {
-            cmd.env("AWS_ENDPOINT", &endpoint)
-                .env("AWS_ALLOW_HTTP", "true")
-                .env("AWS_REGION", "us-east-1")
-                .env("AWS_ACCESS_KEY_ID", sluice_sim::access_key("results"))
-                .env("AWS_SECRET_ACCESS_KEY", sluice_sim::secret_key("results"));
+            cmd.env("SLUICE_RESULTS_AWS_ENDPOINT", &endpoint)
+                .env("SLUICE_RESULTS_AWS_ALLOW_HTTP", "true")
+                .env("SLUICE_RESULTS_AWS_REGION", "us-east-1")
+                .env(
+                    "SLUICE_RESULTS_AWS_ACCESS_KEY_ID",
+                    sluice_sim::access_key("results"),
+                )
+                .env(
+                    "SLUICE_RESULTS_AWS_SECRET_ACCESS_KEY",
+                    sluice_sim::secret_key("results"),
+                )
+                .env("AWS_ACCESS_KEY_ID", "lakes-only")
+                .env("AWS_SECRET_ACCESS_KEY", "lakes-only")
+                .env("AWS_ENDPOINT", "http://127.0.0.1:9");
         };
         let mut cmd = sluice();
         cmd.args(["--database-url", &db, "--results-dir"])
