@@ -151,6 +151,7 @@ async fn run_round(
 ) -> Result<serde_json::Value> {
     let t = Instant::now();
     let mut jobs = Vec::new();
+    let mut submits = Vec::new();
     let mut left = args.tasks;
     while left > 0 {
         let n = left.min(args.job_size.max(1));
@@ -162,6 +163,7 @@ async fn run_round(
                 est_calls: 1,
             })
             .collect();
+        let one = Instant::now();
         let j = store
             .job_insert(JobInsertParams {
                 retention_secs: None,
@@ -175,9 +177,35 @@ async fn run_round(
                 now: chrono::Utc::now(),
             })
             .await?;
+        submits.push(one.elapsed().as_secs_f64() * 1000.0);
         jobs.push(j.job.id);
     }
     let enqueue_secs = t.elapsed().as_secs_f64();
+    // What the API and the leader read, with the whole round's backlog pending.
+    let ms = |t: Instant| round(t.elapsed().as_secs_f64() * 1000.0);
+    let t1 = Instant::now();
+    store
+        .job_list(sluice_store::JobListParams {
+            owner: None,
+            state: None,
+            before: None,
+            limit: 50,
+        })
+        .await?;
+    let job_list_ms = ms(t1);
+    let t1 = Instant::now();
+    store.job_backlog().await?;
+    let job_backlog_ms = ms(t1);
+    let t1 = Instant::now();
+    store.task_backlog().await?;
+    let task_backlog_ms = ms(t1);
+    let at_backlog = serde_json::json!({
+        "pending": args.tasks,
+        "submit_ms": percentiles(std::mem::take(&mut submits)),
+        "job_list_50_ms": job_list_ms,
+        "job_backlog_ms": job_backlog_ms,
+        "task_backlog_ms": task_backlog_ms,
+    });
 
     let stop = CancellationToken::new();
     let clock = Arc::new(SystemClock);
@@ -233,6 +261,7 @@ async fn run_round(
         "process": {"secs": round(process_secs), "per_sec_db": (args.tasks as f64 / process_secs).round(), "claimed": claimed},
         "store_calls": timed.report(),
         "claim_ms": percentiles(claims),
+        "at_full_backlog": at_backlog,
     }))
 }
 
