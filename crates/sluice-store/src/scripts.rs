@@ -1155,6 +1155,14 @@ pub(crate) async fn job_replay<D: Db>(
             attempts.unwrap_or_default(),
             p.max_attempts
         ))
+    } else if job.retention_secs != p.retention_secs {
+        let shown =
+            |r: Option<i64>| r.map_or_else(|| "the server's".to_string(), |r| r.to_string());
+        Some(format!(
+            "retention_secs ({}, not {})",
+            shown(job.retention_secs),
+            shown(p.retention_secs)
+        ))
     } else {
         None
     };

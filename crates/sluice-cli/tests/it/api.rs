@@ -45,6 +45,44 @@ pub(crate) fn http(
     (status, body)
 }
 
+/// A token made with `sluice tokens create` (printed once): what it prints as JSON.
+pub(crate) fn create_token(
+    db: &str,
+    results: &std::path::Path,
+    owner: &str,
+    role: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let mut args = vec![
+        "--output", "json", "tokens", "create", "--owner", owner, "--role", role,
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&super::sluice_ok(db, results, &args)).expect("token json")
+}
+
+/// Submits `body` over HTTP (it must be accepted); the job's id.
+pub(crate) fn submit_http(addr: &str, token: &str, body: &str) -> i64 {
+    let (status, text) = http(addr, "POST", "/v1/jobs", token, Some(body));
+    assert_eq!(status, 202, "{text}");
+    serde_json::from_str::<serde_json::Value>(&text).expect("json")["job"]
+        .as_i64()
+        .expect("id")
+}
+
+/// Polls a job until it has succeeded (a failed job, or two minutes, fails the test).
+pub(crate) fn until_succeeded(addr: &str, token: &str, id: i64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, text) = http(addr, "GET", &format!("/v1/jobs/{id}"), token, None);
+        let j: serde_json::Value = serde_json::from_str(&text).expect("job");
+        if j["state"] == "succeeded" {
+            return j;
+        }
+        assert!(Instant::now() < deadline && j["state"] != "failed", "{j}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() {
     let (_store, db) = sluice_store::testing::pg_store().await;
@@ -455,12 +493,8 @@ async fn a_token_limited_to_tagged_lakes_sees_and_reads_only_those() {
             ]);
         }
         let needles = manifest["needles"].as_array().expect("needles").clone();
-        let token = |owner: &str, role: &str, extra: &[&str]| -> serde_json::Value {
-            let mut args = vec![
-                "--output", "json", "tokens", "create", "--owner", owner, "--role", role,
-            ];
-            args.extend_from_slice(extra);
-            serde_json::from_str(&ok(&args)).expect("token json")
+        let token = |owner: &str, role: &str, extra: &[&str]| {
+            create_token(&db, &results, owner, role, extra)
         };
         let limited = token("carol", "researcher", &["--lakes", "team=red"]);
         assert_eq!(limited["lakes"], serde_json::json!([{"team": "red"}]));
@@ -548,21 +582,9 @@ async fn a_token_limited_to_tagged_lakes_sees_and_reads_only_those() {
 
         // A job over all six lakes (the unlimited token): the limited token of the same owner
         // sees the job but reads the red lakes' rows only.
-        let (status, text) = http(&addr, "POST", "/v1/jobs", &full, Some(&body));
-        assert_eq!(status, 202, "{text}");
-        let s: serde_json::Value = serde_json::from_str(&text).expect("submitted");
-        assert_eq!(s["tasks"], 6);
-        let url = s["status_url"].as_str().expect("url").to_string();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let (_, text) = http(&addr, "GET", &url, &full, None);
-            let j: serde_json::Value = serde_json::from_str(&text).expect("job");
-            if j["state"] == "succeeded" {
-                break;
-            }
-            assert!(Instant::now() < deadline && j["state"] != "failed", "{j}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let job = submit_http(&addr, &full, &body);
+        assert_eq!(until_succeeded(&addr, &full, job)["lakes"]["total"], 6);
+        let url = format!("/v1/jobs/{job}");
         let rows = |token: &str| -> Vec<serde_json::Value> {
             let (status, text) = http(
                 &addr,
@@ -591,7 +613,7 @@ async fn a_token_limited_to_tagged_lakes_sees_and_reads_only_those() {
         }
 
         // Priorities: up to 5 for researchers here; operators re-prioritise any job.
-        let id = s["job"].to_string();
+        let id = job.to_string();
         let (code, _, err) = cli(
             &full,
             &["submit", "--ioc-ip", "10.0.0.1", "--priority", "6"],
@@ -668,13 +690,11 @@ async fn finished_jobs_go_with_their_results_after_their_retention() {
     tokio::task::spawn_blocking(move || {
         let manifest = crate::generate_lakes(&db, &results, &lakes, 4, 300, 3);
         let needles = manifest["needles"].as_array().expect("needles").clone();
-        let ok = |args: &[&str]| super::sluice_ok(&db, &results, args);
         let token = |role: &str| -> String {
-            let t: serde_json::Value = serde_json::from_str(&ok(&[
-                "--output", "json", "tokens", "create", "--owner", "alice", "--role", role,
-            ]))
-            .expect("token");
-            t["token"].as_str().expect("token").to_string()
+            create_token(&db, &results, "alice", role, &[])["token"]
+                .as_str()
+                .expect("token")
+                .to_string()
         };
         let (alice, root) = (token("researcher"), token("admin"));
         let mut server = Proc(
@@ -698,24 +718,9 @@ async fn finished_jobs_go_with_their_results_after_their_retention() {
                     body[k] = v.clone();
                 }
             }
-            let (status, text) = http(&addr, "POST", "/v1/jobs", &alice, Some(&body.to_string()));
-            assert_eq!(status, 202, "{text}");
-            serde_json::from_str::<serde_json::Value>(&text).expect("json")["job"]
-                .as_i64()
-                .expect("id")
+            submit_http(&addr, &alice, &body.to_string())
         };
-        let finished = |id: i64| {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            loop {
-                let (_, text) = http(&addr, "GET", &format!("/v1/jobs/{id}"), &alice, None);
-                let j: serde_json::Value = serde_json::from_str(&text).expect("job");
-                if j["state"] == "succeeded" {
-                    return j;
-                }
-                assert!(Instant::now() < deadline, "{j}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        };
+        let finished = |id: i64| until_succeeded(&addr, &alice, id);
         let kept = submit(serde_json::json!({"retention_secs": 0}));
         assert_eq!(finished(kept)["retention_secs"], 0);
         let gone = submit(serde_json::json!({}));
@@ -799,13 +804,11 @@ async fn results_live_in_object_storage_when_given_a_results_url() {
     tokio::task::spawn_blocking(move || {
         let manifest = crate::generate_lakes(&db, &results, &lakes, 6, 300, 9);
         let needles = manifest["needles"].as_array().expect("needles").clone();
-        let ok = |args: &[&str]| super::sluice_ok(&db, &results, args);
         let token = |role: &str| -> String {
-            let t: serde_json::Value = serde_json::from_str(&ok(&[
-                "--output", "json", "tokens", "create", "--owner", "alice", "--role", role,
-            ]))
-            .expect("token");
-            t["token"].as_str().expect("token").to_string()
+            create_token(&db, &results, "alice", role, &[])["token"]
+                .as_str()
+                .expect("token")
+                .to_string()
         };
         let (alice, root) = (token("researcher"), token("admin"));
         // The results bucket's own settings; the lakes' AWS_* (wrong for the bucket) must not
@@ -838,21 +841,8 @@ async fn results_live_in_object_storage_when_given_a_results_url() {
         let mut server = Proc(cmd.spawn().expect("server"));
         wait_ready(&addr);
         let body = serde_json::json!({"hunt": crate::ioc_hunt(&needles)}).to_string();
-        let (status, text) = http(&addr, "POST", "/v1/jobs", &alice, Some(&body));
-        assert_eq!(status, 202, "{text}");
-        let id = serde_json::from_str::<serde_json::Value>(&text).expect("json")["job"]
-            .as_i64()
-            .expect("id");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let (_, text) = http(&addr, "GET", &format!("/v1/jobs/{id}"), &alice, None);
-            let j: serde_json::Value = serde_json::from_str(&text).expect("job");
-            if j["state"] == "succeeded" {
-                break;
-            }
-            assert!(Instant::now() < deadline && j["state"] != "failed", "{j}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let id = submit_http(&addr, &alice, &body);
+        until_succeeded(&addr, &alice, id);
         let (status, text) = http(
             &addr,
             "GET",

@@ -183,6 +183,10 @@ async fn idempotency_key_returns_same_job_or_conflicts(s: S) {
         ),
         ("priority (0, not 9)", Box::new(|o| o.priority = 9)),
         ("max_attempts (3, not 1)", Box::new(|o| o.max_attempts = 1)),
+        (
+            "retention_secs (the server's, not 0)",
+            Box::new(|o| o.retention_secs = Some(0)),
+        ),
     ];
     for (want, mutate) in cases {
         let mut other = p.clone();
