@@ -108,7 +108,7 @@ async fn main() -> Result<()> {
             let (store, ids) = (store.clone(), std::mem::take(&mut previous));
             tokio::spawn(async move { purge_jobs(store.as_ref(), &ids).await })
         });
-        let line = run_round(&args, &store, &timed, &sync, round, &mut previous).await?;
+        let line = run_round(&args, &store, &timed, &sync, &mut previous).await?;
         let purged = match purger {
             Some(h) => Some(h.await??),
             None => None,
@@ -146,7 +146,6 @@ async fn run_round(
     store: &Arc<dyn Store>,
     timed: &Arc<Timed>,
     sync: &str,
-    _round: u32,
     previous: &mut Vec<JobId>,
 ) -> Result<serde_json::Value> {
     let t = Instant::now();

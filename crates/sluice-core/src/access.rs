@@ -241,10 +241,6 @@ pub struct Quotas {
 }
 
 impl Quotas {
-    pub fn is_empty(&self) -> bool {
-        self.default.is_none() && self.owners.is_empty()
-    }
-
     pub fn set(&mut self, target: QuotaTarget, max_running: i64) {
         match target {
             QuotaTarget::Default => self.default = Some(max_running),

@@ -234,11 +234,12 @@ pub fn results_store(cfg: &EngineConfig) -> Result<Arc<dyn ObjectStore>, EngineE
             LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true),
         ))
     };
-    // The folder exists either way: with a URL, hunt runners stage their files there.
-    let staging = local(&cfg.results_dir)?;
     let Some(raw) = cfg.results_url.as_deref() else {
-        return Ok(staging);
+        return local(&cfg.results_dir);
     };
+    // With a URL, hunt runners stage their files in the folder: it exists too.
+    std::fs::create_dir_all(&cfg.results_dir)
+        .map_err(|e| EngineError::Io(format!("{}: {e}", cfg.results_dir.display())))?;
     let shown = sluice_core::secrets::redact_url(raw);
     let bad = |why: String| EngineError::User(format!("--results-url {shown:?}: {why}"));
     let url = url::Url::parse(raw).map_err(|e| bad(e.to_string()))?;
@@ -370,12 +371,12 @@ impl Engine {
         self.s3.current_credentials(scope, options).await
     }
 
-    /// This engine's limits.
     /// The store results are kept in.
     pub fn results_store(&self) -> Arc<dyn ObjectStore> {
         self.results.clone()
     }
 
+    /// This engine's limits.
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }

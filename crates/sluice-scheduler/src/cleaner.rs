@@ -93,10 +93,6 @@ impl Cleaner {
         }
     }
 
-    pub fn config(&self) -> &CleanerConfig {
-        &self.cfg
-    }
-
     /// Removes jobs as `select` says, in batches, until none is left or the budget is spent;
     /// each job's objects go after its rows (an object whose removal fails is an orphan the
     /// sweep finds).
