@@ -50,16 +50,30 @@ impl Ctx {
 
     /// Prints `v` as the output asks: pretty JSON, or its text form.
     pub fn show<T: Render + serde::Serialize + ?Sized>(&self, v: &T) -> Result<()> {
-        print!("{}", self.format(v)?);
+        self.show_as(v, T::render)
+    }
+
+    /// Prints `v` as the output asks: pretty JSON, or the text `text` writes. For a value
+    /// whose text form depends on the verb that shows it (a job cancelled, a job moved).
+    pub fn show_as<T: serde::Serialize + ?Sized>(
+        &self,
+        v: &T,
+        text: impl Fn(&T, &mut String),
+    ) -> Result<()> {
+        print!("{}", self.format(v, text)?);
         Ok(())
     }
 
-    fn format<T: Render + serde::Serialize + ?Sized>(&self, v: &T) -> Result<String> {
+    fn format<T: serde::Serialize + ?Sized>(
+        &self,
+        v: &T,
+        text: impl Fn(&T, &mut String),
+    ) -> Result<String> {
         Ok(match self.output {
             Output::Json => format!("{}\n", serde_json::to_string_pretty(v)?),
             Output::Text => {
                 let mut s = String::new();
-                v.render(&mut s);
+                text(v, &mut s);
                 s
             }
         })
@@ -165,7 +179,10 @@ mod tests {
             output,
         };
         let v = V { n: 3 };
-        assert_eq!(ctx(Output::Text).format(&v).unwrap(), "n is 3\n");
-        assert_eq!(ctx(Output::Json).format(&v).unwrap(), "{\n  \"n\": 3\n}\n");
+        assert_eq!(ctx(Output::Text).format(&v, V::render).unwrap(), "n is 3\n");
+        assert_eq!(
+            ctx(Output::Json).format(&v, V::render).unwrap(),
+            "{\n  \"n\": 3\n}\n"
+        );
     }
 }

@@ -56,7 +56,7 @@ impl LakesCmd {
     pub async fn run(self, ctx: &Ctx) -> Result<ExitCode> {
         if matches!(self, LakesCmd::List) && ctx.url.is_some() {
             let c = ctx.api("cli").await?;
-            ctx.show(&OpenLakes(c.lakes().await?))?;
+            ctx.show_as(c.lakes().await?.as_slice(), open_lake_list)?;
             return Ok(ExitCode::SUCCESS);
         }
         let store = ctx.store("lakes").await?;
@@ -80,12 +80,14 @@ impl LakesCmd {
                     options.into_iter().collect(),
                 )
                 .await?;
-                ctx.show(&Registered(lake))?;
+                ctx.show_as(&lake, registered)?;
             }
-            LakesCmd::List => ctx.show(&Lakes(store.lake_list().await?))?,
+            LakesCmd::List => ctx.show_as(store.lake_list().await?.as_slice(), lake_list)?,
             LakesCmd::Remove { name } => {
                 store.lake_remove(&name).await?;
-                ctx.show(&Removed { lake: name })?;
+                ctx.show_as(&Removed { lake: name }, |r, out| {
+                    line!(out, "lake {} removed", r.lake);
+                })?;
             }
             LakesCmd::Generate {
                 dir,
@@ -132,69 +134,43 @@ impl LakesCmd {
     }
 }
 
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct Registered(Lake);
-
-impl Render for Registered {
-    fn render(&self, out: &mut String) {
-        let l = &self.0;
-        line!(
-            out,
-            "lake {} registered: {} ({} columns, partitions {:?})",
-            l.name,
-            l.url,
-            lake_columns(l),
-            l.partition_cols
-        );
-    }
+fn registered(l: &Lake, out: &mut String) {
+    line!(
+        out,
+        "lake {} registered: {} ({} columns, partitions {:?})",
+        l.name,
+        l.url,
+        lake_columns(l),
+        l.partition_cols
+    );
 }
 
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct Lakes(Vec<Lake>);
+/// `k=v,k=v`.
+fn tag_list(tags: &BTreeMap<String, String>) -> String {
+    let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    tags.join(",")
+}
 
-impl Render for Lakes {
-    fn render(&self, out: &mut String) {
-        for l in &self.0 {
-            let tags: Vec<String> = l.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            line!(
-                out,
-                "{:<24} {:<20} {} {}",
-                l.name,
-                l.scope,
-                l.url,
-                tags.join(",")
-            );
-        }
-        line!(out, "{} lakes", self.0.len());
+fn lake_list(ls: &[Lake], out: &mut String) {
+    for l in ls {
+        let tags = tag_list(&l.tags);
+        line!(out, "{:<24} {:<20} {} {tags}", l.name, l.scope, l.url);
     }
+    line!(out, "{} lakes", ls.len());
 }
 
 /// The lakes open to a token, as the API lists them.
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct OpenLakes(Vec<sluice_api::wire::LakeView>);
-
-impl Render for OpenLakes {
-    fn render(&self, out: &mut String) {
-        for l in &self.0 {
-            let tags: Vec<String> = l.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            line!(out, "{:<24} {:<20} {}", l.name, l.scope, tags.join(","));
-        }
-        line!(out, "{} lakes", self.0.len());
+fn open_lake_list(ls: &[sluice_api::wire::LakeView], out: &mut String) {
+    for l in ls {
+        let tags = tag_list(&l.tags);
+        line!(out, "{:<24} {:<20} {tags}", l.name, l.scope);
     }
+    line!(out, "{} lakes", ls.len());
 }
 
 #[derive(serde::Serialize)]
 struct Removed {
     lake: String,
-}
-
-impl Render for Removed {
-    fn render(&self, out: &mut String) {
-        line!(out, "lake {} removed", self.lake);
-    }
 }
 
 /// Generated lakes: the manifest is the JSON.
@@ -372,8 +348,12 @@ impl TokensCmd {
                     token,
                 })?;
             }
-            TokensCmd::List => ctx.show(&Tokens(store.token_list().await?))?,
-            TokensCmd::Revoke { id } => ctx.show(&Revoked(store.token_revoke(id, now).await?))?,
+            TokensCmd::List => ctx.show_as(store.token_list().await?.as_slice(), token_list)?,
+            TokensCmd::Revoke { id } => {
+                ctx.show_as(&store.token_revoke(id, now).await?, |t, out| {
+                    line!(out, "token {} of {} revoked", t.id, t.owner);
+                })?;
+            }
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -400,46 +380,30 @@ impl Render for NewToken {
     }
 }
 
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct Tokens(Vec<ApiToken>);
-
-impl Render for Tokens {
-    fn render(&self, out: &mut String) {
+fn token_list(ts: &[ApiToken], out: &mut String) {
+    line!(
+        out,
+        "{:>6} {:<20} {:<11} {:<24} {:<20} {:<24} LABEL",
+        "ID",
+        "OWNER",
+        "ROLE",
+        "CREATED",
+        "REVOKED",
+        "LAKES"
+    );
+    for t in ts {
         line!(
             out,
-            "{:>6} {:<20} {:<11} {:<24} {:<20} {:<24} LABEL",
-            "ID",
-            "OWNER",
-            "ROLE",
-            "CREATED",
-            "REVOKED",
-            "LAKES"
+            "{:>6} {:<20} {:<11} {:<24} {:<20} {:<24} {}",
+            t.id,
+            t.owner,
+            t.role.as_str(),
+            t.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            t.revoked_at
+                .map_or("-".into(), |r| r.format("%Y-%m-%d %H:%M").to_string()),
+            t.lakes.to_string(),
+            t.label
         );
-        for t in &self.0 {
-            line!(
-                out,
-                "{:>6} {:<20} {:<11} {:<24} {:<20} {:<24} {}",
-                t.id,
-                t.owner,
-                t.role.as_str(),
-                t.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                t.revoked_at
-                    .map_or("-".into(), |r| r.format("%Y-%m-%d %H:%M").to_string()),
-                t.lakes.to_string(),
-                t.label
-            );
-        }
-    }
-}
-
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct Revoked(ApiToken);
-
-impl Render for Revoked {
-    fn render(&self, out: &mut String) {
-        line!(out, "token {} of {} revoked", self.0.id, self.0.owner);
     }
 }
 

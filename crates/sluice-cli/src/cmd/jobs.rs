@@ -422,26 +422,19 @@ impl PurgeArgs {
                 "job {j} was not purged: it has not finished (cancel it first) or does not exist"
             );
         }
-        ctx.show(&PurgedJobs(total))?;
+        ctx.show_as(&total, purged)?;
         Ok(ExitCode::SUCCESS)
     }
 }
 
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct PurgedJobs(sluice_api::wire::Purged);
-
-impl Render for PurgedJobs {
-    fn render(&self, out: &mut String) {
-        let p = &self.0;
-        line!(
-            out,
-            "{} finished jobs removed ({} tasks, {} result objects)",
-            p.jobs.len(),
-            p.tasks,
-            p.objects
-        );
-    }
+fn purged(p: &sluice_api::wire::Purged, out: &mut String) {
+    line!(
+        out,
+        "{} finished jobs removed ({} tasks, {} result objects)",
+        p.jobs.len(),
+        p.tasks,
+        p.objects
+    );
 }
 
 impl JobsArgs {
@@ -457,39 +450,33 @@ impl JobsArgs {
                 self.limit,
             )
             .await?;
-        ctx.show(&JobList(jobs))?;
+        ctx.show_as(jobs.as_slice(), job_list)?;
         Ok(ExitCode::SUCCESS)
     }
 }
 
 /// Jobs newest first, one line each.
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct JobList(Vec<JobView>);
-
-impl Render for JobList {
-    fn render(&self, out: &mut String) {
+fn job_list(jobs: &[JobView], out: &mut String) {
+    line!(
+        out,
+        "{:>8}  {:<16} {:<10} {:>13}  {:>8}  SUBMITTED",
+        "JOB",
+        "OWNER",
+        "STATE",
+        "LAKES DONE",
+        "ROWS"
+    );
+    for j in jobs {
         line!(
             out,
-            "{:>8}  {:<16} {:<10} {:>13}  {:>8}  SUBMITTED",
-            "JOB",
-            "OWNER",
-            "STATE",
-            "LAKES DONE",
-            "ROWS"
+            "{:>8}  {:<16} {:<10} {:>13}  {:>8}  {}",
+            j.id,
+            j.owner,
+            j.state,
+            format!("{}/{}", j.lakes.done, j.lakes.total),
+            j.rows_found,
+            j.created_at.format("%Y-%m-%d %H:%M:%S UTC")
         );
-        for j in &self.0 {
-            line!(
-                out,
-                "{:>8}  {:<16} {:<10} {:>13}  {:>8}  {}",
-                j.id,
-                j.owner,
-                j.state,
-                format!("{}/{}", j.lakes.done, j.lakes.total),
-                j.rows_found,
-                j.created_at.format("%Y-%m-%d %H:%M:%S UTC")
-            );
-        }
     }
 }
 
@@ -509,7 +496,7 @@ impl CancelArgs {
     pub async fn run(self, ctx: &Ctx) -> Result<ExitCode> {
         let c = ctx.api(&self.by).await?;
         let j = c.cancel(self.job.0, self.reason.as_deref()).await?;
-        ctx.show(&Cancelled(j))?;
+        ctx.show_as(&j, cancelled)?;
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -530,44 +517,30 @@ impl PriorityArgs {
     pub async fn run(self, ctx: &Ctx) -> Result<ExitCode> {
         let c = ctx.api(&self.by).await?;
         let j = c.set_priority(self.job.0, self.priority).await?;
-        ctx.show(&Reprioritized(j))?;
+        ctx.show_as(&j, reprioritized)?;
         Ok(ExitCode::SUCCESS)
     }
 }
 
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct Reprioritized(JobView);
-
-impl Render for Reprioritized {
-    fn render(&self, out: &mut String) {
-        let j = &self.0;
-        let open = j.lakes.total - j.lakes.done - j.lakes.failed - j.lakes.cancelled;
-        line!(
-            out,
-            "job {} now at priority {}: its {} unfinished lakes move with it",
-            j.id,
-            j.priority,
-            open
-        );
-    }
+fn reprioritized(j: &JobView, out: &mut String) {
+    let open = j.lakes.total - j.lakes.done - j.lakes.failed - j.lakes.cancelled;
+    line!(
+        out,
+        "job {} now at priority {}: its {} unfinished lakes move with it",
+        j.id,
+        j.priority,
+        open
+    );
 }
 
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct Cancelled(JobView);
-
-impl Render for Cancelled {
-    fn render(&self, out: &mut String) {
-        let j = &self.0;
-        line!(
-            out,
-            "job {} cancelled: {} of {} lakes had finished",
-            j.id,
-            j.lakes.done + j.lakes.failed,
-            j.lakes.total
-        );
-    }
+fn cancelled(j: &JobView, out: &mut String) {
+    line!(
+        out,
+        "job {} cancelled: {} of {} lakes had finished",
+        j.id,
+        j.lakes.done + j.lakes.failed,
+        j.lakes.total
+    );
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -122,28 +122,22 @@ impl Render for Resumed {
 /// `sluice pauses`.
 pub async fn pauses(ctx: &Ctx) -> Result<ExitCode> {
     let c = ctx.api("cli").await?;
-    ctx.show(&Pauses(c.pauses().await?))?;
+    ctx.show_as(c.pauses().await?.as_slice(), pause_list)?;
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct Pauses(Vec<PauseView>);
-
-impl Render for Pauses {
-    fn render(&self, out: &mut String) {
-        for p in &self.0 {
-            line!(
-                out,
-                "{:<32} since {}  by {}: {}",
-                p.target,
-                p.at.to_rfc3339(),
-                p.by,
-                p.reason
-            );
-        }
-        line!(out, "{} pauses in force", self.0.len());
+fn pause_list(ps: &[PauseView], out: &mut String) {
+    for p in ps {
+        line!(
+            out,
+            "{:<32} since {}  by {}: {}",
+            p.target,
+            p.at.to_rfc3339(),
+            p.by,
+            p.reason
+        );
     }
+    line!(out, "{} pauses in force", ps.len());
 }
 
 /// `sluice backlog`: the task counters by scope with each scope's drain bound.
@@ -364,55 +358,33 @@ impl QuotaCmd {
                         max_running,
                     })
                     .await?;
-                ctx.show(&Quotas(vec![q]))?;
+                ctx.show_as(&[q][..], quota_list)?;
             }
             QuotaCmd::Clear { who, by } => {
                 let c = ctx.api(&by).await?;
                 let v = c.quota_clear(who.owner.as_deref()).await?;
-                if ctx.json() {
-                    ctx.show(&Cleared(v))?;
-                } else {
-                    println!(
-                        "quota of {} removed",
-                        who.owner.as_deref().unwrap_or("every owner")
-                    );
-                }
+                let owner = who.owner.as_deref().unwrap_or("every owner");
+                ctx.show_as(&v, |_, out| line!(out, "quota of {owner} removed"))?;
             }
             QuotaCmd::List => {
                 let c = ctx.api("cli").await?;
-                ctx.show(&Quotas(c.quotas().await?))?;
+                ctx.show_as(c.quotas().await?.as_slice(), quota_list)?;
             }
         }
         Ok(ExitCode::SUCCESS)
     }
 }
 
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct Cleared(serde_json::Value);
-
-impl Render for Cleared {
-    fn render(&self, out: &mut String) {
-        line!(out, "{}", self.0);
+fn quota_list(qs: &[sluice_api::wire::QuotaView], out: &mut String) {
+    for q in qs {
+        line!(
+            out,
+            "{:<24} at most {} running  (set by {} at {})",
+            q.owner.as_deref().unwrap_or("(every owner)"),
+            q.max_running,
+            q.by,
+            q.at.to_rfc3339()
+        );
     }
-}
-
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct Quotas(Vec<sluice_api::wire::QuotaView>);
-
-impl Render for Quotas {
-    fn render(&self, out: &mut String) {
-        for q in &self.0 {
-            line!(
-                out,
-                "{:<24} at most {} running  (set by {} at {})",
-                q.owner.as_deref().unwrap_or("(every owner)"),
-                q.max_running,
-                q.by,
-                q.at.to_rfc3339()
-            );
-        }
-        line!(out, "{} quotas", self.0.len());
-    }
+    line!(out, "{} quotas", qs.len());
 }

@@ -1,7 +1,7 @@
 //! Operator verbs of the provider guard (`sluice budget …`, `sluice breaker …`), the
 //! simulator (`sluice sim`), and the guard's settings shared by `sluice worker`.
 
-use crate::ctx::{Ctx, Render, line};
+use crate::ctx::{Ctx, line};
 use anyhow::{Context, Result, bail};
 use sluice_api::wire::{BreakerView, BudgetRequest, BudgetView};
 use sluice_worker::GuardConfig;
@@ -154,63 +154,50 @@ impl BudgetCmd {
                     parent,
                     ramp: ramp.ramp(),
                 };
-                ctx.show(&BudgetSet(c.budget_set(&scope, &req).await?))?;
+                ctx.show_as(&c.budget_set(&scope, &req).await?, budget_set)?;
             }
-            BudgetCmd::List => ctx.show(&Budgets(c.budgets().await?))?,
+            BudgetCmd::List => ctx.show_as(c.budgets().await?.as_slice(), budget_list)?,
         }
         Ok(ExitCode::SUCCESS)
     }
 }
 
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct BudgetSet(BudgetView);
-
-impl Render for BudgetSet {
-    fn render(&self, out: &mut String) {
-        let b = &self.0;
-        line!(
-            out,
-            "budget {}: {} calls/s, burst {}",
-            b.scope,
-            b.rate,
-            b.burst
-        );
-    }
+fn budget_set(b: &BudgetView, out: &mut String) {
+    line!(
+        out,
+        "budget {}: {} calls/s, burst {}",
+        b.scope,
+        b.rate,
+        b.burst
+    );
 }
 
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct Budgets(Vec<BudgetView>);
-
-impl Render for Budgets {
-    fn render(&self, out: &mut String) {
+fn budget_list(bs: &[BudgetView], out: &mut String) {
+    line!(
+        out,
+        "{:<28} {:<12} {:>10} {:>10} {:>14} {:>10} {:>6}  DRY UNTIL",
+        "SCOPE",
+        "PARENT",
+        "RATE/s",
+        "BURST",
+        "EFFECTIVE/s",
+        "TOKENS",
+        "USED"
+    );
+    for b in bs {
         line!(
             out,
-            "{:<28} {:<12} {:>10} {:>10} {:>14} {:>10} {:>6}  DRY UNTIL",
-            "SCOPE",
-            "PARENT",
-            "RATE/s",
-            "BURST",
-            "EFFECTIVE/s",
-            "TOKENS",
-            "USED"
+            "{:<28} {:<12} {:>10.1} {:>10.1} {:>14.1} {:>10.1} {:>5.0}%  {}",
+            b.scope,
+            b.parent.as_deref().unwrap_or("-"),
+            b.rate,
+            b.burst,
+            b.effective_rate,
+            b.tokens,
+            b.utilisation * 100.0,
+            b.dry_until
+                .map_or("-".into(), |t| t.format("%H:%M:%S%.3f UTC").to_string())
         );
-        for b in &self.0 {
-            line!(
-                out,
-                "{:<28} {:<12} {:>10.1} {:>10.1} {:>14.1} {:>10.1} {:>5.0}%  {}",
-                b.scope,
-                b.parent.as_deref().unwrap_or("-"),
-                b.rate,
-                b.burst,
-                b.effective_rate,
-                b.tokens,
-                b.utilisation * 100.0,
-                b.dry_until
-                    .map_or("-".into(), |t| t.format("%H:%M:%S%.3f UTC").to_string())
-            );
-        }
     }
 }
 
@@ -219,7 +206,7 @@ impl BreakerCmd {
         match self {
             BreakerCmd::List => {
                 let c = ctx.api("cli").await?;
-                ctx.show(&Breakers(c.breakers().await?))?;
+                ctx.show_as(c.breakers().await?.as_slice(), breaker_list)?;
             }
             BreakerCmd::Reset { scope, by } => {
                 let c = ctx.api(&by).await?;
@@ -231,55 +218,41 @@ impl BreakerCmd {
                         _ => e,
                     }
                 })?;
-                ctx.show(&Reset(row))?;
+                ctx.show_as(&row, |b, out| {
+                    line!(
+                        out,
+                        "breaker {} closed; the scope ramps up from slow start",
+                        b.scope
+                    );
+                })?;
             }
         }
         Ok(ExitCode::SUCCESS)
     }
 }
 
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct Breakers(Vec<BreakerView>);
-
-impl Render for Breakers {
-    fn render(&self, out: &mut String) {
+fn breaker_list(bs: &[BreakerView], out: &mut String) {
+    line!(
+        out,
+        "{:<28} {:<10} {:<26} SINCE",
+        "SCOPE",
+        "STATE",
+        "NEXT PROBE"
+    );
+    for b in bs {
+        let probe = match b.state.as_str() {
+            "closed" => "-".to_string(),
+            _ => b.probe_after.map_or("-".into(), |t| {
+                t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+            }),
+        };
         line!(
             out,
-            "{:<28} {:<10} {:<26} SINCE",
-            "SCOPE",
-            "STATE",
-            "NEXT PROBE"
-        );
-        for b in &self.0 {
-            let probe = match b.state.as_str() {
-                "closed" => "-".to_string(),
-                _ => b.probe_after.map_or("-".into(), |t| {
-                    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
-                }),
-            };
-            line!(
-                out,
-                "{:<28} {:<10} {:<26} {}",
-                b.scope,
-                b.state,
-                probe,
-                b.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
-            );
-        }
-    }
-}
-
-#[derive(serde::Serialize)]
-#[serde(transparent)]
-struct Reset(BreakerView);
-
-impl Render for Reset {
-    fn render(&self, out: &mut String) {
-        line!(
-            out,
-            "breaker {} closed; the scope ramps up from slow start",
-            self.0.scope
+            "{:<28} {:<10} {:<26} {}",
+            b.scope,
+            b.state,
+            probe,
+            b.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
         );
     }
 }
