@@ -14,14 +14,19 @@ use cli::{Cli, Command, LogFormat};
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// `s` (trimmed) as a whole number and the unit after it; `like` says what a valid one looks
+/// like when there is no number.
+fn number_and_unit<'a>(s: &'a str, like: &str) -> Result<(u64, &'a str), String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n = num.parse().map_err(|_| format!("{s:?} is not {like}"))?;
+    Ok((n, unit))
+}
+
 /// Parses `250ms`, `30s`, `5m`, `1h` (a bare number is seconds).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 30s, 5m or 1h"))?;
+    let (n, unit) = number_and_unit(s, "a duration like 500ms, 30s, 5m or 1h")?;
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
@@ -44,11 +49,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 /// years.
 pub(crate) fn parse_retention(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a retention like 90d, 12h or 0 (keep)"))?;
+    let (n, unit) = number_and_unit(s, "a retention like 90d, 12h or 0 (keep)")?;
     let secs = match unit {
         "" | "s" => Some(n),
         "m" => n.checked_mul(60),
