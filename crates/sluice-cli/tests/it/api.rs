@@ -108,7 +108,7 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
             t["token"].as_str().map(str::to_string)
         };
         let token = make("alice", "researcher").expect("token");
-        let mut server = Proc(
+        let mut server = Proc::quiet(
             sluice()
                 .args([
                     "--database-url",
@@ -124,12 +124,8 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
                     "50ms",
                     "--concurrency",
                     "4",
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("server"),
+                ]),
+            "server",
         );
         wait_ready(&addr);
 
@@ -518,17 +514,13 @@ async fn a_token_limited_to_tagged_lakes_sees_and_reads_only_those() {
             String::from_utf8_lossy(&bad.stderr)
         );
 
-        let mut server = Proc(
+        let mut server = Proc::quiet(
             sluice()
                 .args(["--database-url", &db, "--results-dir"])
                 .arg(&results)
                 .args(["server", "--listen", &addr, "--idle-poll", "50ms"])
-                .args(["--concurrency", "4", "--researcher-max-priority", "5"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("server"),
+                .args(["--concurrency", "4", "--researcher-max-priority", "5"]),
+            "server",
         );
         wait_ready(&addr);
         let base = format!("http://{addr}");
@@ -697,17 +689,13 @@ async fn finished_jobs_go_with_their_results_after_their_retention() {
                 .to_string()
         };
         let (alice, root) = (token("researcher"), token("admin"));
-        let mut server = Proc(
+        let mut server = Proc::quiet(
             sluice()
                 .args(["--database-url", &db, "--results-dir"])
                 .arg(&results)
                 .args(["server", "--listen", &addr, "--idle-poll", "50ms"])
-                .args(["--retention", "2s", "--clean-every", "1s"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("server"),
+                .args(["--retention", "2s", "--clean-every", "1s"]),
+            "server",
         );
         wait_ready(&addr);
         let hunt = crate::ioc_hunt(&needles);

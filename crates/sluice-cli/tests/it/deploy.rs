@@ -4,7 +4,7 @@
 //! point at are answered by real worker and scheduler processes. Also: JSON logs carry each
 //! task's ids on every line of its run.
 
-use super::{Proc, free_port, http_get, signal, sluice, submit, wait_exit};
+use super::{Proc, free_port, http_get, printed, run_ok, signal, sluice, submit, wait_exit};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,14 +15,7 @@ fn deploy() -> PathBuf {
 }
 
 fn ok(cmd: &mut Command) -> String {
-    let out = cmd.stdin(Stdio::null()).output().expect("command runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?}:\n{text}");
-    text
+    printed(&run_ok(cmd, "command runs"))
 }
 
 /// `SLUICE_*` names in a text.
@@ -139,18 +132,8 @@ async fn workers_and_schedulers_answer_the_probes_the_manifests_use() {
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
-    let spawn = |args: &[&str]| {
-        Proc(
-            sluice()
-                .args(["--database-url", &url])
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn"),
-        )
-    };
+    let spawn =
+        |args: &[&str]| Proc::quiet(sluice().args(["--database-url", &url]).args(args), "spawn");
     let mut worker = spawn(&[
         "worker",
         "--scheduler",

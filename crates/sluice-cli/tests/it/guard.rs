@@ -2,7 +2,7 @@
 //! processes: the budget holds at the provider, and a frozen account means paused jobs — no
 //! failure, no attempt spent — that resume and finish with exactly the planted needles.
 
-use super::{Proc, free_port, signal, sluice, wait_exit};
+use super::{Proc, free_port, run_ok, signal, sluice, wait_exit};
 use sluice_core::{JobId, TaskState};
 use sluice_sim::{Counts, Sim, SimConfig, SimHandle};
 use sluice_store::{PgStore, Store, TaskListParams};
@@ -21,15 +21,10 @@ pub(crate) struct Lab {
 /// Runs `cmd` (no standard input) off the runtime and returns its standard output; it must
 /// succeed.
 async fn succeeds(mut cmd: std::process::Command, what: &str) -> String {
-    cmd.stdin(Stdio::null());
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("spawn"))
+    let what = what.to_string();
+    let out = tokio::task::spawn_blocking(move || run_ok(&mut cmd, &what))
         .await
         .expect("join");
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -8,7 +8,6 @@ use super::api::{http, wait_ready};
 use super::{Proc, free_port, sluice, sluice_ok};
 use sluice_core::JobId;
 use sluice_store::{PgStore, Store, Task, TaskListParams};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -62,7 +61,7 @@ fn start_under(wrapper: Option<&[&str]>, db: &str, lakes: u32, extra: &[&str]) -
             c
         }
     };
-    let server = Proc(
+    let server = Proc::quiet(
         cmd.args([
             "--database-url",
             db,
@@ -70,12 +69,8 @@ fn start_under(wrapper: Option<&[&str]>, db: &str, lakes: u32, extra: &[&str]) -
             &results.display().to_string(),
         ])
         .args(["server", "--listen", &addr, "--idle-poll", "50ms"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server"),
+        .args(extra),
+        "server",
     );
     wait_ready(&addr);
     Bench {
@@ -236,29 +231,24 @@ fn mentions(text: &str, phrases: &str) -> bool {
 async fn hostile_hunts_end_their_own_tasks_and_nobody_elses() {
     let (store, db) = sluice_store::testing::pg_store().await;
     let timeout = format!("{TIMEOUT_SECS}s");
-    let b = tokio::task::spawn_blocking({
-        let db = db.clone();
-        move || {
-            start(
-                &db,
-                6,
-                &[
-                    "--concurrency",
-                    "4",
-                    "--task-timeout",
-                    &timeout,
-                    "--task-memory-mib",
-                    "128",
-                    "--task-result-mib",
-                    "16",
-                    "--task-result-rows",
-                    "50000",
-                ],
-            )
-        }
-    })
-    .await
-    .expect("start");
+    let b = tokio::task::block_in_place(|| {
+        start(
+            &db,
+            6,
+            &[
+                "--concurrency",
+                "4",
+                "--task-timeout",
+                &timeout,
+                "--task-memory-mib",
+                "128",
+                "--task-result-mib",
+                "16",
+                "--task-result-rows",
+                "50000",
+            ],
+        )
+    });
     let results = std::env::temp_dir();
     let (mallory, bob) = (token(&db, &results, "mallory"), token(&db, &results, "bob"));
     let health = watch_health(&b.addr);
@@ -454,12 +444,9 @@ fn runners_of(parent: u32) -> Vec<i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_killed_mid_task_is_a_poison_pill_retried_once() {
     let (store, db) = sluice_store::testing::pg_store().await;
-    let b = tokio::task::spawn_blocking({
-        let db = db.clone();
-        move || start(&db, 3, &["--concurrency", "2", "--task-timeout", "60s"])
-    })
-    .await
-    .expect("start");
+    let b = tokio::task::block_in_place(|| {
+        start(&db, 3, &["--concurrency", "2", "--task-timeout", "60s"])
+    });
     let results = std::env::temp_dir();
     let (mallory, bob) = (token(&db, &results, "mallory"), token(&db, &results, "bob"));
     let slow = serde_json::json!({"hunt": {"kind": "sql",
@@ -525,12 +512,9 @@ async fn a_runner_killed_mid_task_is_a_poison_pill_retried_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_warm_runner_runs_task_after_task() {
     let (store, db) = sluice_store::testing::pg_store().await;
-    let b = tokio::task::spawn_blocking({
-        let db = db.clone();
-        move || start(&db, 5, &["--concurrency", "1", "--spare-slots", "0"])
-    })
-    .await
-    .expect("start");
+    let b = tokio::task::block_in_place(|| {
+        start(&db, 5, &["--concurrency", "1", "--spare-slots", "0"])
+    });
     let bob = token(&db, &std::env::temp_dir(), "bob");
     let job = hunt_the_needles(&b, &bob, serde_json::json!({}));
     found_every_needle(&b, &store, &bob, job, Duration::from_secs(60)).await;
@@ -576,26 +560,21 @@ async fn one_warm_runner_runs_task_after_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_loris_clients_starve_neither_the_api_nor_the_hunts() {
     let (store, db) = sluice_store::testing::pg_store().await;
-    let b = tokio::task::spawn_blocking({
-        let db = db.clone();
-        move || {
-            start_under(
-                Some(&["prlimit", "--nofile=2048:2048"]),
-                &db,
-                3,
-                &[
-                    "--concurrency",
-                    "2",
-                    "--max-connections",
-                    "256",
-                    "--header-timeout",
-                    "2s",
-                ],
-            )
-        }
-    })
-    .await
-    .expect("start");
+    let b = tokio::task::block_in_place(|| {
+        start_under(
+            Some(&["prlimit", "--nofile=2048:2048"]),
+            &db,
+            3,
+            &[
+                "--concurrency",
+                "2",
+                "--max-connections",
+                "256",
+                "--header-timeout",
+                "2s",
+            ],
+        )
+    });
     let bob = token(&db, &std::env::temp_dir(), "bob");
     // The flood: every client connects, sends half a request and waits.
     let addr: std::net::SocketAddr = b.addr.parse().expect("addr");

@@ -51,6 +51,39 @@ impl std::ops::DerefMut for Proc {
     }
 }
 
+impl Proc {
+    /// Starts `cmd` with no input and its output discarded.
+    fn quiet(cmd: &mut Command, what: &str) -> Proc {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+        Proc(child)
+    }
+}
+
+/// Runs `cmd` with no input; it must succeed (else the panic shows all it printed). `what`
+/// names what failed to start.
+fn run_ok(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(out.status.success(), "{cmd:?}:\n{}", printed(&out));
+    out
+}
+
+/// What a command printed: its standard output, then its standard error.
+fn printed(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
@@ -61,15 +94,11 @@ impl Drop for Proc {
 }
 
 fn spawn_worker(url: &str, extra: &[&str]) -> Proc {
-    Proc(
+    Proc::quiet(
         sluice()
             .args(["worker", "--database-url", url, "--idle-poll", "50ms"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning sluice worker"),
+            .args(extra),
+        "spawning sluice worker",
     )
 }
 
@@ -281,15 +310,11 @@ async fn killed_worker_tasks_are_rescued_and_its_late_completion_rejected() {
 }
 
 fn spawn_scheduler(url: &str, id: &str) -> Proc {
-    Proc(
+    Proc::quiet(
         sluice()
             .args(["scheduler", "--database-url", url, "--id", id])
-            .args(["--leader-ttl", "1s", "--rescue-every", "200ms"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning sluice scheduler"),
+            .args(["--leader-ttl", "1s", "--rescue-every", "200ms"]),
+        "spawning sluice scheduler",
     )
 }
 
@@ -940,23 +965,15 @@ pub(crate) fn generate_lakes(
 }
 
 fn sluice_ok(db: &str, results: &std::path::Path, args: &[&str]) -> String {
-    let out = sluice()
-        .args([
-            "--database-url",
-            db,
-            "--results-dir",
-            &results.display().to_string(),
-        ])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running sluice");
-    assert!(
-        out.status.success(),
-        "sluice {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let mut cmd = sluice();
+    cmd.args([
+        "--database-url",
+        db,
+        "--results-dir",
+        &results.display().to_string(),
+    ])
+    .args(args);
+    String::from_utf8_lossy(&run_ok(&mut cmd, "running sluice").stdout).into_owned()
 }
 
 /// Generate 200 lakes → register → submit an IOC hunt for every planted needle → a worker
@@ -1012,7 +1029,7 @@ fn hunt_finds_exactly_the_needles(db: &str) {
     let text = sluice_ok(db, &results, &["backlog"]);
     assert!(text.contains("200 pending, 0 running"), "{text}");
 
-    let mut worker = Proc(
+    let mut worker = Proc::quiet(
         sluice()
             .args([
                 "--database-url",
@@ -1020,12 +1037,8 @@ fn hunt_finds_exactly_the_needles(db: &str) {
                 "--results-dir",
                 &results.display().to_string(),
             ])
-            .args(["worker", "--idle-poll", "50ms", "--concurrency", "8"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("worker"),
+            .args(["worker", "--idle-poll", "50ms", "--concurrency", "8"]),
+        "worker",
     );
     // A researcher following the job: `status --watch` ends when the job does.
     let watcher = {

@@ -3,7 +3,7 @@
 //! during a hunt at the provider simulator, answering every dashboard panel's query.
 
 use super::guard::{Lab, stop, wait_done};
-use super::{Proc, free_port};
+use super::{Proc, free_port, printed, run_ok};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,19 +13,11 @@ fn deploy() -> PathBuf {
 }
 
 fn promtool(args: &[&str], dir: &Path) -> String {
-    let out = Command::new("promtool")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("promtool (Debian package prometheus) is needed: .ci/run installs it");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("promtool").args(args).current_dir(dir),
+        "promtool (Debian package prometheus) is needed: .ci/run installs it",
     );
-    assert!(out.status.success(), "promtool {args:?}:\n{text}");
-    text
+    printed(&out)
 }
 
 #[test]
