@@ -276,12 +276,9 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     fn t(s: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_700_000_000 + s, 0)
-            .single()
-            .unwrap_or_default()
+        crate::clock::test_time(s * 1000)
     }
 
     fn cfg() -> BreakerConfig {

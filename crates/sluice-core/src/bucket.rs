@@ -107,13 +107,7 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    fn t(ms: i64) -> DateTime<Utc> {
-        Utc.timestamp_millis_opt(1_700_000_000_000 + ms)
-            .single()
-            .unwrap_or_default()
-    }
+    use crate::clock::test_time as t;
 
     enum Op {
         Take(u32, i64, bool),

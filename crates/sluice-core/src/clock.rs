@@ -44,3 +44,9 @@ impl Clock for ManualClock {
         *self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// `ms` milliseconds after a fixed instant (2023-11-14): the time line of this crate's tests.
+#[cfg(test)]
+pub(crate) fn test_time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap_or_default()
+}

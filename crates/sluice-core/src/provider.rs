@@ -276,13 +276,7 @@ impl Adaptive {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    fn t(ms: i64) -> DateTime<Utc> {
-        Utc.timestamp_millis_opt(1_700_000_000_000 + ms)
-            .single()
-            .unwrap_or_default()
-    }
+    use crate::clock::test_time as t;
 
     #[test]
     fn answers_are_classified() {
