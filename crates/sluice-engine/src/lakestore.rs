@@ -203,20 +203,13 @@ mod tests {
     #[tokio::test]
     async fn maps_paths_into_the_lake_and_refuses_writes_and_escapes() {
         let inner = Arc::new(InMemory::new());
-        inner
-            .put(
-                &Path::from("data/a/dt=1/f.parquet"),
-                PutPayload::from_static(b"abc"),
-            )
-            .await
-            .unwrap();
-        inner
-            .put(
-                &Path::from("data/b/dt=1/f.parquet"),
-                PutPayload::from_static(b"zzzz"),
-            )
-            .await
-            .unwrap();
+        for (path, bytes) in [
+            ("data/a/dt=1/f.parquet", &b"abc"[..]),
+            ("data/b/dt=1/f.parquet", b"zzzz"),
+        ] {
+            let payload = PutPayload::from_static(bytes);
+            inner.put(&Path::from(path), payload).await.unwrap();
+        }
         let a = LakeStore::new(inner.clone(), Path::from("data/a"), "lake-1");
         let listed: Vec<ObjectMeta> = a.list(None).try_collect().await.unwrap();
         assert_eq!(listed.len(), 1);
