@@ -1,6 +1,6 @@
 //! The conformance suite: every test runs against Postgres and SQLite.
 
-use crate::support::{at, job, t0};
+use crate::support::{at, job, submit_while_waiting, t0};
 use sluice_core::{JobId, JobState, LeaseToken, TaskId, TaskState};
 use sluice_store::*;
 use std::collections::HashMap;
@@ -1024,16 +1024,7 @@ async fn task_wait_wakes_when_a_job_is_submitted(s: S) {
         t.elapsed() >= Duration::from_millis(250),
         "returned early without a submission"
     );
-    let waiter = {
-        let s = s.clone();
-        tokio::spawn(async move {
-            let t = std::time::Instant::now();
-            s.task_wait(Duration::from_secs(60)).await;
-            t.elapsed()
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    s.job_insert(job("alice", 1)).await.unwrap();
+    let waiter = submit_while_waiting(&s, Duration::from_secs(60), &s).await;
     let waited = tokio::time::timeout(Duration::from_secs(20), waiter)
         .await
         .expect("woken well before the 60 s timeout")

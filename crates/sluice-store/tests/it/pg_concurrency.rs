@@ -1,10 +1,24 @@
 //! Postgres under contention: many claimers, racing submitters.
 
-use crate::support::{at, job, pg};
+use crate::support::{at, job, pg, submit_while_waiting};
 use sluice_core::{JobState, TaskId};
 use sluice_store::*;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Claimer `w`'s next claim of up to `limit` tasks (leases long enough never to expire here).
+async fn claim(s: &Arc<dyn Store>, w: u32, limit: u32) -> Vec<ClaimedTask> {
+    s.task_claim(TaskClaimParams {
+        worker: format!("w{w}"),
+        limit,
+        lease: Duration::from_secs(300),
+        now: at(1),
+        skip_owners: Vec::new(),
+    })
+    .await
+    .unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_claimers_complete_ten_thousand_tasks_exactly_once() {
@@ -21,16 +35,7 @@ async fn eight_claimers_complete_ten_thousand_tasks_exactly_once() {
             let mut i = 0;
             loop {
                 i += 1;
-                let got = s
-                    .task_claim(TaskClaimParams {
-                        worker: format!("w{w}"),
-                        limit: 1 + (w * 7 + i) % 60,
-                        lease: Duration::from_secs(300),
-                        now: at(1),
-                        skip_owners: Vec::new(),
-                    })
-                    .await
-                    .unwrap();
+                let got = claim(&s, w, 1 + (w * 7 + i) % 60).await;
                 if got.is_empty() {
                     break;
                 }
@@ -101,16 +106,7 @@ async fn a_submission_in_another_schema_does_not_wake_this_one() {
     // must not wake the other's idle workers (they would claim from an empty table).
     let (mine, other) = (pg().await, pg().await);
     mine.task_wait(Duration::from_millis(100)).await; // starts the listener
-    let waiter = {
-        let mine = mine.clone();
-        tokio::spawn(async move {
-            let t = std::time::Instant::now();
-            mine.task_wait(Duration::from_millis(1500)).await;
-            t.elapsed()
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    other.job_insert(job("alice", 1)).await.unwrap();
+    let waiter = submit_while_waiting(&mine, Duration::from_millis(1500), &other).await;
     let waited = waiter.await.unwrap();
     assert!(
         waited >= Duration::from_millis(1400),
@@ -205,7 +201,6 @@ async fn cancel_racing_with_completions_leaves_consistent_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_takers_never_exceed_burst_plus_rate_times_window() {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicI64, Ordering};
     let s = pg().await;
     let (rate, burst) = (200.0, 20.0);
@@ -372,7 +367,6 @@ fn succeeded(tasks: &[sluice_store::ClaimedTask]) -> Vec<TaskFinish> {
 /// owner's tasks run than the quota, and every task still runs exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_claimers_never_exceed_an_owners_quota() {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicI64, Ordering};
     let s = pg().await;
     let n = 400;
@@ -397,16 +391,7 @@ async fn racing_claimers_never_exceed_an_owners_quota() {
             let mut done = 0usize;
             let mut idle = 0;
             while idle < 50 {
-                let got = s
-                    .task_claim(TaskClaimParams {
-                        worker: format!("w{w}"),
-                        limit: 4,
-                        lease: Duration::from_secs(300),
-                        now: at(1),
-                        skip_owners: Vec::new(),
-                    })
-                    .await
-                    .unwrap();
+                let got = claim(&s, w, 4).await;
                 if got.is_empty() {
                     idle += 1;
                     tokio::time::sleep(Duration::from_millis(2)).await;

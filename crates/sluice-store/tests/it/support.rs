@@ -4,6 +4,8 @@
 use chrono::{DateTime, TimeZone, Utc};
 use sluice_store::{JobInsertParams, NewTask, SqliteStore, Store};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
 
 pub async fn pg() -> Arc<dyn Store> {
     Arc::new(sluice_store::testing::pg_store().await.0)
@@ -41,4 +43,24 @@ pub fn job(owner: &str, lakes: usize) -> JobInsertParams {
             .collect(),
         now: t0(),
     }
+}
+
+/// Starts `waiting.task_wait(timeout)`, submits a job to `submit_to` 200 ms later and returns
+/// the waiter, which gives how long the wait took.
+pub async fn submit_while_waiting(
+    waiting: &Arc<dyn Store>,
+    timeout: Duration,
+    submit_to: &Arc<dyn Store>,
+) -> JoinHandle<Duration> {
+    let waiter = {
+        let s = waiting.clone();
+        tokio::spawn(async move {
+            let t = std::time::Instant::now();
+            s.task_wait(timeout).await;
+            t.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    submit_to.job_insert(job("alice", 1)).await.unwrap();
+    waiter
 }
