@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rules=(
-  "sluice-core: sqlx tokio datafusion axum"
+  "sluice-core: sqlx tokio datafusion axum prometheus"
   "sluice-store: datafusion axum"
   "sluice-engine: sqlx axum"
   "sluice-scheduler: axum datafusion"

@@ -6,21 +6,11 @@ use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{HistogramVec, IntCounterVec};
+use sluice_metrics::register;
 use std::sync::LazyLock;
 
-/// Registers a metric in the default registry. Each definition below is static and valid,
-/// built once per process (LazyLock): neither construction nor registration can fail.
-#[allow(clippy::expect_used)]
-fn reg<M: prometheus::core::Collector + Clone + 'static>(m: prometheus::Result<M>) -> M {
-    let m = m.expect("static metric definition is valid");
-    prometheus::default_registry()
-        .register(Box::new(m.clone()))
-        .expect("metric names are unique");
-    m
-}
-
 pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    reg(IntCounterVec::new(
+    register(IntCounterVec::new(
         prometheus::Opts::new(
             "sluice_api_requests_total",
             "HTTP API requests by route template, method and status code",
@@ -30,7 +20,7 @@ pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 pub static DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
-    reg(HistogramVec::new(
+    register(HistogramVec::new(
         prometheus::HistogramOpts::new(
             "sluice_api_request_duration_seconds",
             "HTTP API request latency by route template",
@@ -85,13 +75,9 @@ pub async fn observe(req: Request, next: Next) -> Response {
 }
 
 pub async fn serve() -> impl IntoResponse {
-    let mut buf = String::new();
-    if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&prometheus::gather(), &mut buf) {
-        tracing::warn!(error = %e, "rendering metrics failed");
-    }
     (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        buf,
+        [(CONTENT_TYPE, sluice_metrics::CONTENT_TYPE)],
+        sluice_metrics::render(),
     )
 }
 

@@ -1,29 +1,19 @@
 //! The engine's metrics (Prometheus, default registry). Object-store calls here are logical
 //! calls to lakes; the provider budget counts HTTP attempts at the transport (provider guard).
 
-use prometheus::core::Collector;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts};
+use sluice_metrics::register;
 use std::sync::LazyLock;
 
-/// Registers a static metric; see `sluice_worker::metrics::reg` for why this cannot fail.
-#[allow(clippy::expect_used)]
-fn reg<M: Collector + Clone + 'static>(m: prometheus::Result<M>) -> M {
-    let m = m.expect("static metric definition is valid");
-    prometheus::default_registry()
-        .register(Box::new(m.clone()))
-        .expect("metric names are unique");
-    m
-}
-
 pub static ROWS_MATCHED: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
+    register(IntCounter::new(
         "sluice_engine_rows_matched_total",
         "Result rows written by hunt tasks.",
     ))
 });
 
 pub static LAKE_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    reg(IntCounterVec::new(
+    register(IntCounterVec::new(
         Opts::new(
             "sluice_engine_lake_calls_total",
             "Object-store calls made to lakes, by operation (list, get, head, get_ranges).",
@@ -33,28 +23,28 @@ pub static LAKE_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 pub static BYTES_SCANNED: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
+    register(IntCounter::new(
         "sluice_engine_bytes_scanned_total",
         "Bytes read from lakes.",
     ))
 });
 
 pub static RUNNERS_STARTED: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
+    register(IntCounter::new(
         "sluice_engine_runners_started_total",
         "Hunt runner processes started by this worker.",
     ))
 });
 
 pub static RUNNERS_KILLED: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
+    register(IntCounter::new(
         "sluice_engine_runners_killed_total",
         "Hunt runner processes this worker killed (timeouts, cancels, recycling, shutdown).",
     ))
 });
 
 pub static RUNNER_DEATHS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    reg(IntCounterVec::new(
+    register(IntCounterVec::new(
         Opts::new(
             "sluice_engine_runner_deaths_total",
             "Hunt tasks ended by their runner's death, by cause (memory, cpu, limit, timeout, crash).",
@@ -64,7 +54,7 @@ pub static RUNNER_DEATHS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 pub static RUNNER_START_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    reg(Histogram::with_opts(
+    register(Histogram::with_opts(
         HistogramOpts::new(
             "sluice_engine_runner_start_seconds",
             "Time from starting a hunt runner to its being ready.",

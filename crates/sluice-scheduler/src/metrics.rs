@@ -2,73 +2,61 @@
 //! what its leader reads off the database: `sluice_jobs_…`, `sluice_budget_…`,
 //! `sluice_pauses_active`.
 
-use prometheus::core::Collector;
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntGauge, IntGaugeVec, Opts};
+use sluice_metrics::register;
 use std::sync::LazyLock;
 
-/// Registers a metric in the default registry. Every definition below is static with a valid,
-/// unique name, and each is built once per process (LazyLock), so neither construction nor
-/// registration can fail.
-#[allow(clippy::expect_used)]
-fn reg<M: Collector + Clone + 'static>(m: prometheus::Result<M>) -> M {
-    let m = m.expect("static metric definition is valid");
-    prometheus::default_registry()
-        .register(Box::new(m.clone()))
-        .expect("metric names are unique");
-    m
-}
-
 pub static LEADER: LazyLock<IntGauge> = LazyLock::new(|| {
-    reg(IntGauge::new(
+    register(IntGauge::new(
         "sluice_scheduler_leader",
         "1 while this process is the elected scheduler leader, else 0.",
     ))
 });
 
 pub static RESCUED: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
+    register(IntCounter::new(
         "sluice_scheduler_rescued_tasks_total",
         "Tasks whose lease expired that this process, as leader, returned to pending or failed.",
     ))
 });
 
 pub static REBALANCED: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
+    register(IntCounter::new(
         "sluice_scheduler_restrided_jobs_total",
         "Jobs this process, as leader, re-tagged because their owner's number of open jobs changed.",
     ))
 });
 
 pub static CLEANER_JOBS: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
+    register(IntCounter::new(
         "sluice_cleaner_jobs_purged_total",
         "Finished jobs removed with their tasks, journal and result objects (retention or purge).",
     ))
 });
 
 pub static CLEANER_OBJECTS: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
+    register(IntCounter::new(
         "sluice_cleaner_objects_removed_total",
         "Result objects removed with their purged jobs.",
     ))
 });
 
 pub static CLEANER_ORPHANS: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
+    register(IntCounter::new(
         "sluice_cleaner_orphans_removed_total",
         "Result objects no task names (rejected claims, cut-short uploads, jobs gone) removed by the sweep.",
     ))
 });
 
 pub static CLEANER_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
+    register(IntCounter::new(
         "sluice_cleaner_errors_total",
         "Cleaner passes or object removals that failed (retried at the next pass).",
     ))
 });
 
 pub static CLEANER_BEHIND: LazyLock<IntGauge> = LazyLock::new(|| {
-    reg(IntGauge::new(
+    register(IntGauge::new(
         "sluice_cleaner_behind",
         "1 when the leader's last retention pass stopped at its time budget with expired jobs left.",
     ))
@@ -78,7 +66,7 @@ pub static CLEANER_BEHIND: LazyLock<IntGauge> = LazyLock::new(|| {
 // none of them, so `max()`/`sum()` across processes never double-counts.
 
 pub static OPEN_JOBS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    reg(IntGaugeVec::new(
+    register(IntGaugeVec::new(
         Opts::new(
             "sluice_jobs_open",
             "Jobs queued or running, by priority (exported by the scheduler leader).",
@@ -88,7 +76,7 @@ pub static OPEN_JOBS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 
 pub static BACKLOG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    reg(IntGaugeVec::new(
+    register(IntGaugeVec::new(
         Opts::new(
             "sluice_jobs_backlog_tasks",
             "Tasks of open jobs not finished yet (pending or running), by priority, from the jobs' counters (exported by the scheduler leader).",
@@ -98,7 +86,7 @@ pub static BACKLOG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 
 pub static OLDEST_OPEN: LazyLock<GaugeVec> = LazyLock::new(|| {
-    reg(GaugeVec::new(
+    register(GaugeVec::new(
         Opts::new(
             "sluice_jobs_oldest_open_age_seconds",
             "Age of the oldest open job, by priority: how long the longest-waiting researcher has waited (exported by the scheduler leader).",
@@ -108,7 +96,7 @@ pub static OLDEST_OPEN: LazyLock<GaugeVec> = LazyLock::new(|| {
 });
 
 pub static TASK_BACKLOG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    reg(IntGaugeVec::new(
+    register(IntGaugeVec::new(
         Opts::new(
             "sluice_tasks_backlog_tasks",
             "Tasks pending or running, by provider scope and state, from counters the database keeps (exported by the scheduler leader; scopes with none are absent).",
@@ -119,7 +107,7 @@ pub static TASK_BACKLOG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 
 /// Unlabelled, but a vector so that a standby exports nothing (like the other leader gauges).
 pub static OLDEST_PENDING: LazyLock<GaugeVec> = LazyLock::new(|| {
-    reg(GaugeVec::new(
+    register(GaugeVec::new(
         Opts::new(
             "sluice_tasks_oldest_pending_age_seconds",
             "Age of the oldest task waiting to run (0 when none is pending), exported by the scheduler leader.",
@@ -129,7 +117,7 @@ pub static OLDEST_PENDING: LazyLock<GaugeVec> = LazyLock::new(|| {
 });
 
 pub static TIME_TO_ANSWER: LazyLock<HistogramVec> = LazyLock::new(|| {
-    reg(HistogramVec::new(
+    register(HistogramVec::new(
         HistogramOpts::new(
             "sluice_jobs_time_to_answer_seconds",
             "Time from a job's submission to its terminal state, by priority and outcome (observed by the scheduler leader).",
@@ -143,7 +131,7 @@ pub static TIME_TO_ANSWER: LazyLock<HistogramVec> = LazyLock::new(|| {
 });
 
 pub static BUDGET_RATE: LazyLock<GaugeVec> = LazyLock::new(|| {
-    reg(GaugeVec::new(
+    register(GaugeVec::new(
         Opts::new(
             "sluice_budget_rate_calls_per_second",
             "Configured provider-call budget per scope (exported by the scheduler leader).",
@@ -153,7 +141,7 @@ pub static BUDGET_RATE: LazyLock<GaugeVec> = LazyLock::new(|| {
 });
 
 pub static BUDGET_EFFECTIVE: LazyLock<GaugeVec> = LazyLock::new(|| {
-    reg(GaugeVec::new(
+    register(GaugeVec::new(
         Opts::new(
             "sluice_budget_effective_rate_calls_per_second",
             "Rate tokens accrue at now per scope: the budget, or less after throttling (AIMD) or in slow start (exported by the scheduler leader).",
@@ -163,7 +151,7 @@ pub static BUDGET_EFFECTIVE: LazyLock<GaugeVec> = LazyLock::new(|| {
 });
 
 pub static BUDGET_TOKENS: LazyLock<GaugeVec> = LazyLock::new(|| {
-    reg(GaugeVec::new(
+    register(GaugeVec::new(
         Opts::new(
             "sluice_budget_tokens",
             "Tokens in each scope's bucket now (exported by the scheduler leader).",
@@ -173,7 +161,7 @@ pub static BUDGET_TOKENS: LazyLock<GaugeVec> = LazyLock::new(|| {
 });
 
 pub static PAUSES: LazyLock<IntGauge> = LazyLock::new(|| {
-    reg(IntGauge::new(
+    register(IntGauge::new(
         "sluice_pauses_active",
         "Operator pauses in force (exported by the scheduler leader).",
     ))

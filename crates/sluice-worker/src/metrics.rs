@@ -1,23 +1,11 @@
 //! The worker's metrics (Prometheus, default registry), declared beside the code that updates
 //! them: `sluice_worker_<name>_<unit>`, and the provider guard's `sluice_provider_<name>_<unit>`.
 
-use prometheus::core::Collector;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
+use sluice_metrics::register;
 use std::sync::LazyLock;
-
-/// Registers a metric in the default registry. Every definition below is static with a valid,
-/// unique name, and each is built once per process (LazyLock), so neither construction nor
-/// registration can fail.
-#[allow(clippy::expect_used)]
-pub(crate) fn reg<M: Collector + Clone + 'static>(m: prometheus::Result<M>) -> M {
-    let m = m.expect("static metric definition is valid");
-    prometheus::default_registry()
-        .register(Box::new(m.clone()))
-        .expect("metric names are unique");
-    m
-}
 
 const TASK_BUCKETS: &[f64] = &[
     0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0,
@@ -25,20 +13,20 @@ const TASK_BUCKETS: &[f64] = &[
 const CALL_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 
 pub static SPARE_CLAIMED: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
+    register(IntCounter::new(
         "sluice_worker_spare_claims_total",
         "Tasks claimed into spare slots (for owners not already running their share here).",
     ))
 });
 pub static CLAIMED: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
+    register(IntCounter::new(
         "sluice_worker_tasks_claimed_total",
         "Tasks claimed by this process's workers.",
     ))
 });
 
 pub static OUTCOMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    reg(IntCounterVec::new(
+    register(IntCounterVec::new(
         Opts::new(
             "sluice_worker_task_outcomes_total",
             "Task outcomes recorded, by outcome (succeeded, failed, retried, deferred).",
@@ -48,28 +36,28 @@ pub static OUTCOMES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 pub static REJECTED: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
+    register(IntCounter::new(
         "sluice_worker_outcomes_rejected_total",
         "Outcomes the store refused because the lease was lost (rescued, cancelled).",
     ))
 });
 
 pub static LEASES_LOST: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
+    register(IntCounter::new(
         "sluice_worker_leases_lost_total",
         "Leases a heartbeat found lost; their runs were stopped.",
     ))
 });
 
 pub static HANDED_BACK: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
+    register(IntCounter::new(
         "sluice_worker_tasks_handed_back_total",
         "Tasks handed back without spending an attempt (shutdown, lost claim reply).",
     ))
 });
 
 pub static STORE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    reg(IntCounterVec::new(
+    register(IntCounterVec::new(
         Opts::new(
             "sluice_worker_store_errors_total",
             "Failed store calls, by operation (claim, finish, heartbeat, hand_back).",
@@ -79,7 +67,7 @@ pub static STORE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 pub static TASK_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
-    reg(HistogramVec::new(
+    register(HistogramVec::new(
         HistogramOpts::new(
             "sluice_worker_task_duration_seconds",
             "Run time of a task, by outcome.",
@@ -90,7 +78,7 @@ pub static TASK_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
 });
 
 pub static CLAIM_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    reg(Histogram::with_opts(
+    register(Histogram::with_opts(
         HistogramOpts::new(
             "sluice_worker_claim_duration_seconds",
             "Time of one claim call to the store.",
@@ -100,14 +88,14 @@ pub static CLAIM_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 });
 
 pub static SLOTS_BUSY: LazyLock<IntGauge> = LazyLock::new(|| {
-    reg(IntGauge::new(
+    register(IntGauge::new(
         "sluice_worker_slots_busy",
         "Task slots running a task now.",
     ))
 });
 
 pub static SLOTS: LazyLock<IntGauge> = LazyLock::new(|| {
-    reg(IntGauge::new(
+    register(IntGauge::new(
         "sluice_worker_slots",
         "Task slots of the workers in this process.",
     ))
@@ -143,20 +131,10 @@ pub fn outcome_label(o: &sluice_store::TaskOutcome) -> &'static str {
     }
 }
 
-/// The default registry in the Prometheus text format.
-pub fn render() -> String {
-    let mut buf = String::new();
-    let families = prometheus::gather();
-    if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&families, &mut buf) {
-        tracing::warn!(error = %e, "rendering metrics failed");
-    }
-    buf
-}
-
 // The provider guard's (`guard.rs`): every provider call of this process.
 
 pub static CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    reg(IntCounterVec::new(
+    register(IntCounterVec::new(
         Opts::new(
             "sluice_provider_calls_total",
             "Provider HTTP attempts (credential fetches and retries included), by scope and answer class (ok, throttled, frozen, transient, permanent).",
@@ -166,7 +144,7 @@ pub static CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 pub static REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    reg(IntCounterVec::new(
+    register(IntCounterVec::new(
         Opts::new(
             "sluice_provider_refusals_total",
             "Calls the guard did not let go, by scope and reason (breaker_open, budget, unavailable); their tasks were deferred.",
@@ -176,7 +154,7 @@ pub static REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 pub static TOKENS_FORFEITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    reg(IntCounterVec::new(
+    register(IntCounterVec::new(
         Opts::new(
             "sluice_provider_tokens_forfeited_total",
             "Leased budget tokens that expired unspent (never returned), by scope.",
@@ -186,7 +164,7 @@ pub static TOKENS_FORFEITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 pub static BREAKER_STATE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    reg(IntGaugeVec::new(
+    register(IntGaugeVec::new(
         Opts::new(
             "sluice_provider_breaker_state",
             "Circuit breaker state per scope as this process last read it: 0 closed, 1 half-open, 2 open.",
@@ -196,7 +174,7 @@ pub static BREAKER_STATE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 
 pub static BUDGET_WAIT: LazyLock<Histogram> = LazyLock::new(|| {
-    reg(Histogram::with_opts(
+    register(Histogram::with_opts(
         HistogramOpts::new(
             "sluice_provider_budget_wait_seconds",
             "Time a call waited for a budget token.",

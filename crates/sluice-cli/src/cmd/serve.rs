@@ -40,10 +40,7 @@ impl WorkerArgs {
         let stop = CancellationToken::new();
         on_signals(stop.clone())?;
         // Metrics stay up while the worker drains, and stop when it has.
-        let metrics_stop = CancellationToken::new();
-        if let Some(addr) = self.metrics_listen {
-            serve_metrics(addr, store.clone(), stop.clone(), metrics_stop.clone()).await?;
-        }
+        let metrics_stop = serve_metrics(self.metrics_listen, &store, &stop).await?;
         let engine = worker_engine(&store, ctx, &self)?;
         let stats = run_worker(store, engine, &self, stop).await?;
         metrics_stop.cancel();
@@ -62,10 +59,7 @@ impl SchedulerArgs {
         let store = ctx.store("scheduler").await?;
         let stop = CancellationToken::new();
         on_signals(stop.clone())?;
-        let metrics_stop = CancellationToken::new();
-        if let Some(addr) = self.metrics_listen {
-            serve_metrics(addr, store.clone(), stop.clone(), metrics_stop.clone()).await?;
-        }
+        let metrics_stop = serve_metrics(self.metrics_listen, &store, &stop).await?;
         with_results(Scheduler::new(store, Arc::new(SystemClock), cfg), ctx)
             .run(stop)
             .await;
@@ -126,10 +120,7 @@ impl ServerArgs {
             })
             .await
         });
-        let metrics_stop = CancellationToken::new();
-        if let Some(addr) = self.worker.metrics_listen {
-            serve_metrics(addr, store.clone(), stop.clone(), metrics_stop.clone()).await?;
-        }
+        let metrics_stop = serve_metrics(self.worker.metrics_listen, &store, &stop).await?;
         let stats = if self.slots {
             Some(run_worker(store, engine, &self.worker, stop.clone()).await?)
         } else {
@@ -457,16 +448,20 @@ pub struct ServerArgs {
 }
 
 /// Serves `/metrics` (Prometheus text format), `/healthz` (the process is up) and `/readyz`
-/// (the database answers, its schema is current and the process is not shutting down) until
-/// `stop` is cancelled.
+/// (the database answers, its schema is current and the process is not `draining`) on `addr`,
+/// when there is one, until the token it returns is cancelled.
 async fn serve_metrics(
-    addr: std::net::SocketAddr,
-    store: Arc<dyn Store>,
-    draining: CancellationToken,
-    stop: CancellationToken,
-) -> Result<()> {
+    addr: Option<std::net::SocketAddr>,
+    store: &Arc<dyn Store>,
+    draining: &CancellationToken,
+) -> Result<CancellationToken> {
     use axum::http::StatusCode;
     use axum::http::header::CONTENT_TYPE;
+    let stop = CancellationToken::new();
+    let Some(addr) = addr else {
+        return Ok(stop);
+    };
+    let (store, draining) = (store.clone(), draining.clone());
     sluice_worker::metrics::init();
     sluice_engine::metrics::init();
     let ready = move || {
@@ -493,8 +488,8 @@ async fn serve_metrics(
             "/metrics",
             axum::routing::get(|| async {
                 (
-                    [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-                    sluice_worker::metrics::render(),
+                    [(CONTENT_TYPE, sluice_metrics::CONTENT_TYPE)],
+                    sluice_metrics::render(),
                 )
             }),
         )
@@ -510,10 +505,17 @@ async fn serve_metrics(
         header_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(30),
     };
+    let stopped = stop.clone();
     tokio::spawn(async move {
-        sluice_api::serve(listener, app, limits, async move { stop.cancelled().await }).await;
+        sluice_api::serve(
+            listener,
+            app,
+            limits,
+            async move { stopped.cancelled().await },
+        )
+        .await;
     });
-    Ok(())
+    Ok(stop)
 }
 
 /// Cancels the token at the first SIGTERM or SIGINT; a second one exits at once.
