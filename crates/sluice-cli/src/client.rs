@@ -6,6 +6,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sluice_api::backlog::BacklogReport;
 use sluice_api::wire::{
@@ -212,6 +213,17 @@ impl Client {
         serde_json::from_slice(&bytes).with_context(|| format!("reading the answer of {path}"))
     }
 
+    /// `GET path`, its JSON answer.
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.json(Method::GET, path, &[], None).await
+    }
+
+    /// `POST path` with `body` as JSON, its JSON answer.
+    async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        let body = serde_json::to_vec(body)?;
+        self.json(Method::POST, path, &[], Some(body)).await
+    }
+
     pub async fn submit(&self, req: &SubmitRequest, key: Option<&str>) -> Result<Submitted> {
         let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
         self.json(
@@ -224,18 +236,11 @@ impl Client {
     }
 
     pub async fn validate(&self, req: &SubmitRequest) -> Result<Validated> {
-        self.json(
-            Method::POST,
-            "/v1/validate",
-            &[],
-            Some(serde_json::to_vec(req)?),
-        )
-        .await
+        self.post("/v1/validate", req).await
     }
 
     pub async fn job(&self, id: i64) -> Result<JobView> {
-        self.json(Method::GET, &format!("/v1/jobs/{id}"), &[], None)
-            .await
+        self.get(&format!("/v1/jobs/{id}")).await
     }
 
     pub async fn cancel(&self, id: i64, reason: Option<&str>) -> Result<JobView> {
@@ -254,19 +259,13 @@ impl Client {
     }
 
     pub async fn set_priority(&self, id: i64, priority: i16) -> Result<JobView> {
-        let body = serde_json::to_vec(&sluice_api::wire::PriorityRequest { priority })?;
-        self.json(
-            Method::POST,
-            &format!("/v1/jobs/{id}/priority"),
-            &[],
-            Some(body),
-        )
-        .await
+        let body = sluice_api::wire::PriorityRequest { priority };
+        self.post(&format!("/v1/jobs/{id}/priority"), &body).await
     }
 
     /// The lakes open to the caller.
     pub async fn lakes(&self) -> Result<Vec<sluice_api::wire::LakeView>> {
-        self.json(Method::GET, "/v1/lakes", &[], None).await
+        self.get("/v1/lakes").await
     }
 
     /// Newest first, up to `limit`, following the API's cursor across pages.
@@ -290,9 +289,7 @@ impl Client {
             if let Some(c) = &cursor {
                 q.append_pair("cursor", c);
             }
-            let page: JobPage = self
-                .json(Method::GET, &format!("/v1/jobs?{}", q.finish()), &[], None)
-                .await?;
+            let page: JobPage = self.get(&format!("/v1/jobs?{}", q.finish())).await?;
             out.extend(page.jobs);
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
@@ -339,29 +336,26 @@ impl Client {
 /// The operator verbs: `/v1/admin` (reading needs the operator role, changing admin).
 impl Client {
     pub async fn backlog(&self) -> Result<BacklogReport> {
-        self.json(Method::GET, "/v1/admin/backlog", &[], None).await
+        self.get("/v1/admin/backlog").await
     }
 
     pub async fn pauses(&self) -> Result<Vec<PauseView>> {
-        self.json(Method::GET, "/v1/admin/pauses", &[], None).await
+        self.get("/v1/admin/pauses").await
     }
 
     pub async fn pause(&self, req: &PauseRequest) -> Result<Paused> {
-        let body = serde_json::to_vec(req)?;
-        self.json(Method::POST, "/v1/admin/pauses", &[], Some(body))
-            .await
+        self.post("/v1/admin/pauses", req).await
     }
 
     pub async fn resume(&self, target: &str) -> Result<Resumed> {
-        let body = serde_json::to_vec(&ResumeRequest {
+        let body = ResumeRequest {
             target: target.into(),
-        })?;
-        self.json(Method::POST, "/v1/admin/resume", &[], Some(body))
-            .await
+        };
+        self.post("/v1/admin/resume", &body).await
     }
 
     pub async fn budgets(&self) -> Result<Vec<BudgetView>> {
-        self.json(Method::GET, "/v1/admin/budgets", &[], None).await
+        self.get("/v1/admin/budgets").await
     }
 
     pub async fn budget_set(&self, scope: &str, req: &BudgetRequest) -> Result<BudgetView> {
@@ -371,8 +365,7 @@ impl Client {
     }
 
     pub async fn breakers(&self) -> Result<Vec<BreakerView>> {
-        self.json(Method::GET, "/v1/admin/breakers", &[], None)
-            .await
+        self.get("/v1/admin/breakers").await
     }
 
     pub async fn breaker_reset(&self, scope: &str) -> Result<BreakerView> {
@@ -381,45 +374,39 @@ impl Client {
     }
 
     pub async fn quotas(&self) -> Result<Vec<sluice_api::wire::QuotaView>> {
-        self.json(Method::GET, "/v1/admin/quotas", &[], None).await
+        self.get("/v1/admin/quotas").await
     }
 
     pub async fn quota_set(
         &self,
         req: &sluice_api::wire::QuotaRequest,
     ) -> Result<sluice_api::wire::QuotaView> {
-        let body = serde_json::to_vec(req)?;
-        self.json(Method::POST, "/v1/admin/quotas", &[], Some(body))
-            .await
+        self.post("/v1/admin/quotas", req).await
     }
 
     pub async fn quota_clear(&self, owner: Option<&str>) -> Result<serde_json::Value> {
-        let body = serde_json::to_vec(&sluice_api::wire::QuotaClearRequest {
+        let body = sluice_api::wire::QuotaClearRequest {
             owner: owner.map(str::to_string),
-        })?;
-        self.json(Method::POST, "/v1/admin/quotas/clear", &[], Some(body))
-            .await
+        };
+        self.post("/v1/admin/quotas/clear", &body).await
     }
 
     pub async fn purge(
         &self,
         req: &sluice_api::wire::PurgeRequest,
     ) -> Result<sluice_api::wire::Purged> {
-        let body = serde_json::to_vec(req)?;
-        self.json(Method::POST, "/v1/admin/purge", &[], Some(body))
-            .await
+        self.post("/v1/admin/purge", req).await
     }
 
     pub async fn intake(&self) -> Result<IntakeView> {
-        self.json(Method::GET, "/v1/admin/intake", &[], None).await
+        self.get("/v1/admin/intake").await
     }
 
     pub async fn drain(&self, reason: &str) -> Result<IntakeView> {
-        let body = serde_json::to_vec(&DrainRequest {
+        let body = DrainRequest {
             reason: reason.into(),
-        })?;
-        self.json(Method::POST, "/v1/admin/drain", &[], Some(body))
-            .await
+        };
+        self.post("/v1/admin/drain", &body).await
     }
 
     pub async fn drain_end(&self) -> Result<IntakeView> {
