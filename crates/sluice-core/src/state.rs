@@ -12,6 +12,12 @@ pub struct IllegalTransition {
     pub event: &'static str,
 }
 
+impl IllegalTransition {
+    pub fn new(from: &'static str, event: &'static str) -> IllegalTransition {
+        IllegalTransition { from, event }
+    }
+}
+
 macro_rules! str_enum {
     ($name:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
         impl $name {
@@ -220,12 +226,7 @@ impl TaskState {
             (S::Running, E::Retry | E::Defer | E::LeaseExpired) => S::Pending,
             (S::Running, E::LeaseExpiredFinal) => S::Failed,
             (S::Pending | S::Running, E::Cancel) => S::Cancelled,
-            (from, event) => {
-                return Err(IllegalTransition {
-                    from: from.as_str(),
-                    event: event.as_str(),
-                });
-            }
+            (from, event) => return Err(IllegalTransition::new(from.as_str(), event.as_str())),
         };
         Ok(next)
     }
@@ -319,12 +320,7 @@ impl JobState {
                 JobOutcome::Failed => S::Failed,
             },
             (S::Queued | S::Running, JobEvent::Cancel) => S::Cancelled,
-            (from, event) => {
-                return Err(IllegalTransition {
-                    from: from.as_str(),
-                    event: event.name(),
-                });
-            }
+            (from, event) => return Err(IllegalTransition::new(from.as_str(), event.name())),
         };
         Ok(next)
     }
@@ -377,17 +373,25 @@ mod tests {
         // The full cross product: everything not listed as legal is rejected.
         for &from in S::ALL {
             for &event in &events {
-                let want = legal
-                    .iter()
-                    .find(|(f, e, _)| *f == from && *e == event)
-                    .map(|t| t.2);
-                check_task(from, event, want);
+                check_task(from, event, legal_move(legal, from, event));
             }
         }
         for &s in S::ALL {
             assert_eq!(S::parse(s.as_str()), Some(s));
         }
         assert_eq!(S::parse("paused"), None);
+    }
+
+    /// Where `event` takes `from` by the table of legal moves; `None`: nowhere (illegal).
+    fn legal_move<S: Copy + PartialEq, E: PartialEq>(
+        legal: &[(S, E, S)],
+        from: S,
+        event: E,
+    ) -> Option<S> {
+        legal
+            .iter()
+            .find(|(f, e, _)| *f == from && *e == event)
+            .map(|t| t.2)
     }
 
     #[test]
@@ -432,10 +436,7 @@ mod tests {
         ];
         for &from in S::ALL {
             for &event in &events {
-                let want = legal
-                    .iter()
-                    .find(|(f, e, _)| *f == from && *e == event)
-                    .map(|t| t.2);
+                let want = legal_move(legal, from, event);
                 assert_eq!(from.apply(event).ok(), want, "{from} --{event:?}-->");
             }
         }
