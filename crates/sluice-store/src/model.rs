@@ -1044,7 +1044,7 @@ pub(crate) fn validate_quota(p: &QuotaSetParams) -> crate::Result<()> {
 }
 
 /// A page of jobs, newest first.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct JobListParams {
     /// Only this owner's jobs; `None`: everyone's.
     pub owner: Option<String>,

@@ -266,9 +266,8 @@ pub async fn submit(
 pub async fn kinds(store: &dyn Store, job: sluice_core::JobId) -> Vec<String> {
     let all = crate::EventListParams {
         job_id: Some(job),
-        scope: None,
-        after_id: None,
         limit: 5_000,
+        ..Default::default()
     };
     match crate::StoreExt::event_list_until(store, all, &|_| false).await {
         Ok(ev) => ev.into_iter().map(|e| e.kind).collect(),

@@ -443,10 +443,8 @@ async fn bad_requests_get_a_problem_and_change_nothing() {
     let jobs_before = t
         .store
         .job_list(sluice_store::JobListParams {
-            owner: None,
-            state: None,
-            before: None,
             limit: 100,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -589,10 +587,8 @@ async fn bad_requests_get_a_problem_and_change_nothing() {
     let after = t
         .store
         .job_list(sluice_store::JobListParams {
-            owner: None,
-            state: None,
-            before: None,
             limit: 100,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -1050,10 +1046,8 @@ async fn validate_plans_and_estimates_without_submitting() {
     let jobs = t
         .store
         .job_list(sluice_store::JobListParams {
-            owner: None,
-            state: None,
-            before: None,
             limit: 10,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -1587,10 +1581,8 @@ async fn priorities_stop_at_the_roles_ceiling_and_operators_reprioritise() {
     let before = t
         .store
         .job_list(sluice_store::JobListParams {
-            owner: None,
-            state: None,
-            before: None,
             limit: 100,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -808,9 +808,8 @@ async fn every_state_change_is_journaled(s: S) {
     let ev = s
         .event_list(EventListParams {
             job_id: Some(j.id),
-            scope: None,
-            after_id: None,
             limit: 100,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -826,9 +825,9 @@ async fn every_state_change_is_journaled(s: S) {
     let after = s
         .event_list(EventListParams {
             job_id: Some(j.id),
-            scope: None,
             after_id: Some(ev[6].id),
             limit: 1,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -847,10 +846,9 @@ async fn global_journal_pages_through_every_job(s: S) {
     loop {
         let page = s
             .event_list(EventListParams {
-                job_id: None,
-                scope: None,
                 after_id: after,
                 limit: 2,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -1565,10 +1563,8 @@ async fn breakers_hold_back_their_scope_probe_once_and_close_with_slow_start(s: 
     assert_eq!(u.row.breaker.state, Closed);
     let events = s
         .event_list(EventListParams {
-            job_id: None,
-            scope: None,
-            after_id: None,
             limit: 1000,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -1593,10 +1589,9 @@ async fn breakers_hold_back_their_scope_probe_once_and_close_with_slow_start(s: 
     // The scope filter finds one scope's provider events only.
     let aws2 = s
         .event_list(EventListParams {
-            job_id: None,
             scope: Some("aws:2".into()),
-            after_id: None,
             limit: 1000,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -2170,10 +2165,8 @@ async fn owner_quotas_cap_running_tasks_across_claims(s: S) {
     assert_eq!(s.quota_list().await.unwrap().len(), 1);
     let kinds: Vec<String> = s
         .event_list(EventListParams {
-            job_id: None,
-            scope: None,
-            after_id: None,
             limit: 1000,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -2253,10 +2246,8 @@ async fn the_cleaner_removes_finished_jobs_past_their_retention_only(s: S) {
     assert!(s.task_list_all(a.id).await.unwrap().is_empty());
     let events = s
         .event_list(EventListParams {
-            job_id: None,
-            scope: None,
-            after_id: None,
             limit: 1000,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -2407,9 +2398,8 @@ async fn a_new_priority_moves_a_jobs_unfinished_tasks(s: S) {
     let events = s
         .event_list(EventListParams {
             job_id: Some(urgent.id),
-            scope: None,
-            after_id: None,
             limit: 100,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -2704,10 +2694,8 @@ async fn a_drain_closes_intake_until_reopened(s: S) {
     ));
     let jobs = s
         .job_list(JobListParams {
-            owner: None,
-            state: None,
-            before: None,
             limit: 100,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -74,9 +74,8 @@ async fn eight_claimers_complete_ten_thousand_tasks_exactly_once() {
     let events = s
         .event_list(EventListParams {
             job_id: Some(a.id),
-            scope: None,
-            after_id: None,
             limit: 100_000,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -314,10 +313,8 @@ async fn no_submission_commits_after_a_drain_closed_intake() {
     }
     let count = |s: std::sync::Arc<dyn Store>| async move {
         s.job_list(JobListParams {
-            owner: None,
-            state: None,
-            before: None,
             limit: 1000,
+            ..Default::default()
         })
         .await
         .unwrap()

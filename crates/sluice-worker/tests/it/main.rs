@@ -8,7 +8,6 @@
 use sluice_core::{JobId, JobState, SystemClock, TaskState};
 use sluice_store::{
     ConnectOptions, EventListParams, Job, JobCancelParams, PgStore, SqliteStore, Store, StoreExt,
-    TaskListParams,
 };
 use sluice_worker::{BuiltinRunner, Worker, WorkerConfig, WorkerStats};
 use std::sync::Arc;
@@ -231,42 +230,20 @@ async fn postgres_restart_mid_burn_down_loses_and_doubles_nothing() {
         (j.state, j.counts.done, j.rows_found),
         (JobState::Succeeded, n as i64, n as i64)
     );
-    let mut succeeded = 0;
-    let mut after = None;
-    loop {
-        let page = store
-            .event_list(EventListParams {
-                job_id: Some(job.id),
-                scope: None,
-                after_id: after,
-                limit: 1000,
-            })
-            .await
-            .unwrap();
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        succeeded += page.iter().filter(|e| e.kind == "task.succeeded").count();
-    }
+    let of_job = EventListParams {
+        job_id: Some(job.id),
+        limit: 1000,
+        ..Default::default()
+    };
+    let events = store.event_list_until(of_job, &|_| false).await.unwrap();
+    let succeeded = events.iter().filter(|e| e.kind == "task.succeeded").count();
     assert_eq!(succeeded, n, "each task's result recorded exactly once");
-    let mut after = None;
-    loop {
-        let page = store
-            .task_list(TaskListParams {
-                job_id: job.id,
-                limit: 1000,
-                after,
-            })
-            .await
-            .unwrap();
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        for t in &page {
-            assert_eq!(
-                (t.state, t.attempt),
-                (TaskState::Succeeded, 0),
-                "the outage spent no attempt: {t:?}"
-            );
-        }
+    for t in store.task_list_all(job.id).await.unwrap() {
+        assert_eq!(
+            (t.state, t.attempt),
+            (TaskState::Succeeded, 0),
+            "the outage spent no attempt: {t:?}"
+        );
     }
 }
 
