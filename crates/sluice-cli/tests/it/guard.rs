@@ -5,7 +5,7 @@
 use super::{Proc, free_port, run_ok, signal, sluice, wait_exit};
 use sluice_core::{JobId, TaskState};
 use sluice_sim::{Counts, Sim, SimConfig, SimHandle};
-use sluice_store::{PgStore, Store, TaskListParams};
+use sluice_store::{PgStore, Store, StoreExt};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -28,8 +28,19 @@ async fn succeeds(mut cmd: std::process::Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// What `sluice lab setup` makes: accounts of lakes in the simulator, each account with a
+/// budget of `budget` calls/s (burst as much) under a provider quota of 1000/s, so that the
+/// budget is what holds calls back.
+pub(crate) struct LabSize {
+    pub(crate) accounts: u32,
+    pub(crate) lakes_per_account: u32,
+    pub(crate) rows: u32,
+    pub(crate) budget: u32,
+}
+
 impl Lab {
-    pub(crate) async fn new(url: &str, args: &[&str]) -> Lab {
+    /// A lab of `size`, `lab setup` given `args` too.
+    pub(crate) async fn new(url: &str, size: LabSize, args: &[&str]) -> Lab {
         let dir = tempfile::tempdir().expect("tmp");
         let port = free_port();
         let sim_url = format!("http://127.0.0.1:{port}");
@@ -48,6 +59,22 @@ impl Lab {
             &dir.path().display().to_string(),
             "--sim-url",
             &sim_url,
+        ])
+        .args([
+            "--accounts",
+            &size.accounts.to_string(),
+            "--lakes-per-account",
+            &size.lakes_per_account.to_string(),
+            "--rows",
+            &size.rows.to_string(),
+            "--quota-rate",
+            "1000",
+            "--quota-burst",
+            "1000",
+            "--budget-rate",
+            &size.budget.to_string(),
+            "--budget-burst",
+            &size.budget.to_string(),
         ])
         .args(args);
         let out = succeeds(cmd, "lab setup").await;
@@ -220,22 +247,13 @@ async fn the_budget_holds_at_the_provider_with_two_worker_processes() {
     let (rate, burst) = (40.0, 40.0);
     let lab = Lab::new(
         &url,
-        &[
-            "--accounts",
-            "3",
-            "--lakes-per-account",
-            "30",
-            "--rows",
-            "300",
-            "--quota-rate",
-            "1000",
-            "--quota-burst",
-            "1000",
-            "--budget-rate",
-            "40",
-            "--budget-burst",
-            "40",
-        ],
+        LabSize {
+            accounts: 3,
+            lakes_per_account: 30,
+            rows: 300,
+            budget: 40,
+        },
+        &[],
     )
     .await;
     let mut jobs = Vec::new();
@@ -286,10 +304,8 @@ async fn the_budget_holds_at_the_provider_with_two_worker_processes() {
     }
     let events = store
         .event_list(sluice_store::EventListParams {
-            job_id: None,
-            scope: None,
-            after_id: None,
             limit: 100_000,
+            ..Default::default()
         })
         .await
         .expect("events");
@@ -314,24 +330,13 @@ async fn a_frozen_account_pauses_its_jobs_loses_nothing_and_resumes() {
     let (store, url) = sluice_store::testing::pg_store().await;
     let lab = Lab::new(
         &url,
-        &[
-            "--accounts",
-            "3",
-            "--lakes-per-account",
-            "12",
-            "--rows",
-            "300",
-            "--quota-rate",
-            "1000",
-            "--quota-burst",
-            "1000",
-            "--freeze-for",
-            "600",
-            "--budget-rate",
-            "40",
-            "--budget-burst",
-            "40",
-        ],
+        LabSize {
+            accounts: 3,
+            lakes_per_account: 12,
+            rows: 300,
+            budget: 40,
+        },
+        &["--freeze-for", "600"],
     )
     .await;
     let job = lab.submit("a*").await;
@@ -350,11 +355,7 @@ async fn a_frozen_account_pauses_its_jobs_loses_nothing_and_resumes() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let done = store
-            .task_list(TaskListParams {
-                job_id: job,
-                limit: 1000,
-                after: None,
-            })
+            .task_list_all(job)
             .await
             .expect("tasks")
             .iter()
@@ -370,14 +371,7 @@ async fn a_frozen_account_pauses_its_jobs_loses_nothing_and_resumes() {
     // The other accounts drain; the frozen one's tasks wait, its breaker open.
     let deadline = Instant::now() + Duration::from_secs(90);
     let status = loop {
-        let tasks = store
-            .task_list(TaskListParams {
-                job_id: job,
-                limit: 1000,
-                after: None,
-            })
-            .await
-            .expect("tasks");
+        let tasks = store.task_list_all(job).await.expect("tasks");
         let others_done = tasks
             .iter()
             .filter(|t| t.scope != scope)
@@ -416,14 +410,7 @@ async fn a_frozen_account_pauses_its_jobs_loses_nothing_and_resumes() {
         lab.needles_in("a"),
         "exactly the planted needles"
     );
-    let tasks = store
-        .task_list(TaskListParams {
-            job_id: job,
-            limit: 1000,
-            after: None,
-        })
-        .await
-        .expect("tasks");
+    let tasks = store.task_list_all(job).await.expect("tasks");
     assert!(
         tasks.iter().all(|t| t.attempt == 0),
         "no attempt spent: {:?}",
@@ -432,10 +419,8 @@ async fn a_frozen_account_pauses_its_jobs_loses_nothing_and_resumes() {
     // The journal tells the story for `explain`: opened, probed, closed.
     let events = store
         .event_list(sluice_store::EventListParams {
-            job_id: None,
-            scope: None,
-            after_id: None,
             limit: 100_000,
+            ..Default::default()
         })
         .await
         .expect("events");
@@ -475,22 +460,13 @@ async fn an_exhausted_budget_does_not_hold_other_accounts_back() {
     let (store, url) = sluice_store::testing::pg_store().await;
     let lab = Lab::new(
         &url,
-        &[
-            "--accounts",
-            "2",
-            "--lakes-per-account",
-            "12",
-            "--rows",
-            "200",
-            "--quota-rate",
-            "1000",
-            "--quota-burst",
-            "1000",
-            "--budget-rate",
-            "1000",
-            "--budget-burst",
-            "1000",
-        ],
+        LabSize {
+            accounts: 2,
+            lakes_per_account: 12,
+            rows: 200,
+            budget: 1000,
+        },
+        &[],
     )
     .await;
     let slow = lab.accounts()[0].clone();
@@ -513,14 +489,7 @@ async fn an_exhausted_budget_does_not_hold_other_accounts_back() {
     // worker's 8 slots fill with the slow account's tasks and the second hunt never ends.
     let worker = lab.worker("w1", &["--budget-max-wait", "120s"]);
     wait_done(&store, &[b], Duration::from_secs(60)).await;
-    let tasks_a = store
-        .task_list(TaskListParams {
-            job_id: a,
-            limit: 1000,
-            after: None,
-        })
-        .await
-        .expect("tasks");
+    let tasks_a = store.task_list_all(a).await.expect("tasks");
     let done_a = tasks_a
         .iter()
         .filter(|t| t.state == TaskState::Succeeded)
@@ -562,13 +531,6 @@ async fn an_exhausted_budget_does_not_hold_other_accounts_back() {
     let ja = store.job_get(a).await.expect("job");
     assert_eq!(ja.state, sluice_core::JobState::Succeeded, "{ja:?}");
     assert_eq!(ja.rows_found as usize, lab.needles_in("a0"));
-    let tasks_a = store
-        .task_list(TaskListParams {
-            job_id: a,
-            limit: 1000,
-            after: None,
-        })
-        .await
-        .expect("tasks");
+    let tasks_a = store.task_list_all(a).await.expect("tasks");
     assert!(tasks_a.iter().all(|t| t.attempt == 0), "{tasks_a:?}");
 }

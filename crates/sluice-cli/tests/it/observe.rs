@@ -2,7 +2,7 @@
 //! on the rules, their unit tests and the config; and a real Prometheus scraping a worker
 //! during a hunt at the provider simulator, answering every dashboard panel's query.
 
-use super::guard::{Lab, stop, wait_done};
+use super::guard::{Lab, LabSize, stop, wait_done};
 use super::{Proc, free_port, printed, run_ok};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -137,22 +137,13 @@ async fn every_dashboard_panel_answers_from_a_real_prometheus() {
     let (store, url) = sluice_store::testing::pg_store().await;
     let lab = Lab::new(
         &url,
-        &[
-            "--accounts",
-            "2",
-            "--lakes-per-account",
-            "10",
-            "--rows",
-            "300",
-            "--quota-rate",
-            "1000",
-            "--quota-burst",
-            "1000",
-            "--budget-rate",
-            "60",
-            "--budget-burst",
-            "60",
-        ],
+        LabSize {
+            accounts: 2,
+            lakes_per_account: 10,
+            rows: 300,
+            budget: 60,
+        },
+        &[],
     )
     .await;
     let metrics = format!("127.0.0.1:{}", free_port());
