@@ -2,8 +2,9 @@
 //! validated by the real planner (SQL errors with line, column and hint), run by the server's
 //! own worker slots, polled until the planted needles are found; a revoked token is refused.
 
-use super::{Proc, free_port, signal, sluice, sluice_ok, wait_exit};
+use super::{Proc, free_port, run_with_input, signal, sluice, sluice_ok, wait_exit};
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,74 @@ pub(crate) fn create_token(
     serde_json::from_str(&super::sluice_ok(db, results, &args)).expect("token json")
 }
 
+/// Runs `test` off the runtime (it drives the server and the CLI with blocking calls) on a
+/// fresh database, results and lakes folders and a free port: `test(db, results, lakes, addr)`.
+async fn on_site(test: impl FnOnce(String, PathBuf, PathBuf, String) + Send + 'static) {
+    let (_store, db) = sluice_store::testing::pg_store().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (results, lakes) = (dir.path().join("results"), dir.path().join("lakes"));
+    let addr = format!("127.0.0.1:{}", free_port());
+    tokio::task::spawn_blocking(move || test(db, results, lakes, addr))
+        .await
+        .expect("test thread");
+}
+
+/// A token made with `sluice tokens create`, for `owner` with `role`.
+pub(crate) fn token_of(db: &str, results: &std::path::Path, owner: &str, role: &str) -> String {
+    create_token(db, results, owner, role, &[])["token"]
+        .as_str()
+        .expect("token")
+        .to_string()
+}
+
+/// Starts `sluice server` on `db` (results in `results`) at `addr` with `extra` flags and
+/// `env`, and waits until it is ready.
+fn start_server(
+    db: &str,
+    results: &std::path::Path,
+    addr: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
+    let mut cmd = sluice();
+    cmd.args(["--database-url", db, "--results-dir"])
+        .arg(results)
+        .args(["server", "--listen", addr, "--idle-poll", "50ms"])
+        .args(extra)
+        .envs(env.iter().copied());
+    let server = Proc::quiet(&mut cmd, "server");
+    wait_ready(addr);
+    server
+}
+
+/// Stops a server with SIGTERM; it must exit cleanly.
+fn stop_server(mut server: Proc) {
+    signal(&server, libc::SIGTERM);
+    assert!(wait_exit(&mut server, Duration::from_secs(30)).success());
+}
+
+/// `sluice --url` (the server at `addr`) with `token`, `args` and `stdin`: its exit code,
+/// standard output and standard error.
+fn cli_at(
+    addr: &str,
+    token: Option<&str>,
+    args: &[&str],
+    stdin: &str,
+) -> (Option<i32>, String, String) {
+    let mut c = sluice();
+    c.args(["--url", &format!("http://{addr}")])
+        .env_remove("SLUICE_DATABASE_URL");
+    if let Some(t) = token {
+        c.args(["--token", t]);
+    }
+    let out = run_with_input(c.args(args), stdin, "sluice");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Submits `body` over HTTP (it must be accepted); the job's id.
 pub(crate) fn submit_http(addr: &str, token: &str, body: &str) -> i64 {
     let (status, text) = http(addr, "POST", "/v1/jobs", token, Some(body));
@@ -85,49 +154,13 @@ pub(crate) fn until_succeeded(addr: &str, token: &str, id: i64) -> serde_json::V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() {
-    let (_store, db) = sluice_store::testing::pg_store().await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let results = dir.path().join("results");
-    let lakes = dir.path().join("lakes");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let (db2, results2, addr2) = (db.clone(), results.clone(), addr.clone());
-    tokio::task::spawn_blocking(move || {
-        let (db, results, addr) = (db2, results2, addr2);
+    on_site(|db, results, lakes, addr| {
         let manifest: serde_json::Value = crate::generate_lakes(&db, &results, &lakes, 20, 400, 11);
         let needles = manifest["needles"].as_array().expect("needles").clone();
         // A token made with the CLI, printed once.
-        let make = |owner: &str, role: &str| -> Option<String> {
-            let t: serde_json::Value = serde_json::from_str(&sluice_ok(
-                &db,
-                &results,
-                &[
-                    "--output", "json", "tokens", "create", "--owner", owner, "--role", role,
-                ],
-            ))
-            .expect("token json");
-            t["token"].as_str().map(str::to_string)
-        };
-        let token = make("alice", "researcher").expect("token");
-        let mut server = Proc::quiet(
-            sluice()
-                .args([
-                    "--database-url",
-                    &db,
-                    "--results-dir",
-                    &results.display().to_string(),
-                ])
-                .args([
-                    "server",
-                    "--listen",
-                    &addr,
-                    "--idle-poll",
-                    "50ms",
-                    "--concurrency",
-                    "4",
-                ]),
-            "server",
-        );
-        wait_ready(&addr);
+        let make = |owner: &str, role: &str| token_of(&db, &results, owner, role);
+        let token = make("alice", "researcher");
+        let server = start_server(&db, &results, &addr, &["--concurrency", "4"], &[]);
 
         // A typo in the SQL: refused with its position and a hint, nothing submitted.
         let (status, body) = http(
@@ -215,33 +248,8 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
 
         // The same through `sluice --url --token`, the researcher's client of the API.
         let id = submitted["job"].as_i64().expect("job id").to_string();
-        let base = format!("http://{addr}");
-        let cli = |token: Option<&str>, args: &[&str], stdin: &str| {
-            let mut c = sluice();
-            c.args(["--url", &base]).env_remove("SLUICE_DATABASE_URL");
-            if let Some(t) = token {
-                c.args(["--token", t]);
-            }
-            let mut child = c
-                .args(args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("sluice");
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(stdin.as_bytes())
-                .expect("write stdin");
-            let out = child.wait_with_output().expect("sluice");
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        };
+        let cli =
+            |token: Option<&str>, args: &[&str], stdin: &str| cli_at(&addr, token, args, stdin);
         let alice = Some(token.as_str());
         let (code, out, err) = cli(alice, &["--output", "json", "status", &id], "");
         assert_eq!(code, Some(0), "{err}");
@@ -327,7 +335,7 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
         assert!(out.contains("succeeded: 20/20 lakes done"), "{out}");
         // Another researcher cannot tell alice's job from a missing one.
         let bob = make("bob", "researcher");
-        let (code, _, err) = cli(bob.as_deref(), &["status", &id], "");
+        let (code, _, err) = cli(Some(&bob), &["status", &id], "");
         assert_eq!(code, Some(1));
         assert!(err.contains(&format!("not found: job {id}")), "{err}");
         // Misuse: one clear line each.
@@ -352,7 +360,7 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
 
         // The operator verbs through the API: an operator reads, only an admin changes.
         let (ops, root) = (make("olga", "operator"), make("root", "admin"));
-        let (code, out, err) = cli(ops.as_deref(), &["--output", "json", "backlog"], "");
+        let (code, out, err) = cli(Some(ops.as_str()), &["--output", "json", "backlog"], "");
         assert_eq!(code, Some(0), "{err}");
         let b: serde_json::Value = serde_json::from_str(&out).expect("backlog json");
         assert_eq!(
@@ -360,11 +368,11 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
             (&0.into(), &0.into()),
             "{b}"
         );
-        let (code, _, err) = cli(ops.as_deref(), &["pause", "--all", "--reason", "x"], "");
+        let (code, _, err) = cli(Some(ops.as_str()), &["pause", "--all", "--reason", "x"], "");
         assert_eq!(code, Some(1));
         assert!(err.contains("the token's role may not do this"), "{err}");
         let (code, out, err) = cli(
-            root.as_deref(),
+            Some(root.as_str()),
             &[
                 "pause",
                 "--scope",
@@ -379,29 +387,33 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
             out.contains("paused scope:aws:1") && out.contains("(by root)"),
             "{out}"
         );
-        let (_, out, _) = cli(ops.as_deref(), &["pauses"], "");
+        let (_, out, _) = cli(Some(ops.as_str()), &["pauses"], "");
         assert!(
             out.contains("scope:aws:1") && out.contains("1 pauses in force"),
             "{out}"
         );
-        let (code, out, _) = cli(root.as_deref(), &["resume", "--scope", "aws:1"], "");
+        let (code, out, _) = cli(Some(root.as_str()), &["resume", "--scope", "aws:1"], "");
         assert_eq!(code, Some(0));
         assert!(out.contains("resumed scope:aws:1"), "{out}");
         let (code, out, err) = cli(
-            root.as_deref(),
+            Some(root.as_str()),
             &["budget", "set", "*", "--rate", "50", "--burst", "100"],
             "",
         );
         assert_eq!(code, Some(0), "{err}");
         assert!(out.contains("budget *: 50 calls/s, burst 100"), "{out}");
-        let (_, out, _) = cli(ops.as_deref(), &["--output", "json", "budget", "list"], "");
+        let (_, out, _) = cli(
+            Some(ops.as_str()),
+            &["--output", "json", "budget", "list"],
+            "",
+        );
         let list: serde_json::Value = serde_json::from_str(&out).expect("budgets");
         assert_eq!(list[0]["scope"], "*", "{list}");
-        let (code, _, err) = cli(root.as_deref(), &["breaker", "reset", "aws:1"], "");
+        let (code, _, err) = cli(Some(root.as_str()), &["breaker", "reset", "aws:1"], "");
         assert_eq!(code, Some(1));
         assert!(err.contains("has no breaker"), "{err}");
         let (code, out, _) = cli(
-            root.as_deref(),
+            Some(root.as_str()),
             &["drain", "--reason", "upgrade", "--wait"],
             "",
         );
@@ -413,14 +425,14 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
             err.contains("upgrade") && err.contains("try again in 60s"),
             "{err}"
         );
-        let (code, _, _) = cli(root.as_deref(), &["drain", "--end"], "");
+        let (code, _, _) = cli(Some(root.as_str()), &["drain", "--end"], "");
         assert_eq!(code, Some(0));
-        let (code, _, err) = cli(root.as_deref(), &["drain", "--end"], "");
+        let (code, _, err) = cli(Some(root.as_str()), &["drain", "--end"], "");
         assert_eq!(code, Some(1));
         assert!(err.contains("no drain to end"), "{err}");
         // The verbs that only work on the database say so instead of opening the default one.
         for verb in [&["explain", "1"][..], &["tokens", "list"], &["migrate"]] {
-            let (code, _, err) = cli(root.as_deref(), verb, "");
+            let (code, _, err) = cli(Some(root.as_str()), verb, "");
             assert_eq!(code, Some(1), "{verb:?}");
             assert!(err.contains("works on the database"), "{verb:?}: {err}");
         }
@@ -437,11 +449,9 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
             "{listed}"
         );
 
-        signal(&server, libc::SIGTERM);
-        assert!(wait_exit(&mut server, Duration::from_secs(30)).success());
+        stop_server(server);
     })
-    .await
-    .expect("end to end");
+    .await;
 }
 
 /// Quotas between researchers, end to end through `sluice server` and the CLI: a token limited
@@ -450,12 +460,7 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
 /// admin sets an owner's quota of running tasks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_limited_to_tagged_lakes_sees_and_reads_only_those() {
-    let (_store, db) = sluice_store::testing::pg_store().await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let results = dir.path().join("results");
-    let lakes = dir.path().join("lakes");
-    let addr = format!("127.0.0.1:{}", free_port());
-    tokio::task::spawn_blocking(move || {
+    on_site(|db, results, lakes, addr| {
         let ok = |args: &[&str]| super::sluice_ok(&db, &results, args);
         let dir_s = lakes.display().to_string();
         let manifest: serde_json::Value = serde_json::from_str(&ok(&[
@@ -514,30 +519,9 @@ async fn a_token_limited_to_tagged_lakes_sees_and_reads_only_those() {
             String::from_utf8_lossy(&bad.stderr)
         );
 
-        let mut server = Proc::quiet(
-            sluice()
-                .args(["--database-url", &db, "--results-dir"])
-                .arg(&results)
-                .args(["server", "--listen", &addr, "--idle-poll", "50ms"])
-                .args(["--concurrency", "4", "--researcher-max-priority", "5"]),
-            "server",
-        );
-        wait_ready(&addr);
-        let base = format!("http://{addr}");
-        let cli = |token: &str, args: &[&str]| {
-            let out = sluice()
-                .args(["--url", &base, "--token", token])
-                .env_remove("SLUICE_DATABASE_URL")
-                .args(args)
-                .stdin(Stdio::null())
-                .output()
-                .expect("sluice");
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        };
+        let extra = ["--concurrency", "4", "--researcher-max-priority", "5"];
+        let server = start_server(&db, &results, &addr, &extra, &[]);
+        let cli = |token: &str, args: &[&str]| cli_at(&addr, Some(token), args, "");
 
         // Listing: the red lakes only.
         let (code, out, err) = cli(&limited, &["--output", "json", "lakes", "list"]);
@@ -662,11 +646,9 @@ async fn a_token_limited_to_tagged_lakes_sees_and_reads_only_those() {
         let (code, _, err) = cli(&root, &["quota", "clear", "--owner", "carol"]);
         assert_eq!(code, Some(0), "{err}");
 
-        signal(&server, libc::SIGTERM);
-        assert!(wait_exit(&mut server, Duration::from_secs(30)).success());
+        stop_server(server);
     })
-    .await
-    .expect("test thread");
+    .await;
 }
 
 /// Retention end to end: a server whose leader keeps finished jobs 2 s removes a job, its
@@ -674,30 +656,13 @@ async fn a_token_limited_to_tagged_lakes_sees_and_reads_only_those() {
 /// purges it with `sluice jobs purge`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_jobs_go_with_their_results_after_their_retention() {
-    let (_store, db) = sluice_store::testing::pg_store().await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let results = dir.path().join("results");
-    let lakes = dir.path().join("lakes");
-    let addr = format!("127.0.0.1:{}", free_port());
-    tokio::task::spawn_blocking(move || {
+    on_site(|db, results, lakes, addr| {
         let manifest = crate::generate_lakes(&db, &results, &lakes, 4, 300, 3);
         let needles = manifest["needles"].as_array().expect("needles").clone();
-        let token = |role: &str| -> String {
-            create_token(&db, &results, "alice", role, &[])["token"]
-                .as_str()
-                .expect("token")
-                .to_string()
-        };
+        let token = |role: &str| token_of(&db, &results, "alice", role);
         let (alice, root) = (token("researcher"), token("admin"));
-        let mut server = Proc::quiet(
-            sluice()
-                .args(["--database-url", &db, "--results-dir"])
-                .arg(&results)
-                .args(["server", "--listen", &addr, "--idle-poll", "50ms"])
-                .args(["--retention", "2s", "--clean-every", "1s"]),
-            "server",
-        );
-        wait_ready(&addr);
+        let extra = ["--retention", "2s", "--clean-every", "1s"];
+        let server = start_server(&db, &results, &addr, &extra, &[]);
         let hunt = crate::ioc_hunt(&needles);
         let submit = |extra: serde_json::Value| -> i64 {
             let mut body = serde_json::json!({"hunt": hunt});
@@ -733,37 +698,28 @@ async fn finished_jobs_go_with_their_results_after_their_retention() {
         let (status, _) = http(&addr, "GET", &format!("/v1/jobs/{kept}"), &alice, None);
         assert_eq!(status, 200);
         // An admin purges the kept job; a researcher may not.
-        let base = format!("http://{addr}");
+        let kept_id = kept.to_string();
         let purge = |token: &str| {
-            sluice()
-                .args(["--url", &base, "--token", token])
-                .env_remove("SLUICE_DATABASE_URL")
-                .args(["jobs", "purge", "--job", &kept.to_string()])
-                .stdin(Stdio::null())
-                .output()
-                .expect("sluice")
+            cli_at(
+                &addr,
+                Some(token),
+                &["jobs", "purge", "--job", &kept_id],
+                "",
+            )
         };
-        let out = purge(&alice);
-        assert_eq!(out.status.code(), Some(1));
-        let out = purge(&root);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (code, _, _) = purge(&alice);
+        assert_eq!(code, Some(1));
+        let (code, said, err) = purge(&root);
+        assert_eq!(code, Some(0), "{err}");
         assert!(said.starts_with("1 finished jobs removed"), "{said}");
         assert!(!folder(kept).exists());
         // Purging it again says why nothing happened, and fails.
-        let out = purge(&root);
-        assert_eq!(out.status.code(), Some(1));
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let (code, _, err) = purge(&root);
+        assert_eq!(code, Some(1));
         assert!(err.contains("was not purged: it has not finished"), "{err}");
-        signal(&server, libc::SIGTERM);
-        assert!(wait_exit(&mut server, Duration::from_secs(30)).success());
+        stop_server(server);
     })
-    .await
-    .expect("test thread");
+    .await;
 }
 
 /// Results in object storage: a server with `--results-url s3://…` (the S3 protocol through
@@ -772,11 +728,8 @@ async fn finished_jobs_go_with_their_results_after_their_retention() {
 /// the bucket, and a purge removes them from the bucket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_live_in_object_storage_when_given_a_results_url() {
-    let (_store, db) = sluice_store::testing::pg_store().await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let results = dir.path().join("staging");
-    let lakes = dir.path().join("lakes");
-    let bucket_dir = dir.path().join("s3");
+    let bucket = tempfile::tempdir().expect("tmp");
+    let bucket_dir = bucket.path().to_path_buf();
     std::fs::create_dir_all(bucket_dir.join("hunt-results")).expect("bucket");
     let cfg = sluice_sim::SimConfig::from_json(
         r#"{"accounts": {"results": {"buckets": ["hunt-results"], "rate": 100000, "burst": 100000}}}"#,
@@ -788,46 +741,29 @@ async fn results_live_in_object_storage_when_given_a_results_url() {
         .await
         .expect("sim listens");
     let endpoint = sim.url();
-    let addr = format!("127.0.0.1:{}", free_port());
-    tokio::task::spawn_blocking(move || {
+    on_site(move |db, results, lakes, addr| {
         let manifest = crate::generate_lakes(&db, &results, &lakes, 6, 300, 9);
         let needles = manifest["needles"].as_array().expect("needles").clone();
-        let token = |role: &str| -> String {
-            create_token(&db, &results, "alice", role, &[])["token"]
-                .as_str()
-                .expect("token")
-                .to_string()
-        };
+        let token = |role: &str| token_of(&db, &results, "alice", role);
         let (alice, root) = (token("researcher"), token("admin"));
         // The results bucket's own settings; the lakes' AWS_* (wrong for the bucket) must not
         // be the ones used.
-        let with_s3 = |cmd: &mut std::process::Command| {
-            cmd.env("SLUICE_RESULTS_AWS_ENDPOINT", &endpoint)
-                .env("SLUICE_RESULTS_AWS_ALLOW_HTTP", "true")
-                .env("SLUICE_RESULTS_AWS_REGION", "us-east-1")
-                .env(
-                    "SLUICE_RESULTS_AWS_ACCESS_KEY_ID",
-                    sluice_sim::access_key("results"),
-                )
-                .env(
-                    "SLUICE_RESULTS_AWS_SECRET_ACCESS_KEY",
-                    sluice_sim::secret_key("results"),
-                )
-                .env("AWS_ACCESS_KEY_ID", "lakes-only")
-                .env("AWS_SECRET_ACCESS_KEY", "lakes-only")
-                .env("AWS_ENDPOINT", "http://127.0.0.1:9");
-        };
-        let mut cmd = sluice();
-        cmd.args(["--database-url", &db, "--results-dir"])
-            .arg(&results)
-            .args(["--results-url", "s3://hunt-results/sluice"])
-            .args(["server", "--listen", &addr, "--idle-poll", "50ms"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        with_s3(&mut cmd);
-        let mut server = Proc(cmd.spawn().expect("server"));
-        wait_ready(&addr);
+        let (key, secret) = (
+            sluice_sim::access_key("results"),
+            sluice_sim::secret_key("results"),
+        );
+        let s3 = [
+            ("SLUICE_RESULTS_AWS_ENDPOINT", endpoint.as_str()),
+            ("SLUICE_RESULTS_AWS_ALLOW_HTTP", "true"),
+            ("SLUICE_RESULTS_AWS_REGION", "us-east-1"),
+            ("SLUICE_RESULTS_AWS_ACCESS_KEY_ID", key.as_str()),
+            ("SLUICE_RESULTS_AWS_SECRET_ACCESS_KEY", secret.as_str()),
+            ("AWS_ACCESS_KEY_ID", "lakes-only"),
+            ("AWS_SECRET_ACCESS_KEY", "lakes-only"),
+            ("AWS_ENDPOINT", "http://127.0.0.1:9"),
+        ];
+        let extra = ["--results-url", "s3://hunt-results/sluice"];
+        let server = start_server(&db, &results, &addr, &extra, &s3);
         let body = serde_json::json!({"hunt": crate::ioc_hunt(&needles)}).to_string();
         let id = submit_http(&addr, &alice, &body);
         until_succeeded(&addr, &alice, id);
@@ -868,19 +804,9 @@ async fn results_live_in_object_storage_when_given_a_results_url() {
             "nothing left in staging"
         );
         // A purge removes them from the bucket.
-        let base = format!("http://{addr}");
-        let mut purge = sluice();
-        purge
-            .args(["--url", &base, "--token", &root])
-            .env_remove("SLUICE_DATABASE_URL")
-            .args(["jobs", "purge", "--job", &id.to_string()])
-            .stdin(Stdio::null());
-        let out = purge.output().expect("sluice");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let purge = ["jobs", "purge", "--job", &id.to_string()];
+        let (code, _, err) = cli_at(&addr, Some(&root), &purge, "");
+        assert_eq!(code, Some(0), "{err}");
         assert!(
             files(&bucket_dir.join("hunt-results/sluice/jobs")).is_empty(),
             "purged from the bucket"
@@ -903,10 +829,8 @@ async fn results_live_in_object_storage_when_given_a_results_url() {
             err.contains("gs:// is not built into this sluice: use s3://"),
             "{err}"
         );
-        signal(&server, libc::SIGTERM);
-        assert!(wait_exit(&mut server, Duration::from_secs(30)).success());
+        stop_server(server);
     })
-    .await
-    .expect("test thread");
+    .await;
     sim.stop();
 }

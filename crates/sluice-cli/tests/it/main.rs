@@ -75,6 +75,21 @@ fn run_ok(cmd: &mut Command, what: &str) -> Output {
     out
 }
 
+/// Runs `cmd` with `input` on its standard input; `what` names what failed to start.
+fn run_with_input(cmd: &mut Command, input: &str, what: &str) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("write stdin");
+    drop(stdin);
+    child.wait_with_output().expect("output")
+}
+
 /// What a command printed: its standard output, then its standard error.
 fn printed(out: &Output) -> String {
     format!(
@@ -1201,28 +1216,15 @@ async fn worker_metrics_are_served_and_pass_promtool() {
         );
     }
     assert!(body.contains("# HELP sluice_worker_task_duration_seconds"));
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) is needed: .ci/run installs it");
-    {
-        use std::io::Write;
-        promtool
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(body.as_bytes())
-            .expect("write metrics");
-    }
-    let out = promtool.wait_with_output().expect("promtool");
+    let out = run_with_input(
+        Command::new("promtool").args(["check", "metrics"]),
+        body,
+        "promtool (Debian package prometheus) is needed: .ci/run installs it",
+    );
     assert!(
         out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "promtool check metrics: {}",
+        printed(&out)
     );
     assert!(http_get(&addr, "/nope").starts_with("HTTP/1.1 404"));
     signal(&w, libc::SIGTERM);
