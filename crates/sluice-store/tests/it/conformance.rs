@@ -1,6 +1,6 @@
 //! The conformance suite: every test runs against Postgres and SQLite.
 
-use crate::support::{at, job, submit_while_waiting, t0};
+use crate::support::{at, job, job_events, submit_while_waiting, t0};
 use sluice_core::{JobId, JobState, LeaseToken, TaskId, TaskState};
 use sluice_store::*;
 use std::collections::HashMap;
@@ -2395,14 +2395,7 @@ async fn a_new_priority_moves_a_jobs_unfinished_tasks(s: S) {
     assert_eq!(j.priority, 50);
     let next = claim(&s, "w", 2, 3).await;
     assert!(next.iter().all(|t| t.job_id == urgent.id), "{next:?}");
-    let events = s
-        .event_list(EventListParams {
-            job_id: Some(urgent.id),
-            limit: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let events = job_events(&s, urgent.id).await;
     let e = events
         .iter()
         .find(|e| e.kind == "job.reprioritized")

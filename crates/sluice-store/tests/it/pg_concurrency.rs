@@ -1,6 +1,6 @@
 //! Postgres under contention: many claimers, racing submitters.
 
-use crate::support::{at, job, pg, submit_while_waiting};
+use crate::support::{at, job, job_events, pg, submit_while_waiting};
 use sluice_core::{JobState, TaskId};
 use sluice_store::*;
 use std::collections::HashSet;
@@ -71,14 +71,7 @@ async fn eight_claimers_complete_ten_thousand_tasks_exactly_once() {
             (JobState::Succeeded, (n / 2) as i64, (n / 2) as i64)
         );
     }
-    let events = s
-        .event_list(EventListParams {
-            job_id: Some(a.id),
-            limit: 100_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let events = job_events(&s, a.id).await;
     let done = events.iter().filter(|e| e.kind == "task.succeeded").count();
     assert_eq!(done, n / 2);
     assert_eq!(

@@ -2,7 +2,10 @@
 //! SQLite.
 
 use chrono::{DateTime, TimeZone, Utc};
-use sluice_store::{JobInsertParams, NewTask, SqliteStore, Store};
+use sluice_core::JobId;
+use sluice_store::{
+    Event, EventListParams, JobInsertParams, NewTask, SqliteStore, Store, StoreExt,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -43,6 +46,16 @@ pub fn job(owner: &str, lakes: usize) -> JobInsertParams {
             .collect(),
         now: t0(),
     }
+}
+
+/// Every event of a job, in order.
+pub async fn job_events(s: &Arc<dyn Store>, job: JobId) -> Vec<Event> {
+    let of_job = EventListParams {
+        job_id: Some(job),
+        limit: 1000,
+        ..Default::default()
+    };
+    s.event_list_until(of_job, &|_| false).await.unwrap()
 }
 
 /// Starts `waiting.task_wait(timeout)`, submits a job to `submit_to` 200 ms later and returns
