@@ -2,7 +2,7 @@
 //! processes: the budget holds at the provider, and a frozen account means paused jobs — no
 //! failure, no attempt spent — that resume and finish with exactly the planted needles.
 
-use super::{Proc, free_port, run_ok, signal, sluice, wait_exit};
+use super::{Proc, free_port, journal, run_ok, signal, sluice, wait_exit};
 use sluice_core::{JobId, TaskState};
 use sluice_sim::{Counts, Sim, SimConfig, SimHandle};
 use sluice_store::{PgStore, Store, StoreExt};
@@ -36,6 +36,18 @@ pub(crate) struct LabSize {
     pub(crate) lakes_per_account: u32,
     pub(crate) rows: u32,
     pub(crate) budget: u32,
+}
+
+impl Default for LabSize {
+    /// Three accounts of twelve lakes of 300 rows, 40 calls/s each.
+    fn default() -> LabSize {
+        LabSize {
+            accounts: 3,
+            lakes_per_account: 12,
+            rows: 300,
+            budget: 40,
+        }
+    }
 }
 
 impl Lab {
@@ -248,10 +260,8 @@ async fn the_budget_holds_at_the_provider_with_two_worker_processes() {
     let lab = Lab::new(
         &url,
         LabSize {
-            accounts: 3,
             lakes_per_account: 30,
-            rows: 300,
-            budget: 40,
+            ..LabSize::default()
         },
         &[],
     )
@@ -302,13 +312,7 @@ async fn the_budget_holds_at_the_provider_with_two_worker_processes() {
             "account {account}: busiest second {busiest}"
         );
     }
-    let events = store
-        .event_list(sluice_store::EventListParams {
-            limit: 100_000,
-            ..Default::default()
-        })
-        .await
-        .expect("events");
+    let events = journal(&store).await;
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     for e in &events {
         *kinds.entry(e.kind.as_str()).or_default() += 1;
@@ -328,17 +332,7 @@ async fn the_budget_holds_at_the_provider_with_two_worker_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_account_pauses_its_jobs_loses_nothing_and_resumes() {
     let (store, url) = sluice_store::testing::pg_store().await;
-    let lab = Lab::new(
-        &url,
-        LabSize {
-            accounts: 3,
-            lakes_per_account: 12,
-            rows: 300,
-            budget: 40,
-        },
-        &["--freeze-for", "600"],
-    )
-    .await;
+    let lab = Lab::new(&url, LabSize::default(), &["--freeze-for", "600"]).await;
     let job = lab.submit("a*").await;
     let breaker = [
         "--breaker-frozen-cooldown",
@@ -417,13 +411,7 @@ async fn a_frozen_account_pauses_its_jobs_loses_nothing_and_resumes() {
         tasks.iter().filter(|t| t.attempt != 0).collect::<Vec<_>>()
     );
     // The journal tells the story for `explain`: opened, probed, closed.
-    let events = store
-        .event_list(sluice_store::EventListParams {
-            limit: 100_000,
-            ..Default::default()
-        })
-        .await
-        .expect("events");
+    let events = journal(&store).await;
     let kinds: BTreeSet<&str> = events
         .iter()
         .filter(|e| e.scope.as_deref() == Some(scope.as_str()))
@@ -462,9 +450,9 @@ async fn an_exhausted_budget_does_not_hold_other_accounts_back() {
         &url,
         LabSize {
             accounts: 2,
-            lakes_per_account: 12,
             rows: 200,
             budget: 1000,
+            ..LabSize::default()
         },
         &[],
     )

@@ -334,15 +334,19 @@ fn spawn_scheduler(url: &str, id: &str) -> Proc {
 }
 
 /// The `leader.*` events so far: (kind, holder, term).
+/// The whole journal (a test's is small).
+pub(crate) async fn journal(store: &PgStore) -> Vec<sluice_store::Event> {
+    let all = EventListParams {
+        limit: 100_000,
+        ..Default::default()
+    };
+    store.event_list(all).await.expect("events")
+}
+
 async fn leader_events(store: &PgStore) -> Vec<(String, String, i64)> {
-    let ev = store
-        .event_list(EventListParams {
-            limit: 10_000,
-            ..Default::default()
-        })
+    journal(store)
         .await
-        .expect("events");
-    ev.into_iter()
+        .into_iter()
         .filter(|e| e.kind.starts_with("leader."))
         .map(|e| {
             let d = e.detail.unwrap_or_default();

@@ -140,8 +140,8 @@ async fn every_dashboard_panel_answers_from_a_real_prometheus() {
         LabSize {
             accounts: 2,
             lakes_per_account: 10,
-            rows: 300,
             budget: 60,
+            ..LabSize::default()
         },
         &[],
     )
