@@ -321,57 +321,28 @@ mod tests {
             IN_LIST_CHUNK.to_string()
         );
 
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ips = |v: &[&str]| IocSpec {
+            ips: strings(v),
+            ..Default::default()
+        };
+        let hashes = |v: &[&str]| IocSpec {
+            hashes: strings(v),
+            ..Default::default()
+        };
+        let domains = |v: &[&str]| IocSpec {
+            domains: strings(v),
+            ..Default::default()
+        };
         let bad: Vec<(IocSpec, &str)> = vec![
             (IocSpec::default(), "at least one"),
-            (
-                IocSpec {
-                    ips: vec!["1.2.3".into()],
-                    ..Default::default()
-                },
-                "ips[0]",
-            ),
-            (
-                IocSpec {
-                    ips: vec!["1.1.1.1' OR '1'='1".into()],
-                    ..Default::default()
-                },
-                "ips[0]",
-            ),
-            (
-                IocSpec {
-                    hashes: vec!["abc".into()],
-                    ..Default::default()
-                },
-                "hashes[0]",
-            ),
-            (
-                IocSpec {
-                    hashes: vec!["g".repeat(64)],
-                    ..Default::default()
-                },
-                "SHA-256",
-            ),
-            (
-                IocSpec {
-                    domains: vec!["evil.test".into(), "no_underscore.test".into()],
-                    ..Default::default()
-                },
-                "domains[1]",
-            ),
-            (
-                IocSpec {
-                    domains: vec!["localhost".into()],
-                    ..Default::default()
-                },
-                "domains[0]",
-            ),
-            (
-                IocSpec {
-                    domains: vec!["x.test'; DROP TABLE t; --".into()],
-                    ..Default::default()
-                },
-                "domains[0]",
-            ),
+            (ips(&["1.2.3"]), "ips[0]"),
+            (ips(&["1.1.1.1' OR '1'='1"]), "ips[0]"),
+            (hashes(&["abc"]), "hashes[0]"),
+            (hashes(&[&"g".repeat(64)]), "SHA-256"),
+            (domains(&["evil.test", "no_underscore.test"]), "domains[1]"),
+            (domains(&["localhost"]), "domains[0]"),
+            (domains(&["x.test'; DROP TABLE t; --"]), "domains[0]"),
             (
                 IocSpec {
                     ips: vec!["1.1.1.1".into()],
