@@ -720,16 +720,20 @@ impl Render for Timeline {
         }
         let detail =
             |d: &Option<serde_json::Value>| d.as_ref().map(|v| v.to_string()).unwrap_or_default();
+        // One event a line: when, what, the task's id (for a task's event), details.
+        let event_line = |out: &mut String, e: &sluice_store::Event| {
+            let task = e.task_id.map(|t| format!(" task {t}")).unwrap_or_default();
+            line!(
+                out,
+                "{} {:<20}{task} {}",
+                e.at.to_rfc3339(),
+                e.kind,
+                detail(&e.detail)
+            );
+        };
         if self.all {
             for e in &self.events {
-                let task = e.task_id.map(|t| format!(" task {t}")).unwrap_or_default();
-                line!(
-                    out,
-                    "{} {:<20}{task} {}",
-                    e.at.to_rfc3339(),
-                    e.kind,
-                    detail(&e.detail)
-                );
+                event_line(out, e);
             }
             return;
         }
@@ -742,13 +746,7 @@ impl Render for Timeline {
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
         for e in &self.events {
             if e.task_id.is_none() {
-                line!(
-                    out,
-                    "{} {:<20} {}",
-                    e.at.to_rfc3339(),
-                    e.kind,
-                    detail(&e.detail)
-                );
+                event_line(out, e);
                 continue;
             }
             let g = groups.entry(e.kind.clone()).or_insert(Group {
