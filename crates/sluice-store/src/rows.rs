@@ -98,6 +98,8 @@ macro_rules! decoded_as_read {
     )+};
 }
 decoded_as_read!(
+    RunningRow,
+    ExpiredRow,
     IntakeRow,
     ClaimRow,
     JobCountsRow,
@@ -277,6 +279,27 @@ impl Decoded for ApiToken {
             revoked_at: ts(r.revoked_at),
         })
     }
+}
+
+/// A running task as SQLite's hand-back and rescue read it before moving it: enough to guard
+/// the write with its token and journal the move.
+#[derive(FromRow)]
+pub(crate) struct RunningRow {
+    pub(crate) id: i64,
+    pub(crate) job_id: i64,
+    pub(crate) scope: String,
+    pub(crate) lease_token: i64,
+}
+
+/// A running task whose lease expired, as SQLite's rescue reads it.
+#[derive(FromRow)]
+pub(crate) struct ExpiredRow {
+    #[sqlx(flatten)]
+    pub(crate) task: RunningRow,
+    pub(crate) lease_owner: Option<String>,
+    pub(crate) attempt: i32,
+    pub(crate) max_attempts: i32,
+    pub(crate) crashes: i32,
 }
 
 #[derive(FromRow)]

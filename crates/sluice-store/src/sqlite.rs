@@ -6,7 +6,9 @@ use crate::backend::{Backend, SqlStore};
 use crate::db::to_json;
 use crate::error::{Result, StoreError, from_sqlx};
 use crate::model::*;
-use crate::rows::{ClaimRow, IntakeRow, intake_hold, job_cols, lease_end, read};
+use crate::rows::{
+    ClaimRow, ExpiredRow, IntakeRow, RunningRow, intake_hold, job_cols, lease_end, read,
+};
 use crate::scripts;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -57,6 +59,26 @@ async fn job_fetch(tx: &mut Transaction<'static, Sqlite>, id: i64) -> Result<Job
 
 /// One claim pass in the caller's transaction: up to `limit` tasks not in `skip`, in
 /// release order, journaled, their jobs started.
+/// Journals `ev` of the running task `t`, a move this backend made by hand (hand-back, rescue).
+async fn journal_move(
+    tx: &mut Transaction<'static, Sqlite>,
+    now: DateTime<Utc>,
+    t: &RunningRow,
+    ev: TaskEvent,
+    detail: serde_json::Value,
+) -> Result<()> {
+    let task = Some((t.id, t.scope.as_str()));
+    scripts::event_insert::<Sqlite>(
+        tx,
+        now,
+        Some(t.job_id),
+        task,
+        ev.journal_kind(),
+        Some(detail),
+    )
+    .await
+}
+
 async fn claim_pass(
     tx: &mut Transaction<'static, Sqlite>,
     p: &TaskClaimParams,
@@ -440,13 +462,10 @@ impl Backend for SqliteBackend {
         .map_err(from_sqlx)?;
         let mut out = Vec::new();
         for r in &rows {
-            let id: i64 = r.try_get("id").map_err(from_sqlx)?;
-            if keep.contains(&id) {
+            let t: RunningRow = read(r)?;
+            if keep.contains(&t.id) {
                 continue;
             }
-            let job_id: i64 = r.try_get("job_id").map_err(from_sqlx)?;
-            let scope: String = r.try_get("scope").map_err(from_sqlx)?;
-            let token: i64 = r.try_get("lease_token").map_err(from_sqlx)?;
             sqlx::query(
                 "UPDATE tasks SET state = ?, run_after = ?, last_error = ?, lease_owner = NULL, \
                      lease_expires_at = NULL, updated_at = ? WHERE id = ? AND lease_token = ? AND state = 'running'",
@@ -455,22 +474,15 @@ impl Backend for SqliteBackend {
             .bind(us(p.now))
             .bind(&p.reason)
             .bind(us(p.now))
-            .bind(id)
-            .bind(token)
+            .bind(t.id)
+            .bind(t.lease_token)
             .execute(&mut *tx)
             .await
             .map_err(from_sqlx)?;
-            let detail = serde_json::json!({"reason": p.reason, "of": kind, "token": token});
-            scripts::event_insert::<Sqlite>(
-                &mut tx,
-                p.now,
-                Some(job_id),
-                Some((id, &scope)),
-                ev.journal_kind(),
-                Some(detail),
-            )
-            .await?;
-            out.push(TaskId(id));
+            let detail =
+                serde_json::json!({"reason": p.reason, "of": kind, "token": t.lease_token});
+            journal_move(&mut tx, p.now, &t, ev, detail).await?;
+            out.push(TaskId(t.id));
         }
         tx.commit().await.map_err(from_sqlx)?;
         Ok(out)
@@ -490,17 +502,9 @@ impl Backend for SqliteBackend {
         let mut out = Vec::with_capacity(cands.len());
         let mut deltas: BTreeMap<i64, JobDelta> = BTreeMap::new();
         for r in &cands {
-            let id: i64 = r.try_get("id").map_err(from_sqlx)?;
-            let job_id: i64 = r.try_get("job_id").map_err(from_sqlx)?;
-            let scope: String = r.try_get("scope").map_err(from_sqlx)?;
-            let token: i64 = r.try_get("lease_token").map_err(from_sqlx)?;
-            let owner: Option<String> = r.try_get("lease_owner").map_err(from_sqlx)?;
-            let attempt: i32 = r.try_get("attempt").map_err(from_sqlx)?;
-            let ev = TaskEvent::on_lease_expiry(
-                attempt,
-                r.try_get("max_attempts").map_err(from_sqlx)?,
-                r.try_get("crashes").map_err(from_sqlx)?,
-            );
+            let e: ExpiredRow = read(r)?;
+            let (t, attempt) = (&e.task, e.attempt);
+            let ev = TaskEvent::on_lease_expiry(attempt, e.max_attempts, e.crashes);
             let st = TaskState::Running.apply(ev)?;
             let done = sqlx::query(
                 "UPDATE tasks SET state = ?, attempt = attempt + 1, last_error = ?, lease_owner = NULL, \
@@ -508,30 +512,22 @@ impl Backend for SqliteBackend {
                  WHERE id = ? AND lease_token = ? AND state = 'running'",
             )
             .bind(st.as_str())
-            .bind(format!("lease expired: worker {} stopped heartbeating", owner.as_deref().unwrap_or("?")))
+            .bind(format!("lease expired: worker {} stopped heartbeating", e.lease_owner.as_deref().unwrap_or("?")))
             .bind(us(p.now))
-            .bind(id)
-            .bind(token)
+            .bind(t.id)
+            .bind(t.lease_token)
             .execute(&mut *tx)
             .await
             .map_err(from_sqlx)?;
             if done.rows_affected() == 0 {
                 continue;
             }
-            let detail = serde_json::json!({"attempt": attempt + 1, "stale_token": token});
-            scripts::event_insert::<Sqlite>(
-                &mut tx,
-                p.now,
-                Some(job_id),
-                Some((id, &scope)),
-                ev.journal_kind(),
-                Some(detail),
-            )
-            .await?;
-            deltas.entry(job_id).or_default().add(st, None);
+            let detail = serde_json::json!({"attempt": attempt + 1, "stale_token": t.lease_token});
+            journal_move(&mut tx, p.now, t, ev, detail).await?;
+            deltas.entry(t.job_id).or_default().add(st, None);
             out.push(RescuedTask {
-                id: TaskId(id),
-                job_id: JobId(job_id),
+                id: TaskId(t.id),
+                job_id: JobId(t.job_id),
                 state: st,
             });
         }
