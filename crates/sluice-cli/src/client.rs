@@ -121,13 +121,14 @@ impl Client {
         }
     }
 
-    async fn call(
+    /// Sends the request; an answer other than 2xx becomes an [`ApiFailure`].
+    async fn ok(
         &self,
         method: Method,
         path: &str,
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
-    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
+    ) -> Result<(HeaderMap, Bytes)> {
         let mut b = Request::builder().method(method);
         for (k, v) in headers {
             b = b.header(*k, *v);
@@ -136,7 +137,7 @@ impl Client {
             b = b.header(header::CONTENT_TYPE, "application/json");
         }
         let body = body.unwrap_or_default();
-        match &self.t {
+        let (status, h, bytes) = match &self.t {
             Transport::Http { http, base, token } => {
                 if let Some(t) = token {
                     b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -155,7 +156,7 @@ impl Client {
                     .bytes()
                     .await
                     .with_context(|| format!("reading the answer of {base}{path}"))?;
-                Ok((status, headers, bytes))
+                (status, headers, bytes)
             }
             Transport::Local { router, caller } => {
                 use tower::ServiceExt;
@@ -173,20 +174,9 @@ impl Client {
                 let bytes = axum::body::to_bytes(body, usize::MAX)
                     .await
                     .context("reading the answer")?;
-                Ok((parts.status, parts.headers, bytes))
+                (parts.status, parts.headers, bytes)
             }
-        }
-    }
-
-    /// Sends the request; an answer other than 2xx becomes an [`ApiFailure`].
-    async fn ok(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<Vec<u8>>,
-    ) -> Result<(HeaderMap, Bytes)> {
-        let (status, h, bytes) = self.call(method, path, headers, body).await?;
+        };
         if status.is_success() {
             return Ok((h, bytes));
         }
@@ -202,37 +192,35 @@ impl Client {
         .into())
     }
 
+    /// The JSON answer of `method path` with `body`.
     async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<T> {
-        let (_, bytes) = self.ok(method, path, headers, body).await?;
-        serde_json::from_slice(&bytes).with_context(|| format!("reading the answer of {path}"))
+        let (_, bytes) = self.ok(method, path, &[], body).await?;
+        answer(path, &bytes)
     }
 
     /// `GET path`, its JSON answer.
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.json(Method::GET, path, &[], None).await
+        self.json(Method::GET, path, None).await
     }
 
     /// `POST path` with `body` as JSON, its JSON answer.
     async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
         let body = serde_json::to_vec(body)?;
-        self.json(Method::POST, path, &[], Some(body)).await
+        self.json(Method::POST, path, Some(body)).await
     }
 
     pub async fn submit(&self, req: &SubmitRequest, key: Option<&str>) -> Result<Submitted> {
         let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
-        self.json(
-            Method::POST,
-            "/v1/jobs",
-            &headers,
-            Some(serde_json::to_vec(req)?),
-        )
-        .await
+        let body = serde_json::to_vec(req)?;
+        let (_, bytes) = self
+            .ok(Method::POST, "/v1/jobs", &headers, Some(body))
+            .await?;
+        answer("/v1/jobs", &bytes)
     }
 
     pub async fn validate(&self, req: &SubmitRequest) -> Result<Validated> {
@@ -249,13 +237,8 @@ impl Client {
                 reason: Some(r.into()),
             })
         });
-        self.json(
-            Method::POST,
-            &format!("/v1/jobs/{id}/cancel"),
-            &[],
-            body.transpose()?,
-        )
-        .await
+        let path = format!("/v1/jobs/{id}/cancel");
+        self.json(Method::POST, &path, body.transpose()?).await
     }
 
     pub async fn set_priority(&self, id: i64, priority: i16) -> Result<JobView> {
@@ -361,7 +344,7 @@ impl Client {
     pub async fn budget_set(&self, scope: &str, req: &BudgetRequest) -> Result<BudgetView> {
         let body = serde_json::to_vec(req)?;
         let path = format!("/v1/admin/budgets/{}", segment(scope));
-        self.json(Method::PUT, &path, &[], Some(body)).await
+        self.json(Method::PUT, &path, Some(body)).await
     }
 
     pub async fn breakers(&self) -> Result<Vec<BreakerView>> {
@@ -370,7 +353,7 @@ impl Client {
 
     pub async fn breaker_reset(&self, scope: &str) -> Result<BreakerView> {
         let path = format!("/v1/admin/breakers/{}/reset", segment(scope));
-        self.json(Method::POST, &path, &[], None).await
+        self.json(Method::POST, &path, None).await
     }
 
     pub async fn quotas(&self) -> Result<Vec<sluice_api::wire::QuotaView>> {
@@ -410,9 +393,13 @@ impl Client {
     }
 
     pub async fn drain_end(&self) -> Result<IntakeView> {
-        self.json(Method::POST, "/v1/admin/drain/end", &[], None)
-            .await
+        self.json(Method::POST, "/v1/admin/drain/end", None).await
     }
+}
+
+/// An answer's JSON as `T`.
+fn answer<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).with_context(|| format!("reading the answer of {path}"))
 }
 
 /// A path segment: unreserved characters and `:` as they are, the rest percent-encoded.
