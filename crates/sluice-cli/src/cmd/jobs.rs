@@ -306,6 +306,11 @@ impl StatusArgs {
     }
 }
 
+/// `lakes 3/10 done, 1 failed, 0 cancelled`.
+fn lakes_done(done: i64, total: i64, failed: i64, cancelled: i64) -> String {
+    format!("lakes {done}/{total} done, {failed} failed, {cancelled} cancelled")
+}
+
 fn is_over(j: &JobView) -> bool {
     sluice_core::JobState::parse(&j.state).is_some_and(|s| s.is_terminal())
 }
@@ -327,15 +332,9 @@ impl Render for JobView {
             );
         } else {
             line!(out, "job {} ({}) {}", j.id, j.owner, j.state);
-            line!(
-                out,
-                "lakes {}/{} done, {} failed, {} cancelled; rows found {}",
-                j.lakes.done,
-                j.lakes.total,
-                j.lakes.failed,
-                j.lakes.cancelled,
-                j.rows_found
-            );
+            let l = &j.lakes;
+            let lakes = lakes_done(l.done, l.total, l.failed, l.cancelled);
+            line!(out, "{lakes}; rows found {}", j.rows_found);
         }
         if let Some(e) = &j.error {
             line!(out, "error: {e}");
@@ -703,16 +702,14 @@ async fn timeline(store: &dyn Store, job: JobId, all: bool) -> Result<Timeline> 
 impl Render for Timeline {
     fn render(&self, out: &mut String) {
         let j = &self.job;
+        let c = &j.counts;
+        let lakes = lakes_done(c.done, c.total, c.failed, c.cancelled);
         line!(
             out,
-            "job {} ({}) {}: lakes {}/{} done, {} failed, {} cancelled; rows {}",
+            "job {} ({}) {}: {lakes}; rows {}",
             j.id,
             j.owner,
             j.state,
-            j.counts.done,
-            j.counts.total,
-            j.counts.failed,
-            j.counts.cancelled,
             j.rows_found
         );
         if let Some(e) = &j.error {
