@@ -35,10 +35,11 @@ pub struct Cli {
     pub results_dir: std::path::PathBuf,
 
     /// Keep results in object storage instead of --results-dir (which then only stages hunt
-    /// runners' files): `s3://bucket/prefix` for any S3-compatible store, or `file:///folder`.
-    /// The bucket's credentials, endpoint and region: SLUICE_RESULTS_AWS_ACCESS_KEY_ID and the
-    /// like when any is set (the results' own, apart from the lakes'), else AWS_* variables or
-    /// workload identity.
+    /// runners' files): `s3://bucket/prefix` for any S3-compatible store, `gs://bucket/prefix`,
+    /// `az://container/prefix` or `file:///folder`. Credentials come from the environment or
+    /// workload identity: for S3, SLUICE_RESULTS_AWS_ACCESS_KEY_ID and the like when any is set
+    /// (the results' own, apart from the lakes'), else AWS_*; GOOGLE_* for gs://, AZURE_* for
+    /// az://.
     #[arg(long, global = true, env = "SLUICE_RESULTS_URL")]
     pub results_url: Option<String>,
 

@@ -112,7 +112,12 @@ impl ObjectStore for CountingStore {
             &self.counts.get
         };
         c.fetch_add(1, Ordering::Relaxed);
+        let head = options.head;
         let r = self.inner.get_opts(location, options).await?;
+        if head {
+            // No body: its range names the whole object, none of it read.
+            return Ok(r);
+        }
         self.counts
             .bytes
             .fetch_add(r.range.end - r.range.start, Ordering::Relaxed);

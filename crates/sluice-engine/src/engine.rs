@@ -240,12 +240,16 @@ pub fn results_store(cfg: &EngineConfig) -> Result<Arc<dyn ObjectStore>, EngineE
     // With a URL, hunt runners stage their files in the folder: it exists too.
     std::fs::create_dir_all(&cfg.results_dir)
         .map_err(|e| EngineError::Io(format!("{}: {e}", cfg.results_dir.display())))?;
-    let shown = sluice_core::secrets::redact_url(raw);
+    // A query is refused below, and shown as `?…`: it may be a signed token (an Azure SAS).
+    let shown = match raw.split_once('?') {
+        Some((base, _)) => format!("{}?…", sluice_core::secrets::redact_url(base)),
+        None => sluice_core::secrets::redact_url(raw),
+    };
     let bad = |why: String| EngineError::User(format!("--results-url {shown:?}: {why}"));
     let url = url::Url::parse(raw).map_err(|e| bad(e.to_string()))?;
     if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
         return Err(bad(
-            "no credentials or options in the URL: they come from the environment (AWS_* variables or workload identity)".into(),
+            "no credentials or options in the URL: they come from the environment (SLUICE_RESULTS_AWS_*, AWS_*, GOOGLE_* or AZURE_* variables) or workload identity".into(),
         ));
     }
     match url.scheme() {
@@ -264,25 +268,51 @@ pub fn results_store(cfg: &EngineConfig) -> Result<Arc<dyn ObjectStore>, EngineE
             local(&dir)
         }
         "s3" | "s3a" => {
-            let bucket = url
-                .host_str()
-                .filter(|b| !b.is_empty())
-                .ok_or_else(|| bad("no bucket".into()))?;
             let s3 = results_s3_builder(std::env::vars())
-                .map_err(bad)?
-                .with_bucket_name(bucket)
+                .map_err(&bad)?
+                .with_bucket_name(bucket_of(&url).map_err(&bad)?)
                 .build()
                 .map_err(|e| bad(e.to_string()))?;
-            let prefix = url.path().trim_matches('/');
-            Ok(if prefix.is_empty() {
-                Arc::new(s3)
-            } else {
-                Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
-            })
+            Ok(under_prefix(s3, &url))
+        }
+        // GOOGLE_SERVICE_ACCOUNT(_KEY) or GOOGLE_APPLICATION_CREDENTIALS, else the metadata
+        // server (GKE workload identity).
+        "gs" => {
+            let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket_of(&url).map_err(&bad)?)
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+            Ok(under_prefix(gcs, &url))
+        }
+        // AZURE_STORAGE_ACCOUNT_NAME with a key, a SAS, a service principal or workload
+        // identity (AZURE_FEDERATED_TOKEN_FILE), else the managed identity; `az://container`.
+        "az" | "azure" => {
+            let az = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(bucket_of(&url).map_err(&bad)?)
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+            Ok(under_prefix(az, &url))
         }
         other => Err(bad(format!(
-            "{other}:// is not built into this sluice: use s3:// (any S3-compatible store, MinIO included) or file://"
+            "{other}:// is not a results store: use s3:// (any S3-compatible store, MinIO included), gs://, az:// or file://"
         ))),
+    }
+}
+
+/// The bucket (or container) a results URL names.
+fn bucket_of(url: &url::Url) -> Result<&str, String> {
+    url.host_str()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| "no bucket".to_string())
+}
+
+/// `store`, below the URL's path when it has one.
+fn under_prefix(store: impl ObjectStore, url: &url::Url) -> Arc<dyn ObjectStore> {
+    let prefix = url.path().trim_matches('/');
+    if prefix.is_empty() {
+        Arc::new(store)
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
     }
 }
 
@@ -585,14 +615,14 @@ impl Engine {
     /// objects are read one after another in `keys` order, so a page is the same whenever it is
     /// read (a scan over all of them lists and reads files in no fixed order).
     ///
-    /// Reads are ranged: each object's footer first (one suffix read), then only the row
+    /// Reads are ranged: each object's size and footer first (a HEAD, a bounded read), then only the row
     /// groups the page needs — objects and row groups wholly before `offset` are skipped by
     /// their row counts, unread. A page stops once its row groups hold [`RESULT_PAGE_BYTES`]
     /// in memory (the caller pages on with a shorter page), and a row group larger than
     /// [`RESULT_ROW_GROUP_MAX_BYTES`] is refused: a small compressed object cannot expand into
     /// this process's memory.
     // parquet 59 deprecates `ParquetObjectReader` in favour of implementing `AsyncFileReader`
-    // by hand; it still does what is needed here (suffix read of the footer, ranged reads of
+    // by hand; it still does what is needed here (a bounded read of the footer, ranged reads of
     // the chosen row groups), so it stays until DataFusion moves to the replacement.
     pub async fn results(
         &self,
@@ -632,7 +662,14 @@ impl Engine {
                 if bytes >= RESULT_PAGE_BYTES || decoded >= RESULT_PAGE_BYTES {
                     return Ok((out, true));
                 }
-                let reader = ParquetObjectReader::new(store.clone(), Path::from(k.as_str()));
+                // The size first: with it the footer is a bounded range, which every store
+                // serves (Azure refuses the suffix range a reader without it asks for).
+                let path = Path::from(k.as_str());
+                let size = object_store::ObjectStoreExt::head(&store, &path)
+                    .await
+                    .map_err(|e| format!("{k}: {e}"))?
+                    .size;
+                let reader = ParquetObjectReader::new(store.clone(), path).with_file_size(size);
                 let builder = ParquetRecordBatchStreamBuilder::new(reader)
                     .await
                     .map_err(|e| format!("{k}: {e}"))?;
@@ -859,6 +896,46 @@ mod result_key_tests {
         );
         let e = results_s3_builder(env(&[("SLUICE_RESULTS_AWS_PASSWORD", "x")])).unwrap_err();
         assert!(e.contains("not an S3 setting"), "{e}");
+    }
+
+    #[test]
+    fn results_urls_name_a_store_or_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |url: &str, want: Result<&str, &str>| {
+            let mut cfg = EngineConfig::new(dir.path().join("staging"));
+            cfg.results_url = Some(url.to_string());
+            match (results_store(&cfg), want) {
+                (Ok(store), Ok(shown)) => {
+                    assert!(store.to_string().contains(shown), "{url}: {store}")
+                }
+                (Err(e), Err(msg)) => {
+                    let e = e.to_string();
+                    assert!(e.contains(msg), "{url}: {e}");
+                    assert!(!e.contains("s3cr3t"), "{url}: a secret shown: {e}");
+                }
+                (got, want) => panic!("{url}: got {:?}, want {want:?}", got.map(|s| s.to_string())),
+            }
+        };
+        // No network at construction: Google's falls back to the metadata server when no key
+        // is set (workload identity), and says so only when used.
+        check("gs://hunt-results", Ok("GoogleCloudStorage(hunt-results)"));
+        check("gs://hunt-results/sluice/", Ok("PrefixObjectStore(sluice)"));
+        check("s3://hunt-results", Ok("AmazonS3(hunt-results)"));
+        check(
+            "hdfs://nn/results",
+            Err("hdfs:// is not a results store: use s3://"),
+        );
+        check("gs:///prefix", Err("no bucket"));
+        check("az:///prefix", Err("no bucket"));
+        check(
+            "gs://user:s3cr3t@bucket/p",
+            Err("no credentials or options in the URL"),
+        );
+        check(
+            "az://container/p?sas=s3cr3t",
+            Err("no credentials or options in the URL"),
+        );
+        check("not a url", Err("relative URL without a base"));
     }
 
     #[test]

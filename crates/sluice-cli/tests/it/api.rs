@@ -722,6 +722,72 @@ async fn finished_jobs_go_with_their_results_after_their_retention() {
     .await;
 }
 
+/// The `.parquet` files below `root`.
+fn parquet_files(root: &std::path::Path) -> Vec<PathBuf> {
+    fn walk(p: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, &mut out);
+    out
+}
+
+/// A hunt through `sluice server` whose results live in the bucket of `url` (under the prefix
+/// `sluice`), reached with `env`; `list(prefix)` lists the bucket's keys. Every file lands in
+/// the bucket, none stays where runners staged it, pages read back from it, and a purge
+/// empties it.
+fn hunt_with_results_in(
+    site: (String, PathBuf, PathBuf, String),
+    url: &str,
+    env: &[(&str, &str)],
+    list: &dyn Fn(&str) -> Vec<String>,
+) {
+    let (db, results, lakes, addr) = site;
+    let manifest = crate::generate_lakes(&db, &results, &lakes, 6, 300, 9);
+    let needles = manifest["needles"].as_array().expect("needles").clone();
+    let token = |role: &str| token_of(&db, &results, "alice", role);
+    let (alice, root) = (token("researcher"), token("admin"));
+    let server = start_server(&db, &results, &addr, &["--results-url", url], env);
+    let body = serde_json::json!({"hunt": crate::ioc_hunt(&needles)}).to_string();
+    let id = submit_http(&addr, &alice, &body);
+    until_succeeded(&addr, &alice, id);
+    let (status, text) = http(
+        &addr,
+        "GET",
+        &format!("/v1/jobs/{id}/results?limit=10000"),
+        &alice,
+        None,
+    );
+    assert_eq!(status, 200, "{text}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&text).expect("rows");
+    assert_eq!(rows.len(), needles.len());
+    let in_bucket = list(&format!("sluice/jobs/{id}/"));
+    assert!(
+        !in_bucket.is_empty() && in_bucket.iter().all(|k| k.ends_with(".parquet")),
+        "results uploaded to the bucket: {in_bucket:?}"
+    );
+    assert!(
+        parquet_files(&results.join("jobs")).is_empty(),
+        "nothing left in staging"
+    );
+    let purge = ["jobs", "purge", "--job", &id.to_string()];
+    let (code, _, err) = cli_at(&addr, Some(&root), &purge, "");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        list("sluice/"),
+        Vec::<String>::new(),
+        "purged from the bucket"
+    );
+    stop_server(server);
+}
+
 /// Results in object storage: a server with `--results-url s3://…` (the S3 protocol through
 /// the provider simulator, credentials from the environment) keeps every result file in the
 /// bucket, none in its folder (runners stage there, the worker uploads), serves the pages from
@@ -729,23 +795,19 @@ async fn finished_jobs_go_with_their_results_after_their_retention() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_live_in_object_storage_when_given_a_results_url() {
     let bucket = tempfile::tempdir().expect("tmp");
-    let bucket_dir = bucket.path().to_path_buf();
-    std::fs::create_dir_all(bucket_dir.join("hunt-results")).expect("bucket");
+    let bucket_dir = bucket.path().join("hunt-results");
+    std::fs::create_dir_all(&bucket_dir).expect("bucket");
     let cfg = sluice_sim::SimConfig::from_json(
         r#"{"accounts": {"results": {"buckets": ["hunt-results"], "rate": 100000, "burst": 100000}}}"#,
     )
     .expect("sim config");
-    let sim = sluice_sim::Sim::new(cfg, &bucket_dir)
+    let sim = sluice_sim::Sim::new(cfg, bucket.path())
         .expect("sim")
         .start("127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("sim listens");
     let endpoint = sim.url();
     on_site(move |db, results, lakes, addr| {
-        let manifest = crate::generate_lakes(&db, &results, &lakes, 6, 300, 9);
-        let needles = manifest["needles"].as_array().expect("needles").clone();
-        let token = |role: &str| token_of(&db, &results, "alice", role);
-        let (alice, root) = (token("researcher"), token("admin"));
         // The results bucket's own settings; the lakes' AWS_* (wrong for the bucket) must not
         // be the ones used.
         let (key, secret) = (
@@ -762,62 +824,26 @@ async fn results_live_in_object_storage_when_given_a_results_url() {
             ("AWS_SECRET_ACCESS_KEY", "lakes-only"),
             ("AWS_ENDPOINT", "http://127.0.0.1:9"),
         ];
-        let extra = ["--results-url", "s3://hunt-results/sluice"];
-        let server = start_server(&db, &results, &addr, &extra, &s3);
-        let body = serde_json::json!({"hunt": crate::ioc_hunt(&needles)}).to_string();
-        let id = submit_http(&addr, &alice, &body);
-        until_succeeded(&addr, &alice, id);
-        let (status, text) = http(
-            &addr,
-            "GET",
-            &format!("/v1/jobs/{id}/results?limit=10000"),
-            &alice,
-            None,
-        );
-        assert_eq!(status, 200, "{text}");
-        let rows: Vec<serde_json::Value> = serde_json::from_str(&text).expect("rows");
-        assert_eq!(rows.len(), needles.len());
-        // Every file in the bucket, under the prefix; none left where runners staged them.
-        let files = |root: &std::path::Path| -> Vec<std::path::PathBuf> {
-            fn walk(p: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-                for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
-                    let p = e.path();
-                    if p.is_dir() {
-                        walk(&p, out);
-                    } else if p.extension().is_some_and(|x| x == "parquet") {
-                        out.push(p);
-                    }
-                }
-            }
-            let mut out = Vec::new();
-            walk(root, &mut out);
-            out
+        let list = |prefix: &str| -> Vec<String> {
+            parquet_files(&bucket_dir.join(prefix))
+                .iter()
+                .map(|p| {
+                    p.strip_prefix(&bucket_dir)
+                        .expect("in the bucket")
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect()
         };
-        let in_bucket = files(
-            &bucket_dir
-                .join("hunt-results/sluice/jobs")
-                .join(id.to_string()),
-        );
-        assert!(!in_bucket.is_empty(), "results uploaded to the bucket");
-        assert!(
-            files(&results.join("jobs")).is_empty(),
-            "nothing left in staging"
-        );
-        // A purge removes them from the bucket.
-        let purge = ["jobs", "purge", "--job", &id.to_string()];
-        let (code, _, err) = cli_at(&addr, Some(&root), &purge, "");
-        assert_eq!(code, Some(0), "{err}");
-        assert!(
-            files(&bucket_dir.join("hunt-results/sluice/jobs")).is_empty(),
-            "purged from the bucket"
-        );
+        let site = (db.clone(), results, lakes, addr);
+        hunt_with_results_in(site, "s3://hunt-results/sluice", &s3, &list);
         // A results URL the binary cannot serve is refused with what to use instead.
         let mut bad = sluice();
         bad.args([
             "--database-url",
             &db,
             "--results-url",
-            "gs://b/p",
+            "hdfs://b/p",
             "results",
             "1",
         ])
@@ -826,11 +852,96 @@ async fn results_live_in_object_storage_when_given_a_results_url() {
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains("gs:// is not built into this sluice: use s3://"),
+            err.contains("hdfs:// is not a results store: use s3://"),
             "{err}"
         );
-        stop_server(server);
     })
     .await;
     sim.stop();
+}
+
+/// Azure Blob Storage's emulator (Azurite, which `.ci/test-deps.sh` installs from npm) on a
+/// free port, with one container; stopped with the test.
+struct Azurite {
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+    url: String,
+    sdk: PathBuf,
+}
+
+impl Azurite {
+    fn start(container: &str) -> Azurite {
+        let tools = std::env::var_os("SLUICE_TEST_TOOLS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                    .join(".cache/sluice-test-tools")
+            })
+            .join("azurite");
+        let bin = tools.join("node_modules/.bin/azurite-blob");
+        assert!(
+            bin.exists(),
+            "{} is missing: `make test` installs Azurite (.ci/test-deps.sh)",
+            bin.display()
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let port = free_port();
+        let proc = Proc::quiet(
+            std::process::Command::new(&bin)
+                .args(["--blobHost", "127.0.0.1", "--blobPort"])
+                .arg(port.to_string())
+                .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--silent"])
+                .current_dir(dir.path()),
+            "azurite",
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "azurite did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let az = Azurite {
+            _proc: proc,
+            _dir: dir,
+            url: format!("http://127.0.0.1:{port}"),
+            sdk: tools.join("node_modules"),
+        };
+        az.blobs("create", container, "");
+        az
+    }
+
+    /// `azurite-blobs.cjs VERB` on `container` (names under `prefix`, one a line).
+    fn blobs(&self, verb: &str, container: &str, prefix: &str) -> Vec<String> {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/azurite-blobs.cjs");
+        let out = super::run_ok(
+            std::process::Command::new("node")
+                .arg(script)
+                .args([verb, &self.url, container, prefix])
+                .env("NODE_PATH", &self.sdk),
+            "node",
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// The same with `--results-url az://…` against Azurite, Azure Blob Storage's emulator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_live_in_azure_blob_storage_given_an_az_url() {
+    on_site(move |db, results, lakes, addr| {
+        let az = Azurite::start("hunt-results");
+        let env = [
+            ("AZURE_STORAGE_USE_EMULATOR", "true"),
+            ("AZURITE_BLOB_STORAGE_URL", az.url.as_str()),
+        ];
+        let list = |prefix: &str| az.blobs("list", "hunt-results", prefix);
+        hunt_with_results_in(
+            (db, results, lakes, addr),
+            "az://hunt-results/sluice",
+            &env,
+            &list,
+        );
+    })
+    .await;
 }
