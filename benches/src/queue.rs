@@ -166,6 +166,7 @@ async fn run_round(
         let j = store
             .job_insert(JobInsertParams {
                 retention_secs: None,
+                webhook: None,
                 owner: "bench".into(),
                 idempotency_key: None,
                 spec: serde_json::json!({"kind": "noop"}),
@@ -511,6 +512,28 @@ impl Store for Timed {
         p: sluice_store::JobPriorityParams,
     ) -> sluice_store::Result<sluice_store::Job> {
         self.inner.job_set_priority(p).await
+    }
+    async fn job_rerun(
+        &self,
+        p: sluice_store::JobRerunParams,
+    ) -> sluice_store::Result<sluice_store::Job> {
+        self.inner.job_rerun(p).await
+    }
+    async fn webhook_take(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+        lease: Duration,
+    ) -> sluice_store::Result<Vec<sluice_store::WebhookDelivery>> {
+        self.inner.webhook_take(now, limit, lease).await
+    }
+    async fn webhook_record(
+        &self,
+        d: &sluice_store::WebhookDelivery,
+        outcome: sluice_store::DeliveryOutcome,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> sluice_store::Result<()> {
+        self.inner.webhook_record(d, outcome, now).await
     }
     async fn quota_set(
         &self,

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use sluice_core::{JobId, JobState};
 use sluice_store::{
     EventListParams, Job, JobCancelParams, JobInsertParams, JobListParams, JobPriorityParams,
-    StoreError,
+    JobRerunParams, StoreError,
 };
 
 const DEFAULT_MAX_ATTEMPTS: i32 = 5;
@@ -182,6 +182,14 @@ fn check_request(api: &Api, caller: &Caller, req: &SubmitRequest) -> Result<i32,
             "max_attempts must be 1 to 20, got {max_attempts}"
         )));
     }
+    if let Some(url) = &req.webhook {
+        let Some(rules) = api.cfg.webhooks else {
+            return Err(ApiError::BadRequest(
+                "this server sends no webhooks (it has no --webhook-secret): poll GET /v1/jobs/{id}?wait=30s instead".into(),
+            ));
+        };
+        rules.check_url(url).map_err(ApiError::BadRequest)?;
+    }
     Ok(max_attempts)
 }
 
@@ -322,6 +330,7 @@ pub(crate) async fn submit(
             priority: req.priority,
             max_attempts,
             retention_secs: req.retention_secs,
+            webhook: req.webhook.clone(),
             tasks: planned.tasks,
             now: chrono::Utc::now(),
         })
@@ -344,11 +353,53 @@ pub(crate) async fn submit(
     Ok(resp)
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GetQuery {
+    wait: Option<String>,
+}
+
+/// How often a long poll reads the job again.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// `?wait=`: seconds (`30`), or with a unit (`30s`, `500ms`, `1m`), at most `max`.
+fn wait(raw: Option<&str>, max: std::time::Duration) -> Result<std::time::Duration, ApiError> {
+    use std::time::Duration;
+    let Some(raw) = raw else {
+        return Ok(Duration::ZERO);
+    };
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "wait {raw:?} is not a duration: seconds, or a number with ms, s or m (at most {}s)",
+            max.as_secs()
+        ))
+    };
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (digits, unit) = raw.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(bad()),
+    };
+    if d > max {
+        return Err(ApiError::BadRequest(format!(
+            "wait must be at most {}s, got {raw}",
+            max.as_secs()
+        )));
+    }
+    Ok(d)
+}
+
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1, description = "Job id")),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "Job id"),
+        ("wait" = Option<String>, Query, pattern = "^[0-9]+(ms|s|m)?$", description = "Long poll: answer as soon as the job's state or progress changes, or it has ended, or after this long (`30s`; at most 80 % of the server's request timeout, 48s by default)"),
+    ),
     responses(
         (status = 200, description = "The job", body = JobView),
-        (status = 400, description = "Not a job id", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a job id, or a bad wait", body = crate::wire::Problem, content_type = "application/problem+json"),
         crate::wire::Unauthorized,
         (status = 404, description = "No such job, or another owner's", body = crate::wire::Problem, content_type = "application/problem+json"),
     ))]
@@ -356,8 +407,24 @@ pub(crate) async fn get(
     State(api): State<Api>,
     caller: Caller,
     id: Result<Path<String>, PathRejection>,
+    q: Result<Query<GetQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let j = visible_job(&api, &caller, job_id(id)?).await?;
+    let id = job_id(id)?;
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let wait = wait(q.wait.as_deref(), api.cfg.max_wait)?;
+    let mut j = visible_job(&api, &caller, id).await?;
+    if !wait.is_zero() && !j.state.is_terminal() {
+        // Polling the row is cheap (its primary key) and needs nothing of the workers.
+        let deadline = tokio::time::Instant::now() + wait;
+        let seen = (j.state, j.counts, j.rows_found);
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + WAIT_POLL)).await;
+            j = visible_job(&api, &caller, id).await?;
+            if j.state.is_terminal() || (j.state, j.counts, j.rows_found) != seen {
+                break;
+            }
+        }
+    }
     Ok(json(StatusCode::OK, &view(&api, &j).await?))
 }
 
@@ -539,6 +606,34 @@ pub(crate) async fn priority(
         .job_set_priority(JobPriorityParams {
             id: j.id,
             priority: i32::from(req.priority),
+            by: caller.owner.clone(),
+            now: chrono::Utc::now(),
+        })
+        .await?;
+    Ok(json(StatusCode::OK, &view(&api, &j).await?))
+}
+
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "Job id")),
+    responses(
+        (status = 200, description = "The job, running again for the lakes that failed or were cancelled (fresh attempts; the succeeded lakes and their results stay)", body = JobView),
+        (status = 400, description = "Not a job id", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Unauthorized,
+        (status = 404, description = "No such job, or another owner's", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Still open, or it succeeded: nothing to run again", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Intake closed (drain): retry after Retry-After", body = crate::wire::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn retry(
+    State(api): State<Api>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = job_id(id)?;
+    let j = visible_job(&api, &caller, id).await?;
+    let j = api
+        .store
+        .job_rerun(JobRerunParams {
+            id: j.id,
             by: caller.owner.clone(),
             now: chrono::Utc::now(),
         })

@@ -37,6 +37,12 @@ pub struct ApiConfig {
     pub metrics: bool,
     /// The highest priority each role may give a job.
     pub priority: sluice_core::PriorityCeiling,
+    /// The longest `GET /v1/jobs/{id}?wait=` holds a request: under the server's request
+    /// timeout, so a long poll answers before the server gives up on it.
+    pub max_wait: std::time::Duration,
+    /// Which webhooks jobs may name; `None`: this deployment sends none (no secret to sign
+    /// them with), and a job naming one is refused.
+    pub webhooks: Option<sluice_core::WebhookRules>,
 }
 
 impl Default for ApiConfig {
@@ -46,6 +52,8 @@ impl Default for ApiConfig {
             max_backlog_tasks: None,
             metrics: true,
             priority: sluice_core::PriorityCeiling::default(),
+            max_wait: std::time::Duration::from_secs(50),
+            webhooks: None,
         }
     }
 }
@@ -194,6 +202,7 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::priority))
+        .routes(routes!(jobs::retry))
         .routes(routes!(lakes::list))
         .routes(routes!(jobs::events))
         .routes(routes!(jobs::results))

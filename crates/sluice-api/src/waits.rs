@@ -171,6 +171,7 @@ mod tests {
             finished_at: None,
             error: None,
             retention_secs: None,
+            webhook: None,
         };
         // 25 lakes in 100 s: the other 75 in 300 s.
         let eta = eta_secs(&j, &[], now).unwrap();

@@ -27,6 +27,12 @@ pub struct SubmitRequest {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 316224000)]
     pub retention_secs: Option<i64>,
+    /// Called each time the job ends: a POST of the job as it ended, signed with the server's
+    /// webhook secret (`Sluice-Signature`), tried again with backoff until it answers 2xx.
+    /// https (http only where the server allows it), a public address, no credentials.
+    #[serde(default)]
+    #[schema(max_length = 2000)]
+    pub webhook: Option<String>,
 }
 
 pub use sluice_core::hunt::{HuntError, HuntSpec as Hunt, LakeSelector};
@@ -91,6 +97,10 @@ pub struct JobView {
     pub error: Option<String>,
     /// Seconds the finished job is kept; 0: kept; `null`: the server's retention.
     pub retention_secs: Option<i64>,
+    /// The host its webhook calls, if it names one (not the path: it often holds the
+    /// receiver's secret).
+    #[serde(default)]
+    pub webhook_host: Option<String>,
 }
 
 impl JobView {
@@ -114,6 +124,7 @@ impl JobView {
             finished_at: j.finished_at,
             error: j.error.clone(),
             retention_secs: j.retention_secs,
+            webhook_host: j.webhook.as_deref().map(sluice_core::webhook::host_of),
         }
     }
 }

@@ -98,6 +98,9 @@ pub enum Command {
     /// Cancel a job: its pending tasks never run, running ones lose their lease (their late
     /// results are rejected).
     Cancel(jobs::CancelArgs),
+    /// Run an ended job again for the lakes that failed or were cancelled (fresh attempts; the
+    /// succeeded lakes and their results stay).
+    Retry(jobs::RetryArgs),
     /// Set a job's priority; its unfinished lakes move with it (researchers: their own jobs, up
     /// to the server's ceiling for them; operators: any job, -100 to 100).
     Priority(jobs::PriorityArgs),
@@ -181,6 +184,7 @@ impl Command {
             Command::Status(a) => a.run(ctx).await,
             Command::Jobs(a) => a.run(ctx).await,
             Command::Cancel(a) => a.run(ctx).await,
+            Command::Retry(a) => a.run(ctx).await,
             Command::Priority(a) => a.run(ctx).await,
             Command::Quota(c) => c.run(ctx).await,
             Command::Explain(a) => a.run(ctx).await,

@@ -241,6 +241,11 @@ impl Client {
         self.json(Method::POST, &path, body.transpose()?).await
     }
 
+    pub async fn retry(&self, id: i64) -> Result<JobView> {
+        self.json(Method::POST, &format!("/v1/jobs/{id}/retry"), None)
+            .await
+    }
+
     pub async fn set_priority(&self, id: i64, priority: i16) -> Result<JobView> {
         let body = sluice_api::wire::PriorityRequest { priority };
         self.post(&format!("/v1/jobs/{id}/priority"), &body).await

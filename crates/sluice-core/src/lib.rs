@@ -16,6 +16,7 @@ pub mod provider;
 pub mod retry;
 pub mod secrets;
 pub mod state;
+pub mod webhook;
 
 pub use access::{LakeAccess, PriorityCeiling, QuotaTarget, Quotas, Role, Rooms};
 pub use breaker::{Breaker, BreakerConfig, BreakerOp, BreakerState};
@@ -28,3 +29,4 @@ pub use ids::{JobId, LeaseToken, TaskId};
 pub use provider::{Adaptive, AdaptiveConfig, CallClass, CallGate, OpenGate, Permit, Refusal};
 pub use retry::{RetryDecision, RetryPolicy};
 pub use state::{EventKind, IllegalTransition, JobEvent, JobState, TaskEvent, TaskState};
+pub use webhook::{DeliveryPolicy, WebhookRules};

@@ -71,6 +71,7 @@ pub enum EventKind {
     JobRestrided,
     JobReprioritized,
     JobPurged,
+    JobRerun,
     TaskClaimed,
     TaskSucceeded,
     TaskFailed,
@@ -79,6 +80,7 @@ pub enum EventKind {
     TaskRescued,
     TaskRescuedFailed,
     TaskCancelled,
+    TaskRerun,
     PauseSet,
     PauseCleared,
     QuotaSet,
@@ -94,6 +96,9 @@ pub enum EventKind {
     BreakerProbeLost,
     ProviderThrottled,
     ProviderFrozen,
+    WebhookDelivered,
+    WebhookRetried,
+    WebhookFailed,
 }
 
 str_enum!(EventKind {
@@ -106,6 +111,7 @@ str_enum!(EventKind {
     JobRestrided => "job.restrided",
     JobReprioritized => "job.reprioritized",
     JobPurged => "job.purged",
+    JobRerun => "job.rerun",
     TaskClaimed => "task.claimed",
     TaskSucceeded => "task.succeeded",
     TaskFailed => "task.failed",
@@ -114,6 +120,7 @@ str_enum!(EventKind {
     TaskRescued => "task.rescued",
     TaskRescuedFailed => "task.rescued_failed",
     TaskCancelled => "task.cancelled",
+    TaskRerun => "task.rerun",
     PauseSet => "pause.set",
     PauseCleared => "pause.cleared",
     QuotaSet => "quota.set",
@@ -129,6 +136,9 @@ str_enum!(EventKind {
     BreakerProbeLost => "breaker.probe_lost",
     ProviderThrottled => "provider.throttled",
     ProviderFrozen => "provider.frozen",
+    WebhookDelivered => "webhook.delivered",
+    WebhookRetried => "webhook.retried",
+    WebhookFailed => "webhook.failed",
 });
 
 impl EventKind {
@@ -167,6 +177,9 @@ pub enum TaskEvent {
     LeaseExpiredFinal,
     /// The job was cancelled.
     Cancel,
+    /// Its ended job is run again for the lakes that failed or were cancelled: back to
+    /// pending with fresh attempts.
+    Rerun,
 }
 
 str_enum!(TaskEvent {
@@ -178,6 +191,7 @@ str_enum!(TaskEvent {
     LeaseExpired => "lease_expired",
     LeaseExpiredFinal => "lease_expired_final",
     Cancel => "cancel",
+    Rerun => "rerun",
 });
 
 impl TaskEvent {
@@ -203,6 +217,7 @@ impl TaskEvent {
             TaskEvent::LeaseExpired => EventKind::TaskRescued,
             TaskEvent::LeaseExpiredFinal => EventKind::TaskRescuedFailed,
             TaskEvent::Cancel => EventKind::TaskCancelled,
+            TaskEvent::Rerun => EventKind::TaskRerun,
         }
     }
 }
@@ -226,6 +241,7 @@ impl TaskState {
             (S::Running, E::Retry | E::Defer | E::LeaseExpired) => S::Pending,
             (S::Running, E::LeaseExpiredFinal) => S::Failed,
             (S::Pending | S::Running, E::Cancel) => S::Cancelled,
+            (S::Failed | S::Cancelled, E::Rerun) => S::Pending,
             (from, event) => return Err(IllegalTransition::new(from.as_str(), event.as_str())),
         };
         Ok(next)
@@ -263,6 +279,8 @@ pub enum JobEvent {
     /// Every task reached a terminal state; the outcome follows from the counts.
     Finish(JobOutcome),
     Cancel,
+    /// An ended job with failed or cancelled lakes runs them again (`sluice retry`).
+    Rerun,
 }
 
 /// How a job ended, from its task counts.
@@ -320,6 +338,7 @@ impl JobState {
                 JobOutcome::Failed => S::Failed,
             },
             (S::Queued | S::Running, JobEvent::Cancel) => S::Cancelled,
+            (S::Partial | S::Failed | S::Cancelled, JobEvent::Rerun) => S::Running,
             (from, event) => return Err(IllegalTransition::new(from.as_str(), event.name())),
         };
         Ok(next)
@@ -332,6 +351,7 @@ impl JobEvent {
             JobEvent::Start => "start",
             JobEvent::Finish(_) => "finish",
             JobEvent::Cancel => "cancel",
+            JobEvent::Rerun => "rerun",
         }
     }
 }
@@ -359,20 +379,13 @@ mod tests {
             (S::Running, E::LeaseExpiredFinal, S::Failed),
             (S::Pending, E::Cancel, S::Cancelled),
             (S::Running, E::Cancel, S::Cancelled),
+            (S::Failed, E::Rerun, S::Pending),
+            (S::Cancelled, E::Rerun, S::Pending),
         ];
-        let events = [
-            E::Claim,
-            E::Complete,
-            E::Fail,
-            E::Retry,
-            E::Defer,
-            E::LeaseExpired,
-            E::LeaseExpiredFinal,
-            E::Cancel,
-        ];
+        let events = E::ALL;
         // The full cross product: everything not listed as legal is rejected.
         for &from in S::ALL {
-            for &event in &events {
+            for &event in events {
                 check_task(from, event, legal_move(legal, from, event));
             }
         }
@@ -406,7 +419,9 @@ mod tests {
             (E::LeaseExpired, true),
             (E::LeaseExpiredFinal, true),
             (E::Cancel, false),
+            (E::Rerun, false),
         ];
+        assert_eq!(cases.len(), E::ALL.len(), "every event has a case");
         for (event, spends) in cases {
             assert_eq!(event.spends_attempt(), spends, "{event}");
         }
@@ -422,6 +437,7 @@ mod tests {
             E::Finish(JobOutcome::Partial),
             E::Finish(JobOutcome::Failed),
             E::Cancel,
+            E::Rerun,
         ];
         let legal: &[(S, E, S)] = &[
             (S::Queued, E::Start, S::Running),
@@ -433,6 +449,9 @@ mod tests {
             (S::Running, E::Finish(JobOutcome::Failed), S::Failed),
             (S::Queued, E::Cancel, S::Cancelled),
             (S::Running, E::Cancel, S::Cancelled),
+            (S::Partial, E::Rerun, S::Running),
+            (S::Failed, E::Rerun, S::Running),
+            (S::Cancelled, E::Rerun, S::Running),
         ];
         for &from in S::ALL {
             for &event in &events {

@@ -263,6 +263,7 @@ pub fn job_params(spec: &HuntSpec, plan: &Plan, sub: &Submission) -> Result<JobI
         priority: sub.priority,
         max_attempts: sub.max_attempts,
         retention_secs: None,
+        webhook: None,
         tasks: interleave_scopes(&plan.lakes)
             .into_iter()
             .map(|l| NewTask {

@@ -230,9 +230,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use sluice_store::{
-        JobInsertParams, NewTask, TaskClaimParams, TaskFinish, TaskFinishParams, TaskOutcome,
-    };
+    use sluice_store::TaskOutcome;
     use std::collections::BTreeMap;
     use std::sync::Mutex;
 
@@ -297,26 +295,9 @@ mod tests {
     }
 
     async fn job(store: &dyn Store, owner: &str) -> JobId {
-        store
-            .job_insert(JobInsertParams {
-                owner: owner.into(),
-                idempotency_key: None,
-                spec: serde_json::json!({"kind": "noop"}),
-                sql: None,
-                priority: 0,
-                max_attempts: 1,
-                retention_secs: None,
-                tasks: vec![NewTask {
-                    lake: "l".into(),
-                    scope: "aws:1".into(),
-                    est_calls: 1,
-                }],
-                now: at(0),
-            })
-            .await
-            .unwrap()
-            .job
-            .id
+        let noop = serde_json::json!({"kind": "noop"});
+        let p = sluice_store::testing::job_params(owner, 1, 1, noop, at(0));
+        sluice_store::testing::submit(store, p).await.id
     }
 
     #[tokio::test]
@@ -325,30 +306,13 @@ mod tests {
             .await
             .unwrap();
         let done = job(store.as_ref(), "alice").await;
-        let claimed = store
-            .task_claim(TaskClaimParams {
-                worker: "w".into(),
-                limit: 1,
-                lease: Duration::from_secs(30),
-                now: at(1),
-                skip_owners: Vec::new(),
-            })
-            .await
-            .unwrap();
+        let claimed = sluice_store::testing::claim(store.as_ref(), "w", 1, at(1)).await;
         let named = format!("jobs/{done}/1-1.parquet");
-        store
-            .task_finish(TaskFinishParams {
-                finishes: vec![TaskFinish {
-                    lease: claimed[0].lease,
-                    outcome: TaskOutcome::Succeeded {
-                        rows: 1,
-                        result_uri: Some(named.clone()),
-                    },
-                }],
-                now: at(10),
-            })
-            .await
-            .unwrap();
+        let outcome = TaskOutcome::Succeeded {
+            rows: 1,
+            result_uri: Some(named.clone()),
+        };
+        sluice_store::testing::finish(store.as_ref(), claimed[0].lease, outcome, at(10)).await;
         let open = job(store.as_ref(), "bob").await;
         let objects = Arc::new(Objects::default());
         let zombie = format!("jobs/{done}/1-0.parquet");

@@ -8,7 +8,9 @@
 //! harmless.
 
 use crate::metrics;
-use crate::{Cleaner, CleanerConfig, Rescuer, RescuerConfig, ResultObjects};
+use crate::{
+    Cleaner, CleanerConfig, Notifier, NotifierConfig, Rescuer, RescuerConfig, ResultObjects,
+};
 use chrono::{DateTime, Utc};
 use sluice_core::{Clock, TaskState};
 use sluice_store::{JobFinishedParams, JobRebalanceParams, LeaderElectParams, Store};
@@ -34,6 +36,8 @@ pub struct SchedulerConfig {
     pub observe_every: Duration,
     /// Retention: how long finished jobs are kept, how often the leader removes them.
     pub clean: CleanerConfig,
+    /// Webhooks: the secret they are signed with (none: no deliveries) and who may be called.
+    pub notify: NotifierConfig,
 }
 
 impl SchedulerConfig {
@@ -46,6 +50,7 @@ impl SchedulerConfig {
             rebalance_every: Duration::from_secs(2),
             observe_every: Duration::from_secs(5),
             clean: CleanerConfig::default(),
+            notify: NotifierConfig::default(),
         }
     }
 }
@@ -90,6 +95,7 @@ impl Scheduler {
             .min(self.cfg.rebalance_every)
             .min(self.cfg.observe_every)
             .min(self.cfg.clean.every)
+            .min(self.cfg.notify.every)
             .max(Duration::from_millis(50));
         let rescuer = Rescuer::new(self.store.clone(), self.clock.clone(), self.cfg.rescue);
         let cleaner = Cleaner::new(
@@ -97,8 +103,11 @@ impl Scheduler {
             self.results.clone(),
             self.cfg.clean.clone(),
         );
+        let notifier = Notifier::new(self.store.clone(), self.cfg.notify.clone());
         let (mut last_clean, mut last_sweep) = (None, None);
         let mut clean: Option<tokio::task::JoinHandle<()>> = None;
+        let mut last_notify = None;
+        let mut notify: Option<tokio::task::JoinHandle<()>> = None;
         // Until when this process may act as leader, by its own clock: its lease's length
         // measured from *before* the election round that granted it.
         let mut lead_until: Option<Instant> = None;
@@ -127,7 +136,7 @@ impl Scheduler {
                     }
                     Ok(l) => {
                         finished_after = None;
-                        if let Some(h) = clean.take() {
+                        for h in [clean.take(), notify.take()].into_iter().flatten() {
                             h.abort();
                         }
                         if lead_until.take().is_some() {
@@ -143,7 +152,7 @@ impl Scheduler {
             if lead_until.is_some_and(|u| Instant::now() + self.cfg.ttl / 3 >= u) {
                 warn!("leader lease not renewed in time: standing down");
                 lead_until = None;
-                if let Some(h) = clean.take() {
+                for h in [clean.take(), notify.take()].into_iter().flatten() {
                     h.abort();
                 }
                 finished_after = None;
@@ -200,6 +209,20 @@ impl Scheduler {
                         }
                     }));
                 }
+                // Webhooks go out from a task of their own too: a slow receiver never holds up
+                // the lease renewal, and a try cut short by a lost leadership is due again.
+                if notifier.enabled()
+                    && notify.as_ref().is_none_or(|h| h.is_finished())
+                    && due(last_notify, self.cfg.notify.every)
+                {
+                    last_notify = Some(Instant::now());
+                    let (notifier, clock) = (notifier.clone(), self.clock.clone());
+                    notify = Some(tokio::spawn(async move {
+                        if let Err(e) = notifier.pass(clock.now()).await {
+                            warn!(error = %e, "webhook pass failed");
+                        }
+                    }));
+                }
                 if due(last_observe, self.cfg.observe_every) {
                     last_observe = Some(Instant::now());
                     if let Err(e) = self.observe(&mut finished_after).await {
@@ -212,7 +235,7 @@ impl Scheduler {
                 _ = tokio::time::sleep(tick) => {}
             }
         }
-        if let Some(h) = clean.take() {
+        for h in [clean.take(), notify.take()].into_iter().flatten() {
             h.abort();
         }
         self.leading.store(false, Ordering::Relaxed);

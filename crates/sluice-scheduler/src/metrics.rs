@@ -27,6 +27,16 @@ pub static REBALANCED: LazyLock<IntCounter> = LazyLock::new(|| {
     ))
 });
 
+/// Webhook tries by outcome (the leader's notifier): `delivered` (2xx), `retried` (to be tried
+/// again), `failed` (given up).
+pub static WEBHOOKS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    let opts = Opts::new("sluice_webhook_deliveries_total", WEBHOOKS_HELP);
+    register(prometheus::IntCounterVec::new(opts, &["outcome"]))
+});
+
+const WEBHOOKS_HELP: &str =
+    "Webhook tries by outcome: delivered (2xx), retried (to be tried again), failed (given up).";
+
 pub static CLEANER_JOBS: LazyLock<IntCounter> = LazyLock::new(|| {
     register(IntCounter::new(
         "sluice_cleaner_jobs_purged_total",

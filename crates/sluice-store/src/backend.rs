@@ -261,6 +261,31 @@ where
         }
         in_tx!(&self.0, |c| scripts::job_set_priority::<B::D>(c, &p).await)
     }
+    async fn job_rerun(&self, p: JobRerunParams) -> Result<Job> {
+        in_tx!(&self.0, |c| scripts::job_rerun::<B::D>(c, &p).await)
+    }
+    async fn webhook_take(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: std::time::Duration,
+    ) -> Result<Vec<WebhookDelivery>> {
+        in_tx!(&self.0, |c| scripts::webhook_take::<B::D>(
+            c, now, limit, lease
+        )
+        .await)
+    }
+    async fn webhook_record(
+        &self,
+        d: &WebhookDelivery,
+        outcome: DeliveryOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        in_tx!(&self.0, |c| scripts::webhook_record::<B::D>(
+            c, d, &outcome, now
+        )
+        .await)
+    }
     async fn quota_set(&self, p: QuotaSetParams) -> Result<Quota> {
         in_tx!(&self.0, |c| scripts::quota_set::<B::D>(c, &p).await)
     }

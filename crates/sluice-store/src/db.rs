@@ -104,6 +104,7 @@ pub(crate) trait Db:
     + Reads<crate::rows::Text>
     + Reads<crate::rows::HoldRow>
     + Reads<crate::rows::Pair>
+    + Reads<crate::rows::DeliveryRow>
     + Reads<crate::model::Event>
 {
     /// Appended to a `SELECT` whose rows the script will update.

@@ -153,6 +153,29 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Sets a job's priority and its unfinished tasks'; a finished job is a conflict. Journaled.
     async fn job_set_priority(&self, p: JobPriorityParams) -> Result<Job>;
 
+    /// Runs an ended job (partial, failed or cancelled) again for its failed and cancelled
+    /// lakes: those tasks go back to pending with fresh attempts, the job back to running;
+    /// its succeeded lakes and their results stay. A job still open, or one that succeeded,
+    /// is a conflict; a closed intake (a drain) refuses it like a submission. Journaled.
+    async fn job_rerun(&self, p: JobRerunParams) -> Result<Job>;
+
+    /// Takes up to `limit` webhook deliveries that are due, oldest first, each for `lease`
+    /// (a sender that dies mid-try leaves it due again after that), counting the try.
+    async fn webhook_take(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        lease: std::time::Duration,
+    ) -> Result<Vec<WebhookDelivery>>;
+
+    /// Records how a try went (delivered, to be tried again, given up), journaled on the job.
+    async fn webhook_record(
+        &self,
+        d: &WebhookDelivery,
+        outcome: DeliveryOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
     /// Sets the most tasks an owner (or every owner without a quota of their own) may have
     /// running at once, across every worker: claims skip an owner at the limit. Journaled.
     async fn quota_set(&self, p: QuotaSetParams) -> Result<Quota>;

@@ -40,6 +40,8 @@ pub struct Job {
     pub error: Option<String>,
     /// How long the job is kept once finished; `None`: the cleaner's default; 0: kept.
     pub retention_secs: Option<i64>,
+    /// Called (signed, retried) each time the job ends.
+    pub webhook: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +61,8 @@ pub struct JobInsertParams {
     pub max_attempts: i32,
     /// How long the job is kept once finished; `None`: the cleaner's default; 0: kept.
     pub retention_secs: Option<i64>,
+    /// Called when the job ends (checked by the API against the deployment's rules).
+    pub webhook: Option<String>,
     pub tasks: Vec<NewTask>,
     pub now: DateTime<Utc>,
 }
@@ -1003,6 +1007,38 @@ pub struct JobPriorityParams {
     pub priority: i32,
     pub by: String,
     pub now: DateTime<Utc>,
+}
+
+/// Run an ended job's failed and cancelled lakes again, asked by `by` (journaled).
+#[derive(Debug, Clone)]
+pub struct JobRerunParams {
+    pub id: JobId,
+    pub by: String,
+    pub now: DateTime<Utc>,
+}
+
+/// A job's end to announce at its webhook (the outbox row of `webhook_deliveries`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookDelivery {
+    pub id: i64,
+    pub job_id: JobId,
+    pub url: String,
+    /// What is sent: the job as it ended.
+    pub body: serde_json::Value,
+    /// Tries so far, this one included.
+    pub attempt: i32,
+}
+
+/// How one try of a delivery went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryOutcome {
+    /// The receiver answered 2xx.
+    Delivered { status: u16 },
+    /// Not delivered; tried again at `retry_at`, or given up (`None`).
+    Failed {
+        error: String,
+        retry_at: Option<DateTime<Utc>>,
+    },
 }
 
 /// An owner's quota of running tasks, as set.

@@ -282,8 +282,8 @@ impl Backend for PgBackend {
                 let vtime = scripts::vtime::<Postgres>(&mut *tx, p.priority).await?;
                 let stride = others + 1;
                 let id: Option<i64> = sqlx::query_scalar(
-                    "INSERT INTO jobs (owner, idempotency_key, spec, sql, priority, lakes_total, created_at, stride, retention_secs) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                    "INSERT INTO jobs (owner, idempotency_key, spec, sql, priority, lakes_total, created_at, stride, retention_secs, webhook) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                      ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id",
                 )
                 .bind(&p.owner)
@@ -295,6 +295,7 @@ impl Backend for PgBackend {
                 .bind(p.now)
                 .bind(stride as i32)
                 .bind(p.retention_secs)
+                .bind(&p.webhook)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;

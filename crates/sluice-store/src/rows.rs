@@ -107,7 +107,8 @@ decoded_as_read!(
     MaybeScalar,
     Text,
     HoldRow,
-    Pair
+    Pair,
+    DeliveryRow
 );
 
 /// Reads a model type from a row of either database.
@@ -144,7 +145,7 @@ macro_rules! job_cols {
     () => {
         "id, owner, idempotency_key, spec, sql, state, priority, lakes_total, \
     lakes_done, lakes_failed, lakes_cancelled, rows_found, created_at, started_at, finished_at, error, \
-    retention_secs"
+    retention_secs, webhook"
     };
 }
 pub(crate) use job_cols;
@@ -168,6 +169,7 @@ pub(crate) struct JobRow {
     finished_at: Option<Ts>,
     error: Option<String>,
     retention_secs: Option<i64>,
+    webhook: Option<String>,
 }
 
 impl Decoded for Job {
@@ -193,8 +195,19 @@ impl Decoded for Job {
             finished_at: ts(r.finished_at),
             error: r.error,
             retention_secs: r.retention_secs,
+            webhook: r.webhook,
         })
     }
+}
+
+/// A webhook delivery as `webhook_take` leases it.
+#[derive(FromRow)]
+pub(crate) struct DeliveryRow {
+    pub id: i64,
+    pub job_id: i64,
+    pub url: String,
+    pub body: Value,
+    pub attempts: i32,
 }
 
 /// The columns [`TaskRow`] reads.

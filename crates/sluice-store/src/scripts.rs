@@ -123,6 +123,8 @@ pub(crate) async fn jobs_apply<D: Db>(
                 Some(detail),
             )
             .await?;
+            let job = job_get::<D>(c, sluice_core::JobId(job_id)).await?;
+            webhook_enqueue::<D>(c, &job, now).await?;
         }
     }
     Ok(())
@@ -685,6 +687,243 @@ pub(crate) async fn job_set_priority<D: Db>(
     Ok(job)
 }
 
+/// Runs an ended job's failed and cancelled lakes again. Their tasks go back to pending with
+/// fresh attempts and fair tags from the job's priority clock (as a job submitted now would
+/// get), each journaled; then the job row (the lock order of every transaction) goes back to
+/// running with those lakes no longer counted failed or cancelled, and is no longer finished
+/// (the cleaner keeps it). The leader's next rebalance fixes its owner's stride. The job row
+/// is locked first, as a purge locks it (its finished tasks are written by nothing else).
+pub(crate) async fn job_rerun<D: Db>(c: &mut D::Connection, p: &JobRerunParams) -> Result<Job> {
+    let q = sqlx::query(locking::<D>(concat!(
+        "SELECT ",
+        job_cols!(),
+        " FROM jobs WHERE id = $1"
+    )))
+    .arg(p.id.0);
+    let before: Job = found::<D, _>(c, q, format!("job {}", p.id)).await?;
+    let next = before
+        .state
+        .apply(sluice_core::JobEvent::Rerun)
+        .map_err(|_| {
+            StoreError::Conflict(if before.state.is_terminal() {
+                format!(
+                    "job {} succeeded: no failed or cancelled lakes to run again",
+                    p.id
+                )
+            } else {
+                format!(
+                    "job {} is still {}: run its failed lakes again once it has ended",
+                    p.id, before.state
+                )
+            })
+        })?;
+    if let Some(hold) = intake_get::<D>(c).await? {
+        return Err(hold.refusal());
+    }
+    const AGAIN: &str = "job_id = $1 AND state IN ('failed', 'cancelled')";
+    // Locks them first, so the journal below names exactly the tasks the update moves.
+    let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) AS v FROM ({}) l",
+        locking::<D>(&format!("SELECT id FROM tasks WHERE {AGAIN}")).0
+    )))
+    .arg(p.id.0);
+    D::fetch_one(q, c).await?;
+    // What each task ended with (its state, attempts, error) is in its earlier entries.
+    let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
+         SELECT $2, job_id, id, scope, $3, $4 FROM tasks WHERE {AGAIN} ORDER BY id"
+    )))
+    .arg(p.id.0)
+    .arg(Ts(p.now))
+    .arg(sluice_core::TaskEvent::Rerun.journal_kind().as_str())
+    .arg(Some(serde_json::json!({"by": p.by})));
+    D::execute(q, c).await?;
+    let v = vtime::<D>(c, before.priority).await?;
+    let pending = sluice_core::TaskState::Failed.apply(sluice_core::TaskEvent::Rerun)?;
+    let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH r AS (SELECT id, row_number() OVER (ORDER BY seq, id) - 1 AS n \
+             FROM tasks WHERE {AGAIN}) \
+         UPDATE tasks SET state = $2, attempt = 0, crashes = 0, run_after = $3, \
+             lease_owner = NULL, lease_expires_at = NULL, rows_found = NULL, result_uri = NULL, \
+             last_error = NULL, updated_at = $3, \
+             seq = $4 + r.n * (SELECT CAST(stride AS BIGINT) FROM jobs WHERE id = $1) \
+         FROM r WHERE tasks.id = r.id AND tasks.state IN ('failed', 'cancelled')"
+    )))
+    .arg(p.id.0)
+    .arg(pending.as_str())
+    .arg(Ts(p.now))
+    .arg(v);
+    let moved = D::execute(q, c).await? as i64;
+    if moved == 0 {
+        return Err(StoreError::Conflict(format!(
+            "job {} has no failed or cancelled lakes to run again",
+            p.id
+        )));
+    }
+    let q = sqlx::query(concat!(
+        "UPDATE jobs SET state = $2, lakes_failed = 0, lakes_cancelled = 0, \
+             started_at = COALESCE(started_at, $3), finished_at = NULL, error = NULL \
+         WHERE id = $1 AND state IN ('partial', 'failed', 'cancelled') RETURNING ",
+        job_cols!()
+    ))
+    .arg(p.id.0)
+    .arg(next.as_str())
+    .arg(Ts(p.now));
+    let Some(row) = D::fetch_optional(q, c).await? else {
+        return Err(StoreError::Conflict(format!(
+            "job {} was run again or removed meanwhile",
+            p.id
+        )));
+    };
+    let job: Job = D::read(&row)?;
+    let detail = serde_json::json!({
+        "by": p.by, "tasks": moved, "failed": before.counts.failed,
+        "cancelled": before.counts.cancelled, "was": before.state.as_str(),
+    });
+    event_insert::<D>(
+        c,
+        p.now,
+        Some(p.id.0),
+        None,
+        EventKind::JobRerun,
+        Some(detail),
+    )
+    .await?;
+    Ok(job)
+}
+
+/// The outbox row announcing that `job` ended, if it names a webhook (in the transaction that
+/// ended it).
+pub(crate) async fn webhook_enqueue<D: Db>(
+    c: &mut D::Connection,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Some(url) = &job.webhook else {
+        return Ok(());
+    };
+    let body = serde_json::json!({
+        "type": "job.ended",
+        "job": {
+            "id": job.id.0,
+            "owner": job.owner,
+            "state": job.state.as_str(),
+            "lakes": {
+                "total": job.counts.total,
+                "done": job.counts.done,
+                "failed": job.counts.failed,
+                "cancelled": job.counts.cancelled,
+            },
+            "rows_found": job.rows_found,
+            "created_at": job.created_at,
+            "finished_at": job.finished_at,
+            "error": job.error,
+        },
+    });
+    let q = sqlx::query(
+        "INSERT INTO webhook_deliveries (job_id, url, body, next_at, created_at) \
+         VALUES ($1, $2, $3, $4, $4)",
+    )
+    .arg(job.id.0)
+    .arg(url.clone())
+    .arg(body)
+    .arg(Ts(now));
+    D::execute(q, c).await?;
+    Ok(())
+}
+
+/// Takes the deliveries that are due, oldest first: each is leased (not due again until
+/// `lease` has passed) and its try counted.
+pub(crate) async fn webhook_take<D: Db>(
+    c: &mut D::Connection,
+    now: DateTime<Utc>,
+    limit: u32,
+    lease: std::time::Duration,
+) -> Result<Vec<WebhookDelivery>> {
+    let q = sqlx::query(locking::<D>(
+        "SELECT id AS v FROM webhook_deliveries WHERE state = 'pending' AND next_at <= $1 \
+         ORDER BY next_at, id LIMIT $2",
+    ))
+    .arg(Ts(now))
+    .arg(i64::from(limit.clamp(1, 1000)));
+    let ids: Vec<Scalar> = all::<D, _>(c, q).await?;
+    let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+    let mut out = Vec::with_capacity(ids.len());
+    for Scalar(id) in ids {
+        let q = sqlx::query(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = $2 WHERE id = $1 \
+             RETURNING id, job_id, url, body, attempts",
+        )
+        .arg(id)
+        .arg(Ts(until));
+        let r: crate::rows::DeliveryRow = D::read(&D::fetch_one(q, c).await?)?;
+        out.push(WebhookDelivery {
+            id: r.id,
+            job_id: sluice_core::JobId(r.job_id),
+            url: r.url,
+            body: r.body,
+            attempt: r.attempts,
+        });
+    }
+    Ok(out)
+}
+
+/// Records one try of a delivery, journaled on its job (the URL's host only: a webhook's path
+/// often holds its secret).
+pub(crate) async fn webhook_record<D: Db>(
+    c: &mut D::Connection,
+    d: &WebhookDelivery,
+    outcome: &DeliveryOutcome,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let host = sluice_core::webhook::host_of(&d.url);
+    let (q, kind, detail) = match outcome {
+        DeliveryOutcome::Delivered { status } => (
+            sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'delivered', done_at = $2, last_error = NULL \
+                 WHERE id = $1 AND state = 'pending'",
+            )
+            .arg(d.id)
+            .arg(Ts(now)),
+            EventKind::WebhookDelivered,
+            serde_json::json!({"delivery": d.id, "attempt": d.attempt, "host": host, "status": status}),
+        ),
+        DeliveryOutcome::Failed {
+            error,
+            retry_at: Some(at),
+        } => (
+            sqlx::query(
+                "UPDATE webhook_deliveries SET next_at = $2, last_error = $3 \
+                 WHERE id = $1 AND state = 'pending'",
+            )
+            .arg(d.id)
+            .arg(Ts(*at))
+            .arg(error.clone()),
+            EventKind::WebhookRetried,
+            serde_json::json!({"delivery": d.id, "attempt": d.attempt, "host": host, "error": error, "retry_at": at}),
+        ),
+        DeliveryOutcome::Failed {
+            error,
+            retry_at: None,
+        } => (
+            sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'failed', done_at = $2, last_error = $3 \
+                 WHERE id = $1 AND state = 'pending'",
+            )
+            .arg(d.id)
+            .arg(Ts(now))
+            .arg(error.clone()),
+            EventKind::WebhookFailed,
+            serde_json::json!({"delivery": d.id, "attempt": d.attempt, "host": host, "error": error}),
+        ),
+    };
+    if D::execute(q, c).await? == 0 {
+        // Purged with its job meanwhile, or recorded by an earlier leader: nothing to say.
+        return Ok(());
+    }
+    event_insert::<D>(c, now, Some(d.job_id.0), None, kind, Some(detail)).await
+}
+
 const FINISHED: &str =
     "state IN ('succeeded', 'partial', 'failed', 'cancelled') AND finished_at IS NOT NULL";
 
@@ -722,16 +961,17 @@ pub(crate) async fn job_purge_select<D: Db>(
     Ok(rows.into_iter().map(|Scalar(id)| id).collect())
 }
 
-/// Removes one finished job with its journal and tasks (tasks before the job row, as
-/// everywhere), journaled as `job.purged` without a job. `None` if it is gone or not finished
-/// (a finished job never runs again, so the check needs no lock).
+/// Removes one finished job with its journal, tasks and webhook deliveries, journaled as
+/// `job.purged` without a job. `None` if it is gone or not finished. The job row is locked
+/// first, as a rerun locks it: a job run again meanwhile is not finished any more when the
+/// purge gets it (and a rerun that waited finds no job).
 pub(crate) async fn job_purge_one<D: Db>(
     c: &mut D::Connection,
     id: i64,
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<PurgedJob>> {
-    let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let q = sqlx::query(locking::<D>(&format!(
         "SELECT owner AS v FROM jobs WHERE id = $1 AND {FINISHED}"
     )))
     .arg(id);
@@ -739,6 +979,11 @@ pub(crate) async fn job_purge_one<D: Db>(
         return Ok(None);
     };
     let crate::rows::Text { v: owner } = D::read(&row)?;
+    D::execute(
+        sqlx::query("DELETE FROM webhook_deliveries WHERE job_id = $1").arg(id),
+        c,
+    )
+    .await?;
     let events = D::execute(
         sqlx::query("DELETE FROM events WHERE job_id = $1").arg(id),
         c,
@@ -1067,6 +1312,7 @@ pub(crate) async fn job_cancel<D: Db>(c: &mut D::Connection, p: &JobCancelParams
         )));
     };
     let job: Job = D::read(&row)?;
+    webhook_enqueue::<D>(c, &job, p.now).await?;
     let detail = serde_json::json!({"by": p.by, "reason": p.reason, "tasks_cancelled": cancelled});
     event_insert::<D>(
         c,
@@ -1155,6 +1401,8 @@ pub(crate) async fn job_replay<D: Db>(
             attempts.unwrap_or_default(),
             p.max_attempts
         ))
+    } else if job.webhook != p.webhook {
+        Some("webhook".to_string())
     } else if job.retention_secs != p.retention_secs {
         let shown =
             |r: Option<i64>| r.map_or_else(|| "the server's".to_string(), |r| r.to_string());

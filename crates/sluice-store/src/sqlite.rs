@@ -250,9 +250,9 @@ impl Backend for SqliteBackend {
         let id: Option<i64> = sqlx::query_scalar(
             // Ids above any ever purged: an id is never reused (caches, pauses and result
             // keys name jobs by id).
-            "INSERT INTO jobs (id, owner, idempotency_key, spec, sql, priority, lakes_total, created_at, stride, retention_secs) \
+            "INSERT INTO jobs (id, owner, idempotency_key, spec, sql, priority, lakes_total, created_at, stride, retention_secs, webhook) \
              VALUES (max((SELECT COALESCE(max(id), 0) FROM jobs), (SELECT id FROM job_id_floor)) + 1, \
-                 ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id",
+                 ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (owner, idempotency_key) DO NOTHING RETURNING id",
         )
         .bind(&p.owner)
         .bind(&p.idempotency_key)
@@ -263,6 +263,7 @@ impl Backend for SqliteBackend {
         .bind(us(p.now))
         .bind(stride)
         .bind(p.retention_secs)
+        .bind(&p.webhook)
         .fetch_optional(&mut *tx)
         .await
         .map_err(from_sqlx)?;

@@ -5,6 +5,43 @@
 use crate::{ConnectOptions, PgStore, Store};
 use sqlx::{Connection, Executor, PgConnection};
 
+/// Claims up to `limit` tasks for `worker` at `now`, with a 30 s lease.
+pub async fn claim(
+    store: &dyn Store,
+    worker: &str,
+    limit: u32,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<crate::ClaimedTask> {
+    let p = crate::TaskClaimParams {
+        worker: worker.into(),
+        limit,
+        lease: std::time::Duration::from_secs(30),
+        now,
+        skip_owners: Vec::new(),
+    };
+    match store.task_claim(p).await {
+        Ok(claimed) => claimed,
+        Err(e) => panic!("claim: {e}"),
+    }
+}
+
+/// Records how `lease`'s task went, at `now`.
+pub async fn finish(
+    store: &dyn Store,
+    lease: crate::Lease,
+    outcome: crate::TaskOutcome,
+    now: chrono::DateTime<chrono::Utc>,
+) -> crate::FinishReport {
+    let finishes = vec![crate::TaskFinish { lease, outcome }];
+    match store
+        .task_finish(crate::TaskFinishParams { finishes, now })
+        .await
+    {
+        Ok(report) => report,
+        Err(e) => panic!("finish: {e}"),
+    }
+}
+
 pub fn server_url() -> String {
     std::env::var("SLUICE_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_string())
@@ -229,18 +266,26 @@ pub async fn disable_task_counters(store: &PgStore) -> crate::Result<()> {
     Ok(())
 }
 
+/// Submits `p` (usually [`job_params`], changed where a test needs to).
+pub async fn submit(store: &dyn Store, p: crate::JobInsertParams) -> crate::Job {
+    match store.job_insert(p).await {
+        Ok(j) => j.job,
+        Err(e) => panic!("submit: {e}"),
+    }
+}
+
 /// A job of `owner` over `lakes` lakes (`{owner}-lake-{i}`, all in scope `aws:1`), submitted
 /// at `now`: the test crates' submission.
-pub async fn submit(
-    store: &dyn Store,
+pub fn job_params(
     owner: &str,
     lakes: usize,
     max_attempts: i32,
     spec: serde_json::Value,
     now: chrono::DateTime<chrono::Utc>,
-) -> crate::Job {
-    let p = crate::JobInsertParams {
+) -> crate::JobInsertParams {
+    crate::JobInsertParams {
         retention_secs: None,
+        webhook: None,
         owner: owner.into(),
         idempotency_key: None,
         spec,
@@ -255,10 +300,6 @@ pub async fn submit(
             })
             .collect(),
         now,
-    };
-    match store.job_insert(p).await {
-        Ok(j) => j.job,
-        Err(e) => panic!("submit: {e}"),
     }
 }
 

@@ -1155,6 +1155,7 @@ async fn the_openapi_document_lists_every_route() {
         ("get", "/v1/admin/intake"),
         ("post", "/v1/admin/drain"),
         ("post", "/v1/admin/drain/end"),
+        ("post", "/v1/jobs/{id}/retry"),
         ("get", "/healthz"),
         ("get", "/readyz"),
     ];
@@ -1834,4 +1835,237 @@ async fn an_admin_purges_finished_jobs_now() {
         serde_json::json!([]),
         "nothing else finished"
     );
+}
+
+#[tokio::test]
+async fn a_researcher_runs_the_failed_lakes_of_their_ended_job_again() {
+    let t = setup(ApiConfig::default()).await;
+    let id = submit(&t, &t.alice, NOOP3).await;
+    let path = format!("/v1/jobs/{id}/retry");
+    let retry = |token: &str| {
+        let (app, token, path) = (t.app.clone(), token.to_string(), path.clone());
+        async move { call(&app, "POST", &path, Some(&token), None).await }
+    };
+    problem(&retry(&t.alice).await, StatusCode::CONFLICT, "still queued");
+    // Two of its three lakes fail.
+    let now = chrono::Utc::now();
+    let claimed = t
+        .store
+        .task_claim(sluice_store::TaskClaimParams {
+            worker: "w".into(),
+            limit: 10,
+            lease: std::time::Duration::from_secs(30),
+            now,
+            skip_owners: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    let finishes = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, c)| sluice_store::TaskFinish {
+            lease: c.lease,
+            outcome: if i == 0 {
+                sluice_store::TaskOutcome::Succeeded {
+                    rows: 1,
+                    result_uri: None,
+                }
+            } else {
+                sluice_store::TaskOutcome::Failed {
+                    error: "boom".into(),
+                }
+            },
+        })
+        .collect();
+    t.store
+        .task_finish(sluice_store::TaskFinishParams { finishes, now })
+        .await
+        .unwrap();
+    // Another researcher's job is not theirs to see; a bad id is the caller's mistake.
+    problem(
+        &retry(&t.bob).await,
+        StatusCode::NOT_FOUND,
+        &format!("job {id}"),
+    );
+    problem(
+        &call(&t.app, "POST", "/v1/jobs/x/retry", Some(&t.alice), None).await,
+        StatusCode::BAD_REQUEST,
+        "not a job id",
+    );
+    let r = retry(&t.alice).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let j = r.json();
+    assert_eq!(
+        (
+            j["state"].clone(),
+            j["lakes"].clone(),
+            j["finished_at"].clone()
+        ),
+        (
+            serde_json::json!("running"),
+            serde_json::json!({"total": 3, "done": 1, "failed": 0, "cancelled": 0}),
+            serde_json::Value::Null
+        )
+    );
+    // It runs again: a second retry, even an operator's, is a conflict until it ends.
+    problem(&retry(&t.ops).await, StatusCode::CONFLICT, "still running");
+    let timeline = call(
+        &t.app,
+        "GET",
+        &format!("/v1/jobs/{id}/events"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    assert!(timeline.text.contains("job.rerun"), "{}", timeline.text);
+}
+
+#[tokio::test]
+async fn a_long_poll_answers_when_the_job_moves_or_the_wait_ends() {
+    let t = setup(ApiConfig {
+        max_wait: std::time::Duration::from_secs(30),
+        ..ApiConfig::default()
+    })
+    .await;
+    let id = submit(&t, &t.alice, NOOP3).await;
+    let get = |q: &str| {
+        let (app, token, path) = (t.app.clone(), t.alice.clone(), format!("/v1/jobs/{id}{q}"));
+        async move { call(&app, "GET", &path, Some(&token), None).await }
+    };
+    for (q, says) in [
+        ("?wait=soon", "not a duration"),
+        ("?wait=-1", "not a duration"),
+        ("?wait=5h", "not a duration"),
+        ("?wait=31s", "at most 30s"),
+        ("?wait=1m", "at most 30s"),
+        ("?until=1", "unknown field"),
+    ] {
+        problem(&get(q).await, StatusCode::BAD_REQUEST, says);
+    }
+    // Nothing moves: the answer comes when the wait is over, unchanged.
+    let started = std::time::Instant::now();
+    let r = get("?wait=1s").await;
+    assert_eq!(
+        (r.status, r.json()["state"].clone()),
+        (StatusCode::OK, "queued".into())
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    // A claim moves it: the poll answers with the new state, long before its wait is over.
+    let store = t.store.clone();
+    let claimer = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        store
+            .task_claim(sluice_store::TaskClaimParams {
+                worker: "w".into(),
+                limit: 1,
+                lease: std::time::Duration::from_secs(30),
+                now: chrono::Utc::now(),
+                skip_owners: Vec::new(),
+            })
+            .await
+            .unwrap()
+    });
+    let started = std::time::Instant::now();
+    let r = get("?wait=30s").await;
+    assert_eq!(
+        (r.status, r.json()["state"].clone()),
+        (StatusCode::OK, "running".into())
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(claimer.await.unwrap().len(), 1);
+    // An ended job answers at once, and another owner's stays unseen.
+    call(
+        &t.app,
+        "POST",
+        &format!("/v1/jobs/{id}/cancel"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let r = get("?wait=30s").await;
+    assert_eq!(
+        (r.status, r.json()["state"].clone()),
+        (StatusCode::OK, "cancelled".into())
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+    let r = call(
+        &t.app,
+        "GET",
+        &format!("/v1/jobs/{id}?wait=1s"),
+        Some(&t.bob),
+        None,
+    )
+    .await;
+    problem(&r, StatusCode::NOT_FOUND, &format!("job {id}"));
+}
+
+#[tokio::test]
+async fn a_job_names_a_webhook_only_where_the_server_sends_them_and_only_a_public_one() {
+    let hook =
+        |url: &str| format!(r#"{{"hunt": {{"kind": "noop", "lakes": 1}}, "webhook": {url:?}}}"#);
+    let off = setup(ApiConfig::default()).await;
+    let r = call(
+        &off.app,
+        "POST",
+        "/v1/jobs",
+        Some(&off.alice),
+        Some(&hook("https://hooks.example.com/x")),
+    )
+    .await;
+    problem(&r, StatusCode::BAD_REQUEST, "this server sends no webhooks");
+    let t = setup(ApiConfig {
+        webhooks: Some(sluice_core::WebhookRules::default()),
+        ..ApiConfig::default()
+    })
+    .await;
+    for (url, says) in [
+        ("http://hooks.example.com/x", "must be https://"),
+        ("https://127.0.0.1:8080/x", "not public"),
+        ("https://169.254.169.254/latest/meta-data/", "not public"),
+        ("https://user:pw@hooks.example.com/x", "credentials"),
+        ("gopher://hooks.example.com/", "not gopher://"),
+        ("hooks.example.com/x", "not a URL"),
+    ] {
+        for path in ["/v1/validate", "/v1/jobs"] {
+            let r = call(&t.app, "POST", path, Some(&t.alice), Some(&hook(url))).await;
+            problem(&r, StatusCode::BAD_REQUEST, says);
+        }
+    }
+    let all = sluice_store::JobListParams {
+        limit: 100,
+        ..Default::default()
+    };
+    let jobs = t.store.job_list(all).await.unwrap();
+    assert!(jobs.is_empty(), "refused submissions wrote nothing");
+    // Accepted: the job shows the host it will call, never the path (it holds the secret).
+    let id = submit(
+        &t,
+        &t.alice,
+        &hook("https://hooks.example.com/T0/B1/s3cr3t"),
+    )
+    .await;
+    let r = call(
+        &t.app,
+        "GET",
+        &format!("/v1/jobs/{id}"),
+        Some(&t.alice),
+        None,
+    )
+    .await;
+    assert_eq!(r.json()["webhook_host"], "hooks.example.com");
+    assert!(!r.text.contains("s3cr3t"), "{}", r.text);
 }

@@ -469,6 +469,7 @@ async fn drive(
             priority,
             max_attempts: Some(3),
             retention_secs: None,
+            webhook: None,
         })
     };
     let s = as_alice.submit(&submit(&sweep, 0)?, None).await?;

@@ -1,5 +1,5 @@
 //! The researcher verbs: `submit`, `validate`, `status` (and `--watch`), `jobs`, `cancel`,
-//! `results` through the API (see `client`), and `explain`, which reads the journal.
+//! `retry`, `results` through the API (see `client`), and `explain`, which reads the journal.
 
 use crate::client::report_invalid;
 use crate::ctx::{Ctx, Render, human_secs, line};
@@ -118,6 +118,10 @@ pub struct SubmitArgs {
     /// `--retention`.
     #[arg(long, value_parser = crate::parse_retention)]
     retention: Option<std::time::Duration>,
+    /// Call this URL when the job ends: a signed POST with the job as it ended (tried again
+    /// with backoff until it answers 2xx; https unless the server allows http).
+    #[arg(long)]
+    webhook: Option<String>,
     /// Attempts per lake before it counts as failed (provider trouble spends none).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=20))]
     max_attempts: i32,
@@ -152,6 +156,7 @@ impl SubmitArgs {
             priority: self.priority,
             max_attempts: Some(self.max_attempts),
             retention_secs: self.retention.map(|d| d.as_secs() as i64),
+            webhook: self.webhook.clone(),
         };
         // Retries after a refusal must not make a second job if a reply was lost.
         let key = match (&self.idempotency_key, self.wait_intake) {
@@ -231,6 +236,7 @@ impl ValidateArgs {
             priority: 0,
             max_attempts: None,
             retention_secs: None,
+            webhook: None,
         };
         let v = c
             .validate(&req)
@@ -500,6 +506,38 @@ impl CancelArgs {
     }
 }
 
+/// `sluice retry`.
+#[derive(Debug, clap::Args)]
+pub struct RetryArgs {
+    job: JobId,
+    /// Who asks (with --url: the token's owner).
+    #[arg(long, env = "USER", default_value = "operator")]
+    by: String,
+}
+
+impl RetryArgs {
+    pub async fn run(self, ctx: &Ctx) -> Result<ExitCode> {
+        let c = ctx.api(&self.by).await?;
+        let j = c.retry(self.job.0).await?;
+        ctx.show_as(&j, rerun)?;
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn rerun(j: &JobView, out: &mut String) {
+    let (id, total) = (j.id, j.lakes.total);
+    let open = open_lakes(j);
+    line!(
+        out,
+        "job {id} runs again: {open} of {total} lakes to go (`sluice status {id}`)"
+    );
+}
+
+/// The lakes of `j` not finished yet.
+fn open_lakes(j: &JobView) -> i64 {
+    j.lakes.total - j.lakes.done - j.lakes.failed - j.lakes.cancelled
+}
+
 /// `sluice priority`.
 #[derive(Debug, clap::Args)]
 pub struct PriorityArgs {
@@ -522,7 +560,7 @@ impl PriorityArgs {
 }
 
 fn reprioritized(j: &JobView, out: &mut String) {
-    let open = j.lakes.total - j.lakes.done - j.lakes.failed - j.lakes.cancelled;
+    let open = open_lakes(j);
     line!(
         out,
         "job {} now at priority {}: its {} unfinished lakes move with it",

@@ -101,6 +101,9 @@ impl ServerArgs {
                 priority: sluice_core::PriorityCeiling {
                     researcher: self.researcher_max_priority,
                 },
+                // A long poll answers before the server's own deadline cuts it off.
+                max_wait: self.request_timeout.mul_f64(0.8),
+                webhooks: self.worker.election.webhooks(),
             },
         };
         let listener = tokio::net::TcpListener::bind(self.listen)
@@ -168,6 +171,18 @@ pub struct ElectionArgs {
     /// How often the leader removes finished jobs past their retention.
     #[arg(long, env = "SLUICE_CLEAN_EVERY", default_value = "1m", value_parser = crate::parse_duration)]
     clean_every: Duration,
+    /// Sign webhook deliveries with this secret (at least 16 characters; receivers verify
+    /// `Sluice-Signature` with it). Without it, no webhooks are sent and jobs naming one are
+    /// refused. Give every server and scheduler candidate the same value.
+    #[arg(long, env = "SLUICE_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// Call http:// webhooks too (default: https only).
+    #[arg(long, env = "SLUICE_WEBHOOK_ALLOW_HTTP")]
+    webhook_allow_http: bool,
+    /// Call webhooks on loopback, private and link-local addresses too (default: public
+    /// addresses only, so a job cannot reach the metadata service or the internal network).
+    #[arg(long, env = "SLUICE_WEBHOOK_ALLOW_PRIVATE")]
+    webhook_allow_private: bool,
 }
 
 impl ElectionArgs {
@@ -175,7 +190,26 @@ impl ElectionArgs {
         if self.leader_ttl < Duration::from_millis(300) {
             anyhow::bail!("--leader-ttl must be at least 300ms");
         }
+        if self
+            .webhook_secret
+            .as_ref()
+            .is_some_and(|s| s.trim().chars().count() < 16)
+        {
+            anyhow::bail!(
+                "--webhook-secret (SLUICE_WEBHOOK_SECRET) must be at least 16 characters"
+            );
+        }
         Ok(())
+    }
+
+    /// Which webhooks jobs may name: `None` without a secret (none are sent).
+    fn webhooks(&self) -> Option<sluice_core::WebhookRules> {
+        self.webhook_secret
+            .as_ref()
+            .map(|_| sluice_core::WebhookRules {
+                allow_http: self.webhook_allow_http,
+                allow_private: self.webhook_allow_private,
+            })
     }
 
     fn config(&self, holder: String, rescue_every: Duration) -> Result<SchedulerConfig> {
@@ -188,6 +222,11 @@ impl ElectionArgs {
         };
         cfg.clean.retention = (!self.retention.is_zero()).then_some(self.retention);
         cfg.clean.every = self.clean_every.max(Duration::from_secs(1));
+        cfg.notify.secret = self
+            .webhook_secret
+            .as_deref()
+            .map(|s| sluice_scheduler::WebhookSecret::new(s.trim().as_bytes()));
+        cfg.notify.rules = self.webhooks().unwrap_or_default();
         Ok(cfg)
     }
 }

@@ -282,6 +282,9 @@ async fn a_researcher_submits_over_http_and_polls_until_the_needles_are_found() 
         let (code, _, err) = cli(alice, &["cancel", &id], "");
         assert_eq!(code, Some(1));
         assert!(err.contains("already ended"), "{err}");
+        let (code, _, err) = cli(alice, &["retry", &id], "");
+        assert_eq!(code, Some(1));
+        assert!(err.contains("no failed or cancelled lakes"), "{err}");
         // The SQL typo from the terminal: its position and hint, one problem a line.
         let (code, _, err) = cli(
             alice,

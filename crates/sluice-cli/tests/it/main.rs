@@ -140,7 +140,8 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 }
 
 async fn submit(store: &PgStore, lakes: usize, spec: serde_json::Value) -> Job {
-    sluice_store::testing::submit(store, "alice", lakes, 3, spec, chrono::Utc::now()).await
+    let p = sluice_store::testing::job_params("alice", lakes, 3, spec, chrono::Utc::now());
+    sluice_store::testing::submit(store, p).await
 }
 
 async fn tasks(store: &PgStore, job: JobId) -> Vec<Task> {
@@ -623,6 +624,8 @@ fn bad_input_gets_one_clear_line_and_exit_code() {
             "--max-attempts",
         ),
         (&["cancel", "424242", "--database-url", &db], 1, "not found"),
+        (&["retry", "x"], 2, "invalid value"),
+        (&["retry", "424242", "--database-url", &db], 1, "not found"),
         (
             &["--database-url", "mysql://x", "backlog"],
             1,
@@ -1428,6 +1431,11 @@ fn drain_refuses_new_jobs_and_waits_for_the_backlog() {
         "a cancelled job is not a success"
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled"));
+    // Running it again adds work: refused like a submission while intake is closed.
+    let out = run(&["retry", &job]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("draining"), "{err}");
     let listed = sluice_ok(&db, &results, &["jobs", "--state", "cancelled"]);
     assert!(
         listed
@@ -1525,12 +1533,16 @@ fn config_file_env_and_flags_in_that_order() {
     );
     assert_eq!(v["worker_concurrency"], serde_json::json!(["7", "file"]));
     assert_eq!(v["worker_lease"], serde_json::json!(["30s", "default"]));
-    assert!(!v.to_string().contains("secret"), "{v}");
+    assert!(!v.to_string().contains(":secret@"), "{v}");
     let v = show(
-        &[("SLUICE_WORKER_CONCURRENCY", "9")],
+        &[
+            ("SLUICE_WORKER_CONCURRENCY", "9"),
+            ("SLUICE_WEBHOOK_SECRET", "hush-0123456789abcdef"),
+        ],
         &["--database-url", "sqlite://x.db"],
     );
     assert_eq!(v["worker_concurrency"], serde_json::json!(["9", "env"]));
+    assert_eq!(v["webhook_secret"], serde_json::json!(["***", "env"]));
     assert_eq!(
         v["database_url"],
         serde_json::json!(["sqlite://x.db", "flag"])

@@ -66,6 +66,8 @@ conformance!(
     a_default_quota_of_zero_holds_back_only_owners_without_their_own,
     a_demoted_job_takes_its_place_in_the_new_priority,
     the_cleaner_removes_finished_jobs_past_their_retention_only,
+    a_rerun_runs_failed_and_cancelled_lakes_again,
+    every_end_of_a_job_naming_a_webhook_leaves_one_delivery,
 );
 
 fn lease() -> Duration {
@@ -73,24 +75,11 @@ fn lease() -> Duration {
 }
 
 async fn claim(s: &S, worker: &str, limit: u32, now: i64) -> Vec<ClaimedTask> {
-    s.task_claim(TaskClaimParams {
-        worker: worker.into(),
-        limit,
-        lease: lease(),
-        now: at(now),
-        skip_owners: Vec::new(),
-    })
-    .await
-    .unwrap()
+    sluice_store::testing::claim(s.as_ref(), worker, limit, at(now)).await
 }
 
 async fn finish(s: &S, l: Lease, outcome: TaskOutcome, now: i64) -> FinishReport {
-    s.task_finish(TaskFinishParams {
-        finishes: vec![TaskFinish { lease: l, outcome }],
-        now: at(now),
-    })
-    .await
-    .unwrap()
+    sluice_store::testing::finish(s.as_ref(), l, outcome, at(now)).await
 }
 
 fn ok(rows: i64) -> TaskOutcome {
@@ -2727,4 +2716,280 @@ async fn a_drain_closes_intake_until_reopened(s: S) {
         .filter(|k| k.starts_with("intake."))
         .collect();
     assert_eq!(kinds, ["intake.closed", "intake.closed", "intake.opened"]);
+}
+
+async fn a_rerun_runs_failed_and_cancelled_lakes_again(s: S) {
+    // A partial job: one lake succeeded, two failed.
+    let j = s.job_insert(job("alice", 3)).await.unwrap().job;
+    let ts = claim(&s, "w", 3, 0).await;
+    let boom = || TaskOutcome::Failed {
+        error: "unknown column".into(),
+    };
+    finish(&s, ts[0].lease, ok(5), 1).await;
+    finish(&s, ts[1].lease, boom(), 1).await;
+    finish(&s, ts[2].lease, boom(), 1).await;
+    assert_eq!(s.job_get(j.id).await.unwrap().state, JobState::Partial);
+    let rerun = |id: JobId, now: i64| {
+        s.job_rerun(JobRerunParams {
+            id,
+            by: "alice".into(),
+            now: at(now),
+        })
+    };
+    // Refused: an open job, a missing one, and any job while intake is closed (a drain).
+    let open = s.job_insert(job("bob", 1)).await.unwrap().job;
+    match rerun(open.id, 2).await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("still queued"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        rerun(JobId(999_999), 2).await,
+        Err(StoreError::NotFound(_))
+    ));
+    s.intake_close(IntakeCloseParams {
+        reason: "upgrade".into(),
+        by: "op".into(),
+        now: at(2),
+    })
+    .await
+    .unwrap();
+    assert!(matches!(rerun(j.id, 3).await, Err(StoreError::Closed(_))));
+    let still = s.job_get(j.id).await.unwrap();
+    assert_eq!((still.state, still.counts.failed), (JobState::Partial, 2));
+    s.intake_open("op", at(3)).await.unwrap();
+    // Run again: the failed lakes are pending with fresh attempts; the succeeded one and its
+    // result stay; the job runs and is no longer finished (the cleaner keeps it).
+    let again = rerun(j.id, 4).await.unwrap();
+    assert_eq!(
+        (
+            again.state,
+            again.counts.done,
+            again.counts.failed,
+            again.counts.open(),
+            again.rows_found,
+            again.finished_at
+        ),
+        (JobState::Running, 1, 0, 2, 5, None)
+    );
+    let kept = s.task_get(ts[0].id()).await.unwrap();
+    assert_eq!(
+        (kept.state, kept.result_uri.as_deref()),
+        (TaskState::Succeeded, Some("mem://r/5"))
+    );
+    for t in &ts[1..] {
+        let row = s.task_get(t.id()).await.unwrap();
+        assert_eq!(
+            (row.state, row.attempt, row.last_error, row.run_after),
+            (TaskState::Pending, 0, None, at(4)),
+            "{t:?}"
+        );
+    }
+    let k = kinds(&s, j.id).await;
+    assert_eq!((count(&k, "task.rerun"), count(&k, "job.rerun")), (2, 1));
+    match rerun(j.id, 5).await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("still running"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // A zombie of the first run cannot finish a task that runs again.
+    let late = finish(&s, ts[1].lease, ok(9), 5).await;
+    assert_eq!(late.rejected, vec![ts[1].id()]);
+    // They run again, and the job ends with every lake's rows.
+    let second: Vec<ClaimedTask> = claim(&s, "w", 10, 6)
+        .await
+        .into_iter()
+        .filter(|t| t.job_id == j.id)
+        .collect();
+    assert_eq!(second.len(), 2);
+    for t in &second {
+        assert!(t.lease.token > ts[1].lease.token, "a fresh lease");
+        finish(&s, t.lease, ok(1), 7).await;
+    }
+    let done = s.job_get(j.id).await.unwrap();
+    assert_eq!(
+        (
+            done.state,
+            done.counts.done,
+            done.counts.failed,
+            done.rows_found
+        ),
+        (JobState::Succeeded, 3, 0, 7)
+    );
+    assert_eq!(done.finished_at, Some(at(7)));
+    match rerun(j.id, 8).await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("succeeded"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // A cancelled job: its cancelled lakes run again.
+    let c = s.job_insert(job("carol", 2)).await.unwrap().job;
+    s.job_cancel(JobCancelParams {
+        id: c.id,
+        by: "op".into(),
+        reason: None,
+        now: at(9),
+    })
+    .await
+    .unwrap();
+    let again = rerun(c.id, 10).await.unwrap();
+    assert_eq!(
+        (again.state, again.counts.cancelled, again.counts.open()),
+        (JobState::Running, 0, 2)
+    );
+}
+
+async fn every_end_of_a_job_naming_a_webhook_leaves_one_delivery(s: S) {
+    let hooked = |owner: &str, lakes: usize| JobInsertParams {
+        webhook: Some(format!("https://hooks.example.com/{owner}")),
+        ..job(owner, lakes)
+    };
+    let a = s.job_insert(hooked("alice", 1)).await.unwrap().job;
+    let b = s.job_insert(hooked("bob", 2)).await.unwrap().job;
+    let quiet = s.job_insert(job("carol", 1)).await.unwrap().job;
+    assert_eq!(
+        a.webhook.as_deref(),
+        Some("https://hooks.example.com/alice")
+    );
+    let lease = Duration::from_secs(30);
+    assert!(
+        s.webhook_take(at(1), 10, lease).await.unwrap().is_empty(),
+        "nothing ended yet"
+    );
+    // alice's and carol's jobs succeed; bob's is cancelled.
+    for t in claim(&s, "w", 10, 1).await {
+        if t.job_id != b.id {
+            finish(&s, t.lease, ok(2), 2).await;
+        }
+    }
+    s.job_cancel(JobCancelParams {
+        id: b.id,
+        by: "op".into(),
+        reason: None,
+        now: at(3),
+    })
+    .await
+    .unwrap();
+    let due = s.webhook_take(at(4), 10, lease).await.unwrap();
+    let mut ends: Vec<(JobId, String, String, i32)> = due
+        .iter()
+        .map(|d| {
+            (
+                d.job_id,
+                d.url.clone(),
+                d.body["job"]["state"].as_str().unwrap_or("?").to_string(),
+                d.attempt,
+            )
+        })
+        .collect();
+    ends.sort();
+    assert_eq!(
+        ends,
+        vec![
+            (
+                a.id,
+                "https://hooks.example.com/alice".into(),
+                "succeeded".into(),
+                1
+            ),
+            (
+                b.id,
+                "https://hooks.example.com/bob".into(),
+                "cancelled".into(),
+                1
+            ),
+        ],
+        "one each, none for the job without a webhook ({:?})",
+        quiet.id
+    );
+    // Taken: not due again until the lease passes, then tried again (a sender died).
+    assert!(s.webhook_take(at(5), 10, lease).await.unwrap().is_empty());
+    let again = s.webhook_take(at(40), 10, lease).await.unwrap();
+    assert_eq!(again.len(), 2);
+    assert!(again.iter().all(|d| d.attempt == 2));
+    let (da, db) = match again[0].job_id == a.id {
+        true => (&again[0], &again[1]),
+        false => (&again[1], &again[0]),
+    };
+    s.webhook_record(da, DeliveryOutcome::Delivered { status: 204 }, at(41))
+        .await
+        .unwrap();
+    s.webhook_record(
+        db,
+        DeliveryOutcome::Failed {
+            error: "answered 500".into(),
+            retry_at: Some(at(100)),
+        },
+        at(41),
+    )
+    .await
+    .unwrap();
+    // A second record of the same try (a deposed leader's) changes nothing.
+    s.webhook_record(da, DeliveryOutcome::Delivered { status: 200 }, at(42))
+        .await
+        .unwrap();
+    assert!(s.webhook_take(at(99), 10, lease).await.unwrap().is_empty());
+    let last = s.webhook_take(at(100), 10, lease).await.unwrap();
+    assert_eq!((last.len(), last[0].job_id, last[0].attempt), (1, b.id, 3));
+    s.webhook_record(
+        &last[0],
+        DeliveryOutcome::Failed {
+            error: "answered 500".into(),
+            retry_at: None,
+        },
+        at(101),
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.webhook_take(at(10_000), 10, lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "given up"
+    );
+    let ka = kinds(&s, a.id).await;
+    let kb = kinds(&s, b.id).await;
+    assert_eq!(count(&ka, "webhook.delivered"), 1, "{ka:?}");
+    assert_eq!(
+        (count(&kb, "webhook.retried"), count(&kb, "webhook.failed")),
+        (1, 1),
+        "{kb:?}"
+    );
+    // A rerun ends the job again: a second delivery.
+    s.job_rerun(JobRerunParams {
+        id: b.id,
+        by: "bob".into(),
+        now: at(200),
+    })
+    .await
+    .unwrap();
+    for t in claim(&s, "w", 10, 201).await {
+        finish(&s, t.lease, ok(1), 202).await;
+    }
+    let second = s.webhook_take(at(203), 10, lease).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(
+        (second[0].job_id, second[0].body["job"]["state"].as_str()),
+        (b.id, Some("succeeded"))
+    );
+    // A purge takes the job's deliveries with it.
+    s.job_purge(JobPurgeParams {
+        select: PurgeSelect::Job(b.id),
+        by: "op".into(),
+        limit: 1,
+        now: at(300),
+    })
+    .await
+    .unwrap();
+    assert!(
+        s.webhook_take(at(10_000), 10, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    s.webhook_record(
+        &second[0],
+        DeliveryOutcome::Delivered { status: 200 },
+        at(301),
+    )
+    .await
+    .unwrap();
 }

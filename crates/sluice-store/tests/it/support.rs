@@ -37,6 +37,7 @@ pub fn job(owner: &str, lakes: usize) -> JobInsertParams {
         priority: 0,
         max_attempts: 3,
         retention_secs: None,
+        webhook: None,
         tasks: (0..lakes)
             .map(|i| NewTask {
                 lake: format!("lake-{i:05}"),

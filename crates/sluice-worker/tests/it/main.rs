@@ -358,15 +358,8 @@ async fn submit_as(
     max_attempts: i32,
     spec: serde_json::Value,
 ) -> Job {
-    sluice_store::testing::submit(
-        store.as_ref(),
-        owner,
-        lakes,
-        max_attempts,
-        spec,
-        chrono::Utc::now(),
-    )
-    .await
+    let p = sluice_store::testing::job_params(owner, lakes, max_attempts, spec, chrono::Utc::now());
+    sluice_store::testing::submit(store.as_ref(), p).await
 }
 
 /// While one owner's tasks hold every regular slot, a spare slot takes another owner's task
