@@ -6,14 +6,11 @@ CREATE TABLE webhook_deliveries (
     job_id      INTEGER NOT NULL,
     url         TEXT    NOT NULL,
     body        TEXT    NOT NULL CHECK (json_valid(body)),
-    state       TEXT    NOT NULL DEFAULT 'pending'
-                CHECK (state IN ('pending', 'delivered', 'failed')),
     attempts    INTEGER NOT NULL DEFAULT 0,
     next_at     INTEGER NOT NULL,
     last_error  TEXT,
-    created_at  INTEGER NOT NULL,
-    done_at     INTEGER
+    created_at  INTEGER NOT NULL
 );
 
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at) WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at);
 CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id);

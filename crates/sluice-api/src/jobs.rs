@@ -183,14 +183,72 @@ fn check_request(api: &Api, caller: &Caller, req: &SubmitRequest) -> Result<i32,
         )));
     }
     if let Some(url) = &req.webhook {
-        let Some(rules) = api.cfg.webhooks else {
-            return Err(ApiError::BadRequest(
-                "this server sends no webhooks (it has no --webhook-secret): poll GET /v1/jobs/{id}?wait=30s instead".into(),
-            ));
-        };
-        rules.check_url(url).map_err(ApiError::BadRequest)?;
+        webhooks(api)?
+            .rules
+            .check_url(url)
+            .map_err(ApiError::BadRequest)?;
     }
     Ok(max_attempts)
+}
+
+/// This server's webhooks, or the answer to a caller who wants one where none are sent.
+fn webhooks(api: &Api) -> Result<&crate::Webhooks, ApiError> {
+    api.cfg.webhooks.as_ref().ok_or_else(|| {
+        ApiError::BadRequest(
+            "this server sends no webhooks (it has no --webhook-secret): poll GET /v1/jobs/{id}?wait=30s instead".into(),
+        )
+    })
+}
+
+/// 503 while the open backlog is at `--max-backlog-tasks`: new work waits (accepted jobs never do).
+async fn check_backlog(api: &Api) -> Result<(), ApiError> {
+    let Some(max) = api.cfg.max_backlog_tasks else {
+        return Ok(());
+    };
+    let open: i64 = api
+        .store
+        .job_backlog()
+        .await?
+        .iter()
+        .map(|b| b.open_tasks)
+        .sum();
+    if open >= max {
+        return Err(ApiError::Busy {
+            detail: format!(
+                "the backlog holds {open} unfinished lakes (limit {max}): submissions resume as it drains"
+            ),
+            retry_after: 30,
+        });
+    }
+    Ok(())
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct WebhookKey {
+    /// Whose deliveries it verifies: the caller's.
+    owner: String,
+    /// The key (hex): `Sluice-Signature` is `t=<t>,v1=<hex HMAC-SHA256(key, "<t>.<Sluice-Delivery>." + raw body)>`.
+    key: String,
+}
+
+#[utoipa::path(get, path = "/v1/webhook-key", tag = "jobs", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The key the caller's webhook deliveries are signed with (each owner has their own)", body = WebhookKey),
+        (status = 400, description = "This server sends no webhooks", body = crate::wire::Problem, content_type = "application/problem+json"),
+        crate::wire::Unauthorized,
+    ))]
+pub(crate) async fn webhook_key(
+    State(api): State<Api>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let key = webhooks(&api)?.secret.owner_key(&caller.owner);
+    Ok(json(
+        StatusCode::OK,
+        &WebhookKey {
+            owner: caller.owner.clone(),
+            key,
+        },
+    ))
 }
 
 async fn plan(
@@ -302,23 +360,7 @@ pub(crate) async fn submit(
     let req: SubmitRequest = json_body(&api, &headers, body)?;
     let key = idempotency_key(&headers)?;
     let max_attempts = check_request(&api, &caller, &req)?;
-    if let Some(max) = api.cfg.max_backlog_tasks {
-        let open: i64 = api
-            .store
-            .job_backlog()
-            .await?
-            .iter()
-            .map(|b| b.open_tasks)
-            .sum();
-        if open >= max {
-            return Err(ApiError::Busy {
-                detail: format!(
-                    "the backlog holds {open} unfinished lakes (limit {max}): submissions resume as it drains"
-                ),
-                retry_after: 30,
-            });
-        }
-    }
+    check_backlog(&api).await?;
     let planned = plan(&api, &caller, &req.hunt).await?;
     let inserted = api
         .store
@@ -359,10 +401,34 @@ pub(crate) struct GetQuery {
     wait: Option<String>,
 }
 
+/// A long poll counted against `ApiConfig::max_waiting` while it is held.
+struct Waiting;
+
+static WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Waiting {
+    fn hold(max: usize) -> Option<Waiting> {
+        use std::sync::atomic::Ordering;
+        let held = WAITING.fetch_add(1, Ordering::SeqCst);
+        if held >= max {
+            WAITING.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Waiting)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// How often a long poll reads the job again.
 const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// `?wait=`: seconds (`30`), or with a unit (`30s`, `500ms`, `1m`), at most `max`.
+/// `?wait=`: seconds (`30`), or with a unit (`30s`, `500ms`, `1m`); a longer wait than `max`
+/// is cut to it (a long poll may always answer early).
 fn wait(raw: Option<&str>, max: std::time::Duration) -> Result<std::time::Duration, ApiError> {
     use std::time::Duration;
     let Some(raw) = raw else {
@@ -376,26 +442,24 @@ fn wait(raw: Option<&str>, max: std::time::Duration) -> Result<std::time::Durati
     };
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (digits, unit) = raw.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| bad())?;
+    if digits.is_empty() {
+        return Err(bad());
+    }
+    // All digits: too many for a u64 is simply more than `max`.
+    let n: u64 = digits.parse().unwrap_or(u64::MAX);
     let d = match unit {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         _ => return Err(bad()),
     };
-    if d > max {
-        return Err(ApiError::BadRequest(format!(
-            "wait must be at most {}s, got {raw}",
-            max.as_secs()
-        )));
-    }
-    Ok(d)
+    Ok(d.min(max))
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
     params(
         ("id" = i64, Path, minimum = 1, description = "Job id"),
-        ("wait" = Option<String>, Query, pattern = "^[0-9]+(ms|s|m)?$", description = "Long poll: answer as soon as the job's state or progress changes, or it has ended, or after this long (`30s`; at most 80 % of the server's request timeout, 48s by default)"),
+        ("wait" = Option<String>, Query, pattern = "^[0-9]+(ms|s|m)?$", description = "Long poll: answer as soon as the job's state or progress changes, or it has ended, or after this long (`30s`; cut to 80 % of the server's request timeout, 48s by default)"),
     ),
     responses(
         (status = 200, description = "The job", body = JobView),
@@ -413,7 +477,11 @@ pub(crate) async fn get(
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let wait = wait(q.wait.as_deref(), api.cfg.max_wait)?;
     let mut j = visible_job(&api, &caller, id).await?;
-    if !wait.is_zero() && !j.state.is_terminal() {
+    // Past the cap a poll answers at once: waits never take every connection.
+    let held = (!wait.is_zero() && !j.state.is_terminal())
+        .then(|| Waiting::hold(api.cfg.max_waiting))
+        .flatten();
+    if held.is_some() {
         // Polling the row is cheap (its primary key) and needs nothing of the workers.
         let deadline = tokio::time::Instant::now() + wait;
         let seen = (j.state, j.counts, j.rows_found);
@@ -620,8 +688,9 @@ pub(crate) async fn priority(
         (status = 400, description = "Not a job id", body = crate::wire::Problem, content_type = "application/problem+json"),
         crate::wire::Unauthorized,
         (status = 404, description = "No such job, or another owner's", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A researcher's job an operator cancelled", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Still open, or it succeeded: nothing to run again", body = crate::wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Intake closed (drain): retry after Retry-After", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Intake closed (drain) or backlog over the limit: retry after Retry-After", body = crate::wire::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn retry(
     State(api): State<Api>,
@@ -630,6 +699,20 @@ pub(crate) async fn retry(
 ) -> Result<Response, ApiError> {
     let id = job_id(id)?;
     let j = visible_job(&api, &caller, id).await?;
+    // A researcher does not undo an operator's cancel (a runaway hunt stopped on purpose).
+    let by_self = j.error.as_deref().is_some_and(|e| {
+        e.strip_prefix("cancelled by ")
+            .and_then(|rest| rest.strip_prefix(caller.owner.as_str()))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+    });
+    if j.state == JobState::Cancelled && !by_self && caller.role < sluice_store::Role::Operator {
+        return Err(ApiError::Forbidden(format!(
+            "job {} was {}: an operator may run it again",
+            j.id,
+            j.error.as_deref().unwrap_or("cancelled")
+        )));
+    }
+    check_backlog(&api).await?;
     let j = api
         .store
         .job_rerun(JobRerunParams {

@@ -40,9 +40,19 @@ pub struct ApiConfig {
     /// The longest `GET /v1/jobs/{id}?wait=` holds a request: under the server's request
     /// timeout, so a long poll answers before the server gives up on it.
     pub max_wait: std::time::Duration,
-    /// Which webhooks jobs may name; `None`: this deployment sends none (no secret to sign
-    /// them with), and a job naming one is refused.
-    pub webhooks: Option<sluice_core::WebhookRules>,
+    /// Which webhooks jobs may name and the secret owners' keys derive from; `None`: this
+    /// deployment sends none, and a job naming one is refused.
+    pub webhooks: Option<Webhooks>,
+    /// Long polls (`?wait=`) held at once; past it a poll answers at once, so waits never take
+    /// the connections other clients need.
+    pub max_waiting: usize,
+}
+
+/// This deployment's webhooks: who may be called, and the secret deliveries are signed with.
+#[derive(Debug, Clone)]
+pub struct Webhooks {
+    pub rules: sluice_core::WebhookRules,
+    pub secret: sluice_core::WebhookSecret,
 }
 
 impl Default for ApiConfig {
@@ -54,6 +64,7 @@ impl Default for ApiConfig {
             priority: sluice_core::PriorityCeiling::default(),
             max_wait: std::time::Duration::from_secs(50),
             webhooks: None,
+            max_waiting: 256,
         }
     }
 }
@@ -203,6 +214,7 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::priority))
         .routes(routes!(jobs::retry))
+        .routes(routes!(jobs::webhook_key))
         .routes(routes!(lakes::list))
         .routes(routes!(jobs::events))
         .routes(routes!(jobs::results))

@@ -29,4 +29,4 @@ pub use ids::{JobId, LeaseToken, TaskId};
 pub use provider::{Adaptive, AdaptiveConfig, CallClass, CallGate, OpenGate, Permit, Refusal};
 pub use retry::{RetryDecision, RetryPolicy};
 pub use state::{EventKind, IllegalTransition, JobEvent, JobState, TaskEvent, TaskState};
-pub use webhook::{DeliveryPolicy, WebhookRules};
+pub use webhook::{DeliveryPolicy, WebhookRules, WebhookSecret};

@@ -2,7 +2,60 @@
 //! failed delivery is tried again. Pure: the scheduler's notifier sends and signs.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The deployment's webhook secret (`--webhook-secret`). Deliveries are signed with a key
+/// derived from it for the job's owner, so a researcher who verifies their own deliveries
+/// cannot sign one for another; rotating it rotates every owner's key.
+#[derive(Clone)]
+pub struct WebhookSecret(Arc<[u8]>);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(…)")
+    }
+}
+
+impl WebhookSecret {
+    pub fn new(secret: &[u8]) -> Self {
+        WebhookSecret(secret.into())
+    }
+
+    /// `owner`'s key (hex), what they verify deliveries with (`GET /v1/webhook-key`):
+    /// HMAC-SHA256(secret, "sluice-webhook-key:" + owner).
+    pub fn owner_key(&self, owner: &str) -> String {
+        hex(&hmac_sha256(
+            &self.0,
+            &[b"sluice-webhook-key:", owner.as_bytes()],
+        ))
+    }
+
+    /// `Sluice-Signature` of delivery `delivery` of `owner`'s job sent at `t` (unix seconds):
+    /// `t=<t>,v1=<hex HMAC-SHA256(owner key, "<t>.<delivery>." + body)>`. The time and the
+    /// delivery id are signed with the body, so neither can be changed to replay it.
+    pub fn sign(&self, owner: &str, t: i64, delivery: i64, body: &[u8]) -> String {
+        let key = self.owner_key(owner);
+        let head = format!("{t}.{delivery}.");
+        let mac = hmac_sha256(key.as_bytes(), &[head.as_bytes(), body]);
+        format!("t={t},v1={}", hex(&mac))
+    }
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    use hmac::{KeyInit, Mac};
+    // HMAC takes a key of any length (a long one is hashed first): this never fails.
+    #[allow(clippy::expect_used)]
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key");
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().to_vec()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// The longest webhook URL a job may name.
 pub const MAX_WEBHOOK_URL: usize = 2000;
@@ -63,9 +116,13 @@ impl WebhookRules {
         if self.allow_private || is_public(ip) {
             Ok(())
         } else {
-            Err(format!(
-                "webhook address {ip} is not public (loopback, private, link-local or reserved)"
-            ))
+            // Which address is not said: the journal, which the job's owner reads, must not
+            // answer questions about the deployment's own network.
+            let _ = ip;
+            Err(
+                "webhook host is not a public address (loopback, private, link-local or reserved)"
+                    .into(),
+            )
         }
     }
 }
@@ -96,10 +153,11 @@ pub fn is_public(ip: IpAddr) -> bool {
             if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
                 return is_public_v4(embedded);
             }
-            !(v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link-local
-                || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
+            // Global unicast only (2000::/3), less the ranges that tunnel to other networks
+            // (6to4, Teredo) and documentation.
+            (s[0] & 0xe000) == 0x2000
+                && s[0] != 0x2002
+                && !(s[0] == 0x2001 && (s[1] == 0 || s[1] == 0x0db8))
         }
     }
 }
@@ -183,6 +241,11 @@ mod tests {
             ("::ffff:8.8.8.8", true),
             ("64:ff9b::a9fe:a9fe", false), // NAT64 of 169.254.169.254
             ("64:ff9b::808:808", true),
+            ("64:ff9b:1::a", false),        // local-use NAT64
+            ("2002:a9fe:a9fe::1", false),   // 6to4 of 169.254.169.254
+            ("2001:0:4136:e378::1", false), // Teredo
+            ("fec0::1", false),
+            ("::ffff:0:a9fe:a9fe", false),
         ] {
             let addr: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"));
             assert_eq!(is_public(addr), public, "{ip}");
@@ -213,9 +276,19 @@ mod tests {
                 Err("credentials"),
                 Err("credentials"),
             ),
-            ("https://127.0.0.1:8080/", Err("not public"), Ok(())),
-            ("https://[::1]/", Err("not public"), Ok(())),
-            ("https://169.254.169.254/latest/", Err("not public"), Ok(())),
+            (
+                "https://127.0.0.1:8080/",
+                Err("not a public address"),
+                Ok(()),
+            ),
+            ("https://[::1]/", Err("not a public address"), Ok(())),
+            (
+                "https://169.254.169.254/latest/",
+                Err("not a public address"),
+                Ok(()),
+            ),
+            ("https://2852039166/", Err("not a public address"), Ok(())), // 169.254.169.254
+            ("https://0x7f.1/", Err("not a public address"), Ok(())),
             ("https://localhost/", Err("not public"), Ok(())),
             ("https://a.localhost./", Err("not public"), Ok(())),
             ("not a url", Err("not a URL"), Err("not a URL")),
@@ -231,6 +304,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn each_owner_has_a_key_and_the_signature_covers_time_delivery_and_body() {
+        let s = WebhookSecret::new(b"0123456789abcdef");
+        let (alice, bob) = (s.owner_key("alice"), s.owner_key("bob"));
+        assert_eq!(alice.len(), 64);
+        assert_ne!(alice, bob);
+        assert_eq!(
+            alice,
+            WebhookSecret::new(b"0123456789abcdef").owner_key("alice")
+        );
+        assert_ne!(
+            alice,
+            WebhookSecret::new(b"another secret!!").owner_key("alice")
+        );
+        let sig = s.sign("alice", 1_700_000_000, 7, br#"{"a":1}"#);
+        assert!(sig.starts_with("t=1700000000,v1="), "{sig}");
+        // What a receiver computes with its key alone.
+        let want = hex(&hmac_sha256(
+            alice.as_bytes(),
+            &[b"1700000000.7.", br#"{"a":1}"#],
+        ));
+        assert_eq!(sig, format!("t=1700000000,v1={want}"));
+        for other in [
+            s.sign("bob", 1_700_000_000, 7, br#"{"a":1}"#),
+            s.sign("alice", 1_700_000_001, 7, br#"{"a":1}"#),
+            s.sign("alice", 1_700_000_000, 8, br#"{"a":1}"#),
+            s.sign("alice", 1_700_000_000, 7, br#"{"a":2}"#),
+        ] {
+            assert_ne!(sig, other);
+        }
+        // RFC 4231, test case 2: the HMAC is the standard one.
+        assert_eq!(
+            hex(&hmac_sha256(
+                b"Jefe",
+                &[b"what do ya want ", b"for nothing?"]
+            )),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(format!("{s:?}"), "WebhookSecret(…)");
     }
 
     #[test]

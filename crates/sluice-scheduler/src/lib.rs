@@ -12,5 +12,5 @@ mod rescuer;
 
 pub use cleaner::{CleanReport, Cleaner, CleanerConfig, ResultObject, ResultObjects};
 pub use leader::{Scheduler, SchedulerConfig};
-pub use notifier::{Notifier, NotifierConfig, WebhookSecret};
+pub use notifier::{Notifier, NotifierConfig};
 pub use rescuer::{Rescuer, RescuerConfig};

@@ -689,10 +689,11 @@ pub(crate) async fn job_set_priority<D: Db>(
 
 /// Runs an ended job's failed and cancelled lakes again. Their tasks go back to pending with
 /// fresh attempts and fair tags from the job's priority clock (as a job submitted now would
-/// get), each journaled; then the job row (the lock order of every transaction) goes back to
-/// running with those lakes no longer counted failed or cancelled, and is no longer finished
-/// (the cleaner keeps it). The leader's next rebalance fixes its owner's stride. The job row
-/// is locked first, as a purge locks it (its finished tasks are written by nothing else).
+/// get), each journaled; the job goes back to running with those lakes no longer counted
+/// failed or cancelled, and is no longer finished (the cleaner keeps it). The leader's next
+/// rebalance fixes its owner's stride. Unlike the other scripts, which lock an open job's
+/// tasks before its row, this one locks the job row first, as a purge does: an ended job's
+/// tasks are written by nothing else, so the two cannot deadlock with a finish or a cancel.
 pub(crate) async fn job_rerun<D: Db>(c: &mut D::Connection, p: &JobRerunParams) -> Result<Job> {
     let q = sqlx::query(locking::<D>(concat!(
         "SELECT ",
@@ -841,7 +842,7 @@ pub(crate) async fn webhook_take<D: Db>(
     lease: std::time::Duration,
 ) -> Result<Vec<WebhookDelivery>> {
     let q = sqlx::query(locking::<D>(
-        "SELECT id AS v FROM webhook_deliveries WHERE state = 'pending' AND next_at <= $1 \
+        "SELECT id AS v FROM webhook_deliveries WHERE next_at <= $1 \
          ORDER BY next_at, id LIMIT $2",
     ))
     .arg(Ts(now))
@@ -869,7 +870,8 @@ pub(crate) async fn webhook_take<D: Db>(
 }
 
 /// Records one try of a delivery, journaled on its job (the URL's host only: a webhook's path
-/// often holds its secret).
+/// often holds its secret). A delivered or given-up delivery leaves the outbox (the journal
+/// keeps its story); a try another lease has taken over since is not recorded.
 pub(crate) async fn webhook_record<D: Db>(
     c: &mut D::Connection,
     d: &WebhookDelivery,
@@ -879,12 +881,9 @@ pub(crate) async fn webhook_record<D: Db>(
     let host = sluice_core::webhook::host_of(&d.url);
     let (q, kind, detail) = match outcome {
         DeliveryOutcome::Delivered { status } => (
-            sqlx::query(
-                "UPDATE webhook_deliveries SET state = 'delivered', done_at = $2, last_error = NULL \
-                 WHERE id = $1 AND state = 'pending'",
-            )
-            .arg(d.id)
-            .arg(Ts(now)),
+            sqlx::query("DELETE FROM webhook_deliveries WHERE id = $1 AND attempts = $2")
+                .arg(d.id)
+                .arg(d.attempt),
             EventKind::WebhookDelivered,
             serde_json::json!({"delivery": d.id, "attempt": d.attempt, "host": host, "status": status}),
         ),
@@ -894,11 +893,12 @@ pub(crate) async fn webhook_record<D: Db>(
         } => (
             sqlx::query(
                 "UPDATE webhook_deliveries SET next_at = $2, last_error = $3 \
-                 WHERE id = $1 AND state = 'pending'",
+                 WHERE id = $1 AND attempts = $4",
             )
             .arg(d.id)
             .arg(Ts(*at))
-            .arg(error.clone()),
+            .arg(error.clone())
+            .arg(d.attempt),
             EventKind::WebhookRetried,
             serde_json::json!({"delivery": d.id, "attempt": d.attempt, "host": host, "error": error, "retry_at": at}),
         ),
@@ -906,13 +906,9 @@ pub(crate) async fn webhook_record<D: Db>(
             error,
             retry_at: None,
         } => (
-            sqlx::query(
-                "UPDATE webhook_deliveries SET state = 'failed', done_at = $2, last_error = $3 \
-                 WHERE id = $1 AND state = 'pending'",
-            )
-            .arg(d.id)
-            .arg(Ts(now))
-            .arg(error.clone()),
+            sqlx::query("DELETE FROM webhook_deliveries WHERE id = $1 AND attempts = $2")
+                .arg(d.id)
+                .arg(d.attempt),
             EventKind::WebhookFailed,
             serde_json::json!({"delivery": d.id, "attempt": d.attempt, "host": host, "error": error}),
         ),

@@ -720,7 +720,9 @@ struct Timeline {
 }
 
 async fn timeline(store: &dyn Store, job: JobId, all: bool) -> Result<Timeline> {
-    let j = store.job_get(job).await?;
+    let mut j = store.job_get(job).await?;
+    // Its webhook's host only: the path and query often hold the receiver's secret.
+    j.webhook = j.webhook.as_deref().map(sluice_core::webhook::host_of);
     let of_job = sluice_store::EventListParams {
         job_id: Some(job),
         scope: None,

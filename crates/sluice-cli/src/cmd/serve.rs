@@ -104,6 +104,8 @@ impl ServerArgs {
                 // A long poll answers before the server's own deadline cuts it off.
                 max_wait: self.request_timeout.mul_f64(0.8),
                 webhooks: self.worker.election.webhooks(),
+                // Long polls take at most a quarter of the connections.
+                max_waiting: (self.max_connections as usize / 4).max(1),
             },
         };
         let listener = tokio::net::TcpListener::bind(self.listen)
@@ -203,13 +205,15 @@ impl ElectionArgs {
     }
 
     /// Which webhooks jobs may name: `None` without a secret (none are sent).
-    fn webhooks(&self) -> Option<sluice_core::WebhookRules> {
-        self.webhook_secret
-            .as_ref()
-            .map(|_| sluice_core::WebhookRules {
+    fn webhooks(&self) -> Option<sluice_api::Webhooks> {
+        let secret = self.webhook_secret.as_deref()?;
+        Some(sluice_api::Webhooks {
+            rules: sluice_core::WebhookRules {
                 allow_http: self.webhook_allow_http,
                 allow_private: self.webhook_allow_private,
-            })
+            },
+            secret: sluice_core::WebhookSecret::new(secret.trim().as_bytes()),
+        })
     }
 
     fn config(&self, holder: String, rescue_every: Duration) -> Result<SchedulerConfig> {
@@ -225,8 +229,8 @@ impl ElectionArgs {
         cfg.notify.secret = self
             .webhook_secret
             .as_deref()
-            .map(|s| sluice_scheduler::WebhookSecret::new(s.trim().as_bytes()));
-        cfg.notify.rules = self.webhooks().unwrap_or_default();
+            .map(|s| sluice_core::WebhookSecret::new(s.trim().as_bytes()));
+        cfg.notify.rules = self.webhooks().map(|w| w.rules).unwrap_or_default();
         Ok(cfg)
     }
 }
