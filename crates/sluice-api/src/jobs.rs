@@ -234,14 +234,22 @@ pub(crate) struct WebhookKey {
 #[utoipa::path(get, path = "/v1/webhook-key", tag = "jobs", security(("bearer" = [])),
     responses(
         (status = 200, description = "The key the caller's webhook deliveries are signed with (each owner has their own)", body = WebhookKey),
-        (status = 400, description = "This server sends no webhooks", body = crate::wire::Problem, content_type = "application/problem+json"),
         crate::wire::Unauthorized,
+        (status = 404, description = "This server sends no webhooks", body = crate::wire::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn webhook_key(
     State(api): State<Api>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let key = webhooks(&api)?.secret.owner_key(&caller.owner);
+    // No secret, no key: there is nothing at this path on this server.
+    let key = webhooks(&api)
+        .map_err(|_| {
+            ApiError::NotFound(
+                "a webhook key: this server sends no webhooks (it has no --webhook-secret)".into(),
+            )
+        })?
+        .secret
+        .owner_key(&caller.owner);
     Ok(json(
         StatusCode::OK,
         &WebhookKey {

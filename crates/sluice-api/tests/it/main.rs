@@ -2074,7 +2074,7 @@ async fn a_job_names_a_webhook_only_where_the_server_sends_them_and_only_a_publi
     .await;
     problem(&r, StatusCode::BAD_REQUEST, "this server sends no webhooks");
     let r = call(&off.app, "GET", "/v1/webhook-key", Some(&off.alice), None).await;
-    problem(&r, StatusCode::BAD_REQUEST, "this server sends no webhooks");
+    problem(&r, StatusCode::NOT_FOUND, "this server sends no webhooks");
     let t = setup(ApiConfig {
         webhooks: Some(sluice_api::Webhooks {
             rules: sluice_core::WebhookRules::default(),
