@@ -358,7 +358,7 @@ where
 
 /// Opens and locks `path` (exclusively, waiting for other processes); the lock lasts as long
 /// as the returned file.
-async fn lock_file(path: std::path::PathBuf) -> Result<std::fs::File> {
+pub(crate) async fn lock_file(path: std::path::PathBuf) -> Result<std::fs::File> {
     let locked = tokio::task::spawn_blocking(move || {
         let f = std::fs::OpenOptions::new()
             .create(true)

@@ -190,6 +190,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // Opening turns a fresh file to WAL, which needs the file alone: SQLite answers
+        // "database is locked" to a second process doing the same at that instant, without
+        // waiting out the busy timeout. Processes started together take turns (as they do to
+        // migrate).
+        let _opening = match &migrate_lock {
+            Some(path) => Some(crate::backend::lock_file(path.clone()).await?),
+            None => None,
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
