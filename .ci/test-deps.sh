@@ -28,5 +28,5 @@ if [ ! -x "$tools/azurite/node_modules/.bin/azurite-blob" ] || \
   echo "test-deps: installing Azurite into $tools/azurite"
   mkdir -p "$tools/azurite"
   (cd "$tools/azurite" && { [ -f package.json ] || npm init -y >/dev/null; } && \
-    npm install --no-audit --no-fund --silent azurite@3.35.0 @azure/storage-blob@12 >/dev/null)
+    npm install --no-audit --no-fund --silent azurite@3.35.0 @azure/storage-blob@12.32.0 >/dev/null)
 fi

@@ -118,7 +118,6 @@ impl WebhookRules {
         } else {
             // Which address is not said: the journal, which the job's owner reads, must not
             // answer questions about the deployment's own network.
-            let _ = ip;
             Err(
                 "webhook host is not a public address (loopback, private, link-local or reserved)"
                     .into(),

@@ -98,7 +98,11 @@ impl Notifier {
                     warn!(job_id = d.job_id.0, delivery = d.id, attempt = d.attempt, %host, %error, ?retry_at, "webhook not delivered");
                 }
             }
-            self.store.webhook_record(&d, outcome, now).await?;
+            // One that cannot be recorded is tried again when its lease passes; the others
+            // are still recorded.
+            if let Err(e) = self.store.webhook_record(&d, outcome, now).await {
+                warn!(delivery = d.id, error = %e, "recording a webhook try failed");
+            }
         }
         Ok(n)
     }

@@ -98,7 +98,8 @@ pub(crate) async fn jobs_apply<D: Db>(
             "UPDATE jobs SET lakes_done = $1, lakes_failed = $2, lakes_cancelled = $3, \
                  rows_found = rows_found + $4, state = $5, \
                  finished_at = CASE WHEN $6 THEN $7 ELSE finished_at END \
-             WHERE id = $8 RETURNING rows_found",
+             WHERE id = $8 \
+             RETURNING rows_found, CAST(CASE WHEN webhook IS NULL THEN 0 ELSE 1 END AS BIGINT) AS hooked",
         )
         .arg(counts.done)
         .arg(counts.failed)
@@ -108,7 +109,9 @@ pub(crate) async fn jobs_apply<D: Db>(
         .arg(next.is_some())
         .arg(Ts(now))
         .arg(job_id);
-        let Scalar(rows) = D::read(&D::fetch_one(q, c).await?)?;
+        // Whether it names a webhook comes back with the update: the whole row is read only
+        // for a job that ends and has one.
+        let crate::rows::Pair(rows, hooked) = D::read(&D::fetch_one(q, c).await?)?;
         if next.is_some() {
             let detail = serde_json::json!({
                 "done": counts.done, "failed": counts.failed, "cancelled": counts.cancelled,
@@ -123,8 +126,10 @@ pub(crate) async fn jobs_apply<D: Db>(
                 Some(detail),
             )
             .await?;
-            let job = job_get::<D>(c, sluice_core::JobId(job_id)).await?;
-            webhook_enqueue::<D>(c, &job, now).await?;
+            if hooked == 1 {
+                let job = job_get::<D>(c, sluice_core::JobId(job_id)).await?;
+                webhook_enqueue::<D>(c, &job, now).await?;
+            }
         }
     }
     Ok(())
@@ -721,14 +726,10 @@ pub(crate) async fn job_rerun<D: Db>(c: &mut D::Connection, p: &JobRerunParams) 
     if let Some(hold) = intake_get::<D>(c).await? {
         return Err(hold.refusal());
     }
+    // With the job row locked, its failed and cancelled tasks cannot change (only a rerun or
+    // a purge writes an ended job's tasks, and both lock the row first): the journal below
+    // names exactly the tasks the update moves.
     const AGAIN: &str = "job_id = $1 AND state IN ('failed', 'cancelled')";
-    // Locks them first, so the journal below names exactly the tasks the update moves.
-    let q = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) AS v FROM ({}) l",
-        locking::<D>(&format!("SELECT id FROM tasks WHERE {AGAIN}")).0
-    )))
-    .arg(p.id.0);
-    D::fetch_one(q, c).await?;
     // What each task ended with (its state, attempts, error) is in its earlier entries.
     let q = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
@@ -841,31 +842,31 @@ pub(crate) async fn webhook_take<D: Db>(
     limit: u32,
     lease: std::time::Duration,
 ) -> Result<Vec<WebhookDelivery>> {
-    let q = sqlx::query(locking::<D>(
-        "SELECT id AS v FROM webhook_deliveries WHERE next_at <= $1 \
-         ORDER BY next_at, id LIMIT $2",
-    ))
-    .arg(Ts(now))
-    .arg(i64::from(limit.clamp(1, 1000)));
-    let ids: Vec<Scalar> = all::<D, _>(c, q).await?;
     let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-    let mut out = Vec::with_capacity(ids.len());
-    for Scalar(id) in ids {
-        let q = sqlx::query(
-            "UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = $2 WHERE id = $1 \
-             RETURNING id, job_id, url, body, attempts",
+    let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = $3 \
+         WHERE id IN ({}) RETURNING id, job_id, url, body, attempts",
+        locking::<D>(
+            "SELECT id FROM webhook_deliveries WHERE next_at <= $1 ORDER BY next_at, id LIMIT $2"
         )
-        .arg(id)
-        .arg(Ts(until));
-        let r: crate::rows::DeliveryRow = D::read(&D::fetch_one(q, c).await?)?;
-        out.push(WebhookDelivery {
+        .0
+    )))
+    .arg(Ts(now))
+    .arg(i64::from(limit.clamp(1, 1000)))
+    .arg(Ts(until));
+    let rows: Vec<crate::rows::DeliveryRow> = all::<D, _>(c, q).await?;
+    let mut out: Vec<WebhookDelivery> = rows
+        .into_iter()
+        .map(|r| WebhookDelivery {
             id: r.id,
             job_id: sluice_core::JobId(r.job_id),
             url: r.url,
             body: r.body,
             attempt: r.attempts,
-        });
-    }
+        })
+        .collect();
+    // RETURNING gives no order: oldest first, as taken.
+    out.sort_by_key(|d| d.id);
     Ok(out)
 }
 

@@ -226,11 +226,10 @@ impl ElectionArgs {
         };
         cfg.clean.retention = (!self.retention.is_zero()).then_some(self.retention);
         cfg.clean.every = self.clean_every.max(Duration::from_secs(1));
-        cfg.notify.secret = self
-            .webhook_secret
-            .as_deref()
-            .map(|s| sluice_core::WebhookSecret::new(s.trim().as_bytes()));
-        cfg.notify.rules = self.webhooks().map(|w| w.rules).unwrap_or_default();
+        if let Some(w) = self.webhooks() {
+            cfg.notify.secret = Some(w.secret);
+            cfg.notify.rules = w.rules;
+        }
         Ok(cfg)
     }
 }
