@@ -1,7 +1,8 @@
 //! What every verb is handed: where the API or the database is, and how to print. A verb asks
 //! for the API client or for the database; it never decides between them itself, and a verb
 //! that needs the database is refused under `--url` instead of quietly opening the default
-//! one. Text or JSON is chosen here once ([`Ctx::show`]), from the value's [`Render`].
+//! one. Text or JSON is chosen here once: [`Ctx::show`] renders a value's text with its
+//! [`Render`], [`Ctx::show_as`] with a function the verb names.
 
 use crate::client::Client;
 use anyhow::{Context, Result};

@@ -14,7 +14,7 @@ use cli::{Cli, Command, LogFormat};
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// `s` (trimmed) as a whole number and the unit after it; `like` says what a valid one looks
+/// A trimmed `s` as a whole number and the unit after it; `like` says what a valid one looks
 /// like when there is no number.
 fn number_and_unit<'a>(s: &'a str, like: &str) -> Result<(u64, &'a str), String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());

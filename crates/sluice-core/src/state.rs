@@ -13,7 +13,7 @@ pub struct IllegalTransition {
 }
 
 impl IllegalTransition {
-    pub fn new(from: &'static str, event: &'static str) -> IllegalTransition {
+    pub(crate) fn new(from: &'static str, event: &'static str) -> IllegalTransition {
         IllegalTransition { from, event }
     }
 }

@@ -57,8 +57,6 @@ async fn job_fetch(tx: &mut Transaction<'static, Sqlite>, id: i64) -> Result<Job
     read::<Job, _>(&row)
 }
 
-/// One claim pass in the caller's transaction: up to `limit` tasks not in `skip`, in
-/// release order, journaled, their jobs started.
 /// Journals `ev` of the running task `t`, a move this backend made by hand (hand-back, rescue).
 async fn journal_move(
     tx: &mut Transaction<'static, Sqlite>,
@@ -79,6 +77,8 @@ async fn journal_move(
     .await
 }
 
+/// One claim pass in the caller's transaction: up to `limit` tasks not in `skip`, in
+/// release order, journaled, their jobs started.
 async fn claim_pass(
     tx: &mut Transaction<'static, Sqlite>,
     p: &TaskClaimParams,

@@ -256,16 +256,13 @@ pub(crate) async fn stop(mut workers: Vec<Proc>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_holds_at_the_provider_with_two_worker_processes() {
     let (store, url) = sluice_store::testing::pg_store().await;
-    let (rate, burst) = (40.0, 40.0);
-    let lab = Lab::new(
-        &url,
-        LabSize {
-            lakes_per_account: 30,
-            ..LabSize::default()
-        },
-        &[],
-    )
-    .await;
+    let size = LabSize {
+        lakes_per_account: 30,
+        ..LabSize::default()
+    };
+    // The bound is the lab's own budget (rate and burst alike), whatever the default becomes.
+    let (rate, burst) = (f64::from(size.budget), f64::from(size.budget));
+    let lab = Lab::new(&url, size, &[]).await;
     let mut jobs = Vec::new();
     for _ in 0..3 {
         jobs.push(lab.submit("a*").await);

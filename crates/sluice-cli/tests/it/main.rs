@@ -334,7 +334,6 @@ fn spawn_scheduler(url: &str, id: &str) -> Proc {
     )
 }
 
-/// The `leader.*` events so far: (kind, holder, term).
 /// The whole journal (a test's is small).
 pub(crate) async fn journal(store: &PgStore) -> Vec<sluice_store::Event> {
     let all = EventListParams {
@@ -344,6 +343,7 @@ pub(crate) async fn journal(store: &PgStore) -> Vec<sluice_store::Event> {
     store.event_list(all).await.expect("events")
 }
 
+/// The `leader.*` events so far: (kind, holder, term).
 async fn leader_events(store: &PgStore) -> Vec<(String, String, i64)> {
     journal(store)
         .await
