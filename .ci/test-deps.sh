@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What `make test` needs beyond Rust and PostgreSQL, installed when missing: cargo-nextest,
 # promtool (Debian package prometheus: lints the metrics and the alert rules), and the Python
-# modules deploy/check-manifests.py checks the manifests with, and Azurite (npm) for `az://` results.
+# modules deploy/check-manifests.py checks the manifests with, Azurite (npm) for `az://` results,
+# and Chromium with its WebDriver (Debian packages chromium, chromium-driver) for the console.
 set -euo pipefail
 command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 if ! command -v promtool >/dev/null 2>&1; then
@@ -9,6 +10,12 @@ if ! command -v promtool >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
   $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq prometheus >/dev/null
+fi
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "test-deps: installing Chromium and ChromeDriver (Debian packages chromium, chromium-driver)"
+  export DEBIAN_FRONTEND=noninteractive
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 if ! python3 -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
   echo "test-deps: installing kubernetes-validate"

@@ -385,6 +385,22 @@ impl Store for Timed {
     ) -> sluice_store::Result<sluice_store::ApiToken> {
         self.inner.token_revoke(id, now).await
     }
+    async fn session_insert(
+        &self,
+        p: sluice_store::SessionInsertParams,
+    ) -> sluice_store::Result<()> {
+        self.inner.session_insert(p).await
+    }
+    async fn session_find(
+        &self,
+        hash: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> sluice_store::Result<sluice_store::ConsoleSession> {
+        self.inner.session_find(hash, now).await
+    }
+    async fn session_delete(&self, hash: &str) -> sluice_store::Result<()> {
+        self.inner.session_delete(hash).await
+    }
     async fn job_insert(&self, p: JobInsertParams) -> sluice_store::Result<JobInserted> {
         let (t, n) = (Instant::now(), p.tasks.len());
         let r = self.inner.job_insert(p).await;

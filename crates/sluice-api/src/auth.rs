@@ -38,6 +38,13 @@ impl Caller {
     }
 }
 
+/// A token as typed or sent: `slc_` and 64 characters, surrounding blanks ignored; 401 if not.
+pub(crate) fn parse_token(raw: &str) -> Result<&str, ApiError> {
+    Some(raw.trim())
+        .filter(|t| t.starts_with(PREFIX) && t.len() == PREFIX.len() + 64)
+        .ok_or_else(|| ApiError::Unauthorized("malformed bearer token".into()))
+}
+
 impl FromRequestParts<Api> for Caller {
     type Rejection = ApiError;
 
@@ -49,19 +56,22 @@ impl FromRequestParts<Api> for Caller {
         if let Some(c) = parts.extensions.get::<Caller>() {
             return Ok(c.clone());
         }
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::Unauthorized("an Authorization: Bearer token is required".into())
-            })?;
+        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            // A browser signed in to the console: its session cookie (changes need its CSRF
+            // token too).
+            if crate::console::cookie(&parts.headers).is_some() {
+                return crate::console::cookie_caller(api, &parts.method, &parts.headers).await;
+            }
+            return Err(ApiError::Unauthorized(
+                "an Authorization: Bearer token is required".into(),
+            ));
+        };
         let token = header
             .to_str()
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| t.starts_with(PREFIX) && t.len() == PREFIX.len() + 64)
-            .ok_or_else(|| ApiError::Unauthorized("malformed bearer token".into()))?;
+            .ok_or_else(|| ApiError::Unauthorized("malformed bearer token".into()))
+            .and_then(parse_token)?;
         match api.store.token_find(&hash_token(token)).await {
             Ok(t) => Ok(Caller {
                 owner: t.owner,

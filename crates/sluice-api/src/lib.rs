@@ -6,6 +6,7 @@
 mod admin;
 pub mod auth;
 pub mod backlog;
+pub mod console;
 pub mod error;
 mod jobs;
 mod lakes;
@@ -285,6 +286,7 @@ pub fn router(api: Api) -> Router {
         routes
     };
     routes
+        .merge(console::routes())
         .route(
             "/openapi.json",
             get(move || {

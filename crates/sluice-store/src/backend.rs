@@ -147,6 +147,16 @@ where
         scripts::token_revoke::<B::D>(&mut *self.0.conn().await?, id, now).await
     }
 
+    async fn session_insert(&self, p: SessionInsertParams) -> Result<()> {
+        scripts::session_insert::<B::D>(&mut *self.0.conn().await?, &p).await
+    }
+    async fn session_find(&self, hash: &str, now: DateTime<Utc>) -> Result<ConsoleSession> {
+        scripts::session_find::<B::D>(&mut *self.0.conn().await?, hash, now).await
+    }
+    async fn session_delete(&self, hash: &str) -> Result<()> {
+        scripts::session_delete::<B::D>(&mut *self.0.conn().await?, hash).await
+    }
+
     async fn job_insert(&self, p: JobInsertParams) -> Result<JobInserted> {
         validate_job(&p)?;
         self.0.job_insert(p).await

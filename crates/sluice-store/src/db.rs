@@ -91,6 +91,7 @@ pub(crate) trait Db:
     + Reads<crate::model::Job>
     + Reads<crate::model::Task>
     + Reads<crate::model::ApiToken>
+    + Reads<crate::model::ConsoleSession>
     + Reads<crate::model::Lake>
     + Reads<crate::model::Pause>
     + Reads<crate::model::Quota>

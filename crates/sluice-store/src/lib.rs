@@ -49,6 +49,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Revokes a token from `now` on (revoking twice keeps the first time).
     async fn token_revoke(&self, id: i64, now: DateTime<Utc>) -> Result<ApiToken>;
 
+    /// Opens a console session (its id's hash) for the token with `token_hash`, until
+    /// `expires_at`; sessions already expired are removed on the way.
+    async fn session_insert(&self, p: SessionInsertParams) -> Result<()>;
+
+    /// The unexpired session with this hash; [`StoreError::NotFound`] otherwise. Whether its
+    /// token is still live is [`Store::token_find`]'s to say.
+    async fn session_find(&self, hash: &str, now: DateTime<Utc>) -> Result<ConsoleSession>;
+
+    /// Ends a session (sign-out); ending one that is gone is not an error.
+    async fn session_delete(&self, hash: &str) -> Result<()>;
+
     /// Whether this process can serve: the database answers and its schema has every
     /// migration this build knows ([`StoreError::NotReady`] if not). Backs `/readyz`.
     async fn ready(&self) -> Result<()>;

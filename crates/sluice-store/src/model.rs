@@ -973,6 +973,44 @@ pub struct TokenInsertParams {
     pub now: DateTime<Utc>,
 }
 
+/// A signed-in console session: the token it stands for (by hash) and the CSRF token every
+/// change made with it must repeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSession {
+    /// Hex SHA-256 of the API token the session was opened with.
+    pub token_hash: String,
+    pub csrf: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionInsertParams {
+    /// Hex SHA-256 of the session id (the cookie's value); the id itself is never stored.
+    pub hash: String,
+    pub token_hash: String,
+    pub csrf: String,
+    pub now: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+pub(crate) fn validate_session(p: &SessionInsertParams) -> crate::Result<()> {
+    use crate::StoreError::Invalid;
+    let hex64 = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex64(&p.hash) || !hex64(&p.token_hash) {
+        return Err(Invalid(
+            "session and token hashes must be 64 hex digits".into(),
+        ));
+    }
+    if p.csrf.len() < 32 || p.csrf.len() > 128 {
+        return Err(Invalid("a CSRF token has 32 to 128 characters".into()));
+    }
+    if p.expires_at <= p.now {
+        return Err(Invalid("a session must expire after it starts".into()));
+    }
+    Ok(())
+}
+
 pub(crate) fn validate_token(p: &TokenInsertParams) -> crate::Result<()> {
     use crate::StoreError::Invalid;
     validate_owner(&p.owner)?;

@@ -8,8 +8,8 @@
 use crate::error::{Result, StoreError};
 use crate::model::Lease;
 use crate::model::{
-    ApiToken, BreakerRow, Budget, ClaimedTask, Event, IntakeHold, Job, Lake, Leadership, Pause,
-    PauseTarget, Role, Task,
+    ApiToken, BreakerRow, Budget, ClaimedTask, ConsoleSession, Event, IntakeHold, Job, Lake,
+    Leadership, Pause, PauseTarget, Role, Task,
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -290,6 +290,26 @@ impl Decoded for ApiToken {
             label: r.label,
             created_at: r.created_at.0,
             revoked_at: ts(r.revoked_at),
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct SessionRow {
+    token_hash: String,
+    csrf: String,
+    created_at: Ts,
+    expires_at: Ts,
+}
+
+impl Decoded for ConsoleSession {
+    type Row = SessionRow;
+    fn decode(r: SessionRow) -> Result<ConsoleSession> {
+        Ok(ConsoleSession {
+            token_hash: r.token_hash,
+            csrf: r.csrf,
+            created_at: r.created_at.0,
+            expires_at: r.expires_at.0,
         })
     }
 }

@@ -318,6 +318,48 @@ pub(crate) async fn token_revoke<D: Db>(
     found::<D, _>(c, q, format!("token {id}")).await
 }
 
+/// Opens a session; sessions that expired before `now` go first (sign-ins are rare, so the
+/// table stays small without a sweeper).
+pub(crate) async fn session_insert<D: Db>(
+    c: &mut D::Connection,
+    p: &SessionInsertParams,
+) -> Result<()> {
+    crate::model::validate_session(p)?;
+    let q = sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1").arg(Ts(p.now));
+    D::execute(q, c).await?;
+    let q = sqlx::query(
+        "INSERT INTO console_sessions (hash, token_hash, csrf, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .arg(p.hash.clone())
+    .arg(p.token_hash.clone())
+    .arg(p.csrf.clone())
+    .arg(Ts(p.now))
+    .arg(Ts(p.expires_at));
+    D::execute(q, c).await?;
+    Ok(())
+}
+
+pub(crate) async fn session_find<D: Db>(
+    c: &mut D::Connection,
+    hash: &str,
+    now: DateTime<Utc>,
+) -> Result<ConsoleSession> {
+    let q = sqlx::query(
+        "SELECT token_hash, csrf, created_at, expires_at FROM console_sessions \
+         WHERE hash = $1 AND expires_at > $2",
+    )
+    .arg(hash.to_string())
+    .arg(Ts(now));
+    found::<D, _>(c, q, "session".into()).await
+}
+
+pub(crate) async fn session_delete<D: Db>(c: &mut D::Connection, hash: &str) -> Result<()> {
+    let q = sqlx::query("DELETE FROM console_sessions WHERE hash = $1").arg(hash.to_string());
+    D::execute(q, c).await?;
+    Ok(())
+}
+
 pub(crate) async fn lake_insert<D: Db>(
     c: &mut D::Connection,
     p: &LakeInsertParams,

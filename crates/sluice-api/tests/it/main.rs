@@ -15,6 +15,8 @@ use sluice_store::{LakeAccess, NewTask, Role, Store, StoreExt, TokenInsertParams
 use std::sync::Arc;
 use tower::ServiceExt;
 
+mod console;
+
 /// The team a stand-in lake belongs to: `lake-0` red, `lake-1` blue, and so on.
 fn team(i: usize) -> &'static str {
     if i.is_multiple_of(2) { "red" } else { "blue" }

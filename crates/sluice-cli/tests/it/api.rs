@@ -83,7 +83,7 @@ pub(crate) fn token_of(db: &str, results: &std::path::Path, owner: &str, role: &
 
 /// Starts `sluice server` on `db` (results in `results`) at `addr` with `extra` flags and
 /// `env`, and waits until it is ready.
-fn start_server(
+pub(crate) fn start_server(
     db: &str,
     results: &std::path::Path,
     addr: &str,
@@ -102,7 +102,7 @@ fn start_server(
 }
 
 /// Stops a server with SIGTERM; it must exit cleanly.
-fn stop_server(mut server: Proc) {
+pub(crate) fn stop_server(mut server: Proc) {
     signal(&server, libc::SIGTERM);
     assert!(wait_exit(&mut server, Duration::from_secs(30)).success());
 }

@@ -68,6 +68,7 @@ conformance!(
     the_cleaner_removes_finished_jobs_past_their_retention_only,
     a_rerun_runs_failed_and_cancelled_lakes_again,
     every_end_of_a_job_naming_a_webhook_leaves_one_delivery,
+    console_sessions_live_until_they_expire_or_sign_out,
 );
 
 fn lease() -> Duration {
@@ -2992,4 +2993,50 @@ async fn every_end_of_a_job_naming_a_webhook_leaves_one_delivery(s: S) {
     )
     .await
     .unwrap();
+}
+
+async fn console_sessions_live_until_they_expire_or_sign_out(s: S) {
+    let open = |hash: &str, now, expires_at| SessionInsertParams {
+        hash: hash.into(),
+        token_hash: "a".repeat(64),
+        csrf: "c".repeat(43),
+        now,
+        expires_at,
+    };
+    let (h1, h2) = ("1".repeat(64), "2".repeat(64));
+    s.session_insert(open(&h1, t0(), at(3600))).await.unwrap();
+    s.session_insert(open(&h2, t0(), at(60))).await.unwrap();
+    let found = s.session_find(&h1, at(10)).await.unwrap();
+    assert_eq!(
+        (found.token_hash, found.csrf, found.expires_at),
+        ("a".repeat(64), "c".repeat(43), at(3600))
+    );
+    // Past its expiry a session is gone, even before anything removed its row.
+    assert!(matches!(
+        s.session_find(&h2, at(60)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(s.session_find(&h2, at(59)).await.is_ok());
+    // The next sign-in removes the expired row: going back in time does not revive it.
+    s.session_insert(open(&"3".repeat(64), at(120), at(900)))
+        .await
+        .unwrap();
+    assert!(s.session_find(&h2, at(59)).await.is_err());
+    // Sign-out ends one session, and twice is not an error.
+    s.session_delete(&h1).await.unwrap();
+    s.session_delete(&h1).await.unwrap();
+    assert!(s.session_find(&h1, at(10)).await.is_err());
+    assert!(s.session_find(&"3".repeat(64), at(130)).await.is_ok());
+    // The same id twice, malformed hashes, a short CSRF token or no lifetime: refused.
+    for bad in [
+        open(&"3".repeat(64), at(130), at(900)),
+        open("short", t0(), at(60)),
+        SessionInsertParams {
+            csrf: "c".into(),
+            ..open(&"4".repeat(64), t0(), at(60))
+        },
+        open(&"5".repeat(64), at(60), at(60)),
+    ] {
+        assert!(s.session_insert(bad.clone()).await.is_err(), "{bad:?}");
+    }
 }
