@@ -401,6 +401,56 @@ impl Store for Timed {
     async fn session_delete(&self, hash: &str) -> sluice_store::Result<()> {
         self.inner.session_delete(hash).await
     }
+    async fn schedule_insert(
+        &self,
+        p: sluice_store::ScheduleInsertParams,
+    ) -> sluice_store::Result<sluice_store::Schedule> {
+        self.inner.schedule_insert(p).await
+    }
+    async fn schedule_get(&self, id: i64) -> sluice_store::Result<sluice_store::Schedule> {
+        self.inner.schedule_get(id).await
+    }
+    async fn schedule_list(
+        &self,
+        owner: Option<&str>,
+    ) -> sluice_store::Result<Vec<sluice_store::Schedule>> {
+        self.inner.schedule_list(owner).await
+    }
+    async fn schedule_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> sluice_store::Result<Vec<sluice_store::Schedule>> {
+        self.inner.schedule_due(now, limit).await
+    }
+    async fn schedule_ran(&self, p: sluice_store::ScheduleRanParams) -> sluice_store::Result<bool> {
+        self.inner.schedule_ran(p).await
+    }
+    async fn schedule_pause(
+        &self,
+        id: i64,
+        by: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> sluice_store::Result<sluice_store::Schedule> {
+        self.inner.schedule_pause(id, by, now).await
+    }
+    async fn schedule_resume(
+        &self,
+        id: i64,
+        by: &str,
+        next_at: chrono::DateTime<chrono::Utc>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> sluice_store::Result<sluice_store::Schedule> {
+        self.inner.schedule_resume(id, by, next_at, now).await
+    }
+    async fn schedule_delete(
+        &self,
+        id: i64,
+        by: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> sluice_store::Result<()> {
+        self.inner.schedule_delete(id, by, now).await
+    }
     async fn job_insert(&self, p: JobInsertParams) -> sluice_store::Result<JobInserted> {
         let (t, n) = (Instant::now(), p.tasks.len());
         let r = self.inner.job_insert(p).await;

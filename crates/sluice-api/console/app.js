@@ -51,7 +51,9 @@ async function api(method, path, body, extra = {}) {
     location.assign('/signin');
   }
   if (!res.ok) {
-    throw new ApiError(res.status, data && typeof data === 'object' ? data : { detail: String(data) });
+    const err = new ApiError(res.status, data && typeof data === 'object' ? data : { detail: String(data) });
+    err.retryAfter = res.headers.get('retry-after');
+    throw err;
   }
   return { data, headers: res.headers };
 }
@@ -68,6 +70,16 @@ const ended = (j) => j.lakes.done + j.lakes.failed + j.lakes.cancelled;
 const table = (id, heads, body) =>
   h('table', { id }, h('thead', {}, h('tr', {}, heads.map((t) => h('th', {}, t)))), body);
 const failure = (e) => h('p', { class: 'error', role: 'alert' }, e.message);
+
+/** Calls `load` now and then every `ms` after the last call ended, while the tab is visible. */
+async function every(ms, load) {
+  await load();
+  const next = () => setTimeout(async () => {
+    if (!document.hidden) await load();
+    next();
+  }, ms);
+  next();
+}
 
 /** Asks before a change; resolves to `{reason}` when confirmed, `null` when not. */
 function confirmAction(text, withReason = false) {
@@ -118,7 +130,8 @@ async function signOut() {
 function signinPage() {
   // No `name` on the input: were this script not running, a plain form submission could not
   // put the token in a URL.
-  const token = h('input', { id: 'token', type: 'password', autocomplete: 'off', placeholder: 'slc_…' });
+  // Text masked by CSS, not a password field: browsers offer to keep passwords.
+  const token = h('input', { id: 'token', type: 'text', class: 'secret', autocomplete: 'off', spellcheck: 'false', placeholder: 'slc_…' });
   const err = h('p', { id: 'signin-error', class: 'error', role: 'alert' });
   const form = h('form', {
     class: 'card signin',
@@ -185,9 +198,8 @@ async function jobsPage() {
       status.replaceChildren(failure(e));
     }
   }
-  await load();
   // Fresh every few seconds, unless the reader has paged on.
-  setInterval(() => { if (!extended) load(); }, 5000);
+  await every(5000, async () => { if (!extended) await load(); });
 }
 
 async function huntPage() {
@@ -366,7 +378,9 @@ async function jobPage(id) {
           return null;
         }
         note.replaceChildren(failure(e));
-        await new Promise((r) => setTimeout(r, 3000));
+        // Try again later (as the server asks, when it says), not at once.
+        const after = Number(e.retryAfter) || 5;
+        await new Promise((r) => setTimeout(r, Math.min(60, after) * 1000));
       }
     }
   }
@@ -431,7 +445,8 @@ async function jobPage(id) {
           offset ? h('button', { id: 'results-prev', onclick: () => { offset = Math.max(0, offset - 50); loadResults(); } }, 'Previous') : '',
           next ? h('button', { id: 'results-next', onclick: () => { offset = Number(next); loadResults(); } }, 'Next') : '',
           h('a', { id: 'download-csv', href: `${base}?format=csv&limit=100000`, download: `job-${Number(id)}.csv` }, 'Download CSV'),
-          h('a', { id: 'download-parquet', href: `${base}?format=parquet&limit=100000`, download: `job-${Number(id)}.parquet` }, 'Download Parquet')),
+          h('a', { id: 'download-parquet', href: `${base}?format=parquet&limit=100000`, download: `job-${Number(id)}.parquet` }, 'Download Parquet'),
+          h('span', { class: 'muted' }, 'downloads hold the first 100,000 rows; `sluice results` reads every row')),
         rows.length ? table('result-rows', cols, h('tbody', {}, rows.map((r) => h('tr', {}, cols.map((c) => h('td', {}, cell(r[c]))))))) : '');
     } catch (e) {
       results.replaceChildren(failure(e));
@@ -466,12 +481,19 @@ async function jobPage(id) {
   let generation = 0;
   async function follow() {
     const mine = ++generation;
+    let pause = 0;
     while (mine === generation && OPEN.has(job.state)) {
+      const asked = Date.now();
       const fresh = await fetchJob(true);
       if (mine !== generation || !fresh) return;
+      // A poll the server answered at once with nothing new (it holds only so many): back
+      // off, 2 s doubling to 30 s, rather than ask again and again.
+      const same = JSON.stringify(fresh) === JSON.stringify(job);
+      pause = same && Date.now() - asked < 1000 ? Math.min(30000, Math.max(2000, pause * 2)) : 0;
       job = fresh;
       render();
       await refreshParts();
+      if (pause) await new Promise((r) => setTimeout(r, pause * (0.75 + Math.random() / 2)));
     }
     if (mine === generation) await loadEvents();
   }
@@ -589,8 +611,7 @@ async function opsPage() {
       note.replaceChildren(failure(e));
     }
   }
-  await load();
-  setInterval(load, 5000);
+  await every(5000, load);
 }
 
 async function start() {

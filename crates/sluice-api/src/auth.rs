@@ -59,7 +59,7 @@ impl FromRequestParts<Api> for Caller {
         let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
             // A browser signed in to the console: its session cookie (changes need its CSRF
             // token too).
-            if crate::console::cookie(&parts.headers).is_some() {
+            if crate::console::cookie(&parts.headers) != crate::console::SessionCookie::None {
                 return crate::console::cookie_caller(api, &parts.method, &parts.headers).await;
             }
             return Err(ApiError::Unauthorized(

@@ -53,8 +53,15 @@ pub(crate) fn routes() -> Router<Api> {
 }
 
 async fn guard_headers(req: Request, next: Next) -> Response {
+    let tls = behind_tls(req.headers());
     let mut res = next.run(req).await;
     let h = res.headers_mut();
+    if tls {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -69,6 +76,18 @@ async fn guard_headers(req: Request, next: Next) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// Every answer of the API (which a browser's cookie may now have fetched): never cached by a
+/// shared cache, never sniffed into another type.
+pub(crate) async fn no_store(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
     res
 }
 
@@ -120,6 +139,11 @@ async fn sign_in(
         }
         Err(e) => return Err(e.into()),
     };
+    // A session the browser still holds ends here: signing in again never leaves an old
+    // (perhaps stolen) id alive beside the new one.
+    if let SessionCookie::Id(old) = cookie(&headers) {
+        api.store.session_delete(&hash_token(old)).await?;
+    }
     let id = hex::encode(rand::random::<[u8; 32]>());
     let csrf = hex::encode(rand::random::<[u8; 32]>());
     let now = chrono::Utc::now();
@@ -167,7 +191,7 @@ async fn whoami(State(api): State<Api>, headers: HeaderMap) -> Result<Response, 
 async fn sign_out(State(api): State<Api>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (session, _) = session_caller(&api, &headers).await?;
     check_change(&headers, &session.csrf)?;
-    if let Some(id) = cookie(&headers) {
+    if let SessionCookie::Id(id) = cookie(&headers) {
         api.store.session_delete(&hash_token(id)).await?;
     }
     let secure = behind_tls(&headers);
@@ -193,17 +217,44 @@ fn behind_tls(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
 }
 
-/// The session id the request's cookie carries, if it is shaped like one.
-pub(crate) fn cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
+/// What the request's session cookies say: none; one id (shaped like one); or a problem —
+/// more than one, or one that is malformed or named for the other transport.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SessionCookie<'a> {
+    None,
+    Id(&'a str),
+    Refused,
+}
+
+/// The session cookie of a request. Behind TLS only the `__Host-` name counts (a cookie that
+/// a sibling subdomain or a plain-HTTP response planted cannot have it); over plain HTTP only
+/// the plain one. Two session cookies are refused, not chosen between: a planted one could
+/// come first.
+pub(crate) fn cookie(headers: &HeaderMap) -> SessionCookie<'_> {
+    let name = if behind_tls(headers) {
+        SECURE_COOKIE
+    } else {
+        COOKIE
+    };
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE || *k == SECURE_COOKIE)
-        .map(|(_, v)| v.trim())
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter(|(k, _)| *k == COOKIE || *k == SECURE_COOKIE);
+    let Some((k, v)) = found.next() else {
+        return SessionCookie::None;
+    };
+    let v = v.trim();
+    if found.next().is_some()
+        || k != name
+        || v.len() != 64
+        || !v.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return SessionCookie::Refused;
+    }
+    SessionCookie::Id(v)
 }
 
 /// The session the cookie names and the caller it signs in: 401 when there is none, it has
@@ -213,7 +264,9 @@ async fn session_caller(
     headers: &HeaderMap,
 ) -> Result<(sluice_store::ConsoleSession, Caller), ApiError> {
     let ended = || ApiError::Unauthorized("not signed in, or the session has ended".into());
-    let id = cookie(headers).ok_or_else(ended)?;
+    let SessionCookie::Id(id) = cookie(headers) else {
+        return Err(ended());
+    };
     let session = match api
         .store
         .session_find(&hash_token(id), chrono::Utc::now())
@@ -307,18 +360,39 @@ mod tests {
     }
 
     #[test]
-    fn the_cookie_is_found_among_others_and_must_look_like_an_id() {
+    fn only_one_session_cookie_of_the_transports_name_counts() {
         let id = "ab".repeat(32);
-        let check = |cookie_header: &str, want: Option<&str>| {
-            let h = headers(&[("cookie", cookie_header)]);
-            assert_eq!(cookie(&h), want, "{cookie_header}");
+        let check = |pairs: &[(&'static str, &str)], want: SessionCookie<'_>| {
+            assert_eq!(cookie(&headers(pairs)), want, "{pairs:?}");
         };
-        check(&format!("a=1; sluice_session={id}; b=2"), Some(&id));
-        check(&format!("__Host-sluice_session={id}"), Some(&id));
-        check("sluice_session=short", None);
-        check(&format!("sluice_session={}", "zz".repeat(32)), None);
-        check(&format!("xsluice_session={id}"), None);
-        check("", None);
+        let plain = format!("a=1; sluice_session={id}; b=2");
+        check(&[("cookie", &plain)], SessionCookie::Id(&id));
+        check(&[("cookie", "theme=dark")], SessionCookie::None);
+        check(&[], SessionCookie::None);
+        check(
+            &[("cookie", "sluice_session=short")],
+            SessionCookie::Refused,
+        );
+        let bad = format!("sluice_session={}", "zz".repeat(32));
+        check(&[("cookie", &bad)], SessionCookie::Refused);
+        let other = format!("xsluice_session={id}");
+        check(&[("cookie", &other)], SessionCookie::None);
+        // Two session cookies (one may be planted): refused, whatever their order.
+        let two = format!("sluice_session={id}; sluice_session={}", "cd".repeat(32));
+        check(&[("cookie", &two)], SessionCookie::Refused);
+        let one = format!("sluice_session={id}");
+        check(
+            &[("cookie", &one), ("cookie", &one)],
+            SessionCookie::Refused,
+        );
+        // Behind TLS only the __Host- name, over plain HTTP only the plain one.
+        let tls = ("x-forwarded-proto", "https");
+        let host = format!("__Host-sluice_session={id}");
+        check(&[tls, ("cookie", &host)], SessionCookie::Id(&id));
+        check(&[tls, ("cookie", &one)], SessionCookie::Refused);
+        let both = format!("{one}; {host}");
+        check(&[tls, ("cookie", &both)], SessionCookie::Refused);
+        check(&[("cookie", &host)], SessionCookie::Refused);
     }
 
     #[test]

@@ -802,6 +802,19 @@ pub(crate) async fn results(
     if !j.state.is_terminal() {
         h.insert("x-partial", header::HeaderValue::from_static("true"));
     }
+    // Rows are the lakes' data, which anyone may have written: a browser saves a CSV or
+    // Parquet page, it never renders one.
+    let ext = match format {
+        crate::ResultFormat::Json => None,
+        crate::ResultFormat::Csv => Some("csv"),
+        crate::ResultFormat::Parquet => Some("parquet"),
+    };
+    if let Some(ext) = ext
+        && let Ok(v) =
+            header::HeaderValue::from_str(&format!("attachment; filename=\"job-{}.{ext}\"", j.id))
+    {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
     Ok(resp)
 }
 

@@ -300,6 +300,7 @@ pub fn router(api: Api) -> Router {
             }),
         )
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn(console::no_store))
         .layer(axum::middleware::from_fn(metrics::observe))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(api)

@@ -14,6 +14,7 @@ pub mod hunt;
 pub mod ids;
 pub mod provider;
 pub mod retry;
+pub mod schedule;
 pub mod secrets;
 pub mod state;
 pub mod webhook;

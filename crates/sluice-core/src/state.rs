@@ -99,6 +99,11 @@ pub enum EventKind {
     WebhookDelivered,
     WebhookRetried,
     WebhookFailed,
+    ScheduleFired,
+    ScheduleSkipped,
+    SchedulePaused,
+    ScheduleResumed,
+    ScheduleDeleted,
 }
 
 str_enum!(EventKind {
@@ -138,6 +143,11 @@ str_enum!(EventKind {
     ProviderFrozen => "provider.frozen",
     WebhookDelivered => "webhook.delivered",
     WebhookRetried => "webhook.retried",
+    ScheduleFired => "schedule.fired",
+    ScheduleSkipped => "schedule.skipped",
+    SchedulePaused => "schedule.paused",
+    ScheduleResumed => "schedule.resumed",
+    ScheduleDeleted => "schedule.deleted",
     WebhookFailed => "webhook.failed",
 });
 

@@ -157,6 +157,46 @@ where
         scripts::session_delete::<B::D>(&mut *self.0.conn().await?, hash).await
     }
 
+    async fn schedule_insert(&self, p: ScheduleInsertParams) -> Result<Schedule> {
+        in_tx!(&self.0, |c| scripts::schedule_insert::<B::D>(c, &p).await)
+    }
+    async fn schedule_get(&self, id: i64) -> Result<Schedule> {
+        scripts::schedule_get::<B::D>(&mut *self.0.conn().await?, id).await
+    }
+    async fn schedule_list(&self, owner: Option<&str>) -> Result<Vec<Schedule>> {
+        scripts::schedule_list::<B::D>(&mut *self.0.conn().await?, owner).await
+    }
+    async fn schedule_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Schedule>> {
+        scripts::schedule_due::<B::D>(&mut *self.0.conn().await?, now, limit).await
+    }
+    async fn schedule_ran(&self, p: ScheduleRanParams) -> Result<bool> {
+        in_tx!(&self.0, |c| scripts::schedule_ran::<B::D>(c, &p).await)
+    }
+    async fn schedule_pause(&self, id: i64, by: &str, now: DateTime<Utc>) -> Result<Schedule> {
+        in_tx!(&self.0, |c| scripts::schedule_hold::<B::D>(
+            c, id, by, true, now, now
+        )
+        .await)
+    }
+    async fn schedule_resume(
+        &self,
+        id: i64,
+        by: &str,
+        next_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Schedule> {
+        in_tx!(&self.0, |c| scripts::schedule_hold::<B::D>(
+            c, id, by, false, next_at, now
+        )
+        .await)
+    }
+    async fn schedule_delete(&self, id: i64, by: &str, now: DateTime<Utc>) -> Result<()> {
+        in_tx!(&self.0, |c| scripts::schedule_delete::<B::D>(
+            c, id, by, now
+        )
+        .await)
+    }
+
     async fn job_insert(&self, p: JobInsertParams) -> Result<JobInserted> {
         validate_job(&p)?;
         self.0.job_insert(p).await

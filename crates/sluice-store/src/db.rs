@@ -92,6 +92,7 @@ pub(crate) trait Db:
     + Reads<crate::model::Task>
     + Reads<crate::model::ApiToken>
     + Reads<crate::model::ConsoleSession>
+    + Reads<crate::model::Schedule>
     + Reads<crate::model::Lake>
     + Reads<crate::model::Pause>
     + Reads<crate::model::Quota>

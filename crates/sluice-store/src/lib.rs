@@ -60,6 +60,38 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Ends a session (sign-out); ending one that is gone is not an error.
     async fn session_delete(&self, hash: &str) -> Result<()>;
 
+    /// Stores a recurring hunt; a name the owner already uses is a [`StoreError::Conflict`].
+    async fn schedule_insert(&self, p: ScheduleInsertParams) -> Result<Schedule>;
+
+    async fn schedule_get(&self, id: i64) -> Result<Schedule>;
+
+    /// Every schedule (of `owner` only, if given), oldest first.
+    async fn schedule_list(&self, owner: Option<&str>) -> Result<Vec<Schedule>>;
+
+    /// Unpaused schedules whose tick is due at `now`, earliest first.
+    async fn schedule_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Schedule>>;
+
+    /// Records what a due tick did and moves the schedule to its next tick, journaled
+    /// (`schedule.fired` on the job, or `schedule.skipped`) — unless the tick was recorded
+    /// already (another leader fired it): `false` then, and nothing is written.
+    async fn schedule_ran(&self, p: ScheduleRanParams) -> Result<bool>;
+
+    /// Holds a schedule's ticks until resumed (pausing twice keeps the first pause).
+    async fn schedule_pause(&self, id: i64, by: &str, now: DateTime<Utc>) -> Result<Schedule>;
+
+    /// Lets a paused schedule run again from `next_at` (ticks missed while paused are not
+    /// made up); resuming one that runs changes nothing but the journal.
+    async fn schedule_resume(
+        &self,
+        id: i64,
+        by: &str,
+        next_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Schedule>;
+
+    /// Removes a schedule (the jobs it made stay).
+    async fn schedule_delete(&self, id: i64, by: &str, now: DateTime<Utc>) -> Result<()>;
+
     /// Whether this process can serve: the database answers and its schema has every
     /// migration this build knows ([`StoreError::NotReady`] if not). Backs `/readyz`.
     async fn ready(&self) -> Result<()>;

@@ -984,6 +984,9 @@ pub struct ConsoleSession {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Console sessions one token may hold at once; a new sign-in ends the oldest beyond it.
+pub const MAX_SESSIONS: i64 = 10;
+
 #[derive(Debug, Clone)]
 pub struct SessionInsertParams {
     /// Hex SHA-256 of the session id (the cookie's value); the id itself is never stored.
@@ -1007,6 +1010,86 @@ pub(crate) fn validate_session(p: &SessionInsertParams) -> crate::Result<()> {
     }
     if p.expires_at <= p.now {
         return Err(Invalid("a session must expire after it starts".into()));
+    }
+    Ok(())
+}
+
+/// A recurring hunt: the submission it makes at every tick, and where it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub id: i64,
+    pub owner: String,
+    pub name: String,
+    /// The submission each run makes (`hunt`, `priority`, `max_attempts`, `retention_secs`,
+    /// `webhook`), as the API accepted it.
+    pub request: serde_json::Value,
+    pub every_secs: Option<i64>,
+    pub cron: Option<String>,
+    /// Each run hunts over the `range_secs` before its tick.
+    pub range_secs: Option<i64>,
+    /// The lakes the creating token could hunt: every run plans within them.
+    pub lakes: LakeAccess,
+    /// The tick due next.
+    pub next_at: DateTime<Utc>,
+    pub paused_at: Option<DateTime<Utc>>,
+    pub paused_by: Option<String>,
+    pub runs: i64,
+    pub last_job_id: Option<JobId>,
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// Why the last tick made no job (cleared by the next run that makes one).
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleInsertParams {
+    pub owner: String,
+    pub name: String,
+    pub request: serde_json::Value,
+    pub every_secs: Option<i64>,
+    pub cron: Option<String>,
+    pub range_secs: Option<i64>,
+    pub lakes: LakeAccess,
+    pub next_at: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+/// What one tick of a schedule did.
+#[derive(Debug, Clone)]
+pub struct ScheduleRanParams {
+    pub id: i64,
+    /// The tick that was due (the schedule's `next_at` when it was taken): the update is
+    /// guarded by it, so a tick is recorded once however many leaders fired it.
+    pub tick: DateTime<Utc>,
+    /// The tick due after it.
+    pub next_at: DateTime<Utc>,
+    /// The job it made, or why it made none.
+    pub outcome: std::result::Result<JobId, String>,
+    pub now: DateTime<Utc>,
+}
+
+pub(crate) fn validate_schedule(p: &ScheduleInsertParams) -> crate::Result<()> {
+    use crate::StoreError::Invalid;
+    validate_owner(&p.owner)?;
+    p.lakes.check().map_err(Invalid)?;
+    let name_ok = !p.name.is_empty()
+        && p.name.len() <= 100
+        && p.name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !name_ok {
+        return Err(Invalid(format!(
+            "a schedule's name is 1 to 100 letters, digits, '-', '_' or '.', got {:?}",
+            p.name
+        )));
+    }
+    if p.every_secs.is_some() == p.cron.is_some() {
+        return Err(Invalid(
+            "a schedule has an interval or a cron pattern".into(),
+        ));
+    }
+    if !p.request.is_object() {
+        return Err(Invalid("a schedule's request is a JSON object".into()));
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use crate::error::{Result, StoreError};
 use crate::model::Lease;
 use crate::model::{
     ApiToken, BreakerRow, Budget, ClaimedTask, ConsoleSession, Event, IntakeHold, Job, Lake,
-    Leadership, Pause, PauseTarget, Role, Task,
+    Leadership, Pause, PauseTarget, Role, Schedule, Task,
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -310,6 +310,50 @@ impl Decoded for ConsoleSession {
             csrf: r.csrf,
             created_at: r.created_at.0,
             expires_at: r.expires_at.0,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(crate) struct ScheduleRow {
+    id: i64,
+    owner: String,
+    name: String,
+    request: Value,
+    every_secs: Option<i64>,
+    cron: Option<String>,
+    range_secs: Option<i64>,
+    lakes: Value,
+    next_at: Ts,
+    paused_at: Option<Ts>,
+    paused_by: Option<String>,
+    runs: i64,
+    last_job_id: Option<i64>,
+    last_run_at: Option<Ts>,
+    last_error: Option<String>,
+    created_at: Ts,
+}
+
+impl Decoded for Schedule {
+    type Row = ScheduleRow;
+    fn decode(r: ScheduleRow) -> Result<Schedule> {
+        Ok(Schedule {
+            id: r.id,
+            owner: r.owner,
+            name: r.name,
+            request: r.request,
+            every_secs: r.every_secs,
+            cron: r.cron,
+            range_secs: r.range_secs,
+            lakes: de("schedules.lakes", r.lakes)?,
+            next_at: r.next_at.0,
+            paused_at: ts(r.paused_at),
+            paused_by: r.paused_by,
+            runs: r.runs,
+            last_job_id: r.last_job_id.map(JobId),
+            last_run_at: ts(r.last_run_at),
+            last_error: r.last_error,
+            created_at: r.created_at.0,
         })
     }
 }

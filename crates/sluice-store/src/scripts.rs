@@ -327,6 +327,16 @@ pub(crate) async fn session_insert<D: Db>(
     crate::model::validate_session(p)?;
     let q = sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1").arg(Ts(p.now));
     D::execute(q, c).await?;
+    // A token holds at most MAX_SESSIONS at once: signing in again and again (a script, a
+    // leaked token) ends the oldest instead of growing the table.
+    let q = sqlx::query(
+        "DELETE FROM console_sessions WHERE token_hash = $1 AND hash NOT IN \
+             (SELECT hash FROM console_sessions WHERE token_hash = $1 \
+              ORDER BY created_at DESC, hash LIMIT $2)",
+    )
+    .arg(p.token_hash.clone())
+    .arg(crate::model::MAX_SESSIONS - 1);
+    D::execute(q, c).await?;
     let q = sqlx::query(
         "INSERT INTO console_sessions (hash, token_hash, csrf, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5)",
@@ -358,6 +368,179 @@ pub(crate) async fn session_delete<D: Db>(c: &mut D::Connection, hash: &str) -> 
     let q = sqlx::query("DELETE FROM console_sessions WHERE hash = $1").arg(hash.to_string());
     D::execute(q, c).await?;
     Ok(())
+}
+
+const SCHEDULE_COLS: &str = "id, owner, name, request, every_secs, cron, range_secs, lakes, \
+     next_at, paused_at, paused_by, runs, last_job_id, last_run_at, last_error, created_at";
+
+pub(crate) async fn schedule_insert<D: Db>(
+    c: &mut D::Connection,
+    p: &ScheduleInsertParams,
+) -> Result<Schedule> {
+    crate::model::validate_schedule(p)?;
+    let q = sqlx::query("SELECT count(*) FROM schedules WHERE owner = $1 AND name = $2")
+        .arg(p.owner.clone())
+        .arg(p.name.clone());
+    let Scalar(taken) = D::read(&D::fetch_one(q, c).await?)?;
+    if taken > 0 {
+        return Err(StoreError::Conflict(format!(
+            "{} already has a schedule named {:?}",
+            p.owner, p.name
+        )));
+    }
+    let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO schedules (owner, name, request, every_secs, cron, range_secs, lakes, \
+             next_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {SCHEDULE_COLS}"
+    )))
+    .arg(p.owner.clone())
+    .arg(p.name.clone())
+    .arg(p.request.clone())
+    .arg(p.every_secs)
+    .arg(p.cron.clone())
+    .arg(p.range_secs)
+    .arg(serde_json::json!(p.lakes))
+    .arg(Ts(p.next_at))
+    .arg(Ts(p.now));
+    D::read(&D::fetch_one(q, c).await?)
+}
+
+pub(crate) async fn schedule_get<D: Db>(c: &mut D::Connection, id: i64) -> Result<Schedule> {
+    let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {SCHEDULE_COLS} FROM schedules WHERE id = $1"
+    )))
+    .arg(id);
+    found::<D, _>(c, q, format!("schedule {id}")).await
+}
+
+pub(crate) async fn schedule_list<D: Db>(
+    c: &mut D::Connection,
+    owner: Option<&str>,
+) -> Result<Vec<Schedule>> {
+    let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {SCHEDULE_COLS} FROM schedules WHERE $1 IS NULL OR owner = $1 ORDER BY id"
+    )))
+    .arg(owner.map(str::to_string));
+    all::<D, _>(c, q).await
+}
+
+pub(crate) async fn schedule_due<D: Db>(
+    c: &mut D::Connection,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<Schedule>> {
+    let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {SCHEDULE_COLS} FROM schedules WHERE paused_at IS NULL AND next_at <= $1 \
+         ORDER BY next_at, id LIMIT $2"
+    )))
+    .arg(Ts(now))
+    .arg(i64::from(limit));
+    all::<D, _>(c, q).await
+}
+
+/// Records a tick: moves `next_at` on from the tick (only if it still is the tick: another
+/// leader may have recorded it first) and journals the run; whether this call recorded it.
+pub(crate) async fn schedule_ran<D: Db>(
+    c: &mut D::Connection,
+    p: &ScheduleRanParams,
+) -> Result<bool> {
+    let (job, error) = match &p.outcome {
+        Ok(j) => (Some(j.0), None),
+        Err(e) => (None, Some(e.chars().take(2000).collect::<String>())),
+    };
+    let q = sqlx::query(
+        "UPDATE schedules SET next_at = $3, last_run_at = $4, \
+             runs = runs + CASE WHEN $5 IS NULL THEN 0 ELSE 1 END, \
+             last_job_id = COALESCE($5, last_job_id), last_error = $6 \
+         WHERE id = $1 AND next_at = $2",
+    )
+    .arg(p.id)
+    .arg(Ts(p.tick))
+    .arg(Ts(p.next_at))
+    .arg(Ts(p.now))
+    .arg(job)
+    .arg(error.clone());
+    if D::execute(q, c).await? == 0 {
+        return Ok(false);
+    }
+    let (kind, detail) = match (job, error) {
+        (Some(j), _) => (
+            EventKind::ScheduleFired,
+            serde_json::json!({"schedule": p.id, "tick": p.tick, "job": j}),
+        ),
+        (None, e) => (
+            EventKind::ScheduleSkipped,
+            serde_json::json!({"schedule": p.id, "tick": p.tick, "error": e}),
+        ),
+    };
+    event_insert::<D>(c, p.now, job, None, kind, Some(detail)).await?;
+    Ok(true)
+}
+
+/// Pauses (`Some(by)`) or resumes (`None`, due next at `next_at`) a schedule, journaled.
+pub(crate) async fn schedule_hold<D: Db>(
+    c: &mut D::Connection,
+    id: i64,
+    by: &str,
+    pause: bool,
+    next_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Schedule> {
+    let q = if pause {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE schedules SET paused_at = COALESCE(paused_at, $2), \
+                 paused_by = COALESCE(paused_by, $3) \
+             WHERE id = $1 RETURNING {SCHEDULE_COLS}"
+        )))
+        .arg(id)
+        .arg(Ts(now))
+        .arg(by.to_string())
+    } else {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE schedules SET paused_at = NULL, paused_by = NULL, \
+                 next_at = CASE WHEN paused_at IS NULL THEN next_at ELSE $2 END \
+             WHERE id = $1 RETURNING {SCHEDULE_COLS}"
+        )))
+        .arg(id)
+        .arg(Ts(next_at))
+    };
+    let s: Schedule = found::<D, _>(c, q, format!("schedule {id}")).await?;
+    let kind = if pause {
+        EventKind::SchedulePaused
+    } else {
+        EventKind::ScheduleResumed
+    };
+    event_insert::<D>(
+        c,
+        now,
+        None,
+        None,
+        kind,
+        Some(serde_json::json!({"schedule": id, "by": by})),
+    )
+    .await?;
+    Ok(s)
+}
+
+pub(crate) async fn schedule_delete<D: Db>(
+    c: &mut D::Connection,
+    id: i64,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let q = sqlx::query("DELETE FROM schedules WHERE id = $1").arg(id);
+    if D::execute(q, c).await? == 0 {
+        return Err(StoreError::NotFound(format!("schedule {id}")));
+    }
+    event_insert::<D>(
+        c,
+        now,
+        None,
+        None,
+        EventKind::ScheduleDeleted,
+        Some(serde_json::json!({"schedule": id, "by": by})),
+    )
+    .await
 }
 
 pub(crate) async fn lake_insert<D: Db>(

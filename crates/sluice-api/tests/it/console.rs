@@ -93,12 +93,21 @@ async fn a_session_opens_with_a_token_and_ends_at_sign_out() {
     assert!(!r.text.contains(&t.alice), "the token is never sent back");
 
     // Behind TLS (as the proxy says): Secure, and the __Host- prefix that demands it.
-    let r = sign_in(&t, &t.alice, &[("x-forwarded-proto", "https")]).await;
-    let (cookie, attrs) = set_cookie(&r);
-    assert!(cookie.starts_with("__Host-sluice_session="), "{cookie}");
+    let tls = [("x-forwarded-proto", "https")];
+    let r = sign_in(&t, &t.alice, &tls).await;
+    let (secure, attrs) = set_cookie(&r);
+    assert!(secure.starts_with("__Host-sluice_session="), "{secure}");
     assert!(attrs.iter().any(|a| a == "Secure"), "{attrs:?}");
-    let r = with_cookie(&t, "GET", "/v1/jobs", &cookie, &[], None).await;
+    let r = with_cookie(&t, "GET", "/v1/jobs", &secure, &tls, None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = with_cookie(&t, "GET", "/", &secure, &tls, None).await;
+    assert_eq!(
+        r.headers[header::STRICT_TRANSPORT_SECURITY],
+        "max-age=31536000"
+    );
+    // The same cookie over plain HTTP is no session.
+    let r = with_cookie(&t, "GET", "/v1/jobs", &secure, &[], None).await;
+    problem(&r, StatusCode::UNAUTHORIZED, "session has ended");
 
     // The cookie is a caller like a token: reads need nothing more.
     let job = submit(&t, &t.alice, NOOP3).await;
@@ -142,7 +151,91 @@ async fn a_session_opens_with_a_token_and_ends_at_sign_out() {
     let r = with_cookie(&t, "GET", "/v1/jobs", &forged, &[], None).await;
     problem(&r, StatusCode::UNAUTHORIZED, "session has ended");
     let r = with_cookie(&t, "GET", "/v1/jobs", "sluice_session=<script>", &[], None).await;
-    problem(&r, StatusCode::UNAUTHORIZED, "Bearer token is required");
+    problem(&r, StatusCode::UNAUTHORIZED, "session has ended");
+}
+
+#[tokio::test]
+async fn a_planted_or_second_cookie_signs_in_no_one() {
+    let t = setup(ApiConfig::default()).await;
+    let (mine, _) = signed_in(&t, &t.alice).await;
+    let (theirs, _) = signed_in(&t, &t.bob).await;
+    // Two session cookies (one planted by a sibling site): refused, not chosen between.
+    let both = format!("{theirs}; {mine}");
+    let r = with_cookie(&t, "GET", "/v1/jobs", &both, &[], None).await;
+    problem(&r, StatusCode::UNAUTHORIZED, "session has ended");
+    // Behind TLS the plain name is not the session's: a cookie set over plain HTTP is ignored.
+    let tls = [("x-forwarded-proto", "https")];
+    let r = with_cookie(&t, "GET", "/v1/jobs", &mine, &tls, None).await;
+    problem(&r, StatusCode::UNAUTHORIZED, "session has ended");
+    let secure = format!("__Host-{mine}");
+    let r = with_cookie(&t, "GET", "/v1/jobs", &secure, &tls, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Signing in again ends the session the browser still holds.
+    let r = {
+        let mut b = Request::builder()
+            .method("POST")
+            .uri("/ui/session")
+            .header(header::HOST, "sluice.test")
+            .header(header::COOKIE, mine.clone())
+            .header(header::CONTENT_TYPE, "application/json");
+        b = b.header("sec-fetch-site", "same-origin");
+        let body = serde_json::json!({ "token": t.alice }).to_string();
+        send(&t.app, b.body(Body::from(body)).unwrap()).await
+    };
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let (renewed, _) = set_cookie(&r);
+    let r = with_cookie(&t, "GET", "/v1/jobs", &mine, &[], None).await;
+    problem(&r, StatusCode::UNAUTHORIZED, "session has ended");
+    let r = with_cookie(&t, "GET", "/v1/jobs", &renewed, &[], None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+#[tokio::test]
+async fn api_answers_are_never_cached_or_sniffed_and_result_files_are_downloads() {
+    let t = setup(ApiConfig::default()).await;
+    let job = submit(&t, &t.alice, NOOP3).await;
+    for path in [
+        "/v1/jobs".to_string(),
+        format!("/v1/jobs/{job}"),
+        "/healthz".into(),
+        "/v1/nothing".into(),
+    ] {
+        let r = call(&t.app, "GET", &path, Some(&t.alice), None).await;
+        assert_eq!(r.headers[header::CACHE_CONTROL], "no-store", "{path}");
+        assert_eq!(
+            r.headers[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff",
+            "{path}"
+        );
+    }
+    for (format, disposition) in [
+        (
+            "csv",
+            Some(format!("attachment; filename=\"job-{job}.csv\"")),
+        ),
+        (
+            "parquet",
+            Some(format!("attachment; filename=\"job-{job}.parquet\"")),
+        ),
+        ("json", None),
+    ] {
+        let r = call(
+            &t.app,
+            "GET",
+            &format!("/v1/jobs/{job}/results?format={format}"),
+            Some(&t.alice),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(
+            r.headers
+                .get(header::CONTENT_DISPOSITION)
+                .map(|v| v.to_str().unwrap().to_string()),
+            disposition,
+            "{format}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -69,6 +69,7 @@ conformance!(
     a_rerun_runs_failed_and_cancelled_lakes_again,
     every_end_of_a_job_naming_a_webhook_leaves_one_delivery,
     console_sessions_live_until_they_expire_or_sign_out,
+    a_schedules_tick_is_recorded_once_however_many_leaders_fire_it,
 );
 
 fn lease() -> Duration {
@@ -3039,4 +3040,216 @@ async fn console_sessions_live_until_they_expire_or_sign_out(s: S) {
     ] {
         assert!(s.session_insert(bad.clone()).await.is_err(), "{bad:?}");
     }
+    // One token holds at most MAX_SESSIONS: the next sign-in ends the oldest.
+    let many: Vec<String> = (0..MAX_SESSIONS)
+        .map(|i| format!("{:064x}", 1000 + i))
+        .collect();
+    for (i, h) in many.iter().enumerate() {
+        s.session_insert(open(h, at(200 + i as i64), at(9000)))
+            .await
+            .unwrap();
+    }
+    let live = |hs: Vec<String>| {
+        let s = s.clone();
+        async move {
+            let mut n = 0;
+            for h in hs {
+                n += i32::from(s.session_find(&h, at(300)).await.is_ok());
+            }
+            n
+        }
+    };
+    assert!(
+        s.session_find(&"3".repeat(64), at(300)).await.is_err(),
+        "the oldest went"
+    );
+    assert_eq!(live(many.clone()).await, MAX_SESSIONS as i32);
+    // Another token's sessions are not its to end.
+    s.session_insert(SessionInsertParams {
+        token_hash: "b".repeat(64),
+        ..open(&"6".repeat(64), at(250), at(9000))
+    })
+    .await
+    .unwrap();
+    s.session_insert(open(&"7".repeat(64), at(260), at(9000)))
+        .await
+        .unwrap();
+    assert!(s.session_find(&"6".repeat(64), at(300)).await.is_ok());
+    assert!(
+        s.session_find(&many[0], at(300)).await.is_err(),
+        "the oldest went"
+    );
+    assert_eq!(live(many[1..].to_vec()).await, MAX_SESSIONS as i32 - 1);
+}
+
+fn schedule(
+    owner: &str,
+    name: &str,
+    next_at: chrono::DateTime<chrono::Utc>,
+) -> ScheduleInsertParams {
+    ScheduleInsertParams {
+        owner: owner.into(),
+        name: name.into(),
+        request: serde_json::json!({"hunt": {"kind": "ioc", "ips": ["10.0.0.1"]}}),
+        every_secs: Some(3600),
+        cron: None,
+        range_secs: Some(86_400),
+        lakes: LakeAccess::all(),
+        next_at,
+        now: t0(),
+    }
+}
+
+async fn a_schedules_tick_is_recorded_once_however_many_leaders_fire_it(s: S) {
+    let daily = s
+        .schedule_insert(schedule("alice", "daily-ips", at(60)))
+        .await
+        .unwrap();
+    let other = s
+        .schedule_insert(schedule("bob", "daily-ips", at(120)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (daily.runs, daily.next_at, daily.paused_at, daily.range_secs),
+        (0, at(60), None, Some(86_400))
+    );
+    assert!(matches!(
+        s.schedule_insert(schedule("alice", "daily-ips", at(60)))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    for bad in [
+        schedule("alice", "", at(60)),
+        schedule("alice", "has space", at(60)),
+        schedule("alice", &"x".repeat(101), at(60)),
+        schedule("", "ok", at(60)),
+        ScheduleInsertParams {
+            cron: Some("0 * * * *".into()),
+            ..schedule("alice", "both", at(60))
+        },
+        ScheduleInsertParams {
+            every_secs: None,
+            ..schedule("alice", "neither", at(60))
+        },
+        ScheduleInsertParams {
+            request: serde_json::json!([1]),
+            ..schedule("alice", "array", at(60))
+        },
+    ] {
+        assert!(
+            matches!(
+                s.schedule_insert(bad.clone()).await,
+                Err(StoreError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        s.schedule_list(Some("alice")).await.unwrap(),
+        vec![daily.clone()]
+    );
+    assert_eq!(s.schedule_list(None).await.unwrap().len(), 2);
+    assert!(s.schedule_due(at(59), 10).await.unwrap().is_empty());
+    let due: Vec<i64> = s
+        .schedule_due(at(120), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(due, vec![daily.id, other.id], "earliest first");
+
+    // Two leaders fire the same tick: one records it.
+    let job = s.job_insert(job("alice", 1)).await.unwrap().job.id;
+    let ran = |outcome: Result<JobId, String>| ScheduleRanParams {
+        id: daily.id,
+        tick: at(60),
+        next_at: at(3660),
+        outcome,
+        now: at(61),
+    };
+    let (a, b) = tokio::join!(s.schedule_ran(ran(Ok(job))), s.schedule_ran(ran(Ok(job))));
+    assert_eq!([a.unwrap(), b.unwrap()].iter().filter(|r| **r).count(), 1);
+    let after = s.schedule_get(daily.id).await.unwrap();
+    assert_eq!(
+        (
+            after.runs,
+            after.next_at,
+            after.last_job_id,
+            after.last_run_at,
+            after.last_error.clone()
+        ),
+        (1, at(3660), Some(job), Some(at(61)), None)
+    );
+    let fired: Vec<_> = crate::support::job_events(&s, job)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "schedule.fired")
+        .collect();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(
+        fired[0].detail.as_ref().map(|d| d["schedule"].clone()),
+        Some(daily.id.into())
+    );
+    // A late record of an old tick changes nothing.
+    assert!(!s.schedule_ran(ran(Err("late".into()))).await.unwrap());
+    // A tick that made no job says why and keeps the last job.
+    let skipped = ScheduleRanParams {
+        tick: at(3660),
+        next_at: at(7260),
+        outcome: Err("intake is closed".into()),
+        ..ran(Ok(job))
+    };
+    assert!(s.schedule_ran(skipped).await.unwrap());
+    let after = s.schedule_get(daily.id).await.unwrap();
+    assert_eq!(
+        (after.runs, after.last_job_id, after.last_error.as_deref()),
+        (1, Some(job), Some("intake is closed"))
+    );
+
+    // Paused: never due; resumed: due from the tick it is given, not the ones it missed.
+    let p = s.schedule_pause(daily.id, "alice", at(4000)).await.unwrap();
+    assert_eq!(
+        (p.paused_at, p.paused_by.as_deref()),
+        (Some(at(4000)), Some("alice"))
+    );
+    let again = s.schedule_pause(daily.id, "ops", at(5000)).await.unwrap();
+    assert_eq!(
+        (again.paused_at, again.paused_by.as_deref()),
+        (Some(at(4000)), Some("alice"))
+    );
+    assert!(
+        !s.schedule_due(at(99_999), 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|d| d.id == daily.id)
+    );
+    let r = s
+        .schedule_resume(daily.id, "alice", at(100_000), at(99_000))
+        .await
+        .unwrap();
+    assert_eq!((r.paused_at, r.next_at), (None, at(100_000)));
+    // Resuming a running schedule keeps its tick.
+    let r = s
+        .schedule_resume(daily.id, "alice", at(200_000), at(99_001))
+        .await
+        .unwrap();
+    assert_eq!(r.next_at, at(100_000));
+    for missing in [
+        s.schedule_get(999).await.map(|_| ()),
+        s.schedule_pause(999, "x", t0()).await.map(|_| ()),
+        s.schedule_delete(999, "x", t0()).await,
+    ] {
+        assert!(
+            matches!(missing, Err(StoreError::NotFound(_))),
+            "{missing:?}"
+        );
+    }
+    s.schedule_delete(daily.id, "alice", at(100_001))
+        .await
+        .unwrap();
+    assert_eq!(s.schedule_list(None).await.unwrap(), vec![other]);
+    // The job it made stays.
+    assert_eq!(s.job_get(job).await.unwrap().id, job);
 }
