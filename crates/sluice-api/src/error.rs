@@ -47,6 +47,27 @@ impl From<StoreError> for ApiError {
 }
 
 impl ApiError {
+    /// Whether asking again later may succeed (the database, the checks or intake are busy
+    /// or away) rather than the request itself being refused.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Busy { .. } | ApiError::Unavailable(_) | ApiError::Internal(_)
+        )
+    }
+
+    /// What went wrong, in one line (an invalid hunt's problems with their positions).
+    pub fn detail(&self) -> String {
+        match self {
+            ApiError::InvalidHunt(errors) => errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+            e => e.parts().2,
+        }
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, String) {
         use ApiError::*;
         match self {

@@ -17,7 +17,7 @@ use sluice_store::{
     JobRerunParams, StoreError,
 };
 
-const DEFAULT_MAX_ATTEMPTS: i32 = 5;
+pub(crate) const DEFAULT_MAX_ATTEMPTS: i32 = 5;
 
 pub(crate) fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_string(body) {
@@ -32,14 +32,18 @@ pub(crate) fn views<T: serde::Serialize>(items: impl Iterator<Item = T>) -> Resp
 }
 
 fn job_id(p: Result<Path<String>, PathRejection>) -> Result<JobId, ApiError> {
+    job_id_of(p, "job").map(JobId)
+}
+
+/// The positive integer id of a `what` in the path.
+pub(crate) fn job_id_of(
+    p: Result<Path<String>, PathRejection>,
+    what: &str,
+) -> Result<i64, ApiError> {
     let Path(raw) = p.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .map(JobId)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!("{raw:?} is not a job id (a positive integer)"))
-        })
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::BadRequest(format!("{raw:?} is not a {what} id (a positive integer)"))
+    })
 }
 
 /// The job if the caller may see it; another owner's job is "not found" to a researcher.
@@ -124,6 +128,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         .ok_or_else(|| {
             ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
         })?;
+    if k.starts_with(crate::schedules::KEY_PREFIX) {
+        return Err(ApiError::BadRequest(format!(
+            "Idempotency-Key {:?} is reserved for recurring hunts' jobs",
+            crate::schedules::KEY_PREFIX
+        )));
+    }
     Ok(Some(k.to_string()))
 }
 
@@ -174,7 +184,11 @@ fn check_priority(api: &Api, caller: &Caller, priority: i16) -> Result<(), ApiEr
 }
 
 /// The request's own limits; returns its max attempts.
-fn check_request(api: &Api, caller: &Caller, req: &SubmitRequest) -> Result<i32, ApiError> {
+pub(crate) fn check_request(
+    api: &Api,
+    caller: &Caller,
+    req: &SubmitRequest,
+) -> Result<i32, ApiError> {
     check_priority(api, caller, req.priority)?;
     let max_attempts = req.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
     if !(1..=20).contains(&max_attempts) {
@@ -201,7 +215,7 @@ fn webhooks(api: &Api) -> Result<&crate::Webhooks, ApiError> {
 }
 
 /// 503 while the open backlog is at `--max-backlog-tasks`: new work waits (accepted jobs never do).
-async fn check_backlog(api: &Api) -> Result<(), ApiError> {
+pub(crate) async fn check_backlog(api: &Api) -> Result<(), ApiError> {
     let Some(max) = api.cfg.max_backlog_tasks else {
         return Ok(());
     };
@@ -259,7 +273,7 @@ pub(crate) async fn webhook_key(
     ))
 }
 
-async fn plan(
+pub(crate) async fn plan(
     api: &Api,
     caller: &Caller,
     hunt: &serde_json::Value,

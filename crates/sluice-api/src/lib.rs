@@ -11,6 +11,7 @@ pub mod error;
 mod jobs;
 mod lakes;
 pub mod metrics;
+pub mod schedules;
 mod serve;
 pub mod waits;
 pub mod wire;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 
 pub use auth::{Caller, hash_token, new_token};
 pub use error::ApiError;
+pub use schedules::run_schedule;
 pub use serve::{ServeConfig, serve};
 
 /// Limits and intake policy of the API.
@@ -174,6 +176,7 @@ pub struct Api {
     tags(
         (name = "jobs", description = "Researchers: submit, validate, poll, cancel, re-prioritise"),
         (name = "lakes", description = "The lakes open to the token"),
+        (name = "schedules", description = "Recurring hunts: a submission made again at every tick of an interval or a cron pattern"),
         (name = "admin", description = "Operators read, admins change: backlog, pauses, budgets, breakers, quotas, intake"),
         (name = "health", description = "Probes and metrics (no token)"),
     )
@@ -218,6 +221,10 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::webhook_key))
         .routes(routes!(lakes::list))
         .routes(routes!(jobs::events))
+        .routes(routes!(schedules::create, schedules::list))
+        .routes(routes!(schedules::get, schedules::delete))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
         .routes(routes!(jobs::results))
         .routes(routes!(jobs::validate))
         .routes(routes!(admin::backlog))

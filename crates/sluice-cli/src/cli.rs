@@ -1,7 +1,7 @@
 //! The `sluice` command line: the global flags and one variant per verb group; each group's
 //! module owns its arguments and its `run` (rust-analyzer's `cli/`, Quickwit's `execute`).
 
-use crate::cmd::{admin, demo, jobs, lab, ops, provider, serve};
+use crate::cmd::{admin, demo, jobs, lab, ops, provider, schedules, serve};
 use crate::config::Settings;
 use crate::ctx::{Ctx, Output};
 use anyhow::Result;
@@ -134,6 +134,12 @@ pub enum Command {
     Lakes(admin::LakesCmd),
     /// Submit a hunt (SQL or IOCs): validated first, then one task per selected lake.
     Submit(jobs::SubmitArgs),
+    /// The key your jobs' webhook deliveries are signed with (`Sluice-Signature`; each owner
+    /// has their own): verify deliveries with it.
+    WebhookKey,
+    /// Recurring hunts: a hunt submitted again at every tick of an interval or a cron pattern.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCmd),
     /// Check a hunt without submitting it: errors with line and column, lakes, cost.
     Validate(jobs::ValidateArgs),
     /// A job's results so far (partial while it runs), in task order.
@@ -189,6 +195,8 @@ impl Command {
             Command::Quota(c) => c.run(ctx).await,
             Command::Explain(a) => a.run(ctx).await,
             Command::Submit(a) => a.run(ctx).await,
+            Command::Schedules(c) => c.run(ctx).await,
+            Command::WebhookKey => jobs::webhook_key(ctx).await,
             Command::Validate(a) => a.run(ctx).await,
             Command::Results(a) => a.run(ctx).await,
             Command::Pause(a) => a.run(ctx).await,

@@ -246,9 +246,46 @@ impl Client {
             .await
     }
 
+    pub async fn schedule_create(
+        &self,
+        req: &sluice_api::schedules::ScheduleRequest,
+    ) -> Result<sluice_api::schedules::ScheduleView> {
+        self.post("/v1/schedules", req).await
+    }
+
+    pub async fn schedules(&self) -> Result<Vec<sluice_api::schedules::ScheduleView>> {
+        self.get("/v1/schedules").await
+    }
+
+    pub async fn schedule(&self, id: i64) -> Result<sluice_api::schedules::ScheduleView> {
+        self.get(&format!("/v1/schedules/{id}")).await
+    }
+
+    /// Pauses (`pause`) or resumes a schedule.
+    pub async fn schedule_hold(
+        &self,
+        id: i64,
+        pause: bool,
+    ) -> Result<sluice_api::schedules::ScheduleView> {
+        let verb = if pause { "pause" } else { "resume" };
+        self.json(Method::POST, &format!("/v1/schedules/{id}/{verb}"), None)
+            .await
+    }
+
+    pub async fn schedule_delete(&self, id: i64) -> Result<()> {
+        self.ok(Method::DELETE, &format!("/v1/schedules/{id}"), &[], None)
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_priority(&self, id: i64, priority: i16) -> Result<JobView> {
         let body = sluice_api::wire::PriorityRequest { priority };
         self.post(&format!("/v1/jobs/{id}/priority"), &body).await
+    }
+
+    /// The key the caller's webhook deliveries are signed with: `{"owner", "key"}`.
+    pub async fn webhook_key(&self) -> Result<serde_json::Value> {
+        self.get("/v1/webhook-key").await
     }
 
     /// The lakes open to the caller.

@@ -89,14 +89,7 @@ impl Ctx {
         }
         let store = open_store(&self.database_url, self.connect_timeout).await?;
         let engine = self.engine()?;
-        let api = sluice_api::Api {
-            store: store.clone(),
-            planner: Arc::new(sluice_hunt::HuntPlanner {
-                store: store.clone(),
-            }),
-            results: Arc::new(sluice_hunt::EngineResults { store, engine }),
-            cfg: sluice_api::ApiConfig::default(),
-        };
+        let api = sluice_hunt::api(store, engine, sluice_api::ApiConfig::default());
         Ok(Client::local(
             api,
             sluice_api::Caller {

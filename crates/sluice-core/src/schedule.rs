@@ -217,6 +217,55 @@ mod tests {
         assert!(check_range(Some(86_400)).is_ok() && check_range(None).is_ok());
     }
 
+    /// Hostile patterns (what a fuzzer sends the API) are refused or accepted, never a panic,
+    /// and an accepted one answers its next run at once.
+    #[test]
+    fn any_pattern_is_refused_or_runs_never_a_panic() {
+        let anchor = at("2026-12-07T10:00:00Z");
+        let alphabet: Vec<char> = "0123456789*/,-? LW#ABCDEFGHIJKLMNOPQRSTUVWXYZ@\u{0}é"
+            .chars()
+            .collect();
+        let mut seed: u64 = 0x5eed;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let len = next() % 24;
+            let pattern: String = (0..len)
+                .map(|_| alphabet[next() % alphabet.len()])
+                .collect();
+            let started = std::time::Instant::now();
+            let got =
+                std::panic::catch_unwind(|| Cadence::new(None, Some(&pattern), anchor).map(|_| ()));
+            assert!(got.is_ok(), "{pattern:?} panicked");
+            if got.is_ok_and(|r| r.is_ok()) {
+                accepted += 1;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(2),
+                "{pattern:?} took {:?}",
+                started.elapsed()
+            );
+        }
+        for pattern in [
+            "* * * * *",
+            "*/1 * * * *",
+            "0 0 29 2 *",
+            "59 23 31 12 *",
+            "0 0 * * 7",
+            "0 0 L * *",
+        ] {
+            let got =
+                std::panic::catch_unwind(|| Cadence::new(None, Some(pattern), anchor).map(|_| ()));
+            assert!(got.is_ok(), "{pattern:?} panicked");
+        }
+        assert!(accepted < 20_000, "random strings are mostly refused");
+    }
+
     #[test]
     fn each_run_hunts_over_the_range_ending_at_its_tick() {
         let tick = at("2026-12-07T10:00:00Z");

@@ -126,6 +126,50 @@ fn plain(e: EngineError) -> HuntError {
     HuntError::plain(e.to_string())
 }
 
+/// The API over `store`, planning hunts and reading results with `engine`.
+pub fn api(
+    store: Arc<dyn Store>,
+    engine: Arc<Engine>,
+    cfg: sluice_api::ApiConfig,
+) -> sluice_api::Api {
+    sluice_api::Api {
+        store: store.clone(),
+        planner: Arc::new(HuntPlanner {
+            store: store.clone(),
+        }),
+        results: Arc::new(EngineResults { store, engine }),
+        cfg,
+    }
+}
+
+/// Recurring hunts' jobs for the elected scheduler, made by the API's own submission path
+/// (the same checks and plan as `POST /v1/jobs`).
+#[derive(Debug)]
+pub struct ScheduledHunts {
+    pub api: sluice_api::Api,
+}
+
+#[async_trait]
+impl sluice_scheduler::ScheduleRunner for ScheduledHunts {
+    async fn run(
+        &self,
+        schedule: &sluice_store::Schedule,
+        key: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<sluice_core::JobId, sluice_scheduler::RunError> {
+        use sluice_scheduler::RunError;
+        sluice_api::run_schedule(&self.api, schedule, key, until)
+            .await
+            .map_err(|e| {
+                if e.is_transient() {
+                    RunError::Unavailable(e.detail())
+                } else {
+                    RunError::Refused(e.detail())
+                }
+            })
+    }
+}
+
 /// The API's planner: a submitted hunt (JSON) checked and planned like `sluice submit` does.
 #[derive(Debug)]
 pub struct HuntPlanner {

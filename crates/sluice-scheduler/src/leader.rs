@@ -9,7 +9,8 @@
 
 use crate::metrics;
 use crate::{
-    Cleaner, CleanerConfig, Notifier, NotifierConfig, Rescuer, RescuerConfig, ResultObjects,
+    Cleaner, CleanerConfig, Notifier, NotifierConfig, Recurring, Rescuer, RescuerConfig,
+    ResultObjects, ScheduleRunner,
 };
 use chrono::{DateTime, Utc};
 use sluice_core::{Clock, TaskState};
@@ -38,6 +39,8 @@ pub struct SchedulerConfig {
     pub clean: CleanerConfig,
     /// Webhooks: the secret they are signed with (none: no deliveries) and who may be called.
     pub notify: NotifierConfig,
+    /// How often the leader looks for due recurring hunts.
+    pub schedules_every: Duration,
 }
 
 impl SchedulerConfig {
@@ -51,6 +54,7 @@ impl SchedulerConfig {
             observe_every: Duration::from_secs(5),
             clean: CleanerConfig::default(),
             notify: NotifierConfig::default(),
+            schedules_every: Duration::from_secs(1),
         }
     }
 }
@@ -62,6 +66,7 @@ pub struct Scheduler {
     cfg: SchedulerConfig,
     leading: Arc<AtomicBool>,
     results: Option<Arc<dyn ResultObjects>>,
+    schedules: Option<Arc<dyn ScheduleRunner>>,
 }
 
 impl Scheduler {
@@ -72,7 +77,15 @@ impl Scheduler {
             cfg,
             leading: Arc::new(AtomicBool::new(false)),
             results: None,
+            schedules: None,
         }
+    }
+
+    /// What makes recurring hunts' jobs (it plans hunts, which this crate cannot); without it
+    /// this leader runs no schedules.
+    pub fn with_schedules(mut self, runner: Arc<dyn ScheduleRunner>) -> Self {
+        self.schedules = Some(runner);
+        self
     }
 
     /// Where the jobs' result objects are, so retention removes them with their jobs and sweeps
@@ -96,6 +109,7 @@ impl Scheduler {
             .min(self.cfg.observe_every)
             .min(self.cfg.clean.every)
             .min(self.cfg.notify.every)
+            .min(self.cfg.schedules_every)
             .max(Duration::from_millis(50));
         let rescuer = Rescuer::new(self.store.clone(), self.clock.clone(), self.cfg.rescue);
         let cleaner = Cleaner::new(
@@ -108,6 +122,12 @@ impl Scheduler {
         let mut clean: Option<tokio::task::JoinHandle<()>> = None;
         let mut last_notify = None;
         let mut notify: Option<tokio::task::JoinHandle<()>> = None;
+        let recurring = self
+            .schedules
+            .clone()
+            .map(|r| Recurring::new(self.store.clone(), r));
+        let mut last_recur = None;
+        let mut recur: Option<tokio::task::JoinHandle<()>> = None;
         // Until when this process may act as leader, by its own clock: its lease's length
         // measured from *before* the election round that granted it.
         let mut lead_until: Option<Instant> = None;
@@ -136,7 +156,10 @@ impl Scheduler {
                     }
                     Ok(l) => {
                         finished_after = None;
-                        for h in [clean.take(), notify.take()].into_iter().flatten() {
+                        for h in [clean.take(), notify.take(), recur.take()]
+                            .into_iter()
+                            .flatten()
+                        {
                             h.abort();
                         }
                         if lead_until.take().is_some() {
@@ -152,7 +175,10 @@ impl Scheduler {
             if lead_until.is_some_and(|u| Instant::now() + self.cfg.ttl / 3 >= u) {
                 warn!("leader lease not renewed in time: standing down");
                 lead_until = None;
-                for h in [clean.take(), notify.take()].into_iter().flatten() {
+                for h in [clean.take(), notify.take(), recur.take()]
+                    .into_iter()
+                    .flatten()
+                {
                     h.abort();
                 }
                 finished_after = None;
@@ -223,6 +249,19 @@ impl Scheduler {
                         }
                     }));
                 }
+                // Recurring hunts plan their hunts (lake listing, SQL checks): off the loop too.
+                if let Some(recurring) = &recurring
+                    && recur.as_ref().is_none_or(|h| h.is_finished())
+                    && due(last_recur, self.cfg.schedules_every)
+                {
+                    last_recur = Some(Instant::now());
+                    let (recurring, clock) = (recurring.clone(), self.clock.clone());
+                    recur = Some(tokio::spawn(async move {
+                        if let Err(e) = recurring.pass(clock.now()).await {
+                            warn!(error = %e, "recurring hunts pass failed");
+                        }
+                    }));
+                }
                 if due(last_observe, self.cfg.observe_every) {
                     last_observe = Some(Instant::now());
                     if let Err(e) = self.observe(&mut finished_after).await {
@@ -235,7 +274,10 @@ impl Scheduler {
                 _ = tokio::time::sleep(tick) => {}
             }
         }
-        for h in [clean.take(), notify.take()].into_iter().flatten() {
+        for h in [clean.take(), notify.take(), recur.take()]
+            .into_iter()
+            .flatten()
+        {
             h.abort();
         }
         self.leading.store(false, Ordering::Relaxed);

@@ -37,6 +37,16 @@ pub static WEBHOOKS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
 const WEBHOOKS_HELP: &str =
     "Webhook tries by outcome: delivered (2xx), retried (to be tried again), failed (given up).";
 
+/// Schedule ticks by outcome (the leader's recurring hunts): `fired` (a job made), `skipped`
+/// (the tick made none: invalid hunt, no lake, intake closed).
+pub static SCHEDULE_RUNS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "sluice_schedule_runs_total",
+        "Schedule ticks by outcome: fired (a job made), skipped (the tick made none).",
+    );
+    register(prometheus::IntCounterVec::new(opts, &["outcome"]))
+});
+
 pub static CLEANER_JOBS: LazyLock<IntCounter> = LazyLock::new(|| {
     register(IntCounter::new(
         "sluice_cleaner_jobs_purged_total",

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 mod console;
+mod schedules;
 
 /// The team a stand-in lake belongs to: `lake-0` red, `lake-1` blue, and so on.
 fn team(i: usize) -> &'static str {
@@ -115,6 +116,7 @@ impl sluice_api::ResultReader for FakeResults {
 
 struct T {
     app: Router,
+    api: Api,
     store: Arc<dyn Store>,
     alice: String,
     bob: String,
@@ -151,14 +153,16 @@ async fn setup(cfg: ApiConfig) -> T {
     let (root, _) = token(store.as_ref(), "root", Role::Admin).await;
     let (revoked, id) = token(store.as_ref(), "alice", Role::Admin).await;
     store.token_revoke(id, chrono::Utc::now()).await.unwrap();
-    let app = sluice_api::router(Api {
+    let api = Api {
         store: store.clone(),
         planner: Arc::new(FakePlanner),
         results: Arc::new(FakeResults),
         cfg,
-    });
+    };
+    let app = sluice_api::router(api.clone());
     T {
         app,
+        api,
         store,
         alice,
         bob,
@@ -1158,6 +1162,12 @@ async fn the_openapi_document_lists_every_route() {
         ("post", "/v1/admin/drain"),
         ("post", "/v1/admin/drain/end"),
         ("post", "/v1/jobs/{id}/retry"),
+        ("post", "/v1/schedules"),
+        ("get", "/v1/schedules"),
+        ("get", "/v1/schedules/{id}"),
+        ("delete", "/v1/schedules/{id}"),
+        ("post", "/v1/schedules/{id}/pause"),
+        ("post", "/v1/schedules/{id}/resume"),
         ("get", "/v1/webhook-key"),
         ("get", "/healthz"),
         ("get", "/readyz"),

@@ -19,7 +19,7 @@ use sluice_api::wire::{JobView, SubmitRequest};
 use sluice_core::SystemClock;
 use sluice_engine::generate::NeedleKind;
 use sluice_engine::{HuntSpec, LakeSelector};
-use sluice_hunt::{EngineResults, HuntPlanner, HuntRunner};
+use sluice_hunt::HuntRunner;
 use sluice_scheduler::{RescuerConfig, Scheduler, SchedulerConfig};
 use sluice_store::{EventListParams, Role, Store, StoreExt, TaskListParams, TokenInsertParams};
 use sluice_worker::{GuardConfig, ProviderGuard};
@@ -183,17 +183,11 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
                 guard,
             ))),
     );
-    let api = sluice_api::Api {
-        store: store.clone(),
-        planner: Arc::new(HuntPlanner {
-            store: store.clone(),
-        }),
-        results: Arc::new(EngineResults {
-            store: store.clone(),
-            engine: engine.clone(),
-        }),
-        cfg: sluice_api::ApiConfig::default(),
-    };
+    let api = sluice_hunt::api(
+        store.clone(),
+        engine.clone(),
+        sluice_api::ApiConfig::default(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the API listener")?;

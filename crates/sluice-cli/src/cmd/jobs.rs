@@ -104,16 +104,29 @@ impl HuntArgs {
 #[derive(Debug, clap::Args)]
 pub struct SubmitArgs {
     #[command(flatten)]
-    hunt: HuntArgs,
+    job: JobArgs,
     /// Who the job belongs to (default `cli`; with --url it is the token's owner).
     #[arg(long, env = "SLUICE_OWNER")]
-    owner: Option<String>,
-    /// Higher runs first: -100 to 100.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i16).range(-100..=100))]
-    priority: i16,
+    pub owner: Option<String>,
     /// Same key and same hunt: the same job is returned instead of a second one.
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// When intake is closed (a drain, the backlog cap: 503), wait for it to reopen and submit
+    /// then, for at most this long (default 24h); the retries carry one idempotency key, so
+    /// the hunt is submitted once.
+    #[arg(long, value_name = "MAX", num_args = 0..=1, default_missing_value = "24h",
+        value_parser = crate::parse_duration)]
+    wait_intake: Option<Duration>,
+}
+
+/// What a submission holds: the hunt and the job's settings (`submit`, `schedules create`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobArgs {
+    #[command(flatten)]
+    hunt: HuntArgs,
+    /// Higher runs first: -100 to 100.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i16).range(-100..=100))]
+    priority: i16,
     /// How long the finished job is kept (`90d`, `0`: until purged); default: the server's
     /// `--retention`.
     #[arg(long, value_parser = crate::parse_retention)]
@@ -125,12 +138,19 @@ pub struct SubmitArgs {
     /// Attempts per lake before it counts as failed (provider trouble spends none).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=20))]
     max_attempts: i32,
-    /// When intake is closed (a drain, the backlog cap: 503), wait for it to reopen and submit
-    /// then, for at most this long (default 24h); the retries carry one idempotency key, so
-    /// the hunt is submitted once.
-    #[arg(long, value_name = "MAX", num_args = 0..=1, default_missing_value = "24h",
-        value_parser = crate::parse_duration)]
-    wait_intake: Option<Duration>,
+}
+
+impl JobArgs {
+    /// The submission these flags describe.
+    pub fn request(&self) -> Result<SubmitRequest> {
+        Ok(SubmitRequest {
+            hunt: serde_json::to_value(self.hunt.spec()?)?,
+            priority: self.priority,
+            max_attempts: Some(self.max_attempts),
+            retention_secs: self.retention.map(|d| d.as_secs() as i64),
+            webhook: self.webhook.clone(),
+        })
+    }
 }
 
 /// The API refused the submission for now (intake closed): when to try again.
@@ -151,13 +171,7 @@ impl SubmitArgs {
             );
         }
         let c = ctx.api(self.owner.as_deref().unwrap_or("cli")).await?;
-        let req = SubmitRequest {
-            hunt: serde_json::to_value(self.hunt.spec()?)?,
-            priority: self.priority,
-            max_attempts: Some(self.max_attempts),
-            retention_secs: self.retention.map(|d| d.as_secs() as i64),
-            webhook: self.webhook.clone(),
-        };
+        let req = self.job.request()?;
         // Retries after a refusal must not make a second job if a reply was lost.
         let key = match (&self.idempotency_key, self.wait_intake) {
             (Some(k), _) => Some(k.clone()),
@@ -504,6 +518,16 @@ impl CancelArgs {
         ctx.show_as(&j, cancelled)?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// `sluice webhook-key`: the caller's key (with --url: the token owner's).
+pub async fn webhook_key(ctx: &Ctx) -> Result<ExitCode> {
+    let c = ctx.api("cli").await?;
+    let k = c.webhook_key().await?;
+    ctx.show_as(&k, |k, out| {
+        line!(out, "{}", k["key"].as_str().unwrap_or_default());
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `sluice retry`.

@@ -6,4 +6,5 @@ pub mod jobs;
 pub mod lab;
 pub mod ops;
 pub mod provider;
+pub mod schedules;
 pub mod serve;

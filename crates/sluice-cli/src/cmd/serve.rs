@@ -26,6 +26,16 @@ fn with_results(s: Scheduler, ctx: &Ctx) -> Scheduler {
     }
 }
 
+/// A scheduler that also runs recurring hunts, making their jobs as the API does.
+fn with_schedules(
+    s: Scheduler,
+    store: &Arc<dyn Store>,
+    engine: Arc<sluice_engine::Engine>,
+) -> Scheduler {
+    let api = hunts::api(store.clone(), engine, sluice_api::ApiConfig::default());
+    s.with_schedules(Arc::new(hunts::ScheduledHunts { api }))
+}
+
 /// `sluice migrate`: applies the migrations (also done at every start-up).
 pub async fn migrate(ctx: &Ctx) -> Result<ExitCode> {
     let store = ctx.store("migrate").await?;
@@ -60,7 +70,11 @@ impl SchedulerArgs {
         let stop = CancellationToken::new();
         on_signals(stop.clone())?;
         let metrics_stop = serve_metrics(self.metrics_listen, &store, &stop).await?;
-        with_results(Scheduler::new(store, Arc::new(SystemClock), cfg), ctx)
+        let scheduler = with_results(
+            Scheduler::new(store.clone(), Arc::new(SystemClock), cfg),
+            ctx,
+        );
+        with_schedules(scheduler, &store, ctx.engine()?)
             .run(stop)
             .await;
         metrics_stop.cancel();
@@ -84,16 +98,10 @@ impl ServerArgs {
         } else {
             ctx.engine()?
         };
-        let api = sluice_api::Api {
-            store: store.clone(),
-            planner: Arc::new(hunts::HuntPlanner {
-                store: store.clone(),
-            }),
-            results: Arc::new(hunts::EngineResults {
-                store: store.clone(),
-                engine: engine.clone(),
-            }),
-            cfg: sluice_api::ApiConfig {
+        let api = hunts::api(
+            store.clone(),
+            engine.clone(),
+            sluice_api::ApiConfig {
                 max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
                 max_backlog_tasks: self.max_backlog_tasks,
                 // With --metrics-listen the metrics are served there only.
@@ -107,7 +115,7 @@ impl ServerArgs {
                 // Long polls take at most a quarter of the connections.
                 max_waiting: (self.max_connections as usize / 4).max(1),
             },
-        };
+        );
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await
             .with_context(|| format!("binding the API listener {}", self.listen))?;
@@ -137,9 +145,12 @@ impl ServerArgs {
                 .unwrap_or_else(sluice_worker::default_worker_id);
             let scheduler = if self.worker.scheduler {
                 let cfg = self.worker.election.config(id, Duration::from_secs(5))?;
+                let scheduler = with_results(
+                    Scheduler::new(store.clone(), Arc::new(SystemClock), cfg),
+                    ctx,
+                );
                 Some(tokio::spawn(
-                    with_results(Scheduler::new(store, Arc::new(SystemClock), cfg), ctx)
-                        .run(stop.clone()),
+                    with_schedules(scheduler, &store, engine.clone()).run(stop.clone()),
                 ))
             } else {
                 None
@@ -417,6 +428,7 @@ async fn run_worker(
             args.election.config(cfg.id.clone(), every)?,
         )
         .with_results(Arc::new(hunts::StoredResults::new(engine.results_store())));
+        let s = with_schedules(s, &store, engine.clone());
         Some(tokio::spawn(s.run(stop.clone())))
     } else {
         None

@@ -948,3 +948,141 @@ async fn results_live_in_azure_blob_storage_given_an_az_url() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recurring_hunt_runs_at_its_tick_through_the_server() {
+    on_site(|db, results, lakes, addr| {
+        let manifest = crate::generate_lakes(&db, &results, &lakes, 4, 300, 5);
+        let ip = manifest["needles"]
+            .as_array()
+            .and_then(|n| n.iter().find(|n| n["kind"] == "ip"))
+            .and_then(|n| n["value"].as_str())
+            .expect("an IP needle")
+            .to_string();
+        let alice = token_of(&db, &results, "alice", "researcher");
+        let server = start_server(&db, &results, &addr, &[], &[]);
+        let cli = |args: &[&str]| {
+            let mut all = vec!["--output", "json", "schedules"];
+            all.extend_from_slice(args);
+            cli_at(&addr, Some(&alice), &all, "")
+        };
+        let json = |out: &str| -> serde_json::Value { serde_json::from_str(out).expect("json") };
+
+        // Refused with a reason, nothing made.
+        let (code, _, err) = cli(&["create", "x", "--every", "30s", "--ioc-ip", &ip]);
+        assert_eq!(code, Some(1));
+        assert!(err.contains("every 60 s"), "{err}");
+        let (code, _, err) = cli(&["create", "x", "--ioc-ip", &ip]);
+        assert_eq!(code, Some(1));
+        assert!(err.contains("--every DURATION or --cron PATTERN"), "{err}");
+
+        let (code, out, err) = cli(&[
+            "create",
+            "ips-daily",
+            "--every",
+            "1h",
+            "--range",
+            "1d",
+            "--ioc-ip",
+            &ip,
+        ]);
+        assert_eq!(code, Some(0), "{err}");
+        let s = json(&out);
+        let id = s["id"].as_i64().expect("id");
+        assert_eq!(
+            (&s["every_secs"], &s["range_secs"]),
+            (&3600.into(), &86400.into())
+        );
+
+        // An hour passes (its tick is made due): the leader of the server makes the job.
+        let rt = tokio::runtime::Handle::current();
+        let pool = rt.block_on(sqlx::PgPool::connect(&db)).expect("database");
+        rt.block_on(
+            sqlx::query("UPDATE schedules SET next_at = now() - interval '1 second' WHERE id = $1")
+                .bind(id)
+                .execute(&pool),
+        )
+        .expect("make due");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let shown = loop {
+            let (code, out, err) = cli(&["show", &id.to_string()]);
+            assert_eq!(code, Some(0), "{err}");
+            let s = json(&out);
+            if s["runs"] == 1 {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "never ran: {s}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let job = shown["last_job"].as_i64().expect("its job");
+        until_succeeded(&addr, &alice, job);
+        // The job hunted the day before its tick, and its timeline says which schedule made it.
+        let spec: serde_json::Value = rt
+            .block_on(
+                sqlx::query_scalar("SELECT spec FROM jobs WHERE id = $1")
+                    .bind(job)
+                    .fetch_one(&pool),
+            )
+            .expect("spec");
+        let when = |k: &str| {
+            chrono::DateTime::parse_from_rfc3339(spec[k].as_str().expect("time")).expect("rfc3339")
+        };
+        assert_eq!(
+            (when("until") - when("since")).num_seconds(),
+            86_400,
+            "{spec}"
+        );
+        let (_, events) = http(
+            &addr,
+            "GET",
+            &format!("/v1/jobs/{job}/events"),
+            &alice,
+            None,
+        );
+        assert!(events.contains("schedule.fired"), "{events}");
+        let next: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(shown["next_at"].clone()).expect("next_at");
+        assert!(
+            next > chrono::Utc::now() + chrono::Duration::minutes(55),
+            "{shown}"
+        );
+
+        // Paused, resumed, listed, removed; its job stays.
+        let (code, out, _) = cli(&["pause", &id.to_string()]);
+        assert_eq!((code, json(&out)["paused"].clone()), (Some(0), true.into()));
+        let (code, out, _) = cli(&["resume", &id.to_string()]);
+        assert_eq!(
+            (code, json(&out)["paused"].clone()),
+            (Some(0), false.into())
+        );
+        let (_, out, _) = cli_at(&addr, Some(&alice), &["schedules", "list"], "");
+        assert!(out.contains("ips-daily") && out.contains("1 runs"), "{out}");
+        let (code, _, err) = cli(&["delete", &id.to_string()]);
+        assert_eq!(code, Some(0), "{err}");
+        let (code, _, err) = cli(&["show", &id.to_string()]);
+        assert_eq!(code, Some(1));
+        assert!(err.contains("not found") || err.contains("404"), "{err}");
+        let (status, _) = http(&addr, "GET", &format!("/v1/jobs/{job}"), &alice, None);
+        assert_eq!(status, 200);
+        // This server sends no webhooks: no key to give.
+        let (code, _, err) = cli_at(&addr, Some(&alice), &["webhook-key"], "");
+        assert_eq!(code, Some(1));
+        assert!(err.contains("no webhooks"), "{err}");
+        stop_server(server);
+        // One that does gives each owner their own key.
+        let secret = "a-webhook-secret-of-some-length";
+        let server = start_server(
+            &db,
+            &results,
+            &addr,
+            &[],
+            &[("SLUICE_WEBHOOK_SECRET", secret)],
+        );
+        let (code, key, err) = cli_at(&addr, Some(&alice), &["webhook-key"], "");
+        assert_eq!(code, Some(0), "{err}");
+        let want = sluice_core::WebhookSecret::new(secret.as_bytes()).owner_key("alice");
+        assert_eq!(key.trim(), want);
+        stop_server(server);
+    })
+    .await;
+}
