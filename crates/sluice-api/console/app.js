@@ -164,12 +164,50 @@ async function jobsPage() {
     h('option', { value: '' }, 'any state'), STATES.map((s) => h('option', { value: s }, s)));
   const body = h('tbody');
   const status = h('div', { class: 'row' });
+  const schedules = h('tbody');
+  const scheduleNote = h('div', { id: 'schedules-note' });
   main.replaceChildren(
     h('h1', {}, everyone ? 'Every job' : 'Your jobs'),
     h('div', { class: 'row' }, h('label', {}, 'State ', filter), h('a', { href: '/hunt' }, 'New hunt')),
     h('section', {}, table('jobs', ['Job', 'Owner', 'State', 'Lakes', 'Rows', 'Submitted', 'Why it waits'], body)),
     status,
+    h('h2', {}, everyone ? 'Recurring hunts' : 'Your recurring hunts'),
+    h('section', {}, table('schedules', ['Name', 'Owner', 'Runs', 'Next run', 'Last job', 'Last tick', ''], schedules), scheduleNote,
+      h('p', { class: 'muted' }, 'Made with `sluice schedules create` or POST /v1/schedules.')),
   );
+  async function loadSchedules() {
+    try {
+      const { data } = await api('GET', '/v1/schedules');
+      schedules.replaceChildren(...data.map((sc) => h('tr', { 'data-schedule': sc.id },
+        h('td', {}, sc.name),
+        h('td', {}, sc.owner),
+        h('td', { class: 'num' }, sc.runs),
+        h('td', {}, sc.paused ? `paused by ${sc.paused_by}` : when(sc.next_at),
+          ' ', h('span', { class: 'muted' }, sc.cron ? `(cron ${sc.cron})` : `(every ${dur(sc.every_secs)})`)),
+        h('td', {}, sc.last_job ? h('a', { href: `/jobs/${Number(sc.last_job)}` }, `#${sc.last_job}`) : '—'),
+        h('td', {}, sc.last_error ? h('span', { class: 'error' }, `made no job: ${sc.last_error}`) : ''),
+        h('td', {}, h('button', {
+          'data-hold': sc.id,
+          onclick: async () => {
+            const verb = sc.paused ? 'resume' : 'pause';
+            const asked = await confirmAction(sc.paused
+              ? `Resume ${sc.name}? It runs again from its next tick.`
+              : `Pause ${sc.name}? No tick runs until it is resumed.`);
+            if (!asked) return;
+            try {
+              await api('POST', `/v1/schedules/${Number(sc.id)}/${verb}`);
+              scheduleNote.replaceChildren();
+            } catch (e) {
+              scheduleNote.replaceChildren(failure(e));
+            }
+            loadSchedules();
+          },
+        }, sc.paused ? 'Resume' : 'Pause')))));
+      if (!data.length) schedules.replaceChildren(h('tr', {}, h('td', { colspan: '7', class: 'muted' }, 'No recurring hunts.')));
+    } catch (e) {
+      scheduleNote.replaceChildren(failure(e));
+    }
+  }
   let cursor = null;
   let extended = false;
   async function load(more = false) {
@@ -199,7 +237,10 @@ async function jobsPage() {
     }
   }
   // Fresh every few seconds, unless the reader has paged on.
-  await every(5000, async () => { if (!extended) await load(); });
+  await every(5000, async () => {
+    if (!extended) await load();
+    await loadSchedules();
+  });
 }
 
 async function huntPage() {

@@ -534,6 +534,62 @@ async fn researchers_and_operators_use_the_console_in_a_real_browser() {
         0
     );
 
+    // Her recurring hunt is on her jobs page; she pauses and resumes it there.
+    let schedule = serde_json::json!({
+        "name": "nightly-<b>ips</b>", "cron": "0 3 * * *",
+        "submit": {"hunt": {"kind": "ioc", "ips": [ip]}},
+    });
+    let (status, text) = http(
+        &addr,
+        "POST",
+        "/v1/schedules",
+        &alice,
+        Some(&schedule.to_string()),
+    );
+    assert_eq!(status, 400, "a name is letters, digits and -_.: {text}");
+    let schedule = serde_json::json!({
+        "name": "nightly-ips", "cron": "0 3 * * *",
+        "submit": {"hunt": {"kind": "ioc", "ips": [ip]}},
+    });
+    let (status, text) = http(
+        &addr,
+        "POST",
+        "/v1/schedules",
+        &alice,
+        Some(&schedule.to_string()),
+    );
+    assert_eq!(status, 201, "{text}");
+    let sid = serde_json::from_str::<serde_json::Value>(&text).expect("schedule")["id"]
+        .as_i64()
+        .expect("id");
+    a.goto(&format!("{site}/")).await.expect("jobs page");
+    let row = format!("#schedules tr[data-schedule=\"{sid}\"]");
+    until(
+        &a,
+        "the schedule",
+        &format!("document.querySelector('{row}')"),
+    )
+    .await;
+    click(&a, &format!("button[data-hold=\"{sid}\"]")).await;
+    confirm(&a, None).await;
+    until(
+        &a,
+        "paused",
+        &format!("document.querySelector('{row}')?.textContent.includes('paused by alice')"),
+    )
+    .await;
+    click(&a, &format!("button[data-hold=\"{sid}\"]")).await;
+    confirm(&a, None).await;
+    until(&a, "running again", &format!("document.querySelector('{row}')?.textContent.includes('(cron 0 3 * * *)') && !document.querySelector('{row}').textContent.includes('paused')")).await;
+    // Bob sees none of it.
+    b.goto(&format!("{site}/")).await.expect("jobs page");
+    until(
+        &b,
+        "the schedules",
+        "document.body.innerText.includes('No recurring hunts')",
+    )
+    .await;
+
     // Alice's list has both jobs; signing out ends the session on the server.
     a.goto(&format!("{site}/")).await.expect("jobs page");
     until(
