@@ -401,6 +401,9 @@ impl Store for Timed {
     async fn session_delete(&self, hash: &str) -> sluice_store::Result<()> {
         self.inner.session_delete(hash).await
     }
+    async fn job_find_by_key(&self, owner: &str, key: &str) -> sluice_store::Result<Job> {
+        self.inner.job_find_by_key(owner, key).await
+    }
     async fn schedule_insert(
         &self,
         p: sluice_store::ScheduleInsertParams,

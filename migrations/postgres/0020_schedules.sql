@@ -2,7 +2,9 @@
 -- tick of an interval or a cron pattern, by the elected scheduler. `next_at` is the tick due
 -- next; a run moves it on with an update guarded by its old value, and the job it makes has
 -- the idempotency key `schedule:<id>:<tick>`, so two leaders firing one tick make one job.
--- `lakes` is the creating token's lake access: every run plans within it.
+-- `token_hash` names the token that made it: each run takes that token's role and lakes as
+-- they are then, and a revoked token pauses the schedule. `lakes` is the creating caller's
+-- access, for schedules made without a token (the CLI on the database).
 CREATE TABLE schedules (
     id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     owner       TEXT        NOT NULL,
@@ -12,6 +14,7 @@ CREATE TABLE schedules (
     cron        TEXT,
     range_secs  BIGINT,
     lakes       JSONB       NOT NULL DEFAULT '[]',
+    token_hash  TEXT,
     next_at     TIMESTAMPTZ NOT NULL,
     paused_at   TIMESTAMPTZ,
     paused_by   TEXT,

@@ -8,6 +8,7 @@ CREATE TABLE schedules (
     cron        TEXT,
     range_secs  INTEGER,
     lakes       TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(lakes)),
+    token_hash  TEXT,
     next_at     INTEGER NOT NULL,
     paused_at   INTEGER,
     paused_by   TEXT,

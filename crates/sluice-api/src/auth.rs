@@ -28,6 +28,9 @@ pub struct Caller {
     pub owner: String,
     pub role: Role,
     pub lakes: LakeAccess,
+    /// The hash of the token the caller came with; `None` in this process (the CLI on the
+    /// database).
+    pub token: Option<String>,
 }
 
 impl Caller {
@@ -72,11 +75,13 @@ impl FromRequestParts<Api> for Caller {
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::Unauthorized("malformed bearer token".into()))
             .and_then(parse_token)?;
-        match api.store.token_find(&hash_token(token)).await {
+        let hash = hash_token(token);
+        match api.store.token_find(&hash).await {
             Ok(t) => Ok(Caller {
                 owner: t.owner,
                 role: t.role,
                 lakes: t.lakes,
+                token: Some(hash),
             }),
             Err(StoreError::NotFound(_)) => {
                 Err(ApiError::Unauthorized("unknown or revoked token".into()))
@@ -107,6 +112,7 @@ mod tests {
             owner: "alice".into(),
             role: Role::Researcher,
             lakes: LakeAccess::all(),
+            token: None,
         };
         assert!(r.may_see("alice") && !r.may_see("bob"));
         for role in [Role::Operator, Role::Admin] {

@@ -285,6 +285,7 @@ async fn session_caller(
         owner: token.owner,
         role: token.role,
         lakes: token.lakes,
+        token: Some(session.token_hash.clone()),
     };
     Ok((session, caller))
 }

@@ -109,11 +109,12 @@ async fn visible(
     }
 }
 
-/// The hunt a run at `until` makes, as JSON for the planner.
+/// The hunt a run for the ticks `first..=last` makes, as JSON for the planner.
 fn run_hunt(
     request: &SubmitRequest,
     range_secs: Option<i64>,
-    until: DateTime<Utc>,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
 ) -> Result<serde_json::Value, String> {
     if range_secs.is_none() {
         // The same hunt every time: the planner checks it.
@@ -121,7 +122,7 @@ fn run_hunt(
     }
     let hunt: HuntSpec = serde_json::from_value(request.hunt.clone())
         .map_err(|e| format!("the hunt is not valid: {e}"))?;
-    serde_json::to_value(hunt_at(&hunt, range_secs, until)?).map_err(|e| e.to_string())
+    serde_json::to_value(hunt_at(&hunt, range_secs, first, last)?).map_err(|e| e.to_string())
 }
 
 #[utoipa::path(post, path = "/v1/schedules", tag = "schedules", security(("bearer" = [])),
@@ -150,7 +151,7 @@ pub(crate) async fn create(
         .ok_or_else(|| bad("the schedule never runs".into()))?;
     // The hunt as its first run will make it, checked now: a mistake is found at once, not at
     // the first tick.
-    let hunt = run_hunt(&req.submit, req.range_secs, next_at).map_err(bad)?;
+    let hunt = run_hunt(&req.submit, req.range_secs, next_at, next_at).map_err(bad)?;
     plan(&api, &caller, &hunt).await?;
     let request =
         serde_json::to_value(&req.submit).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -164,6 +165,7 @@ pub(crate) async fn create(
             cron: req.cron,
             range_secs: req.range_secs,
             lakes: caller.lakes.clone(),
+            token_hash: caller.token.clone(),
             next_at,
             now,
         })
@@ -220,8 +222,9 @@ pub(crate) async fn pause(
     params(("id" = i64, Path, minimum = 1, description = "Schedule id")),
     responses(
         (status = 200, description = "Running again from its next tick (ticks missed while paused are not made up)", body = ScheduleView),
-        (status = 400, description = "Bad id", body = crate::wire::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad id, or a schedule that never runs again", body = crate::wire::Problem, content_type = "application/problem+json"),
         crate::wire::Unauthorized,
+        (status = 403, description = "A researcher lifting a pause someone else made (an operator's)", body = crate::wire::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such schedule, or another owner's", body = crate::wire::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn resume(
@@ -242,6 +245,16 @@ async fn hold(
 ) -> Result<Response, ApiError> {
     let s = visible(api, caller, id).await?;
     let now = Utc::now();
+    // An operator's pause (of an abusive schedule, say) is not the owner's to lift.
+    if !pause
+        && caller.role < Role::Operator
+        && s.paused_by.as_deref().is_some_and(|by| by != caller.owner)
+    {
+        return Err(ApiError::Forbidden(format!(
+            "{} paused this schedule: ask an operator to resume it",
+            s.paused_by.as_deref().unwrap_or_default()
+        )));
+    }
     let s = if pause {
         api.store.schedule_pause(s.id, &caller.owner, now).await?
     } else {
@@ -288,31 +301,56 @@ pub(crate) async fn delete(
 /// submissions, so no one else can take a tick's).
 pub(crate) const KEY_PREFIX: &str = "schedule:";
 
-/// Makes the job of schedule `s`'s tick `key` (the same job however often it is asked), hunting
-/// over the range that ends at `until`, as the schedule's owner within the lakes of the token
-/// that created it. The elected scheduler calls it for each due tick.
+/// Who paused a schedule whose token was revoked.
+pub const REVOKED_BY: &str = "sluice (its token was revoked)";
+
+/// Makes the job of schedule `s` for its ticks `first..=last` (one tick, or the ticks missed
+/// while no scheduler ran), keyed by `last` so it is the same job however often it is asked,
+/// as the schedule's owner with the role and lakes its token has now (those it was made with,
+/// if no token made it). A revoked token pauses the schedule. The elected scheduler calls it
+/// for each due tick.
 pub async fn run_schedule(
     api: &Api,
     s: &Schedule,
-    key: DateTime<Utc>,
-    until: DateTime<Utc>,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
 ) -> Result<JobId, ApiError> {
     let req: SubmitRequest = serde_json::from_value(s.request.clone())
         .map_err(|e| bad(format!("the schedule's submission is not valid: {e}")))?;
-    let caller = Caller {
-        owner: s.owner.clone(),
-        // The priority ceiling was checked when the schedule was made.
-        role: Role::Researcher,
-        lakes: s.lakes.clone(),
+    let caller = match &s.token_hash {
+        Some(hash) => match api.store.token_find(hash).await {
+            Ok(t) => Caller {
+                owner: s.owner.clone(),
+                role: t.role,
+                lakes: t.lakes,
+                token: Some(hash.clone()),
+            },
+            Err(StoreError::NotFound(_)) => {
+                api.store
+                    .schedule_pause(s.id, REVOKED_BY, Utc::now())
+                    .await?;
+                return Err(ApiError::Forbidden(
+                    "the token that made this schedule was revoked: the schedule is paused (make it again with a live token)".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None => Caller {
+            owner: s.owner.clone(),
+            role: Role::Researcher,
+            lakes: s.lakes.clone(),
+            token: None,
+        },
     };
     check_backlog(api).await?;
-    let hunt = run_hunt(&req, s.range_secs, until).map_err(bad)?;
+    let hunt = run_hunt(&req, s.range_secs, first, last).map_err(bad)?;
     let planned = plan(api, &caller, &hunt).await?;
+    let key = format!("{KEY_PREFIX}{}:{}", s.id, last.timestamp());
     let inserted = api
         .store
         .job_insert(JobInsertParams {
             owner: s.owner.clone(),
-            idempotency_key: Some(format!("{KEY_PREFIX}{}:{}", s.id, key.timestamp())),
+            idempotency_key: Some(key.clone()),
             spec: planned.spec,
             sql: planned.sql,
             priority: req.priority,
@@ -324,6 +362,12 @@ pub async fn run_schedule(
             tasks: planned.tasks,
             now: Utc::now(),
         })
-        .await?;
-    Ok(inserted.job.id)
+        .await;
+    match inserted {
+        Ok(i) => Ok(i.job.id),
+        // Another leader made this tick's job, planned a little differently (a lake added
+        // since, another first tick): that job is the tick's.
+        Err(StoreError::Conflict(_)) => Ok(api.store.job_find_by_key(&s.owner, &key).await?.id),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -96,6 +96,7 @@ impl Ctx {
                 owner: owner.to_string(),
                 role: sluice_store::Role::Admin,
                 lakes: sluice_store::LakeAccess::all(),
+                token: None,
             },
         ))
     }

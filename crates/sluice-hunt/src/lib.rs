@@ -154,11 +154,11 @@ impl sluice_scheduler::ScheduleRunner for ScheduledHunts {
     async fn run(
         &self,
         schedule: &sluice_store::Schedule,
-        key: chrono::DateTime<chrono::Utc>,
-        until: chrono::DateTime<chrono::Utc>,
+        first: chrono::DateTime<chrono::Utc>,
+        last: chrono::DateTime<chrono::Utc>,
     ) -> Result<sluice_core::JobId, sluice_scheduler::RunError> {
         use sluice_scheduler::RunError;
-        sluice_api::run_schedule(&self.api, schedule, key, until)
+        sluice_api::run_schedule(&self.api, schedule, first, last)
             .await
             .map_err(|e| {
                 if e.is_transient() {

@@ -2,8 +2,8 @@
 //! "Recurring hunts"). A tick is made once: the job's idempotency key names the schedule and
 //! the tick, and the schedule moves on with an update guarded by the tick it was due at, so a
 //! deposed leader that fires the same tick late gets the same job and records nothing. Ticks
-//! missed while no leader ran (or the schedule was paused) are not made up: the tick that is
-//! due runs once, over the range ending at the latest tick that has passed.
+//! missed while no leader ran are made up by one run over their ranges together (from the
+//! range before the first to the latest tick); ticks of a paused schedule are not.
 
 use crate::metrics;
 use async_trait::async_trait;
@@ -11,45 +11,52 @@ use chrono::{DateTime, Utc};
 use sluice_core::JobId;
 use sluice_core::schedule::Cadence;
 use sluice_store::{Schedule, ScheduleRanParams, Store};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 
 /// Why a tick made no job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunError {
-    /// Not now and not for this tick (the hunt is no longer valid, no lake is left, intake is
-    /// closed): recorded on the schedule, and its next tick comes as usual.
+    /// Not for this tick (the hunt no longer checks, no lake is left, its token was revoked):
+    /// recorded on the schedule, and its next tick comes as usual.
     Refused(String),
-    /// The tick could not be tried (the database is away): it stays due.
+    /// The tick could not be tried now (the database is away, intake is closed by a drain): it
+    /// stays due and is tried again every [`TRY_AGAIN`] — [`GIVE_UP_AFTER`] times, then it
+    /// is recorded as refused.
     Unavailable(String),
 }
+
+/// How long a tick that could not be tried waits before the next try.
+pub const TRY_AGAIN: chrono::Duration = chrono::Duration::seconds(30);
+/// Tries of a tick that could not be tried before it is recorded as refused.
+pub const GIVE_UP_AFTER: u32 = 10;
 
 /// Makes the job of one tick; implemented by the binary, which plans hunts with the engine.
 #[async_trait]
 pub trait ScheduleRunner: Send + Sync + std::fmt::Debug {
-    /// The job of `schedule`'s tick `key` (the same job however often it is asked for that
-    /// tick), hunting over the range that ends at `until`.
+    /// The job of `schedule` for its ticks `first..=last` (the same job however often it is
+    /// asked for `last`), hunting from the range before `first` to `last`.
     async fn run(
         &self,
         schedule: &Schedule,
-        key: DateTime<Utc>,
-        until: DateTime<Utc>,
+        first: DateTime<Utc>,
+        last: DateTime<Utc>,
     ) -> Result<JobId, RunError>;
 }
+
+/// A tick that could not be tried: when to try again, and how often it failed.
+type Later = HashMap<i64, (DateTime<Utc>, u32)>;
 
 #[derive(Debug, Clone)]
 pub struct Recurring {
     store: Arc<dyn Store>,
     runner: Arc<dyn ScheduleRunner>,
-    /// Schedules fired per pass.
-    batch: u32,
-    /// Schedules whose tick could not be tried, and when to try again (this leader's memory:
-    /// a new leader tries at once).
-    later: Arc<std::sync::Mutex<std::collections::HashMap<i64, DateTime<Utc>>>>,
+    /// Ticks run per pass.
+    batch: usize,
+    /// This leader's memory of ticks to try again later (a new leader tries at once).
+    later: Arc<Mutex<Later>>,
 }
-
-/// How long a tick that could not be tried waits before the next try.
-const TRY_AGAIN: chrono::Duration = chrono::Duration::seconds(30);
 
 impl Recurring {
     pub fn new(store: Arc<dyn Store>, runner: Arc<dyn ScheduleRunner>) -> Self {
@@ -61,37 +68,55 @@ impl Recurring {
         }
     }
 
-    /// Fires every schedule due at `now` (up to the batch); returns how many ticks it recorded.
+    fn later(&self) -> std::sync::MutexGuard<'_, Later> {
+        self.later.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fires schedules due at `now` (up to the batch); returns how many ticks it recorded.
     pub async fn pass(&self, now: DateTime<Utc>) -> sluice_store::Result<usize> {
         let mut recorded = 0;
-        for s in self.store.schedule_due(now, self.batch).await? {
-            if self.not_before(s.id).is_some_and(|t| t > now) {
+        let mut ran = 0;
+        // More than the batch: those waiting to be tried again must not fill it.
+        for s in self.store.schedule_due(now, 10 * self.batch as u32).await? {
+            if ran >= self.batch {
+                break;
+            }
+            if self.later().get(&s.id).is_some_and(|(at, _)| *at > now) {
                 continue;
             }
             let cadence = match Cadence::new(s.every_secs, s.cron.as_deref(), s.created_at) {
                 Ok(c) => c,
                 Err(e) => {
-                    // A row no API would have written: left due, said loudly.
-                    warn!(schedule = s.id, error = %e, "schedule with a bad cadence");
+                    // A row no API of this version would write: held, with the reason.
+                    warn!(schedule = s.id, error = %e, "schedule with a bad cadence: paused");
+                    let by = format!("sluice (bad cadence: {e})");
+                    self.store.schedule_pause(s.id, &by, now).await?;
                     continue;
                 }
             };
-            let until = latest_tick(&cadence, s.next_at, now);
-            let outcome = match self.runner.run(&s, s.next_at, until).await {
+            ran += 1;
+            let last = latest_tick(&cadence, s.next_at, now);
+            let outcome = match self.runner.run(&s, s.next_at, last).await {
                 Ok(job) => Ok(job),
                 Err(RunError::Refused(why)) => Err(why),
                 Err(RunError::Unavailable(why)) => {
-                    warn!(schedule = s.id, error = %why, "schedule not run now: trying again in 30 s");
-                    self.set_not_before(s.id, Some(now + TRY_AGAIN));
-                    continue;
+                    let tries = self.later().get(&s.id).map_or(0, |(_, n)| *n) + 1;
+                    if tries < GIVE_UP_AFTER {
+                        metrics::SCHEDULE_RUNS
+                            .with_label_values(&["deferred"])
+                            .inc();
+                        warn!(schedule = s.id, tries, error = %why, "schedule tick not tried now: again in 30 s");
+                        self.later().insert(s.id, (now + TRY_AGAIN, tries));
+                        continue;
+                    }
+                    Err(format!("not tried after {tries} attempts: {why}"))
                 }
             };
-            self.set_not_before(s.id, None);
+            self.later().remove(&s.id);
             // Never fire twice for one tick, and never fall behind now.
             let next_at = cadence
                 .next_after(now.max(s.next_at))
-                .unwrap_or(far_future());
-            let fired = outcome.as_ref().ok().copied();
+                .unwrap_or_else(far_future);
             let p = ScheduleRanParams {
                 id: s.id,
                 tick: s.next_at,
@@ -101,16 +126,15 @@ impl Recurring {
             };
             if self.store.schedule_ran(p).await? {
                 recorded += 1;
-                match (&fired, outcome) {
-                    (Some(job), _) => {
+                match outcome {
+                    Ok(job) => {
                         metrics::SCHEDULE_RUNS.with_label_values(&["fired"]).inc();
-                        info!(schedule = s.id, name = %s.name, owner = %s.owner, job_id = job.0, tick = %s.next_at, "schedule fired");
+                        info!(schedule = s.id, name = %s.name, owner = %s.owner, job_id = job.0, first = %s.next_at, last = %last, "schedule fired");
                     }
-                    (None, Err(why)) => {
+                    Err(why) => {
                         metrics::SCHEDULE_RUNS.with_label_values(&["skipped"]).inc();
                         warn!(schedule = s.id, name = %s.name, owner = %s.owner, tick = %s.next_at, error = %why, "schedule tick made no job");
                     }
-                    (None, Ok(_)) => {}
                 }
             }
         }
@@ -118,33 +142,9 @@ impl Recurring {
     }
 }
 
-impl Recurring {
-    fn not_before(&self, id: i64) -> Option<DateTime<Utc>> {
-        self.later.lock().ok().and_then(|m| m.get(&id).copied())
-    }
-
-    fn set_not_before(&self, id: i64, at: Option<DateTime<Utc>>) {
-        if let Ok(mut m) = self.later.lock() {
-            match at {
-                Some(t) => m.insert(id, t),
-                None => m.remove(&id),
-            };
-        }
-    }
-}
-
 /// The latest tick at or before `now`, counting from `due` (itself a tick, at or before now).
 fn latest_tick(cadence: &Cadence, due: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
-    let mut latest = due;
-    // Bounded: a minute-by-minute schedule that missed a year has half a million ticks, and
-    // the walk stops far earlier than that in practice.
-    for _ in 0..600_000 {
-        match cadence.next_after(latest) {
-            Some(t) if t <= now => latest = t,
-            _ => break,
-        }
-    }
-    latest
+    cadence.latest_at_or_before(now).map_or(due, |t| t.max(due))
 }
 
 /// When a schedule whose pattern never matches again is due: never, in a form both databases
@@ -181,13 +181,13 @@ mod tests {
         async fn run(
             &self,
             s: &Schedule,
-            key: DateTime<Utc>,
-            until: DateTime<Utc>,
+            first: DateTime<Utc>,
+            last: DateTime<Utc>,
         ) -> Result<JobId, RunError> {
             self.asked
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push((key, until));
+                .push((first, last));
             if let Some(e) = self
                 .answer
                 .lock()
@@ -200,10 +200,10 @@ mod tests {
             let Some(store) = store else {
                 return Err(RunError::Unavailable("no store".into()));
             };
-            let spec = serde_json::json!({"kind": "noop", "tick": key.timestamp()});
+            let spec = serde_json::json!({"kind": "noop", "tick": last.timestamp(), "from": first.timestamp()});
             let p = sluice_store::JobInsertParams {
-                idempotency_key: Some(format!("schedule:{}:{}", s.id, key.timestamp())),
-                ..sluice_store::testing::job_params(&s.owner, 1, 3, spec, key)
+                idempotency_key: Some(format!("schedule:{}:{}", s.id, last.timestamp())),
+                ..sluice_store::testing::job_params(&s.owner, 1, 3, spec, last)
             };
             store
                 .job_insert(p)
@@ -223,6 +223,7 @@ mod tests {
                 cron: None,
                 range_secs: Some(3600),
                 lakes: sluice_store::LakeAccess::all(),
+                token_hash: None,
                 next_at: at(every_secs),
                 now: at(0),
             })
@@ -286,7 +287,8 @@ mod tests {
         assert_eq!(a.pass(at(725)).await.unwrap_or(9), 1);
         assert_eq!(
             runs.asked.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            vec![(at(180), at(720))]
+            vec![(at(180), at(720))],
+            "one run for the missed ticks 180 to 720"
         );
         let now = store
             .schedule_get(s.id)
@@ -324,6 +326,25 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((now.runs, now.next_at, now.last_error), (4, at(900), None));
         assert_eq!(ticks(store.as_ref()).await.len(), 4);
+        // A tick that cannot be tried, try after try, is given up in the end, and says why.
+        *runs.answer.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(RunError::Unavailable("intake closed".into()));
+        let mut t = 901;
+        for _ in 1..GIVE_UP_AFTER {
+            assert_eq!(a.pass(at(t)).await.unwrap_or(9), 0);
+            t += 31;
+        }
+        assert_eq!(a.pass(at(t)).await.unwrap_or(9), 1);
+        let now = store
+            .schedule_get(s.id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            now.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("not tried after 10 attempts: intake closed")),
+            "{now:?}"
+        );
     }
 
     #[tokio::test]

@@ -157,6 +157,9 @@ where
         scripts::session_delete::<B::D>(&mut *self.0.conn().await?, hash).await
     }
 
+    async fn job_find_by_key(&self, owner: &str, key: &str) -> Result<Job> {
+        scripts::job_by_key::<B::D>(&mut *self.0.conn().await?, owner, key).await
+    }
     async fn schedule_insert(&self, p: ScheduleInsertParams) -> Result<Schedule> {
         in_tx!(&self.0, |c| scripts::schedule_insert::<B::D>(c, &p).await)
     }

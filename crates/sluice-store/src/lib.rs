@@ -60,7 +60,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Ends a session (sign-out); ending one that is gone is not an error.
     async fn session_delete(&self, hash: &str) -> Result<()>;
 
-    /// Stores a recurring hunt; a name the owner already uses is a [`StoreError::Conflict`].
+    /// The job `owner` submitted with idempotency key `key`; [`StoreError::NotFound`] if none.
+    async fn job_find_by_key(&self, owner: &str, key: &str) -> Result<Job>;
+
+    /// Stores a recurring hunt; a name the owner already uses, or an owner at
+    /// [`MAX_SCHEDULES`], is a [`StoreError::Conflict`].
     async fn schedule_insert(&self, p: ScheduleInsertParams) -> Result<Schedule>;
 
     async fn schedule_get(&self, id: i64) -> Result<Schedule>;

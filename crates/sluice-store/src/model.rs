@@ -1027,8 +1027,11 @@ pub struct Schedule {
     pub cron: Option<String>,
     /// Each run hunts over the `range_secs` before its tick.
     pub range_secs: Option<i64>,
-    /// The lakes the creating token could hunt: every run plans within them.
+    /// The lakes the creating caller could hunt (used when no token made it).
     pub lakes: LakeAccess,
+    /// The hash of the token that made it: each run takes that token's role and lakes as they
+    /// are then; `None`: made on the database (the CLI without `--url`).
+    pub token_hash: Option<String>,
     /// The tick due next.
     pub next_at: DateTime<Utc>,
     pub paused_at: Option<DateTime<Utc>>,
@@ -1050,9 +1053,13 @@ pub struct ScheduleInsertParams {
     pub cron: Option<String>,
     pub range_secs: Option<i64>,
     pub lakes: LakeAccess,
+    pub token_hash: Option<String>,
     pub next_at: DateTime<Utc>,
     pub now: DateTime<Utc>,
 }
+
+/// Schedules one owner may have: each fans out to every lake it selects at every tick.
+pub const MAX_SCHEDULES: i64 = 50;
 
 /// What one tick of a schedule did.
 #[derive(Debug, Clone)]

@@ -371,7 +371,7 @@ pub(crate) async fn session_delete<D: Db>(c: &mut D::Connection, hash: &str) -> 
 }
 
 const SCHEDULE_COLS: &str = "id, owner, name, request, every_secs, cron, range_secs, lakes, \
-     next_at, paused_at, paused_by, runs, last_job_id, last_run_at, last_error, created_at";
+     token_hash, next_at, paused_at, paused_by, runs, last_job_id, last_run_at, last_error, created_at";
 
 pub(crate) async fn schedule_insert<D: Db>(
     c: &mut D::Connection,
@@ -382,6 +382,14 @@ pub(crate) async fn schedule_insert<D: Db>(
         .arg(p.owner.clone())
         .arg(p.name.clone());
     let Scalar(taken) = D::read(&D::fetch_one(q, c).await?)?;
+    let q = sqlx::query("SELECT count(*) FROM schedules WHERE owner = $1").arg(p.owner.clone());
+    let Scalar(held) = D::read(&D::fetch_one(q, c).await?)?;
+    if held >= crate::model::MAX_SCHEDULES {
+        return Err(StoreError::Conflict(format!(
+            "{} has {held} schedules, the most one owner may have: delete one first",
+            p.owner
+        )));
+    }
     if taken > 0 {
         return Err(StoreError::Conflict(format!(
             "{} already has a schedule named {:?}",
@@ -390,8 +398,8 @@ pub(crate) async fn schedule_insert<D: Db>(
     }
     let q = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO schedules (owner, name, request, every_secs, cron, range_secs, lakes, \
-             next_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {SCHEDULE_COLS}"
+             token_hash, next_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {SCHEDULE_COLS}"
     )))
     .arg(p.owner.clone())
     .arg(p.name.clone())
@@ -400,9 +408,30 @@ pub(crate) async fn schedule_insert<D: Db>(
     .arg(p.cron.clone())
     .arg(p.range_secs)
     .arg(serde_json::json!(p.lakes))
+    .arg(p.token_hash.clone())
     .arg(Ts(p.next_at))
     .arg(Ts(p.now));
     D::read(&D::fetch_one(q, c).await?)
+}
+
+pub(crate) async fn job_by_key<D: Db>(
+    c: &mut D::Connection,
+    owner: &str,
+    key: &str,
+) -> Result<Job> {
+    let q = sqlx::query(concat!(
+        "SELECT ",
+        job_cols!(),
+        " FROM jobs WHERE owner = $1 AND idempotency_key = $2"
+    ))
+    .arg(owner.to_string())
+    .arg(key.to_string());
+    found::<D, _>(
+        c,
+        q,
+        format!("a job of {owner} with idempotency key {key:?}"),
+    )
+    .await
 }
 
 pub(crate) async fn schedule_get<D: Db>(c: &mut D::Connection, id: i64) -> Result<Schedule> {

@@ -1371,6 +1371,7 @@ async fn an_in_process_caller_needs_no_token_and_keeps_its_role() {
             owner: owner.into(),
             role,
             lakes: LakeAccess::all(),
+            token: None,
         });
         req
     };

@@ -259,10 +259,21 @@ async fn a_ticks_job_is_made_once_as_the_owner_and_a_tick_that_cannot_plan_says_
         .await
         .unwrap();
     assert_eq!(job, again, "one job per tick");
-    let next = sluice_api::run_schedule(&t.api, &s, tick + chrono::Duration::minutes(10), tick)
+    let later = tick + chrono::Duration::minutes(10);
+    let next = sluice_api::run_schedule(&t.api, &s, later, later)
         .await
         .unwrap();
     assert_ne!(job, next);
+    // A late leader that plans the same tick otherwise (here: fewer lakes now) gets the
+    // tick's job, not a second one and not an error.
+    let fewer = sluice_store::Schedule {
+        request: serde_json::json!({"hunt": {"kind": "noop", "lakes": 2}, "priority": 5, "max_attempts": 2}),
+        ..s.clone()
+    };
+    let late = sluice_api::run_schedule(&t.api, &fewer, tick, tick)
+        .await
+        .unwrap();
+    assert_eq!(late, job);
     let j = t.store.job_get(job).await.unwrap();
     assert_eq!(
         (j.owner.as_str(), j.priority, j.counts.total),
@@ -307,8 +318,86 @@ async fn a_ticks_job_is_made_once_as_the_owner_and_a_tick_that_cannot_plan_says_
         })
         .await
         .unwrap();
-    let e = sluice_api::run_schedule(&t.api, &s, tick + chrono::Duration::minutes(20), tick)
+    let t20 = tick + chrono::Duration::minutes(20);
+    let e = sluice_api::run_schedule(&t.api, &s, t20, t20)
         .await
         .unwrap_err();
     assert!(e.is_transient(), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_schedule_runs_with_its_tokens_access_now_and_stops_when_it_is_revoked() {
+    let t = setup(ApiConfig::default()).await;
+    let (token, id) = super::token_for(
+        t.store.as_ref(),
+        "carol",
+        sluice_store::Role::Researcher,
+        sluice_store::LakeAccess::all(),
+    )
+    .await;
+    let s = create(&t, &token, EVERY_HOUR).await;
+    let s = t
+        .store
+        .schedule_get(s["id"].as_i64().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(s.token_hash, Some(sluice_api::hash_token(&token)));
+    let tick = s.next_at;
+    sluice_api::run_schedule(&t.api, &s, tick, tick)
+        .await
+        .unwrap();
+    // Revoked: the next tick makes no job and the schedule is paused, saying why.
+    t.store.token_revoke(id, chrono::Utc::now()).await.unwrap();
+    let later = tick + chrono::Duration::hours(1);
+    let e = sluice_api::run_schedule(&t.api, &s, later, later)
+        .await
+        .unwrap_err();
+    assert!(!e.is_transient() && e.detail().contains("revoked"), "{e:?}");
+    let now = t.store.schedule_get(s.id).await.unwrap();
+    assert_eq!(
+        now.paused_by.as_deref(),
+        Some(sluice_api::schedules::REVOKED_BY)
+    );
+    // A token limited to red lakes plans within them at each run.
+    let (red, _) = super::token_for(
+        t.store.as_ref(),
+        "dora",
+        sluice_store::Role::Researcher,
+        super::red(),
+    )
+    .await;
+    let s = create(&t, &red, EVERY_HOUR).await;
+    let s = t
+        .store
+        .schedule_get(s["id"].as_i64().unwrap())
+        .await
+        .unwrap();
+    let job = sluice_api::run_schedule(&t.api, &s, tick, tick)
+        .await
+        .unwrap();
+    assert_eq!(
+        t.store.job_get(job).await.unwrap().counts.total,
+        2,
+        "lake-0 and lake-2 of 3"
+    );
+}
+
+#[tokio::test]
+async fn a_researcher_cannot_lift_an_operators_pause_of_their_schedule() {
+    let t = setup(ApiConfig::default()).await;
+    let id = create(&t, &t.alice, EVERY_HOUR).await["id"]
+        .as_i64()
+        .unwrap();
+    let path = |verb: &str| format!("/v1/schedules/{id}/{verb}");
+    let r = call(&t.app, "POST", &path("pause"), Some(&t.ops), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = call(&t.app, "POST", &path("resume"), Some(&t.alice), None).await;
+    problem(&r, StatusCode::FORBIDDEN, "ops paused this schedule");
+    let r = call(&t.app, "POST", &path("resume"), Some(&t.ops), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Her own pause is hers to lift.
+    let r = call(&t.app, "POST", &path("pause"), Some(&t.alice), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = call(&t.app, "POST", &path("resume"), Some(&t.alice), None).await;
+    assert_eq!(r.json()["paused"], false, "{}", r.text);
 }

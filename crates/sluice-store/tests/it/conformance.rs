@@ -3095,6 +3095,7 @@ fn schedule(
         cron: None,
         range_secs: Some(86_400),
         lakes: LakeAccess::all(),
+        token_hash: Some("f".repeat(64)),
         next_at,
         now: t0(),
     }
@@ -3249,7 +3250,42 @@ async fn a_schedules_tick_is_recorded_once_however_many_leaders_fire_it(s: S) {
     s.schedule_delete(daily.id, "alice", at(100_001))
         .await
         .unwrap();
-    assert_eq!(s.schedule_list(None).await.unwrap(), vec![other]);
-    // The job it made stays.
+    assert_eq!(s.schedule_list(None).await.unwrap(), vec![other.clone()]);
+    // The job it made stays, found by its key too.
     assert_eq!(s.job_get(job).await.unwrap().id, job);
+    let keyed = s
+        .job_insert(JobInsertParams {
+            idempotency_key: Some("schedule:9:60".into()),
+            ..crate::support::job("carol", 1)
+        })
+        .await
+        .unwrap()
+        .job;
+    assert_eq!(
+        s.job_find_by_key("carol", "schedule:9:60")
+            .await
+            .unwrap()
+            .id,
+        keyed.id
+    );
+    for (owner, key) in [("alice", "schedule:9:60"), ("carol", "schedule:9:61")] {
+        assert!(matches!(
+            s.job_find_by_key(owner, key).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+    // An owner holds at most MAX_SCHEDULES.
+    for i in 0..MAX_SCHEDULES {
+        s.schedule_insert(schedule("dave", &format!("s{i}"), at(60)))
+            .await
+            .unwrap();
+    }
+    let over = s
+        .schedule_insert(schedule("dave", "one-more", at(60)))
+        .await;
+    assert!(
+        matches!(over, Err(StoreError::Conflict(ref m)) if m.contains("the most one owner")),
+        "{over:?}"
+    );
+    assert_eq!(other.token_hash, Some("f".repeat(64)));
 }
