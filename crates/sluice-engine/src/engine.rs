@@ -7,6 +7,7 @@
 //! and a cancellation token stop a run.
 
 use crate::EngineError;
+use crate::bytecache::{ByteCache, CachingStore};
 use crate::counting::{CountingStore, Counts};
 use crate::hunt::CompiledHunt;
 use crate::lakestore::{LAKE_URL_BASE, LakeStore};
@@ -66,6 +67,8 @@ pub struct EngineConfig {
     pub max_result_rows: u64,
     /// Most result bytes (in memory, before compression) one task may write.
     pub max_result_bytes: u64,
+    /// Lake bytes kept in memory for the next hunt over the same objects (0: none kept).
+    pub byte_cache_bytes: u64,
 }
 
 impl EngineConfig {
@@ -80,6 +83,7 @@ impl EngineConfig {
             list_ttl: Duration::from_secs(300),
             max_result_rows: 1_000_000,
             max_result_bytes: 256 << 20,
+            byte_cache_bytes: 64 << 20,
         }
     }
 }
@@ -183,6 +187,8 @@ pub struct Engine {
     counts: Option<Arc<Counts>>,
     /// S3 stores, metered through the provider gate.
     s3: crate::s3::S3Stores,
+    /// Lake bytes already read, for the next hunt over the same objects.
+    bytes: Option<Arc<ByteCache>>,
 }
 
 impl Drop for Engine {
@@ -346,6 +352,7 @@ const CPU_STACK: usize = 16 << 20;
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Result<Engine, EngineError> {
         let results = results_store(&cfg)?;
+        let cfg_bytes = cfg.byte_cache_bytes;
         let cpu = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.cpu_threads.max(1))
             .thread_name("sluice-cpu")
@@ -370,6 +377,7 @@ impl Engine {
             memory: Mutex::default(),
             counts: None,
             s3: crate::s3::S3Stores::new(Arc::new(sluice_core::OpenGate)),
+            bytes: (cfg_bytes > 0).then(|| Arc::new(ByteCache::new(cfg_bytes))),
         })
     }
 
@@ -428,6 +436,11 @@ impl Engine {
         self
     }
 
+    /// The cache of lake bytes, if this engine keeps one.
+    pub fn byte_cache(&self) -> Option<&Arc<ByteCache>> {
+        self.bytes.as_ref()
+    }
+
     /// Counts every object-store call made to lakes into `counts`.
     pub fn with_call_counts(mut self, counts: Arc<Counts>) -> Self {
         self.counts = Some(counts);
@@ -469,6 +482,19 @@ impl Engine {
         };
         let inner: Arc<dyn ObjectStore> = match &self.counts {
             Some(c) => Arc::new(CountingStore::new(inner, c.clone())),
+            None => inner,
+        };
+        // Above the counts: a byte served from memory is no call to the lake.
+        let inner: Arc<dyn ObjectStore> = match &self.bytes {
+            Some(cache) => {
+                let store = format!(
+                    "{}|{}://{}",
+                    lake.scope,
+                    url.scheme(),
+                    url.host_str().unwrap_or("")
+                );
+                Arc::new(CachingStore::new(inner, cache.clone(), &store))
+            }
             None => inner,
         };
         Ok(LakeStore::new(inner, root, &format!("lake-{}", lake.id)))

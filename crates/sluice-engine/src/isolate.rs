@@ -54,6 +54,9 @@ pub struct RunnerConfig {
     pub timeout: Duration,
     pub max_result_rows: u64,
     pub max_result_bytes: u64,
+    /// The runner's cache of lake bytes (its memory limit grows by as much).
+    #[serde(default)]
+    pub byte_cache_bytes: u64,
     pub max_open_files: u64,
     /// The worker's pid: a runner whose parent is already another process exits at once.
     pub parent: u32,
@@ -72,6 +75,7 @@ impl RunnerConfig {
             timeout: cfg.timeout,
             max_result_rows: cfg.max_result_rows,
             max_result_bytes: cfg.max_result_bytes,
+            byte_cache_bytes: cfg.byte_cache_bytes,
             max_open_files: 1024,
             parent: std::process::id(),
         })
@@ -79,7 +83,9 @@ impl RunnerConfig {
 
     /// The runner's `RLIMIT_DATA`.
     pub fn data_limit(&self) -> u64 {
-        (self.memory_limit as u64).saturating_add(self.headroom as u64)
+        (self.memory_limit as u64)
+            .saturating_add(self.headroom as u64)
+            .saturating_add(self.byte_cache_bytes)
     }
 
     /// CPU seconds one task may use: every plan thread busy for the whole timeout, and a
@@ -352,6 +358,7 @@ async fn serve(cfg: RunnerConfig) -> i32 {
     ecfg.timeout = cfg.timeout + Duration::from_secs(5);
     ecfg.max_result_rows = cfg.max_result_rows;
     ecfg.max_result_bytes = cfg.max_result_bytes;
+    ecfg.byte_cache_bytes = cfg.byte_cache_bytes;
     let engine = match Engine::new(ecfg) {
         Ok(e) => Arc::new(
             e.with_gate(remote.clone())
@@ -1206,6 +1213,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             max_result_rows: 10,
             max_result_bytes: 1 << 20,
+            byte_cache_bytes: 0,
             max_open_files: 64,
             parent: 1,
         }

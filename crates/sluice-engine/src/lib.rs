@@ -2,6 +2,7 @@
 //! compiler, SQL validation with line and column, synthetic lakes, and result writing. Knows
 //! nothing of jobs or databases.
 
+pub mod bytecache;
 pub mod counting;
 mod engine;
 mod error;

@@ -29,6 +29,30 @@ pub static BYTES_SCANNED: LazyLock<IntCounter> = LazyLock::new(|| {
     ))
 });
 
+pub static BYTE_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(IntCounterVec::new(
+        Opts::new(
+            "sluice_engine_byte_cache_total",
+            "Lake reads through the byte cache by event: hit (served from memory), miss (read from the lake), eviction (a range dropped for room).",
+        ),
+        &["event"],
+    ))
+});
+
+pub static BYTE_CACHE_SAVED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(IntCounter::new(
+        "sluice_engine_byte_cache_saved_bytes_total",
+        "Lake bytes served from the byte cache instead of the lake.",
+    ))
+});
+
+pub static BYTE_CACHE_BYTES: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    register(prometheus::IntGauge::new(
+        "sluice_engine_byte_cache_bytes",
+        "Lake bytes held in the byte cache now.",
+    ))
+});
+
 pub static RUNNERS_STARTED: LazyLock<IntCounter> = LazyLock::new(|| {
     register(IntCounter::new(
         "sluice_engine_runners_started_total",

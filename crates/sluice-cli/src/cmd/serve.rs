@@ -315,6 +315,10 @@ pub struct WorkerArgs {
     /// after this).
     #[arg(long, env = "SLUICE_LAKE_LIST_TTL", default_value = "5m", value_parser = crate::parse_duration)]
     lake_list_ttl: Duration,
+    /// Lake bytes each hunt runner keeps in memory for the next hunt over the same files, in
+    /// MiB (0: none). A runner's memory limit grows by as much.
+    #[arg(long, env = "SLUICE_BYTE_CACHE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    byte_cache_mib: u64,
     /// Threads that run query plans (a runtime separate from the one that talks to the database).
     #[arg(long, env = "SLUICE_CPU_THREADS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
     cpu_threads: u32,
@@ -360,6 +364,7 @@ fn worker_engine(
     ecfg.list_ttl = args.lake_list_ttl;
     ecfg.max_result_rows = args.task_result_rows;
     ecfg.max_result_bytes = args.task_result_mib << 20;
+    ecfg.byte_cache_bytes = args.byte_cache_mib << 20;
     let guard: Arc<dyn sluice_core::CallGate> = match args.guard.provider_guard {
         crate::cmd::provider::GuardMode::On => Arc::new(sluice_worker::ProviderGuard::new(
             store.clone(),

@@ -8,7 +8,7 @@ use datafusion::arrow::array::{Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
-use sluice_engine::counting::Counts;
+use sluice_engine::counting::{CountSnapshot, Counts};
 use sluice_engine::generate::{GenerateParams, Manifest, generate};
 use sluice_engine::{CompiledHunt, Engine, EngineConfig, EngineError, HuntSpec, LakeRef, TaskRun};
 use std::collections::{BTreeMap, BTreeSet};
@@ -327,12 +327,15 @@ async fn limits_and_cancellation_stop_runs() {
     assert_eq!(err, EngineError::Cancelled);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeat_hunt_makes_no_list_and_no_footer_read() {
+/// A hunt, then the same hunt again: what each read from the lake, on an engine with a byte
+/// cache of `cache` bytes.
+async fn twice(cache: u64) -> (CountSnapshot, CountSnapshot, Option<(u64, u64)>) {
     let f = &fixture().await;
     let out = tempfile::tempdir().unwrap();
     let counts = Arc::new(Counts::default());
-    let e = engine(out.path()).with_call_counts(counts.clone());
+    let mut cfg = EngineConfig::new(out.path());
+    cfg.byte_cache_bytes = cache;
+    let e = Engine::new(cfg).unwrap().with_call_counts(counts.clone());
     let lake = f
         .lakes
         .iter()
@@ -340,35 +343,120 @@ async fn repeat_hunt_makes_no_list_and_no_footer_read() {
         .unwrap_or(&f.lakes[0]);
     let hunt = sluice_engine::compile(&ioc_all(&f.manifest), &lake.partition_cols).unwrap();
     let before = counts.snapshot();
-    e.run(run(lake, hunt.clone(), 1), CancellationToken::new())
+    let a = e
+        .run(run(lake, hunt.clone(), 1), CancellationToken::new())
         .await
         .unwrap();
     let first = counts.snapshot().since(&before);
-    assert!(
-        first.list >= 1 && first.calls() > first.list,
-        "the first hunt lists and reads footers: {first:?}"
-    );
     let before = counts.snapshot();
-    e.run(run(lake, hunt, 2), CancellationToken::new())
+    let b = e
+        .run(run(lake, hunt, 2), CancellationToken::new())
         .await
         .unwrap();
+    assert_eq!(a.rows, b.rows);
     let second = counts.snapshot().since(&before);
+    let cached = e.byte_cache().map(|c| {
+        (
+            c.counts.hits.load(std::sync::atomic::Ordering::Relaxed),
+            c.counts
+                .bytes_saved
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    });
+    (first, second, cached)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_hunt_reads_nothing_from_the_lake_with_the_byte_cache() {
+    // Without the byte cache: DataFusion's caches spare the LIST and the footers, but the
+    // bloom filters and the pages they could not rule out are read again.
+    let (first, second, cached) = twice(0).await;
     assert!(
-        first.footer >= 3,
-        "the first hunt reads each file's footer: {first:?}"
+        first.list >= 1 && first.footer >= 3 && first.calls() > first.list,
+        "the first hunt lists and reads footers: {first:?}"
     );
-    assert_eq!(second.list, 0, "repeat hunt listed again: {second:?}");
     assert_eq!(
-        second.footer, 0,
-        "repeat hunt read a footer again: {second:?}"
+        (second.list, second.footer, second.head),
+        (0, 0, 0),
+        "{second:?}"
     );
-    assert_eq!(second.head, 0, "{second:?}");
-    // What is left are bloom-filter reads (DataFusion does not cache those) and the pages of
-    // row groups they could not rule out.
     assert!(
-        second.bytes < first.bytes,
-        "first {first:?}, repeat {second:?}"
+        second.calls() > 0 && second.bytes > 0 && second.bytes < first.bytes,
+        "{second:?}"
     );
+    assert_eq!(cached, None);
+    // With it: the repeat hunt makes no call at all, and says what it saved.
+    let (first, second, cached) = twice(64 << 20).await;
+    assert!(first.calls() > first.list, "{first:?}");
+    assert_eq!(
+        second.calls(),
+        0,
+        "the repeat hunt called the lake: {second:?}"
+    );
+    assert_eq!(second.bytes, 0, "{second:?}");
+    let (hits, saved) = cached.unwrap();
+    assert!(
+        hits > 0 && saved > 0 && saved <= first.bytes,
+        "{hits} hits, {saved} bytes saved of {first:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_file_is_read_again_not_served_from_the_byte_cache() {
+    let f = &fixture().await;
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = EngineConfig::new(out.path());
+    cfg.list_ttl = Duration::from_millis(500);
+    let e = Engine::new(cfg).unwrap();
+    // A lake of its own: this test rewrites one of its files.
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::path::PathBuf::from(f.lakes[2].url.trim_start_matches("file://"));
+    for day in ["dt=2026-11-20", "dt=2026-11-21"] {
+        std::fs::create_dir_all(dir.path().join(day)).unwrap();
+        std::fs::copy(
+            src.join(day).join("part-0.parquet"),
+            dir.path().join(day).join("part-0.parquet"),
+        )
+        .unwrap();
+    }
+    let lake = LakeRef {
+        url: format!("file://{}", dir.path().display()),
+        ..f.lakes[2].clone()
+    };
+    let count = CompiledHunt {
+        sql: "SELECT count(*) AS n, min(src_ip) AS a, max(src_ip) AS z FROM events WHERE dt = '2026-11-21'".into(),
+        options: BTreeMap::new(),
+    };
+    // The one row the hunt answers, as text.
+    async fn answer(e: &Engine, lake: &LakeRef, hunt: &CompiledHunt, task: i64) -> Vec<String> {
+        let r = e
+            .run(run(lake, hunt.clone(), task), CancellationToken::new())
+            .await
+            .unwrap();
+        let batches = e.results(&[r.result_uri.unwrap()], 0, 10).await.unwrap();
+        ["n", "a", "z"]
+            .iter()
+            .flat_map(|c| strings(&batches, c))
+            .collect()
+    }
+    let before = answer(&e, &lake, &count, 1).await;
+    assert_eq!(
+        answer(&e, &lake, &count, 2).await,
+        before,
+        "cached, same answer"
+    );
+    // The day is rewritten with other data (another day's file).
+    std::fs::copy(
+        src.join("dt=2026-11-22/part-0.parquet"),
+        dir.path().join("dt=2026-11-21/part-0.parquet"),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = answer(&e, &lake, &count, 3).await;
+    let fresh = Engine::new(EngineConfig::new(out.path())).unwrap();
+    let want = answer(&fresh, &lake, &count, 4).await;
+    assert_eq!(after, want, "the new file's bytes, not the cached ones");
+    assert_ne!(after, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
