@@ -34,7 +34,7 @@ d = {(r["mode"], r["run"]): r for r in rows if r["system"] == "duckdb"}
 gb = rows[0]["bytes_on_disk"] / 1e9
 print(f"\n{rows[0]['lakes']} lakes, {gb:.2f} GB of Parquet")
 best = lambda run: min(x["secs"] for x in s[run])
-for run in ("cold", "warm", "no_bloom", "ioc_10k"):
+for run in ("cold", "warm", "warm_no_cache", "no_bloom", "ioc_10k"):
     x = s[run][0]
     print(f"  sluice {run:<9} {best(run):7.3f}s  rows {x['rows_found']}  per lake: {x['per_lake']['calls']:.0f} calls, "
           f"{x['per_lake']['list']:.0f} LIST, {x['per_lake']['footer_reads']:.0f} footer reads, {x['per_lake']['bytes_read'] / 1e6:.2f} MB read")

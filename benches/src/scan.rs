@@ -35,6 +35,9 @@ struct Args {
     /// default) and print it beside the in-process runs, to measure what isolation costs.
     #[arg(long)]
     runner: Option<PathBuf>,
+    /// The engine's byte cache of lake reads, in MiB (the warm run is also measured without).
+    #[arg(long, default_value_t = 256)]
+    byte_cache_mib: u64,
 }
 
 fn manifest(args: &Args) -> Result<Manifest> {
@@ -102,17 +105,20 @@ async fn main() -> Result<()> {
         until: None,
         lakes: LakeSelector::default(),
     };
-    // Cold (first hunt: LIST and footers), warm (repeat on the same worker), bloom off, and
-    // the 10,000-IOC hunt (cold).
-    for (label, spec, bloom, repeat) in [
-        ("cold", &spec, true, false),
-        ("warm", &spec, true, true),
-        ("no_bloom", &spec, false, false),
-        ("ioc_10k", &ioc_10k, true, false),
+    // Cold (first hunt: LIST and footers), warm (repeat on the same worker, with and without
+    // the byte cache), bloom off, and the 10,000-IOC hunt (cold).
+    let cache = args.byte_cache_mib << 20;
+    for (label, spec, bloom, repeat, cache) in [
+        ("cold", &spec, true, false, cache),
+        ("warm", &spec, true, true, cache),
+        ("warm_no_cache", &spec, true, true, 0),
+        ("no_bloom", &spec, false, false, cache),
+        ("ioc_10k", &ioc_10k, true, false, cache),
     ] {
         let counts = Arc::new(Counts::default());
-        let engine =
-            Arc::new(Engine::new(EngineConfig::new(&scratch))?.with_call_counts(counts.clone()));
+        let mut cfg = EngineConfig::new(&scratch);
+        cfg.byte_cache_bytes = cache;
+        let engine = Arc::new(Engine::new(cfg)?.with_call_counts(counts.clone()));
         let mut hunt = sluice_engine::compile(spec, &lakes[0].partition_cols)?;
         hunt.options.insert(
             "datafusion.execution.parquet.bloom_filter_on_read".into(),
@@ -156,7 +162,9 @@ async fn main() -> Result<()> {
     // cold (first hunt, new runners) then warm (repeat: runners and their caches reused).
     if let Some(program) = &args.runner {
         let hunt = sluice_engine::compile(&spec, &lakes[0].partition_cols)?;
-        let engine = Arc::new(Engine::new(EngineConfig::new(&scratch))?);
+        let mut cfg = EngineConfig::new(&scratch);
+        cfg.byte_cache_bytes = cache;
+        let engine = Arc::new(Engine::new(cfg)?);
         let pool = Arc::new(sluice_engine::isolate::RunnerPool::new(
             sluice_engine::isolate::PoolConfig {
                 program: program.clone(),
