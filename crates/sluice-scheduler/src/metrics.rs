@@ -38,11 +38,11 @@ const WEBHOOKS_HELP: &str =
     "Webhook tries by outcome: delivered (2xx), retried (to be tried again), failed (given up).";
 
 /// Schedule ticks by outcome (the leader's recurring hunts): `fired` (a job made), `skipped`
-/// (the tick made none: invalid hunt, no lake, intake closed).
+/// (the tick made none: invalid hunt, no lake, revoked token), `deferred` (tried again later).
 pub static SCHEDULE_RUNS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
     let opts = Opts::new(
         "sluice_schedule_runs_total",
-        "Schedule ticks by outcome: fired (a job made), skipped (the tick made none).",
+        "Schedule ticks by outcome: fired (a job made), skipped (the tick made none), deferred (tried again later).",
     );
     register(prometheus::IntCounterVec::new(opts, &["outcome"]))
 });
