@@ -139,6 +139,28 @@ pub struct TaskRun {
     pub hunt: CompiledHunt,
 }
 
+/// Several tasks of one lake answered by one scan (a shared scan, ADR 0014): the scan's rows
+/// hold every member's matches, and each member keeps the rows its own filter passes, written
+/// to its own result under its own caps.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ScanRun {
+    pub lake: LakeRef,
+    pub hunt: CompiledHunt,
+    pub members: Vec<ScanMember>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ScanMember {
+    pub job_id: i64,
+    pub task_id: i64,
+    pub token: i64,
+    /// A condition over the scan's columns: which of its rows are this member's.
+    pub filter: String,
+}
+
+/// Each member's outcome, in member order.
+pub type ScanOutputs = Vec<Result<TaskOutput, EngineError>>;
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskOutput {
     pub rows: i64,
@@ -596,23 +618,137 @@ impl Engine {
         t: TaskRun,
         cancel: CancellationToken,
     ) -> Result<TaskOutput, EngineError> {
-        let cpu = self
-            .cpu
-            .as_ref()
-            .ok_or_else(|| EngineError::Io("engine shut down".into()))?;
         let ctx = self.lake_session(&t.lake, &t.hunt.options).await?;
         let results = self.results.clone();
         // Zero-padded so that keys sort in task order (result pages follow it).
         let key = result_key(t.job_id, t.task_id, t.token);
         let lake_name = t.lake.name.clone();
         let sql = t.hunt.sql.clone();
-        let caps = ResultCaps {
+        let caps = self.caps();
+        self.guarded(
+            async move {
+                let df = ctx.sql_with_options(&sql, sql_options()).await?;
+                let mut stream = df.execute_stream().await?;
+                let mut sink = ResultSink::new(&stream.schema(), &lake_name, results, key, caps);
+                while let Some(batch) = stream.next().await {
+                    if let Err(e) = sink.write(&batch?).await {
+                        sink.abort().await;
+                        return Err(e);
+                    }
+                }
+                sink.close().await
+            },
+            cancel,
+        )
+        .await
+    }
+
+    /// Runs a shared scan: one read of the lake for every member (ADR 0014). The outer error
+    /// is the scan's (every member's); a member's own error (its result past a cap, a filter
+    /// that does not plan) ends that member only.
+    pub async fn scan(
+        &self,
+        s: ScanRun,
+        cancel: CancellationToken,
+    ) -> Result<ScanOutputs, EngineError> {
+        let ctx = self.lake_session(&s.lake, &s.hunt.options).await?;
+        let results = self.results.clone();
+        let caps = self.caps();
+        self.guarded(
+            async move {
+                let df = ctx.sql_with_options(&s.hunt.sql, sql_options()).await?;
+                let mut stream = df.execute_stream().await?;
+                let schema = stream.schema();
+                let df_schema = datafusion::common::DFSchema::try_from(schema.as_ref().clone())?;
+                let mut out: ScanOutputs = Vec::with_capacity(s.members.len());
+                // (member index, its filter, its result) for the members still writing.
+                let mut live = Vec::with_capacity(s.members.len());
+                for (i, m) in s.members.iter().enumerate() {
+                    let filter = ctx
+                        .parse_sql_expr(&m.filter, &df_schema)
+                        .and_then(|e| ctx.create_physical_expr(e, &df_schema));
+                    match filter {
+                        Ok(f) => {
+                            out.push(Ok(TaskOutput {
+                                rows: 0,
+                                result_uri: None,
+                            }));
+                            let key = result_key(m.job_id, m.task_id, m.token);
+                            let sink =
+                                ResultSink::new(&schema, &s.lake.name, results.clone(), key, caps);
+                            live.push((i, f, sink));
+                        }
+                        Err(e) => out.push(Err(EngineError::from(e))),
+                    }
+                }
+                while let Some(batch) = stream.next().await {
+                    let batch = match batch {
+                        Ok(b) => b,
+                        Err(e) => {
+                            for (_, _, sink) in live {
+                                sink.abort().await;
+                            }
+                            return Err(e.into());
+                        }
+                    };
+                    let mut ended = Vec::new();
+                    for (k, (i, filter, sink)) in live.iter_mut().enumerate() {
+                        let mine = filter
+                            .evaluate(&batch)
+                            .and_then(|v| v.into_array(batch.num_rows()))
+                            .map_err(EngineError::from)
+                            .and_then(|mask| {
+                                let mask = datafusion::arrow::array::AsArray::as_boolean_opt(&mask)
+                                    .ok_or_else(|| {
+                                        EngineError::User("a scan filter is not a condition".into())
+                                    })?
+                                    .clone();
+                                Ok(datafusion::arrow::compute::filter_record_batch(
+                                    &batch, &mask,
+                                )?)
+                            });
+                        let written = match mine {
+                            Ok(rows) => sink.write(&rows).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = written {
+                            out[*i] = Err(e);
+                            ended.push(k);
+                        }
+                    }
+                    for k in ended.into_iter().rev() {
+                        let (_, _, sink) = live.swap_remove(k);
+                        sink.abort().await;
+                    }
+                }
+                for (i, _, sink) in live {
+                    out[i] = sink.close().await;
+                }
+                Ok(out)
+            },
+            cancel,
+        )
+        .await
+    }
+
+    fn caps(&self) -> ResultCaps {
+        ResultCaps {
             rows: self.cfg.max_result_rows,
             bytes: self.cfg.max_result_bytes,
-        };
-        let work = cpu.spawn(async move {
-            execute_to_parquet(ctx, &sql, &lake_name, results, &key, caps).await
-        });
+        }
+    }
+
+    /// Runs `work` on the CPU runtime until it ends, `cancel` fires or the task timeout passes.
+    async fn guarded<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
+        cancel: CancellationToken,
+    ) -> Result<T, EngineError> {
+        let cpu = self
+            .cpu
+            .as_ref()
+            .ok_or_else(|| EngineError::Io("engine shut down".into()))?;
+        let work = cpu.spawn(work);
         let abort = work.abort_handle();
         let timeout = self.cfg.timeout;
         let memory = self.cfg.memory_limit;
@@ -813,83 +949,110 @@ struct ResultCaps {
     bytes: u64,
 }
 
-async fn execute_to_parquet(
-    ctx: SessionContext,
-    sql: &str,
-    lake: &str,
+/// One task's result object: rows written as they come, within the task's caps, under the
+/// task's key. Nothing is written for a task without rows.
+struct ResultSink {
+    schema: SchemaRef,
+    lake: String,
     results: Arc<dyn ObjectStore>,
-    key: &str,
+    key: String,
     caps: ResultCaps,
-) -> Result<TaskOutput, EngineError> {
-    let df = ctx.sql_with_options(sql, sql_options()).await?;
-    let mut stream = df.execute_stream().await?;
-    let query_schema = stream.schema();
-    let mut fields = vec![Field::new(LAKE_COLUMN, DataType::Utf8, false)];
-    fields.extend(query_schema.fields().iter().map(|f| f.as_ref().clone()));
-    let schema = Arc::new(Schema::new(fields));
-    let mut writer: Option<AsyncArrowWriter<BufWriter>> = None;
-    let mut rows = 0i64;
-    let mut bytes = 0u64;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
+    writer: Option<AsyncArrowWriter<BufWriter>>,
+    rows: i64,
+    bytes: u64,
+}
+
+impl ResultSink {
+    /// Results of a query with `query_schema`, behind a column naming the lake.
+    fn new(
+        query_schema: &SchemaRef,
+        lake: &str,
+        results: Arc<dyn ObjectStore>,
+        key: String,
+        caps: ResultCaps,
+    ) -> Self {
+        let mut fields = vec![Field::new(LAKE_COLUMN, DataType::Utf8, false)];
+        fields.extend(query_schema.fields().iter().map(|f| f.as_ref().clone()));
+        ResultSink {
+            schema: Arc::new(Schema::new(fields)),
+            lake: lake.to_string(),
+            results,
+            key,
+            caps,
+            writer: None,
+            rows: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Writes `batch`; past a cap, fails with the limit (the caller then aborts).
+    async fn write(&mut self, batch: &RecordBatch) -> Result<(), EngineError> {
         if batch.num_rows() == 0 {
-            continue;
+            return Ok(());
         }
-        rows += batch.num_rows() as i64;
-        bytes += batch.get_array_memory_size() as u64;
-        let over = if rows as u64 > caps.rows {
-            Some(format!(
+        self.rows += batch.num_rows() as i64;
+        self.bytes += batch.get_array_memory_size() as u64;
+        let lake = &self.lake;
+        if self.rows as u64 > self.caps.rows {
+            return Err(EngineError::Limit(format!(
                 "the hunt's results from lake {lake} passed the limit of {} rows: narrow the query or add a LIMIT",
-                caps.rows
-            ))
-        } else if bytes > caps.bytes {
-            Some(format!(
-                "the hunt's results from lake {lake} passed the limit of {}: select fewer or smaller columns, or add a LIMIT",
-                human_bytes(caps.bytes)
-            ))
-        } else {
-            None
-        };
-        if let Some(m) = over {
-            // What was staged is nobody's result.
-            if let Some(w) = writer.take() {
-                let _ = w.into_inner().abort().await;
-            }
-            return Err(EngineError::Limit(m));
+                self.caps.rows
+            )));
         }
-        let lake_col: ArrayRef = Arc::new(StringArray::from(vec![lake; batch.num_rows()]));
+        if self.bytes > self.caps.bytes {
+            return Err(EngineError::Limit(format!(
+                "the hunt's results from lake {lake} passed the limit of {}: select fewer or smaller columns, or add a LIMIT",
+                human_bytes(self.caps.bytes)
+            )));
+        }
+        let lake_col: ArrayRef = Arc::new(StringArray::from(vec![lake.as_str(); batch.num_rows()]));
         let mut cols = vec![lake_col];
         cols.extend(batch.columns().iter().cloned());
-        let out = RecordBatch::try_new(schema.clone(), cols)?;
-        if writer.is_none() {
+        let out = RecordBatch::try_new(self.schema.clone(), cols)?;
+        if self.writer.is_none() {
             let props = WriterProperties::builder()
                 .set_compression(Compression::ZSTD(ZstdLevel::default()))
                 .set_max_row_group_row_count(Some(RESULT_ROW_GROUP_ROWS))
                 .build();
-            let obj = BufWriter::new(results.clone(), Path::from(key));
-            writer = Some(AsyncArrowWriter::try_new(obj, schema.clone(), Some(props))?);
+            let obj = BufWriter::new(self.results.clone(), Path::from(self.key.as_str()));
+            self.writer = Some(AsyncArrowWriter::try_new(
+                obj,
+                self.schema.clone(),
+                Some(props),
+            )?);
         }
-        if let Some(w) = writer.as_mut() {
+        if let Some(w) = self.writer.as_mut() {
             w.write(&out).await?;
             // Row groups small in bytes too: a page of results reads whole row groups.
             if w.in_progress_size() > RESULT_ROW_GROUP_BYTES {
                 w.flush().await?;
             }
         }
+        Ok(())
     }
-    crate::metrics::ROWS_MATCHED.inc_by(rows as u64);
-    match writer {
-        Some(w) => {
-            w.close().await?;
-            Ok(TaskOutput {
-                rows,
-                result_uri: Some(key.to_string()),
-            })
+
+    /// What was staged is nobody's result.
+    async fn abort(mut self) {
+        if let Some(w) = self.writer.take() {
+            let _ = w.into_inner().abort().await;
         }
-        None => Ok(TaskOutput {
-            rows: 0,
-            result_uri: None,
-        }),
+    }
+
+    async fn close(self) -> Result<TaskOutput, EngineError> {
+        crate::metrics::ROWS_MATCHED.inc_by(self.rows as u64);
+        match self.writer {
+            Some(w) => {
+                w.close().await?;
+                Ok(TaskOutput {
+                    rows: self.rows,
+                    result_uri: Some(self.key),
+                })
+            }
+            None => Ok(TaskOutput {
+                rows: 0,
+                result_uri: None,
+            }),
+        }
     }
 }
 

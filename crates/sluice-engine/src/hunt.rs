@@ -16,28 +16,14 @@ const IN_LIST_CHUNK: usize = 1000;
 
 /// The SQL (and session settings) a task of `spec` runs.
 pub fn compile(spec: &HuntSpec, partition_cols: &[String]) -> Result<CompiledHunt, EngineError> {
-    {
-        match spec {
-            HuntSpec::Sql { sql, .. } => Ok(CompiledHunt {
-                sql: sql.clone(),
-                options: BTreeMap::new(),
-            }),
-            HuntSpec::Ioc {
-                ips,
-                hashes,
-                domains,
-                since,
-                until,
-                ..
-            } => IocSpec {
-                ips: ips.clone(),
-                hashes: hashes.clone(),
-                domains: domains.clone(),
-                since: *since,
-                until: *until,
-            }
+    match spec {
+        HuntSpec::Sql { sql, .. } => Ok(CompiledHunt {
+            sql: sql.clone(),
+            options: BTreeMap::new(),
+        }),
+        HuntSpec::Ioc { .. } => IocSpec::of(spec)
+            .unwrap_or_default()
             .compile(partition_cols),
-        }
     }
 }
 
@@ -132,9 +118,94 @@ fn in_list(col: &str, values: &[String]) -> String {
     format!("{col} IN ({})", items.join(", "))
 }
 
+/// An IOC spec's indicators, checked and normalised, in the columns they are looked for in.
+struct Indicators {
+    ips: Vec<String>,
+    hashes: Vec<String>,
+    domains: Vec<String>,
+}
+
+impl Indicators {
+    /// `(column, values)` per `IN` list: one per column and chunk of [`IN_LIST_CHUNK`] values.
+    /// Long lists go in chunks: pruning turns `col IN (…)` into an OR chain that DataFusion
+    /// walks recursively, one frame per item.
+    fn branches(&self) -> Vec<(&'static str, &[String])> {
+        let mut branches: Vec<(&str, &[String])> = Vec::new();
+        for (cols, values) in [
+            (&["src_ip", "dst_ip"][..], &self.ips),
+            (&["file_sha256"][..], &self.hashes),
+            (&["domain"][..], &self.domains),
+        ] {
+            for col in cols {
+                branches.extend(values.chunks(IN_LIST_CHUNK).map(|c| (*col, c)));
+            }
+        }
+        branches
+    }
+}
+
 impl IocSpec {
-    /// Validates, normalises and compiles the IOC spec. Errors name the offending entry.
-    pub fn compile(&self, partition_cols: &[String]) -> Result<CompiledHunt, EngineError> {
+    /// The IOC part of `spec`; `None` for a SQL hunt.
+    pub fn of(spec: &HuntSpec) -> Option<IocSpec> {
+        match spec {
+            HuntSpec::Ioc {
+                ips,
+                hashes,
+                domains,
+                since,
+                until,
+                ..
+            } => Some(IocSpec {
+                ips: ips.clone(),
+                hashes: hashes.clone(),
+                domains: domains.clone(),
+                since: *since,
+                until: *until,
+            }),
+            HuntSpec::Sql { .. } => None,
+        }
+    }
+
+    /// Indicators of any of `specs` over the widest of their ranges: a scan for it returns
+    /// every row any of them matches (a shared scan, ADR 0014).
+    pub fn union(specs: &[IocSpec]) -> IocSpec {
+        let all = |f: fn(&IocSpec) -> &Vec<String>| -> Vec<String> {
+            specs.iter().flat_map(|s| f(s).iter().cloned()).collect()
+        };
+        // Open on a side as soon as one spec is.
+        let widest =
+            |side: fn(&IocSpec) -> Option<DateTime<Utc>>,
+             pick: fn(DateTime<Utc>, DateTime<Utc>) -> DateTime<Utc>| {
+                specs
+                    .iter()
+                    .map(side)
+                    .try_fold(None, |acc: Option<DateTime<Utc>>, t| {
+                        t.map(|t| Some(acc.map_or(t, |a| pick(a, t))))
+                    })
+                    .flatten()
+            };
+        let since = widest(|s| s.since, std::cmp::min);
+        let until = widest(|s| s.until, std::cmp::max);
+        IocSpec {
+            ips: dedup(all(|s| &s.ips)),
+            hashes: dedup(all(|s| &s.hashes)),
+            domains: dedup(all(|s| &s.domains)),
+            since,
+            until,
+        }
+    }
+
+    /// How many indicators the spec names (before normalising).
+    pub fn len(&self) -> usize {
+        self.ips.len() + self.hashes.len() + self.domains.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks and normalises the indicators. Errors name the offending entry.
+    fn indicators(&self) -> Result<Indicators, EngineError> {
         let ips = norm_ips(&self.ips)?;
         let hashes = norm_hashes(&self.hashes)?;
         let domains = norm_domains(&self.domains)?;
@@ -156,18 +227,15 @@ impl IocSpec {
                 "since ({s}) must be before until ({u})"
             )));
         }
-        // Long lists go in chunks: pruning turns `col IN (…)` into an OR chain that
-        // DataFusion walks recursively, one frame per item.
-        let mut branches: Vec<(&str, &[String])> = Vec::new();
-        for (cols, values) in [
-            (&["src_ip", "dst_ip"][..], &ips),
-            (&["file_sha256"][..], &hashes),
-            (&["domain"][..], &domains),
-        ] {
-            for col in cols {
-                branches.extend(values.chunks(IN_LIST_CHUNK).map(|c| (*col, c)));
-            }
-        }
+        Ok(Indicators {
+            ips,
+            hashes,
+            domains,
+        })
+    }
+
+    /// The time range's conditions (and the day folders', when the lake has `dt`).
+    fn range(&self, partition_cols: &[String]) -> Vec<String> {
         let mut range = Vec::new();
         let has_dt = partition_cols.iter().any(|c| c == "dt");
         if let Some(s) = self.since {
@@ -183,6 +251,29 @@ impl IocSpec {
                 range.push(format!("dt <= {}", lit(&u.format("%Y-%m-%d").to_string())));
             }
         }
+        range
+    }
+
+    /// The rows the hunt matches, as one condition over `events`' columns: what a shared
+    /// scan's rows are filtered by to give this hunt exactly the rows [`IocSpec::compile`]'s
+    /// query returns.
+    pub fn predicate(&self, partition_cols: &[String]) -> Result<String, EngineError> {
+        let ind = self.indicators()?;
+        let any: Vec<String> = ind
+            .branches()
+            .iter()
+            .map(|(col, values)| in_list(col, values))
+            .collect();
+        let mut conds = vec![format!("({})", any.join("\n  OR "))];
+        conds.extend(self.range(partition_cols));
+        Ok(conds.join("\nAND "))
+    }
+
+    /// Validates, normalises and compiles the IOC spec. Errors name the offending entry.
+    pub fn compile(&self, partition_cols: &[String]) -> Result<CompiledHunt, EngineError> {
+        let ind = self.indicators()?;
+        let branches = ind.branches();
+        let range = self.range(partition_cols);
         // One branch per column, because DataFusion uses bloom filters only for predicates
         // that pin a single column (`col IN (…)`); `src_ip IN (…) OR dst_ip IN (…)` would
         // read every row group. Each later branch excludes rows an earlier one returned
@@ -387,5 +478,50 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<HuntSpec>(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod union_tests {
+    use super::*;
+
+    #[test]
+    fn a_union_holds_every_indicator_over_the_widest_range() {
+        let t = |h: u32| {
+            Utc::now()
+                .date_naive()
+                .and_hms_opt(h, 0, 0)
+                .unwrap()
+                .and_utc()
+        };
+        let a = IocSpec {
+            ips: vec!["10.0.0.1".into()],
+            since: Some(t(2)),
+            until: Some(t(5)),
+            ..Default::default()
+        };
+        let b = IocSpec {
+            ips: vec!["10.0.0.1".into(), "10.0.0.2".into()],
+            domains: vec!["evil.example".into()],
+            since: Some(t(1)),
+            until: Some(t(3)),
+            ..Default::default()
+        };
+        let u = IocSpec::union(&[a.clone(), b.clone()]);
+        assert_eq!(u.ips, ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(u.domains, ["evil.example"]);
+        assert_eq!((u.since, u.until), (Some(t(1)), Some(t(5))));
+        // One open side opens the union's.
+        let open = IocSpec {
+            until: None,
+            ..b.clone()
+        };
+        let u = IocSpec::union(&[a.clone(), open]);
+        assert_eq!((u.since, u.until), (Some(t(1)), None));
+        // A member's filter names its own indicators and range only.
+        let f = a.predicate(&["dt".into()]).unwrap();
+        assert!(f.contains("'10.0.0.1'") && !f.contains("10.0.0.2"), "{f}");
+        assert!(f.contains("ts >= TIMESTAMP") && f.contains("dt <= "), "{f}");
+        assert!(IocSpec::default().predicate(&[]).is_err());
     }
 }

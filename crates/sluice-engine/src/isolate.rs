@@ -22,7 +22,7 @@
 //! The wire is one JSON object per line over the runner's stdin and stdout; its stderr is the
 //! runner's log, kept (the last lines) to read a death by.
 
-use crate::engine::{Engine, EngineConfig, TaskOutput, TaskRun};
+use crate::engine::{Engine, EngineConfig, ScanOutputs, ScanRun, TaskOutput, TaskRun};
 use crate::s3::{CredentialSource, Credentials};
 use crate::{EngineError, sys};
 use async_trait::async_trait;
@@ -112,6 +112,11 @@ enum ToRunner {
         id: u64,
         task: Box<TaskRun>,
     },
+    /// A shared scan (ADR 0014).
+    Scan {
+        id: u64,
+        scan: Box<ScanRun>,
+    },
     Admitted {
         rid: u64,
         result: Result<Permit, Refusal>,
@@ -151,7 +156,33 @@ enum FromRunner {
         #[serde(default)]
         metrics: crate::metrics::Delta,
     },
+    Scanned {
+        id: u64,
+        result: Result<ScanOutputs, EngineError>,
+        #[serde(default)]
+        metrics: crate::metrics::Delta,
+    },
 }
+
+/// What a runner was asked to do.
+#[derive(Debug)]
+enum Work {
+    Task(TaskRun),
+    Scan(ScanRun),
+}
+
+impl Work {
+    fn lake(&self) -> &crate::engine::LakeRef {
+        match self {
+            Work::Task(t) => &t.lake,
+            Work::Scan(s) => &s.lake,
+        }
+    }
+}
+
+/// A run's end as the worker's side reads it: each task's outcome (one for a task), or the
+/// error that ended them all.
+type Answer = Result<ScanOutputs, EngineError>;
 
 /// Longest line either side accepts: a task (its lake's schema) or a result is far smaller.
 const MAX_LINE: usize = 16 << 20;
@@ -400,55 +431,90 @@ async fn serve(cfg: RunnerConfig) -> i32 {
                 break RUNNER_FAILED;
             }
         };
-        match msg {
-            ToRunner::Run { id, task } => {
-                if busy.as_ref().is_some_and(|b| !b.is_finished()) {
-                    eprintln!("sluice runner: a second task while one runs");
-                    break RUNNER_FAILED;
-                }
-                // This task's CPU seconds, on top of what the runner used so far: the soft
-                // limit (SIGXCPU ends the process), moved per task below an unchanged hard
-                // limit — raising a hard limit needs a privilege a runner does not have.
-                let budget = sys::cpu_seconds_used().saturating_add(cfg.cpu_budget());
-                if let Err(e) = sys::set_soft_limit(sys::Limit::Cpu, budget) {
-                    eprintln!("sluice runner: cannot set its CPU limit: {e}");
-                    break RUNNER_FAILED;
-                }
-                let _ = out_tx.send(encode(&FromRunner::Started { id }));
-                let (engine, out) = (engine.clone(), out_tx.clone());
-                busy = Some(tokio::spawn(async move {
-                    use futures::FutureExt;
-                    let before = crate::metrics::Delta::now();
-                    // A panic ends the task with an answer, not with a silent runner.
-                    let result =
-                        std::panic::AssertUnwindSafe(engine.run(*task, CancellationToken::new()))
-                            .catch_unwind()
-                            .await
-                            .unwrap_or_else(|p| {
-                                let what = p
-                                    .downcast_ref::<&str>()
-                                    .map(|s| (*s).to_string())
-                                    .or_else(|| p.downcast_ref::<String>().cloned())
-                                    .unwrap_or_default();
-                                Err(EngineError::Transient(format!("the hunt panicked: {what}")))
-                            });
-                    let metrics = crate::metrics::Delta::now().since(before);
-                    let _ = out.send(encode(&FromRunner::Done {
-                        id,
-                        result,
-                        metrics,
-                    }));
-                }));
-            }
+        let (id, work) = match msg {
+            ToRunner::Run { id, task } => (id, Work::Task(*task)),
+            ToRunner::Scan { id, scan } => (id, Work::Scan(*scan)),
             ToRunner::Admitted { rid, .. } | ToRunner::Creds { rid, .. } => {
                 remote.answer(rid, msg);
+                continue;
             }
+        };
+        match start(&cfg, &engine, &out_tx, id, work, busy.as_ref()) {
+            Some(b) => busy = Some(b),
+            None => break RUNNER_FAILED,
         }
     };
     drop(out_tx);
     drop(remote);
     writer.abort();
     code
+}
+
+/// Starts `work` in the runner; `None` when the runner cannot go on (it was sent a second
+/// run while one runs, or cannot set its CPU limit).
+fn start(
+    cfg: &RunnerConfig,
+    engine: &Arc<Engine>,
+    out: &mpsc::UnboundedSender<Vec<u8>>,
+    id: u64,
+    work: Work,
+    busy: Option<&tokio::task::JoinHandle<()>>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if busy.is_some_and(|b| !b.is_finished()) {
+        eprintln!("sluice runner: a second task while one runs");
+        return None;
+    }
+    // This task's CPU seconds, on top of what the runner used so far: the soft limit (SIGXCPU
+    // ends the process), moved per task below an unchanged hard limit — raising a hard limit
+    // needs a privilege a runner does not have.
+    let budget = sys::cpu_seconds_used().saturating_add(cfg.cpu_budget());
+    if let Err(e) = sys::set_soft_limit(sys::Limit::Cpu, budget) {
+        eprintln!("sluice runner: cannot set its CPU limit: {e}");
+        return None;
+    }
+    let _ = out.send(encode(&FromRunner::Started { id }));
+    let (engine, out) = (engine.clone(), out.clone());
+    Some(tokio::spawn(async move {
+        use futures::FutureExt;
+        let before = crate::metrics::Delta::now();
+        // A panic ends the task with an answer, not with a silent runner.
+        let panicked = |p: Box<dyn std::any::Any + Send>| {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            EngineError::Transient(format!("the hunt panicked: {what}"))
+        };
+        let cancel = CancellationToken::new();
+        let msg = match work {
+            Work::Task(task) => {
+                let result = std::panic::AssertUnwindSafe(engine.run(task, cancel))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|p| Err(panicked(p)));
+                let metrics = crate::metrics::Delta::now().since(before);
+                FromRunner::Done {
+                    id,
+                    result,
+                    metrics,
+                }
+            }
+            Work::Scan(scan) => {
+                let result = std::panic::AssertUnwindSafe(engine.scan(scan, cancel))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|p| Err(panicked(p)));
+                let metrics = crate::metrics::Delta::now().since(before);
+                FromRunner::Scanned {
+                    id,
+                    result,
+                    metrics,
+                }
+            }
+        };
+        let _ = out.send(encode(&msg));
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -474,7 +540,7 @@ struct Proc {
     child: tokio::process::Child,
     pid: u32,
     to: mpsc::UnboundedSender<Vec<u8>>,
-    done: mpsc::UnboundedReceiver<(u64, Result<TaskOutput, EngineError>)>,
+    done: mpsc::UnboundedReceiver<(u64, Answer)>,
     /// The last lines of its stderr; complete once `stderr_eof` fires.
     tail: Arc<Mutex<VecDeque<String>>>,
     stderr_eof: Option<oneshot::Receiver<()>>,
@@ -868,12 +934,40 @@ impl RunnerPool {
         how: RunOptions<'_>,
         cancel: CancellationToken,
     ) -> Result<TaskOutput, EngineError> {
+        let mut outputs = self.run_work(Work::Task(task), how, cancel).await?;
+        match (outputs.pop(), outputs.is_empty()) {
+            (Some(one), true) => one,
+            _ => Err(EngineError::Transient(
+                "the hunt runner answered a task with other than one outcome".into(),
+            )),
+        }
+    }
+
+    /// Runs a shared scan in a runner: one outcome per member, in member order.
+    pub async fn scan(
+        &self,
+        scan: ScanRun,
+        how: RunOptions<'_>,
+        cancel: CancellationToken,
+    ) -> Result<ScanOutputs, EngineError> {
+        let members = scan.members.len();
+        let outputs = self.run_work(Work::Scan(scan), how, cancel).await?;
+        if outputs.len() != members {
+            return Err(EngineError::Transient(format!(
+                "the hunt runner answered a scan of {members} tasks with {} outcomes",
+                outputs.len()
+            )));
+        }
+        Ok(outputs)
+    }
+
+    async fn run_work(&self, work: Work, how: RunOptions<'_>, cancel: CancellationToken) -> Answer {
         let RunOptions {
             owner,
             fresh,
             retried,
         } = how;
-        let lake = task.lake.name.clone();
+        let lake = work.lake().name.clone();
         let target = {
             let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
             nice_for(owners.get(owner).map_or(0, |m| m.len()) + 1)
@@ -888,16 +982,22 @@ impl RunnerPool {
             self.prioritize(owner, &mut p);
         }
         let pid = p.pid;
-        let result = self.run_on(&mut p, task, retried, cancel).await;
+        let result = self.run_on(&mut p, work, retried, cancel).await;
         if let Some(nice) = self.release(owner, pid) {
             p.nice = p.nice.max(nice);
         }
         // A runner that hit a limit, crashed or was stopped is not kept (nor a fresh one: it
         // ran a suspect); any other is kept warm.
-        let spent = matches!(
-            result,
-            Err(EngineError::Limit(_) | EngineError::Crashed(_) | EngineError::Cancelled)
-        );
+        let spent_by = |e: &EngineError| {
+            matches!(
+                e,
+                EngineError::Limit(_) | EngineError::Crashed(_) | EngineError::Cancelled
+            )
+        };
+        let spent = match &result {
+            Err(e) => spent_by(e),
+            Ok(outputs) => outputs.iter().any(|o| o.as_ref().is_err_and(spent_by)),
+        };
         let alive = p.child.try_wait().ok().flatten().is_none();
         if !fresh && !spent && alive {
             if p.seen.len() >= 4096 {
@@ -919,27 +1019,31 @@ impl RunnerPool {
     async fn run_on(
         &self,
         p: &mut Proc,
-        task: TaskRun,
+        work: Work,
         retried: bool,
         cancel: CancellationToken,
-    ) -> Result<TaskOutput, EngineError> {
+    ) -> Answer {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let timeout = self.cfg.runner.timeout;
         {
             let mut t = p.task.lock().unwrap_or_else(|p| p.into_inner());
             t.started = None;
-            t.scope = Some(task.lake.scope.clone());
+            t.scope = Some(work.lake().scope.clone());
         }
         // The last lines of stderr say why a runner died: this task's lines, not an earlier one's.
         p.tail.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let cpu_before = sys::cpu_seconds_of(p.pid).unwrap_or(0.0);
-        if p.to
-            .send(encode(&ToRunner::Run {
+        let msg = match work {
+            Work::Task(task) => ToRunner::Run {
                 id,
                 task: Box::new(task),
-            }))
-            .is_err()
-        {
+            },
+            Work::Scan(scan) => ToRunner::Scan {
+                id,
+                scan: Box::new(scan),
+            },
+        };
+        if p.to.send(encode(&msg)).is_err() {
             let e = self.death(p).await;
             return Err(not_started(format!(
                 "the hunt runner was gone before its task: {e}"
@@ -1050,7 +1154,7 @@ async fn serve_runner(
     pid: u32,
     stdout: tokio::process::ChildStdout,
     to: mpsc::UnboundedSender<Vec<u8>>,
-    done: mpsc::UnboundedSender<(u64, Result<TaskOutput, EngineError>)>,
+    done: mpsc::UnboundedSender<(u64, Answer)>,
     ready: oneshot::Sender<()>,
     engine: Arc<Engine>,
     task: Arc<Mutex<RunnerTask>>,
@@ -1172,6 +1276,14 @@ async fn serve_runner(
                 });
             }
             FromRunner::Done {
+                id,
+                result,
+                metrics,
+            } => {
+                metrics.apply();
+                let _ = done.send((id, Ok(vec![result])));
+            }
+            FromRunner::Scanned {
                 id,
                 result,
                 metrics,

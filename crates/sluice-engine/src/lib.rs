@@ -16,8 +16,8 @@ pub mod sys;
 pub mod validate;
 
 pub use engine::{
-    Engine, EngineConfig, LAKE_COLUMN, LakeRef, TaskOutput, TaskRun, is_result_key, result_key,
-    results_store,
+    Engine, EngineConfig, LAKE_COLUMN, LakeRef, ScanMember, ScanOutputs, ScanRun, TaskOutput,
+    TaskRun, is_result_key, result_key, results_store,
 };
 pub use error::EngineError;
 pub use hunt::{CompiledHunt, HuntSpec, LakeSelector, compile};

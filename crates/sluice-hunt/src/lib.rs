@@ -9,7 +9,7 @@ use sluice_engine::{CompiledHunt, Engine, EngineError, HuntSpec, LakeRef, TaskRu
 use sluice_store::{
     ClaimedTask, JobInsertParams, Lake, LakeAccess, NewTask, Store, StoreError, StoreExt,
 };
-use sluice_worker::{BuiltinSpec, RunError, RunOutput, Runner, run_builtin};
+use sluice_worker::{BuiltinSpec, Member, RunError, RunOutput, Runner, run_builtin};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -557,8 +557,173 @@ impl Runner for HuntRunner {
             }
         }
         .map_err(run_error)?;
-        // A runner runs researchers' SQL: the key it reports is checked, never trusted (another
-        // job's key would show that job's rows to this job's owner).
+        self.committed(task, out).await
+    }
+
+    /// IOC hunts of one lake answer with one scan over the union of their indicators, each
+    /// task keeping the rows its own hunt matches (ADR 0014); any other task runs alone, in
+    /// order. A scan the runner could not finish (a limit, a crash) is run again task by
+    /// task, so that sharing never changes what a task gets.
+    async fn run_shared(&self, members: &[Member]) -> Vec<Result<RunOutput, RunError>> {
+        let mut out: Vec<Option<Result<RunOutput, RunError>>> = vec![None; members.len()];
+        // Scans of indicator hunts, as member indices; each scan within MAX_IOCS.
+        let mut scans: Vec<(Vec<usize>, Vec<sluice_engine::hunt::IocSpec>, usize)> = Vec::new();
+        let mut alone = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            let ioc = match self.kind(m.task.job_id).await {
+                Ok(kind) => match kind.as_ref() {
+                    JobKind::Hunt(h) if m.task.crashes == 0 => sluice_engine::hunt::IocSpec::of(h),
+                    _ => None,
+                },
+                Err(e) => {
+                    out[i] = Some(Err(e));
+                    continue;
+                }
+            };
+            let Some(ioc) = ioc else {
+                alone.push(i);
+                continue;
+            };
+            let n = ioc.len();
+            match scans
+                .iter_mut()
+                .find(|(_, _, total)| total + n <= sluice_core::hunt::MAX_IOCS)
+            {
+                Some((idx, specs, total)) => {
+                    idx.push(i);
+                    specs.push(ioc);
+                    *total += n;
+                }
+                None => scans.push((vec![i], vec![ioc], n)),
+            }
+        }
+        // In claim order: the run holding the first task claimed goes first.
+        let mut units: Vec<Vec<usize>> = alone.into_iter().map(|i| vec![i]).collect();
+        let mut specs_of: HashMap<usize, Vec<sluice_engine::hunt::IocSpec>> = HashMap::new();
+        for (idx, specs, _) in scans {
+            specs_of.insert(idx[0], specs);
+            units.push(idx);
+        }
+        units.sort_by_key(|u| u[0]);
+        for unit in units {
+            match specs_of.remove(&unit[0]) {
+                Some(specs) if unit.len() > 1 => {
+                    let picked: Vec<&Member> = unit.iter().map(|&i| &members[i]).collect();
+                    let results = self.scan(&picked, &specs).await;
+                    for (&i, r) in unit.iter().zip(results) {
+                        out[i] = Some(r);
+                    }
+                }
+                _ => {
+                    let m = &members[unit[0]];
+                    out[unit[0]] = Some(self.run(&m.task, m.cancel.clone()).await);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or(Err(RunError::Cancelled)))
+            .collect()
+    }
+}
+
+impl HuntRunner {
+    /// One scan answering `members` (IOC hunts of one lake, with their `specs`).
+    async fn scan(
+        &self,
+        members: &[&Member],
+        specs: &[sluice_engine::hunt::IocSpec],
+    ) -> Vec<Result<RunOutput, RunError>> {
+        let first = &members[0].task;
+        let lake = match self.lake(&first.lake).await {
+            Ok(l) => l,
+            Err(e) => return vec![Err(e); members.len()],
+        };
+        let scan = sluice_engine::hunt::IocSpec::union(specs).compile(&lake.partition_cols);
+        let filters: Vec<Result<String, EngineError>> = specs
+            .iter()
+            .map(|s| s.predicate(&lake.partition_cols))
+            .collect();
+        let (Ok(hunt), true) = (scan, filters.iter().all(Result::is_ok)) else {
+            // A hunt that does not compile fails on its own, as it would alone.
+            let mut out = Vec::with_capacity(members.len());
+            for m in members {
+                out.push(self.run(&m.task, m.cancel.clone()).await);
+            }
+            return out;
+        };
+        let run = sluice_engine::ScanRun {
+            lake: lake.as_ref().clone(),
+            hunt,
+            members: members
+                .iter()
+                .zip(filters)
+                .map(|(m, f)| sluice_engine::ScanMember {
+                    job_id: m.task.job_id.0,
+                    task_id: m.task.id().0,
+                    token: m.task.lease.token.0,
+                    filter: f.unwrap_or_default(),
+                })
+                .collect(),
+        };
+        // The scan stops when every member's run is stopped.
+        let cancel = CancellationToken::new();
+        let all_stopped = {
+            let (cancel, tokens) = (
+                cancel.clone(),
+                members.iter().map(|m| m.cancel.clone()).collect::<Vec<_>>(),
+            );
+            tokio::spawn(async move {
+                futures::future::join_all(tokens.iter().map(|t| t.cancelled())).await;
+                cancel.cancel();
+            })
+        };
+        let outputs = match &self.exec {
+            Executor::InProcess(engine) => engine.scan(run, cancel).await,
+            Executor::Isolated(pool) => {
+                let how = sluice_engine::isolate::RunOptions {
+                    owner: &first.owner,
+                    fresh: false,
+                    retried: members.iter().any(|m| m.task.attempt > 0),
+                };
+                pool.scan(run, how, cancel).await
+            }
+        };
+        all_stopped.abort();
+        match outputs {
+            Ok(outputs) => {
+                let mut out = Vec::with_capacity(members.len());
+                for (m, o) in members.iter().zip(outputs) {
+                    out.push(match o {
+                        Ok(o) => self.committed(&m.task, o).await,
+                        Err(e) => Err(run_error(e)),
+                    });
+                }
+                out
+            }
+            // The scan as a whole hit a limit or crashed its runner: each task alone decides
+            // whose hunt it was.
+            Err(EngineError::Limit(_) | EngineError::Crashed(_)) => {
+                let mut out = Vec::with_capacity(members.len());
+                for m in members {
+                    out.push(self.run(&m.task, m.cancel.clone()).await);
+                }
+                out
+            }
+            Err(e) => {
+                let e = run_error(e);
+                vec![Err(e); members.len()]
+            }
+        }
+    }
+
+    /// A run's output, checked (a runner runs researchers' SQL: the key it reports is
+    /// checked, never trusted) and uploaded where results are kept.
+    async fn committed(
+        &self,
+        task: &ClaimedTask,
+        out: sluice_engine::TaskOutput,
+    ) -> Result<RunOutput, RunError> {
+        // Another job's key would show that job's rows to this job's owner.
         if let Some(key) = &out.result_uri {
             let want = sluice_engine::result_key(task.job_id.0, task.id().0, task.lease.token.0);
             if *key != want {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sluice_core::state::JobCounts;
 use sluice_core::{JobId, JobState, LeaseToken, TaskEvent, TaskId, TaskState};
 use sluice_core::{LakeAccess, QuotaTarget, Quotas, Rooms};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Tasks per round trip when inserting a job's tasks.
@@ -121,6 +121,11 @@ pub struct TaskClaimParams {
     /// Owners whose tasks this claim does not take (a worker's spare slots are for owners
     /// that are not already running their share in it).
     pub skip_owners: Vec<String>,
+    /// With each lake claimed, up to this many more pending tasks of that lake (other jobs'),
+    /// under the same holds and in release order, for one shared scan (ADR 0014). Tasks that
+    /// crashed a runner are never taken along, and nothing is while an owner quota is set.
+    /// `0`: only `limit` tasks.
+    pub share: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -728,6 +733,21 @@ impl ClaimPlan {
         }
         self.again = filled && (got.len() as u32) < asked;
     }
+}
+
+/// The lakes whose other pending tasks a claim takes along (`p.share` more each), of the
+/// tasks it claimed: none but a task that never crashed a runner (it runs alone, in a runner
+/// of its own). `None`: nothing to take along.
+pub(crate) fn lakes_to_share(p: &TaskClaimParams, claimed: &[ClaimedTask]) -> Option<Vec<String>> {
+    if p.share == 0 {
+        return None;
+    }
+    let lakes: BTreeSet<&str> = claimed
+        .iter()
+        .filter(|t| t.crashes == 0)
+        .map(|t| t.lake.as_str())
+        .collect();
+    (!lakes.is_empty()).then(|| lakes.into_iter().map(str::to_string).collect())
 }
 
 /// The claim under `holds`: `None` when everything is paused. Under a dry root every scope

@@ -133,6 +133,46 @@ impl PgBackend {
             .collect()
     }
 
+    /// Up to `per_lake` more pending tasks of each of `lakes`, not in `skip` and never one
+    /// that crashed a runner, in release order: the tasks a shared scan takes along.
+    async fn claim_along(
+        &self,
+        p: &TaskClaimParams,
+        lakes: &[String],
+        expires: DateTime<Utc>,
+        skip: &ClaimSkip,
+    ) -> Result<Vec<ClaimedTask>> {
+        let sql = concat!(
+            "WITH k AS (SELECT DISTINCT unnest($10::text[]) AS lake), \
+             c AS ( \
+                SELECT l.id FROM k CROSS JOIN LATERAL ( \
+                    SELECT id FROM tasks \
+                    WHERE tasks.lake = k.lake AND state = 'pending' AND run_after <= $1 \
+                      AND crashes = 0 AND scope <> ALL ($5::text[]) \
+                      AND owner <> ALL ($6::text[]) AND job_id <> ALL ($7::bigint[]) \
+                    ORDER BY priority DESC, seq, id LIMIT $2 \
+                    FOR UPDATE SKIP LOCKED) l), ",
+            claim_tail!()
+        );
+        let rows = sqlx::query(sql)
+            .bind(p.now)
+            .bind(i64::from(p.share))
+            .bind(&p.worker)
+            .bind(expires)
+            .bind(&skip.scopes)
+            .bind(&skip.owners)
+            .bind(&skip.jobs)
+            .bind(EventKind::TaskClaimed.as_str())
+            .bind(EventKind::JobStarted.as_str())
+            .bind(lakes)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(from_sqlx)?;
+        rows.iter()
+            .map(|r| Ok(read::<ClaimRow, _>(r)?.leased_until(expires)))
+            .collect()
+    }
+
     /// Starts (once) the background listener that turns NOTIFYs into wake-ups. It reconnects
     /// by itself; while it is down, waiters simply time out and poll.
     fn ensure_listener(&self) {
@@ -405,6 +445,10 @@ impl Backend for PgBackend {
                 let got = Self::claim_rows(&self.pool, p, left, expires, &skip).await?;
                 plan.claimed(&got, left);
                 claimed.extend(got);
+            }
+            if let Some(lakes) = crate::model::lakes_to_share(p, &claimed) {
+                let along = self.claim_along(p, &lakes, expires, &plan.skip).await?;
+                claimed.extend(along);
             }
             return Ok(claimed);
         }

@@ -123,9 +123,60 @@ async fn claim_pass(
     .fetch_all(&mut **tx)
     .await
     .map_err(from_sqlx)?;
+    journal_claims(tx, p, &rows, expires).await
+}
+
+/// Up to `p.share` more pending tasks of each of `lakes`, not in `skip` and never one that
+/// crashed a runner, in release order: the tasks a shared scan takes along.
+async fn claim_along(
+    tx: &mut Transaction<'static, Sqlite>,
+    p: &TaskClaimParams,
+    lakes: &[String],
+    expires: DateTime<Utc>,
+    skip: &ClaimSkip,
+) -> Result<Vec<ClaimedTask>> {
+    let mut rows = Vec::new();
+    for lake in lakes {
+        rows.extend(
+            sqlx::query(
+                "UPDATE tasks SET state = 'running', lease_owner = ?, lease_token = lease_token + 1, \
+                     lease_expires_at = ?, updated_at = ? \
+                 WHERE id IN (SELECT id FROM tasks WHERE lake = ? AND state = 'pending' \
+                     AND run_after <= ? AND crashes = 0 \
+                     AND scope NOT IN (SELECT value FROM json_each(?)) \
+                     AND owner NOT IN (SELECT value FROM json_each(?)) \
+                     AND job_id NOT IN (SELECT value FROM json_each(?)) \
+                     ORDER BY priority DESC, seq, id LIMIT ?) \
+                 RETURNING id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token, priority, seq",
+            )
+            .bind(&p.worker)
+            .bind(us(expires))
+            .bind(us(p.now))
+            .bind(lake)
+            .bind(us(p.now))
+            .bind(to_json(&skip.scopes)?.to_string())
+            .bind(to_json(&skip.owners)?.to_string())
+            .bind(to_json(&skip.jobs)?.to_string())
+            .bind(i64::from(p.share))
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(from_sqlx)?,
+        );
+    }
+    journal_claims(tx, p, &rows, expires).await
+}
+
+/// Journals claimed `rows` (one `task.claimed` each), starts their queued jobs, and hands the
+/// tasks out in release order.
+async fn journal_claims(
+    tx: &mut Transaction<'static, Sqlite>,
+    p: &TaskClaimParams,
+    rows: &[sqlx::sqlite::SqliteRow],
+    expires: DateTime<Utc>,
+) -> Result<Vec<ClaimedTask>> {
     let mut out = Vec::with_capacity(rows.len());
     let mut jobs = std::collections::BTreeSet::new();
-    for r in &rows {
+    for r in rows {
         let t = read::<ClaimRow, _>(r)?.leased_until(expires);
         let detail =
             serde_json::json!({"worker": p.worker, "token": t.lease.token.0, "attempt": t.attempt});
@@ -359,6 +410,12 @@ impl Backend for SqliteBackend {
                 let got = claim_pass(&mut tx, p, left, expires, &skip).await?;
                 plan.claimed(&got, left);
                 claimed.extend(got);
+            }
+            if !plan.has_quotas()
+                && let Some(lakes) = crate::model::lakes_to_share(p, &claimed)
+            {
+                let along = claim_along(&mut tx, p, &lakes, expires, &plan.skip).await?;
+                claimed.extend(along);
             }
         }
         tx.commit().await.map_err(from_sqlx)?;

@@ -18,6 +18,7 @@ pub async fn claim(
         lease: std::time::Duration::from_secs(30),
         now,
         skip_owners: Vec::new(),
+        share: 0,
     };
     match store.task_claim(p).await {
         Ok(claimed) => claimed,

@@ -15,7 +15,7 @@ pub mod metrics;
 mod runner;
 
 pub use guard::{GuardConfig, ProviderGuard};
-pub use runner::{BuiltinRunner, BuiltinSpec, RunError, RunOutput, Runner, run_builtin};
+pub use runner::{BuiltinRunner, BuiltinSpec, Member, RunError, RunOutput, Runner, run_builtin};
 
 use backon::BackoffBuilder;
 use chrono::{DateTime, Utc};
@@ -55,6 +55,9 @@ pub struct WorkerConfig {
     pub flush_timeout: Duration,
     /// Backoff for task-caused retries; `max_attempts` comes from each task.
     pub retry: RetryPolicy,
+    /// Most tasks of one lake run together in one slot (a shared scan, ADR 0014): a claim
+    /// takes along up to this many less one of each lake it claims. `1`: no sharing.
+    pub share: u32,
 }
 
 impl WorkerConfig {
@@ -71,9 +74,13 @@ impl WorkerConfig {
             shutdown_grace: Duration::from_secs(20),
             flush_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
+            share: 1,
         }
     }
 }
+
+/// Most tasks of one lake a run answers together, by default (ADR 0014).
+pub const DEFAULT_SHARE: u32 = 64;
 
 /// A default worker id: host, pid and a random suffix, unique across restarts.
 pub fn default_worker_id() -> String {
@@ -232,6 +239,7 @@ impl Worker {
                     lease: self.cfg.lease,
                     now: self.clock.now(),
                     skip_owners,
+                    share: self.cfg.share.saturating_sub(1),
                 })
                 .await;
             timer.observe_duration();
@@ -263,26 +271,33 @@ impl Worker {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .claimed += claimed.len() as u64;
-            for task in claimed {
+            for group in by_lake(claimed, self.cfg.share.max(1) as usize) {
                 let Some(permit) = permits.pop() else {
-                    // More tasks than asked for would be a store bug; hand it back untouched.
-                    let _ = tx.send(TaskFinish {
-                        lease: task.lease,
-                        outcome: defer_now(&self.clock, "worker over capacity"),
-                    });
+                    // More runs than slots would be a store bug; hand them back untouched.
+                    for task in group {
+                        let _ = tx.send(TaskFinish {
+                            lease: task.lease,
+                            outcome: defer_now(&self.clock, "worker over capacity"),
+                        });
+                    }
                     continue;
                 };
-                let cancel = hard_stop.child_token();
-                shared
-                    .inflight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(task.lease, cancel.clone());
-                *owners
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(task.owner.clone())
-                    .or_default() += 1;
+                metrics::SHARED.inc_by(group.len().saturating_sub(1) as u64);
+                let members: Vec<Member> = group
+                    .into_iter()
+                    .map(|task| Member {
+                        task,
+                        cancel: hard_stop.child_token(),
+                    })
+                    .collect();
+                {
+                    let mut inflight = shared.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut owners = owners.lock().unwrap_or_else(|p| p.into_inner());
+                    for m in &members {
+                        inflight.insert(m.task.lease, m.cancel.clone());
+                        *owners.entry(m.task.owner.clone()).or_default() += 1;
+                    }
+                }
                 let (runner, clock, retry, tx, owners) = (
                     self.runner.clone(),
                     self.clock.clone(),
@@ -292,47 +307,62 @@ impl Worker {
                 );
                 metrics::SLOTS_BUSY.inc();
                 // Every log line of the run (engine and provider guard included) carries the
-                // task's ids.
-                let span = tracing::info_span!("task", job = %task.job_id, task = %task.id(),
-                    lake = %task.lake, scope = %task.scope, attempt = task.attempt);
+                // task's ids; a shared run's, its first task's and how many run with it.
+                let first = &members[0].task;
+                let span = tracing::info_span!("task", job = %first.job_id, task = %first.id(),
+                    lake = %first.lake, scope = %first.scope, attempt = first.attempt,
+                    shared = members.len() - 1);
                 runs.spawn(
                     async move {
                         let started = std::time::Instant::now();
-                        let result = runner.run(&task, cancel).await;
+                        let results = match &members[..] {
+                            [one] => vec![runner.run(&one.task, one.cancel.clone()).await],
+                            many => runner.run_shared(many).await,
+                        };
                         drop(permit);
-                        {
-                            let mut owners = owners.lock().unwrap_or_else(|p| p.into_inner());
-                            if let Some(n) = owners.get_mut(&task.owner) {
-                                *n -= 1;
-                                if *n == 0 {
-                                    owners.remove(&task.owner);
+                        metrics::SLOTS_BUSY.dec();
+                        let secs = started.elapsed().as_secs_f64();
+                        let mut results = results.into_iter();
+                        for m in &members {
+                            let task = &m.task;
+                            {
+                                let mut owners = owners.lock().unwrap_or_else(|p| p.into_inner());
+                                if let Some(n) = owners.get_mut(&task.owner) {
+                                    *n -= 1;
+                                    if *n == 0 {
+                                        owners.remove(&task.owner);
+                                    }
                                 }
                             }
+                            let outcome = match results.next() {
+                                Some(result) => {
+                                    outcome_of(task, result, clock.now(), retry, rand::random())
+                                }
+                                // A runner that answered fewer tasks than it ran: not theirs.
+                                None => defer_now(&clock, "no outcome from the run"),
+                            };
+                            let label = metrics::outcome_label(&outcome);
+                            metrics::TASK_SECONDS
+                                .with_label_values(&[label])
+                                .observe(secs);
+                            match &outcome {
+                                TaskOutcome::Succeeded { rows, .. } => {
+                                    debug!(task = %task.id(), outcome = label, rows, secs, "task finished")
+                                }
+                                TaskOutcome::Failed { error }
+                                | TaskOutcome::Retry { error, .. }
+                                | TaskOutcome::Crashed { error, .. } => {
+                                    warn!(task = %task.id(), outcome = label, error, secs, "task finished")
+                                }
+                                TaskOutcome::Defer { reason, run_after } => {
+                                    info!(task = %task.id(), outcome = label, reason, %run_after, secs, "task finished")
+                                }
+                            }
+                            let _ = tx.send(TaskFinish {
+                                lease: task.lease,
+                                outcome,
+                            });
                         }
-                        metrics::SLOTS_BUSY.dec();
-                        let outcome = outcome_of(&task, result, clock.now(), retry, rand::random());
-                        let label = metrics::outcome_label(&outcome);
-                        let secs = started.elapsed().as_secs_f64();
-                        metrics::TASK_SECONDS
-                            .with_label_values(&[label])
-                            .observe(secs);
-                        match &outcome {
-                            TaskOutcome::Succeeded { rows, .. } => {
-                                debug!(outcome = label, rows, secs, "task finished")
-                            }
-                            TaskOutcome::Failed { error }
-                            | TaskOutcome::Retry { error, .. }
-                            | TaskOutcome::Crashed { error, .. } => {
-                                warn!(outcome = label, error, secs, "task finished")
-                            }
-                            TaskOutcome::Defer { reason, run_after } => {
-                                info!(outcome = label, reason, %run_after, secs, "task finished")
-                            }
-                        }
-                        let _ = tx.send(TaskFinish {
-                            lease: task.lease,
-                            outcome,
-                        });
                     }
                     .instrument(span),
                 );
@@ -425,6 +455,28 @@ impl Worker {
             }
         }
     }
+}
+
+/// Claimed tasks in runs: those of one lake together, at most `most` a run, in claim order
+/// (the first run holds the first task claimed). A task that crashed a runner runs alone.
+fn by_lake(claimed: Vec<ClaimedTask>, most: usize) -> Vec<Vec<ClaimedTask>> {
+    let mut runs: Vec<Vec<ClaimedTask>> = Vec::new();
+    // Per lake, the run still taking tasks.
+    let mut open: HashMap<String, usize> = HashMap::new();
+    for task in claimed {
+        if task.crashes > 0 || most <= 1 {
+            runs.push(vec![task]);
+            continue;
+        }
+        match open.get(&task.lake) {
+            Some(&i) if runs[i].len() < most => runs[i].push(task),
+            _ => {
+                open.insert(task.lake.clone(), runs.len());
+                runs.push(vec![task]);
+            }
+        }
+    }
+    runs
 }
 
 fn store_backoff() -> backon::ExponentialBackoff {

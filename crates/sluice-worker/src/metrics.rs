@@ -18,6 +18,12 @@ pub static SPARE_CLAIMED: LazyLock<IntCounter> = LazyLock::new(|| {
         "Tasks claimed into spare slots (for owners not already running their share here).",
     ))
 });
+pub static SHARED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(IntCounter::new(
+        "sluice_worker_tasks_shared_total",
+        "Tasks run together with another task of their lake (a shared scan), beyond the first of each run.",
+    ))
+});
 pub static CLAIMED: LazyLock<IntCounter> = LazyLock::new(|| {
     register(IntCounter::new(
         "sluice_worker_tasks_claimed_total",

@@ -40,6 +40,13 @@ pub enum RunError {
     Crashed(String),
 }
 
+/// One of several claimed tasks of a lake run together, and what stops its run.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub task: ClaimedTask,
+    pub cancel: CancellationToken,
+}
+
 #[async_trait]
 pub trait Runner: Send + Sync + std::fmt::Debug + 'static {
     /// Runs one claimed task; must return promptly with [`RunError::Cancelled`] once `cancel`
@@ -49,6 +56,17 @@ pub trait Runner: Send + Sync + std::fmt::Debug + 'static {
         task: &ClaimedTask,
         cancel: CancellationToken,
     ) -> Result<RunOutput, RunError>;
+
+    /// Runs claimed tasks of one lake, one outcome each, in order. A runner that can answer
+    /// several with one read of the lake does (a shared scan, ADR 0014); this one runs them
+    /// one after another. A member's cancel stops its own run only.
+    async fn run_shared(&self, members: &[Member]) -> Vec<Result<RunOutput, RunError>> {
+        let mut out = Vec::with_capacity(members.len());
+        for m in members {
+            out.push(self.run(&m.task, m.cancel.clone()).await);
+        }
+        out
+    }
 }
 
 /// The built-in task kinds, chosen by the job spec's `kind`.

@@ -1421,6 +1421,7 @@ async fn a_job_gives_an_eta_from_its_pace_and_none_while_held() {
             lease: std::time::Duration::from_secs(30),
             now,
             skip_owners: Vec::new(),
+            share: 0,
         })
         .await
         .unwrap();
@@ -1871,6 +1872,7 @@ async fn a_researcher_runs_the_failed_lakes_of_their_ended_job_again() {
             lease: std::time::Duration::from_secs(30),
             now,
             skip_owners: Vec::new(),
+            share: 0,
         })
         .await
         .unwrap();
@@ -2025,6 +2027,7 @@ async fn a_long_poll_answers_when_the_job_moves_or_the_wait_ends() {
                 lease: std::time::Duration::from_secs(30),
                 now: chrono::Utc::now(),
                 skip_owners: Vec::new(),
+                share: 0,
             })
             .await
             .unwrap()

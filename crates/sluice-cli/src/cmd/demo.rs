@@ -203,6 +203,7 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
     let mut wcfg = WorkerConfig::new("demo-worker");
     wcfg.concurrency = 8;
     wcfg.spare = 1;
+    wcfg.share = sluice_worker::DEFAULT_SHARE;
     wcfg.idle_poll = Duration::from_millis(50);
     let exec = match args.isolation {
         crate::cmd::serve::Isolation::Process => sluice_hunt::Executor::Isolated(

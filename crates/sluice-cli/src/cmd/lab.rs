@@ -241,6 +241,10 @@ pub struct ReplayArgs {
     pub budget_rate: f64,
     #[arg(long, default_value_t = 2)]
     pub workers: u32,
+    /// The workers' `--share-scan` in the shared run (the incident and the unshared run take
+    /// every task alone).
+    #[arg(long, default_value_t = sluice_worker::DEFAULT_SHARE)]
+    pub share_scan: u32,
     #[arg(long, default_value_t = 16)]
     pub concurrency: u32,
     /// Longest each run may take.
@@ -279,9 +283,12 @@ async fn replay_run(
     label: &str,
     budget: Option<f64>,
     stop_on_freeze: bool,
+    share: u32,
+    job_count: u32,
 ) -> Result<RunReport> {
     use sluice_store::ConnectOptions;
-    let schema = format!("replay_{label}_{}", std::process::id());
+    let slug = label.replace(' ', "_");
+    let schema = format!("replay_{slug}_{}", std::process::id());
     let store = sluice_store::connect(
         &a.database_url,
         ConnectOptions {
@@ -304,7 +311,7 @@ async fn replay_run(
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let results = a.dir.join(format!("results-{label}"));
+    let results = a.dir.join(format!("results-{slug}"));
     let engine = crate::ctx::engine(sluice_engine::EngineConfig::new(&results))?;
     let lab = LabArgs {
         dir: a.dir.clone(),
@@ -347,7 +354,7 @@ async fn replay_run(
         }
     };
     let mut jobs = Vec::new();
-    for i in 0..a.jobs as usize {
+    for i in 0..job_count as usize {
         let s = spec(i);
         let plan = sluice_hunt::plan(store.as_ref(), &s, &sluice_store::LakeAccess::all())
             .await
@@ -368,7 +375,7 @@ async fn replay_run(
     }
     let tasks = jobs.len() * m.lakes.len();
     println!(
-        "\n== guard {label}: {} jobs x {} lakes = {tasks} tasks, {} accounts, provider quota {}/s per account{}",
+        "\n== {label}: {} jobs x {} lakes = {tasks} tasks, {} accounts, provider quota {}/s per account{}, share-scan {share}",
         jobs.len(),
         m.lakes.len(),
         m.accounts.len(),
@@ -386,11 +393,12 @@ async fn replay_run(
             .args([
                 "worker",
                 "--id",
-                &format!("{label}-w{w}"),
+                &format!("{slug}-w{w}"),
                 "--idle-poll",
                 "20ms",
             ])
             .args(["--concurrency", &a.concurrency.to_string()])
+            .args(["--share-scan", &share.to_string()])
             .args([
                 "--provider-guard",
                 if budget.is_some() { "on" } else { "off" },
@@ -399,7 +407,7 @@ async fn replay_run(
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(
-                a.dir.join(format!("{label}-w{w}.log")),
+                a.dir.join(format!("{slug}-w{w}.log")),
             )?)
             .kill_on_drop(true);
         workers.push(cmd.spawn().context("starting a worker")?);
@@ -492,16 +500,12 @@ async fn replay_run(
 
 pub async fn replay(a: ReplayArgs) -> Result<bool> {
     std::fs::create_dir_all(&a.dir)?;
-    let off = replay_run(&a, "off", None, true).await?;
-    let on = replay_run(&a, "on", Some(a.budget_rate), false).await?;
-    let total: u64 = on
-        .calls
-        .iter()
-        .filter(|(k, _)| k.as_str() != "*")
-        .map(|(_, v)| v.iter().sum::<u64>())
-        .sum();
+    let budget = Some(a.budget_rate);
+    let off = replay_run(&a, "guard off", None, true, 1, a.jobs).await?;
+    let on = replay_run(&a, "guard on", budget, false, 1, a.jobs).await?;
+    let shared = replay_run(&a, "shared", budget, false, a.share_scan, a.jobs).await?;
+    let alone = replay_run(&a, "one job", budget, false, a.share_scan, 1).await?;
     let rate = a.budget_rate * f64::from(a.accounts);
-    let lower = total as f64 / rate;
     println!("\n== summary");
     println!(
         "guard off: {} after {:.0}s{}",
@@ -517,30 +521,61 @@ pub async fn replay(a: ReplayArgs) -> Result<bool> {
             " (stopped)"
         }
     );
+    let (total, worst_on) = summarize("guard on", &on, &a, rate);
+    let (total_shared, worst_shared) = summarize("shared", &shared, &a, rate);
+    let (total_alone, worst_alone) = summarize("one job", &alone, &a, rate);
+    println!(
+        "shared scans: {total_shared} calls against {total} taking every task alone: {:.1}x fewer; drained in {:.1}s against {:.1}s for one job alone ({total_alone} calls): {:.2}x",
+        total as f64 / total_shared.max(1) as f64,
+        shared.seconds,
+        alone.seconds,
+        shared.seconds / alone.seconds
+    );
+    let safe = |r: &RunReport, worst: f64| r.drained && r.frozen_at.is_none() && worst <= 1.0;
+    Ok(off.frozen_at.is_some()
+        && safe(&on, worst_on)
+        && safe(&shared, worst_shared)
+        && safe(&alone, worst_alone))
+}
+
+/// Prints a guarded run's calls per account, its worst window and its drain against the lower
+/// bound (calls / budget); returns its calls and worst window (fraction of `burst + rate x T`).
+fn summarize(label: &str, run: &RunReport, a: &ReplayArgs, rate: f64) -> (u64, f64) {
+    let total: u64 = run
+        .calls
+        .iter()
+        .filter(|(k, _)| k.as_str() != "*")
+        .map(|(_, v)| v.iter().sum::<u64>())
+        .sum();
+    let lower = total as f64 / rate;
     let mut worst_all: f64 = 0.0;
     let mut account_bound: f64 = 0.0;
-    for (account, per) in on.calls.iter().filter(|(k, _)| k.as_str() != "*") {
+    for (account, per) in run.calls.iter().filter(|(k, _)| k.as_str() != "*") {
         let (ratio, window, n) = worst_window(per, a.budget_rate, a.budget_rate);
         worst_all = worst_all.max(ratio);
         let calls = per.iter().sum::<u64>();
         account_bound = account_bound.max(calls as f64 / a.budget_rate);
         println!(
-            "guard on, account {account}: {calls} calls (alone at its budget: {:.1}s); worst window {window}s: {n} calls = {ratio:.3} of burst + rate x T",
+            "{label}, account {account}: {calls} calls (alone at its budget: {:.1}s); worst window {window}s: {n} calls = {ratio:.3} of burst + rate x T",
             calls as f64 / a.budget_rate
         );
     }
     if a.accounts > 1 {
         println!(
-            "guard on: the busiest account bounds the drain at {account_bound:.1}s: ratio {:.3} to that bound",
-            on.seconds / account_bound
+            "{label}: the busiest account bounds the drain at {account_bound:.1}s: ratio {:.3} to that bound",
+            run.seconds / account_bound
         );
     }
     println!(
-        "guard on: {} in {:.1}s; {total} calls / {rate}/s budget = lower bound {lower:.1}s; ratio {:.3}; frozen: {}",
-        if on.drained { "drained" } else { "NOT drained" },
-        on.seconds,
-        on.seconds / lower,
-        on.frozen_at.is_some()
+        "{label}: {} in {:.1}s; {total} calls / {rate}/s budget = lower bound {lower:.1}s; ratio {:.3}; frozen: {}",
+        if run.drained {
+            "drained"
+        } else {
+            "NOT drained"
+        },
+        run.seconds,
+        run.seconds / lower,
+        run.frozen_at.is_some()
     );
-    Ok(off.frozen_at.is_some() && on.drained && on.frozen_at.is_none() && worst_all <= 1.0)
+    (total, worst_all)
 }

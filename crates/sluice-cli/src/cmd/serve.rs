@@ -273,6 +273,11 @@ pub struct WorkerArgs {
     /// Most tasks taken per claim.
     #[arg(long, env = "SLUICE_WORKER_CLAIM_BATCH", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     claim_batch: u32,
+    /// Most tasks of one lake a run answers together (a shared scan, ADR 0014): with each
+    /// lake it claims, a worker takes along other jobs' pending tasks of that lake, and IOC
+    /// hunts among them are answered by one read of the lake. 1: every task alone.
+    #[arg(long, env = "SLUICE_WORKER_SHARE_SCAN", default_value_t = sluice_worker::DEFAULT_SHARE, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    share_scan: u32,
     /// Lease length: a task whose worker stops heartbeating is rescued this long after.
     #[arg(long, env = "SLUICE_WORKER_LEASE", default_value = "30s", value_parser = crate::parse_duration)]
     lease: Duration,
@@ -421,6 +426,7 @@ async fn run_worker(
     cfg.concurrency = args.concurrency as usize;
     cfg.spare = args.spare_slots();
     cfg.claim_batch = args.claim_batch;
+    cfg.share = args.share_scan;
     cfg.lease = args.lease.max(Duration::from_millis(100));
     cfg.heartbeat_every = cfg.lease / 3;
     cfg.shutdown_grace = args.shutdown_grace;

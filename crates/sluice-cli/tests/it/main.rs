@@ -431,6 +431,7 @@ async fn one_scheduler_leads_and_a_standby_takes_over_when_it_is_killed() {
             lease: Duration::from_millis(300),
             now: chrono::Utc::now(),
             skip_owners: Vec::new(),
+            share: 0,
         })
         .await
         .expect("claim");
@@ -1615,4 +1616,155 @@ fn processes_started_together_migrate_a_fresh_sqlite_file() {
             );
         }
     }
+}
+
+/// The hunts of one backlog (IOC hunts that overlap and differ in range, and a SQL hunt), each
+/// as `submit` arguments.
+fn backlog_hunts(needles: &[serde_json::Value], sql: &std::path::Path) -> Vec<Vec<String>> {
+    let of = |kind: &str| -> Vec<serde_json::Value> {
+        needles
+            .iter()
+            .filter(|n| n["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    let (ips, hashes, domains) = (of("ip"), of("hash"), of("domain"));
+    let mut day: Vec<&str> = needles.iter().filter_map(|n| n["dt"].as_str()).collect();
+    day.sort();
+    let mid = format!("{}T00:00:00Z", day[day.len() / 2]);
+    let mut hunts = vec![
+        ioc_flags(&ips[..ips.len() / 2]),
+        ioc_flags(&[&ips[ips.len() / 3..], &hashes[..]].concat()),
+        [ioc_flags(&domains), vec!["--since".into(), mid.clone()]].concat(),
+        [
+            ioc_flags(&[&hashes[..], &domains[..1]].concat()),
+            vec!["--until".into(), mid],
+        ]
+        .concat(),
+        ioc_flags(needles),
+        vec!["--ioc-ip".into(), "203.0.113.77".into()],
+    ];
+    hunts.push(vec!["--sql".into(), sql.display().to_string()]);
+    hunts
+}
+
+/// Submits every hunt of [`backlog_hunts`], runs one worker with `--share-scan share` until
+/// all have ended, and returns each job's result rows (sorted) and the worker's shared tasks.
+fn drain_backlog(
+    db: &str,
+    results: &std::path::Path,
+    hunts: &[Vec<String>],
+    share: &str,
+) -> (Vec<Vec<String>>, u64) {
+    let mut jobs = Vec::new();
+    for h in hunts {
+        let mut args = vec!["--output", "json", "submit", "--lakes", "lake-*"];
+        args.extend(h.iter().map(String::as_str));
+        let submitted: serde_json::Value =
+            serde_json::from_str(&sluice_ok(db, results, &args)).expect("submit json");
+        jobs.push(submitted["job"].as_i64().expect("job id").to_string());
+    }
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut worker = Proc::quiet(
+        sluice()
+            .args([
+                "--database-url",
+                db,
+                "--results-dir",
+                &results.display().to_string(),
+            ])
+            .args(["worker", "--idle-poll", "50ms", "--concurrency", "4"])
+            .args(["--share-scan", share, "--metrics-listen", &addr]),
+        "worker",
+    );
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut rows = Vec::new();
+    for job in &jobs {
+        loop {
+            let s: serde_json::Value = serde_json::from_str(&sluice_ok(
+                db,
+                results,
+                &["--output", "json", "status", job],
+            ))
+            .expect("status json");
+            if s["state"] == "succeeded" {
+                break;
+            }
+            assert!(
+                s["state"] == "queued" || s["state"] == "running",
+                "job {job}: {s}"
+            );
+            assert!(Instant::now() < deadline, "job {job} not finished: {s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let got: serde_json::Value = serde_json::from_str(&sluice_ok(
+            db,
+            results,
+            &["results", job, "--format", "json", "--limit", "100000"],
+        ))
+        .expect("results json");
+        let mut lines: Vec<String> = got
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        lines.sort();
+        rows.push(lines);
+    }
+    let metrics = http_get(&addr, "/metrics");
+    let shared = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_worker_tasks_shared_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    signal(&worker, libc::SIGTERM);
+    assert!(wait_exit(&mut worker, Duration::from_secs(20)).success());
+    (rows, shared)
+}
+
+/// A backlog of hunts over the same lakes, drained with shared scans and then again without:
+/// every job gets the same rows either way, and the shared drain did share.
+fn shared_scans_change_no_result(db: &str) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let results = dir.path().join("results");
+    let manifest = generate_lakes(db, &results, &dir.path().join("lakes"), 12, 900, 11);
+    let needles = manifest["needles"].as_array().expect("needles").clone();
+    assert!(needles.len() >= 6, "{needles:?}");
+    let sql = dir.path().join("hunt.sql");
+    let ip = needles
+        .iter()
+        .find(|n| n["kind"] == "ip")
+        .and_then(|n| n["value"].as_str())
+        .expect("an ip needle");
+    std::fs::write(
+        &sql,
+        format!("SELECT * FROM events\nWHERE src_ip = '{ip}' OR dst_ip = '{ip}'"),
+    )
+    .expect("sql file");
+    let hunts = backlog_hunts(&needles, &sql);
+    let (shared_rows, shared) = drain_backlog(db, &results, &hunts, "64");
+    let (alone_rows, none) = drain_backlog(db, &results, &hunts, "1");
+    assert!(shared > 0, "the shared drain shared nothing");
+    assert_eq!(none, 0);
+    for (k, (s, a)) in shared_rows.iter().zip(&alone_rows).enumerate() {
+        assert_eq!(s, a, "hunt {k}: {:?}", hunts[k]);
+    }
+    let found: usize = shared_rows.iter().map(Vec::len).sum();
+    assert!(found > needles.len(), "{found} rows in all");
+    assert!(shared_rows.iter().any(Vec::is_empty));
+}
+
+#[test]
+fn shared_scans_change_no_result_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tmp");
+    shared_scans_change_no_result(&format!("sqlite://{}/sluice.db", dir.path().display()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_scans_change_no_result_on_postgres() {
+    let (_store, url) = sluice_store::testing::pg_store().await;
+    tokio::task::spawn_blocking(move || shared_scans_change_no_result(&url))
+        .await
+        .expect("e2e");
 }

@@ -562,3 +562,178 @@ async fn new_files_show_up_after_the_listing_ttl_not_before() {
         "the new day is hunted after the TTL"
     );
 }
+
+/// Every row of `batches` as one line of its values (sorted: a scan's row order is not a
+/// hunt's meaning).
+fn lines(batches: &[RecordBatch]) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in batches {
+        let cols: Vec<Vec<String>> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| column(b, f.name()))
+            .collect();
+        for r in 0..b.num_rows() {
+            out.push(
+                cols.iter()
+                    .map(|c| c[r].as_str())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
+        }
+    }
+    out.sort();
+    out
+}
+
+/// An engine of its own (no cache warmed by another run), counting its lake calls.
+fn counted(dir: &std::path::Path, rows_cap: u64) -> (Engine, Arc<Counts>) {
+    let counts = Arc::new(Counts::default());
+    let mut cfg = EngineConfig::new(dir);
+    cfg.timeout = Duration::from_secs(60);
+    cfg.max_result_rows = rows_cap;
+    (
+        Engine::new(cfg).unwrap().with_call_counts(counts.clone()),
+        counts,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_scan_gives_each_hunt_exactly_the_rows_it_finds_alone() {
+    use sluice_engine::hunt::IocSpec;
+    use sluice_engine::{ScanMember, ScanRun};
+    let f = &fixture().await;
+    let m = &f.manifest;
+    let (ips, hashes, domains) = (m.ips(), m.hashes(), m.domains());
+    assert!(ips.len() >= 3 && !hashes.is_empty() && !domains.is_empty());
+    let mut days: Vec<&str> = m.needles.iter().map(|n| n.dt.as_str()).collect();
+    days.sort();
+    let second_day: chrono::DateTime<chrono::Utc> = format!("{}T00:00:00Z", days[days.len() / 2])
+        .parse()
+        .unwrap();
+    // Hunts that overlap, differ in kind and in range, and one that finds nothing.
+    let specs = vec![
+        IocSpec {
+            ips: ips[..ips.len() / 2].to_vec(),
+            ..Default::default()
+        },
+        IocSpec {
+            ips: ips[ips.len() / 3..].to_vec(),
+            hashes: hashes.clone(),
+            ..Default::default()
+        },
+        IocSpec {
+            domains: domains.clone(),
+            ips: ips.clone(),
+            since: Some(second_day),
+            ..Default::default()
+        },
+        IocSpec {
+            hashes: hashes[..1].to_vec(),
+            domains: domains.clone(),
+            until: Some(second_day),
+            ..Default::default()
+        },
+        IocSpec {
+            ips: vec!["203.0.113.77".into()],
+            ..Default::default()
+        },
+    ];
+    let out = tempfile::tempdir().unwrap();
+    let (mut found, mut empty, mut capped, mut uncapped) = (0, 0, 0, 0);
+    for lake in &f.lakes {
+        let pc = &lake.partition_cols;
+        // Alone: each hunt on an engine of its own.
+        let mut alone = Vec::new();
+        let mut alone_calls = 0;
+        for (k, spec) in specs.iter().enumerate() {
+            let (e, counts) = counted(out.path(), 1_000_000);
+            let o = e
+                .run(
+                    TaskRun {
+                        job_id: 10 + k as i64,
+                        task_id: k as i64 + 1,
+                        token: 1,
+                        lake: lake.clone(),
+                        hunt: spec.compile(pc).unwrap(),
+                    },
+                    CancellationToken::new(),
+                )
+                .await
+                .unwrap();
+            alone_calls += counts.snapshot().calls();
+            let keys: Vec<String> = o.result_uri.iter().cloned().collect();
+            alone.push(lines(&e.results(&keys, 0, 100_000).await.unwrap()));
+            assert_eq!(o.rows as usize, alone[k].len());
+        }
+        // Shared: one scan of the union, each member keeping its own rows.
+        let scan = |token: i64, filters: Vec<String>| ScanRun {
+            lake: lake.clone(),
+            hunt: IocSpec::union(&specs).compile(pc).unwrap(),
+            members: filters
+                .into_iter()
+                .enumerate()
+                .map(|(k, filter)| ScanMember {
+                    job_id: 10 + k as i64,
+                    task_id: k as i64 + 1,
+                    token,
+                    filter,
+                })
+                .collect(),
+        };
+        let filters: Vec<String> = specs.iter().map(|s| s.predicate(pc).unwrap()).collect();
+        let (e, counts) = counted(out.path(), 1_000_000);
+        let shared = e
+            .scan(scan(2, filters.clone()), CancellationToken::new())
+            .await
+            .unwrap();
+        let shared_calls = counts.snapshot().calls();
+        assert!(
+            shared_calls < alone_calls,
+            "{}: the shared scan made {shared_calls} calls, the hunts alone {alone_calls}",
+            lake.name
+        );
+        for (k, o) in shared.into_iter().enumerate() {
+            let o = o.unwrap();
+            let keys: Vec<String> = o.result_uri.iter().cloned().collect();
+            if let Some(key) = &o.result_uri {
+                assert_eq!(
+                    *key,
+                    sluice_engine::result_key(10 + k as i64, k as i64 + 1, 2)
+                );
+            }
+            let got = lines(&e.results(&keys, 0, 100_000).await.unwrap());
+            assert_eq!(got, alone[k], "{} hunt {k}", lake.name);
+            assert_eq!(o.rows as usize, got.len());
+            found += got.len();
+            empty += usize::from(got.is_empty());
+        }
+        // One member past its cap, or with a filter that does not plan, ends alone.
+        let (e, _) = counted(out.path(), 1);
+        let mut filters = filters;
+        filters.push("src_ip IN (".into());
+        let shared = e
+            .scan(scan(3, filters), CancellationToken::new())
+            .await
+            .unwrap();
+        for (k, o) in shared.iter().enumerate() {
+            match (alone.get(k).map(Vec::len), o) {
+                (Some(n), Ok(o)) if n <= 1 => {
+                    assert_eq!(o.rows as usize, n);
+                    uncapped += 1;
+                }
+                (Some(_), Err(EngineError::Limit(m))) if m.contains("limit of 1 rows") => {
+                    capped += 1
+                }
+                (None, Err(EngineError::User(_))) => {}
+                other => panic!("{} member {k}: {other:?}", lake.name),
+            }
+        }
+    }
+    assert!(found > 0 && empty > 0, "{found} rows found, {empty} empty");
+    assert!(
+        capped > 0 && uncapped > 0,
+        "{capped} capped, {uncapped} not"
+    );
+}

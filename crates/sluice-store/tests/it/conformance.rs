@@ -70,6 +70,7 @@ conformance!(
     every_end_of_a_job_naming_a_webhook_leaves_one_delivery,
     console_sessions_live_until_they_expire_or_sign_out,
     a_schedules_tick_is_recorded_once_however_many_leaders_fire_it,
+    a_shared_claim_takes_along_other_jobs_tasks_of_its_lakes_under_the_holds,
 );
 
 fn lease() -> Duration {
@@ -1263,6 +1264,7 @@ async fn pauses_hold_back_claims_of_their_target_only(s: S) {
                 lease: lease(),
                 now: at(1),
                 skip_owners: Vec::new(),
+                share: 0,
             })
             .await
             .unwrap();
@@ -1725,6 +1727,7 @@ async fn a_claim_skips_the_owners_it_is_told_to(s: S) {
                 lease: lease(),
                 now: at(1),
                 skip_owners,
+                share: 0,
             })
             .await
             .unwrap()
@@ -3288,4 +3291,141 @@ async fn a_schedules_tick_is_recorded_once_however_many_leaders_fire_it(s: S) {
         "{over:?}"
     );
     assert_eq!(other.token_hash, Some("f".repeat(64)));
+}
+
+async fn claim_sharing(s: &S, worker: &str, limit: u32, share: u32, now: i64) -> Vec<ClaimedTask> {
+    s.task_claim(TaskClaimParams {
+        worker: worker.into(),
+        limit,
+        lease: lease(),
+        now: at(now),
+        skip_owners: Vec::new(),
+        share,
+    })
+    .await
+    .unwrap()
+}
+
+async fn a_shared_claim_takes_along_other_jobs_tasks_of_its_lakes_under_the_holds(s: S) {
+    // Five owners' jobs over the same two lakes, in priority order a > b > c > d > e.
+    let mut jobs = HashMap::new();
+    for (owner, priority) in [("a", 5), ("b", 4), ("c", 3), ("d", 2), ("e", 1)] {
+        let mut p = job(owner, 2);
+        p.priority = priority;
+        p.max_attempts = 5;
+        jobs.insert(owner, s.job_insert(p).await.unwrap().job.id);
+    }
+    let owner_of = |t: &ClaimedTask| t.owner.clone();
+    let shape = |got: &[ClaimedTask]| -> Vec<(String, String)> {
+        got.iter()
+            .map(|t| (t.owner.clone(), t.lake.clone()))
+            .collect()
+    };
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(o, l)| (o.to_string(), l.to_string()))
+            .collect()
+    };
+    // b's first task crashes a runner: it runs alone from now on, never taken along.
+    let b = s
+        .task_claim(TaskClaimParams {
+            worker: "w0".into(),
+            limit: 1,
+            lease: lease(),
+            now: at(0),
+            skip_owners: vec!["a".into()],
+            share: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(shape(&b), pairs(&[("b", "lake-00000")]));
+    let crashed = TaskOutcome::Crashed {
+        run_after: at(0),
+        error: "the hunt crashed its runner (signal 6, SIGABRT)".into(),
+    };
+    assert_eq!(finish(&s, b[0].lease, crashed, 1).await.applied.len(), 1);
+    // c's job is paused.
+    s.pause_set(PauseSetParams {
+        target: PauseTarget::Job(jobs["c"]),
+        reason: "hold".into(),
+        by: "op".into(),
+        now: at(1),
+    })
+    .await
+    .unwrap();
+    // One task claimed, one more of its lake taken along, in release order: not b's (it
+    // crashed), not c's (paused).
+    let got = claim_sharing(&s, "w1", 1, 1, 2).await;
+    assert_eq!(
+        shape(&got),
+        pairs(&[("a", "lake-00000"), ("d", "lake-00000")])
+    );
+    let got = claim_sharing(&s, "w1", 1, 10, 2).await;
+    assert_eq!(
+        shape(&got),
+        pairs(&[
+            ("a", "lake-00001"),
+            ("b", "lake-00001"),
+            ("d", "lake-00001"),
+            ("e", "lake-00001"),
+        ])
+    );
+    // Each task has its own lease and is journaled and started like any claim.
+    for t in &got {
+        let row = s.task_get(t.id()).await.unwrap();
+        assert_eq!(
+            (row.state, row.lease_owner.as_deref()),
+            (TaskState::Running, Some("w1"))
+        );
+    }
+    let mut claims = 0;
+    for id in jobs.values() {
+        claims += count(&kinds(&s, *id).await, "task.claimed");
+    }
+    assert_eq!(claims, 1 + 2 + 4);
+    assert_eq!(s.job_get(jobs["e"]).await.unwrap().state, JobState::Running);
+    // A fenced-out task of the scan leaves the others valid: d's job is cancelled meanwhile.
+    s.job_cancel(JobCancelParams {
+        id: jobs["d"],
+        by: "op".into(),
+        reason: None,
+        now: at(3),
+    })
+    .await
+    .unwrap();
+    let finishes = got
+        .iter()
+        .map(|t| TaskFinish {
+            lease: t.lease,
+            outcome: ok(1),
+        })
+        .collect();
+    let report = s
+        .task_finish(TaskFinishParams {
+            finishes,
+            now: at(4),
+        })
+        .await
+        .unwrap();
+    let d = got.iter().find(|t| owner_of(t) == "d").unwrap();
+    assert_eq!(report.rejected, vec![d.id()]);
+    assert_eq!(report.applied.len(), 3);
+    // While an owner quota is set nothing is taken along (the quota counts every start).
+    // b's crashed task runs alone first; then e's is next, with f's and g's of its lake.
+    let b = claim_sharing(&s, "w2", 1, 10, 5).await;
+    assert_eq!(shape(&b), pairs(&[("b", "lake-00000")]));
+    finish(&s, b[0].lease, ok(0), 5).await;
+    for owner in ["f", "g"] {
+        jobs.insert(owner, s.job_insert(job(owner, 2)).await.unwrap().job.id);
+    }
+    s.quota_set(QuotaSetParams {
+        target: QuotaTarget::Default,
+        max_running: 100,
+        by: "op".into(),
+        now: at(5),
+    })
+    .await
+    .unwrap();
+    let got = claim_sharing(&s, "w2", 1, 10, 6).await;
+    assert_eq!(shape(&got), pairs(&[("e", "lake-00000")]), "{got:?}");
 }

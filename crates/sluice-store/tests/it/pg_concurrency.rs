@@ -15,6 +15,7 @@ async fn claim(s: &Arc<dyn Store>, w: u32, limit: u32) -> Vec<ClaimedTask> {
         lease: Duration::from_secs(300),
         now: at(1),
         skip_owners: Vec::new(),
+        share: 0,
     })
     .await
     .unwrap()
@@ -149,6 +150,7 @@ async fn cancel_racing_with_completions_leaves_consistent_counts() {
             lease: Duration::from_secs(60),
             now: at(1),
             skip_owners: Vec::new(),
+            share: 0,
         })
         .await
         .unwrap();
