@@ -160,6 +160,7 @@ async fn run_round(
                 lake: format!("lake-{i:06}"),
                 scope: format!("aws:{}", i % 16),
                 est_calls: 1,
+                shareable: false,
             })
             .collect();
         let one = Instant::now();

@@ -629,7 +629,14 @@ impl Engine {
             async move {
                 let df = ctx.sql_with_options(&sql, sql_options()).await?;
                 let mut stream = df.execute_stream().await?;
-                let mut sink = ResultSink::new(&stream.schema(), &lake_name, results, key, caps);
+                let mut sink = ResultSink::new(
+                    &stream.schema(),
+                    &lake_name,
+                    results,
+                    key,
+                    caps,
+                    RESULT_ROW_GROUP_BYTES,
+                );
                 while let Some(batch) = stream.next().await {
                     if let Err(e) = sink.write(&batch?).await {
                         sink.abort().await;
@@ -674,8 +681,15 @@ impl Engine {
                                 result_uri: None,
                             }));
                             let key = result_key(m.job_id, m.task_id, m.token);
-                            let sink =
-                                ResultSink::new(&schema, &s.lake.name, results.clone(), key, caps);
+                            // Smaller row groups: every member with matches holds one open.
+                            let sink = ResultSink::new(
+                                &schema,
+                                &s.lake.name,
+                                results.clone(),
+                                key,
+                                caps,
+                                SCAN_ROW_GROUP_BYTES,
+                            );
                             live.push((i, f, sink));
                         }
                         Err(e) => out.push(Err(EngineError::from(e))),
@@ -960,7 +974,13 @@ struct ResultSink {
     writer: Option<AsyncArrowWriter<BufWriter>>,
     rows: i64,
     bytes: u64,
+    /// A row group is written once this much is buffered.
+    flush_at: usize,
 }
+
+/// A shared scan's members write row groups of this much at most, so that many members with
+/// matches do not together hold many large buffers.
+const SCAN_ROW_GROUP_BYTES: usize = 2 << 20;
 
 impl ResultSink {
     /// Results of a query with `query_schema`, behind a column naming the lake.
@@ -970,6 +990,7 @@ impl ResultSink {
         results: Arc<dyn ObjectStore>,
         key: String,
         caps: ResultCaps,
+        flush_at: usize,
     ) -> Self {
         let mut fields = vec![Field::new(LAKE_COLUMN, DataType::Utf8, false)];
         fields.extend(query_schema.fields().iter().map(|f| f.as_ref().clone()));
@@ -982,6 +1003,7 @@ impl ResultSink {
             writer: None,
             rows: 0,
             bytes: 0,
+            flush_at,
         }
     }
 
@@ -1024,7 +1046,7 @@ impl ResultSink {
         if let Some(w) = self.writer.as_mut() {
             w.write(&out).await?;
             // Row groups small in bytes too: a page of results reads whole row groups.
-            if w.in_progress_size() > RESULT_ROW_GROUP_BYTES {
+            if w.in_progress_size() > self.flush_at {
                 w.flush().await?;
             }
         }

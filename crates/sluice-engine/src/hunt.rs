@@ -166,33 +166,46 @@ impl IocSpec {
         }
     }
 
-    /// Indicators of any of `specs` over the widest of their ranges: a scan for it returns
-    /// every row any of them matches (a shared scan, ADR 0014).
-    pub fn union(specs: &[IocSpec]) -> IocSpec {
+    /// The query of a shared scan (ADR 0014): every indicator of `specs`, over any of their
+    /// ranges — a row in none of the members' ranges is not read for any of them (the time
+    /// conditions are an OR of the members', the day folders' another, so partitions between
+    /// two members' ranges are still pruned). Its rows hold every row any member matches.
+    pub fn compile_shared(
+        specs: &[IocSpec],
+        partition_cols: &[String],
+    ) -> Result<CompiledHunt, EngineError> {
         let all = |f: fn(&IocSpec) -> &Vec<String>| -> Vec<String> {
             specs.iter().flat_map(|s| f(s).iter().cloned()).collect()
         };
-        // Open on a side as soon as one spec is.
-        let widest =
-            |side: fn(&IocSpec) -> Option<DateTime<Utc>>,
-             pick: fn(DateTime<Utc>, DateTime<Utc>) -> DateTime<Utc>| {
-                specs
-                    .iter()
-                    .map(side)
-                    .try_fold(None, |acc: Option<DateTime<Utc>>, t| {
-                        t.map(|t| Some(acc.map_or(t, |a| pick(a, t))))
-                    })
-                    .flatten()
-            };
-        let since = widest(|s| s.since, std::cmp::min);
-        let until = widest(|s| s.until, std::cmp::max);
-        IocSpec {
+        let indicators = IocSpec {
             ips: dedup(all(|s| &s.ips)),
             hashes: dedup(all(|s| &s.hashes)),
             domains: dedup(all(|s| &s.domains)),
-            since,
-            until,
-        }
+            since: None,
+            until: None,
+        };
+        // Any member's range; none when one member is unbounded.
+        let any_of = |part: &dyn Fn(&IocSpec) -> Vec<String>| -> Option<String> {
+            let ranges: Vec<Vec<String>> = specs.iter().map(part).collect();
+            if ranges.is_empty() || ranges.iter().any(Vec::is_empty) {
+                return None;
+            }
+            let mut each: Vec<String> = ranges
+                .iter()
+                .map(|r| format!("({})", r.join(" AND ")))
+                .collect();
+            each.sort();
+            each.dedup();
+            Some(format!("({})", each.join("\n    OR ")))
+        };
+        let range: Vec<String> = [
+            any_of(&|s: &IocSpec| s.ts_range()),
+            any_of(&|s: &IocSpec| s.dt_range(partition_cols)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        indicators.compile_with(range)
     }
 
     /// How many indicators the spec names (before normalising).
@@ -236,22 +249,30 @@ impl IocSpec {
 
     /// The time range's conditions (and the day folders', when the lake has `dt`).
     fn range(&self, partition_cols: &[String]) -> Vec<String> {
-        let mut range = Vec::new();
-        let has_dt = partition_cols.iter().any(|c| c == "dt");
-        if let Some(s) = self.since {
-            range.push(format!("ts >= TIMESTAMP {}", lit(&s.to_rfc3339())));
-            if has_dt {
-                // Prunes whole day folders before any file is opened.
-                range.push(format!("dt >= {}", lit(&s.format("%Y-%m-%d").to_string())));
-            }
-        }
-        if let Some(u) = self.until {
-            range.push(format!("ts < TIMESTAMP {}", lit(&u.to_rfc3339())));
-            if has_dt {
-                range.push(format!("dt <= {}", lit(&u.format("%Y-%m-%d").to_string())));
-            }
-        }
+        let mut range = self.ts_range();
+        range.extend(self.dt_range(partition_cols));
         range
+    }
+
+    fn ts_range(&self) -> Vec<String> {
+        let since = self
+            .since
+            .map(|s| format!("ts >= TIMESTAMP {}", lit(&s.to_rfc3339())));
+        let until = self
+            .until
+            .map(|u| format!("ts < TIMESTAMP {}", lit(&u.to_rfc3339())));
+        since.into_iter().chain(until).collect()
+    }
+
+    /// Prunes whole day folders before any file is opened.
+    fn dt_range(&self, partition_cols: &[String]) -> Vec<String> {
+        if !partition_cols.iter().any(|c| c == "dt") {
+            return Vec::new();
+        }
+        let day = |t: DateTime<Utc>| lit(&t.format("%Y-%m-%d").to_string());
+        let since = self.since.map(|s| format!("dt >= {}", day(s)));
+        let until = self.until.map(|u| format!("dt <= {}", day(u)));
+        since.into_iter().chain(until).collect()
     }
 
     /// The rows the hunt matches, as one condition over `events`' columns: what a shared
@@ -271,9 +292,13 @@ impl IocSpec {
 
     /// Validates, normalises and compiles the IOC spec. Errors name the offending entry.
     pub fn compile(&self, partition_cols: &[String]) -> Result<CompiledHunt, EngineError> {
+        self.compile_with(self.range(partition_cols))
+    }
+
+    /// The hunt's query with `range` as its time conditions.
+    fn compile_with(&self, range: Vec<String>) -> Result<CompiledHunt, EngineError> {
         let ind = self.indicators()?;
         let branches = ind.branches();
-        let range = self.range(partition_cols);
         // One branch per column, because DataFusion uses bloom filters only for predicates
         // that pin a single column (`col IN (…)`); `src_ip IN (…) OR dst_ip IN (…)` would
         // read every row group. Each later branch excludes rows an earlier one returned
@@ -486,42 +511,63 @@ mod union_tests {
     use super::*;
 
     #[test]
-    fn a_union_holds_every_indicator_over_the_widest_range() {
-        let t = |h: u32| {
-            Utc::now()
-                .date_naive()
-                .and_hms_opt(h, 0, 0)
+    fn a_shared_scan_holds_every_indicator_over_any_members_range_only() {
+        let t = |d: u32| {
+            chrono::NaiveDate::from_ymd_opt(2026, 3, d)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
                 .unwrap()
                 .and_utc()
         };
         let a = IocSpec {
             ips: vec!["10.0.0.1".into()],
-            since: Some(t(2)),
-            until: Some(t(5)),
+            since: Some(t(1)),
+            until: Some(t(2)),
             ..Default::default()
         };
         let b = IocSpec {
             ips: vec!["10.0.0.1".into(), "10.0.0.2".into()],
             domains: vec!["evil.example".into()],
-            since: Some(t(1)),
-            until: Some(t(3)),
+            since: Some(t(20)),
+            until: Some(t(21)),
             ..Default::default()
         };
-        let u = IocSpec::union(&[a.clone(), b.clone()]);
-        assert_eq!(u.ips, ["10.0.0.1", "10.0.0.2"]);
-        assert_eq!(u.domains, ["evil.example"]);
-        assert_eq!((u.since, u.until), (Some(t(1)), Some(t(5))));
-        // One open side opens the union's.
+        let dt = ["dt".to_string()];
+        let sql = IocSpec::compile_shared(&[a.clone(), b.clone()], &dt)
+            .unwrap()
+            .sql;
+        assert!(
+            sql.contains("'10.0.0.2'") && sql.contains("'evil.example'"),
+            "{sql}"
+        );
+        // Two ranges, not the three weeks between them.
+        for day in [
+            "dt >= '2026-03-01' AND dt <= '2026-03-02'",
+            "dt >= '2026-03-20' AND dt <= '2026-03-21'",
+        ] {
+            assert!(sql.contains(day), "{day}: {sql}");
+        }
+        assert!(
+            !sql.contains("dt >= '2026-03-01' AND dt <= '2026-03-21'"),
+            "{sql}"
+        );
+        // One open member opens the scan on time.
         let open = IocSpec {
+            since: None,
             until: None,
             ..b.clone()
         };
-        let u = IocSpec::union(&[a.clone(), open]);
-        assert_eq!((u.since, u.until), (Some(t(1)), None));
+        let sql = IocSpec::compile_shared(&[a.clone(), open], &dt)
+            .unwrap()
+            .sql;
+        assert!(!sql.contains("ts >=") && !sql.contains("dt >="), "{sql}");
         // A member's filter names its own indicators and range only.
-        let f = a.predicate(&["dt".into()]).unwrap();
+        let f = a.predicate(&dt).unwrap();
         assert!(f.contains("'10.0.0.1'") && !f.contains("10.0.0.2"), "{f}");
-        assert!(f.contains("ts >= TIMESTAMP") && f.contains("dt <= "), "{f}");
+        assert!(
+            f.contains("ts >= TIMESTAMP") && f.contains("dt <= '2026-03-02'"),
+            "{f}"
+        );
         assert!(IocSpec::default().predicate(&[]).is_err());
     }
 }

@@ -314,6 +314,7 @@ pub fn job_params(spec: &HuntSpec, plan: &Plan, sub: &Submission) -> Result<JobI
                 lake: l.name.clone(),
                 scope: l.scope.clone(),
                 est_calls: EST_CALLS_PER_LAKE,
+                shareable: matches!(spec, HuntSpec::Ioc { .. }),
             })
             .collect(),
         now: chrono::Utc::now(),
@@ -616,7 +617,7 @@ impl Runner for HuntRunner {
                 }
                 _ => {
                     let m = &members[unit[0]];
-                    out[unit[0]] = Some(self.run(&m.task, m.cancel.clone()).await);
+                    out[unit[0]] = self.each_alone(&[m]).await.pop();
                 }
             }
         }
@@ -638,18 +639,14 @@ impl HuntRunner {
             Ok(l) => l,
             Err(e) => return vec![Err(e); members.len()],
         };
-        let scan = sluice_engine::hunt::IocSpec::union(specs).compile(&lake.partition_cols);
+        let scan = sluice_engine::hunt::IocSpec::compile_shared(specs, &lake.partition_cols);
         let filters: Vec<Result<String, EngineError>> = specs
             .iter()
             .map(|s| s.predicate(&lake.partition_cols))
             .collect();
         let (Ok(hunt), true) = (scan, filters.iter().all(Result::is_ok)) else {
             // A hunt that does not compile fails on its own, as it would alone.
-            let mut out = Vec::with_capacity(members.len());
-            for m in members {
-                out.push(self.run(&m.task, m.cancel.clone()).await);
-            }
-            return out;
+            return self.each_alone(members).await;
         };
         let run = sluice_engine::ScanRun {
             lake: lake.as_ref().clone(),
@@ -667,52 +664,92 @@ impl HuntRunner {
         };
         // The scan stops when every member's run is stopped.
         let cancel = CancellationToken::new();
-        let all_stopped = {
-            let (cancel, tokens) = (
-                cancel.clone(),
-                members.iter().map(|m| m.cancel.clone()).collect::<Vec<_>>(),
-            );
-            tokio::spawn(async move {
-                futures::future::join_all(tokens.iter().map(|t| t.cancelled())).await;
-                cancel.cancel();
-            })
-        };
-        let outputs = match &self.exec {
-            Executor::InProcess(engine) => engine.scan(run, cancel).await,
-            Executor::Isolated(pool) => {
-                let how = sluice_engine::isolate::RunOptions {
-                    owner: &first.owner,
-                    fresh: false,
-                    retried: members.iter().any(|m| m.task.attempt > 0),
-                };
-                pool.scan(run, how, cancel).await
+        let stopped = futures::future::join_all(members.iter().map(|m| m.cancel.cancelled()));
+        let scanned = async {
+            match &self.exec {
+                Executor::InProcess(engine) => engine.scan(run, cancel.clone()).await,
+                Executor::Isolated(pool) => {
+                    let how = sluice_engine::isolate::RunOptions {
+                        owner: &first.owner,
+                        fresh: false,
+                        retried: members.iter().any(|m| m.task.attempt > 0),
+                    };
+                    pool.scan(run, how, cancel.clone()).await
+                }
             }
         };
-        all_stopped.abort();
+        tokio::pin!(scanned);
+        let outputs = tokio::select! {
+            o = &mut scanned => o,
+            _ = stopped => {
+                cancel.cancel();
+                scanned.await
+            }
+        };
         match outputs {
-            Ok(outputs) => {
+            // Only the engine's own answers per member are taken: a crash or a cancel is a
+            // run's, never one member's (a runner that says so is not believed).
+            Ok(outputs)
+                if !outputs.iter().any(|o| {
+                    matches!(o, Err(EngineError::Crashed(_) | EngineError::Cancelled))
+                }) =>
+            {
                 let mut out = Vec::with_capacity(members.len());
                 for (m, o) in members.iter().zip(outputs) {
                     out.push(match o {
+                        // A member stopped meanwhile (its job cancelled, its lease lost) is
+                        // not recorded: its result would be refused anyway.
+                        Ok(o) if m.cancel.is_cancelled() => {
+                            self.discard(&o).await;
+                            Err(RunError::Cancelled)
+                        }
                         Ok(o) => self.committed(&m.task, o).await,
                         Err(e) => Err(run_error(e)),
                     });
                 }
                 out
             }
-            // The scan as a whole hit a limit or crashed its runner: each task alone decides
-            // whose hunt it was.
-            Err(EngineError::Limit(_) | EngineError::Crashed(_)) => {
-                let mut out = Vec::with_capacity(members.len());
-                for m in members {
-                    out.push(self.run(&m.task, m.cancel.clone()).await);
+            Ok(outputs) => {
+                for o in outputs.iter().flatten() {
+                    self.discard(o).await;
                 }
-                out
+                self.each_alone(members).await
             }
-            Err(e) => {
-                let e = run_error(e);
-                vec![Err(e); members.len()]
-            }
+            // Scope-wide answers (the provider or the gate said no, every member was
+            // stopped) are every member's alike.
+            Err(
+                e @ (EngineError::Throttled(_)
+                | EngineError::Frozen(_)
+                | EngineError::Refused { .. }
+                | EngineError::Cancelled),
+            ) => vec![Err(run_error(e)); members.len()],
+            // Any other failure of the scan as a whole (a limit, a crash, unreadable data, a
+            // file gone) may be one member's range or indicators: each task alone decides
+            // whose it is, so that sharing never changes a task's outcome.
+            Err(_) => self.each_alone(members).await,
+        }
+    }
+
+    /// Each member run alone, in order; one already stopped is not started.
+    async fn each_alone(&self, members: &[&Member]) -> Vec<Result<RunOutput, RunError>> {
+        let mut out = Vec::with_capacity(members.len());
+        for m in members {
+            out.push(if m.cancel.is_cancelled() {
+                Err(RunError::Cancelled)
+            } else {
+                self.run(&m.task, m.cancel.clone()).await
+            });
+        }
+        out
+    }
+
+    /// Removes what a run staged for a result that will not be recorded (results uploaded by
+    /// the worker); an object written straight to the results store is left to the sweep.
+    async fn discard(&self, out: &sluice_engine::TaskOutput) {
+        if let (Some(up), Some(key)) = (&self.upload, &out.result_uri)
+            && sluice_engine::is_result_key(key)
+        {
+            let _ = tokio::fs::remove_file(up.staging.join(key)).await;
         }
     }
 

@@ -49,6 +49,10 @@ pub struct NewTask {
     pub lake: String,
     pub scope: String,
     pub est_calls: i32,
+    /// Whether a claim of another task of the lake may take this one along, to answer both
+    /// with one scan (ADR 0014): a hunt the engine can share (an IOC hunt).
+    #[serde(default)]
+    pub shareable: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -121,10 +125,10 @@ pub struct TaskClaimParams {
     /// Owners whose tasks this claim does not take (a worker's spare slots are for owners
     /// that are not already running their share in it).
     pub skip_owners: Vec<String>,
-    /// With each lake claimed, up to this many more pending tasks of that lake (other jobs'),
-    /// under the same holds and in release order, for one shared scan (ADR 0014). Tasks that
-    /// crashed a runner are never taken along, and nothing is while an owner quota is set.
-    /// `0`: only `limit` tasks.
+    /// With each lake of a shareable task claimed, up to this many more shareable pending
+    /// tasks of that lake (other jobs'), under the same holds and in release order, for one
+    /// shared scan (ADR 0014). Tasks that crashed a runner are never taken along, and nothing
+    /// is while an owner quota is set. `0`: only `limit` tasks.
     pub share: u32,
 }
 
@@ -141,6 +145,8 @@ pub struct ClaimedTask {
     pub max_attempts: i32,
     /// Hunt runners this task crashed before this claim.
     pub crashes: i32,
+    /// May run in one scan with other tasks of its lake ([`NewTask::shareable`]).
+    pub shareable: bool,
     pub lease_expires_at: DateTime<Utc>,
 }
 
@@ -744,7 +750,7 @@ pub(crate) fn lakes_to_share(p: &TaskClaimParams, claimed: &[ClaimedTask]) -> Op
     }
     let lakes: BTreeSet<&str> = claimed
         .iter()
-        .filter(|t| t.crashes == 0)
+        .filter(|t| t.crashes == 0 && t.shareable)
         .map(|t| t.lake.as_str())
         .collect();
     (!lakes.is_empty()).then(|| lakes.into_iter().map(str::to_string).collect())
@@ -1322,6 +1328,7 @@ mod tests {
             attempt: 1,
             max_attempts: 1,
             crashes: 0,
+            shareable: false,
             lease: Lease {
                 task_id: sluice_core::TaskId(1),
                 token: sluice_core::LeaseToken(1),

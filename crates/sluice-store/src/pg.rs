@@ -53,7 +53,8 @@ macro_rules! claim_tail {
                 lease_token = tasks.lease_token + 1, lease_expires_at = $4, updated_at = $1 \
             FROM c WHERE tasks.id = c.id \
             RETURNING tasks.id, tasks.job_id, tasks.owner, tasks.lake, tasks.scope, tasks.attempt, \
-                tasks.max_attempts, tasks.crashes, tasks.lease_token, tasks.priority, tasks.seq), \
+                tasks.max_attempts, tasks.crashes, tasks.lease_token, tasks.shareable, tasks.priority, \
+                tasks.seq), \
          ev AS ( \
             INSERT INTO events (at, job_id, task_id, scope, kind, detail) \
             SELECT $1, job_id, id, scope, $8::text, \
@@ -64,7 +65,8 @@ macro_rules! claim_tail {
             WHERE id IN (SELECT DISTINCT job_id FROM t) AND state = 'queued' RETURNING id), \
          jev AS ( \
             INSERT INTO events (at, job_id, kind) SELECT $1, id, $9::text FROM js) \
-         SELECT id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token FROM t \
+         SELECT id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token, \
+             shareable FROM t \
          ORDER BY priority DESC, seq, id"
     };
 }
@@ -148,7 +150,7 @@ impl PgBackend {
                 SELECT l.id FROM k CROSS JOIN LATERAL ( \
                     SELECT id FROM tasks \
                     WHERE tasks.lake = k.lake AND state = 'pending' AND run_after <= $1 \
-                      AND crashes = 0 AND scope <> ALL ($5::text[]) \
+                      AND shareable AND crashes = 0 AND scope <> ALL ($5::text[]) \
                       AND owner <> ALL ($6::text[]) AND job_id <> ALL ($7::bigint[]) \
                     ORDER BY priority DESC, seq, id LIMIT $2 \
                     FOR UPDATE SKIP LOCKED) l), ",
@@ -358,12 +360,13 @@ impl Backend for PgBackend {
                     let lakes: Vec<&str> = chunk.iter().map(|t| t.lake.as_str()).collect();
                     let scopes: Vec<&str> = chunk.iter().map(|t| t.scope.as_str()).collect();
                     let est: Vec<i32> = chunk.iter().map(|t| t.est_calls).collect();
+                    let shareable: Vec<bool> = chunk.iter().map(|t| t.shareable).collect();
                     sqlx::query(
                         "INSERT INTO tasks (job_id, lake, scope, est_calls, priority, max_attempts, \
-                             run_after, created_at, updated_at, seq, owner) \
-                         SELECT $1, u.lake, u.scope, u.est, $5, $6, $7, $7, $7, $8 + (u.n - 1) * $10, $9 \
-                         FROM unnest($2::text[], $3::text[], $4::int[]) \
-                             WITH ORDINALITY AS u(lake, scope, est, n) ORDER BY u.n",
+                             run_after, created_at, updated_at, seq, owner, shareable) \
+                         SELECT $1, u.lake, u.scope, u.est, $5, $6, $7, $7, $7, $8 + (u.n - 1) * $10, $9, u.sh \
+                         FROM unnest($2::text[], $3::text[], $4::int[], $11::bool[]) \
+                             WITH ORDINALITY AS u(lake, scope, est, sh, n) ORDER BY u.n",
                     )
                     .bind(id)
                     .bind(&lakes)
@@ -375,6 +378,7 @@ impl Backend for PgBackend {
                     .bind(first_seq)
                     .bind(&p.owner)
                     .bind(stride)
+                    .bind(&shareable)
                     .execute(&mut *tx)
                     .await
                     .map_err(from_sqlx)?;

@@ -594,7 +594,7 @@ pub(crate) fn lease_end(now: DateTime<Utc>, lease: std::time::Duration) -> Resul
 }
 
 /// A task a claim took: `id, job_id, owner, lake, scope, attempt, max_attempts, crashes,
-/// lease_token` (its lease's end is the claim's, not a column read back).
+/// lease_token, shareable` (its lease's end is the claim's, not a column read back).
 #[derive(FromRow)]
 pub(crate) struct ClaimRow {
     id: i64,
@@ -606,6 +606,7 @@ pub(crate) struct ClaimRow {
     max_attempts: i32,
     crashes: i32,
     lease_token: i64,
+    shareable: bool,
 }
 
 impl ClaimRow {
@@ -622,6 +623,7 @@ impl ClaimRow {
             attempt: self.attempt,
             max_attempts: self.max_attempts,
             crashes: self.crashes,
+            shareable: self.shareable,
             lease_expires_at: expires,
         }
     }

@@ -103,7 +103,7 @@ async fn claim_pass(
              LEFT JOIN (SELECT json_extract(value, '$[0]') AS owner, json_extract(value, '$[1]') AS room FROM json_each(?)) q \
                  ON q.owner = c.owner) \
              WHERE room IS NULL OR rn <= room) \
-         RETURNING id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token, priority, seq",
+         RETURNING id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token, shareable, priority, seq",
     )
     .bind(&p.worker)
     .bind(us(expires))
@@ -142,12 +142,12 @@ async fn claim_along(
                 "UPDATE tasks SET state = 'running', lease_owner = ?, lease_token = lease_token + 1, \
                      lease_expires_at = ?, updated_at = ? \
                  WHERE id IN (SELECT id FROM tasks WHERE lake = ? AND state = 'pending' \
-                     AND run_after <= ? AND crashes = 0 \
+                     AND run_after <= ? AND shareable AND crashes = 0 \
                      AND scope NOT IN (SELECT value FROM json_each(?)) \
                      AND owner NOT IN (SELECT value FROM json_each(?)) \
                      AND job_id NOT IN (SELECT value FROM json_each(?)) \
                      ORDER BY priority DESC, seq, id LIMIT ?) \
-                 RETURNING id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token, priority, seq",
+                 RETURNING id, job_id, owner, lake, scope, attempt, max_attempts, crashes, lease_token, shareable, priority, seq",
             )
             .bind(&p.worker)
             .bind(us(expires))
@@ -344,9 +344,10 @@ impl Backend for SqliteBackend {
                 serde_json::to_string(chunk).map_err(|e| StoreError::Invalid(e.to_string()))?;
             sqlx::query(
                 "INSERT INTO tasks (job_id, lake, scope, est_calls, priority, max_attempts, run_after, \
-                     created_at, updated_at, seq, owner) \
+                     created_at, updated_at, seq, owner, shareable) \
                  SELECT ?, json_extract(value, '$.lake'), json_extract(value, '$.scope'), \
-                     json_extract(value, '$.est_calls'), ?, ?, ?, ?, ?, ? + key * ?, ? \
+                     json_extract(value, '$.est_calls'), ?, ?, ?, ?, ?, ? + key * ?, ?, \
+                     json_extract(value, '$.shareable') \
                  FROM json_each(?) ORDER BY key",
             )
             .bind(id)

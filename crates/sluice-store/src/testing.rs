@@ -298,6 +298,7 @@ pub fn job_params(
                 lake: format!("{owner}-lake-{i}"),
                 scope: "aws:1".into(),
                 est_calls: 1,
+                shareable: false,
             })
             .collect(),
         now,

@@ -239,7 +239,13 @@ impl Worker {
                     lease: self.cfg.lease,
                     now: self.clock.now(),
                     skip_owners,
-                    share: self.cfg.share.saturating_sub(1),
+                    // A spare slot is for an owner not running their share here: it takes
+                    // that one task, not others along with it.
+                    share: if spare_claim {
+                        0
+                    } else {
+                        self.cfg.share.saturating_sub(1)
+                    },
                 })
                 .await;
             timer.observe_duration();
@@ -457,14 +463,15 @@ impl Worker {
     }
 }
 
-/// Claimed tasks in runs: those of one lake together, at most `most` a run, in claim order
-/// (the first run holds the first task claimed). A task that crashed a runner runs alone.
+/// Claimed tasks in runs: shareable ones of one lake together, at most `most` a run, in claim
+/// order (the first run holds the first task claimed). Any other task runs alone: one that
+/// crashed a runner, or one no scan can share (a SQL hunt), which has a slot of its own.
 fn by_lake(claimed: Vec<ClaimedTask>, most: usize) -> Vec<Vec<ClaimedTask>> {
     let mut runs: Vec<Vec<ClaimedTask>> = Vec::new();
     // Per lake, the run still taking tasks.
     let mut open: HashMap<String, usize> = HashMap::new();
     for task in claimed {
-        if task.crashes > 0 || most <= 1 {
+        if task.crashes > 0 || !task.shareable || most <= 1 {
             runs.push(vec![task]);
             continue;
         }
@@ -689,6 +696,7 @@ mod tests {
             attempt,
             max_attempts,
             crashes,
+            shareable: false,
             lease_expires_at: chrono::Utc::now(),
         }
     }

@@ -47,6 +47,7 @@ impl Planner for FakePlanner {
                         lake: format!("lake-{i}"),
                         scope: "aws:1".into(),
                         est_calls: 8,
+                        shareable: false,
                     })
                     .collect();
                 if tasks.is_empty() {

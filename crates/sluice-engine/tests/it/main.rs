@@ -670,7 +670,7 @@ async fn a_shared_scan_gives_each_hunt_exactly_the_rows_it_finds_alone() {
         // Shared: one scan of the union, each member keeping its own rows.
         let scan = |token: i64, filters: Vec<String>| ScanRun {
             lake: lake.clone(),
-            hunt: IocSpec::union(&specs).compile(pc).unwrap(),
+            hunt: IocSpec::compile_shared(&specs, pc).unwrap(),
             members: filters
                 .into_iter()
                 .enumerate()

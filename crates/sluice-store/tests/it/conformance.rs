@@ -3315,6 +3315,12 @@ async fn a_shared_claim_takes_along_other_jobs_tasks_of_its_lakes_under_the_hold
         p.max_attempts = 5;
         jobs.insert(owner, s.job_insert(p).await.unwrap().job.id);
     }
+    // x's job is one no scan can share (a SQL hunt): it is never taken along.
+    let mut x = job("x", 2);
+    for t in &mut x.tasks {
+        t.shareable = false;
+    }
+    jobs.insert("x", s.job_insert(x).await.unwrap().job.id);
     let owner_of = |t: &ClaimedTask| t.owner.clone();
     let shape = |got: &[ClaimedTask]| -> Vec<(String, String)> {
         got.iter()
@@ -3354,7 +3360,7 @@ async fn a_shared_claim_takes_along_other_jobs_tasks_of_its_lakes_under_the_hold
     .await
     .unwrap();
     // One task claimed, one more of its lake taken along, in release order: not b's (it
-    // crashed), not c's (paused).
+    // crashed), not c's (paused), never x's.
     let got = claim_sharing(&s, "w1", 1, 1, 2).await;
     assert_eq!(
         shape(&got),

@@ -43,6 +43,7 @@ pub fn job(owner: &str, lakes: usize) -> JobInsertParams {
                 lake: format!("lake-{i:05}"),
                 scope: format!("aws:{}", i % 3),
                 est_calls: 4,
+                shareable: true,
             })
             .collect(),
         now: t0(),
