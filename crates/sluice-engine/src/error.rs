@@ -48,7 +48,8 @@ pub enum EngineError {
     Crashed(String),
 }
 
-/// The guard's refusal somewhere in an error's `source()` chain.
+/// The guard's refusal, or an error classified where it happened, somewhere in an error's
+/// `source()` chain.
 fn refusal_in(e: &(dyn std::error::Error + 'static)) -> Option<EngineError> {
     let mut cur = Some(e);
     while let Some(e) = cur {
@@ -57,6 +58,9 @@ fn refusal_in(e: &(dyn std::error::Error + 'static)) -> Option<EngineError> {
                 reason: r.0.to_string(),
                 retry_after: r.0.retry_after(chrono::Utc::now()),
             });
+        }
+        if let Some(c) = e.downcast_ref::<crate::s3::Classified>() {
+            return Some(c.0.clone());
         }
         cur = e.source();
     }

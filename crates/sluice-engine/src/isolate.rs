@@ -123,7 +123,7 @@ enum ToRunner {
     },
     Creds {
         rid: u64,
-        result: Result<Credentials, String>,
+        result: Result<Credentials, EngineError>,
     },
 }
 
@@ -288,7 +288,7 @@ impl CredentialSource for Remote {
         &self,
         scope: &str,
         options: &BTreeMap<String, String>,
-    ) -> Result<Credentials, String> {
+    ) -> Result<Credentials, EngineError> {
         match self
             .ask(|rid| FromRunner::Creds {
                 rid,
@@ -298,7 +298,9 @@ impl CredentialSource for Remote {
             .await
         {
             Some(ToRunner::Creds { result, .. }) => result,
-            _ => Err("the worker did not answer for credentials".into()),
+            _ => Err(EngineError::Transient(
+                "the worker did not answer for credentials".into(),
+            )),
         }
     }
 }
@@ -1262,16 +1264,17 @@ async fn serve_runner(
                         runner = pid,
                         scope, "a hunt runner asked for credentials of a scope not its task's"
                     );
-                    let result = Err(format!("scope {scope} is not this task's"));
+                    let result = Err(EngineError::User(format!(
+                        "scope {scope} is not this task's"
+                    )));
                     let _ = to.send(encode(&ToRunner::Creds { rid, result }));
                     continue;
                 }
                 let (engine, to) = (engine.clone(), to.clone());
                 tokio::spawn(async move {
-                    let result = engine
-                        .credentials(&scope, &options)
-                        .await
-                        .map_err(|e| e.to_string());
+                    // Classified: a role refused is the lake's mistake, a throttled STS the
+                    // provider's (no attempt spent), wherever the runner meets it.
+                    let result = engine.credentials(&scope, &options).await;
                     let _ = to.send(encode(&ToRunner::Creds { rid, result }));
                 });
             }

@@ -12,6 +12,13 @@ pub static ROWS_MATCHED: LazyLock<IntCounter> = LazyLock::new(|| {
     ))
 });
 
+pub static ASSUME_ROLE: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(IntCounter::new(
+        "sluice_provider_assume_role_total",
+        "Roles assumed (STS AssumeRole answered with credentials) by this process: about one per scope and role per credential lifetime.",
+    ))
+});
+
 pub static LAKE_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(IntCounterVec::new(
         Opts::new(
@@ -138,6 +145,7 @@ impl Delta {
 /// Creates every metric and label set, so each has a series from the first scrape on.
 pub fn init() {
     LazyLock::force(&ROWS_MATCHED);
+    LazyLock::force(&ASSUME_ROLE);
     LazyLock::force(&BYTES_SCANNED);
     for op in OPS {
         LAKE_CALLS.with_label_values(&[op]);

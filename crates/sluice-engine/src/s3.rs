@@ -248,8 +248,14 @@ pub trait CredentialSource: Send + Sync + std::fmt::Debug {
         &self,
         scope: &str,
         options: &BTreeMap<String, String>,
-    ) -> Result<Credentials, String>;
+    ) -> Result<Credentials, EngineError>;
 }
+
+/// An error already classified where it happened (a credential fetch in the worker), carried
+/// through object_store's and DataFusion's errors to the engine's classification unchanged.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Classified(pub EngineError);
 
 /// A credential provider that asks a [`CredentialSource`] and keeps the answer briefly: the
 /// source keeps the real cache (and refreshes near expiry); this only spares a round trip per
@@ -282,7 +288,7 @@ impl CredentialProvider for Sourced {
             .await
             .map_err(|e| object_store::Error::Generic {
                 store: "S3",
-                source: e.into(),
+                source: Box::new(Classified(e)),
             })?;
         let c = Arc::new(object_store::aws::AwsCredential {
             key_id: c.key_id,
@@ -290,6 +296,238 @@ impl CredentialProvider for Sourced {
             token: c.token,
         });
         *cached = Some((std::time::Instant::now(), c.clone()));
+        Ok(c)
+    }
+}
+
+/// The lake options a scope's credential provider is built from (the rest configure stores).
+const CREDENTIAL_OPTIONS: [&str; 7] = [
+    "allow_http",
+    "metadata_endpoint",
+    "region",
+    "role_arn",
+    "external_id",
+    "sts_endpoint",
+    "sts_scope",
+];
+
+/// The scope STS calls are charged to unless a lake names another (`sts_scope`): STS is its
+/// own service, with its own quota.
+pub const DEFAULT_STS_SCOPE: &str = "aws:sts";
+
+/// Refresh assumed credentials this long before they expire (or at a fifth of a shorter
+/// lifetime).
+const ASSUMED_MARGIN: Duration = Duration::from_secs(300);
+
+/// A lake's role: which role to assume, and where.
+#[derive(Debug, Clone)]
+struct RoleSettings {
+    role_arn: String,
+    external_id: Option<String>,
+    endpoint: String,
+    region: String,
+    sts_scope: String,
+}
+
+/// Credentials of another account, by STS `AssumeRole` signed with this process's own
+/// credentials and sent through the metered connector of the STS scope: every AssumeRole
+/// attempt is a budgeted, counted provider call, and its answers move that scope's breaker.
+/// Kept until shortly before they expire: one call per (scope, role) per credential lifetime
+/// in a process, whatever the number of lakes, tasks or runners.
+#[derive(Debug)]
+struct AssumeRole {
+    settings: RoleSettings,
+    session: String,
+    base: AwsCredentialProvider,
+    client: HttpClient,
+    cached: tokio::sync::Mutex<Option<Assumed>>,
+}
+
+/// Assumed credentials: when they expire, how long they were given for, and them.
+type Assumed = (
+    chrono::DateTime<chrono::Utc>,
+    chrono::Duration,
+    Arc<object_store::aws::AwsCredential>,
+);
+
+/// A role session name from a scope: letters, digits and `=,.@-` only, at most 64.
+fn session_name(scope: &str) -> String {
+    scope
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(56)
+        .collect()
+}
+
+/// `application/x-www-form-urlencoded` for one value.
+fn form_encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The text of the first `<tag>…</tag>` of an XML answer.
+fn xml_text<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
+    body.split_once(&format!("<{tag}>"))
+        .and_then(|(_, rest)| rest.split_once(&format!("</{tag}>")))
+        .map(|(v, _)| v.trim())
+}
+
+impl AssumeRole {
+    /// The role a lake's options name, if any; a role without a valid ARN is the lake
+    /// registration's mistake.
+    fn settings(opts: &BTreeMap<String, String>) -> Result<Option<RoleSettings>, EngineError> {
+        let Some(arn) = opts.get("role_arn") else {
+            for k in ["external_id", "sts_endpoint", "sts_scope"] {
+                if opts.contains_key(k) {
+                    return Err(EngineError::User(format!(
+                        "s3 lake option {k} needs role_arn"
+                    )));
+                }
+            }
+            return Ok(None);
+        };
+        let valid = arn
+            .strip_prefix("arn:aws:iam::")
+            .and_then(|r| r.split_once(":role/"))
+            .is_some_and(|(account, name)| {
+                !account.is_empty()
+                    && account.bytes().all(|b| b.is_ascii_digit())
+                    && !name.is_empty()
+            });
+        if !valid {
+            return Err(EngineError::User(format!(
+                "role_arn {arn:?} is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+            )));
+        }
+        let region = opts
+            .get("region")
+            .cloned()
+            .unwrap_or_else(|| "us-east-1".into());
+        Ok(Some(RoleSettings {
+            role_arn: arn.clone(),
+            external_id: opts.get("external_id").cloned(),
+            endpoint: opts
+                .get("sts_endpoint")
+                .cloned()
+                .unwrap_or_else(|| format!("https://sts.{region}.amazonaws.com")),
+            region,
+            sts_scope: opts
+                .get("sts_scope")
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_STS_SCOPE.into()),
+        }))
+    }
+
+    async fn assume(
+        &self,
+    ) -> object_store::Result<(
+        chrono::DateTime<chrono::Utc>,
+        object_store::aws::AwsCredential,
+    )> {
+        let s = &self.settings;
+        let generic = |m: String| object_store::Error::Generic {
+            store: "STS",
+            source: m.into(),
+        };
+        let base = self.base.get_credential().await?;
+        let mut body = format!(
+            "Action=AssumeRole&Version=2011-06-15&RoleArn={}&RoleSessionName={}&DurationSeconds=3600",
+            form_encode(&s.role_arn),
+            form_encode(&self.session)
+        );
+        if let Some(id) = &s.external_id {
+            body.push_str(&format!("&ExternalId={}", form_encode(id)));
+        }
+        let mut req = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(&s.endpoint)
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(object_store::client::HttpRequestBody::from(body))
+            .map_err(|e| generic(format!("sts endpoint {}: {e}", s.endpoint)))?;
+        object_store::aws::AwsAuthorizer::new(&base, "sts", &s.region).authorize(&mut req, None);
+        let resp = self
+            .client
+            .execute(req)
+            .await
+            .map_err(|e| object_store::Error::Generic {
+                store: "STS",
+                source: Box::new(e),
+            })?;
+        let status = resp.status();
+        let text = resp
+            .into_body()
+            .bytes()
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        if !status.is_success() {
+            let code = sluice_core::provider::s3_error_code(&text);
+            let message = xml_text(&text, "Message").unwrap_or("");
+            let what = format!("AssumeRole {}: {status} {code}: {message}", s.role_arn);
+            return Err(if code == "AccessDenied" {
+                object_store::Error::PermissionDenied {
+                    path: s.role_arn.clone(),
+                    source: what.into(),
+                }
+            } else {
+                generic(what)
+            });
+        }
+        let field = |tag: &str| {
+            xml_text(&text, tag).map(str::to_string).ok_or_else(|| {
+                generic(format!("AssumeRole {}: no {tag} in the answer", s.role_arn))
+            })
+        };
+        let expires = chrono::DateTime::parse_from_rfc3339(&field("Expiration")?)
+            .map_err(|e| generic(format!("AssumeRole {}: expiration: {e}", s.role_arn)))?
+            .with_timezone(&chrono::Utc);
+        Ok((
+            expires,
+            object_store::aws::AwsCredential {
+                key_id: field("AccessKeyId")?,
+                secret_key: field("SecretAccessKey")?,
+                token: Some(field("SessionToken")?),
+            },
+        ))
+    }
+}
+
+#[async_trait]
+impl CredentialProvider for AssumeRole {
+    type Credential = object_store::aws::AwsCredential;
+
+    async fn get_credential(&self) -> object_store::Result<Arc<Self::Credential>> {
+        // One caller assumes the role; the others wait for its answer.
+        let mut cached = self.cached.lock().await;
+        let now = chrono::Utc::now();
+        if let Some((expires, life, c)) = cached.as_ref() {
+            let margin = chrono::Duration::from_std(ASSUMED_MARGIN)
+                .unwrap_or_default()
+                .min(*life / 5);
+            if *expires - now > margin {
+                return Ok(c.clone());
+            }
+        }
+        let (expires, c) = self.assume().await?;
+        crate::metrics::ASSUME_ROLE.inc();
+        let c = Arc::new(c);
+        *cached = Some((expires, expires - now, c.clone()));
         Ok(c)
     }
 }
@@ -306,9 +544,11 @@ fn configure(
             "allow_http" => b.with_allow_http(v == "true"),
             "virtual_hosted_style_request" => b.with_virtual_hosted_style_request(v == "true"),
             "metadata_endpoint" => b.with_metadata_endpoint(v),
+            // The role's settings: read by the credential provider, not the store.
+            "role_arn" | "external_id" | "sts_endpoint" | "sts_scope" => b,
             other => {
                 return Err(EngineError::User(format!(
-                    "unknown s3 lake option {other:?}: use endpoint, region, allow_http, virtual_hosted_style_request or metadata_endpoint"
+                    "unknown s3 lake option {other:?}: use endpoint, region, allow_http, virtual_hosted_style_request, metadata_endpoint, role_arn, external_id, sts_endpoint or sts_scope"
                 )));
             }
         };
@@ -370,30 +610,57 @@ impl S3Stores {
     ) -> Result<AwsCredentialProvider, EngineError> {
         let cred_opts: BTreeMap<String, String> = options
             .iter()
-            .filter(|(k, _)| matches!(k.as_str(), "metadata_endpoint" | "region"))
+            .filter(|(k, _)| CREDENTIAL_OPTIONS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let key = format!("{scope}\n{cred_opts:?}");
-        let mut all = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = all.get(&key) {
+        if let Some(c) = self
+            .credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(c.clone());
         }
-        if let Some(source) = &self.source {
-            let c: AwsCredentialProvider = Arc::new(Sourced {
+        let c: AwsCredentialProvider = if let Some(source) = &self.source {
+            Arc::new(Sourced {
                 source: source.clone(),
                 scope: scope.to_string(),
                 options: cred_opts,
                 cached: tokio::sync::Mutex::new(None),
-            });
-            all.insert(key, c.clone());
-            return Ok(c);
-        }
-        let holder = configure(self.builder(scope), options)?
-            .with_bucket_name("sluice-credentials")
-            .build()?;
-        let c = holder.credentials().clone();
-        all.insert(key, c.clone());
-        Ok(c)
+            })
+        } else if let Some(role) = AssumeRole::settings(&cred_opts)? {
+            // The role is assumed with this process's own credentials (environment or
+            // instance metadata), fetched and metered under the STS scope.
+            let base_opts: BTreeMap<String, String> = cred_opts
+                .iter()
+                .filter(|(k, _)| matches!(k.as_str(), "metadata_endpoint" | "region"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let base = self.credentials(&role.sts_scope, &base_opts)?;
+            let client = MeteredConnector {
+                scope: role.sts_scope.clone(),
+                gate: self.gate.clone(),
+            }
+            .connect(
+                &ClientOptions::new()
+                    .with_allow_http(options.get("allow_http").is_some_and(|v| v == "true")),
+            )?;
+            Arc::new(AssumeRole {
+                settings: role,
+                session: format!("sluice-{}", session_name(scope)),
+                base,
+                client,
+                cached: tokio::sync::Mutex::new(None),
+            })
+        } else {
+            let holder = configure(self.builder(scope), options)?
+                .with_bucket_name("sluice-credentials")
+                .build()?;
+            holder.credentials().clone()
+        };
+        let mut all = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(all.entry(key).or_insert(c).clone())
     }
 
     pub(crate) fn store(
@@ -424,5 +691,71 @@ impl S3Stores {
         );
         let mut all = self.stores.lock().unwrap_or_else(|p| p.into_inner());
         Ok(all.entry(key).or_insert(store).clone())
+    }
+}
+
+#[cfg(test)]
+mod role_tests {
+    use super::*;
+
+    fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_lakes_role_is_checked_and_defaults_to_the_regions_sts() {
+        let arn = "arn:aws:iam::123456789012:role/hunter";
+        let r = AssumeRole::settings(&opts(&[("role_arn", arn), ("region", "eu-west-1")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.endpoint, "https://sts.eu-west-1.amazonaws.com");
+        assert_eq!(
+            (r.sts_scope.as_str(), r.external_id),
+            (DEFAULT_STS_SCOPE, None)
+        );
+        assert!(
+            AssumeRole::settings(&opts(&[("region", "x")]))
+                .unwrap()
+                .is_none()
+        );
+        // (options, what the error says)
+        let bad = [
+            (vec![("role_arn", "hunter")], "not a role ARN"),
+            (
+                vec![("role_arn", "arn:aws:iam::12x:role/h")],
+                "not a role ARN",
+            ),
+            (
+                vec![("role_arn", "arn:aws:iam::123:role/")],
+                "not a role ARN",
+            ),
+            (vec![("role_arn", "arn:aws:iam:::role/h")], "not a role ARN"),
+            (vec![("external_id", "e")], "external_id needs role_arn"),
+            (vec![("sts_scope", "aws:sts")], "sts_scope needs role_arn"),
+        ];
+        for (o, says) in bad {
+            let e = AssumeRole::settings(&opts(&o)).unwrap_err();
+            assert!(
+                matches!(&e, EngineError::User(m) if m.contains(says)),
+                "{o:?}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn role_requests_and_answers_are_encoded_and_read() {
+        assert_eq!(
+            form_encode("arn:aws:iam::1:role/a b&c=d"),
+            "arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fa%20b%26c%3Dd"
+        );
+        assert_eq!(session_name("aws:123/x y"), "aws-123-x-y");
+        assert_eq!(session_name(&"s".repeat(100)).len(), 56);
+        let answer = "<AssumeRoleResult><Credentials><AccessKeyId> AK </AccessKeyId>\
+            <Expiration>2026-01-01T00:00:00Z</Expiration></Credentials></AssumeRoleResult>";
+        assert_eq!(xml_text(answer, "AccessKeyId"), Some("AK"));
+        assert_eq!(xml_text(answer, "SessionToken"), None);
+        assert_eq!(xml_text("<A>unclosed", "A"), None);
     }
 }

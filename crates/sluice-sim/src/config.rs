@@ -29,9 +29,12 @@ pub struct AccountConfig {
     /// How long a freeze lasts (unless lifted through `/_sim/unfreeze/{account}`).
     #[serde(default = "default_freeze_for")]
     pub freeze_for_secs: f64,
-    /// Lifetime of the credentials the metadata endpoint hands out.
+    /// Lifetime of the credentials the metadata endpoint and AssumeRole hand out.
     #[serde(default = "default_credential_ttl")]
     pub credential_ttl_secs: u64,
+    /// The external id an AssumeRole into this account must give (none: any).
+    #[serde(default)]
+    pub external_id: Option<String>,
 }
 
 fn default_freeze_after() -> f64 {

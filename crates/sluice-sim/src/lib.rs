@@ -6,7 +6,10 @@
 //! quota, and **freezes** an account that stays over quota too long — every request of that
 //! account then gets `403 AccountProblem` until the freeze ends or an admin lifts it. It serves
 //! an instance-metadata credential endpoint per account (`/acct/{account}/latest/…`, counted
-//! against the account's quota like every other call) and counts every request it receives,
+//! against the account's quota like every other call), and STS `AssumeRole` at
+//! `POST /sts/{caller}` (the query API: counted, throttled and frozen as the *calling*
+//! account's calls; it answers with credentials of the role's account, checking the account's
+//! `external_id` when it has one), and counts every request it receives,
 //! per account per second, so tests check the budget from the provider's side.
 //!
 //! Admin endpoints (never counted or throttled), under `/_sim/`:

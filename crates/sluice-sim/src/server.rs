@@ -34,6 +34,9 @@ pub struct Counts {
     pub frozen: u64,
     /// Of `total`, calls to the credential endpoint.
     pub credential: u64,
+    /// Of `total`, STS AssumeRole calls made by the account (also counted in `credential`).
+    #[serde(default)]
+    pub assume_role: u64,
 }
 
 #[derive(Debug)]
@@ -425,13 +428,14 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         return Ok(admin_call(&shared, &req, admin));
     }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let (account, credential) = match segments.as_slice() {
-        ["acct", account, "latest", ..] => (Some(account.to_string()), true),
+    let (account, credential, sts) = match segments.as_slice() {
+        ["acct", account, "latest", ..] => (Some(account.to_string()), true, false),
+        ["sts", account] => (Some(account.to_string()), true, true),
         [bucket, ..] if !bucket.is_empty() => {
             let s = shared.lock();
-            (s.cfg.account_of(bucket).map(str::to_string), false)
+            (s.cfg.account_of(bucket).map(str::to_string), false, false)
         }
-        _ => (None, false),
+        _ => (None, false, false),
     };
     let now = Utc::now();
     let (verdict, latency) = {
@@ -447,6 +451,7 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         s.count(account.as_deref(), now, |c| {
             c.total += 1;
             c.credential += u64::from(credential);
+            c.assume_role += u64::from(sts);
             match v {
                 Verdict::Pass => c.ok += 1,
                 Verdict::Throttle => c.throttled += 1,
@@ -459,6 +464,20 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
     let method = req.method().clone();
     match verdict {
         Verdict::Drop => return Err(Abort("sim: connection dropped".into())),
+        Verdict::Frozen if sts => {
+            return Ok(sts_error(
+                StatusCode::FORBIDDEN,
+                "AccountProblem",
+                "There is a problem with your AWS account that prevents the operation from completing successfully.",
+            ));
+        }
+        Verdict::Throttle if sts => {
+            return Ok(sts_error(
+                StatusCode::BAD_REQUEST,
+                "Throttling",
+                "Rate exceeded",
+            ));
+        }
         Verdict::Frozen => {
             return Ok(s3_error(
                 &method,
@@ -479,6 +498,14 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
     }
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
+    }
+    if sts {
+        use http_body_util::BodyExt;
+        let body = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return Err(Abort(format!("sts: reading the request: {e}"))),
+        };
+        return Ok(assume_role(&shared, &body, now));
     }
     if credential {
         let account = account.unwrap_or_default();
@@ -526,6 +553,108 @@ fn credential_call(
         }
         _ => text(StatusCode::NOT_FOUND, "no such metadata path"),
     }
+}
+
+/// An STS error answer (`<ErrorResponse>`, as STS's query API sends them).
+fn sts_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = format!(
+        "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>sim</RequestId></ErrorResponse>"
+    );
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/xml"),
+    );
+    r
+}
+
+/// `%XX` and `+` decoded (an `application/x-www-form-urlencoded` value).
+fn form_decode(v: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h * 16 + l);
+                i += 3;
+            }
+            (b'+', ..) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, ..) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// STS `AssumeRole` (query API, form body): credentials of the role's account, for its
+/// credential lifetime, when the account exists and the external id matches its own.
+fn assume_role(shared: &Shared, body: &[u8], now: DateTime<Utc>) -> Response<Body> {
+    let text = String::from_utf8_lossy(body);
+    let form: HashMap<String, String> = text
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (form_decode(k), form_decode(v)))
+        .collect();
+    let get = |k: &str| form.get(k).map(String::as_str);
+    if get("Action") != Some("AssumeRole") {
+        return sts_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidAction",
+            "only AssumeRole is simulated",
+        );
+    }
+    let Some(arn) = get("RoleArn") else {
+        return sts_error(
+            StatusCode::BAD_REQUEST,
+            "MissingParameter",
+            "RoleArn is required",
+        );
+    };
+    // arn:aws:iam::ACCOUNT:role/NAME
+    let target = arn
+        .strip_prefix("arn:aws:iam::")
+        .and_then(|r| r.split_once(":role/"))
+        .map(|(a, _)| a.to_string());
+    let s = shared.lock();
+    let Some((target, cfg)) = target.and_then(|t| s.cfg.accounts.get(&t).map(|c| (t, c))) else {
+        return sts_error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "not authorized to perform sts:AssumeRole",
+        );
+    };
+    if cfg.external_id.is_some() && cfg.external_id.as_deref() != get("ExternalId") {
+        return sts_error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "not authorized to perform sts:AssumeRole (external id)",
+        );
+    }
+    let expiration = now + chrono::Duration::seconds(cfg.credential_ttl_secs as i64);
+    let body = format!(
+        "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult><Credentials><AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey><SessionToken>sim-role-session-{target}</SessionToken><Expiration>{}</Expiration></Credentials><AssumedRoleUser><Arn>{arn}</Arn></AssumedRoleUser></AssumeRoleResult></AssumeRoleResponse>",
+        crate::access_key(&target),
+        crate::secret_key(&target),
+        expiration.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/xml"),
+    );
+    r
 }
 
 fn admin_call(shared: &Arc<Shared>, req: &Request<Incoming>, path: &str) -> Response<Body> {

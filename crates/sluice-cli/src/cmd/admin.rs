@@ -24,7 +24,8 @@ pub enum LakesCmd {
         scope: String,
         #[arg(long = "tag", value_parser = key_value)]
         tags: Vec<(String, String)>,
-        /// Object-store options (endpoint, region, allow_http); never secrets.
+        /// Object-store options (endpoint, region, allow_http; role_arn and external_id for a
+        /// lake in another account, ADR 0015); never secrets.
         #[arg(long = "option", value_parser = key_value)]
         options: Vec<(String, String)>,
     },

@@ -149,6 +149,7 @@ pub async fn run(args: DemoArgs, json: bool, connect_timeout: Duration) -> Resul
         freeze_for: 30.0,
         budget_rate: Some(args.budget),
         budget_burst: Some(args.budget),
+        roles: false,
     };
     let setup_engine = crate::ctx::engine(sluice_engine::EngineConfig::new(&results_dir))?;
     let m: LabManifest = lab::setup(store.as_ref(), &setup_engine, &lab_args).await?;

@@ -68,6 +68,23 @@ pub struct LabArgs {
     pub budget_rate: Option<f64>,
     #[arg(long)]
     pub budget_burst: Option<f64>,
+    /// Reach each account's lakes by assuming a role in it (STS AssumeRole, with an external
+    /// id) from one IAM account whose own credentials come from its metadata endpoint; the
+    /// AssumeRole calls are charged to the IAM account at the simulator and to scope `aws:sts`
+    /// in Sluice (budgeted like an account when budgets are given).
+    #[arg(long)]
+    pub roles: bool,
+}
+
+/// The account the lab's workers run as when lakes are reached through roles.
+pub const IAM_ACCOUNT: &str = "100000000000";
+
+/// The role the lab's workers assume in `account`, and its external id.
+pub fn role_of(account: &str) -> (String, String) {
+    (
+        format!("arn:aws:iam::{account}:role/sluice-hunter"),
+        format!("sluice-{account}"),
+    )
 }
 
 /// What was laid out: the accounts, every lake's account, and the planted needles.
@@ -78,6 +95,9 @@ pub struct LabManifest {
     pub accounts: Vec<String>,
     pub lakes: BTreeMap<String, String>,
     pub needles: Vec<Needle>,
+    /// The account roles are assumed from (`--roles`).
+    #[serde(default)]
+    pub iam_account: Option<String>,
 }
 
 pub fn account_id(i: u32) -> String {
@@ -124,6 +144,7 @@ pub async fn setup(store: &dyn Store, engine: &Engine, a: &LabArgs) -> Result<La
         accounts: Vec::new(),
         lakes: BTreeMap::new(),
         needles: Vec::new(),
+        iam_account: a.roles.then(|| IAM_ACCOUNT.to_string()),
     };
     let now = chrono::Utc::now();
     if let (Some(rate), Some(burst)) = (a.budget_rate, a.budget_burst) {
@@ -139,6 +160,25 @@ pub async fn setup(store: &dyn Store, engine: &Engine, a: &LabArgs) -> Result<La
             })
             .await?;
     }
+    if a.roles {
+        accounts_cfg.insert(
+            IAM_ACCOUNT.into(),
+            serde_json::json!({"buckets": [], "rate": a.quota_rate, "burst": a.quota_burst,
+                "freeze_after_secs": a.freeze_after, "freeze_for_secs": a.freeze_for}),
+        );
+        if let (Some(rate), Some(burst)) = (a.budget_rate, a.budget_burst) {
+            store
+                .budget_set(BudgetSetParams {
+                    scope: sluice_engine::s3::DEFAULT_STS_SCOPE.into(),
+                    parent: None,
+                    rate,
+                    burst,
+                    ramp: None,
+                    now,
+                })
+                .await?;
+        }
+    }
     let mut probe: Option<(datafusion::arrow::datatypes::SchemaRef, Vec<String>)> = None;
     for i in 0..a.accounts {
         let account = account_id(i);
@@ -152,10 +192,12 @@ pub async fn setup(store: &dyn Store, engine: &Engine, a: &LabArgs) -> Result<La
             7 + u64::from(i),
         )
         .await?;
+        let (role, external_id) = role_of(&account);
         accounts_cfg.insert(
             account.clone(),
             serde_json::json!({"buckets": [bucket], "rate": a.quota_rate, "burst": a.quota_burst,
-                "freeze_after_secs": a.freeze_after, "freeze_for_secs": a.freeze_for}),
+                "freeze_after_secs": a.freeze_after, "freeze_for_secs": a.freeze_for,
+                "external_id": external_id}),
         );
         let scope = format!("aws:{account}");
         if let (Some(rate), Some(burst)) = (a.budget_rate, a.budget_burst) {
@@ -178,7 +220,7 @@ pub async fn setup(store: &dyn Store, engine: &Engine, a: &LabArgs) -> Result<La
         let Some((schema, partition_cols)) = &probe else {
             unreachable!("set above")
         };
-        let options: BTreeMap<String, String> = [
+        let mut options: BTreeMap<String, String> = [
             ("endpoint", a.sim_url.clone()),
             ("allow_http", "true".into()),
             ("region", "us-east-1".into()),
@@ -187,6 +229,20 @@ pub async fn setup(store: &dyn Store, engine: &Engine, a: &LabArgs) -> Result<La
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        if a.roles {
+            options.extend(
+                [
+                    (
+                        "metadata_endpoint",
+                        format!("{}/acct/{IAM_ACCOUNT}", a.sim_url),
+                    ),
+                    ("role_arn", role),
+                    ("external_id", external_id),
+                    ("sts_endpoint", format!("{}/sts/{IAM_ACCOUNT}", a.sim_url)),
+                ]
+                .map(|(k, v)| (k.to_string(), v)),
+            );
+        }
         for l in &m.lakes {
             if store.lake_get(&l.name).await.is_ok() {
                 store.lake_remove(&l.name).await?;
@@ -325,6 +381,7 @@ async fn replay_run(
         freeze_for: 3600.0,
         budget_rate: budget,
         budget_burst: budget,
+        roles: false,
     };
     let m = setup(store.as_ref(), &engine, &lab).await?;
     let cfg = sluice_sim::SimConfig::from_json(&std::fs::read_to_string(&m.accounts_file)?)

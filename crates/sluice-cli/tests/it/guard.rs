@@ -523,3 +523,155 @@ async fn an_exhausted_budget_does_not_hold_other_accounts_back() {
     let tasks_a = store.task_list_all(a).await.expect("tasks");
     assert!(tasks_a.iter().all(|t| t.attempt == 0), "{tasks_a:?}");
 }
+
+/// A counter of a process's `/metrics` (0 when absent).
+fn metric(addr: &str, name: &str) -> u64 {
+    let body = super::http_get(addr, "/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lakes_in_other_accounts_are_hunted_through_one_assumed_role_per_account() {
+    let (store, url) = sluice_store::testing::pg_store().await;
+    let size = LabSize {
+        lakes_per_account: 6,
+        ..LabSize::default()
+    };
+    let lab = Lab::new(&url, size, &["--roles"]).await;
+    let iam = lab.manifest["iam_account"]
+        .as_str()
+        .expect("iam account")
+        .to_string();
+    // STS (the IAM account's calls) throttles first: the tasks wait, no attempt spent.
+    assert!(lab.sim.throttle(&iam, 2.0));
+    let job = lab.submit("a*").await;
+    let addrs: Vec<String> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let breaker = ["--breaker-cooldown", "1s", "--breaker-max-cooldown", "2s"];
+    let workers: Vec<Proc> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let mut extra = vec!["--metrics-listen", a.as_str()];
+            extra.extend(breaker);
+            lab.worker(&format!("w{i}"), &extra)
+        })
+        .collect();
+    wait_done(&store, &[job], Duration::from_secs(120)).await;
+    let j = store.job_get(job).await.expect("job");
+    assert_eq!(j.state, sluice_core::JobState::Succeeded, "{j:?}");
+    assert_eq!(j.rows_found as usize, lab.needles_in("a"), "{j:?}");
+    let tasks = store.task_list_all(job).await.expect("tasks");
+    assert!(tasks.iter().all(|t| t.attempt == 0), "{tasks:?}");
+    // One role assumed per account per credential lifetime in each worker, at most.
+    let accounts = lab.accounts().len() as u64;
+    let assumed: Vec<u64> = addrs
+        .iter()
+        .map(|a| metric(a, "sluice_provider_assume_role_total"))
+        .collect();
+    assert!(
+        assumed.iter().all(|n| *n <= accounts) && assumed.iter().sum::<u64>() >= accounts,
+        "roles assumed per worker: {assumed:?} for {accounts} accounts"
+    );
+    // The simulator saw them as the IAM account's calls; the lakes' accounts were never
+    // asked for credentials (their lakes are reached through the role only).
+    let sts: u64 = lab.counts(&iam).values().map(|c| c.assume_role).sum();
+    assert!(
+        sts >= assumed.iter().sum::<u64>(),
+        "{sts} AssumeRole calls at the provider, {assumed:?} answered"
+    );
+    for account in lab.accounts() {
+        let credential: u64 = lab.counts(&account).values().map(|c| c.credential).sum();
+        assert_eq!(credential, 0, "account {account}");
+    }
+    // A role whose external id is wrong is refused: the hunt fails, not retried.
+    let mut lake = store.lake_list().await.expect("lakes").remove(0);
+    lake.options
+        .insert("external_id".into(), "not-the-agreed-id".into());
+    store
+        .lake_insert(sluice_store::LakeInsertParams {
+            name: "wrong-role".into(),
+            url: lake.url.clone(),
+            scope: "aws:wrong-role".into(),
+            partition_cols: lake.partition_cols.clone(),
+            schema: lake.schema.clone(),
+            tags: Default::default(),
+            options: lake.options.clone(),
+            now: chrono::Utc::now(),
+        })
+        .await
+        .expect("lake");
+    let denied = lab.submit("wrong-role").await;
+    wait_done(&store, &[denied], Duration::from_secs(60)).await;
+    stop(workers).await;
+    let j = store.job_get(denied).await.expect("job");
+    assert_eq!(j.state, sluice_core::JobState::Failed, "{j:?}");
+    let t = &store.task_list_all(denied).await.expect("tasks")[0];
+    let error = t.last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("AccessDenied") && t.attempt == 1,
+        "{error} after {} attempts",
+        t.attempt
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_sts_opens_its_own_breaker_and_the_hunts_wait_then_finish() {
+    let (store, url) = sluice_store::testing::pg_store().await;
+    let size = LabSize {
+        accounts: 2,
+        lakes_per_account: 4,
+        ..LabSize::default()
+    };
+    let lab = Lab::new(&url, size, &["--roles", "--freeze-for", "600"]).await;
+    let iam = lab.manifest["iam_account"]
+        .as_str()
+        .expect("iam account")
+        .to_string();
+    // The incident, exactly: the identity service refuses the account.
+    assert!(lab.sim.freeze(&iam, 600.0));
+    let job = lab.submit("a*").await;
+    let breaker = [
+        "--breaker-frozen-cooldown",
+        "1s",
+        "--breaker-cooldown",
+        "1s",
+        "--breaker-max-cooldown",
+        "2s",
+    ];
+    let workers = vec![lab.worker("w1", &breaker)];
+    let sts = sluice_engine::s3::DEFAULT_STS_SCOPE;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let breakers = lab.cli(&["breaker".into(), "list".into()]).await;
+        if breakers.contains(sts) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no breaker opened: {breakers}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let j = store.job_get(job).await.expect("job");
+    assert!(!j.state.is_terminal() && j.counts.failed == 0, "{j:?}");
+    assert!(lab.sim.unfreeze(&iam));
+    wait_done(&store, &[job], Duration::from_secs(90)).await;
+    stop(workers).await;
+    let j = store.job_get(job).await.expect("job");
+    assert_eq!(j.state, sluice_core::JobState::Succeeded, "{j:?}");
+    assert_eq!(j.rows_found as usize, lab.needles_in("a"), "{j:?}");
+    let tasks = store.task_list_all(job).await.expect("tasks");
+    assert!(tasks.iter().all(|t| t.attempt == 0), "{tasks:?}");
+    let kinds: BTreeSet<String> = journal(&store)
+        .await
+        .into_iter()
+        .filter(|e| e.scope.as_deref() == Some(sts))
+        .map(|e| e.kind)
+        .collect();
+    for k in ["breaker.opened", "breaker.closed"] {
+        assert!(kinds.contains(k), "{k} missing from {kinds:?}");
+    }
+}
