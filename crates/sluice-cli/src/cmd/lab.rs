@@ -301,6 +301,10 @@ pub struct ReplayArgs {
     /// every task alone).
     #[arg(long, default_value_t = sluice_worker::DEFAULT_SHARE)]
     pub share_scan: u32,
+    /// Reach the accounts' lakes through roles assumed from one IAM account (`lab setup
+    /// --roles`): the summary counts the AssumeRole calls.
+    #[arg(long)]
+    pub roles: bool,
     #[arg(long, default_value_t = 16)]
     pub concurrency: u32,
     /// Longest each run may take.
@@ -329,6 +333,8 @@ struct RunReport {
     drained: bool,
     calls: BTreeMap<String, Vec<u64>>,
     frozen_at: Option<f64>,
+    /// AssumeRole calls the provider received.
+    assume_role: u64,
 }
 
 /// One run of the backlog: lays it out in a fresh schema, starts worker processes, prints a
@@ -381,7 +387,7 @@ async fn replay_run(
         freeze_for: 3600.0,
         budget_rate: budget,
         budget_burst: budget,
-        roles: false,
+        roles: a.roles,
     };
     let m = setup(store.as_ref(), &engine, &lab).await?;
     let cfg = sluice_sim::SimConfig::from_json(&std::fs::read_to_string(&m.accounts_file)?)
@@ -535,6 +541,12 @@ async fn replay_run(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(30), w.wait()).await;
     }
     sim.stop();
+    let assume_role = sim
+        .counts()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "*")
+        .flat_map(|(_, per)| per.values().map(|c| c.assume_role))
+        .sum();
     let mut calls = BTreeMap::new();
     for (account, per) in sim.counts() {
         let (Some(first), Some(last)) = (per.keys().min(), per.keys().max()) else {
@@ -552,6 +564,7 @@ async fn replay_run(
         drained,
         calls,
         frozen_at,
+        assume_role,
     })
 }
 
@@ -621,6 +634,12 @@ fn summarize(label: &str, run: &RunReport, a: &ReplayArgs, rate: f64) -> (u64, f
         println!(
             "{label}: the busiest account bounds the drain at {account_bound:.1}s: ratio {:.3} to that bound",
             run.seconds / account_bound
+        );
+    }
+    if a.roles {
+        println!(
+            "{label}: {} AssumeRole calls for {} accounts and {} workers",
+            run.assume_role, a.accounts, a.workers
         );
     }
     println!(
