@@ -431,6 +431,11 @@ impl Engine {
         self.s3.current_credentials(scope, options).await
     }
 
+    /// Scopes whose assumed roles this engine holds, not near expiry (claims prefer them).
+    pub fn held_scopes(&self) -> Vec<String> {
+        self.s3.held_scopes()
+    }
+
     /// The store results are kept in.
     pub fn results_store(&self) -> Arc<dyn ObjectStore> {
         self.results.clone()

@@ -560,6 +560,9 @@ struct Proc {
 struct RunnerTask {
     started: Option<u64>,
     scope: Option<String>,
+    /// The task's lake's options: the only ones its credentials are fetched with (a runner
+    /// runs researchers' SQL; what it sends is never trusted to name a role or an endpoint).
+    options: BTreeMap<String, String>,
 }
 
 /// A runner's end, as a worker tells it.
@@ -695,6 +698,11 @@ impl RunnerPool {
             owners: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
         }
+    }
+
+    /// The worker's engine (its gate and credential providers serve every runner).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// Starts up to `n` runners ahead of the first tasks (a worker starts with warm runners);
@@ -1031,6 +1039,7 @@ impl RunnerPool {
             let mut t = p.task.lock().unwrap_or_else(|p| p.into_inner());
             t.started = None;
             t.scope = Some(work.lake().scope.clone());
+            t.options = work.lake().options.clone();
         }
         // The last lines of stderr say why a runner died: this task's lines, not an earlier one's.
         p.tail.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -1270,11 +1279,24 @@ async fn serve_runner(
                     let _ = to.send(encode(&ToRunner::Creds { rid, result }));
                     continue;
                 }
+                // The task's lake's own options, whatever the runner sent: a runner naming
+                // another role or STS endpoint would have the worker sign for it.
+                let own = task
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .options
+                    .clone();
+                if options.iter().any(|(k, v)| own.get(k) != Some(v)) {
+                    warn!(
+                        runner = pid,
+                        scope, "a hunt runner asked for credentials with options not its lake's"
+                    );
+                }
                 let (engine, to) = (engine.clone(), to.clone());
                 tokio::spawn(async move {
                     // Classified: a role refused is the lake's mistake, a throttled STS the
                     // provider's (no attempt spent), wherever the runner meets it.
-                    let result = engine.credentials(&scope, &options).await;
+                    let result = engine.credentials(&scope, &own).await;
                     let _ = to.send(encode(&ToRunner::Creds { rid, result }));
                 });
             }

@@ -219,10 +219,15 @@ pub(crate) struct S3Stores {
     gate: Arc<dyn CallGate>,
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
     credentials: Mutex<HashMap<String, AwsCredentialProvider>>,
+    /// Scopes whose roles were assumed, and until when their credentials are good.
+    held: Held,
     /// Where credentials come from instead of this process's own providers (a hunt runner
     /// asks its worker).
     source: Option<Arc<dyn CredentialSource>>,
 }
+
+/// Per scope, until when the role assumed for it is good (less the refresh margin).
+type Held = Arc<Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>>;
 
 /// A scope's credentials as they cross from a worker to its runners (a private pipe).
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -302,7 +307,7 @@ impl CredentialProvider for Sourced {
 
 /// The lake options a scope's credential provider is built from (the rest configure stores).
 const CREDENTIAL_OPTIONS: [&str; 7] = [
-    "allow_http",
+    "sts_allow_http",
     "metadata_endpoint",
     "region",
     "role_arn",
@@ -318,6 +323,9 @@ pub const DEFAULT_STS_SCOPE: &str = "aws:sts";
 /// Refresh assumed credentials this long before they expire (or at a fifth of a shorter
 /// lifetime).
 const ASSUMED_MARGIN: Duration = Duration::from_secs(300);
+
+/// How long a failed AssumeRole answers the callers after it.
+const FAILED_FOR: Duration = Duration::from_secs(1);
 
 /// A lake's role: which role to assume, and where.
 #[derive(Debug, Clone)]
@@ -337,6 +345,10 @@ struct RoleSettings {
 #[derive(Debug)]
 struct AssumeRole {
     settings: RoleSettings,
+    scope: String,
+    held: Held,
+    /// The last failure and when: repeated to callers for [`FAILED_FOR`].
+    failed: Mutex<Option<(std::time::Instant, EngineError)>>,
     session: String,
     base: AwsCredentialProvider,
     client: HttpClient,
@@ -390,7 +402,7 @@ impl AssumeRole {
     /// registration's mistake.
     fn settings(opts: &BTreeMap<String, String>) -> Result<Option<RoleSettings>, EngineError> {
         let Some(arn) = opts.get("role_arn") else {
-            for k in ["external_id", "sts_endpoint", "sts_scope"] {
+            for k in ["external_id", "sts_endpoint", "sts_scope", "sts_allow_http"] {
                 if opts.contains_key(k) {
                     return Err(EngineError::User(format!(
                         "s3 lake option {k} needs role_arn"
@@ -416,6 +428,20 @@ impl AssumeRole {
             .get("region")
             .cloned()
             .unwrap_or_else(|| "us-east-1".into());
+        // The worker's own credentials sign what goes there: https only (plain http only
+        // when the lake says so, for a simulator), and a real URL.
+        let plain_ok = opts.get("sts_allow_http").is_some_and(|v| v == "true");
+        if let Some(e) = opts.get("sts_endpoint") {
+            let ok = Url::parse(e).ok().is_some_and(|u| {
+                u.host_str().is_some_and(|h| !h.is_empty())
+                    && (u.scheme() == "https" || (u.scheme() == "http" && plain_ok))
+            });
+            if !ok {
+                return Err(EngineError::User(format!(
+                    "sts_endpoint {e:?} is not an https:// URL (http:// needs sts_allow_http=true)"
+                )));
+            }
+        }
         Ok(Some(RoleSettings {
             role_arn: arn.clone(),
             external_id: opts.get("external_id").cloned(),
@@ -477,16 +503,23 @@ impl AssumeRole {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         if !status.is_success() {
-            let code = sluice_core::provider::s3_error_code(&text);
+            // Classified here, from the status and code (never from text that holds account
+            // numbers); STS's message names the worker's identity: logged, not shown.
+            let code = s3_error_code(&text).to_string();
             let message = xml_text(&text, "Message").unwrap_or("");
-            let what = format!("AssumeRole {}: {status} {code}: {message}", s.role_arn);
-            return Err(if code == "AccessDenied" {
-                object_store::Error::PermissionDenied {
-                    path: s.role_arn.clone(),
-                    source: what.into(),
+            tracing::warn!(role = %s.role_arn, status = status.as_u16(), code, message, "assuming a role failed");
+            let what = format!("AssumeRole {}: {status} {code}", s.role_arn);
+            let class = match classify(status.as_u16(), &code) {
+                CallClass::Throttled => EngineError::Throttled(what),
+                CallClass::Frozen => EngineError::Frozen(what),
+                CallClass::Transient => EngineError::Transient(what),
+                CallClass::Ok | CallClass::Permanent => {
+                    EngineError::User(format!("access denied: {what}"))
                 }
-            } else {
-                generic(what)
+            };
+            return Err(object_store::Error::Generic {
+                store: "STS",
+                source: Box::new(Classified(class)),
             });
         }
         let field = |tag: &str| {
@@ -524,10 +557,52 @@ impl CredentialProvider for AssumeRole {
                 return Ok(c.clone());
             }
         }
-        let (expires, c) = self.assume().await?;
+        // One failure answers the callers that queued behind it for a moment, instead of
+        // each making its own call.
+        let recent = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < FAILED_FOR)
+            .map(|(_, e)| e.clone());
+        if let Some(e) = recent {
+            return Err(object_store::Error::Generic {
+                store: "STS",
+                source: Box::new(Classified(e)),
+            });
+        }
+        let (expires, c) = match self.assume().await {
+            Ok(v) => v,
+            Err(e) => {
+                let class = EngineError::from(e);
+                *self.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((std::time::Instant::now(), class.clone()));
+                // Credentials still good for a while keep the hunts going meanwhile.
+                let floor = chrono::Duration::from_std(SOURCED_TTL * 2).unwrap_or_default();
+                if let Some((expires, _, c)) = cached.as_ref()
+                    && *expires - now > floor
+                {
+                    return Ok(c.clone());
+                }
+                return Err(object_store::Error::Generic {
+                    store: "STS",
+                    source: Box::new(Classified(class)),
+                });
+            }
+        };
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = None;
         crate::metrics::ASSUME_ROLE.inc();
         let c = Arc::new(c);
-        *cached = Some((expires, expires - now, c.clone()));
+        let life = expires - now;
+        *cached = Some((expires, life, c.clone()));
+        let margin = chrono::Duration::from_std(ASSUMED_MARGIN)
+            .unwrap_or_default()
+            .min(life / 5);
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.scope.clone(), expires - margin);
         Ok(c)
     }
 }
@@ -545,7 +620,7 @@ fn configure(
             "virtual_hosted_style_request" => b.with_virtual_hosted_style_request(v == "true"),
             "metadata_endpoint" => b.with_metadata_endpoint(v),
             // The role's settings: read by the credential provider, not the store.
-            "role_arn" | "external_id" | "sts_endpoint" | "sts_scope" => b,
+            "role_arn" | "external_id" | "sts_endpoint" | "sts_scope" | "sts_allow_http" => b,
             other => {
                 return Err(EngineError::User(format!(
                     "unknown s3 lake option {other:?}: use endpoint, region, allow_http, virtual_hosted_style_request, metadata_endpoint, role_arn, external_id, sts_endpoint or sts_scope"
@@ -562,6 +637,7 @@ impl S3Stores {
             gate,
             stores: Mutex::new(HashMap::new()),
             credentials: Mutex::new(HashMap::new()),
+            held: Held::default(),
             source: None,
         }
     }
@@ -572,6 +648,13 @@ impl S3Stores {
 
     pub(crate) fn gate(&self) -> Arc<dyn CallGate> {
         self.gate.clone()
+    }
+
+    pub(crate) fn held_scopes(&self) -> Vec<String> {
+        let now = chrono::Utc::now();
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.retain(|_, good_until| *good_until > now);
+        held.keys().cloned().collect()
     }
 
     /// The scope's current credentials from its shared provider.
@@ -644,10 +727,13 @@ impl S3Stores {
             }
             .connect(
                 &ClientOptions::new()
-                    .with_allow_http(options.get("allow_http").is_some_and(|v| v == "true")),
+                    .with_allow_http(options.get("sts_allow_http").is_some_and(|v| v == "true")),
             )?;
             Arc::new(AssumeRole {
                 settings: role,
+                scope: scope.to_string(),
+                held: self.held.clone(),
+                failed: Mutex::new(None),
                 session: format!("sluice-{}", session_name(scope)),
                 base,
                 client,
@@ -734,6 +820,14 @@ mod role_tests {
             (vec![("role_arn", "arn:aws:iam:::role/h")], "not a role ARN"),
             (vec![("external_id", "e")], "external_id needs role_arn"),
             (vec![("sts_scope", "aws:sts")], "sts_scope needs role_arn"),
+            (
+                vec![("role_arn", arn), ("sts_endpoint", "sts.amazonaws.com")],
+                "not an https:// URL",
+            ),
+            (
+                vec![("role_arn", arn), ("sts_endpoint", "http://10.0.0.1/")],
+                "needs sts_allow_http=true",
+            ),
         ];
         for (o, says) in bad {
             let e = AssumeRole::settings(&opts(&o)).unwrap_err();

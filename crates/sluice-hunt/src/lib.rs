@@ -561,6 +561,14 @@ impl Runner for HuntRunner {
         self.committed(task, out).await
     }
 
+    fn held_scopes(&self) -> Vec<String> {
+        // The worker's engine holds the roles, for itself and its runners alike.
+        match &self.exec {
+            Executor::InProcess(engine) => engine.held_scopes(),
+            Executor::Isolated(pool) => pool.engine().held_scopes(),
+        }
+    }
+
     /// IOC hunts of one lake answer with one scan over the union of their indicators, each
     /// task keeping the rows its own hunt matches (ADR 0014); any other task runs alone, in
     /// order. A scan the runner could not finish (a limit, a crash) is run again task by

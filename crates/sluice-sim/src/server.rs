@@ -430,7 +430,7 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (account, credential, sts) = match segments.as_slice() {
         ["acct", account, "latest", ..] => (Some(account.to_string()), true, false),
-        ["sts", account] => (Some(account.to_string()), true, true),
+        ["sts", account] if req.method() == Method::POST => (Some(account.to_string()), true, true),
         [bucket, ..] if !bucket.is_empty() => {
             let s = shared.lock();
             (s.cfg.account_of(bucket).map(str::to_string), false, false)

@@ -130,7 +130,16 @@ pub struct TaskClaimParams {
     /// shared scan (ADR 0014). Tasks that crashed a runner are never taken along, and nothing
     /// is while an owner quota is set. `0`: only `limit` tasks.
     pub share: u32,
+    /// Scopes whose credentials the claimer holds (roles it assumed, ADR 0015): among the
+    /// first [`PREFER_WINDOW`] × `limit` tasks in release order, theirs are taken first, so
+    /// that workers keep to the accounts they hold credentials for instead of each assuming
+    /// every role. Fairness gives way within that window only. Ignored while a quota is set.
+    pub prefer_scopes: Vec<String>,
 }
+
+/// How far past the head of the release order a claim looks for tasks of its preferred
+/// scopes.
+pub const PREFER_WINDOW: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedTask {

@@ -86,6 +86,7 @@ impl PgBackend {
         // release order. A scan of the release order would walk a full owner's whole backlog
         // at every claim when it sits at the head of the queue.
         let limited = skip.default_room.is_some() || !skip.room_owners.is_empty();
+        let prefer = !limited && !p.prefer_scopes.is_empty();
         let sql = if limited {
             concat!(
                 "WITH o AS ( \
@@ -102,6 +103,19 @@ impl PgBackend {
                              WHERE q.owner = o.owner), $12::bigint, $2)) \
                         FOR UPDATE SKIP LOCKED) l \
                     ORDER BY l.priority DESC, l.seq, l.id LIMIT $2), ",
+                claim_tail!()
+            )
+        } else if prefer {
+            // The head of the release order, a window of it, then the preferred scopes'
+            // tasks first within the window (the rest of it is unlocked at commit).
+            concat!(
+                "WITH w AS ( \
+                    SELECT id, scope, priority, seq FROM tasks WHERE state = 'pending' AND run_after <= $1 \
+                      AND scope <> ALL ($5::text[]) AND owner <> ALL ($6::text[]) AND job_id <> ALL ($7::bigint[]) \
+                    ORDER BY priority DESC, seq, id LIMIT $2 * $10 FOR UPDATE SKIP LOCKED), \
+                 c AS ( \
+                    SELECT id FROM w ORDER BY (scope = ANY ($11::text[])) DESC, priority DESC, seq, id \
+                    LIMIT $2), ",
                 claim_tail!()
             )
         } else {
@@ -128,6 +142,10 @@ impl PgBackend {
                 .bind(&skip.room_owners)
                 .bind(&skip.rooms)
                 .bind(skip.default_room);
+        } else if prefer {
+            q = q
+                .bind(i64::from(crate::model::PREFER_WINDOW))
+                .bind(&p.prefer_scopes);
         }
         let rows = q.fetch_all(ex).await.map_err(from_sqlx)?;
         rows.iter()

@@ -87,19 +87,25 @@ async fn claim_pass(
     skip: &ClaimSkip,
 ) -> Result<Vec<ClaimedTask>> {
     let rooms = to_json(&skip.room_owners.iter().zip(&skip.rooms).collect::<Vec<_>>())?.to_string();
+    // Preferred scopes (ADR 0015), never while a quota is set.
+    let quotas = skip.default_room.is_some() || !skip.room_owners.is_empty();
+    let prefer: &[String] = if quotas { &[] } else { &p.prefer_scopes };
     let rows = sqlx::query(
         "UPDATE tasks SET state = 'running', lease_owner = ?, lease_token = lease_token + 1, \
              lease_expires_at = ?, updated_at = ? \
          WHERE id IN (SELECT id FROM ( \
              SELECT c.id, row_number() OVER (PARTITION BY c.owner ORDER BY c.priority DESC, c.seq, c.id) AS rn, \
                  COALESCE(q.room, ?) AS room \
-             FROM (SELECT id, owner, priority, seq FROM tasks WHERE state = 'pending' AND run_after <= ? \
+             FROM (SELECT id, owner, priority, seq FROM ( \
+                 SELECT id, owner, priority, seq, scope FROM tasks WHERE state = 'pending' AND run_after <= ? \
                  AND tasks.scope NOT IN (SELECT value FROM json_each(?)) \
                  AND tasks.owner NOT IN (SELECT value FROM json_each(?)) \
                  AND tasks.job_id NOT IN (SELECT value FROM json_each(?)) \
                  AND (? IS NULL OR ? > 0 OR tasks.owner IN \
                      (SELECT json_extract(value, '$[0]') FROM json_each(?))) \
-                 ORDER BY priority DESC, seq, id LIMIT ?) c \
+                 ORDER BY priority DESC, seq, id LIMIT ? * ?) \
+                 ORDER BY scope IN (SELECT value FROM json_each(?)) DESC, priority DESC, seq, id \
+                 LIMIT ?) c \
              LEFT JOIN (SELECT json_extract(value, '$[0]') AS owner, json_extract(value, '$[1]') AS room FROM json_each(?)) q \
                  ON q.owner = c.owner) \
              WHERE room IS NULL OR rn <= room) \
@@ -118,6 +124,13 @@ async fn claim_pass(
     .bind(skip.default_room)
     .bind(skip.default_room)
     .bind(rooms.clone())
+    .bind(i64::from(limit))
+    .bind(if prefer.is_empty() {
+        1
+    } else {
+        i64::from(crate::model::PREFER_WINDOW)
+    })
+    .bind(to_json(&prefer)?.to_string())
     .bind(i64::from(limit))
     .bind(rooms)
     .fetch_all(&mut **tx)

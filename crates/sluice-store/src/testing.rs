@@ -19,6 +19,7 @@ pub async fn claim(
         now,
         skip_owners: Vec::new(),
         share: 0,
+        prefer_scopes: Vec::new(),
     };
     match store.task_claim(p).await {
         Ok(claimed) => claimed,

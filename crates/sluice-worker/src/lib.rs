@@ -246,6 +246,7 @@ impl Worker {
                     } else {
                         self.cfg.share.saturating_sub(1)
                     },
+                    prefer_scopes: self.runner.held_scopes(),
                 })
                 .await;
             timer.observe_duration();

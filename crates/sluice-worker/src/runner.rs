@@ -57,6 +57,12 @@ pub trait Runner: Send + Sync + std::fmt::Debug + 'static {
         cancel: CancellationToken,
     ) -> Result<RunOutput, RunError>;
 
+    /// Scopes this runner holds credentials for that cost a provider call to get (roles it
+    /// assumed): claims prefer their tasks (ADR 0015).
+    fn held_scopes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Runs claimed tasks of one lake, one outcome each, in order. A runner that can answer
     /// several with one read of the lake does (a shared scan, ADR 0014); this one runs them
     /// one after another. A member's cancel stops its own run only.

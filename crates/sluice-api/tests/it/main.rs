@@ -1423,6 +1423,7 @@ async fn a_job_gives_an_eta_from_its_pace_and_none_while_held() {
             now,
             skip_owners: Vec::new(),
             share: 0,
+            prefer_scopes: Vec::new(),
         })
         .await
         .unwrap();
@@ -1874,6 +1875,7 @@ async fn a_researcher_runs_the_failed_lakes_of_their_ended_job_again() {
             now,
             skip_owners: Vec::new(),
             share: 0,
+            prefer_scopes: Vec::new(),
         })
         .await
         .unwrap();
@@ -2029,6 +2031,7 @@ async fn a_long_poll_answers_when_the_job_moves_or_the_wait_ends() {
                 now: chrono::Utc::now(),
                 skip_owners: Vec::new(),
                 share: 0,
+                prefer_scopes: Vec::new(),
             })
             .await
             .unwrap()

@@ -239,6 +239,7 @@ pub async fn setup(store: &dyn Store, engine: &Engine, a: &LabArgs) -> Result<La
                     ("role_arn", role),
                     ("external_id", external_id),
                     ("sts_endpoint", format!("{}/sts/{IAM_ACCOUNT}", a.sim_url)),
+                    ("sts_allow_http", "true".into()),
                 ]
                 .map(|(k, v)| (k.to_string(), v)),
             );

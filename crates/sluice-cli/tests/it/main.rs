@@ -432,6 +432,7 @@ async fn one_scheduler_leads_and_a_standby_takes_over_when_it_is_killed() {
             now: chrono::Utc::now(),
             skip_owners: Vec::new(),
             share: 0,
+            prefer_scopes: Vec::new(),
         })
         .await
         .expect("claim");

@@ -71,6 +71,7 @@ conformance!(
     console_sessions_live_until_they_expire_or_sign_out,
     a_schedules_tick_is_recorded_once_however_many_leaders_fire_it,
     a_shared_claim_takes_along_other_jobs_tasks_of_its_lakes_under_the_holds,
+    a_claim_prefers_its_scopes_within_a_window_of_the_head_only,
 );
 
 fn lease() -> Duration {
@@ -1265,6 +1266,7 @@ async fn pauses_hold_back_claims_of_their_target_only(s: S) {
                 now: at(1),
                 skip_owners: Vec::new(),
                 share: 0,
+                prefer_scopes: Vec::new(),
             })
             .await
             .unwrap();
@@ -1728,6 +1730,7 @@ async fn a_claim_skips_the_owners_it_is_told_to(s: S) {
                 now: at(1),
                 skip_owners,
                 share: 0,
+                prefer_scopes: Vec::new(),
             })
             .await
             .unwrap()
@@ -3301,6 +3304,7 @@ async fn claim_sharing(s: &S, worker: &str, limit: u32, share: u32, now: i64) ->
         now: at(now),
         skip_owners: Vec::new(),
         share,
+        prefer_scopes: Vec::new(),
     })
     .await
     .unwrap()
@@ -3341,6 +3345,7 @@ async fn a_shared_claim_takes_along_other_jobs_tasks_of_its_lakes_under_the_hold
             now: at(0),
             skip_owners: vec!["a".into()],
             share: 0,
+            prefer_scopes: Vec::new(),
         })
         .await
         .unwrap();
@@ -3434,4 +3439,36 @@ async fn a_shared_claim_takes_along_other_jobs_tasks_of_its_lakes_under_the_hold
     .unwrap();
     let got = claim_sharing(&s, "w2", 1, 10, 6).await;
     assert_eq!(shape(&got), pairs(&[("e", "lake-00000")]), "{got:?}");
+}
+
+async fn a_claim_prefers_its_scopes_within_a_window_of_the_head_only(s: S) {
+    // Eight tasks in release order: lake-00007's scope is aws:b, the others' aws:a.
+    let mut p = job("alice", 8);
+    for (i, t) in p.tasks.iter_mut().enumerate() {
+        t.scope = if i == 7 { "aws:b" } else { "aws:a" }.into();
+    }
+    s.job_insert(p).await.unwrap();
+    let claim = |limit: u32, prefer: &[&str]| TaskClaimParams {
+        worker: "w".into(),
+        limit,
+        lease: lease(),
+        now: at(1),
+        skip_owners: Vec::new(),
+        share: 0,
+        prefer_scopes: prefer.iter().map(|p| p.to_string()).collect(),
+    };
+    let lakes = |got: Vec<ClaimedTask>| -> Vec<String> {
+        let mut l: Vec<String> = got.into_iter().map(|t| t.lake).collect();
+        l.sort();
+        l
+    };
+    // aws:b's task is past the window (4 x 1 tasks): the head, as without a preference.
+    let got = s.task_claim(claim(1, &["aws:b"])).await.unwrap();
+    assert_eq!(lakes(got), ["lake-00000"]);
+    // Within the window of 4 x 2 it is taken first, the head fills the rest.
+    let got = s.task_claim(claim(2, &["aws:b"])).await.unwrap();
+    assert_eq!(lakes(got), ["lake-00001", "lake-00007"]);
+    // Without a preference: the head.
+    let got = s.task_claim(claim(1, &[])).await.unwrap();
+    assert_eq!(lakes(got), ["lake-00002"]);
 }

@@ -16,6 +16,7 @@ async fn claim(s: &Arc<dyn Store>, w: u32, limit: u32) -> Vec<ClaimedTask> {
         now: at(1),
         skip_owners: Vec::new(),
         share: 0,
+        prefer_scopes: Vec::new(),
     })
     .await
     .unwrap()
@@ -151,6 +152,7 @@ async fn cancel_racing_with_completions_leaves_consistent_counts() {
             now: at(1),
             skip_owners: Vec::new(),
             share: 0,
+            prefer_scopes: Vec::new(),
         })
         .await
         .unwrap();
