@@ -131,15 +131,19 @@ pub struct TaskClaimParams {
     /// is while an owner quota is set. `0`: only `limit` tasks.
     pub share: u32,
     /// Scopes whose credentials the claimer holds (roles it assumed, ADR 0015): among the
-    /// first [`PREFER_WINDOW`] × `limit` tasks in release order, theirs are taken first, so
+    /// first [`prefer_window`]`(limit)` tasks in release order, theirs are taken first, so
     /// that workers keep to the accounts they hold credentials for instead of each assuming
     /// every role. Fairness gives way within that window only. Ignored while a quota is set.
     pub prefer_scopes: Vec<String>,
 }
 
-/// How far past the head of the release order a claim looks for tasks of its preferred
-/// scopes.
-pub const PREFER_WINDOW: u32 = 4;
+/// How far past the head of the release order a claim of `limit` tasks looks for tasks of its
+/// preferred scopes: four claims' worth, and at least 64 (a worker whose slots free one at a
+/// time claims one task at a time, and a window of four would rarely hold a preferred scope
+/// among many accounts).
+pub fn prefer_window(limit: u32) -> i64 {
+    i64::from(limit).saturating_mul(4).max(64)
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedTask {

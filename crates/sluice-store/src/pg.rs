@@ -112,7 +112,7 @@ impl PgBackend {
                 "WITH w AS ( \
                     SELECT id, scope, priority, seq FROM tasks WHERE state = 'pending' AND run_after <= $1 \
                       AND scope <> ALL ($5::text[]) AND owner <> ALL ($6::text[]) AND job_id <> ALL ($7::bigint[]) \
-                    ORDER BY priority DESC, seq, id LIMIT $2 * $10 FOR UPDATE SKIP LOCKED), \
+                    ORDER BY priority DESC, seq, id LIMIT $10 FOR UPDATE SKIP LOCKED), \
                  c AS ( \
                     SELECT id FROM w ORDER BY (scope = ANY ($11::text[])) DESC, priority DESC, seq, id \
                     LIMIT $2), ",
@@ -144,7 +144,7 @@ impl PgBackend {
                 .bind(skip.default_room);
         } else if prefer {
             q = q
-                .bind(i64::from(crate::model::PREFER_WINDOW))
+                .bind(crate::model::prefer_window(limit))
                 .bind(&p.prefer_scopes);
         }
         let rows = q.fetch_all(ex).await.map_err(from_sqlx)?;

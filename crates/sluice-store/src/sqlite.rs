@@ -103,7 +103,7 @@ async fn claim_pass(
                  AND tasks.job_id NOT IN (SELECT value FROM json_each(?)) \
                  AND (? IS NULL OR ? > 0 OR tasks.owner IN \
                      (SELECT json_extract(value, '$[0]') FROM json_each(?))) \
-                 ORDER BY priority DESC, seq, id LIMIT ? * ?) \
+                 ORDER BY priority DESC, seq, id LIMIT ?) \
                  ORDER BY scope IN (SELECT value FROM json_each(?)) DESC, priority DESC, seq, id \
                  LIMIT ?) c \
              LEFT JOIN (SELECT json_extract(value, '$[0]') AS owner, json_extract(value, '$[1]') AS room FROM json_each(?)) q \
@@ -124,11 +124,10 @@ async fn claim_pass(
     .bind(skip.default_room)
     .bind(skip.default_room)
     .bind(rooms.clone())
-    .bind(i64::from(limit))
     .bind(if prefer.is_empty() {
-        1
+        i64::from(limit)
     } else {
-        i64::from(crate::model::PREFER_WINDOW)
+        crate::model::prefer_window(limit)
     })
     .bind(to_json(&prefer)?.to_string())
     .bind(i64::from(limit))

@@ -3442,10 +3442,10 @@ async fn a_shared_claim_takes_along_other_jobs_tasks_of_its_lakes_under_the_hold
 }
 
 async fn a_claim_prefers_its_scopes_within_a_window_of_the_head_only(s: S) {
-    // Eight tasks in release order: lake-00007's scope is aws:b, the others' aws:a.
-    let mut p = job("alice", 8);
+    // 70 tasks in release order: lake-00069's scope is aws:b, the others' aws:a.
+    let mut p = job("alice", 70);
     for (i, t) in p.tasks.iter_mut().enumerate() {
-        t.scope = if i == 7 { "aws:b" } else { "aws:a" }.into();
+        t.scope = if i == 69 { "aws:b" } else { "aws:a" }.into();
     }
     s.job_insert(p).await.unwrap();
     let claim = |limit: u32, prefer: &[&str]| TaskClaimParams {
@@ -3462,13 +3462,16 @@ async fn a_claim_prefers_its_scopes_within_a_window_of_the_head_only(s: S) {
         l.sort();
         l
     };
-    // aws:b's task is past the window (4 x 1 tasks): the head, as without a preference.
+    // aws:b's task is past the window (64 tasks for a claim of one): the head, as without a
+    // preference.
     let got = s.task_claim(claim(1, &["aws:b"])).await.unwrap();
     assert_eq!(lakes(got), ["lake-00000"]);
-    // Within the window of 4 x 2 it is taken first, the head fills the rest.
-    let got = s.task_claim(claim(2, &["aws:b"])).await.unwrap();
-    assert_eq!(lakes(got), ["lake-00001", "lake-00007"]);
+    // Within the window of 4 x 18 it is taken first, the head fills the rest.
+    let got = lakes(s.task_claim(claim(18, &["aws:b"])).await.unwrap());
+    let mut want: Vec<String> = (1..=17).map(|i| format!("lake-{i:05}")).collect();
+    want.push("lake-00069".into());
+    assert_eq!(got, want);
     // Without a preference: the head.
     let got = s.task_claim(claim(1, &[])).await.unwrap();
-    assert_eq!(lakes(got), ["lake-00002"]);
+    assert_eq!(lakes(got), ["lake-00018"]);
 }
