@@ -336,6 +336,8 @@ struct RunReport {
     frozen_at: Option<f64>,
     /// AssumeRole calls the provider received.
     assume_role: u64,
+    /// How long the urgent 3-lake hunt took from its submission.
+    urgent: Option<f64>,
 }
 
 /// One run of the backlog: lays it out in a fresh schema, starts worker processes, prints a
@@ -348,6 +350,7 @@ async fn replay_run(
     stop_on_freeze: bool,
     share: u32,
     job_count: u32,
+    urgent: bool,
 ) -> Result<RunReport> {
     use sluice_store::ConnectOptions;
     let slug = label.replace(' ', "_");
@@ -477,6 +480,56 @@ async fn replay_run(
         workers.push(cmd.spawn().context("starting a worker")?);
     }
     let started = std::time::Instant::now();
+    // A small urgent hunt (3 lakes, another owner) submitted a second into the drain: how long
+    // it takes behind the backlog.
+    let urgent = if urgent {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let lakes: Vec<String> = m.lakes.keys().take(3).cloned().collect();
+        let s = match spec(0) {
+            sluice_engine::HuntSpec::Ioc {
+                ips,
+                hashes,
+                domains,
+                ..
+            } => sluice_engine::HuntSpec::Ioc {
+                ips,
+                hashes,
+                domains,
+                since: None,
+                until: None,
+                lakes: sluice_engine::LakeSelector {
+                    names: lakes,
+                    ..Default::default()
+                },
+            },
+            other => other,
+        };
+        let plan = sluice_hunt::plan(store.as_ref(), &s, &sluice_store::LakeAccess::all())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sub = sluice_hunt::Submission {
+            owner: "urgent".into(),
+            idempotency_key: None,
+            priority: 0,
+            max_attempts: 3,
+        };
+        let job = store
+            .job_insert(sluice_hunt::job_params(&s, &plan, &sub)?)
+            .await?
+            .job
+            .id;
+        let (store, at) = (store.clone(), std::time::Instant::now());
+        Some(tokio::spawn(async move {
+            loop {
+                match store.job_get(job).await {
+                    Ok(j) if j.state.is_terminal() => return at.elapsed().as_secs_f64(),
+                    _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                }
+            }
+        }))
+    } else {
+        None
+    };
     let mut frozen_at = None;
     let mut drained = false;
     let mut last = BTreeMap::<String, u64>::new();
@@ -495,6 +548,7 @@ async fn replay_run(
             done += j.counts.done + j.counts.failed;
             all_done &= j.state.is_terminal();
         }
+        all_done &= urgent.as_ref().is_none_or(|u| u.is_finished());
         let sum = |f: fn(&sluice_sim::Counts) -> u64| -> u64 {
             counts.get("*").map_or(0, |m| m.values().map(f).sum())
         };
@@ -542,6 +596,14 @@ async fn replay_run(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(30), w.wait()).await;
     }
     sim.stop();
+    let urgent = match urgent {
+        Some(u) if u.is_finished() => u.await.ok(),
+        Some(u) => {
+            u.abort();
+            None
+        }
+        None => None,
+    };
     let assume_role = sim
         .counts()
         .iter()
@@ -566,16 +628,18 @@ async fn replay_run(
         calls,
         frozen_at,
         assume_role,
+        urgent,
     })
 }
 
 pub async fn replay(a: ReplayArgs) -> Result<bool> {
     std::fs::create_dir_all(&a.dir)?;
     let budget = Some(a.budget_rate);
-    let off = replay_run(&a, "guard off", None, true, 1, a.jobs).await?;
-    let on = replay_run(&a, "guard on", budget, false, 1, a.jobs).await?;
-    let shared = replay_run(&a, "shared", budget, false, a.share_scan, a.jobs).await?;
-    let alone = replay_run(&a, "one job", budget, false, a.share_scan, 1).await?;
+    let off = replay_run(&a, "guard off", None, true, 1, a.jobs, false).await?;
+    let on = replay_run(&a, "guard on", budget, false, 1, a.jobs, false).await?;
+    let shared = replay_run(&a, "shared", budget, false, a.share_scan, a.jobs, true).await?;
+    let alone = replay_run(&a, "one job", budget, false, a.share_scan, 1, false).await?;
+    let urgent = replay_run(&a, "urgent alone", budget, false, a.share_scan, 0, true).await?;
     let rate = a.budget_rate * f64::from(a.accounts);
     println!("\n== summary");
     println!(
@@ -601,6 +665,15 @@ pub async fn replay(a: ReplayArgs) -> Result<bool> {
         shared.seconds,
         alone.seconds,
         shared.seconds / alone.seconds
+    );
+    let secs = |r: &RunReport| {
+        r.urgent
+            .map_or("not finished".into(), |s| format!("{s:.2}s"))
+    };
+    println!(
+        "a 3-lake hunt of another owner submitted 1 s into the shared drain: {} against {} alone",
+        secs(&shared),
+        secs(&urgent)
     );
     let safe = |r: &RunReport, worst: f64| r.drained && r.frozen_at.is_none() && worst <= 1.0;
     Ok(off.frozen_at.is_some()
