@@ -52,7 +52,7 @@ bench-scale: ## A million-task backlog vs 100,000, and graphile-worker at both s
 	bash benches/scale.sh
 
 .PHONY: replay-outage
-replay-outage: ## The incident replayed: the same backlog with the guard off (freeze), then on (release build)
+replay-outage: ## The incident replayed: the same backlog with the guard off (freeze), on, on with shared scans (release build)
 	bash benches/replay-outage.sh
 
 .PHONY: bench-scan

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # make replay-outage: the incident of MISSION.md, replayed against the provider simulator. The
-# same backlog (JOBS hunts x all lakes) runs twice through real worker processes, each in a
-# fresh schema of the database `sluice_replay`: first with the provider guard off (no budget,
-# no breakers: the simulator freezes the account, as the provider did), then with it on
+# same backlog (JOBS hunts x all lakes) runs through real worker processes, each run in a fresh
+# schema of the database `sluice_replay`: with the provider guard off (no budget, no breakers:
+# the simulator freezes the account, as the provider did), with it on and every task alone
 # (budget under the provider's quota: no freeze; the drain time is compared with its lower
-# bound, total calls / budget rate). Prints both timelines and the summary.
-#   args are passed to `sluice lab replay-outage` (e.g. --jobs 200 --lakes-per-account 100)
+# bound, total calls / budget rate), with it on and shared scans (ADR 0014), then one job of
+# the backlog alone and a small urgent hunt alone (the yardsticks for the shared drain and for
+# the urgent hunt submitted into it). Prints every timeline and the summary.
+#   args are passed to `sluice lab replay-outage` (e.g. --jobs 200 --lakes-per-account 100,
+#   --share-scan 128, --roles --accounts 50 --workers 4)
 #   env: SLUICE_TEST_DATABASE_URL (server, default postgres://postgres@127.0.0.1:5432)
 set -euo pipefail
 cd "$(dirname "$0")/.."

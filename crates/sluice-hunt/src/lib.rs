@@ -607,26 +607,21 @@ impl Runner for HuntRunner {
             }
         }
         // In claim order: the run holding the first task claimed goes first.
-        let mut units: Vec<Vec<usize>> = alone.into_iter().map(|i| vec![i]).collect();
-        let mut specs_of: HashMap<usize, Vec<sluice_engine::hunt::IocSpec>> = HashMap::new();
-        for (idx, specs, _) in scans {
-            specs_of.insert(idx[0], specs);
-            units.push(idx);
-        }
-        units.sort_by_key(|u| u[0]);
-        for unit in units {
-            match specs_of.remove(&unit[0]) {
-                Some(specs) if unit.len() > 1 => {
-                    let picked: Vec<&Member> = unit.iter().map(|&i| &members[i]).collect();
-                    let results = self.scan(&picked, &specs).await;
-                    for (&i, r) in unit.iter().zip(results) {
-                        out[i] = Some(r);
-                    }
-                }
-                _ => {
-                    let m = &members[unit[0]];
-                    out[unit[0]] = self.each_alone(&[m]).await.pop();
-                }
+        let mut units: Vec<(Vec<usize>, Vec<sluice_engine::hunt::IocSpec>)> = alone
+            .into_iter()
+            .map(|i| (vec![i], Vec::new()))
+            .chain(scans.into_iter().map(|(idx, specs, _)| (idx, specs)))
+            .collect();
+        units.sort_by_key(|(idx, _)| idx[0]);
+        for (idx, specs) in units {
+            let picked: Vec<&Member> = idx.iter().map(|&i| &members[i]).collect();
+            let results = if picked.len() > 1 {
+                self.scan(&picked, &specs).await
+            } else {
+                self.each_alone(&picked).await
+            };
+            for (&i, r) in idx.iter().zip(results) {
+                out[i] = Some(r);
             }
         }
         out.into_iter()

@@ -113,6 +113,8 @@ struct Shared {
     /// Leases in flight (running or waiting to be recorded) and how to stop their run.
     inflight: Mutex<HashMap<Lease, CancellationToken>>,
     stats: Mutex<WorkerStats>,
+    /// Tasks whose run has not returned (a shared run holds several).
+    running: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -290,6 +292,9 @@ impl Worker {
                     continue;
                 };
                 metrics::SHARED.inc_by(group.len().saturating_sub(1) as u64);
+                shared
+                    .running
+                    .fetch_add(group.len(), std::sync::atomic::Ordering::Relaxed);
                 let members: Vec<Member> = group
                     .into_iter()
                     .map(|task| Member {
@@ -305,12 +310,13 @@ impl Worker {
                         *owners.entry(m.task.owner.clone()).or_default() += 1;
                     }
                 }
-                let (runner, clock, retry, tx, owners) = (
+                let (runner, clock, retry, tx, owners, running) = (
                     self.runner.clone(),
                     self.clock.clone(),
                     self.cfg.retry,
                     tx.clone(),
                     owners.clone(),
+                    shared.clone(),
                 );
                 metrics::SLOTS_BUSY.inc();
                 // Every log line of the run (engine and provider guard included) carries the
@@ -327,6 +333,9 @@ impl Worker {
                             many => runner.run_shared(many).await,
                         };
                         drop(permit);
+                        running
+                            .running
+                            .fetch_sub(members.len(), std::sync::atomic::Ordering::Relaxed);
                         metrics::SLOTS_BUSY.dec();
                         let secs = started.elapsed().as_secs_f64();
                         let mut results = results.into_iter();
@@ -392,7 +401,7 @@ impl Worker {
         })
         .await;
         if drained.is_err() {
-            let left = runs.len();
+            let left = shared.running.load(std::sync::atomic::Ordering::Relaxed);
             info!(worker = %self.cfg.id, tasks = left, "grace period over: handing back running tasks");
             shared
                 .stats

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 pub enum LabCmd {
     /// Lay out S3 lakes for the simulator, write its accounts file, register the lakes.
     Setup(LabArgs),
-    /// The outage replay: the same backlog with the guard off (the account freezes), then on.
+    /// The outage replay: the same backlog with the guard off (the account freezes), then on
+    /// with every task alone and with shared scans, beside one job and a small hunt alone.
     ReplayOutage(ReplayArgs),
 }
 
@@ -147,37 +148,37 @@ pub async fn setup(store: &dyn Store, engine: &Engine, a: &LabArgs) -> Result<La
         iam_account: a.roles.then(|| IAM_ACCOUNT.to_string()),
     };
     let now = chrono::Utc::now();
-    if let (Some(rate), Some(burst)) = (a.budget_rate, a.budget_burst) {
-        // The provider-wide budget is the sum of the accounts' (the sim has no global quota).
-        store
-            .budget_set(BudgetSetParams {
-                scope: sluice_store::ROOT_SCOPE.into(),
+    // `accounts` accounts' worth of budget for `scope`, when budgets are given.
+    let budget = |scope: &str, accounts: u32| {
+        let p = a
+            .budget_rate
+            .zip(a.budget_burst)
+            .map(|(rate, burst)| BudgetSetParams {
+                scope: scope.to_string(),
                 parent: None,
-                rate: rate * f64::from(a.accounts),
-                burst: burst * f64::from(a.accounts),
+                rate: rate * f64::from(accounts),
+                burst: burst * f64::from(accounts),
                 ramp: None,
                 now,
-            })
-            .await?;
-    }
-    if a.roles {
-        accounts_cfg.insert(
-            IAM_ACCOUNT.into(),
-            serde_json::json!({"buckets": [], "rate": a.quota_rate, "burst": a.quota_burst,
-                "freeze_after_secs": a.freeze_after, "freeze_for_secs": a.freeze_for}),
-        );
-        if let (Some(rate), Some(burst)) = (a.budget_rate, a.budget_burst) {
-            store
-                .budget_set(BudgetSetParams {
-                    scope: sluice_engine::s3::DEFAULT_STS_SCOPE.into(),
-                    parent: None,
-                    rate,
-                    burst,
-                    ramp: None,
-                    now,
-                })
-                .await?;
+            });
+        async move {
+            if let Some(p) = p {
+                store.budget_set(p).await?;
+            }
+            anyhow::Ok(())
         }
+    };
+    // An account of the simulator's accounts file.
+    let account_cfg = |buckets: Vec<String>, external_id: Option<String>| {
+        serde_json::json!({"buckets": buckets, "rate": a.quota_rate, "burst": a.quota_burst,
+            "freeze_after_secs": a.freeze_after, "freeze_for_secs": a.freeze_for,
+            "external_id": external_id})
+    };
+    // The provider-wide budget is the sum of the accounts' (the sim has no global quota).
+    budget(sluice_store::ROOT_SCOPE, a.accounts).await?;
+    if a.roles {
+        accounts_cfg.insert(IAM_ACCOUNT.into(), account_cfg(Vec::new(), None));
+        budget(sluice_engine::s3::DEFAULT_STS_SCOPE, 1).await?;
     }
     let mut probe: Option<(datafusion::arrow::datatypes::SchemaRef, Vec<String>)> = None;
     for i in 0..a.accounts {
@@ -195,23 +196,10 @@ pub async fn setup(store: &dyn Store, engine: &Engine, a: &LabArgs) -> Result<La
         let (role, external_id) = role_of(&account);
         accounts_cfg.insert(
             account.clone(),
-            serde_json::json!({"buckets": [bucket], "rate": a.quota_rate, "burst": a.quota_burst,
-                "freeze_after_secs": a.freeze_after, "freeze_for_secs": a.freeze_for,
-                "external_id": external_id}),
+            account_cfg(vec![bucket.clone()], Some(external_id.clone())),
         );
         let scope = format!("aws:{account}");
-        if let (Some(rate), Some(burst)) = (a.budget_rate, a.budget_burst) {
-            store
-                .budget_set(BudgetSetParams {
-                    scope: scope.clone(),
-                    parent: None,
-                    rate,
-                    burst,
-                    ramp: None,
-                    now,
-                })
-                .await?;
-        }
+        budget(&scope, 1).await?;
         if probe.is_none() {
             let l = &m.lakes[0];
             let local = l.local_ref(0);

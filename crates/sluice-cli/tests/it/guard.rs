@@ -10,6 +10,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+/// Worker flags that make a breaker probe after a second (two at most), frozen or throttled.
+const FAST_BREAKER: [&str; 6] = [
+    "--breaker-frozen-cooldown",
+    "1s",
+    "--breaker-cooldown",
+    "1s",
+    "--breaker-max-cooldown",
+    "2s",
+];
+
 pub(crate) struct Lab {
     _dir: Option<tempfile::TempDir>,
     url: String,
@@ -335,14 +345,7 @@ async fn a_frozen_account_pauses_its_jobs_loses_nothing_and_resumes() {
     let (store, url) = sluice_store::testing::pg_store().await;
     let lab = Lab::new(&url, LabSize::default(), &["--freeze-for", "600"]).await;
     let job = lab.submit("a*").await;
-    let breaker = [
-        "--breaker-frozen-cooldown",
-        "1s",
-        "--breaker-cooldown",
-        "1s",
-        "--breaker-max-cooldown",
-        "2s",
-    ];
+    let breaker = FAST_BREAKER;
     let workers = vec![lab.worker("w1", &breaker), lab.worker("w2", &breaker)];
     let frozen = lab.accounts()[0].clone();
     let scope = format!("aws:{frozen}");
@@ -551,7 +554,7 @@ async fn lakes_in_other_accounts_are_hunted_through_one_assumed_role_per_account
     let addrs: Vec<String> = (0..2)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
-    let breaker = ["--breaker-cooldown", "1s", "--breaker-max-cooldown", "2s"];
+    let breaker = FAST_BREAKER;
     let workers: Vec<Proc> = addrs
         .iter()
         .enumerate()
@@ -635,14 +638,7 @@ async fn a_frozen_sts_opens_its_own_breaker_and_the_hunts_wait_then_finish() {
     // The incident, exactly: the identity service refuses the account.
     assert!(lab.sim.freeze(&iam, 600.0));
     let job = lab.submit("a*").await;
-    let breaker = [
-        "--breaker-frozen-cooldown",
-        "1s",
-        "--breaker-cooldown",
-        "1s",
-        "--breaker-max-cooldown",
-        "2s",
-    ];
+    let breaker = FAST_BREAKER;
     let workers = vec![lab.worker("w1", &breaker)];
     let sts = sluice_engine::s3::DEFAULT_STS_SCOPE;
     let deadline = Instant::now() + Duration::from_secs(60);
